@@ -1,0 +1,79 @@
+/*
+ * config.h - the ordertrackd configuration: schema, loading, checks.
+ *
+ * One table in config.c describes every setting (path, type, default,
+ * bounds, whether a reload may change it).  Loading parses the libconfig
+ * text into a fresh struct config and checks all of it; a caller swaps the
+ * new struct in only when loading succeeded, so a broken file never replaces
+ * a working one.  Errors name the file, the line and the key.
+ *
+ * This module reads no file itself when given text (config_parse_string),
+ * which is how the unit tests drive it.
+ */
+#ifndef OT_CONFIG_H
+#define OT_CONFIG_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "auth.h"
+
+#define CONFIG_ID_MAX 64 /* exporter ids: 1..64 chars of [A-Za-z0-9._-] */
+
+enum log_level {
+	LOG_LEVEL_ERROR,
+	LOG_LEVEL_WARNING,
+	LOG_LEVEL_INFO,
+	LOG_LEVEL_DEBUG,
+};
+
+struct config_exporter {
+	char *id;
+	char *name;
+	uint8_t token_sha256[AUTH_DIGEST_LEN];
+};
+
+struct config {
+	char *path; /* the file it came from, for messages */
+
+	char **listen; /* "host:port" strings, host may be [v6] */
+	size_t n_listen;
+
+	char *conninfo; /* database.conninfo */
+
+	struct config_exporter *exporters;
+	size_t n_exporters;
+
+	int max_connections; /* limits.max_connections */
+	int max_line_bytes;  /* limits.max_line_bytes */
+	int idle_timeout_s;  /* limits.idle_timeout_s, 0 = never */
+	int window;          /* limits.window: unacked events per connection */
+	int max_pending;     /* limits.max_pending: unacked events, all connections */
+
+	int batch_max_events;  /* batch.max_events */
+	int batch_max_delay_ms; /* batch.max_delay_ms */
+
+	enum log_level log_level; /* log.level */
+};
+
+/* Load and check a file. NULL on error with *errstr set (free() it). */
+struct config *config_load(const char *path, char **errstr);
+/* Same from text; name is used in messages in place of a path. */
+struct config *config_parse_string(const char *text, const char *name, char **errstr);
+void config_free(struct config *c);
+
+/* The exporter with this id, or NULL. */
+const struct config_exporter *config_find_exporter(const struct config *c, const char *id);
+
+/*
+ * Describe the differences between two configs that a reload cannot apply
+ * (listen addresses, database): writes a comma-separated list of keys into
+ * out and returns how many there are.
+ */
+int config_restart_keys(const struct config *old, const struct config *neu, char *out, size_t cap);
+
+const char *log_level_name(enum log_level l);
+bool log_level_parse(const char *s, enum log_level *out);
+
+#endif

@@ -1,0 +1,175 @@
+/*
+ * jsonw.c - a tiny JSON object writer for reply lines; see jsonw.h.
+ *
+ * It writes only flat objects of strings, integers, null and raw values,
+ * which is all the protocol's replies need.  Space for the closing "}\n" is
+ * reserved up front so a cut reply is still a valid line.
+ */
+#include "jsonw.h"
+
+#include <stdio.h>
+#include <string.h>
+
+#define JSONW_RESERVE 3 /* "}\n" and NUL */
+
+void jsonw_init(struct jsonw *w, char *buf, size_t cap)
+{
+	w->buf = buf;
+	w->cap = cap;
+	w->len = 0;
+	w->first = true;
+	w->truncated = false;
+	if (cap > 0)
+		buf[0] = '\0';
+}
+
+/* Room left before the reserved tail. */
+static size_t room(const struct jsonw *w)
+{
+	size_t limit = w->cap > JSONW_RESERVE ? w->cap - JSONW_RESERVE : 0;
+	return w->len < limit ? limit - w->len : 0;
+}
+
+/* Append bytes if they all fit; otherwise mark the writer truncated. */
+static bool put(struct jsonw *w, const char *s, size_t n)
+{
+	if (n > room(w)) {
+		w->truncated = true;
+		return false;
+	}
+	memcpy(w->buf + w->len, s, n);
+	w->len += n;
+	return true;
+}
+
+void jsonw_open(struct jsonw *w)
+{
+	put(w, "{", 1);
+	w->first = true;
+}
+
+/* Write the separator and "key": for the next member. */
+static bool key(struct jsonw *w, const char *k)
+{
+	size_t mark = w->len;
+	if (!w->first && !put(w, ",", 1))
+		return false;
+	if (!put(w, "\"", 1) || !put(w, k, strlen(k)) || !put(w, "\":", 2)) {
+		w->len = mark;
+		return false;
+	}
+	w->first = false;
+	return true;
+}
+
+size_t json_escape(char *out, size_t cap, const char *s, size_t len)
+{
+	size_t o = 0;
+	if (cap == 0)
+		return 0;
+	for (size_t i = 0; i < len; i++) {
+		unsigned char c = (unsigned char)s[i];
+		char tmp[8];
+		size_t n;
+		if (c == '"' || c == '\\') {
+			tmp[0] = '\\';
+			tmp[1] = (char)c;
+			n = 2;
+		} else if (c == '\n') {
+			memcpy(tmp, "\\n", 2);
+			n = 2;
+		} else if (c == '\r') {
+			memcpy(tmp, "\\r", 2);
+			n = 2;
+		} else if (c == '\t') {
+			memcpy(tmp, "\\t", 2);
+			n = 2;
+		} else if (c < 0x20 || c == 0x7f) {
+			n = (size_t)snprintf(tmp, sizeof(tmp), "\\u%04x", c);
+		} else {
+			/* Do not cut a UTF-8 sequence in the middle. */
+			size_t seq = 1;
+			if (c >= 0xf0)
+				seq = 4;
+			else if (c >= 0xe0)
+				seq = 3;
+			else if (c >= 0xc0)
+				seq = 2;
+			if (i + seq > len || o + seq >= cap)
+				break;
+			memcpy(out + o, s + i, seq);
+			o += seq;
+			i += seq - 1;
+			continue;
+		}
+		if (o + n >= cap)
+			break;
+		memcpy(out + o, tmp, n);
+		o += n;
+	}
+	out[o] = '\0';
+	return o;
+}
+
+void jsonw_strn(struct jsonw *w, const char *k, const char *val, size_t len)
+{
+	if (val == NULL) {
+		jsonw_null(w, k);
+		return;
+	}
+	size_t mark = w->len;
+	if (!key(w, k) || !put(w, "\"", 1)) {
+		w->len = mark;
+		return;
+	}
+	/* json_escape writes at most avail-1 bytes, which leaves one for the
+	 * closing quote inside the room we have. */
+	size_t avail = room(w);
+	if (avail < 2) {
+		w->len = mark;
+		w->truncated = true;
+		return;
+	}
+	size_t n = json_escape(w->buf + w->len, avail, val, len);
+	if (n + 1 >= avail)
+		w->truncated = true; /* filled up: part of the value may be cut */
+	w->len += n;
+	w->buf[w->len++] = '"';
+}
+
+void jsonw_str(struct jsonw *w, const char *k, const char *val)
+{
+	jsonw_strn(w, k, val, val ? strlen(val) : 0);
+}
+
+void jsonw_int(struct jsonw *w, const char *k, long long val)
+{
+	char tmp[32];
+	int n = snprintf(tmp, sizeof(tmp), "%lld", val);
+	size_t mark = w->len;
+	if (!key(w, k) || !put(w, tmp, (size_t)n))
+		w->len = mark;
+}
+
+void jsonw_null(struct jsonw *w, const char *k)
+{
+	size_t mark = w->len;
+	if (!key(w, k) || !put(w, "null", 4))
+		w->len = mark;
+}
+
+void jsonw_raw(struct jsonw *w, const char *k, const char *json, size_t len)
+{
+	size_t mark = w->len;
+	if (!key(w, k) || !put(w, json, len))
+		w->len = mark;
+}
+
+size_t jsonw_close(struct jsonw *w)
+{
+	/* The reserve guarantees these fit. */
+	w->buf[w->len++] = '}';
+	w->buf[w->len++] = '\n';
+	w->buf[w->len] = '\0';
+	return w->len;
+}
