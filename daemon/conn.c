@@ -1,0 +1,631 @@
+/*
+ * conn.c - one exporter's TCP connection: framing, hello, events, replies.
+ *
+ * Every line gets exactly one reply, in the order the lines came.  Replies
+ * that need no database (pong, errors) are written at once when nothing is
+ * waiting ahead of them; otherwise they queue behind the events in the
+ * connection's slot FIFO and leave when the events before them are
+ * committed.
+ *
+ * Back-pressure: a connection stops reading when it has `limits.window`
+ * unacked events, when all connections together have `limits.max_pending`,
+ * or when its peer does not read its replies.  It never drops a line.
+ *
+ * Lifetime: a connection whose socket is gone stays allocated until the
+ * store has finished with its last event (its slots point to it), then is
+ * freed.  conn_close() is the one teardown path and takes a reason.
+ */
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <netinet/in.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include "auth.h"
+#include "framer.h"
+#include "jsonw.h"
+#include "log.h"
+#include "ot_build.h"
+#include "request.h"
+#include "server.h"
+
+/* Replies the peer has not read beyond this pause reading its lines. */
+#define OUTPUT_HIGH_WATER (256 * 1024)
+/* Lines handled per read callback before yielding to other connections. */
+#define LINES_PER_WAKEUP 256
+
+enum conn_state {
+	CONN_HELLO,   /* waiting for hello; exits: READY, CLOSING */
+	CONN_READY,   /* authenticated; exits: CLOSING */
+	CONN_CLOSING, /* writing the last replies, then closed; exits: gone */
+};
+
+struct conn {
+	TAILQ_ENTRY(conn) c_entry;
+	unsigned c_id;
+	enum conn_state c_state;
+	struct bufferevent *c_bev; /* NULL once the socket is closed */
+	struct framer c_framer;
+	char c_peer[64];
+	char c_exporter[CONFIG_ID_MAX + 1];
+	struct slot_list c_slots; /* replies in line order */
+	unsigned c_unacked;       /* event slots not yet finished */
+	unsigned c_nslots;        /* slots alive, including those in the store */
+	bool c_paused;            /* reading stopped for back-pressure */
+	bool c_eof;               /* the peer sent EOF; answer, then close */
+	bool c_unlinked;          /* socket gone, off the server's list */
+	bool c_dead;              /* free from the loop, outside any callback */
+	const char *c_close_reason;
+	uint64_t c_lines, c_events, c_errors;
+	struct event *c_resume_ev; /* runs buffered lines after a pause */
+};
+
+static void conn_read_cb(struct bufferevent *bev, void *arg);
+static void conn_write_cb(struct bufferevent *bev, void *arg);
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
+static void conn_process_input(struct conn *c);
+static void conn_close(struct conn *c, const char *reason);
+static void conn_maybe_free(struct conn *c);
+
+/* Allocate or abort: out-of-memory is not a code path in this daemon. */
+static void *xcalloc(size_t n, size_t size)
+{
+	void *p = calloc(n, size);
+	if (p == NULL)
+		abort();
+	return p;
+}
+
+/* Current wall clock in milliseconds, for the future-timestamp check. */
+static int64_t now_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_REALTIME, &ts);
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Render a peer address as host:port. */
+static void format_peer(const struct sockaddr *sa, char *out, size_t cap)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+	int port = 0;
+	if (sa->sa_family == AF_INET) {
+		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
+		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
+		port = ntohs(in->sin_port);
+		snprintf(out, cap, "%s:%d", host, port);
+	} else if (sa->sa_family == AF_INET6) {
+		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
+		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
+		port = ntohs(in6->sin6_port);
+		snprintf(out, cap, "[%s]:%d", host, port);
+	} else {
+		snprintf(out, cap, "unknown");
+	}
+}
+
+/* Write bytes to the peer if the socket is still there. */
+static void conn_write(struct conn *c, const char *data, size_t len)
+{
+	if (c->c_bev != NULL)
+		bufferevent_write(c->c_bev, data, len);
+}
+
+/* Format an error reply into buf; returns its length. */
+static size_t format_error(char *buf, size_t cap, const char *id, const char *code,
+                           const char *message)
+{
+	struct jsonw w;
+	jsonw_init(&w, buf, cap);
+	jsonw_open(&w);
+	jsonw_str(&w, "type", "error");
+	jsonw_str(&w, "id", id);
+	jsonw_str(&w, "code", code);
+	jsonw_str(&w, "message", message);
+	return jsonw_close(&w);
+}
+
+/* A new slot on the connection's FIFO. */
+static struct slot *slot_new(struct conn *c)
+{
+	struct slot *s = xcalloc(1, sizeof(*s));
+	s->s_owner = c;
+	TAILQ_INSERT_TAIL(&c->c_slots, s, s_conn);
+	c->c_nslots++;
+	return s;
+}
+
+/* Release a slot's event data and the slot. */
+static void slot_free(struct slot *s)
+{
+	free(s->s_body);
+	if (s->s_root != NULL)
+		json_decref(s->s_root);
+	free(s);
+}
+
+/*
+ * Queue or send a reply that needs no database.  When events are waiting
+ * ahead of it, it waits in the FIFO so the order of replies holds.
+ */
+static void conn_reply(struct conn *c, const char *data, size_t len)
+{
+	if (TAILQ_EMPTY(&c->c_slots)) {
+		conn_write(c, data, len);
+		return;
+	}
+	struct slot *s = slot_new(c);
+	if (len > sizeof(s->s_reply))
+		len = sizeof(s->s_reply); /* replies are built to fit; defensive */
+	memcpy(s->s_reply, data, len);
+	s->s_reply_len = len;
+	s->s_done = true;
+}
+
+/* Send the finished replies at the head of the FIFO. */
+static void conn_flush_slots(struct conn *c)
+{
+	struct slot *s;
+	while ((s = TAILQ_FIRST(&c->c_slots)) != NULL && s->s_done) {
+		TAILQ_REMOVE(&c->c_slots, s, s_conn);
+		conn_write(c, s->s_reply, s->s_reply_len);
+		c->c_nslots--;
+		slot_free(s);
+	}
+}
+
+/* Reply to a line with an error; logs the rejection. */
+static void conn_error(struct conn *c, const char *id, const char *code, const char *message)
+{
+	char buf[512];
+	size_t n = format_error(buf, sizeof(buf), id, code, message);
+	c->c_errors++;
+	log_info("line rejected", "conn=%u peer=%s exporter=%s code=%s event=%s reason=%s",
+	         c->c_id, c->c_peer, c->c_exporter[0] ? c->c_exporter : "-", code,
+	         id ? lq(id) : "-", lq(message));
+	conn_reply(c, buf, n);
+}
+
+/* Is this connection over one of its back-pressure limits? */
+static bool conn_must_pause(const struct conn *c)
+{
+	if (c->c_unacked >= (unsigned)server.cfg->window)
+		return true;
+	if (store_pending(server.store) >= (unsigned)server.cfg->max_pending)
+		return true;
+	if (c->c_bev != NULL &&
+	    evbuffer_get_length(bufferevent_get_output(c->c_bev)) > OUTPUT_HIGH_WATER)
+		return true;
+	return false;
+}
+
+/* Stop reading from the socket until conn_resume(). */
+static void conn_pause(struct conn *c)
+{
+	if (!c->c_paused && c->c_bev != NULL) {
+		c->c_paused = true;
+		bufferevent_disable(c->c_bev, EV_READ);
+		log_debug("connection paused", "conn=%u unacked=%u", c->c_id, c->c_unacked);
+	}
+}
+
+/* Start reading again and run lines already buffered. */
+static void conn_resume(struct conn *c)
+{
+	if (!c->c_paused || c->c_bev == NULL || conn_must_pause(c))
+		return;
+	c->c_paused = false;
+	if (!c->c_eof && !server.draining && c->c_state != CONN_CLOSING)
+		bufferevent_enable(c->c_bev, EV_READ);
+	/* Lines may already sit in the input buffer: libevent will not call
+	 * the read callback for them, so run them from the loop. */
+	event_active(c->c_resume_ev, EV_TIMEOUT, 0);
+}
+
+/* Timer callback of c_resume_ev. */
+static void conn_resume_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	(void)fd;
+	(void)what;
+	if (c->c_dead) {
+		framer_fini(&c->c_framer);
+		event_free(c->c_resume_ev);
+		free(c);
+		return;
+	}
+	conn_process_input(c);
+}
+
+/* The hello line: check the exporter and its token. */
+static void conn_hello(struct conn *c, const struct request *rq)
+{
+	const char *exp = rq->u.hello.exporter;
+	const char *tok = rq->u.hello.token;
+	const struct config_exporter *e = config_find_exporter(server.cfg, exp);
+	char buf[512];
+
+	if (e == NULL || !auth_token_matches(e->token_sha256, tok, strlen(tok))) {
+		/* Same answer for an unknown exporter and a wrong token: the
+		 * reply must not tell which exporter ids exist. */
+		size_t n = format_error(buf, sizeof(buf), NULL, ERR_AUTH_FAILED,
+		                        "unknown exporter or wrong token");
+		log_warnx("hello refused", "conn=%u peer=%s exporter=%s code=%s", c->c_id,
+		          c->c_peer, lq(exp), ERR_AUTH_FAILED);
+		c->c_errors++;
+		conn_reply(c, buf, n);
+		conn_close(c, "auth_failed");
+		return;
+	}
+	snprintf(c->c_exporter, sizeof(c->c_exporter), "%s", e->id);
+	c->c_state = CONN_READY;
+
+	struct jsonw w;
+	jsonw_init(&w, buf, sizeof(buf));
+	jsonw_open(&w);
+	jsonw_str(&w, "type", "welcome");
+	jsonw_str(&w, "exporter", c->c_exporter);
+	jsonw_int(&w, "protocol", 1);
+	jsonw_str(&w, "server", "ordertrackd " OT_VERSION);
+	size_t n = jsonw_close(&w);
+	conn_reply(c, buf, n);
+	log_info("exporter authenticated", "conn=%u peer=%s exporter=%s", c->c_id, c->c_peer,
+	         c->c_exporter);
+}
+
+/* Hand an event to the store; its reply comes after the commit. */
+static void conn_event(struct conn *c, struct request *rq)
+{
+	struct slot *s = slot_new(c);
+	const struct request_event *ev = &rq->u.event;
+
+	s->s_exporter = c->c_exporter;
+	s->s_body = request_event_canonical(rq, &s->s_body_len);
+	s->s_root = rq->root; /* the slot now owns the tree */
+	rq->root = NULL;
+	s->s_type = ev->type;
+	s->s_id = ev->id;
+	s->s_order = ev->order;
+	s->s_shipment = ev->shipment;
+	s->s_occurred_at = ev->occurred_at;
+	c->c_unacked++;
+	c->c_events++;
+	store_submit(server.store, s);
+}
+
+/* Act on one complete line. */
+static void conn_line(struct conn *c, const char *line, size_t len)
+{
+	struct request rq;
+	struct request_error err;
+
+	c->c_lines++;
+	if (!request_parse(line, len, now_ms(), &rq, &err)) {
+		if (c->c_state == CONN_HELLO) {
+			conn_error(c, NULL, ERR_AUTH_REQUIRED, "say hello first");
+			conn_close(c, "auth_required");
+			return;
+		}
+		conn_error(c, err.has_id ? err.id : NULL, err.code, err.message);
+		return;
+	}
+
+	if (c->c_state == CONN_HELLO && rq.kind != REQ_HELLO) {
+		conn_error(c, NULL, ERR_AUTH_REQUIRED, "say hello first");
+		conn_close(c, "auth_required");
+	} else if (rq.kind == REQ_HELLO) {
+		if (c->c_state == CONN_READY)
+			conn_error(c, NULL, ERR_INVALID_REQUEST, "hello was already accepted");
+		else
+			conn_hello(c, &rq);
+	} else if (rq.kind == REQ_PING) {
+		static const char pong[] = "{\"type\":\"pong\"}\n";
+		conn_reply(c, pong, sizeof(pong) - 1);
+	} else {
+		conn_event(c, &rq);
+	}
+	request_clear(&rq);
+}
+
+/* Frame and handle what the input buffer holds, within the limits. */
+static void conn_process_input(struct conn *c)
+{
+	if (c->c_bev == NULL)
+		return;
+	struct evbuffer *in = bufferevent_get_input(c->c_bev);
+	int lines = 0;
+
+	while (c->c_state != CONN_CLOSING && evbuffer_get_length(in) > 0) {
+		if (conn_must_pause(c)) {
+			conn_pause(c);
+			return;
+		}
+		if (lines >= LINES_PER_WAKEUP) {
+			/* Let other connections and the store run; continue
+			 * from the loop. */
+			event_active(c->c_resume_ev, EV_TIMEOUT, 0);
+			return;
+		}
+		struct evbuffer_iovec v;
+		if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+			break;
+		enum framer_status st;
+		struct frame fr;
+		size_t used = framer_scan(&c->c_framer, v.iov_base, v.iov_len, &st, &fr);
+		if (st == FRAMER_LINE) {
+			conn_line(c, fr.data, fr.len);
+			lines++;
+		} else if (st == FRAMER_TOO_LONG) {
+			char msg[128];
+			snprintf(msg, sizeof(msg), "line longer than %d bytes; skipped",
+			         server.cfg->max_line_bytes);
+			if (c->c_state == CONN_HELLO) {
+				conn_error(c, NULL, ERR_AUTH_REQUIRED, "say hello first");
+				conn_close(c, "auth_required");
+			} else {
+				conn_error(c, NULL, ERR_LINE_TOO_LONG, msg);
+			}
+			lines++;
+		}
+		/* The line was handled before its bytes are released. */
+		if (c->c_bev != NULL)
+			evbuffer_drain(in, used);
+		if (c->c_bev == NULL)
+			return;
+	}
+	if (c->c_eof)
+		conn_close(c, "peer closed");
+}
+
+static void conn_read_cb(struct bufferevent *bev, void *arg)
+{
+	(void)bev;
+	conn_process_input(arg);
+}
+
+/* Output drained below the low-water mark: finish closing or resume. */
+static void conn_write_cb(struct bufferevent *bev, void *arg)
+{
+	struct conn *c = arg;
+	(void)bev;
+	if (c->c_state == CONN_CLOSING && TAILQ_EMPTY(&c->c_slots)) {
+		conn_close(c, c->c_close_reason);
+		return;
+	}
+	if (c->c_paused)
+		conn_resume(c);
+}
+
+static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
+{
+	struct conn *c = arg;
+	(void)bev;
+	if (what & BEV_EVENT_EOF) {
+		/* The peer may have only shut down its sending side: answer
+		 * what it sent, then close. */
+		c->c_eof = true;
+		bufferevent_disable(c->c_bev, EV_READ);
+		conn_process_input(c);
+		if (c->c_bev != NULL)
+			conn_close(c, "peer closed");
+	} else if (what & BEV_EVENT_TIMEOUT) {
+		conn_close(c, "idle timeout");
+	} else if (what & BEV_EVENT_ERROR) {
+		int err = EVUTIL_SOCKET_ERROR();
+		/* Nothing can be written any more: drop the socket now. */
+		bufferevent_free(c->c_bev);
+		c->c_bev = NULL;
+		conn_close(c, err == ECONNRESET ? "connection reset" : "socket error");
+	}
+}
+
+/*
+ * The one way a connection ends.  Replies already queued are still written
+ * (an auth_failed error, the acks of a draining daemon); the socket closes
+ * once they are out and no event of this connection is waiting for its
+ * commit.  A socket that failed is dropped at once.
+ */
+static void conn_close(struct conn *c, const char *reason)
+{
+	if (c->c_state != CONN_CLOSING) {
+		c->c_state = CONN_CLOSING;
+		c->c_close_reason = reason;
+		if (c->c_bev != NULL)
+			bufferevent_disable(c->c_bev, EV_READ);
+	}
+	if (c->c_unlinked) {
+		conn_maybe_free(c);
+		return;
+	}
+	if (c->c_bev != NULL) {
+		bool flushed = evbuffer_get_length(bufferevent_get_output(c->c_bev)) == 0;
+		if (!TAILQ_EMPTY(&c->c_slots) || !flushed)
+			return; /* conn_write_cb or conn_slot_finished come back */
+		bufferevent_free(c->c_bev);
+		c->c_bev = NULL;
+	}
+	log_info("connection closed",
+	         "conn=%u peer=%s exporter=%s reason=%s lines=%llu events=%llu errors=%llu",
+	         c->c_id, c->c_peer, c->c_exporter[0] ? c->c_exporter : "-",
+	         lq(c->c_close_reason), (unsigned long long)c->c_lines,
+	         (unsigned long long)c->c_events, (unsigned long long)c->c_errors);
+	c->c_unlinked = true;
+	server.n_conns--;
+	TAILQ_REMOVE(&server.conns, c, c_entry);
+	conn_maybe_free(c);
+}
+
+/*
+ * Free a closed connection once no slot refers to it any more.  The free
+ * itself runs from the loop, so a callback that closed the connection can
+ * still look at it before it returns.
+ */
+static void conn_maybe_free(struct conn *c)
+{
+	if (!c->c_unlinked || c->c_nslots > 0 || c->c_dead)
+		return;
+	c->c_dead = true;
+	event_active(c->c_resume_ev, EV_TIMEOUT, 0);
+}
+
+void conn_slot_finished(struct slot *s, enum store_result r, const char *detail)
+{
+	struct conn *c = s->s_owner;
+	char buf[512];
+	size_t n;
+
+	switch (r) {
+	case STORE_STORED:
+	case STORE_DUPLICATE: {
+		struct jsonw w;
+		jsonw_init(&w, buf, sizeof(buf));
+		jsonw_open(&w);
+		jsonw_str(&w, "type", "ack");
+		jsonw_str(&w, "id", s->s_id);
+		jsonw_str(&w, "result", r == STORE_STORED ? "stored" : "duplicate");
+		n = jsonw_close(&w);
+		break;
+	}
+	case STORE_CONFLICT:
+		n = format_error(buf, sizeof(buf), s->s_id, ERR_CONFLICT,
+		                 "an event with this id and different content is already stored");
+		break;
+	case STORE_REJECTED:
+		n = format_error(buf, sizeof(buf), s->s_id, ERR_INVALID_EVENT, detail);
+		break;
+	default:
+		n = format_error(buf, sizeof(buf), s->s_id, ERR_INTERNAL, detail);
+		break;
+	}
+	if (r != STORE_STORED && r != STORE_DUPLICATE) {
+		c->c_errors++;
+		log_info("event rejected", "conn=%u peer=%s exporter=%s event=%s code=%s reason=%s",
+		         c->c_id, c->c_peer, c->c_exporter, lq(s->s_id),
+		         r == STORE_CONFLICT ? ERR_CONFLICT
+		                             : r == STORE_REJECTED ? ERR_INVALID_EVENT : ERR_INTERNAL,
+		         lq(detail));
+	}
+	memcpy(s->s_reply, buf, n);
+	s->s_reply_len = n;
+	s->s_done = true;
+	/* The event data is no longer needed; free it early. */
+	free(s->s_body);
+	s->s_body = NULL;
+	json_decref(s->s_root);
+	s->s_root = NULL;
+	s->s_id = NULL;
+	c->c_unacked--;
+
+	conn_flush_slots(c);
+	if (c->c_state == CONN_CLOSING) {
+		conn_close(c, c->c_close_reason);
+		return;
+	}
+	conn_resume(c);
+}
+
+void conn_accept(int fd, const struct sockaddr *sa, int salen)
+{
+	(void)salen;
+	struct conn *c = xcalloc(1, sizeof(*c));
+	c->c_id = ++server.next_conn_id;
+	format_peer(sa, c->c_peer, sizeof(c->c_peer));
+	TAILQ_INIT(&c->c_slots);
+	framer_init(&c->c_framer, (size_t)server.cfg->max_line_bytes);
+	c->c_resume_ev = event_new(server.base, -1, 0, conn_resume_cb, c);
+	c->c_bev = bufferevent_socket_new(server.base, fd, BEV_OPT_CLOSE_ON_FREE);
+	if (c->c_bev == NULL || c->c_resume_ev == NULL)
+		abort();
+	bufferevent_setcb(c->c_bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+	/* The write callback fires when output drains: used for closing and
+	 * for resuming a connection paused by a slow reader. */
+	bufferevent_setwatermark(c->c_bev, EV_WRITE, OUTPUT_HIGH_WATER / 4, 0);
+	TAILQ_INSERT_TAIL(&server.conns, c, c_entry);
+	server.n_conns++;
+
+	if (server.n_conns > (unsigned)server.cfg->max_connections) {
+		char buf[256];
+		size_t n = format_error(buf, sizeof(buf), NULL, ERR_TOO_MANY_CONNECTIONS,
+		                        "the server has reached limits.max_connections");
+		log_warnx("connection refused", "conn=%u peer=%s reason=too_many_connections",
+		          c->c_id, c->c_peer);
+		conn_write(c, buf, n);
+		conn_close(c, "too_many_connections");
+		return;
+	}
+	if (server.cfg->idle_timeout_s > 0) {
+		struct timeval tv = {server.cfg->idle_timeout_s, 0};
+		bufferevent_set_timeouts(c->c_bev, &tv, NULL);
+	}
+	bufferevent_enable(c->c_bev, EV_READ | EV_WRITE);
+	log_info("connection opened", "conn=%u peer=%s", c->c_id, c->c_peer);
+}
+
+void conn_resume_paused(void)
+{
+	struct conn *c;
+	TAILQ_FOREACH(c, &server.conns, c_entry)
+	{
+		if (c->c_paused)
+			conn_resume(c);
+	}
+}
+
+void conn_drain_all(void)
+{
+	/* Lines already received are still answered; nothing new is read. */
+	struct conn *c, *next;
+	TAILQ_FOREACH_SAFE(c, &server.conns, c_entry, next)
+	{
+		if (c->c_bev == NULL)
+			continue;
+		bufferevent_disable(c->c_bev, EV_READ);
+		conn_process_input(c);
+	}
+}
+
+bool conn_all_idle(void)
+{
+	const struct conn *c;
+	TAILQ_FOREACH(c, &server.conns, c_entry)
+	{
+		if (!TAILQ_EMPTY(&c->c_slots))
+			return false;
+		if (c->c_bev != NULL && evbuffer_get_length(bufferevent_get_output(c->c_bev)) > 0)
+			return false;
+	}
+	return true;
+}
+
+void conn_close_all(const char *reason)
+{
+	struct conn *c, *next;
+	TAILQ_FOREACH_SAFE(c, &server.conns, c_entry, next)
+	{
+		conn_close(c, reason);
+	}
+}
+
+void conn_apply_config(void)
+{
+	struct conn *c, *next;
+	TAILQ_FOREACH_SAFE(c, &server.conns, c_entry, next)
+	{
+		framer_set_max(&c->c_framer, (size_t)server.cfg->max_line_bytes);
+		if (c->c_bev != NULL) {
+			struct timeval tv = {server.cfg->idle_timeout_s, 0};
+			bufferevent_set_timeouts(c->c_bev,
+			                         server.cfg->idle_timeout_s > 0 ? &tv : NULL, NULL);
+		}
+		/* A removed exporter loses its open connections too. */
+		if (c->c_state == CONN_READY &&
+		    config_find_exporter(server.cfg, c->c_exporter) == NULL)
+			conn_close(c, "exporter removed from config");
+	}
+	conn_resume_paused();
+}

@@ -1,0 +1,221 @@
+/*
+ * main.c - ordertrackd: command line, configuration, signals, the loop.
+ *
+ * Start-up: read and check the config (exit 78 when it is wrong), bind the
+ * listeners (exit 69 when that fails), start connecting to PostgreSQL in
+ * the background, and run the event loop.  The database being down at
+ * start-up is not fatal: the daemon keeps trying and holds events until it
+ * can commit them.
+ *
+ * Signals are handled inside the loop (libevent's evsignal), so the
+ * handlers may do real work: SIGHUP reloads the config, SIGTERM and SIGINT
+ * drain (stop reading, commit and answer every line already read, close)
+ * and exit 0.
+ */
+#include <errno.h>
+#include <getopt.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "ot_build.h"
+#include "server.h"
+
+#define EX_OK_ 0
+#define EX_USAGE_ 64
+#define EX_UNAVAILABLE_ 69
+#define EX_SOFTWARE_ 70
+#define EX_CONFIG_ 78
+
+#define DRAIN_TICK_MS 50
+#define DRAIN_FLUSH_GRACE_TICKS 100 /* 5 s for peers to read their last acks */
+
+struct server server;
+
+static int drain_ticks_idle;
+
+/* Print the usage text to f. */
+static void usage(FILE *f)
+{
+	fprintf(f, "usage: ordertrackd [-c FILE] [-t] [-V] [-h]\n"
+	           "  -c FILE  configuration file (default %s)\n"
+	           "  -t       check the configuration and exit: 0 if good, 78 if not\n"
+	           "  -V       print the version and exit\n"
+	           "  -h       print this help and exit\n",
+	           OT_DEFAULT_CONFIG);
+}
+
+void server_db_ready(void)
+{
+	if (!server.db_ready_logged) {
+		server.db_ready_logged = true;
+		log_info("ready", "connections=%u", server.n_conns);
+	}
+}
+
+/* Drain timer: exit the loop once everything read has been answered. */
+static void drain_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	unsigned pending = store_pending(server.store);
+	if (pending > 0) {
+		drain_ticks_idle = 0;
+		return;
+	}
+	/* Everything is committed; give peers a moment to read the acks. */
+	if (!conn_all_idle() && ++drain_ticks_idle < DRAIN_FLUSH_GRACE_TICKS)
+		return;
+	conn_close_all("shutdown");
+	event_base_loopexit(server.base, NULL);
+}
+
+/* SIGTERM or SIGINT: drain, then stop; a second one stops at once. */
+static void on_terminate(evutil_socket_t sig, short what, void *arg)
+{
+	(void)what;
+	(void)arg;
+	if (server.draining) {
+		log_warnx("second signal, exiting without draining", "signal=%d pending=%u",
+		          (int)sig, store_pending(server.store));
+		exit(EX_OK_);
+	}
+	server.draining = true;
+	log_info("draining", "signal=%d connections=%u pending=%u", (int)sig, server.n_conns,
+	         store_pending(server.store));
+	listeners_close();
+	conn_drain_all();
+	struct timeval tv = {0, DRAIN_TICK_MS * 1000};
+	server.ev_drain_tick = event_new(server.base, -1, EV_PERSIST, drain_tick_cb, NULL);
+	event_add(server.ev_drain_tick, &tv);
+}
+
+/* SIGHUP: load the file again; keep the running config if it is broken. */
+static void on_reload(evutil_socket_t sig, short what, void *arg)
+{
+	(void)sig;
+	(void)what;
+	(void)arg;
+	char *err = NULL;
+	struct config *neu = config_load(server.config_path, &err);
+	if (neu == NULL) {
+		log_error("config reload failed", "file=%s reason=%s", lq(server.config_path),
+		          lq(err));
+		free(err);
+		return;
+	}
+	char restart[256];
+	if (config_restart_keys(server.cfg, neu, restart, sizeof(restart)) > 0)
+		log_warnx("config keys need a restart", "keys=%s", restart);
+	struct config *old = server.cfg;
+	server.cfg = neu;
+	log_set_level(neu->log_level);
+	store_apply_config(server.store, neu);
+	conn_apply_config();
+	log_info("config reloaded", "file=%s exporters=%zu", lq(server.config_path),
+	         neu->n_exporters);
+	config_free(old);
+}
+
+/* Install the loop's signal events; ignore SIGPIPE (writes report EPIPE). */
+static void signals_setup(void)
+{
+	signal(SIGPIPE, SIG_IGN);
+	server.ev_sigterm = evsignal_new(server.base, SIGTERM, on_terminate, NULL);
+	server.ev_sigint = evsignal_new(server.base, SIGINT, on_terminate, NULL);
+	server.ev_sighup = evsignal_new(server.base, SIGHUP, on_reload, NULL);
+	if (!server.ev_sigterm || !server.ev_sigint || !server.ev_sighup)
+		fatalx(EX_SOFTWARE_, "cannot set up signals", NULL);
+	event_add(server.ev_sigterm, NULL);
+	event_add(server.ev_sigint, NULL);
+	event_add(server.ev_sighup, NULL);
+}
+
+/* Release everything, so leak checkers see a clean exit. */
+static void server_shutdown(void)
+{
+	store_free(server.store);
+	event_free(server.ev_sigterm);
+	event_free(server.ev_sigint);
+	event_free(server.ev_sighup);
+	if (server.ev_drain_tick)
+		event_free(server.ev_drain_tick);
+	if (server.n_listeners > 0)
+		listeners_close();
+	/* Let pending frees (closed connections) run. */
+	event_base_loop(server.base, EVLOOP_NONBLOCK);
+	event_base_free(server.base);
+	config_free(server.cfg);
+}
+
+int main(int argc, char **argv)
+{
+	const char *path = OT_DEFAULT_CONFIG;
+	bool check_only = false;
+	int ch;
+
+	while ((ch = getopt(argc, argv, "c:tVh")) != -1) {
+		switch (ch) {
+		case 'c':
+			path = optarg;
+			break;
+		case 't':
+			check_only = true;
+			break;
+		case 'V':
+			printf("ordertrackd %s\n", OT_VERSION);
+			return EX_OK_;
+		case 'h':
+			usage(stdout);
+			return EX_OK_;
+		default:
+			usage(stderr);
+			return EX_USAGE_;
+		}
+	}
+	if (optind != argc) {
+		fprintf(stderr, "ordertrackd: unexpected argument \"%s\"\n", argv[optind]);
+		usage(stderr);
+		return EX_USAGE_;
+	}
+
+	char *err = NULL;
+	struct config *cfg = config_load(path, &err);
+	if (cfg == NULL) {
+		fprintf(stderr, "ordertrackd: %s\n", err);
+		free(err);
+		return EX_CONFIG_;
+	}
+	if (check_only) {
+		printf("ordertrackd: %s: configuration OK\n", path);
+		config_free(cfg);
+		return EX_OK_;
+	}
+
+	log_init();
+	log_set_level(cfg->log_level);
+	TAILQ_INIT(&server.conns);
+	server.cfg = cfg;
+	server.config_path = path;
+	server.base = event_base_new();
+	if (server.base == NULL)
+		fatalx(EX_SOFTWARE_, "cannot create the event loop", NULL);
+	log_info("starting", "version=%s config=%s pid=%d libevent=%s", OT_VERSION, lq(path),
+	         (int)getpid(), event_get_version());
+	signals_setup();
+	if (!listeners_open())
+		fatalx(EX_UNAVAILABLE_, "cannot start", "reason=%s", lq("a listen address failed"));
+	server.store = store_new(server.base, cfg);
+
+	event_base_dispatch(server.base);
+
+	log_info("stopped", "stored=%llu duplicate=%llu rejected=%llu",
+	         (unsigned long long)server.events_stored,
+	         (unsigned long long)server.events_duplicate,
+	         (unsigned long long)server.events_rejected);
+	server_shutdown();
+	return EX_OK_;
+}

@@ -1,0 +1,114 @@
+/*
+ * server.h - the daemon's shared state and the interfaces between its
+ * modules: connections (conn.c), listeners (listener.c), storage (store.c),
+ * and the top-level wiring (main.c).
+ */
+#ifndef OT_SERVER_H
+#define OT_SERVER_H
+
+#include <event2/event.h>
+#include <stdbool.h>
+#include <stdint.h>
+#include <sys/queue.h>
+
+#include "config.h"
+
+/* glibc's sys/queue.h lacks the _SAFE variant the BSDs have. */
+#ifndef TAILQ_FOREACH_SAFE
+#define TAILQ_FOREACH_SAFE(var, head, field, tvar)                                                 \
+	for ((var) = TAILQ_FIRST(head); (var) && ((tvar) = TAILQ_NEXT(var, field), 1);            \
+	     (var) = (tvar))
+#endif
+#include "jansson.h"
+
+struct conn;
+struct store;
+struct listener;
+
+/*
+ * One line of a client that awaits or holds its reply.  Events wait for
+ * their commit here; any other reply queued behind an event waits too, so
+ * replies leave in the order the lines came.
+ */
+struct slot {
+	TAILQ_ENTRY(slot) s_conn;  /* in the connection's reply FIFO */
+	TAILQ_ENTRY(slot) s_store; /* in the store's queue or batch */
+	struct conn *s_owner;      /* the connection; it outlives its slots */
+	bool s_done;               /* s_reply is final */
+	bool s_in_doubt;           /* a batch holding it died before COMMIT's answer */
+	int s_attempts;            /* batches it was sent in */
+	char s_outcome;            /* from its statement: 's'tored 'd'up 'c'onflict, 0 */
+	size_t s_reply_len;
+	char s_reply[512];
+
+	/* The event, for storage (NULL fields when this is a plain reply). */
+	const char *s_exporter; /* the owner's exporter id */
+	json_t *s_root;         /* owns the strings below */
+	char *s_body;           /* canonical JSON, malloc'd */
+	size_t s_body_len;
+	const char *s_type;
+	const char *s_id;
+	const char *s_order;
+	const char *s_shipment;
+	const char *s_occurred_at;
+};
+TAILQ_HEAD(slot_list, slot);
+
+/* What the store tells a slot once its batch is over. */
+enum store_result {
+	STORE_STORED,    /* inserted and committed */
+	STORE_DUPLICATE, /* same content already there, committed earlier */
+	STORE_CONFLICT,  /* same id, different content */
+	STORE_REJECTED,  /* the database refused this event (data error) */
+	STORE_FAILED,    /* gave up after repeated unexplained failures */
+};
+
+struct server {
+	struct event_base *base;
+	struct config *cfg;
+	const char *config_path;
+
+	struct listener **listeners;
+	size_t n_listeners;
+	TAILQ_HEAD(, conn) conns;
+	unsigned n_conns;      /* authenticated or not */
+	unsigned next_conn_id; /* for logs */
+
+	struct store *store;
+	bool draining;
+	bool db_ready_logged;
+
+	struct event *ev_sigterm, *ev_sigint, *ev_sighup, *ev_drain_tick;
+
+	/* Counters for logs and stats. */
+	uint64_t events_stored, events_duplicate, events_rejected;
+};
+
+extern struct server server;
+
+/* conn.c */
+void conn_accept(int fd, const struct sockaddr *sa, int salen);
+void conn_slot_finished(struct slot *s, enum store_result r, const char *detail);
+void conn_drain_all(void);
+void conn_close_all(const char *reason);
+void conn_resume_paused(void);
+void conn_apply_config(void);
+bool conn_all_idle(void);
+
+/* listener.c */
+bool listeners_open(void);
+void listeners_close(void);
+
+/* store.c */
+struct store *store_new(struct event_base *base, const struct config *cfg);
+void store_free(struct store *st);
+void store_submit(struct store *st, struct slot *s);
+void store_apply_config(struct store *st, const struct config *cfg);
+/* Events queued or in flight. */
+unsigned store_pending(const struct store *st);
+bool store_db_up(const struct store *st);
+
+/* main.c: the store reports it reached the database, for READY. */
+void server_db_ready(void);
+
+#endif

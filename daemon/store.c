@@ -1,0 +1,683 @@
+/*
+ * store.c - events into PostgreSQL: group commit over libpq pipeline mode.
+ *
+ * Events from all connections queue here.  Whenever the database is idle
+ * the queue is cut into a batch (at most batch.max_events) and sent as one
+ * pipeline: BEGIN, one prepared INSERT per event, COMMIT, Sync.  The loop
+ * never waits for the database: the socket is watched by libevent and
+ * results are read as they come.  Replies go back to the connections only
+ * after COMMIT has answered.
+ *
+ * Failures: one event that the database refuses for its data (SQLSTATE
+ * classes 22 and 23) is answered with an error and the others of its batch
+ * are sent again; a lost connection or a transient failure (08, 40, 53,
+ * 57) sends the whole batch again after reconnecting.  Events of a batch
+ * whose COMMIT outcome was lost with the connection are marked in doubt:
+ * when the retry finds them already stored with the same content, it was
+ * this daemon that stored them, so they are acked "stored".
+ *
+ * On connecting, the schema is brought up to date first: the migrations
+ * built into the binary are applied in one transaction under an advisory
+ * lock, so two daemons starting at once cannot race.
+ */
+#include <event2/event_struct.h>
+#include <libpq-fe.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "migrations.h"
+#include "server.h"
+
+#define BACKOFF_MIN_MS 100
+#define BACKOFF_MAX_MS 5000
+#define MAX_ATTEMPTS 5 /* for failures that are neither data nor transient */
+#define MIGRATION_LOCK_KEY "7433001"
+
+enum db_state {
+	DB_DOWN,       /* no connection; ev_retry runs; exits: CONNECTING */
+	DB_CONNECTING, /* PQconnectPoll in progress; exits: MIGRATING, DOWN */
+	DB_MIGRATING,  /* schema check and migrations; exits: PREPARING, DOWN */
+	DB_PREPARING,  /* pipeline mode on, statements being prepared; exits: READY, DOWN */
+	DB_READY,      /* idle or one batch in flight; exits: DOWN */
+	DB_STATE_MAX,
+};
+
+static const char *const db_state_names[DB_STATE_MAX] = {
+	"down", "connecting", "migrating", "preparing", "ready",
+};
+
+/* Where a batch stands, filled from its results. */
+struct batch_outcome {
+	int expect;          /* index of the query whose results come next */
+	bool have_result;    /* a result of that query has been read */
+	struct slot *cursor; /* the slot of the current event query */
+	bool commit_ok;
+	struct slot *failed;   /* the event whose statement failed, if any */
+	char sqlstate[6];      /* of the first failure */
+	char message[256];     /* of the first failure */
+};
+
+struct store {
+	struct event_base *base;
+	PGconn *pg;
+	enum db_state state;
+	struct event ev_sock;
+	bool ev_sock_added;
+	int sock_fd;
+	short sock_what;
+	struct event *ev_retry;
+	struct event *ev_flush;
+	int backoff_ms;
+	bool down_logged; /* "database unavailable" said for this outage */
+	bool ever_ready;
+
+	char *conninfo;
+	int max_events;
+	int max_delay_ms;
+
+	struct slot_list queue; /* waiting for a batch */
+	unsigned n_queued;
+	struct slot_list batch; /* in flight */
+	unsigned n_batch;
+	bool batch_in_flight;
+	struct batch_outcome out;
+
+	int mig_step;       /* 1: lock and read version, 2: apply */
+	int schema_version; /* read in step 1 */
+	bool mig_failed;
+	char mig_error[256];
+};
+
+static const char insert_sql[] =
+	"WITH ins AS ("
+	" INSERT INTO ordertrack.events"
+	" (exporter, event_id, type, order_ref, shipment_ref, occurred_at, body)"
+	" VALUES ($1, $2, $3, $4, $5, $6, $7)"
+	" ON CONFLICT (exporter, event_id) DO NOTHING RETURNING 1)"
+	" SELECT CASE WHEN EXISTS (SELECT 1 FROM ins) THEN 's' ELSE"
+	" (SELECT CASE WHEN e.body = $7 THEN 'd' ELSE 'c' END"
+	"  FROM ordertrack.events e WHERE e.exporter = $1 AND e.event_id = $2) END";
+
+static void store_io_cb(evutil_socket_t fd, short what, void *arg);
+static void store_lost(struct store *st, const char *why);
+static void store_send_batch(struct store *st);
+
+/* Move to a new state, logging the transition at debug level. */
+static void store_set_state(struct store *st, enum db_state s)
+{
+	if (s >= DB_STATE_MAX)
+		abort();
+	log_debug("database state", "from=%s to=%s", db_state_names[st->state],
+	          db_state_names[s]);
+	st->state = s;
+}
+
+/* The first line of a libpq error, for one-line logs. */
+static const char *first_line(const char *msg, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%s", msg ? msg : "");
+	buf[strcspn(buf, "\n")] = '\0';
+	return buf;
+}
+
+/* Watch the connection's socket for what; re-reads PQsocket every time. */
+static void store_watch(struct store *st, short what)
+{
+	int fd = PQsocket(st->pg);
+	if (st->ev_sock_added && fd == st->sock_fd && what == st->sock_what)
+		return;
+	if (st->ev_sock_added)
+		event_del(&st->ev_sock);
+	st->ev_sock_added = false;
+	if (fd < 0)
+		return;
+	event_assign(&st->ev_sock, st->base, fd, what | EV_PERSIST, store_io_cb, st);
+	event_add(&st->ev_sock, NULL);
+	st->ev_sock_added = true;
+	st->sock_fd = fd;
+	st->sock_what = what;
+}
+
+/* Push buffered output; keep watching for write while some is left. */
+static bool store_flush(struct store *st)
+{
+	int r = PQflush(st->pg);
+	if (r < 0) {
+		store_lost(st, PQerrorMessage(st->pg));
+		return false;
+	}
+	store_watch(st, r == 1 ? EV_READ | EV_WRITE : EV_READ);
+	return true;
+}
+
+/* Start a connection attempt. */
+static void store_connect(struct store *st)
+{
+	const char *keys[] = {"dbname", "fallback_application_name", NULL};
+	const char *vals[] = {st->conninfo, "ordertrackd", NULL};
+
+	st->pg = PQconnectStartParams(keys, vals, 1);
+	if (st->pg == NULL)
+		abort();
+	if (PQstatus(st->pg) == CONNECTION_BAD) {
+		store_lost(st, PQerrorMessage(st->pg));
+		return;
+	}
+	store_set_state(st, DB_CONNECTING);
+	store_watch(st, EV_WRITE);
+}
+
+/* Reconnect timer. */
+static void store_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	store_connect(arg);
+}
+
+/* Put the in-flight batch back at the head of the queue, in order. */
+static void store_requeue_batch(struct store *st, bool in_doubt)
+{
+	struct slot *s;
+	while ((s = TAILQ_LAST(&st->batch, slot_list)) != NULL) {
+		TAILQ_REMOVE(&st->batch, s, s_store);
+		if (in_doubt)
+			s->s_in_doubt = true;
+		TAILQ_INSERT_HEAD(&st->queue, s, s_store);
+		st->n_queued++;
+	}
+	st->n_batch = 0;
+	st->batch_in_flight = false;
+}
+
+/*
+ * The connection failed or was lost: keep every unanswered event, drop the
+ * connection, and try again after a backoff that doubles up to a cap.
+ */
+static void store_lost(struct store *st, const char *why)
+{
+	char buf[256];
+	const char *reason = first_line(why, buf, sizeof(buf));
+
+	if (st->batch_in_flight)
+		store_requeue_batch(st, true);
+	if (st->ev_sock_added)
+		event_del(&st->ev_sock);
+	st->ev_sock_added = false;
+	if (st->pg != NULL)
+		PQfinish(st->pg);
+	st->pg = NULL;
+
+	if (st->state == DB_READY || st->state == DB_PREPARING) {
+		log_warnx("database lost", "reason=%s pending=%u", lq(reason), st->n_queued);
+		st->down_logged = true;
+	} else if (!st->down_logged) {
+		log_warnx("database unavailable", "reason=%s retry_ms=%d", lq(reason),
+		          st->backoff_ms);
+		st->down_logged = true;
+	} else {
+		log_debug("database still unavailable", "reason=%s", lq(reason));
+	}
+	store_set_state(st, DB_DOWN);
+	struct timeval tv = {st->backoff_ms / 1000, (st->backoff_ms % 1000) * 1000};
+	evtimer_add(st->ev_retry, &tv);
+	st->backoff_ms *= 2;
+	if (st->backoff_ms > BACKOFF_MAX_MS)
+		st->backoff_ms = BACKOFF_MAX_MS;
+}
+
+/* Step 1 of start-up: lock out other daemons and read the schema version. */
+static void store_migrate_begin(struct store *st)
+{
+	static const char sql[] =
+		"SET synchronous_commit = on;"
+		"BEGIN;"
+		"SELECT pg_advisory_xact_lock(" MIGRATION_LOCK_KEY ");"
+		"CREATE SCHEMA IF NOT EXISTS ordertrack;"
+		"CREATE TABLE IF NOT EXISTS ordertrack.schema_migrations ("
+		" version integer PRIMARY KEY,"
+		" name text NOT NULL,"
+		" applied_at timestamptz NOT NULL DEFAULT now());"
+		"SELECT coalesce(max(version), 0) FROM ordertrack.schema_migrations";
+
+	store_set_state(st, DB_MIGRATING);
+	st->mig_step = 1;
+	st->mig_failed = false;
+	st->schema_version = -1;
+	if (!PQsendQuery(st->pg, sql)) {
+		store_lost(st, PQerrorMessage(st->pg));
+		return;
+	}
+	store_flush(st);
+}
+
+/* Step 2: apply what is missing and commit, releasing the lock. */
+static void store_migrate_apply(struct store *st)
+{
+	size_t cap = 64, len = 0;
+	int have = st->schema_version;
+
+	if (have > migrations_count) {
+		snprintf(st->mig_error, sizeof(st->mig_error),
+		         "database schema version %d is newer than this daemon's %d", have,
+		         migrations_count);
+		st->mig_failed = true;
+	}
+	for (int i = have; i < migrations_count && !st->mig_failed; i++)
+		cap += strlen(migrations[i].sql) + 200;
+	char *sql = malloc(cap);
+	if (sql == NULL)
+		abort();
+	for (int i = have; i < migrations_count && !st->mig_failed; i++) {
+		len += (size_t)snprintf(sql + len, cap - len,
+		                        "%s;\nINSERT INTO ordertrack.schema_migrations"
+		                        " (version, name) VALUES (%d, '%s');\n",
+		                        migrations[i].sql, migrations[i].version,
+		                        migrations[i].name);
+	}
+	snprintf(sql + len, cap - len, "%s", st->mig_failed ? "ROLLBACK" : "COMMIT");
+	st->mig_step = 2;
+	int ok = PQsendQuery(st->pg, sql);
+	free(sql);
+	if (!ok) {
+		store_lost(st, PQerrorMessage(st->pg));
+		return;
+	}
+	store_flush(st);
+}
+
+/* Schema done: enter pipeline mode and prepare the statements. */
+static void store_prepare(struct store *st)
+{
+	store_set_state(st, DB_PREPARING);
+	if (!PQenterPipelineMode(st->pg) ||
+	    !PQsendPrepare(st->pg, "ins", insert_sql, 7, NULL) || !PQpipelineSync(st->pg)) {
+		store_lost(st, PQerrorMessage(st->pg));
+		return;
+	}
+	store_flush(st);
+}
+
+/* Read the results of the start-up queries (no pipeline yet). */
+static void store_migrate_results(struct store *st)
+{
+	char buf[256];
+	for (;;) {
+		if (PQisBusy(st->pg))
+			return; /* more to come */
+		PGresult *r = PQgetResult(st->pg);
+		if (r == NULL)
+			break; /* every statement of the string has answered */
+		ExecStatusType t = PQresultStatus(r);
+		if (t == PGRES_TUPLES_OK && st->mig_step == 1 && PQntuples(r) == 1)
+			st->schema_version = atoi(PQgetvalue(r, 0, 0));
+		else if (t != PGRES_COMMAND_OK && t != PGRES_TUPLES_OK && !st->mig_failed) {
+			st->mig_failed = true;
+			snprintf(st->mig_error, sizeof(st->mig_error), "%s",
+			         first_line(PQresultErrorMessage(r), buf, sizeof(buf)));
+		}
+		PQclear(r);
+	}
+	/* The query string is finished. */
+	if (st->mig_failed) {
+		log_error("database schema not ready", "reason=%s", lq(st->mig_error));
+		store_lost(st, st->mig_error);
+		return;
+	}
+	if (st->mig_step == 1) {
+		store_migrate_apply(st);
+		return;
+	}
+	for (int i = st->schema_version; i < migrations_count; i++)
+		log_info("migration applied", "version=%d name=%s", migrations[i].version,
+		         migrations[i].name);
+	log_info("schema ready", "version=%d", migrations_count);
+	store_prepare(st);
+}
+
+/* Read the results of the PREPARE pipeline. */
+static void store_prepare_results(struct store *st)
+{
+	int nulls = 0;
+	while (!PQisBusy(st->pg)) {
+		PGresult *r = PQgetResult(st->pg);
+		if (r == NULL) {
+			if (++nulls > 1)
+				return; /* nothing more has arrived */
+			continue; /* end of the PREPARE's results */
+		}
+		nulls = 0;
+		ExecStatusType t = PQresultStatus(r);
+		if (t == PGRES_PIPELINE_SYNC) {
+			PQclear(r);
+			store_set_state(st, DB_READY);
+			st->backoff_ms = BACKOFF_MIN_MS;
+			st->down_logged = false;
+			log_info("database connected", "server_version=%d pending=%u",
+			         PQserverVersion(st->pg), st->n_queued);
+			st->ever_ready = true;
+			server_db_ready();
+			if (st->n_queued > 0)
+				store_send_batch(st);
+			return;
+		}
+		if (t != PGRES_COMMAND_OK) {
+			char buf[256];
+			log_error("prepare failed", "reason=%s",
+			          lq(first_line(PQresultErrorMessage(r), buf, sizeof(buf))));
+			PQclear(r);
+			store_lost(st, "prepare failed");
+			return;
+		}
+		PQclear(r);
+	}
+}
+
+/* Take up to max_events from the queue and send them as one transaction. */
+static void store_send_batch(struct store *st)
+{
+	if (st->state != DB_READY || st->batch_in_flight || st->n_queued == 0)
+		return;
+	PGconn *pg = st->pg;
+	bool ok = PQsendQueryParams(pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0);
+	struct slot *s;
+	unsigned n = 0;
+
+	while (ok && n < (unsigned)st->max_events && (s = TAILQ_FIRST(&st->queue)) != NULL) {
+		TAILQ_REMOVE(&st->queue, s, s_store);
+		st->n_queued--;
+		TAILQ_INSERT_TAIL(&st->batch, s, s_store);
+		n++;
+		s->s_attempts++;
+		s->s_outcome = 0;
+		const char *v[7] = {s->s_exporter, s->s_id,       s->s_type,  s->s_order,
+		                    s->s_shipment, s->s_occurred_at, s->s_body};
+		ok = PQsendQueryPrepared(pg, "ins", 7, v, NULL, NULL, 0);
+	}
+	st->n_batch = n;
+	st->batch_in_flight = true;
+	memset(&st->out, 0, sizeof(st->out));
+	st->out.cursor = TAILQ_FIRST(&st->batch);
+	ok = ok && PQsendQueryParams(pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0);
+	ok = ok && PQpipelineSync(pg);
+	if (!ok) {
+		store_lost(st, PQerrorMessage(pg));
+		return;
+	}
+	log_debug("batch sent", "events=%u queued=%u", n, st->n_queued);
+	store_flush(st);
+}
+
+/* Remember the first failure of a batch. */
+static void note_failure(struct batch_outcome *o, struct slot *s, const PGresult *r)
+{
+	char buf[256];
+	if (o->sqlstate[0] != '\0')
+		return;
+	const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+	snprintf(o->sqlstate, sizeof(o->sqlstate), "%s", state ? state : "XX000");
+	const char *primary = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+	snprintf(o->message, sizeof(o->message), "%s",
+	         primary ? primary : first_line(PQresultErrorMessage(r), buf, sizeof(buf)));
+	o->failed = s;
+}
+
+/* One result of the batch, matched to its query by position. */
+static void store_batch_result(struct store *st, PGresult *r)
+{
+	struct batch_outcome *o = &st->out;
+	ExecStatusType t = PQresultStatus(r);
+	int n = (int)st->n_batch;
+
+	if (o->expect == 0 || o->expect == n + 1) { /* BEGIN or COMMIT */
+		if (t == PGRES_COMMAND_OK)
+			o->commit_ok = o->expect == n + 1;
+		else if (t == PGRES_FATAL_ERROR)
+			note_failure(o, NULL, r);
+		return;
+	}
+	struct slot *s = o->cursor;
+	if (t == PGRES_TUPLES_OK) {
+		if (PQntuples(r) == 1 && !PQgetisnull(r, 0, 0))
+			s->s_outcome = PQgetvalue(r, 0, 0)[0];
+	} else if (t == PGRES_FATAL_ERROR) {
+		note_failure(o, s, r);
+	}
+}
+
+/* Is this SQLSTATE worth retrying the whole batch for? */
+static bool sqlstate_transient(const char *s)
+{
+	return strncmp(s, "08", 2) == 0 || strncmp(s, "40", 2) == 0 ||
+	       strncmp(s, "53", 2) == 0 || strncmp(s, "57", 2) == 0 ||
+	       strncmp(s, "58", 2) == 0;
+}
+
+/* Is this SQLSTATE a verdict on the event's data? */
+static bool sqlstate_data(const char *s)
+{
+	return strncmp(s, "22", 2) == 0 || strncmp(s, "23", 2) == 0;
+}
+
+/* Answer one slot and take it out of the batch. */
+static void store_finish(struct store *st, struct slot *s, enum store_result r, const char *why)
+{
+	TAILQ_REMOVE(&st->batch, s, s_store);
+	st->n_batch--;
+	if (r == STORE_STORED)
+		server.events_stored++;
+	else if (r == STORE_DUPLICATE)
+		server.events_duplicate++;
+	else
+		server.events_rejected++;
+	conn_slot_finished(s, r, why);
+}
+
+/* The batch committed: answer every event from its statement's verdict. */
+static void store_batch_committed(struct store *st)
+{
+	struct slot *s, *next;
+	TAILQ_FOREACH_SAFE(s, &st->batch, s_store, next)
+	{
+		switch (s->s_outcome) {
+		case 's':
+			store_finish(st, s, STORE_STORED, NULL);
+			break;
+		case 'd':
+			store_finish(st, s, s->s_in_doubt ? STORE_STORED : STORE_DUPLICATE, NULL);
+			break;
+		case 'c':
+			store_finish(st, s, STORE_CONFLICT, NULL);
+			break;
+		default:
+			/* Stored by a concurrent transaction we could not see
+			 * yet: ask again in the next batch. */
+			break;
+		}
+	}
+}
+
+/* The batch rolled back: answer the guilty event, resend the others. */
+static void store_batch_failed(struct store *st)
+{
+	struct batch_outcome *o = &st->out;
+	struct slot *bad = o->failed;
+
+	if (bad != NULL && sqlstate_data(o->sqlstate)) {
+		char why[320];
+		snprintf(why, sizeof(why), "refused by the database: %s", o->message);
+		store_finish(st, bad, STORE_REJECTED, why);
+	} else if (!sqlstate_transient(o->sqlstate)) {
+		log_error("batch failed", "sqlstate=%s reason=%s events=%u", o->sqlstate,
+		          lq(o->message), st->n_batch);
+		if (bad != NULL && bad->s_attempts >= MAX_ATTEMPTS)
+			store_finish(st, bad, STORE_FAILED, "the database failed to store this event");
+	} else {
+		log_info("batch retried", "sqlstate=%s reason=%s events=%u", o->sqlstate,
+		         lq(o->message), st->n_batch);
+	}
+}
+
+/* The Sync arrived: settle the batch and start the next one. */
+static void store_batch_done(struct store *st)
+{
+	if (st->out.commit_ok)
+		store_batch_committed(st);
+	else
+		store_batch_failed(st);
+	store_requeue_batch(st, false); /* whatever is left goes again */
+	store_send_batch(st);
+	conn_resume_paused();
+}
+
+/* Read every result that is ready for the batch in flight. */
+static void store_batch_results(struct store *st)
+{
+	struct batch_outcome *o = &st->out;
+	while (st->batch_in_flight && !PQisBusy(st->pg)) {
+		PGresult *r = PQgetResult(st->pg);
+		if (r == NULL) {
+			if (!o->have_result)
+				break; /* nothing more has arrived */
+			/* The current query is complete; move to the next. */
+			o->have_result = false;
+			if (o->expect >= 1 && o->expect <= (int)st->n_batch)
+				o->cursor = TAILQ_NEXT(o->cursor, s_store);
+			o->expect++;
+			continue;
+		}
+		if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
+			PQclear(r);
+			store_batch_done(st);
+			continue;
+		}
+		o->have_result = true;
+		if (PQresultStatus(r) != PGRES_PIPELINE_ABORTED)
+			store_batch_result(st, r);
+		PQclear(r);
+	}
+}
+
+/* Socket readiness for every state after the first connect call. */
+static void store_io_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct store *st = arg;
+	(void)fd;
+
+	if (st->state == DB_CONNECTING) {
+		switch (PQconnectPoll(st->pg)) {
+		case PGRES_POLLING_READING:
+			store_watch(st, EV_READ);
+			return;
+		case PGRES_POLLING_WRITING:
+			store_watch(st, EV_WRITE);
+			return;
+		case PGRES_POLLING_FAILED:
+			store_lost(st, PQerrorMessage(st->pg));
+			return;
+		default:
+			if (PQsetnonblocking(st->pg, 1) != 0) {
+				store_lost(st, PQerrorMessage(st->pg));
+				return;
+			}
+			store_migrate_begin(st);
+			return;
+		}
+	}
+
+	/* Always read before writing more (a full socket both ways would
+	 * otherwise deadlock). */
+	if ((what & EV_READ) && !PQconsumeInput(st->pg)) {
+		store_lost(st, PQerrorMessage(st->pg));
+		return;
+	}
+	if (st->state == DB_MIGRATING)
+		store_migrate_results(st);
+	else if (st->state == DB_PREPARING)
+		store_prepare_results(st);
+	else if (st->state == DB_READY)
+		store_batch_results(st);
+	if (st->state == DB_DOWN)
+		return;
+	if (PQstatus(st->pg) == CONNECTION_BAD) {
+		store_lost(st, PQerrorMessage(st->pg));
+		return;
+	}
+	store_flush(st);
+}
+
+/* Flush timer: start a batch now. */
+static void store_flush_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	store_send_batch(arg);
+}
+
+struct store *store_new(struct event_base *base, const struct config *cfg)
+{
+	struct store *st = calloc(1, sizeof(*st));
+	if (st == NULL)
+		abort();
+	st->base = base;
+	st->state = DB_DOWN;
+	st->backoff_ms = BACKOFF_MIN_MS;
+	TAILQ_INIT(&st->queue);
+	TAILQ_INIT(&st->batch);
+	st->conninfo = strdup(cfg->conninfo);
+	st->ev_retry = evtimer_new(base, store_retry_cb, st);
+	st->ev_flush = evtimer_new(base, store_flush_cb, st);
+	if (st->conninfo == NULL || st->ev_retry == NULL || st->ev_flush == NULL)
+		abort();
+	store_apply_config(st, cfg);
+	store_connect(st);
+	return st;
+}
+
+void store_apply_config(struct store *st, const struct config *cfg)
+{
+	st->max_events = cfg->batch_max_events;
+	st->max_delay_ms = cfg->batch_max_delay_ms;
+}
+
+void store_submit(struct store *st, struct slot *s)
+{
+	TAILQ_INSERT_TAIL(&st->queue, s, s_store);
+	st->n_queued++;
+	if (st->state != DB_READY || st->batch_in_flight)
+		return; /* the next batch picks it up */
+	if (st->n_queued >= (unsigned)st->max_events || st->max_delay_ms == 0) {
+		/* After the current callbacks, so lines read in this loop pass
+		 * join the same batch. */
+		event_active(st->ev_flush, EV_TIMEOUT, 0);
+	} else if (!evtimer_pending(st->ev_flush, NULL)) {
+		struct timeval tv = {0, st->max_delay_ms * 1000};
+		evtimer_add(st->ev_flush, &tv);
+	}
+}
+
+unsigned store_pending(const struct store *st)
+{
+	return st->n_queued + st->n_batch;
+}
+
+bool store_db_up(const struct store *st)
+{
+	return st->state == DB_READY;
+}
+
+void store_free(struct store *st)
+{
+	if (st == NULL)
+		return;
+	if (st->ev_sock_added)
+		event_del(&st->ev_sock);
+	if (st->pg != NULL)
+		PQfinish(st->pg);
+	event_free(st->ev_retry);
+	event_free(st->ev_flush);
+	free(st->conninfo);
+	free(st);
+}
