@@ -39,7 +39,9 @@ void framer_set_max(struct framer *f, size_t max_line)
 		/* The buffer is sized to the limit; rebuild it at the new size. */
 		char *nb = NULL;
 		if (f->len > 0) {
-			nb = xmalloc(max_line > f->len ? max_line : f->len);
+			/* max_line + 1: framer_scan may carry one byte over the
+			 * limit (a CR awaiting its LF), as its own buffer allows. */
+			nb = xmalloc(max_line + 1 > f->len ? max_line + 1 : f->len);
 			memcpy(nb, f->buf, f->len);
 		}
 		free(f->buf);

@@ -62,12 +62,15 @@ static bool key(struct jsonw *w, const char *k)
 	return true;
 }
 
-size_t json_escape(char *out, size_t cap, const char *s, size_t len)
+/* Escape as much of s as fits into out; *used says how many input bytes went in. */
+static size_t escape_into(char *out, size_t cap, const char *s, size_t len, size_t *used)
 {
 	size_t o = 0;
+	size_t i;
+	*used = 0;
 	if (cap == 0)
 		return 0;
-	for (size_t i = 0; i < len; i++) {
+	for (i = 0; i < len; i++) {
 		unsigned char c = (unsigned char)s[i];
 		char tmp[8];
 		size_t n;
@@ -108,7 +111,21 @@ size_t json_escape(char *out, size_t cap, const char *s, size_t len)
 		o += n;
 	}
 	out[o] = '\0';
+	*used = i;
 	return o;
+}
+
+size_t json_escape(char *out, size_t cap, const char *s, size_t len)
+{
+	size_t used;
+	return escape_into(out, cap, s, len, &used);
+}
+
+/* Drop a member that did not fit: back to mark, and to the separator state before it. */
+static void drop_member(struct jsonw *w, size_t mark, bool first)
+{
+	w->len = mark;
+	w->first = first;
 }
 
 void jsonw_strn(struct jsonw *w, const char *k, const char *val, size_t len)
@@ -118,21 +135,23 @@ void jsonw_strn(struct jsonw *w, const char *k, const char *val, size_t len)
 		return;
 	}
 	size_t mark = w->len;
+	bool first = w->first;
 	if (!key(w, k) || !put(w, "\"", 1)) {
-		w->len = mark;
+		drop_member(w, mark, first);
 		return;
 	}
 	/* json_escape writes at most avail-1 bytes, which leaves one for the
 	 * closing quote inside the room we have. */
 	size_t avail = room(w);
 	if (avail < 2) {
-		w->len = mark;
+		drop_member(w, mark, first);
 		w->truncated = true;
 		return;
 	}
-	size_t n = json_escape(w->buf + w->len, avail, val, len);
-	if (n + 1 >= avail)
-		w->truncated = true; /* filled up: part of the value may be cut */
+	size_t used;
+	size_t n = escape_into(w->buf + w->len, avail, val, len, &used);
+	if (used < len)
+		w->truncated = true; /* part of the value did not fit */
 	w->len += n;
 	w->buf[w->len++] = '"';
 }
@@ -147,26 +166,37 @@ void jsonw_int(struct jsonw *w, const char *k, long long val)
 	char tmp[32];
 	int n = snprintf(tmp, sizeof(tmp), "%lld", val);
 	size_t mark = w->len;
+	bool first = w->first;
 	if (!key(w, k) || !put(w, tmp, (size_t)n))
-		w->len = mark;
+		drop_member(w, mark, first);
 }
 
 void jsonw_null(struct jsonw *w, const char *k)
 {
 	size_t mark = w->len;
+	bool first = w->first;
 	if (!key(w, k) || !put(w, "null", 4))
-		w->len = mark;
+		drop_member(w, mark, first);
 }
 
 void jsonw_raw(struct jsonw *w, const char *k, const char *json, size_t len)
 {
 	size_t mark = w->len;
+	bool first = w->first;
 	if (!key(w, k) || !put(w, json, len))
-		w->len = mark;
+		drop_member(w, mark, first);
 }
 
 size_t jsonw_close(struct jsonw *w)
 {
+	/* Below "{}\n" plus NUL no valid line fits: write nothing, not past cap. */
+	if (w->cap < JSONW_RESERVE + 1) {
+		w->truncated = true;
+		w->len = 0;
+		if (w->cap > 0)
+			w->buf[0] = '\0';
+		return 0;
+	}
 	/* The reserve guarantees these fit. */
 	w->buf[w->len++] = '}';
 	w->buf[w->len++] = '\n';

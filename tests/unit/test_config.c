@@ -1,0 +1,506 @@
+/* SPDX-License-Identifier: ISC */
+/*
+ * test_config.c - unit tests for lib/config.c.
+ *
+ * Every case parses text with config_parse_string(), so nothing here touches
+ * the file system except one open of a path that cannot exist.  Error cases
+ * compare the whole message, which pins the file name, the line and the key.
+ */
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <cmocka.h>
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "config.h"
+
+#define KIVU_SHA  "0ef4ba1c633bd5d1f6b77c53d92686e817a73605f760b21ec7b5e932c4bd5adf"
+#define CHILI_SHA "c9650b84e152820e8200c755ecfda487950edc001cb49187e4bc268d5db9041b"
+
+/* A file that sets every key to something other than its default. */
+static const char full_text[] =
+    "listen = [\"0.0.0.0:9000\", \"[::1]:9001\", \"localhost:0\"];\n"
+    "database = { conninfo = \"host=/tmp dbname=ot_test\"; };\n"
+    "exporters = (\n"
+    "  { id = \"kivu-coffee\"; name = \"Kivu Hills Coffee Cooperative\";\n"
+    "    token_sha256 = \"" KIVU_SHA "\"; },\n"
+    "  { id = \"akagera_chili.2\"; name = \"Akagera Chili Exporters \xc3\xa9\";\n"
+    "    token_sha256 = \"" CHILI_SHA "\"; }\n"
+    ");\n"
+    "limits = {\n"
+    "  max_connections = 10;\n"
+    "  max_line_bytes = 4096;\n"
+    "  idle_timeout_s = 0;\n"
+    "  window = 50;\n"
+    "  max_pending = 500;\n"
+    "};\n"
+    "batch = { max_events = 20; max_delay_ms = 0; };\n"
+    "log = { level = \"debug\"; };\n";
+
+/* Parse text that must be good; fails the test with the message otherwise. */
+static struct config *parse_ok(const char *text)
+{
+	char *err = (char *)"unset";
+	struct config *c = config_parse_string(text, "t.conf", &err);
+	if (c == NULL)
+		fail_msg("unexpected error: %s", err);
+	assert_null(err);
+	return c;
+}
+
+/* Parse text that must be rejected and compare the whole message. */
+static void parse_bad(const char *text, const char *want)
+{
+	char *err = NULL;
+	struct config *c = config_parse_string(text, "t.conf", &err);
+	if (c != NULL) {
+		config_free(c);
+		fail_msg("accepted bad config; wanted: %s", want);
+	}
+	assert_non_null(err);
+	assert_string_equal(err, want);
+	free(err);
+}
+
+/* Every key set: each value lands in its field. */
+static void test_full(void **state)
+{
+	(void)state;
+	struct config *c = parse_ok(full_text);
+	assert_string_equal(c->path, "t.conf");
+	assert_int_equal(c->n_listen, 3);
+	assert_string_equal(c->listen[0], "0.0.0.0:9000");
+	assert_string_equal(c->listen[1], "[::1]:9001");
+	assert_string_equal(c->listen[2], "localhost:0");
+	assert_string_equal(c->conninfo, "host=/tmp dbname=ot_test");
+	assert_int_equal(c->n_exporters, 2);
+	assert_string_equal(c->exporters[0].id, "kivu-coffee");
+	assert_string_equal(c->exporters[0].name, "Kivu Hills Coffee Cooperative");
+	assert_string_equal(c->exporters[1].id, "akagera_chili.2");
+	assert_string_equal(c->exporters[1].name, "Akagera Chili Exporters \xc3\xa9");
+	assert_int_equal(c->max_connections, 10);
+	assert_int_equal(c->max_line_bytes, 4096);
+	assert_int_equal(c->idle_timeout_s, 0);
+	assert_int_equal(c->window, 50);
+	assert_int_equal(c->max_pending, 500);
+	assert_int_equal(c->batch_max_events, 20);
+	assert_int_equal(c->batch_max_delay_ms, 0);
+	assert_int_equal(c->log_level, LOG_LEVEL_DEBUG);
+
+	char hex[2 * AUTH_DIGEST_LEN + 1];
+	auth_format_hex(c->exporters[1].token_sha256, hex);
+	assert_string_equal(hex, CHILI_SHA);
+	config_free(c);
+}
+
+/* An empty file gives every documented default. */
+static void test_defaults(void **state)
+{
+	(void)state;
+	struct config *c = parse_ok("# nothing set\n");
+	assert_int_equal(c->n_listen, 1);
+	assert_string_equal(c->listen[0], "127.0.0.1:7433");
+	assert_string_equal(c->conninfo, "dbname=ordertrack");
+	assert_int_equal(c->n_exporters, 0);
+	assert_null(config_find_exporter(c, "kivu-coffee"));
+	assert_int_equal(c->max_connections, 1024);
+	assert_int_equal(c->max_line_bytes, 65536);
+	assert_int_equal(c->idle_timeout_s, 300);
+	assert_int_equal(c->window, 1000);
+	assert_int_equal(c->max_pending, 100000);
+	assert_int_equal(c->batch_max_events, 1000);
+	assert_int_equal(c->batch_max_delay_ms, 1);
+	assert_int_equal(c->log_level, LOG_LEVEL_INFO);
+	config_free(c);
+}
+
+/* Keys left out of a group keep their defaults next to the ones set. */
+static void test_partial_defaults(void **state)
+{
+	(void)state;
+	struct config *c = parse_ok("limits: { window = 7; };\nbatch = { };\nexporters = ();\n");
+	assert_int_equal(c->window, 7);
+	assert_int_equal(c->max_connections, 1024);
+	assert_int_equal(c->max_pending, 100000);
+	assert_int_equal(c->batch_max_events, 1000);
+	assert_int_equal(c->n_exporters, 0);
+	config_free(c);
+}
+
+/* Bounds are inclusive; 64-bit literals in range are fine. */
+static void test_bounds_inclusive(void **state)
+{
+	(void)state;
+	struct config *c =
+	    parse_ok("limits = { max_connections = 1000000; max_line_bytes = 256;\n"
+	             "  idle_timeout_s = 604800; window = 1; max_pending = 10000000L; };\n"
+	             "batch = { max_events = 0x2710; max_delay_ms = 1000; };\n"
+	             "listen = (\"[::]:65535\", \"127.0.0.1:0\", \"127.0.0.1:0\");\n");
+	assert_int_equal(c->max_connections, 1000000);
+	assert_int_equal(c->max_line_bytes, 256);
+	assert_int_equal(c->idle_timeout_s, 604800);
+	assert_int_equal(c->window, 1);
+	assert_int_equal(c->max_pending, 10000000);
+	assert_int_equal(c->batch_max_events, 10000);
+	assert_int_equal(c->batch_max_delay_ms, 1000);
+	assert_int_equal(c->n_listen, 3);
+	config_free(c);
+}
+
+/* libconfig's own parse errors carry the line. */
+static void test_syntax_error(void **state)
+{
+	(void)state;
+	parse_bad("log = { level = \"info\"; };\nlimits = {\n  window = ;\n};\n",
+	          "t.conf:3: syntax error");
+	parse_bad("batch = { max_events = 1; };\nbatch = { max_events = 2; };\n",
+	          "t.conf:2: duplicate setting name");
+}
+
+/* Unknown keys are errors at every level, with a suggestion when one is close. */
+static void test_unknown_keys(void **state)
+{
+	(void)state;
+	parse_bad("log = { level = \"info\"; };\nlimts = { window = 5; };\n",
+	          "t.conf:2: unknown key \"limts\" (did you mean \"limits\"?)");
+	parse_bad("\n\nfrobnicate = 1;\n", "t.conf:3: unknown key \"frobnicate\"");
+	parse_bad("limits = {\n  window = 5;\n  max_conections = 5;\n};\n",
+	          "t.conf:3: unknown key \"limits.max_conections\" "
+	          "(did you mean \"limits.max_connections\"?)");
+	parse_bad("window = 5;\n",
+	          "t.conf:1: unknown key \"window\" (did you mean \"limits.window\"?)");
+	parse_bad("database = { conninfo = \"\"; sslmode = \"require\"; };\n",
+	          "t.conf:1: unknown key \"database.sslmode\"");
+	parse_bad("exporters = (\n  { id = \"a\"; name = \"A\";\n    token_sha256 = \"" KIVU_SHA
+	          "\";\n    nmae = \"x\"; }\n);\n",
+	          "t.conf:4: unknown key \"exporters[0].nmae\" (did you mean \"name\"?)");
+	parse_bad("exporters = ( { id = \"a\"; name = \"A\";\n  token = \"secret\"; } );\n",
+	          "t.conf:2: unknown key \"exporters[0].token\" (store the token's SHA-256 as "
+	          "token_sha256, never the token itself)");
+}
+
+/* A value of the wrong type names the type wanted and the type found. */
+static void test_wrong_type(void **state)
+{
+	(void)state;
+	parse_bad("limits = {\n  window = \"10\";\n};\n",
+	          "t.conf:2: limits.window: must be an integer (got a string)");
+	parse_bad("batch = { max_delay_ms = 1.5; };\n",
+	          "t.conf:1: batch.max_delay_ms: must be an integer (got a float)");
+	parse_bad("batch = { max_events = true; };\n",
+	          "t.conf:1: batch.max_events: must be an integer (got a boolean)");
+	parse_bad("database = { conninfo = 5; };\n",
+	          "t.conf:1: database.conninfo: must be a string (got an integer)");
+	parse_bad("log = { level = 3; };\n",
+	          "t.conf:1: log.level: must be a string (got an integer)");
+	parse_bad("limits = 5;\n", "t.conf:1: limits: must be a group { ... } (got an integer)");
+	parse_bad("listen = \"127.0.0.1:7433\";\n",
+	          "t.conf:1: listen: must be a list of \"host:port\" strings, e.g. "
+	          "[\"127.0.0.1:7433\"] (got a string)");
+	parse_bad("listen = [1, 2];\n",
+	          "t.conf:1: listen[0]: must be a \"host:port\" string (got an "
+	          "integer)");
+	parse_bad("exporters = { id = \"a\"; };\n",
+	          "t.conf:1: exporters: must be a list of groups, e.g. ( { id = \"...\"; name = "
+	          "\"...\"; token_sha256 = \"...\"; } ) (got a group)");
+	parse_bad("exporters = ( \"kivu\" );\n",
+	          "t.conf:1: exporters[0]: must be a group { id = \"...\"; name = \"...\"; "
+	          "token_sha256 = \"...\"; } (got a string)");
+	parse_bad("exporters = ( { id = 7; } );\n",
+	          "t.conf:1: exporters[0].id: must be a string (got an integer)");
+}
+
+/* Integers outside their bounds, including ones libconfig would wrap. */
+static void test_out_of_range(void **state)
+{
+	(void)state;
+	parse_bad("limits = {\n  max_connections = 0;\n};\n",
+	          "t.conf:2: limits.max_connections: must be between 1 and 1000000 (got 0)");
+	parse_bad(
+	    "limits = { max_line_bytes = 16777217; };\n",
+	    "t.conf:1: limits.max_line_bytes: must be between 256 and 16777216 (got 16777217)");
+	parse_bad("limits = { idle_timeout_s = -1; };\n",
+	          "t.conf:1: limits.idle_timeout_s: must be between 0 and 604800 (got -1)");
+	parse_bad("limits = { window = 100001; };\n",
+	          "t.conf:1: limits.window: must be between 1 and 100000 (got 100001)");
+	parse_bad("limits = { max_pending = 0; };\n",
+	          "t.conf:1: limits.max_pending: must be between 1 and 10000000 (got 0)");
+	parse_bad("batch = { max_events = 10001; };\n",
+	          "t.conf:1: batch.max_events: must be between 1 and 10000 (got 10001)");
+	parse_bad("batch = { max_delay_ms = 1001; };\n",
+	          "t.conf:1: batch.max_delay_ms: must be between 0 and 1000 (got 1001)");
+	parse_bad("limits = { max_pending = 99999999999L; };\n",
+	          "t.conf:1: limits.max_pending: must be between 1 and 10000000 (got 99999999999)");
+	/* 4294968320 is 2^32 + 1024: libconfig alone would read it as 1024. */
+	parse_bad("limits = {\n  max_connections = 4294968320;\n};\n",
+	          "t.conf:2: limits.max_connections: must be between 1 and 1000000 (got "
+	          "4294968320)");
+	parse_bad("batch = { max_events = 0x100000001; };\n",
+	          "t.conf:1: batch.max_events: must be between 1 and 10000 (got 0x100000001)");
+	parse_bad("limits = { window = 123456789012345678901234567890; };\n",
+	          "t.conf:1: limits.window: must be between 1 and 100000 (got "
+	          "123456789012345678901234567890)");
+}
+
+/* Exporter ids are unique and drawn from a small alphabet. */
+static void test_exporter_ids(void **state)
+{
+	(void)state;
+	parse_bad("exporters = (\n"
+	          "  { id = \"kivu\"; name = \"A\"; token_sha256 = \"" KIVU_SHA "\"; },\n"
+	          "  { name = \"B\";\n"
+	          "    id = \"kivu\"; token_sha256 = \"" CHILI_SHA "\"; }\n"
+	          ");\n",
+	          "t.conf:4: exporters[1].id: duplicate exporter id \"kivu\" (already used by "
+	          "exporters[0])");
+	parse_bad("exporters = ( { id = \"kivu coffee\"; name = \"A\"; token_sha256 = \"" KIVU_SHA
+	          "\"; } );\n",
+	          "t.conf:1: exporters[0].id: \"kivu coffee\" may only contain A-Z a-z 0-9 . _ - "
+	          "(found ' ' at position 5)");
+	parse_bad("exporters = ( { id = \"kivu/1\"; name = \"A\"; token_sha256 = \"" KIVU_SHA
+	          "\"; } );\n",
+	          "t.conf:1: exporters[0].id: \"kivu/1\" may only contain A-Z a-z 0-9 . _ - "
+	          "(found '/' at position 5)");
+	parse_bad("exporters = ( { id = \"\"; name = \"A\"; token_sha256 = \"" KIVU_SHA
+	          "\"; } );\n",
+	          "t.conf:1: exporters[0].id: must not be empty");
+	parse_bad("exporters = ( { id = "
+	          "\"a123456789b123456789c123456789d123456789e123456789f123456789g1234\"; } );\n",
+	          "t.conf:1: exporters[0].id: must be at most 64 characters (got 65)");
+}
+
+/* Tokens are stored as 64 hex digits; names are required and bounded. */
+static void test_exporter_token_and_name(void **state)
+{
+	(void)state;
+	parse_bad("exporters = (\n  { id = \"a\"; name = \"A\";\n"
+	          "    token_sha256 = \"demo-kivu-token\"; }\n);\n",
+	          "t.conf:3: exporters[0].token_sha256: must be 64 hex digits, the SHA-256 of the "
+	          "token (got 15 characters; make it with: printf %s \"$TOKEN\" | sha256sum)");
+	parse_bad("exporters = ( { id = \"a\"; name = \"A\"; token_sha256 = "
+	          "\"0ef4ba1c633bd5d1f6b77c53d92686e817a73605f760b21ec7b5e932c4bd5adg\"; } );\n",
+	          "t.conf:1: exporters[0].token_sha256: must be 64 hex digits, the SHA-256 of the "
+	          "token (got a character that is not 0-9 a-f A-F; make it with: printf %s "
+	          "\"$TOKEN\" | sha256sum)");
+	parse_bad("exporters = (\n  { id = \"a\";\n    token_sha256 = \"" KIVU_SHA "\"; }\n);\n",
+	          "t.conf:2: exporters[0].name: missing (every exporter needs id, name and "
+	          "token_sha256)");
+	parse_bad("exporters = ( { id = \"a\"; name = \"A\"; } );\n",
+	          "t.conf:1: exporters[0].token_sha256: missing (every exporter needs id, name and "
+	          "token_sha256)");
+	parse_bad("exporters = ( { id = \"a\"; name = \"\"; } );\n",
+	          "t.conf:1: exporters[0].name: must not be empty");
+	parse_bad("exporters = ( { id = \"a\"; name = \"bad \xff\"; } );\n",
+	          "t.conf:1: exporters[0].name: must be valid UTF-8");
+	parse_bad("exporters = ( { id = \"a\"; name = \"tab\\there\"; } );\n",
+	          "t.conf:1: exporters[0].name: must not contain control characters");
+
+	char text[512], name[140];
+	memset(name, 'n', 129);
+	name[129] = '\0';
+	snprintf(text, sizeof(text), "exporters = ( { id = \"a\"; name = \"%s\"; } );\n", name);
+	parse_bad(text, "t.conf:1: exporters[0].name: must be at most 128 characters (got 129)");
+	/* 128 two-byte characters are 256 bytes but still 128 characters. */
+	char *p = name;
+	for (int i = 0; i < 64; i++) {
+		memcpy(p, "\xc3\xa9", 2);
+		p += 2;
+	}
+	*p = '\0';
+	snprintf(text, sizeof(text),
+	         "exporters = ( { id = \"a\"; name = \"%s%s\"; token_sha256 = \"" KIVU_SHA
+	         "\"; } );\n",
+	         name, name);
+	struct config *c = parse_ok(text);
+	assert_int_equal(strlen(c->exporters[0].name), 256);
+	config_free(c);
+}
+
+/* listen entries must be host:port with a port in range. */
+static void test_listen(void **state)
+{
+	(void)state;
+	parse_bad("listen = [\n  \"127.0.0.1\"\n];\n",
+	          "t.conf:2: listen[0]: \"127.0.0.1\" has no port (want \"host:port\")");
+	parse_bad("listen = [\"127.0.0.1:7433\",\n  \"127.0.0.1:70000\"];\n",
+	          "t.conf:2: listen[1]: port must be between 0 and 65535 (got \"70000\")");
+	parse_bad("listen = [];\n", "t.conf:1: listen: must have 1 to 64 entries (got 0)");
+	parse_bad("listen = [\"127.0.0.1:\"];\n",
+	          "t.conf:1: listen[0]: \"127.0.0.1:\" has no port (want \"host:port\")");
+	parse_bad("listen = [\":7433\"];\n", "t.conf:1: listen[0]: \":7433\" has no host (use "
+	                                     "0.0.0.0 or [::] for every address)");
+	parse_bad("listen = [\"::1:7433\"];\n", "t.conf:1: listen[0]: \"::1:7433\": an IPv6 "
+	                                        "address needs brackets, e.g. \"[::1]:7433\"");
+	parse_bad("listen = [\"[::1]\"];\n",
+	          "t.conf:1: listen[0]: \"[::1]\" has no port (want \"[v6]:port\")");
+	parse_bad("listen = [\"[::g]:1\"];\n",
+	          "t.conf:1: listen[0]: \"[::g]:1\" is not an IPv6 address in brackets");
+	parse_bad("listen = [\"[::1:7433\"];\n",
+	          "t.conf:1: listen[0]: \"[::1:7433\" has no closing ']'");
+	parse_bad("listen = [\"300.1.1.1:7433\"];\n", "t.conf:1: listen[0]: \"300.1.1.1:7433\" "
+	                                              "does not start with a valid host name or "
+	                                              "address");
+	parse_bad("listen = [\"localhost:000007433\"];\n",
+	          "t.conf:1: listen[0]: port must be between 0 and 65535 (got \"000007433\")");
+	parse_bad("listen = [\"localhost:http\"];\n",
+	          "t.conf:1: listen[0]: \"localhost:http\": port must be a number");
+	parse_bad("listen = [\"\"];\n",
+	          "t.conf:1: listen[0]: must not be empty (want \"host:port\")");
+	parse_bad("listen = [\"127.0.0.1:7433\", \"127.0.0.1:7433\"];\n",
+	          "t.conf:1: listen[1]: \"127.0.0.1:7433\" is already listed as listen[0]");
+}
+
+/* log.level accepts exactly the four names. */
+static void test_bad_log_level(void **state)
+{
+	(void)state;
+	parse_bad("log = {\n  level = \"verbose\";\n};\n",
+	          "t.conf:2: log.level: must be \"error\", \"warning\", \"info\" or \"debug\" (got "
+	          "\"verbose\")");
+	parse_bad("log = { level = \"INFO\"; };\n",
+	          "t.conf:1: log.level: must be \"error\", \"warning\", \"info\" or \"debug\" (got "
+	          "\"INFO\")");
+	parse_bad("log = \"info\";\n", "t.conf:1: log: must be a group { ... } (got a string)");
+}
+
+/* Only listen and database.conninfo need a restart, listed in table order. */
+static void test_restart_keys(void **state)
+{
+	(void)state;
+	struct config *a = parse_ok(full_text);
+	struct config *b = parse_ok(full_text);
+	char out[128];
+
+	assert_int_equal(config_restart_keys(a, b, out, sizeof(out)), 0);
+	assert_string_equal(out, "");
+
+	/* Reloadable changes alone need no restart. */
+	b->window = 1;
+	b->log_level = LOG_LEVEL_ERROR;
+	assert_int_equal(config_restart_keys(a, b, out, sizeof(out)), 0);
+	assert_string_equal(out, "");
+
+	free(b->conninfo);
+	b->conninfo = strdup("dbname=other");
+	assert_int_equal(config_restart_keys(a, b, out, sizeof(out)), 1);
+	assert_string_equal(out, "database.conninfo");
+
+	struct config *d = parse_ok("database = { conninfo = \"dbname=other\"; };\n");
+	assert_int_equal(config_restart_keys(a, d, out, sizeof(out)), 2);
+	assert_string_equal(out, "listen,database.conninfo");
+
+	/* Reordering listen counts as a change. */
+	struct config *e =
+	    parse_ok("listen = [\"[::1]:9001\", \"0.0.0.0:9000\", \"localhost:0\"];\n"
+	             "database = { conninfo = \"host=/tmp dbname=ot_test\"; };\n");
+	assert_int_equal(config_restart_keys(a, e, out, sizeof(out)), 1);
+	assert_string_equal(out, "listen");
+
+	/* A short buffer keeps only whole keys but the count stays right. */
+	char small[10];
+	assert_int_equal(config_restart_keys(a, d, small, sizeof(small)), 2);
+	assert_string_equal(small, "listen");
+	assert_int_equal(config_restart_keys(a, d, NULL, 0), 2);
+
+	config_free(a);
+	config_free(b);
+	config_free(d);
+	config_free(e);
+}
+
+/* Exporters are found by exact id and carry the right digest. */
+static void test_find_exporter(void **state)
+{
+	(void)state;
+	struct config *c = parse_ok(full_text);
+	const struct config_exporter *x = config_find_exporter(c, "kivu-coffee");
+	assert_non_null(x);
+	assert_string_equal(x->name, "Kivu Hills Coffee Cooperative");
+	assert_true(auth_token_matches(x->token_sha256, "demo-kivu-token", 15));
+	assert_false(auth_token_matches(x->token_sha256, "demo-chili-token", 16));
+
+	x = config_find_exporter(c, "akagera_chili.2");
+	assert_non_null(x);
+	assert_true(auth_token_matches(x->token_sha256, "demo-chili-token", 16));
+
+	assert_null(config_find_exporter(c, "kivu"));
+	assert_null(config_find_exporter(c, "KIVU-COFFEE"));
+	assert_null(config_find_exporter(c, ""));
+	assert_null(config_find_exporter(c, NULL));
+	assert_null(config_find_exporter(NULL, "kivu-coffee"));
+	config_free(c);
+}
+
+/* Level names and parsing are inverses; junk is refused. */
+static void test_log_levels(void **state)
+{
+	(void)state;
+	const enum log_level all[] = {LOG_LEVEL_ERROR, LOG_LEVEL_WARNING, LOG_LEVEL_INFO,
+	                              LOG_LEVEL_DEBUG};
+	for (size_t i = 0; i < sizeof(all) / sizeof(all[0]); i++) {
+		enum log_level got = LOG_LEVEL_ERROR;
+		if (all[i] == LOG_LEVEL_ERROR)
+			got = LOG_LEVEL_DEBUG;
+		assert_true(log_level_parse(log_level_name(all[i]), &got));
+		assert_int_equal(got, all[i]);
+	}
+	assert_string_equal(log_level_name(LOG_LEVEL_WARNING), "warning");
+	assert_string_equal(log_level_name((enum log_level)42), "unknown");
+
+	enum log_level keep = LOG_LEVEL_INFO;
+	assert_false(log_level_parse("warn", &keep));
+	assert_false(log_level_parse("", &keep));
+	assert_false(log_level_parse("debug ", &keep));
+	assert_false(log_level_parse(NULL, &keep));
+	assert_int_equal(keep, LOG_LEVEL_INFO);
+}
+
+/* A missing file is reported with the path and the system's reason. */
+static void test_missing_file(void **state)
+{
+	(void)state;
+	char *err = NULL;
+	const char *path = "/nonexistent-ordertrack-dir/ordertrackd.conf";
+	assert_null(config_load(path, &err));
+	assert_non_null(err);
+	assert_string_equal(err,
+	                    "cannot read /nonexistent-ordertrack-dir/ordertrackd.conf: No such "
+	                    "file or directory");
+	free(err);
+}
+
+/* The first error wins, so messages stay about one thing. */
+static void test_first_error_only(void **state)
+{
+	(void)state;
+	parse_bad("limits = { window = 0; max_pending = 0; };\nbogus = 1;\n",
+	          "t.conf:1: limits.window: must be between 1 and 100000 (got 0)");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_full),
+	    cmocka_unit_test(test_defaults),
+	    cmocka_unit_test(test_partial_defaults),
+	    cmocka_unit_test(test_bounds_inclusive),
+	    cmocka_unit_test(test_syntax_error),
+	    cmocka_unit_test(test_unknown_keys),
+	    cmocka_unit_test(test_wrong_type),
+	    cmocka_unit_test(test_out_of_range),
+	    cmocka_unit_test(test_exporter_ids),
+	    cmocka_unit_test(test_exporter_token_and_name),
+	    cmocka_unit_test(test_listen),
+	    cmocka_unit_test(test_bad_log_level),
+	    cmocka_unit_test(test_restart_keys),
+	    cmocka_unit_test(test_find_exporter),
+	    cmocka_unit_test(test_log_levels),
+	    cmocka_unit_test(test_missing_file),
+	    cmocka_unit_test(test_first_error_only),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}

@@ -1,0 +1,242 @@
+/*
+ * test_validate.c - unit tests for lib/validate.c.
+ *
+ * Covers the id and ref charsets at their length boundaries and with every
+ * kind of bad character, and RFC 3339 parsing: accepted forms with their
+ * exact epoch milliseconds and offsets (worked out by hand in the comments),
+ * and the forms that must be refused.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "validate.h"
+
+/* Fill buf with n copies of c and terminate it. */
+static char *repeat(char *buf, char c, size_t n)
+{
+	memset(buf, c, n);
+	buf[n] = '\0';
+	return buf;
+}
+
+/* Event ids: empty refused, 1 and 128 characters accepted, 129 refused. */
+static void test_event_id_lengths(void **state)
+{
+	char buf[200];
+	(void)state;
+
+	assert_non_null(validate_event_id(""));
+	assert_non_null(validate_event_id(NULL));
+	assert_null(validate_event_id(repeat(buf, 'a', 1)));
+	assert_null(validate_event_id(repeat(buf, 'Z', 127)));
+	assert_null(validate_event_id(repeat(buf, '9', 128)));
+	assert_non_null(validate_event_id(repeat(buf, 'a', 129)));
+	assert_string_equal(validate_event_id(repeat(buf, 'a', 129)),
+	                    "must be 1-128 characters of A-Za-z0-9._:-");
+}
+
+/* Event ids: every allowed character passes, every other printable one fails. */
+static void test_event_id_charset(void **state)
+{
+	(void)state;
+
+	assert_null(validate_event_id("AZaz09._:-"));
+	assert_null(validate_event_id("evt:2026-03-01:0001"));
+	for (int c = 1; c < 256; c++) {
+		char s[4] = {'a', (char)c, 'b', '\0'};
+		bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+		          (c >= '0' && c <= '9') || c == '.' || c == '_' || c == ':' || c == '-';
+		if (ok)
+			assert_null(validate_event_id(s));
+		else
+			assert_non_null(validate_event_id(s));
+	}
+	/* A ref-only character and a few likely mistakes. */
+	assert_non_null(validate_event_id("a/b"));
+	assert_non_null(validate_event_id("a b"));
+	assert_non_null(validate_event_id("é"));
+}
+
+/* Refs: empty refused, 1 and 64 characters accepted, 65 refused. */
+static void test_ref_lengths(void **state)
+{
+	char buf[100];
+	(void)state;
+
+	assert_non_null(validate_ref(""));
+	assert_non_null(validate_ref(NULL));
+	assert_null(validate_ref(repeat(buf, 'x', 1)));
+	assert_null(validate_ref(repeat(buf, '/', 64)));
+	assert_non_null(validate_ref(repeat(buf, 'x', 65)));
+	assert_string_equal(validate_ref(repeat(buf, 'x', 65)),
+	                    "must be 1-64 characters of A-Za-z0-9._/-");
+}
+
+/* Refs: every allowed character passes, every other one fails. */
+static void test_ref_charset(void **state)
+{
+	(void)state;
+
+	assert_null(validate_ref("PO-2026/0042_a.b"));
+	for (int c = 1; c < 256; c++) {
+		char s[4] = {'a', (char)c, 'b', '\0'};
+		bool ok = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') ||
+		          (c >= '0' && c <= '9') || c == '.' || c == '_' || c == '/' || c == '-';
+		if (ok)
+			assert_null(validate_ref(s));
+		else
+			assert_non_null(validate_ref(s));
+	}
+	assert_non_null(validate_ref("a:b")); /* id-only character */
+}
+
+/* Parse s, which must be accepted, and compare the instant and offset. */
+static void expect_time(const char *s, int64_t want_ms, int want_off)
+{
+	int64_t ms = 12345;
+	int off = 12345;
+	const char *why = validate_rfc3339(s, &ms, &off);
+
+	if (why != NULL)
+		fail_msg("\"%s\" refused: %s", s, why);
+	assert_int_equal(ms, want_ms);
+	assert_int_equal(off, want_off);
+}
+
+/* Accepted forms, with values worked out by hand. */
+static void test_rfc3339_accepted(void **state)
+{
+	(void)state;
+
+	expect_time("1970-01-01T00:00:00Z", 0, 0);
+	expect_time("1970-01-01T00:00:00+00:00", 0, 0);
+	expect_time("1970-01-01T00:00:00-00:00", 0, 0);
+	/* 1970-01-02T00:00:00Z: one day. */
+	expect_time("1970-01-02T00:00:00Z", 86400000, 0);
+	/* 2026-03-01: 56 years since 1970 = 20440 days + 14 leap days (1972..2024),
+	 * + 31 (Jan) + 28 (Feb) = 20513 days = 1772323200 s; 08:00+02:00 is 06:00Z,
+	 * + 21600 s = 1772344800 s. */
+	expect_time("2026-03-01T08:00:00+02:00", INT64_C(1772344800000), 120);
+	expect_time("2026-03-01T06:00:00Z", INT64_C(1772344800000), 0);
+	expect_time("2026-03-01T00:30:00-05:30", INT64_C(1772344800000), -330);
+	/* Lower case t and z are accepted (RFC 3339 5.6 note). */
+	expect_time("2026-03-01t06:00:00z", INT64_C(1772344800000), 0);
+	/* Fractions: 1 digit = tenths, 3 = ms, 9 = ns truncated to ms. */
+	expect_time("1970-01-01T00:00:00.5Z", 500, 0);
+	expect_time("1970-01-01T00:00:00.25Z", 250, 0);
+	expect_time("1970-01-01T00:00:01.123Z", 1123, 0);
+	expect_time("1970-01-01T00:00:01.123999999Z", 1123, 0);
+	expect_time("1970-01-01T00:00:00.000000001Z", 0, 0);
+	/* Before the epoch: -1 s + 0.5 s. */
+	expect_time("1969-12-31T23:59:59.5Z", -500, 0);
+	/* 2024 is a leap year: 2024-02-29 = 19782 days (54 years: 19710 + 13 leap
+	 * days 1972..2020, + 31 + 28); 23:59:59.999-05:30 is 2024-03-01T05:29:59.999Z
+	 * = 19783 days + 19799.999 s = 1709270999.999 s. */
+	expect_time("2024-02-29T23:59:59.999-05:30", INT64_C(1709270999999), -330);
+	/* 2000 is a leap year (divisible by 400). */
+	expect_time("2000-02-29T00:00:00Z", INT64_C(951782400000), 0);
+	/* Range ends: 0001-01-01 is 719162 days before 1970. */
+	expect_time("0001-01-01T00:00:00Z", -INT64_C(719162) * 86400000, 0);
+	expect_time("0001-01-01T00:00:00+23:59", -INT64_C(719162) * 86400000 - 1439 * 60000, 1439);
+	/* 9999-12-31 is 2932896 days after 1970. */
+	expect_time("9999-12-31T23:59:59-23:59",
+	            INT64_C(2932896) * 86400000 + 86399000 + 1439 * 60000, -1439);
+	/* 1900 is not a leap year: 1900-03-01 = -25508 days. */
+	expect_time("1900-03-01T00:00:00Z", -INT64_C(25508) * 86400000, 0);
+}
+
+/* Outputs may be NULL when the caller only wants the verdict. */
+static void test_rfc3339_null_outputs(void **state)
+{
+	(void)state;
+	assert_null(validate_rfc3339("2026-03-01T08:00:00+02:00", NULL, NULL));
+}
+
+/* Parse s, which must be refused, and check that the outputs were left alone. */
+static void expect_refused(const char *s)
+{
+	int64_t ms = 777;
+	int off = 777;
+
+	if (validate_rfc3339(s, &ms, &off) == NULL)
+		fail_msg("\"%s\" accepted", s);
+	assert_int_equal(ms, 777);
+	assert_int_equal(off, 777);
+}
+
+/* Forms that must be refused. */
+static void test_rfc3339_refused(void **state)
+{
+	(void)state;
+
+	expect_refused(NULL);
+	expect_refused("");
+	expect_refused("2026-03-01T08:00:00");      /* no offset */
+	expect_refused("2026-03-01T08:00:00.123");  /* no offset */
+	expect_refused("2026-03-01 08:00:00Z");     /* space for T */
+	expect_refused("2026-03-01");               /* date only */
+	expect_refused("2026-03-01T08:00Z");        /* no seconds */
+	expect_refused("2026-3-01T08:00:00Z");      /* one-digit month */
+	expect_refused("26-03-01T08:00:00Z");       /* two-digit year */
+	expect_refused("2026-03-01T08:00:00+0200"); /* offset without colon */
+	expect_refused("2026-03-01T08:00:00+02");   /* offset without minutes */
+	expect_refused("2026-03-01T08:00:00+2:00"); /* one-digit offset hour */
+	expect_refused("2026-03-01T08:00:00Zjunk"); /* trailing junk */
+	expect_refused("2026-03-01T08:00:00Z ");    /* trailing space */
+	expect_refused(" 2026-03-01T08:00:00Z");    /* leading space */
+	expect_refused("2026-03-01T08:00:00+02:00x");
+	expect_refused("2026-03-01T08:00:00.Z");           /* empty fraction */
+	expect_refused("2026-03-01T08:00:00.1234567890Z"); /* 10 digits */
+	expect_refused("2026-03-01T08:00:00,5Z");          /* comma fraction */
+	expect_refused("2026-00-01T08:00:00Z");            /* month 0 */
+	expect_refused("2026-13-01T08:00:00Z");            /* month 13 */
+	expect_refused("2026-03-00T08:00:00Z");            /* day 0 */
+	expect_refused("2026-04-31T08:00:00Z");            /* April has 30 */
+	expect_refused("2026-01-32T08:00:00Z");
+	expect_refused("2026-02-29T08:00:00Z"); /* 2026 not leap */
+	expect_refused("1900-02-29T08:00:00Z"); /* century, not leap */
+	expect_refused("2026-03-01T24:00:00Z");
+	expect_refused("2026-03-01T23:60:00Z");
+	expect_refused("2026-03-01T23:59:61Z");
+	expect_refused("2016-12-31T23:59:60Z"); /* leap second refused, see validate.c */
+	expect_refused("2026-03-01T08:00:00+24:00");
+	expect_refused("2026-03-01T08:00:00-24:00");
+	expect_refused("2026-03-01T08:00:00+02:60");
+	expect_refused("0000-01-01T00:00:00Z"); /* year 0 */
+	expect_refused("+2026-03-01T08:00:00Z");
+	expect_refused("2026-03-01T08:00:00UTC");
+	expect_refused("2026-03-01X08:00:00Z");
+}
+
+/* Reasons are the documented static strings. */
+static void test_rfc3339_reasons(void **state)
+{
+	(void)state;
+
+	assert_string_equal(
+	    validate_rfc3339("2026-03-01T08:00:00", NULL, NULL),
+	    "must be RFC 3339 with an explicit offset, e.g. 2026-03-01T08:00:00+02:00");
+	assert_string_equal(validate_rfc3339("2026-02-29T08:00:00Z", NULL, NULL),
+	                    "no such date (month 01-12, day within the month)");
+	assert_string_equal(validate_rfc3339("2026-03-01T24:00:00Z", NULL, NULL),
+	                    "no such time (hour 00-23, minute and second 00-59)");
+	assert_string_equal(validate_rfc3339("2026-03-01T08:00:00+24:00", NULL, NULL),
+	                    "offset must be within -23:59..+23:59");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test(test_event_id_lengths), cmocka_unit_test(test_event_id_charset),
+	    cmocka_unit_test(test_ref_lengths),      cmocka_unit_test(test_ref_charset),
+	    cmocka_unit_test(test_rfc3339_accepted), cmocka_unit_test(test_rfc3339_null_outputs),
+	    cmocka_unit_test(test_rfc3339_refused),  cmocka_unit_test(test_rfc3339_reasons),
+	};
+	return cmocka_run_group_tests(tests, NULL, NULL);
+}
