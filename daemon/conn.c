@@ -279,13 +279,20 @@ static void conn_hello(struct conn *c, const struct request *rq)
 }
 
 /* Hand an event to the store; its reply comes after the commit. */
-static void conn_event(struct conn *c, struct request *rq)
+static void conn_event(struct conn *c, struct request *rq, const char *line, size_t len)
 {
 	struct slot *s = slot_new(c);
 	const struct request_event *ev = &rq->u.event;
 
 	s->s_exporter = c->c_exporter;
-	s->s_body = request_event_canonical(rq, &s->s_body_len);
+	/* The line itself is the body: PostgreSQL parses it into jsonb with
+	 * its numbers exact, and compares duplicates as parsed values. */
+	s->s_body = malloc(len + 1);
+	if (s->s_body == NULL)
+		abort();
+	memcpy(s->s_body, line, len);
+	s->s_body[len] = '\0';
+	s->s_body_len = len;
 	s->s_root = rq->root; /* the slot now owns the tree */
 	rq->root = NULL;
 	s->s_type = ev->type;
@@ -293,6 +300,7 @@ static void conn_event(struct conn *c, struct request *rq)
 	s->s_order = ev->order;
 	s->s_shipment = ev->shipment;
 	s->s_occurred_at = ev->occurred_at;
+	s->s_retracts = ev->retracts;
 	c->c_unacked++;
 	c->c_events++;
 	store_submit(server.store, s);
@@ -307,8 +315,13 @@ static void conn_line(struct conn *c, const char *line, size_t len)
 	c->c_lines++;
 	if (!request_parse(line, len, now_ms(), &rq, &err)) {
 		if (c->c_state == CONN_HELLO) {
-			conn_error(c, NULL, ERR_AUTH_REQUIRED, "say hello first");
-			conn_close(c, "auth_required");
+			/* A broken hello is told what is wrong with it; any
+			 * other line is told to say hello. */
+			if (err.hello)
+				conn_error(c, NULL, err.code, err.message);
+			else
+				conn_error(c, NULL, ERR_AUTH_REQUIRED, "say hello first");
+			conn_close(c, err.hello ? "bad hello" : "auth_required");
 			return;
 		}
 		conn_error(c, err.has_id ? err.id : NULL, err.code, err.message);
@@ -327,7 +340,7 @@ static void conn_line(struct conn *c, const char *line, size_t len)
 		static const char pong[] = "{\"type\":\"pong\"}\n";
 		conn_reply(c, pong, sizeof(pong) - 1);
 	} else {
-		conn_event(c, &rq);
+		conn_event(c, &rq, line, len);
 	}
 	request_clear(&rq);
 }

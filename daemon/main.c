@@ -108,9 +108,13 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 		return;
 	}
 	char restart[256];
-	if (config_restart_keys(server.cfg, neu, restart, sizeof(restart)) > 0)
-		log_warnx("config keys need a restart", "keys=%s", restart);
 	struct config *old = server.cfg;
+	if (config_restart_keys(old, neu, restart, sizeof(restart)) > 0) {
+		log_warnx("config keys need a restart", "keys=%s", restart);
+		/* Keep describing what actually runs, so the next reload
+		 * reports the difference again. */
+		config_keep_restart_keys(neu, old);
+	}
 	server.cfg = neu;
 	log_set_level(neu->log_level);
 	store_apply_config(server.store, neu);

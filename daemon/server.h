@@ -51,6 +51,7 @@ struct slot {
 	const char *s_order;
 	const char *s_shipment;
 	const char *s_occurred_at;
+	const char *s_retracts;
 };
 TAILQ_HEAD(slot_list, slot);
 

@@ -28,6 +28,7 @@
 
 #include "log.h"
 #include "migrations.h"
+#include "project.h"
 #include "server.h"
 
 #define BACKOFF_MIN_MS 100
@@ -48,15 +49,34 @@ static const char *const db_state_names[DB_STATE_MAX] = {
 	"down", "connecting", "migrating", "preparing", "ready",
 };
 
+/*
+ * The queries of one batch, in the order their results come back.  Part
+ * one is sent at once and ends with a flush request; part two (APPLY,
+ * COMMIT, or only the Sync after a failure) is sent when LOAD's rows are in
+ * and the changed orders are folded.
+ */
+enum batch_query {
+	BQ_BEGIN,
+	BQ_LOCK,
+	BQ_EVENT, /* one per slot */
+	BQ_LOAD,
+	BQ_APPLY, /* only when an order changed */
+	BQ_COMMIT,
+	BQ_SYNC,
+};
+
 /* Where a batch stands, filled from its results. */
 struct batch_outcome {
-	int expect;          /* index of the query whose results come next */
-	bool have_result;    /* a result of that query has been read */
+	enum batch_query expect; /* the query whose results come next */
+	bool have_result;        /* a result of that query has been read */
+	bool part2_sent;
+	bool has_apply;
 	struct slot *cursor; /* the slot of the current event query */
+	PGresult *load;      /* LOAD's rows, kept until part two is built */
 	bool commit_ok;
-	struct slot *failed;   /* the event whose statement failed, if any */
-	char sqlstate[6];      /* of the first failure */
-	char message[256];     /* of the first failure */
+	struct slot *failed; /* the event whose statement failed, if any */
+	char sqlstate[6];    /* of the first failure */
+	char message[256];   /* of the first failure */
 };
 
 struct store {
@@ -84,21 +104,57 @@ struct store {
 	bool batch_in_flight;
 	struct batch_outcome out;
 
+	struct model_rules rules; /* documents.required, for the fold */
+	unsigned solo;            /* events still to send one per batch */
+
 	int mig_step;       /* 1: lock and read version, 2: apply */
 	int schema_version; /* read in step 1 */
 	bool mig_failed;
 	char mig_error[256];
 };
 
+/*
+ * One event.  Answers 's' stored, 'd' the same event was already stored,
+ * 'c' another event holds the id, 'r' a retraction that may not be stored
+ * (its target is a retraction or belongs to another order), or NULL: the
+ * id is taken by a transaction we cannot see yet (retry).
+ */
 static const char insert_sql[] =
-	"WITH ins AS ("
+	"WITH bad AS ("
+	" SELECT 1 FROM ordertrack.events t"
+	" WHERE $8::text IS NOT NULL AND t.exporter = $1 AND t.event_id = $8"
+	" AND (t.type = 'event.retracted' OR t.order_ref <> $4)),"
+	" ins AS ("
 	" INSERT INTO ordertrack.events"
 	" (exporter, event_id, type, order_ref, shipment_ref, occurred_at, body)"
-	" VALUES ($1, $2, $3, $4, $5, $6, $7)"
+	" SELECT $1, $2, $3, $4, $5, $6::timestamptz, $7::jsonb"
+	" WHERE NOT EXISTS (SELECT 1 FROM bad)"
 	" ON CONFLICT (exporter, event_id) DO NOTHING RETURNING 1)"
-	" SELECT CASE WHEN EXISTS (SELECT 1 FROM ins) THEN 's' ELSE"
-	" (SELECT CASE WHEN e.body = $7 THEN 'd' ELSE 'c' END"
-	"  FROM ordertrack.events e WHERE e.exporter = $1 AND e.event_id = $2) END";
+	" SELECT CASE WHEN EXISTS (SELECT 1 FROM ins) THEN 's' ELSE coalesce("
+	" (SELECT CASE WHEN e.body = $7::jsonb THEN 'd' ELSE 'c' END"
+	"  FROM ordertrack.events e WHERE e.exporter = $1 AND e.event_id = $2),"
+	" (SELECT 'r' FROM bad LIMIT 1)) END";
+
+/*
+ * Lock the batch's orders, in one global order so that two daemons cannot
+ * deadlock: the fold reads all of an order's events, and two transactions
+ * folding the same order at once could each miss the other's event.
+ */
+static const char lock_sql[] =
+	"SELECT count(pg_advisory_xact_lock(k)) FROM ("
+	" SELECT DISTINCT hashtextextended(e || '/' || o, 7433) AS k"
+	" FROM unnest($1::text[], $2::text[]) AS t(e, o) ORDER BY k) s";
+
+/* Every event of the batch's orders, this batch's included, for the fold. */
+static const char load_sql[] =
+	"SELECT e.exporter, e.order_ref, e.event_id, e.type,"
+	" (extract(epoch FROM e.occurred_at) * 1000)::bigint, e.body::text"
+	" FROM ordertrack.events e"
+	" JOIN (SELECT DISTINCT x, o FROM unnest($1::text[], $2::text[]) AS t(x, o)) t"
+	" ON e.exporter = t.x AND e.order_ref = t.o"
+	" ORDER BY e.exporter, e.order_ref";
+
+static const char apply_sql[] = "SELECT ordertrack.apply_orders($1::jsonb)";
 
 static void store_io_cb(evutil_socket_t fd, short what, void *arg);
 static void store_lost(struct store *st, const char *why);
@@ -152,6 +208,15 @@ static bool store_flush(struct store *st)
 	return true;
 }
 
+/* Server notices ("already exists, skipping") go to the debug log. */
+static void store_notice(void *arg, const PGresult *r)
+{
+	char buf[256];
+	(void)arg;
+	log_debug("database notice", "detail=%s",
+	          lq(first_line(PQresultErrorMessage(r), buf, sizeof(buf))));
+}
+
 /* Start a connection attempt. */
 static void store_connect(struct store *st)
 {
@@ -161,6 +226,7 @@ static void store_connect(struct store *st)
 	st->pg = PQconnectStartParams(keys, vals, 1);
 	if (st->pg == NULL)
 		abort();
+	PQsetNoticeReceiver(st->pg, store_notice, st);
 	if (PQstatus(st->pg) == CONNECTION_BAD) {
 		store_lost(st, PQerrorMessage(st->pg));
 		return;
@@ -190,6 +256,10 @@ static void store_requeue_batch(struct store *st, bool in_doubt)
 	}
 	st->n_batch = 0;
 	st->batch_in_flight = false;
+	if (st->out.load != NULL) {
+		PQclear(st->out.load);
+		st->out.load = NULL;
+	}
 }
 
 /*
@@ -292,8 +362,10 @@ static void store_migrate_apply(struct store *st)
 static void store_prepare(struct store *st)
 {
 	store_set_state(st, DB_PREPARING);
-	if (!PQenterPipelineMode(st->pg) ||
-	    !PQsendPrepare(st->pg, "ins", insert_sql, 7, NULL) || !PQpipelineSync(st->pg)) {
+	if (!PQenterPipelineMode(st->pg) || !PQsendPrepare(st->pg, "ins", insert_sql, 8, NULL) ||
+	    !PQsendPrepare(st->pg, "lock", lock_sql, 2, NULL) ||
+	    !PQsendPrepare(st->pg, "load", load_sql, 2, NULL) ||
+	    !PQsendPrepare(st->pg, "apply", apply_sql, 1, NULL) || !PQpipelineSync(st->pg)) {
 		store_lost(st, PQerrorMessage(st->pg));
 		return;
 	}
@@ -375,39 +447,137 @@ static void store_prepare_results(struct store *st)
 	}
 }
 
-/* Take up to max_events from the queue and send them as one transaction. */
+/* Append s to a PostgreSQL array literal being built in buf. */
+static void array_add(char **buf, size_t *len, size_t *cap, const char *s)
+{
+	size_t need = strlen(s) + 4;
+	if (*len + need + 2 > *cap) {
+		*cap = (*cap + need) * 2;
+		*buf = realloc(*buf, *cap);
+		if (*buf == NULL)
+			abort();
+	}
+	/* Exporter ids and refs have no quote, backslash, comma or brace
+	 * (lib/validate.c), so quoting each element is enough. */
+	*len += (size_t)snprintf(*buf + *len, *cap - *len, "%s\"%s\"", *len > 1 ? "," : "", s);
+}
+
+/* The batch's (exporter, order) pairs as two array literals. */
+static void batch_orders(const struct store *st, char **exporters, char **orders)
+{
+	size_t elen = 1, ecap = 256, olen = 1, ocap = 256;
+	char *e = malloc(ecap), *o = malloc(ocap);
+	if (e == NULL || o == NULL)
+		abort();
+	strcpy(e, "{");
+	strcpy(o, "{");
+	const struct slot *s;
+	TAILQ_FOREACH(s, &st->batch, s_store)
+	{
+		array_add(&e, &elen, &ecap, s->s_exporter);
+		array_add(&o, &olen, &ocap, s->s_order);
+	}
+	strcpy(e + elen, "}");
+	strcpy(o + olen, "}");
+	*exporters = e;
+	*orders = o;
+}
+
+/*
+ * Take up to max_events from the queue and send part one of their
+ * transaction: BEGIN, the order locks, one INSERT per event, LOAD.
+ */
 static void store_send_batch(struct store *st)
 {
 	if (st->state != DB_READY || st->batch_in_flight || st->n_queued == 0)
 		return;
 	PGconn *pg = st->pg;
-	bool ok = PQsendQueryParams(pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0);
 	struct slot *s;
 	unsigned n = 0;
 
-	while (ok && n < (unsigned)st->max_events && (s = TAILQ_FIRST(&st->queue)) != NULL) {
+	unsigned max = st->solo > 0 ? 1 : (unsigned)st->max_events;
+	if (st->solo > 0)
+		st->solo--;
+	while (n < max && (s = TAILQ_FIRST(&st->queue)) != NULL) {
 		TAILQ_REMOVE(&st->queue, s, s_store);
 		st->n_queued--;
 		TAILQ_INSERT_TAIL(&st->batch, s, s_store);
 		n++;
 		s->s_attempts++;
 		s->s_outcome = 0;
-		const char *v[7] = {s->s_exporter, s->s_id,       s->s_type,  s->s_order,
-		                    s->s_shipment, s->s_occurred_at, s->s_body};
-		ok = PQsendQueryPrepared(pg, "ins", 7, v, NULL, NULL, 0);
 	}
 	st->n_batch = n;
 	st->batch_in_flight = true;
 	memset(&st->out, 0, sizeof(st->out));
 	st->out.cursor = TAILQ_FIRST(&st->batch);
-	ok = ok && PQsendQueryParams(pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0);
-	ok = ok && PQpipelineSync(pg);
+
+	char *exporters, *orders;
+	batch_orders(st, &exporters, &orders);
+	const char *ord_params[2] = {exporters, orders};
+	bool ok = PQsendQueryParams(pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) &&
+	          PQsendQueryPrepared(pg, "lock", 2, ord_params, NULL, NULL, 0);
+	TAILQ_FOREACH(s, &st->batch, s_store)
+	{
+		if (!ok)
+			break;
+		const char *v[8] = {s->s_exporter, s->s_id,          s->s_type, s->s_order,
+		                    s->s_shipment, s->s_occurred_at, s->s_body, s->s_retracts};
+		ok = PQsendQueryPrepared(pg, "ins", 8, v, NULL, NULL, 0);
+	}
+	ok = ok && PQsendQueryPrepared(pg, "load", 2, ord_params, NULL, NULL, 0);
+	/* Ask the server to send what it has: part two needs LOAD's rows. */
+	ok = ok && PQsendFlushRequest(pg);
+	free(exporters);
+	free(orders);
 	if (!ok) {
 		store_lost(st, PQerrorMessage(pg));
 		return;
 	}
 	log_debug("batch sent", "events=%u queued=%u", n, st->n_queued);
 	store_flush(st);
+}
+
+/*
+ * LOAD is in: fold the orders that got new events and send part two,
+ * or only the Sync (which rolls back) when part one failed.
+ */
+static void store_send_part2(struct store *st)
+{
+	struct batch_outcome *o = &st->out;
+	bool ok = true;
+
+	o->part2_sent = true;
+	if (o->sqlstate[0] == '\0') {
+		struct slot **changed = calloc(st->n_batch, sizeof(*changed));
+		size_t n_changed = 0;
+		struct slot *s;
+		if (changed == NULL)
+			abort();
+		TAILQ_FOREACH(s, &st->batch, s_store)
+		{
+			if (s->s_outcome == 's')
+				changed[n_changed++] = s;
+		}
+		unsigned n_orders = 0;
+		char *apply = o->load ? project_build(o->load, changed, n_changed, &st->rules,
+		                                      &n_orders)
+		                      : NULL;
+		free(changed);
+		if (apply != NULL) {
+			const char *v[1] = {apply};
+			o->has_apply = true;
+			ok = PQsendQueryPrepared(st->pg, "apply", 1, v, NULL, NULL, 0);
+			free(apply);
+		}
+		ok = ok && PQsendQueryParams(st->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0);
+	}
+	if (o->load != NULL) {
+		PQclear(o->load);
+		o->load = NULL;
+	}
+	ok = ok && PQpipelineSync(st->pg);
+	if (!ok)
+		store_lost(st, PQerrorMessage(st->pg));
 }
 
 /* Remember the first failure of a batch. */
@@ -429,21 +599,59 @@ static void store_batch_result(struct store *st, PGresult *r)
 {
 	struct batch_outcome *o = &st->out;
 	ExecStatusType t = PQresultStatus(r);
-	int n = (int)st->n_batch;
 
-	if (o->expect == 0 || o->expect == n + 1) { /* BEGIN or COMMIT */
-		if (t == PGRES_COMMAND_OK)
-			o->commit_ok = o->expect == n + 1;
-		else if (t == PGRES_FATAL_ERROR)
-			note_failure(o, NULL, r);
+	if (t == PGRES_PIPELINE_ABORTED)
+		return;
+	if (t == PGRES_FATAL_ERROR) {
+		note_failure(o, o->expect == BQ_EVENT ? o->cursor : NULL, r);
 		return;
 	}
-	struct slot *s = o->cursor;
-	if (t == PGRES_TUPLES_OK) {
-		if (PQntuples(r) == 1 && !PQgetisnull(r, 0, 0))
-			s->s_outcome = PQgetvalue(r, 0, 0)[0];
-	} else if (t == PGRES_FATAL_ERROR) {
-		note_failure(o, s, r);
+	switch (o->expect) {
+	case BQ_EVENT:
+		if (t == PGRES_TUPLES_OK && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0))
+			o->cursor->s_outcome = PQgetvalue(r, 0, 0)[0];
+		break;
+	case BQ_LOAD:
+		if (t == PGRES_TUPLES_OK && o->load == NULL) {
+			o->load = r;
+			return; /* kept for the fold */
+		}
+		break;
+	case BQ_COMMIT:
+		o->commit_ok = t == PGRES_COMMAND_OK;
+		break;
+	default:
+		break;
+	}
+	PQclear(r);
+}
+
+/* The query after the current one, once its results are complete. */
+static void store_batch_advance(struct store *st)
+{
+	struct batch_outcome *o = &st->out;
+	switch (o->expect) {
+	case BQ_BEGIN:
+		o->expect = BQ_LOCK;
+		break;
+	case BQ_LOCK:
+		o->expect = o->cursor != NULL ? BQ_EVENT : BQ_LOAD;
+		break;
+	case BQ_EVENT:
+		o->cursor = TAILQ_NEXT(o->cursor, s_store);
+		if (o->cursor == NULL)
+			o->expect = BQ_LOAD;
+		break;
+	case BQ_LOAD:
+		store_send_part2(st);
+		o->expect = o->sqlstate[0] != '\0' ? BQ_SYNC : o->has_apply ? BQ_APPLY : BQ_COMMIT;
+		break;
+	case BQ_APPLY:
+		o->expect = BQ_COMMIT;
+		break;
+	default:
+		o->expect = BQ_SYNC;
+		break;
 	}
 }
 
@@ -491,6 +699,11 @@ static void store_batch_committed(struct store *st)
 		case 'c':
 			store_finish(st, s, STORE_CONFLICT, NULL);
 			break;
+		case 'r':
+			store_finish(st, s, STORE_REJECTED,
+			             "field \"retracts\": the event it names is a retraction or "
+			             "belongs to another order");
+			break;
 		default:
 			/* Stored by a concurrent transaction we could not see
 			 * yet: ask again in the next batch. */
@@ -505,19 +718,31 @@ static void store_batch_failed(struct store *st)
 	struct batch_outcome *o = &st->out;
 	struct slot *bad = o->failed;
 
-	if (bad != NULL && sqlstate_data(o->sqlstate)) {
+	if (sqlstate_transient(o->sqlstate)) {
+		log_info("batch retried", "sqlstate=%s reason=%s events=%u", o->sqlstate,
+		         lq(o->message), st->n_batch);
+		return;
+	}
+	/* A failure outside the INSERTs (the fold's rows, say) names no
+	 * event: resend the batch one event at a time to find it. */
+	if (bad == NULL && st->n_batch == 1)
+		bad = TAILQ_FIRST(&st->batch);
+	if (bad == NULL) {
+		log_warnx("batch failed, isolating", "sqlstate=%s reason=%s events=%u",
+		          o->sqlstate, lq(o->message), st->n_batch);
+		st->solo = st->n_batch;
+		return;
+	}
+	if (sqlstate_data(o->sqlstate)) {
 		char why[320];
 		snprintf(why, sizeof(why), "refused by the database: %s", o->message);
 		store_finish(st, bad, STORE_REJECTED, why);
-	} else if (!sqlstate_transient(o->sqlstate)) {
-		log_error("batch failed", "sqlstate=%s reason=%s events=%u", o->sqlstate,
-		          lq(o->message), st->n_batch);
-		if (bad != NULL && bad->s_attempts >= MAX_ATTEMPTS)
-			store_finish(st, bad, STORE_FAILED, "the database failed to store this event");
-	} else {
-		log_info("batch retried", "sqlstate=%s reason=%s events=%u", o->sqlstate,
-		         lq(o->message), st->n_batch);
+		return;
 	}
+	log_error("batch failed", "sqlstate=%s reason=%s events=%u event=%s", o->sqlstate,
+	          lq(o->message), st->n_batch, lq(bad->s_id));
+	if (bad->s_attempts >= MAX_ATTEMPTS)
+		store_finish(st, bad, STORE_FAILED, "the database failed to store this event");
 }
 
 /* The Sync arrived: settle the batch and start the next one. */
@@ -536,16 +761,13 @@ static void store_batch_done(struct store *st)
 static void store_batch_results(struct store *st)
 {
 	struct batch_outcome *o = &st->out;
-	while (st->batch_in_flight && !PQisBusy(st->pg)) {
+	while (st->batch_in_flight && st->state == DB_READY && !PQisBusy(st->pg)) {
 		PGresult *r = PQgetResult(st->pg);
 		if (r == NULL) {
 			if (!o->have_result)
 				break; /* nothing more has arrived */
-			/* The current query is complete; move to the next. */
 			o->have_result = false;
-			if (o->expect >= 1 && o->expect <= (int)st->n_batch)
-				o->cursor = TAILQ_NEXT(o->cursor, s_store);
-			o->expect++;
+			store_batch_advance(st);
 			continue;
 		}
 		if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
@@ -554,9 +776,7 @@ static void store_batch_results(struct store *st)
 			continue;
 		}
 		o->have_result = true;
-		if (PQresultStatus(r) != PGRES_PIPELINE_ABORTED)
-			store_batch_result(st, r);
-		PQclear(r);
+		store_batch_result(st, r);
 	}
 }
 

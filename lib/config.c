@@ -5,8 +5,10 @@
  * Every setting is one row of settings[] below: its path, its kind, its
  * default, its bounds, whether a reload may change it, and where it lives in
  * struct config.  Integers and strings are handled by the table alone; the
- * list-valued keys (listen, exporters) and log.level have small handlers of
- * their own.  Loading fills a fresh struct with the defaults, walks the parsed
+ * list-valued keys (listen, exporters, documents.required) and log.level
+ * have small handlers of their own.  documents.required is kept in the
+ * form the fold reads (struct model_doc_rule), so config_model_rules() only
+ * points at it.  Loading fills a fresh struct with the defaults, walks the parsed
  * libconfig tree once, sends each key to its row and rejects any key that has
  * no row, so a typo can never be silently ignored.  The first problem found
  * ends the load; its message names the file, the line and the key.
@@ -21,6 +23,7 @@
  * one file and config_parse_string() nothing at all.
  */
 #include "config.h"
+#include "validate.h"
 
 #include <arpa/inet.h>
 #include <errno.h>
@@ -36,6 +39,7 @@
 #define EXPORTER_NAME_MAX 128        /* characters (code points) in an exporter name */
 #define CONFIG_FILE_MAX   (16 << 20) /* bytes; a config file is a few KiB */
 #define KEY_MAX           256        /* a key path in messages, e.g. "exporters[3].id" */
+#define DOC_RULES_MAX     1000       /* entries in documents.required */
 
 /* Row flags: whether a SIGHUP reload applies a changed value. */
 #define SETTING_RELOAD  0x0 /* the running daemon takes the new value */
@@ -112,6 +116,10 @@ static void exporters_release(struct config *cfg);
 static void level_default(struct config *cfg);
 static setting_parse_fn level_parse;
 static bool level_same(const struct config *a, const struct config *b);
+static void doc_rules_default(struct config *cfg);
+static setting_parse_fn doc_rules_parse;
+static bool doc_rules_same(const struct config *a, const struct config *b);
+static void doc_rules_release(struct config *cfg);
 
 /*
  * The schema.  Adding an integer or string setting is one row here plus its
@@ -132,6 +140,8 @@ static const struct setting settings[] = {
     SET_INT("batch.max_events", batch_max_events, 1000, 1, 10000, SETTING_RELOAD),
     SET_INT("batch.max_delay_ms", batch_max_delay_ms, 1, 0, 1000, SETTING_RELOAD),
     SET_CUSTOM("log.level", SETTING_RELOAD, level_default, level_parse, level_same, NULL),
+    SET_CUSTOM("documents.required", SETTING_RELOAD, doc_rules_default, doc_rules_parse,
+               doc_rules_same, doc_rules_release),
 };
 
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))
@@ -1115,6 +1125,199 @@ static bool level_same(const struct config *a, const struct config *b)
 	return a->log_level == b->log_level;
 }
 
+/* documents.required: no rules by default, so no document is required. */
+static void doc_rules_default(struct config *cfg)
+{
+	cfg->doc_rules = NULL;
+	cfg->n_doc_rules = 0;
+}
+
+/* documents.required: free the rules and their strings. */
+static void doc_rules_release(struct config *cfg)
+{
+	for (size_t i = 0; i < cfg->n_doc_rules; i++) {
+		struct model_doc_rule *r = &cfg->doc_rules[i];
+		/* model_doc_rule is read-only for the fold; the config allocated it. */
+		free((char *)r->hs_prefix);
+		for (size_t d = 0; d < r->n_documents; d++)
+			free((char *)r->documents[d]);
+		free(r->documents);
+	}
+	free(cfg->doc_rules);
+	cfg->doc_rules = NULL;
+	cfg->n_doc_rules = 0;
+}
+
+/* documents.required[i].hs_prefix: 2 to 10 digits. */
+static bool doc_rule_prefix(struct loader *ld, const config_setting_t *s, const char *key,
+                            struct model_doc_rule *r)
+{
+	const char *v = string_of(ld, s, key);
+	if (v == NULL)
+		return false;
+	if (validate_hs_prefix(v) != NULL) {
+		char q[64];
+		return fail(ld, s, key, "%s, the start of an HS code (got %s)",
+		            validate_hs_prefix(v), quote(v, q, sizeof(q)));
+	}
+	r->hs_prefix = xstrdup(v);
+	return true;
+}
+
+/* documents.required[i].documents: a non-empty list of distinct document kinds. */
+static bool doc_rule_documents(struct loader *ld, const config_setting_t *s, const char *key,
+                               struct model_doc_rule *r)
+{
+	if (!config_setting_is_array(s) && !config_setting_is_list(s))
+		return fail(ld, s, key,
+		            "must be a list of document kinds, e.g. [\"phytosanitary\"] (got %s)",
+		            type_name(config_setting_type(s)));
+	int n = config_setting_length(s);
+	if (n == 0)
+		return fail(ld, s, key, "must name at least one document");
+	const char **docs = xcalloc((size_t)n, sizeof(*docs));
+	r->documents = docs;
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+		char sub[KEY_MAX];
+		key_format(sub, sizeof(sub), "%s[%d]", key, i);
+		const char *v = string_of(ld, e, sub);
+		if (v == NULL)
+			return false;
+		char q[96];
+		if (validate_document(v) != NULL)
+			return fail(ld, e, sub, "%s (got %s)", validate_document(v),
+			            quote(v, q, sizeof(q)));
+		for (size_t j = 0; j < r->n_documents; j++)
+			if (strcmp(docs[j], v) == 0)
+				return fail(ld, e, sub, "%s is listed twice",
+				            quote(v, q, sizeof(q)));
+		/* Count it first so that config_free releases it on a later error. */
+		docs[r->n_documents++] = xstrdup(v);
+	}
+	return true;
+}
+
+/* A documents.required entry's field handler: check s and store it into r. */
+typedef bool doc_rule_field_fn(struct loader *ld, const config_setting_t *s, const char *key,
+                               struct model_doc_rule *r);
+
+/* The keys of one documents.required entry; both are required. */
+static const struct doc_rule_key {
+	const char *name;
+	doc_rule_field_fn *parse;
+} doc_rule_keys[] = {
+    {"hs_prefix", doc_rule_prefix},
+    {"documents", doc_rule_documents},
+};
+
+#define N_DOC_RULE_KEYS (sizeof(doc_rule_keys) / sizeof(doc_rule_keys[0]))
+
+/* Parse one documents.required group e, named key in messages, into r. */
+static bool doc_rule_parse(struct loader *ld, const config_setting_t *e, const char *key,
+                           struct model_doc_rule *r)
+{
+	bool seen[N_DOC_RULE_KEYS] = {false};
+	int n = config_setting_length(e);
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *s = config_setting_get_elem(e, (unsigned)i);
+		const char *name = config_setting_name(s);
+		char sub[KEY_MAX];
+		key_format(sub, sizeof(sub), "%s.%s", key, name);
+		size_t k = 0;
+		while (k < N_DOC_RULE_KEYS && strcmp(doc_rule_keys[k].name, name) != 0)
+			k++;
+		if (k < N_DOC_RULE_KEYS) {
+			if (!doc_rule_keys[k].parse(ld, s, sub, r))
+				return false;
+			seen[k] = true;
+			continue;
+		}
+		size_t best = 3, nlen = strlen(name);
+		const char *near = NULL;
+		for (k = 0; k < N_DOC_RULE_KEYS; k++) {
+			const char *cand = doc_rule_keys[k].name;
+			size_t d = edit_distance(name, nlen, cand, strlen(cand));
+			if (d < best && d < strlen(cand)) {
+				best = d;
+				near = cand;
+			}
+		}
+		if (near != NULL) {
+			char hint[64];
+			key_format(hint, sizeof(hint), "did you mean \"%s\"?", near);
+			return unknown_key(ld, s, sub, hint);
+		}
+		return unknown_key(ld, s, sub, NULL);
+	}
+	for (size_t k = 0; k < N_DOC_RULE_KEYS; k++) {
+		if (seen[k])
+			continue;
+		char sub[KEY_MAX];
+		key_format(sub, sizeof(sub), "%s.%s", key, doc_rule_keys[k].name);
+		return fail(ld, e, sub, "missing (every rule needs hs_prefix and documents)");
+	}
+	return true;
+}
+
+/* documents.required: a list of { hs_prefix; documents; } groups with distinct prefixes. */
+static bool doc_rules_parse(struct loader *ld, const struct setting *row, const config_setting_t *s)
+{
+	struct config *cfg = ld->cfg;
+	if (!config_setting_is_list(s) && !config_setting_is_array(s))
+		return fail(ld, s, row->path,
+		            "must be a list of groups, e.g. ( { hs_prefix = \"0901\"; documents = "
+		            "[\"phytosanitary\"]; } ) (got %s)",
+		            type_name(config_setting_type(s)));
+	int n = config_setting_length(s);
+	if (n > DOC_RULES_MAX)
+		return fail(ld, s, row->path, "must have at most %d entries (got %d)",
+		            DOC_RULES_MAX, n);
+	doc_rules_release(cfg);
+	cfg->doc_rules = xcalloc((size_t)n, sizeof(*cfg->doc_rules));
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+		char key[KEY_MAX];
+		key_format(key, sizeof(key), "%s[%d]", row->path, i);
+		if (!config_setting_is_group(e))
+			return fail(ld, e, key,
+			            "must be a group { hs_prefix = \"...\"; documents = [...]; } "
+			            "(got %s)",
+			            type_name(config_setting_type(e)));
+		/* Count the entry first so that config_free releases what it holds. */
+		struct model_doc_rule *r = &cfg->doc_rules[cfg->n_doc_rules++];
+		if (!doc_rule_parse(ld, e, key, r))
+			return false;
+		for (size_t j = 0; j + 1 < cfg->n_doc_rules; j++) {
+			if (strcmp(cfg->doc_rules[j].hs_prefix, r->hs_prefix) != 0)
+				continue;
+			char pkey[KEY_MAX];
+			key_format(pkey, sizeof(pkey), "%s.hs_prefix", key);
+			const config_setting_t *p = config_setting_get_member(e, "hs_prefix");
+			return fail(ld, p ? p : e, pkey,
+			            "duplicate hs_prefix \"%s\" (already used by %s[%zu])",
+			            r->hs_prefix, row->path, j);
+		}
+	}
+	return true;
+}
+
+/* documents.required: equal when the same rules appear in the same order. */
+static bool doc_rules_same(const struct config *a, const struct config *b)
+{
+	if (a->n_doc_rules != b->n_doc_rules)
+		return false;
+	for (size_t i = 0; i < a->n_doc_rules; i++) {
+		const struct model_doc_rule *x = &a->doc_rules[i], *y = &b->doc_rules[i];
+		if (strcmp(x->hs_prefix, y->hs_prefix) != 0 || x->n_documents != y->n_documents)
+			return false;
+		for (size_t d = 0; d < x->n_documents; d++)
+			if (strcmp(x->documents[d], y->documents[d]) != 0)
+				return false;
+	}
+	return true;
+}
+
 /* True when both configs hold the same value for a row. */
 static bool setting_same(const struct setting *row, const struct config *a, const struct config *b)
 {
@@ -1283,6 +1486,13 @@ const struct config_exporter *config_find_exporter(const struct config *c, const
 	return NULL;
 }
 
+/* Point the fold's rules at the config's documents.required; none for a NULL config. */
+void config_model_rules(const struct config *c, struct model_rules *out)
+{
+	out->doc_rules = c != NULL ? c->doc_rules : NULL;
+	out->n_doc_rules = c != NULL ? c->n_doc_rules : 0;
+}
+
 int config_restart_keys(const struct config *old, const struct config *neu, char *out, size_t cap)
 {
 	int count = 0;
@@ -1305,6 +1515,21 @@ int config_restart_keys(const struct config *old, const struct config *neu, char
 		count++;
 	}
 	return count;
+}
+
+void config_keep_restart_keys(struct config *neu, struct config *old)
+{
+	char **listen = neu->listen;
+	size_t n_listen = neu->n_listen;
+	char *conninfo = neu->conninfo;
+
+	/* Swap rather than copy, so each struct still owns what it frees. */
+	neu->listen = old->listen;
+	neu->n_listen = old->n_listen;
+	neu->conninfo = old->conninfo;
+	old->listen = listen;
+	old->n_listen = n_listen;
+	old->conninfo = conninfo;
 }
 
 const char *log_level_name(enum log_level l)

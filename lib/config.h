@@ -18,6 +18,7 @@
 #include <stdint.h>
 
 #include "auth.h"
+#include "model.h"
 
 #define CONFIG_ID_MAX 64 /* exporter ids: 1..64 chars of [A-Za-z0-9._-] */
 
@@ -51,10 +52,14 @@ struct config {
 	int window;          /* limits.window: unacked events per connection */
 	int max_pending;     /* limits.max_pending: unacked events, all connections */
 
-	int batch_max_events;  /* batch.max_events */
+	int batch_max_events;   /* batch.max_events */
 	int batch_max_delay_ms; /* batch.max_delay_ms */
 
 	enum log_level log_level; /* log.level */
+
+	/* documents.required; the config owns the rules and their strings. */
+	struct model_doc_rule *doc_rules;
+	size_t n_doc_rules;
 };
 
 /* Load and check a file. NULL on error with *errstr set (free() it). */
@@ -67,11 +72,23 @@ void config_free(struct config *c);
 const struct config_exporter *config_find_exporter(const struct config *c, const char *id);
 
 /*
+ * The fold's rules (documents.required) of a config: *out points into c and
+ * stays valid while c lives, so refresh it whenever the config is swapped.
+ */
+void config_model_rules(const struct config *c, struct model_rules *out);
+
+/*
  * Describe the differences between two configs that a reload cannot apply
  * (listen addresses, database): writes a comma-separated list of keys into
  * out and returns how many there are.
  */
 int config_restart_keys(const struct config *old, const struct config *neu, char *out, size_t cap);
+
+/*
+ * After a reload: give neu the running values of the restart-only keys from
+ * old (and old the new ones), so the running config describes what runs.
+ */
+void config_keep_restart_keys(struct config *neu, struct config *old);
 
 const char *log_level_name(enum log_level l);
 bool log_level_parse(const char *s, enum log_level *out);

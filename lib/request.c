@@ -4,17 +4,34 @@
  * jansson does the JSON work: it rejects invalid UTF-8, "\u0000", duplicate
  * keys, numbers it cannot hold, nesting deeper than its own limit and
  * anything after the value.  This file then sorts the object by "type" and
- * checks its fields against tables of rules (name, kind, required, checker):
- * one table for the envelope every event carries, one per event type for
- * what that type adds, and one each for hello and ping.  The event model
- * extends the per-type tables; the code that walks them stays the same.
+ * checks its fields against tables of rules: one table for the envelope
+ * every event carries, one per event type for what that type adds, and one
+ * each for hello and ping.  A rule gives the field's JSON kind, whether it
+ * is required, and what else its value must be (a length in characters, a
+ * word from a list, a check function, the members of a nested object, the
+ * item count of an array of objects); one walker applies every table, and
+ * an optional per-type function checks what spans fields.
  *
- * Limits of this version: event objects may carry fields the tables do not
- * name (the strict list comes with the event model), while hello and ping
- * may not.  Text taken from the line and put into an error message is cut
- * to a few dozen bytes at a UTF-8 character boundary, and jansson's own
- * error text is reduced to printable ASCII, so a message is always short,
- * valid UTF-8.  The token of a hello never appears in a message.
+ * Checks run in a fixed order, so a line with several problems always gets
+ * the same error: first unknown members (a typo such as "ocurred_at" is
+ * reported as itself, not as a missing "occurred_at"), then the envelope
+ * fields, then the type's fields in table order, then the cross-field rules.
+ * Objects nested in an event (location, lines[i]) are strict as well; only
+ * "ext" is free-form.  Messages name the field by its path, e.g.
+ * field "lines[2].hs_code": must be a string of 6, 8 or 10 digits.
+ *
+ * "shipment" is required on shipment.* events, optional on document.issued
+ * (a document for one shipment rather than the whole order) and refused on
+ * every other type with its own message: a shipment ref on, say,
+ * order.cancelled would suggest a per-shipment meaning that the model does
+ * not give it.
+ *
+ * Text fields hold 1 to max characters (code points, not bytes); an empty
+ * string is refused, leave the field out instead.  Text taken from the line
+ * and put into an error message is cut to a few dozen bytes at a UTF-8
+ * character boundary, and jansson's own error text is reduced to printable
+ * ASCII, so a message is always short, valid UTF-8.  The token of a hello
+ * never appears in a message.
  */
 #include "request.h"
 
@@ -29,6 +46,8 @@
 #define HELLO_TOKEN_MAX    256               /* characters */
 #define FUTURE_MAX_MS      INT64_C(86400000) /* occurred_at may lead the clock by 24 h */
 #define QUOTE_MAX          64                /* bytes of line text quoted in a message */
+#define PATH_MAX_LEN       96                /* bytes of a field path, e.g. "lines[999].unit" */
+#define LINES_MAX          1000              /* items in order.created lines */
 
 /* The JSON type a field's value must have. */
 enum field_kind {
@@ -40,6 +59,13 @@ enum field_kind {
 	FIELD_ARRAY,   /* a JSON array */
 };
 
+/* Where a type allows the envelope's "shipment" ref. */
+enum ship_policy {
+	SHIP_NONE,     /* refused: order.*, event.retracted */
+	SHIP_OPTIONAL, /* document.issued: for one shipment, or the whole order */
+	SHIP_REQUIRED, /* shipment.* */
+};
+
 /* What a checker may read and fill while a line is checked. */
 struct check_ctx {
 	int64_t now_ms;           /* server clock, for "not in the future" */
@@ -49,74 +75,260 @@ struct check_ctx {
 /* Check a value whose kind already matched; NULL when fine, else a reason. */
 typedef const char *(*field_check_fn)(const json_t *v, struct check_ctx *cx);
 
-/* One field of an object: its name, JSON kind, whether it must be there, extra check. */
+/* One field of an object and everything its value must be. */
 struct field_rule {
 	const char *name; /* NULL ends a table */
 	enum field_kind kind;
 	bool required;
-	field_check_fn check; /* NULL when the kind is all there is to check */
+	size_t max_chars;                 /* strings: 1..max_chars characters, when nonzero */
+	const char *const *words;         /* strings: one of these (NULL-ended), when set */
+	field_check_fn check;             /* a further check, or NULL */
+	const struct field_rule *members; /* objects: the only members allowed (NULL: any);
+	                                     arrays: each item is such an object */
+	size_t min_items, max_items;      /* arrays: bounds on the item count */
+	const char *reason;               /* said for a wrong kind or word; NULL: the kind's */
 };
+
+/* Check what spans fields of an event; NULL when fine, else the reason and *field. */
+typedef const char *(*event_finish_fn)(const json_t *root, const char **field);
 
 /* One known event type and the rules it adds to the envelope. */
 struct event_type {
 	const char *name;
+	enum ship_policy ship;
 	const struct field_rule *fields; /* NULL-terminated table, or NULL for none */
+	event_finish_fn finish;          /* cross-field rules, or NULL */
 };
+
+/* Rows of the tables, by what the field holds. */
+#define F_TEXT(n, req, max)                                                                        \
+	{                                                                                          \
+		.name = (n), .kind = FIELD_STRING, .required = (req), .max_chars = (max)           \
+	}
+#define F_STRING(n, req, fn)                                                                       \
+	{                                                                                          \
+		.name = (n), .kind = FIELD_STRING, .required = (req), .check = (fn)                \
+	}
+#define F_CODE(n, req, fn, why)                                                                    \
+	{                                                                                          \
+		.name = (n), .kind = FIELD_STRING, .required = (req), .check = (fn),               \
+		.reason = (why)                                                                    \
+	}
+#define F_WORD(n, req, list, why)                                                                  \
+	{                                                                                          \
+		.name = (n), .kind = FIELD_STRING, .required = (req), .words = (list),             \
+		.reason = (why)                                                                    \
+	}
+#define F_NUMBER(n, req, fn, why)                                                                  \
+	{                                                                                          \
+		.name = (n), .kind = FIELD_NUMBER, .required = (req), .check = (fn),               \
+		.reason = (why)                                                                    \
+	}
+#define F_OBJECT(n, req, mem, fn)                                                                  \
+	{                                                                                          \
+		.name = (n), .kind = FIELD_OBJECT, .required = (req), .members = (mem),            \
+		.check = (fn)                                                                      \
+	}
+#define F_LIST(n, req, mem, lo, hi)                                                                \
+	{                                                                                          \
+		.name = (n), .kind = FIELD_ARRAY, .required = (req), .members = (mem),             \
+		.min_items = (lo), .max_items = (hi)                                               \
+	}
+#define F_END                                                                                      \
+	{                                                                                          \
+		.name = NULL                                                                       \
+	}
 
 static const char *check_event_id(const json_t *v, struct check_ctx *cx);
 static const char *check_ref(const json_t *v, struct check_ctx *cx);
 static const char *check_occurred_at(const json_t *v, struct check_ctx *cx);
+static const char *check_time(const json_t *v, struct check_ctx *cx);
+static const char *check_date(const json_t *v, struct check_ctx *cx);
+static const char *check_country(const json_t *v, struct check_ctx *cx);
+static const char *check_currency(const json_t *v, struct check_ctx *cx);
+static const char *check_locode(const json_t *v, struct check_ctx *cx);
+static const char *check_hs_code(const json_t *v, struct check_ctx *cx);
+static const char *check_document(const json_t *v, struct check_ctx *cx);
+static const char *check_positive(const json_t *v, struct check_ctx *cx);
+static const char *check_not_negative(const json_t *v, struct check_ctx *cx);
+static const char *check_location(const json_t *v, struct check_ctx *cx);
 static const char *check_exporter(const json_t *v, struct check_ctx *cx);
 static const char *check_token(const json_t *v, struct check_ctx *cx);
+static const char *finish_order_created(const json_t *root, const char **field);
+static const char *finish_retracted(const json_t *root, const char **field);
 
-/* Fields every event carries. */
-static const struct field_rule envelope_rules[] = {
-    {"id", FIELD_STRING, true, check_event_id},
-    {"occurred_at", FIELD_STRING, true, check_occurred_at},
-    {"order", FIELD_STRING, true, check_ref},
-    {"shipment", FIELD_STRING, false, check_ref},
-    {NULL, FIELD_STRING, false, NULL},
+/* Incoterms 2020. */
+static const char *const incoterms[] = {"EXW", "FCA", "CPT", "CIP", "DAP", "DPU",
+                                        "DDP", "FAS", "FOB", "CFR", "CIF", NULL};
+static const char reason_incoterm[] =
+    "must be an Incoterm: EXW, FCA, CPT, CIP, DAP, DPU, DDP, FAS, FOB, CFR or CIF";
+
+/* Units of quantity in order lines. */
+static const char *const units[] = {"kg",  "g",      "t",      "l",    "bag",
+                                    "box", "carton", "pallet", "unit", NULL};
+static const char reason_unit[] = "must be one of kg, g, t, l, bag, box, carton, pallet, unit";
+
+/* Transport modes of shipment.booked. */
+static const char *const modes[] = {"air", "sea", "road", "rail", "multimodal", NULL};
+static const char reason_mode[] = "must be one of air, sea, road, rail, multimodal";
+
+/* Customs stages of shipment.customs_hold and shipment.customs_released. */
+static const char *const stages[] = {"export", "import", NULL};
+static const char reason_stage[] = "must be export or import";
+
+/* Reasons of shipment.exception. */
+static const char *const exception_reasons[] = {"damaged", "lost",  "refused",
+                                                "delayed", "other", NULL};
+static const char reason_exception[] = "must be one of damaged, lost, refused, delayed, other";
+
+static const char reason_hs_code[] = "must be a string of 6, 8 or 10 digits";
+static const char reason_quantity[] = "must be a number greater than 0";
+static const char reason_price[] = "must be a number, 0 or more";
+static const char reason_time[] =
+    "must be RFC 3339 with an explicit offset, e.g. 2026-03-01T08:00:00+02:00";
+
+/* The members of a location object: a UN/LOCODE, a name, or both. */
+static const struct field_rule location_rules[] = {
+    F_CODE("code", false, check_locode, NULL),
+    F_TEXT("name", false, 128),
+    F_END,
 };
 
-/* What shipment.* types add: the shipment ref becomes required. */
-static const struct field_rule shipment_rules[] = {
-    {"shipment", FIELD_STRING, true, check_ref},
-    {NULL, FIELD_STRING, false, NULL},
+/* Fields every event carries; "shipment" is governed by the type's ship_policy. */
+static const struct field_rule envelope_rules[] = {
+    F_STRING("id", true, check_event_id),
+    F_STRING("occurred_at", true, check_occurred_at),
+    F_STRING("order", true, check_ref),
+    F_OBJECT("location", false, location_rules, check_location),
+    F_TEXT("note", false, 1024),
+    F_OBJECT("ext", false, NULL, NULL),
+    F_END,
+};
+
+/* The members of one order line. */
+static const struct field_rule line_rules[] = {
+    F_TEXT("sku", true, 64),
+    F_TEXT("product", true, 256),
+    F_CODE("hs_code", true, check_hs_code, reason_hs_code),
+    F_NUMBER("quantity", true, check_positive, reason_quantity),
+    F_WORD("unit", true, units, reason_unit),
+    F_NUMBER("unit_price", false, check_not_negative, reason_price),
+    F_END,
+};
+
+/* order.created: who buys what, from where to where. */
+static const struct field_rule order_created_rules[] = {
+    F_TEXT("buyer", true, 128),
+    F_TEXT("channel", false, 128),
+    F_STRING("origin", true, check_country),
+    F_STRING("destination", true, check_country),
+    F_WORD("incoterm", false, incoterms, reason_incoterm),
+    F_STRING("currency", false, check_currency),
+    F_STRING("expected_delivery", false, check_date),
+    F_LIST("lines", true, line_rules, 1, LINES_MAX),
+    F_END,
+};
+
+/* order.cancelled and customs holds: a free-text reason. */
+static const struct field_rule reason_rules[] = {
+    F_TEXT("reason", false, 256),
+    F_END,
+};
+
+/* shipment.booked: the mode, and who carries it to whom. */
+static const struct field_rule booked_rules[] = {
+    F_WORD("mode", true, modes, reason_mode),
+    F_TEXT("carrier", false, 128),
+    F_TEXT("tracking", false, 64),
+    F_TEXT("consignee", false, 128),
+    F_CODE("eta", false, check_time, reason_time),
+    F_END,
+};
+
+/* shipment.delivered: who signed for it. */
+static const struct field_rule delivered_rules[] = {
+    F_TEXT("received_by", false, 128),
+    F_END,
+};
+
+/* shipment.checkpoint: a position report, so the location is required. */
+static const struct field_rule checkpoint_rules[] = {
+    F_OBJECT("location", true, location_rules, check_location),
+    F_END,
+};
+
+/* shipment.customs_hold: the stage, and optionally why. */
+static const struct field_rule hold_rules[] = {
+    F_WORD("stage", true, stages, reason_stage),
+    F_TEXT("reason", false, 256),
+    F_END,
+};
+
+/* shipment.customs_released: the stage. */
+static const struct field_rule released_rules[] = {
+    F_WORD("stage", true, stages, reason_stage),
+    F_END,
+};
+
+/* shipment.exception: what went wrong, as a word. */
+static const struct field_rule exception_rules[] = {
+    F_WORD("reason", true, exception_reasons, reason_exception),
+    F_END,
+};
+
+/* shipment.eta_changed: the new estimate. */
+static const struct field_rule eta_rules[] = {
+    F_CODE("eta", true, check_time, reason_time),
+    F_END,
+};
+
+/* document.issued: which document, and its number. */
+static const struct field_rule document_rules[] = {
+    F_STRING("document", true, check_document),
+    F_TEXT("number", false, 64),
+    F_END,
+};
+
+/* event.retracted: the id of the event that no longer counts. */
+static const struct field_rule retracted_rules[] = {
+    F_STRING("retracts", true, check_event_id),
+    F_TEXT("reason", false, 256),
+    F_END,
 };
 
 /* The only fields of a hello besides "type". */
 static const struct field_rule hello_rules[] = {
-    {"exporter", FIELD_STRING, true, check_exporter},
-    {"token", FIELD_STRING, true, check_token},
-    {NULL, FIELD_STRING, false, NULL},
+    F_STRING("exporter", true, check_exporter),
+    F_STRING("token", true, check_token),
+    F_END,
 };
 
 /* A ping has no field besides "type". */
 static const struct field_rule ping_rules[] = {
-    {NULL, FIELD_STRING, false, NULL},
+    F_END,
 };
 
 /* Every event type protocol v1 knows; anything else is unknown_type. */
 static const struct event_type event_types[] = {
-    {"order.created", NULL},
-    {"order.confirmed", NULL},
-    {"order.cancelled", NULL},
-    {"shipment.booked", shipment_rules},
-    {"shipment.picked_up", shipment_rules},
-    {"shipment.export_cleared", shipment_rules},
-    {"shipment.departed", shipment_rules},
-    {"shipment.arrived", shipment_rules},
-    {"shipment.import_cleared", shipment_rules},
-    {"shipment.out_for_delivery", shipment_rules},
-    {"shipment.delivered", shipment_rules},
-    {"shipment.checkpoint", shipment_rules},
-    {"shipment.customs_hold", shipment_rules},
-    {"shipment.customs_released", shipment_rules},
-    {"shipment.exception", shipment_rules},
-    {"shipment.exception_resolved", shipment_rules},
-    {"shipment.eta_changed", shipment_rules},
-    {"document.issued", NULL},
-    {"event.retracted", NULL},
+    {"order.created", SHIP_NONE, order_created_rules, finish_order_created},
+    {"order.confirmed", SHIP_NONE, NULL, NULL},
+    {"order.cancelled", SHIP_NONE, reason_rules, NULL},
+    {"shipment.booked", SHIP_REQUIRED, booked_rules, NULL},
+    {"shipment.picked_up", SHIP_REQUIRED, NULL, NULL},
+    {"shipment.export_cleared", SHIP_REQUIRED, NULL, NULL},
+    {"shipment.departed", SHIP_REQUIRED, NULL, NULL},
+    {"shipment.arrived", SHIP_REQUIRED, NULL, NULL},
+    {"shipment.import_cleared", SHIP_REQUIRED, NULL, NULL},
+    {"shipment.out_for_delivery", SHIP_REQUIRED, NULL, NULL},
+    {"shipment.delivered", SHIP_REQUIRED, delivered_rules, NULL},
+    {"shipment.checkpoint", SHIP_REQUIRED, checkpoint_rules, NULL},
+    {"shipment.customs_hold", SHIP_REQUIRED, hold_rules, NULL},
+    {"shipment.customs_released", SHIP_REQUIRED, released_rules, NULL},
+    {"shipment.exception", SHIP_REQUIRED, exception_rules, NULL},
+    {"shipment.exception_resolved", SHIP_REQUIRED, NULL, NULL},
+    {"shipment.eta_changed", SHIP_REQUIRED, eta_rules, NULL},
+    {"document.issued", SHIP_OPTIONAL, document_rules, NULL},
+    {"event.retracted", SHIP_NONE, retracted_rules, finish_retracted},
 };
 
 /* Check an event id's charset and length. */
@@ -152,6 +364,115 @@ static const char *check_occurred_at(const json_t *v, struct check_ctx *cx)
 	return NULL;
 }
 
+/* Check an RFC 3339 time that may lie anywhere, such as an eta. */
+static const char *check_time(const json_t *v, struct check_ctx *cx)
+{
+	(void)cx;
+	return validate_rfc3339(json_string_value(v), NULL, NULL);
+}
+
+/* Check a calendar date YYYY-MM-DD. */
+static const char *check_date(const json_t *v, struct check_ctx *cx)
+{
+	(void)cx;
+	return validate_date(json_string_value(v));
+}
+
+/* Check an ISO 3166-1 alpha-2 country code. */
+static const char *check_country(const json_t *v, struct check_ctx *cx)
+{
+	(void)cx;
+	return validate_country(json_string_value(v));
+}
+
+/* Check an ISO 4217 currency code. */
+static const char *check_currency(const json_t *v, struct check_ctx *cx)
+{
+	(void)cx;
+	return validate_currency(json_string_value(v));
+}
+
+/* Check a UN/LOCODE. */
+static const char *check_locode(const json_t *v, struct check_ctx *cx)
+{
+	(void)cx;
+	return validate_locode(json_string_value(v));
+}
+
+/* Check an HS code's shape. */
+static const char *check_hs_code(const json_t *v, struct check_ctx *cx)
+{
+	(void)cx;
+	return validate_hs_code(json_string_value(v));
+}
+
+/* Check a document kind. */
+static const char *check_document(const json_t *v, struct check_ctx *cx)
+{
+	(void)cx;
+	return validate_document(json_string_value(v));
+}
+
+/* Check a number greater than zero (jansson holds only finite numbers). */
+static const char *check_positive(const json_t *v, struct check_ctx *cx)
+{
+	(void)cx;
+	return json_number_value(v) > 0 ? NULL : reason_quantity;
+}
+
+/* Check a number of zero or more. */
+static const char *check_not_negative(const json_t *v, struct check_ctx *cx)
+{
+	(void)cx;
+	return json_number_value(v) >= 0 ? NULL : reason_price;
+}
+
+/* Check that a location says where: a code, a name, or both. */
+static const char *check_location(const json_t *v, struct check_ctx *cx)
+{
+	(void)cx;
+	if (json_object_get(v, "code") == NULL && json_object_get(v, "name") == NULL)
+		return "must have \"code\" or \"name\"";
+	return NULL;
+}
+
+/* order.created: a price needs a currency, and the order must cross a border. */
+static const char *finish_order_created(const json_t *root, const char **field)
+{
+	const json_t *lines = json_object_get(root, "lines");
+	const char *origin = json_string_value(json_object_get(root, "origin"));
+	const char *dest = json_string_value(json_object_get(root, "destination"));
+	size_t i;
+	const json_t *line;
+
+	if (strcmp(origin, dest) == 0) {
+		*field = "destination";
+		return "must differ from \"origin\" (orders are cross-border)";
+	}
+	if (json_object_get(root, "currency") != NULL)
+		return NULL;
+	json_array_foreach(lines, i, line)
+	{
+		if (json_object_get(line, "unit_price") != NULL) {
+			*field = "currency";
+			return "required when a line has a unit_price";
+		}
+	}
+	return NULL;
+}
+
+/* event.retracted: an event cannot retract itself. */
+static const char *finish_retracted(const json_t *root, const char **field)
+{
+	const char *id = json_string_value(json_object_get(root, "id"));
+	const char *target = json_string_value(json_object_get(root, "retracts"));
+
+	if (strcmp(id, target) == 0) {
+		*field = "retracts";
+		return "must not be the event's own id";
+	}
+	return NULL;
+}
 /* Count the characters (code points) of a valid UTF-8 string of len bytes. */
 static size_t utf8_chars(const char *s, size_t len)
 {
@@ -293,31 +614,27 @@ static const char *kind_reason(enum field_kind kind)
 	return "has the wrong type";
 }
 
-/* Check root's fields against one rule table; false with err filled on the first failure. */
-static bool check_rules(const json_t *root, const struct field_rule *rules, const char *code,
-                        struct check_ctx *cx, struct request_error *err)
+/* True when s is one of the words of a NULL-ended list. */
+static bool word_in(const char *s, const char *const *words)
 {
-	for (const struct field_rule *r = rules; r != NULL && r->name != NULL; r++) {
-		const json_t *v = json_object_get(root, r->name);
-		const char *why;
+	for (; *words != NULL; words++)
+		if (strcmp(*words, s) == 0)
+			return true;
+	return false;
+}
 
-		if (v == NULL) {
-			if (!r->required)
-				continue;
-			set_error(err, code, "field \"%s\": required", r->name);
-			return false;
-		}
-		if (!kind_matches(v, r->kind)) {
-			set_error(err, code, "field \"%s\": %s", r->name, kind_reason(r->kind));
-			return false;
-		}
-		why = r->check != NULL ? r->check(v, cx) : NULL;
-		if (why != NULL) {
-			set_error(err, code, "field \"%s\": %s", r->name, why);
-			return false;
-		}
-	}
-	return true;
+/*
+ * Format a field path such as "lines[2].hs_code" into buf of PATH_MAX_LEN
+ * bytes; paths are built from table names and indexes, so they fit, and one
+ * that did not would only shorten a message.
+ */
+static void __attribute__((format(printf, 2, 3))) path_format(char *buf, const char *fmt, ...)
+{
+	va_list ap;
+
+	va_start(ap, fmt);
+	vsnprintf(buf, PATH_MAX_LEN, fmt, ap);
+	va_end(ap);
 }
 
 /* True when a rule table names key. */
@@ -329,21 +646,119 @@ static bool rules_name(const struct field_rule *rules, const char *key)
 	return false;
 }
 
-/* Refuse any member of root other than "type" and those the rules name. */
-static bool check_no_unknown(json_t *root, const struct field_rule *rules, const char *code,
-                             struct request_error *err)
+/* Members that a top-level line may carry besides its tables: "type" was read first. */
+static const char *const top_names[] = {"type", NULL};
+/* The same for events, whose "shipment" the type's ship_policy governs. */
+static const char *const event_top_names[] = {"type", "shipment", NULL};
+
+/*
+ * Refuse any member of obj that neither table nor the extra names (NULL
+ * or a NULL-ended list) allow; prefix is the object's path plus ".".
+ */
+static bool check_no_unknown(const json_t *obj, const struct field_rule *a,
+                             const struct field_rule *b, const char *const *extra,
+                             const char *prefix, const char *code, struct request_error *err)
 {
 	const char *key;
 	json_t *v;
 
-	json_object_foreach(root, key, v)
+	json_object_foreach((json_t *)obj, key, v)
 	{
-		if (strcmp(key, "type") == 0 || rules_name(rules, key))
+		if ((extra != NULL && word_in(key, extra)) || rules_name(a, key) ||
+		    rules_name(b, key))
 			continue;
 		char q[QUOTE_MAX + 4];
 		quote_text(q, key, strlen(key));
-		set_error(err, code, "unknown field \"%s\"", q);
+		set_error(err, code, "unknown field \"%s%s\"", prefix, q);
 		return false;
+	}
+	return true;
+}
+
+static bool check_rules(const json_t *obj, const struct field_rule *rules, const char *prefix,
+                        const char *code, struct check_ctx *cx, struct request_error *err);
+
+/* Check each item of an array of objects at path against the rule's members. */
+static bool check_items(const json_t *arr, const struct field_rule *r, const char *path,
+                        const char *code, struct check_ctx *cx, struct request_error *err)
+{
+	size_t n = json_array_size(arr);
+	size_t i;
+	const json_t *item;
+
+	if (n < r->min_items || n > r->max_items) {
+		set_error(err, code, "field \"%s\": must have %zu-%zu items", path, r->min_items,
+		          r->max_items);
+		return false;
+	}
+	json_array_foreach(arr, i, item)
+	{
+		char prefix[PATH_MAX_LEN];
+		path_format(prefix, "%s[%zu].", path, i);
+		if (!json_is_object(item)) {
+			set_error(err, code, "field \"%s[%zu]\": must be an object", path, i);
+			return false;
+		}
+		if (!check_no_unknown(item, r->members, NULL, NULL, prefix, code, err) ||
+		    !check_rules(item, r->members, prefix, code, cx, err))
+			return false;
+	}
+	return true;
+}
+
+/* Check one present value at path against its rule; false with err filled. */
+static bool check_value(const json_t *v, const struct field_rule *r, const char *path,
+                        const char *code, struct check_ctx *cx, struct request_error *err)
+{
+	const char *why = NULL;
+
+	if (!kind_matches(v, r->kind)) {
+		set_error(err, code, "field \"%s\": %s", path,
+		          r->reason != NULL ? r->reason : kind_reason(r->kind));
+		return false;
+	}
+	if (r->kind == FIELD_STRING && r->max_chars > 0 && !string_chars_within(v, r->max_chars)) {
+		set_error(err, code, "field \"%s\": must be 1-%zu characters", path, r->max_chars);
+		return false;
+	}
+	if (r->kind == FIELD_STRING && r->words != NULL && !word_in(json_string_value(v), r->words))
+		why = r->reason;
+	if (why == NULL && r->kind == FIELD_OBJECT && r->members != NULL) {
+		char prefix[PATH_MAX_LEN];
+		path_format(prefix, "%s.", path);
+		if (!check_no_unknown(v, r->members, NULL, NULL, prefix, code, err) ||
+		    !check_rules(v, r->members, prefix, code, cx, err))
+			return false;
+	}
+	if (why == NULL && r->kind == FIELD_ARRAY && r->members != NULL &&
+	    !check_items(v, r, path, code, cx, err))
+		return false;
+	if (why == NULL && r->check != NULL)
+		why = r->check(v, cx);
+	if (why != NULL) {
+		set_error(err, code, "field \"%s\": %s", path, why);
+		return false;
+	}
+	return true;
+}
+
+/* Check obj's members against one rule table, in table order; false on the first failure. */
+static bool check_rules(const json_t *obj, const struct field_rule *rules, const char *prefix,
+                        const char *code, struct check_ctx *cx, struct request_error *err)
+{
+	for (const struct field_rule *r = rules; r != NULL && r->name != NULL; r++) {
+		const json_t *v = json_object_get(obj, r->name);
+		char path[PATH_MAX_LEN];
+
+		path_format(path, "%s%s", prefix, r->name);
+		if (v == NULL) {
+			if (!r->required)
+				continue;
+			set_error(err, code, "field \"%s\": required", path);
+			return false;
+		}
+		if (!check_value(v, r, path, code, cx, err))
+			return false;
 	}
 	return true;
 }
@@ -369,23 +784,65 @@ static void note_id(const json_t *root, struct request_error *err)
 	err->has_id = true;
 }
 
-/* Check an event's envelope and type rules and fill rq->u.event from the tree. */
+/* "shipment" where a type requires it. */
+static const struct field_rule ship_required_rules[] = {
+    F_STRING("shipment", true, check_ref),
+    F_END,
+};
+
+/* "shipment" where a type allows it. */
+static const struct field_rule ship_optional_rules[] = {
+    F_STRING("shipment", false, check_ref),
+    F_END,
+};
+
+/* Check an event: members, envelope, shipment, type fields, cross-field rules. */
+static bool check_event(const json_t *root, const struct event_type *et, struct check_ctx *cx,
+                        struct request_error *err)
+{
+	const char *code = ERR_INVALID_EVENT;
+	const char *field = NULL;
+	const char *why;
+
+	if (et->ship == SHIP_NONE && json_object_get(root, "shipment") != NULL) {
+		set_error(err, code,
+		          "field \"shipment\": not allowed on %s (only on shipment.* and "
+		          "document.issued)",
+		          et->name);
+		return false;
+	}
+	if (!check_no_unknown(root, envelope_rules, et->fields, event_top_names, "", code, err) ||
+	    !check_rules(root, envelope_rules, "", code, cx, err))
+		return false;
+	if (et->ship == SHIP_REQUIRED && !check_rules(root, ship_required_rules, "", code, cx, err))
+		return false;
+	if (et->ship == SHIP_OPTIONAL && !check_rules(root, ship_optional_rules, "", code, cx, err))
+		return false;
+	if (!check_rules(root, et->fields, "", code, cx, err))
+		return false;
+	why = et->finish != NULL ? et->finish(root, &field) : NULL;
+	if (why != NULL) {
+		set_error(err, code, "field \"%s\": %s", field, why);
+		return false;
+	}
+	return true;
+}
+
+/* Check an event and fill rq->u.event from the tree. */
 static bool parse_event(json_t *root, const struct event_type *et, int64_t now_ms,
                         struct request *rq, struct request_error *err)
 {
 	struct request_event *ev = &rq->u.event;
 	struct check_ctx cx = {.now_ms = now_ms, .ev = ev};
-	const json_t *ship;
 
-	if (!check_rules(root, envelope_rules, ERR_INVALID_EVENT, &cx, err) ||
-	    !check_rules(root, et->fields, ERR_INVALID_EVENT, &cx, err))
+	if (!check_event(root, et, &cx, err))
 		return false;
 	ev->type = et->name;
 	ev->id = json_string_value(json_object_get(root, "id"));
 	ev->order = json_string_value(json_object_get(root, "order"));
-	ship = json_object_get(root, "shipment");
-	ev->shipment = ship != NULL ? json_string_value(ship) : NULL;
+	ev->shipment = json_string_value(json_object_get(root, "shipment"));
 	ev->occurred_at = json_string_value(json_object_get(root, "occurred_at"));
+	ev->retracts = json_string_value(json_object_get(root, "retracts"));
 	rq->kind = REQ_EVENT;
 	return true;
 }
@@ -423,14 +880,17 @@ bool request_parse(const char *line, size_t len, int64_t now_ms, struct request 
 	tname = json_string_value(type);
 
 	if (strcmp(tname, "hello") == 0) {
-		if (!check_rules(root, hello_rules, ERR_INVALID_REQUEST, &cx, err) ||
-		    !check_no_unknown(root, hello_rules, ERR_INVALID_REQUEST, err))
+		err->hello = true;
+		if (!check_no_unknown(root, hello_rules, NULL, top_names, "", ERR_INVALID_REQUEST,
+		                      err) ||
+		    !check_rules(root, hello_rules, "", ERR_INVALID_REQUEST, &cx, err))
 			goto fail;
 		rq->kind = REQ_HELLO;
 		rq->u.hello.exporter = json_string_value(json_object_get(root, "exporter"));
 		rq->u.hello.token = json_string_value(json_object_get(root, "token"));
 	} else if (strcmp(tname, "ping") == 0) {
-		if (!check_no_unknown(root, ping_rules, ERR_INVALID_REQUEST, err))
+		if (!check_no_unknown(root, ping_rules, NULL, top_names, "", ERR_INVALID_REQUEST,
+		                      err))
 			goto fail;
 		rq->kind = REQ_PING;
 	} else {
@@ -452,7 +912,6 @@ fail:
 	memset(rq, 0, sizeof(*rq));
 	return false;
 }
-
 /* Release the JSON tree a parsed request points into. */
 void request_clear(struct request *rq)
 {

@@ -37,6 +37,7 @@ struct request_error {
 	char message[256]; /* what is wrong, naming the field */
 	char id[129];      /* the event's id when it could be read */
 	bool has_id;
+	bool hello; /* the line was a hello (with something wrong in it) */
 };
 
 struct request_event {
@@ -45,6 +46,7 @@ struct request_event {
 	const char *order;       /* order ref */
 	const char *shipment;    /* shipment ref or NULL */
 	const char *occurred_at; /* as given, offset kept */
+	const char *retracts;    /* event.retracted: the id it retracts, else NULL */
 	int64_t occurred_ms;     /* the instant, UTC milliseconds */
 	int offset_min;          /* the offset given, minutes east of UTC */
 };

@@ -15,8 +15,20 @@
  * none has been scheduled since 2016.  Digits of the fraction after the
  * third are dropped (truncated, not rounded).  The epoch value is computed
  * with plain day arithmetic, never through libc's timezone code.
+ *
+ * Trade codes are checked against the real lists, kept compact: ISO 3166-1
+ * alpha-2 as the officially assigned codes (249, as of 2024; user-assigned
+ * codes such as "XK" are refused), ISO 4217 as the codes of list one (2025,
+ * including fund and precious-metal codes, without "XTS" for testing and
+ * "XXX" for no currency, and keeping a few withdrawn since 2020 that old
+ * systems still send).  A UN/LOCODE's first two letters are a country code
+ * or "XZ" (international waters), as UN/LOCODE itself defines them.  HS
+ * codes are checked for shape only: 6 digits (the international
+ * subheading) or the 8- and 10-digit national extensions.
  */
 #include "validate.h"
+
+#include <string.h>
 
 #define EVENT_ID_MAX 128
 #define REF_MAX      64
@@ -30,6 +42,90 @@ static const char reason_date[] = "no such date (month 01-12, day within the mon
 static const char reason_time[] = "no such time (hour 00-23, minute and second 00-59)";
 static const char reason_leap[] = "leap second :60 is not accepted";
 static const char reason_offset[] = "offset must be within -23:59..+23:59";
+static const char reason_date_format[] = "must be a date YYYY-MM-DD, e.g. 2026-11-20";
+static const char reason_hs_code[] = "must be a string of 6, 8 or 10 digits";
+static const char reason_hs_prefix[] = "must be 2-10 digits";
+static const char reason_country_format[] =
+    "must be an ISO 3166-1 alpha-2 country code (two capital letters), e.g. RW";
+static const char reason_country[] = "is not an assigned ISO 3166-1 alpha-2 country code";
+static const char reason_currency_format[] =
+    "must be an ISO 4217 currency code (three capital letters), e.g. USD";
+static const char reason_currency[] = "is not an ISO 4217 currency code";
+static const char reason_locode[] =
+    "must be a UN/LOCODE: a country code and 3 of A-Z or 2-9, e.g. RWKGL";
+static const char reason_document[] =
+    "must be one of phytosanitary, certificate_of_origin, export_declaration, "
+    "commercial_invoice, packing_list, bill_of_lading, air_waybill, quality_certificate";
+
+/*
+ * ISO 3166-1 alpha-2, officially assigned codes: for each first letter A-Z,
+ * the second letters that complete a code ("DEFG..." under A: AD, AE, ...).
+ */
+static const char *const country_second[26] = {
+    "DEFGILMOQRSTUWXZ",        /* A */
+    "ABDEFGHIJLMNOQRSTVWYZ",   /* B */
+    "ACDFGHIKLMNORUVWXYZ",     /* C */
+    "EJKMOZ",                  /* D */
+    "CEGHRST",                 /* E */
+    "IJKMOR",                  /* F */
+    "ABDEFGHILMNPQRSTUWY",     /* G */
+    "KMNRTU",                  /* H */
+    "DELMNOQRST",              /* I */
+    "EMOP",                    /* J */
+    "EGHIMNPRWYZ",             /* K */
+    "ABCIKRSTUVY",             /* L */
+    "ACDEFGHKLMNOPQRSTUVWXYZ", /* M */
+    "ACEFGILOPRUZ",            /* N */
+    "M",                       /* O */
+    "AEFGHKLMNRSTWY",          /* P */
+    "A",                       /* Q */
+    "EOSUW",                   /* R */
+    "ABCDEGHIJKLMNORSTVXYZ",   /* S */
+    "CDFGHJKLMNORTVWZ",        /* T */
+    "AGMSYZ",                  /* U */
+    "ACEGINU",                 /* V */
+    "FS",                      /* W */
+    "",                        /* X */
+    "ET",                      /* Y */
+    "AMW",                     /* Z */
+};
+
+/*
+ * ISO 4217 currency codes, three letters each, in alphabetical order,
+ * written as one string so that the list stays a single compact constant.
+ */
+static const char currencies[] = "AED AFN ALL AMD ANG AOA ARS AUD AWG AZN "
+                                 "BAM BBD BDT BGN BHD BIF BMD BND BOB BOV BRL BSD BTN BWP BYN BZD "
+                                 "CAD CDF CHE CHF CHW CLF CLP CNY COP COU CRC CUC CUP CVE CZK "
+                                 "DJF DKK DOP DZD "
+                                 "EGP ERN ETB EUR "
+                                 "FJD FKP "
+                                 "GBP GEL GHS GIP GMD GNF GTQ GYD "
+                                 "HKD HNL HRK HTG HUF "
+                                 "IDR ILS INR IQD IRR ISK "
+                                 "JMD JOD JPY "
+                                 "KES KGS KHR KMF KPW KRW KWD KYD KZT "
+                                 "LAK LBP LKR LRD LSL LYD "
+                                 "MAD MDL MGA MKD MMK MNT MOP MRU MUR MVR MWK MXN MXV MYR MZN "
+                                 "NAD NGN NIO NOK NPR NZD "
+                                 "OMR "
+                                 "PAB PEN PGK PHP PKR PLN PYG "
+                                 "QAR "
+                                 "RON RSD RUB RWF "
+                                 "SAR SBD SCR SDG SEK SGD SHP SLE SLL SOS SRD SSP STN SVC SYP SZL "
+                                 "THB TJS TMT TND TOP TRY TTD TWD TZS "
+                                 "UAH UGX USD USN UYI UYU UYW UZS "
+                                 "VED VES VND VUV "
+                                 "WST "
+                                 "XAF XAG XAU XBA XBB XBC XBD XCD XCG XDR XOF XPD XPF XPT XSU XUA "
+                                 "YER "
+                                 "ZAR ZMW ZWG ZWL";
+
+/* The document kinds protocol v1 knows. */
+static const char *const documents[] = {
+    "phytosanitary", "certificate_of_origin", "export_declaration", "commercial_invoice",
+    "packing_list",  "bill_of_lading",        "air_waybill",        "quality_certificate",
+};
 
 /* True for the characters shared by event ids and refs: A-Za-z0-9 . _ - */
 static bool is_id_common(char c)
@@ -188,4 +284,113 @@ const char *validate_rfc3339(const char *s, int64_t *epoch_ms, int *offset_min)
 	if (offset_min != NULL)
 		*offset_min = off;
 	return NULL;
+}
+
+/* Check a calendar date "YYYY-MM-DD" against the real calendar. */
+const char *validate_date(const char *s)
+{
+	const char *p = s;
+	int year, mon, day;
+
+	if (s == NULL)
+		return reason_date_format;
+	if (!read_digits(&p, 4, &year) || !read_char(&p, '-') || !read_digits(&p, 2, &mon) ||
+	    !read_char(&p, '-') || !read_digits(&p, 2, &day) || *p != '\0')
+		return reason_date_format;
+	if (year < 1)
+		return reason_year;
+	if (mon < 1 || mon > 12 || day < 1 || day > month_days(year, mon))
+		return reason_date;
+	return NULL;
+}
+
+/* Count the leading decimal digits of s; *end_ok says whether they run to the end. */
+static size_t digits_run(const char *s, bool *end_ok)
+{
+	size_t n = 0;
+
+	while (s[n] >= '0' && s[n] <= '9')
+		n++;
+	*end_ok = s[n] == '\0';
+	return n;
+}
+
+/* Check an HS code: exactly 6, 8 or 10 digits. */
+const char *validate_hs_code(const char *s)
+{
+	bool whole;
+	size_t n;
+
+	if (s == NULL)
+		return reason_hs_code;
+	n = digits_run(s, &whole);
+	return (whole && (n == 6 || n == 8 || n == 10)) ? NULL : reason_hs_code;
+}
+
+/* Check an HS code prefix: 2 to 10 digits. */
+const char *validate_hs_prefix(const char *s)
+{
+	bool whole;
+	size_t n;
+
+	if (s == NULL)
+		return reason_hs_prefix;
+	n = digits_run(s, &whole);
+	return (whole && n >= 2 && n <= 10) ? NULL : reason_hs_prefix;
+}
+
+/* True for A-Z. */
+static bool is_upper(char c)
+{
+	return c >= 'A' && c <= 'Z';
+}
+
+/* True when the two letters at s form an assigned ISO 3166-1 alpha-2 code. */
+static bool country_assigned(const char *s)
+{
+	return is_upper(s[0]) && is_upper(s[1]) && strchr(country_second[s[0] - 'A'], s[1]) != NULL;
+}
+
+/* Check an ISO 3166-1 alpha-2 code: two capital letters, officially assigned. */
+const char *validate_country(const char *s)
+{
+	if (s == NULL || !is_upper(s[0]) || !is_upper(s[1]) || s[2] != '\0')
+		return reason_country_format;
+	return country_assigned(s) ? NULL : reason_country;
+}
+
+/* Check an ISO 4217 code: three capital letters found in the list. */
+const char *validate_currency(const char *s)
+{
+	if (s == NULL || !is_upper(s[0]) || !is_upper(s[1]) || !is_upper(s[2]) || s[3] != '\0')
+		return reason_currency_format;
+	/* Codes sit at multiples of 4 in the list, so a match cannot straddle two. */
+	for (size_t i = 0; i + 3 <= sizeof(currencies) - 1; i += 4)
+		if (memcmp(currencies + i, s, 3) == 0)
+			return NULL;
+	return reason_currency;
+}
+
+/* Check a UN/LOCODE: country code (or XZ), then three of A-Z and 2-9. */
+const char *validate_locode(const char *s)
+{
+	if (s == NULL || strlen(s) != 5)
+		return reason_locode;
+	if (!country_assigned(s) && !(s[0] == 'X' && s[1] == 'Z'))
+		return reason_locode;
+	for (int i = 2; i < 5; i++)
+		if (!is_upper(s[i]) && !(s[i] >= '2' && s[i] <= '9'))
+			return reason_locode;
+	return NULL;
+}
+
+/* Check a document kind against the list. */
+const char *validate_document(const char *s)
+{
+	if (s == NULL)
+		return reason_document;
+	for (size_t i = 0; i < sizeof(documents) / sizeof(documents[0]); i++)
+		if (strcmp(documents[i], s) == 0)
+			return NULL;
+	return reason_document;
 }

@@ -481,6 +481,126 @@ static void test_first_error_only(void **state)
 	          "t.conf:1: limits.window: must be between 1 and 100000 (got 0)");
 }
 
+/* The documents.required snippet of the shipped config: coffee and capsicum. */
+static const char doc_rules_text[] =
+    "documents = {\n"
+    "  required = (\n"
+    "    { hs_prefix = \"0901\"; documents = [\"phytosanitary\", \"certificate_of_origin\"]; },\n"
+    "    { hs_prefix = \"0904\";\n"
+    "      documents = [\"phytosanitary\", \"certificate_of_origin\",\n"
+    "                   \"quality_certificate\"]; }\n"
+    "  );\n"
+    "};\n";
+
+/* documents.required: absent means no rule; given, it becomes the fold's rules. */
+static void test_doc_rules(void **state)
+{
+	(void)state;
+	struct model_rules mr;
+	struct config *c = parse_ok("# nothing\n");
+	assert_int_equal(c->n_doc_rules, 0);
+	config_model_rules(c, &mr);
+	assert_int_equal(mr.n_doc_rules, 0);
+	config_free(c);
+
+	c = parse_ok("documents = { required = (); };\n");
+	assert_int_equal(c->n_doc_rules, 0);
+	config_free(c);
+
+	c = parse_ok(doc_rules_text);
+	assert_int_equal(c->n_doc_rules, 2);
+	config_model_rules(c, &mr);
+	assert_ptr_equal(mr.doc_rules, c->doc_rules);
+	assert_int_equal(mr.n_doc_rules, 2);
+	assert_string_equal(mr.doc_rules[0].hs_prefix, "0901");
+	assert_int_equal(mr.doc_rules[0].n_documents, 2);
+	assert_string_equal(mr.doc_rules[0].documents[0], "phytosanitary");
+	assert_string_equal(mr.doc_rules[0].documents[1], "certificate_of_origin");
+	assert_string_equal(mr.doc_rules[1].hs_prefix, "0904");
+	assert_int_equal(mr.doc_rules[1].n_documents, 3);
+	assert_string_equal(mr.doc_rules[1].documents[2], "quality_certificate");
+
+	/* A list in ( ) works as well as an array in [ ], and 10 digits are fine. */
+	struct config *d = parse_ok("documents: { required: ( { documents = ( \"packing_list\" ); "
+	                            "hs_prefix = \"0904211000\"; } ); };\n");
+	assert_int_equal(d->n_doc_rules, 1);
+	assert_string_equal(d->doc_rules[0].documents[0], "packing_list");
+
+	/* The rules reload without a restart. */
+	char out[64];
+	assert_int_equal(config_restart_keys(c, d, out, sizeof(out)), 0);
+	config_free(c);
+	config_free(d);
+	config_model_rules(NULL, &mr);
+	assert_null(mr.doc_rules);
+}
+
+/* documents.required errors name the file, the line and the key. */
+static void test_doc_rules_errors(void **state)
+{
+	(void)state;
+	parse_bad("documents = { required = 5; };\n",
+	          "t.conf:1: documents.required: must be a list of groups, e.g. ( { hs_prefix = "
+	          "\"0901\"; documents = [\"phytosanitary\"]; } ) (got an integer)");
+	parse_bad("documents = 5;\n",
+	          "t.conf:1: documents: must be a group { ... } (got an integer)");
+	parse_bad("documents = { requird = (); };\n",
+	          "t.conf:1: unknown key \"documents.requird\" (did you mean "
+	          "\"documents.required\"?)");
+	parse_bad("documents = { required = ( \"0901\" ); };\n",
+	          "t.conf:1: documents.required[0]: must be a group { hs_prefix = \"...\"; "
+	          "documents = [...]; } (got a string)");
+	parse_bad("documents = { required = (\n"
+	          "  { hs_prefix = \"09x1\"; documents = [\"phytosanitary\"]; } ); };\n",
+	          "t.conf:2: documents.required[0].hs_prefix: must be 2-10 digits, the start of an "
+	          "HS code (got \"09x1\")");
+	parse_bad("documents = { required = (\n"
+	          "  { hs_prefix = \"9\"; documents = [\"phytosanitary\"]; } ); };\n",
+	          "t.conf:2: documents.required[0].hs_prefix: must be 2-10 digits, the start of an "
+	          "HS code (got \"9\")");
+	parse_bad("documents = { required = (\n"
+	          "  { hs_prefix = 901; documents = [\"phytosanitary\"]; } ); };\n",
+	          "t.conf:2: documents.required[0].hs_prefix: must be a string (got an integer)");
+	parse_bad("documents = { required = (\n"
+	          "  { hs_prefix = \"0901\";\n"
+	          "    documents = [\"phytosanitary\", \"invoice\"]; } ); };\n",
+	          "t.conf:3: documents.required[0].documents[1]: must be one of phytosanitary, "
+	          "certificate_of_origin, export_declaration, commercial_invoice, packing_list, "
+	          "bill_of_lading, air_waybill, quality_certificate (got \"invoice\")");
+	parse_bad(
+	    "documents = { required = (\n"
+	    "  { hs_prefix = \"0901\"; documents = [\"phytosanitary\", "
+	    "\"phytosanitary\"]; } ); };\n",
+	    "t.conf:2: documents.required[0].documents[1]: \"phytosanitary\" is listed twice");
+	parse_bad("documents = { required = (\n"
+	          "  { hs_prefix = \"0901\"; documents = []; } ); };\n",
+	          "t.conf:2: documents.required[0].documents: must name at least one document");
+	parse_bad("documents = { required = (\n"
+	          "  { hs_prefix = \"0901\"; documents = \"phytosanitary\"; } ); };\n",
+	          "t.conf:2: documents.required[0].documents: must be a list of document kinds, "
+	          "e.g. [\"phytosanitary\"] (got a string)");
+	parse_bad(
+	    "documents = { required = (\n"
+	    "  { hs_prefix = \"0901\"; documents = [1]; } ); };\n",
+	    "t.conf:2: documents.required[0].documents[0]: must be a string (got an integer)");
+	parse_bad("documents = { required = (\n"
+	          "  { hs_prefix = \"0901\"; } ); };\n",
+	          "t.conf:2: documents.required[0].documents: missing (every rule needs hs_prefix "
+	          "and documents)");
+	parse_bad("documents = { required = (\n"
+	          "  { hs_prefx = \"0901\"; documents = [\"phytosanitary\"]; } ); };\n",
+	          "t.conf:2: unknown key \"documents.required[0].hs_prefx\" (did you mean "
+	          "\"hs_prefix\"?)");
+	parse_bad(
+	    "documents = { required = (\n"
+	    "  { hs_prefix = \"0901\"; documents = [\"phytosanitary\"]; },\n"
+	    "  { hs_prefix = \"0904\"; documents = [\"phytosanitary\"]; },\n"
+	    "  { documents = [\"packing_list\"];\n"
+	    "    hs_prefix = \"0901\"; } ); };\n",
+	    "t.conf:5: documents.required[2].hs_prefix: duplicate hs_prefix \"0901\" (already "
+	    "used by documents.required[0])");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -501,6 +621,8 @@ int main(void)
 	    cmocka_unit_test(test_log_levels),
 	    cmocka_unit_test(test_missing_file),
 	    cmocka_unit_test(test_first_error_only),
+	    cmocka_unit_test(test_doc_rules),
+	    cmocka_unit_test(test_doc_rules_errors),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

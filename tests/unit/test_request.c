@@ -4,7 +4,9 @@
  * Each line is copied into a heap buffer of exactly its length (no NUL after
  * it), as the framer hands lines over, so a parser that read past `len`
  * would be caught under AddressSanitizer.  The server clock is fixed at
- * 2026-03-01T06:00:00Z.
+ * 2026-03-01T06:00:00Z.  Event lines are checked in their minimal and full forms, and
+ * every validation rule through a table of one-member changes to a full form,
+ * each with the exact message it must produce.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -311,70 +313,590 @@ static void event_line(char *out, size_t cap, const char *type, const char *id,
 	snprintf(out + n, cap - n, "}");
 }
 
-/* Every known type parses; fields point into the tree; shipment is NULL when absent. */
-static void test_event_ok(void **state)
+/* The envelope shared by the example lines below, at the fixed clock. */
+#define ENV(type, id)                                                                              \
+	"{\"type\":\"" type "\",\"id\":\"" id                                                      \
+	"\",\"occurred_at\":\"2026-03-01T08:00:00+02:00\",\"order\":\"PO-2026/17\""
+
+/* One event type in its minimal and its full form. */
+struct type_case {
+	const char *type;
+	const char *minimal;
+	const char *full;
+	const char *shipment; /* what the full form names, or NULL */
+};
+
+/* Every type of protocol v1, minimal (required fields only) and full (every field). */
+static const struct type_case type_cases[] = {
+    {"order.created",
+     ENV("order.created", "o-1") ",\"buyer\":\"Tmall Global store: Kivu Hills Coffee\","
+                                 "\"origin\":\"RW\",\"destination\":\"CN\",\"lines\":[{\"sku\":"
+                                 "\"KVH-250\",\"product\":\"Washed Arabica\",\"hs_code\":"
+                                 "\"090111\",\"quantity\":1,\"unit\":\"bag\"}]}",
+     ENV("order.created", "o-1") ",\"buyer\":\"Hema Fresh\",\"channel\":\"Tmall Global\","
+                                 "\"origin\":\"RW\",\"destination\":\"CN\",\"incoterm\":\"CIF\","
+                                 "\"currency\":\"USD\",\"expected_delivery\":\"2026-03-28\","
+                                 "\"lines\":[{\"sku\":\"AK-CH-10\",\"product\":\"Dried chili\","
+                                 "\"hs_code\":\"090421\",\"quantity\":1200.5,\"unit\":\"kg\","
+                                 "\"unit_price\":4.2},{\"sku\":\"AK-CH-P\",\"product\":\"Chili "
+                                 "powder 辣椒粉\",\"hs_code\":\"09042200\",\"quantity\":40,"
+                                 "\"unit\":\"carton\",\"unit_price\":0},{\"sku\":\"KVH-1\","
+                                 "\"product\":\"Coffee\",\"hs_code\":\"0901110000\",\"quantity\":"
+                                 "0.25,\"unit\":\"t\"}],\"location\":{\"code\":\"RWKGL\","
+                                 "\"name\":\"Kigali\"},\"note\":\"first order\",\"ext\":{\"erp\":"
+                                 "{\"so\":[1,2]}}}",
+     NULL},
+    {"order.confirmed", ENV("order.confirmed", "o-2") "}",
+     ENV("order.confirmed", "o-2") ",\"note\":\"confirmed by phone\",\"ext\":{}}", NULL},
+    {"order.cancelled", ENV("order.cancelled", "o-3") "}",
+     ENV("order.cancelled", "o-3") ",\"reason\":\"buyer withdrew\",\"note\":\"n\"}", NULL},
+    {"shipment.booked", ENV("shipment.booked", "s-1") ",\"shipment\":\"S1\",\"mode\":\"air\"}",
+     ENV("shipment.booked", "s-1") ",\"shipment\":\"S1\",\"mode\":\"multimodal\",\"carrier\":"
+                                   "\"RwandAir Cargo\",\"tracking\":\"459-12345675\","
+                                   "\"consignee\":\"Hema Fresh Shanghai Jing'an\",\"eta\":"
+                                   "\"2026-03-20T10:00:00+08:00\",\"location\":{\"code\":"
+                                   "\"RWKGL\"}}",
+     "S1"},
+    {"shipment.picked_up", ENV("shipment.picked_up", "s-2") ",\"shipment\":\"S1\"}",
+     ENV("shipment.picked_up", "s-2") ",\"shipment\":\"S1\",\"location\":{\"name\":\"Musanze "
+                                      "washing station\"},\"note\":\"12 bags\"}",
+     "S1"},
+    {"shipment.export_cleared", ENV("shipment.export_cleared", "s-3") ",\"shipment\":\"S1\"}",
+     ENV("shipment.export_cleared", "s-3") ",\"shipment\":\"S1\",\"location\":{\"code\":"
+                                           "\"RWKGL\"},\"ext\":{\"declaration\":\"C 1234\"}}",
+     "S1"},
+    {"shipment.departed", ENV("shipment.departed", "s-4") ",\"shipment\":\"S1\"}",
+     ENV("shipment.departed", "s-4") ",\"shipment\":\"S1\",\"location\":{\"code\":\"RWKGL\"}}",
+     "S1"},
+    {"shipment.arrived", ENV("shipment.arrived", "s-5") ",\"shipment\":\"S1\"}",
+     ENV("shipment.arrived", "s-5") ",\"shipment\":\"S1\",\"location\":{\"code\":\"CNHGH\"}}",
+     "S1"},
+    {"shipment.import_cleared", ENV("shipment.import_cleared", "s-6") ",\"shipment\":\"S1\"}",
+     ENV("shipment.import_cleared", "s-6") ",\"shipment\":\"S1\",\"location\":{\"code\":"
+                                           "\"CNHGH\"}}",
+     "S1"},
+    {"shipment.out_for_delivery", ENV("shipment.out_for_delivery", "s-7") ",\"shipment\":\"S1\"}",
+     ENV("shipment.out_for_delivery", "s-7") ",\"shipment\":\"S1\",\"location\":{\"name\":"
+                                             "\"Hangzhou\"}}",
+     "S1"},
+    {"shipment.delivered", ENV("shipment.delivered", "s-8") ",\"shipment\":\"S1\"}",
+     ENV("shipment.delivered", "s-8") ",\"shipment\":\"S1\",\"received_by\":\"王丽\","
+                                      "\"location\":{\"code\":\"CNHGH\",\"name\":\"Hangzhou\"}}",
+     "S1"},
+    {"shipment.checkpoint",
+     ENV("shipment.checkpoint", "s-9") ",\"shipment\":\"S1\",\"location\":{\"code\":\"KEMBA\"}}",
+     ENV("shipment.checkpoint", "s-9") ",\"shipment\":\"S1\",\"location\":{\"code\":\"KEMBA\","
+                                       "\"name\":\"Mombasa\"},\"note\":\"at the port\"}",
+     "S1"},
+    {"shipment.customs_hold",
+     ENV("shipment.customs_hold", "s-10") ",\"shipment\":\"S1\",\"stage\":\"import\"}",
+     ENV("shipment.customs_hold", "s-10") ",\"shipment\":\"S1\",\"stage\":\"export\","
+                                          "\"reason\":\"inspection\",\"location\":{\"code\":"
+                                          "\"RWKGL\"}}",
+     "S1"},
+    {"shipment.customs_released",
+     ENV("shipment.customs_released", "s-11") ",\"shipment\":\"S1\",\"stage\":\"import\"}",
+     ENV("shipment.customs_released", "s-11") ",\"shipment\":\"S1\",\"stage\":\"export\","
+                                              "\"note\":\"released\"}",
+     "S1"},
+    {"shipment.exception",
+     ENV("shipment.exception", "s-12") ",\"shipment\":\"S1\",\"reason\":\"delayed\"}",
+     ENV("shipment.exception", "s-12") ",\"shipment\":\"S1\",\"reason\":\"damaged\","
+                                       "\"note\":\"two bags torn\",\"location\":{\"code\":"
+                                       "\"CNSHA\"}}",
+     "S1"},
+    {"shipment.exception_resolved",
+     ENV("shipment.exception_resolved", "s-13") ",\"shipment\":\"S1\"}",
+     ENV("shipment.exception_resolved", "s-13") ",\"shipment\":\"S1\",\"note\":\"rebagged\"}",
+     "S1"},
+    {"shipment.eta_changed",
+     ENV("shipment.eta_changed", "s-14") ",\"shipment\":\"S1\",\"eta\":\"2026-03-22T00:00:00Z\"}",
+     ENV("shipment.eta_changed", "s-14") ",\"shipment\":\"S1\",\"eta\":\"2026-03-22T09:30:00+"
+                                         "08:00\",\"note\":\"port congestion\"}",
+     "S1"},
+    {"document.issued", ENV("document.issued", "d-1") ",\"document\":\"phytosanitary\"}",
+     ENV("document.issued", "d-1") ",\"shipment\":\"S1\",\"document\":\"bill_of_lading\","
+                                   "\"number\":\"MSCU1234567\",\"location\":{\"code\":"
+                                   "\"KEMBA\"}}",
+     "S1"},
+    {"event.retracted", ENV("event.retracted", "r-1") ",\"retracts\":\"s-4\"}",
+     ENV("event.retracted", "r-1") ",\"retracts\":\"s-4\",\"reason\":\"wrong shipment\"}", NULL},
+};
+
+#define N_TYPE_CASES (sizeof(type_cases) / sizeof(type_cases[0]))
+
+/* Parse a line that must be accepted as an event of type; caller clears rq. */
+static void expect_event(const char *line, const char *type, struct request *rq)
 {
-	static const char *types[] = {
-	    "order.created",           "order.confirmed",
-	    "order.cancelled",         "shipment.booked",
-	    "shipment.picked_up",      "shipment.export_cleared",
-	    "shipment.departed",       "shipment.arrived",
-	    "shipment.import_cleared", "shipment.out_for_delivery",
-	    "shipment.delivered",      "shipment.checkpoint",
-	    "shipment.customs_hold",   "shipment.customs_released",
-	    "shipment.exception",      "shipment.exception_resolved",
-	    "shipment.eta_changed",    "document.issued",
-	    "event.retracted",
-	};
-	char line[512];
+	struct request_error err;
+
+	if (!parse(line, rq, &err))
+		fail_msg("%s refused: %s: %s\n%s", type, err.code, err.message, line);
+	assert_int_equal(rq->kind, REQ_EVENT);
+	assert_string_equal(rq->u.event.type, type);
+	assert_string_equal(rq->u.event.order, "PO-2026/17");
+	assert_string_equal(rq->u.event.occurred_at, "2026-03-01T08:00:00+02:00");
+	assert_int_equal(rq->u.event.occurred_ms, NOW);
+	assert_int_equal(rq->u.event.offset_min, 120);
+	assert_ptr_equal(rq->u.event.order, json_string_value(json_object_get(rq->root, "order")));
+}
+
+/* Every type parses in its minimal and full form; the envelope fields point into the tree. */
+static void test_event_types_ok(void **state)
+{
+	struct request rq;
+	(void)state;
+
+	for (size_t i = 0; i < N_TYPE_CASES; i++) {
+		const struct type_case *tc = &type_cases[i];
+		bool is_ship = strncmp(tc->type, "shipment.", 9) == 0;
+		bool is_retract = strcmp(tc->type, "event.retracted") == 0;
+
+		expect_event(tc->minimal, tc->type, &rq);
+		if (is_ship)
+			assert_string_equal(rq.u.event.shipment, "S1");
+		else
+			assert_null(rq.u.event.shipment);
+		if (is_retract)
+			assert_string_equal(rq.u.event.retracts, "s-4");
+		else
+			assert_null(rq.u.event.retracts);
+		request_clear(&rq);
+
+		expect_event(tc->full, tc->type, &rq);
+		if (tc->shipment != NULL)
+			assert_string_equal(rq.u.event.shipment, tc->shipment);
+		else
+			assert_null(rq.u.event.shipment);
+		if (is_retract)
+			assert_string_equal(rq.u.event.retracts, "s-4");
+		request_clear(&rq);
+	}
+}
+
+/*
+ * Set the member at path ("a", "a.b", "lines[2].hs_code") of root to the
+ * JSON text value, or delete it when value is NULL.  A value "#N" stands
+ * for a string of N three-byte characters, to test limits in characters.
+ */
+static void json_patch(json_t *root, const char *path, const char *value)
+{
+	char buf[128];
+	char *seg, *next;
+	json_t *cur = root;
+	json_t *v = NULL;
+
+	if (value != NULL && value[0] == '#') {
+		size_t n = (size_t)atoi(value + 1);
+		char *s = malloc(3 * n + 1);
+		assert_non_null(s);
+		for (size_t i = 0; i < n; i++)
+			memcpy(s + 3 * i, "咖", 3);
+		s[3 * n] = '\0';
+		v = json_string(s);
+		free(s);
+	} else if (value != NULL) {
+		json_error_t je;
+		v = json_loads(value, JSON_DECODE_ANY, &je);
+		if (v == NULL)
+			fail_msg("bad test value %s: %s", value, je.text);
+	}
+	snprintf(buf, sizeof(buf), "%s", path);
+	for (seg = buf; seg != NULL; seg = next) {
+		char *br = strchr(seg, '[');
+		next = strchr(seg, '.');
+		if (next != NULL)
+			*next++ = '\0';
+		size_t idx = 0;
+		bool indexed = br != NULL;
+		if (indexed) {
+			*br = '\0';
+			idx = (size_t)atoi(br + 1);
+		}
+		json_t *child = json_object_get(cur, seg);
+		if (indexed) {
+			assert_non_null(child);
+			if (next == NULL) {
+				if (v == NULL)
+					json_array_remove(child, idx);
+				else
+					json_array_set_new(child, idx, v);
+				return;
+			}
+			child = json_array_get(child, idx);
+		}
+		if (next == NULL) {
+			if (v == NULL)
+				json_object_del(cur, seg);
+			else
+				json_object_set_new(cur, seg, v);
+			return;
+		}
+		if (child == NULL) {
+			/* Create the object the path goes through. */
+			child = json_object();
+			json_object_set_new(cur, seg, child);
+		}
+		cur = child;
+	}
+}
+
+/* The full form of a type, from the table. */
+static const char *full_of(const char *type)
+{
+	for (size_t i = 0; i < N_TYPE_CASES; i++)
+		if (strcmp(type_cases[i].type, type) == 0)
+			return type_cases[i].full;
+	fail_msg("no type case for %s", type);
+	return NULL;
+}
+
+/* The full form of type with one member changed, as a compact line; caller frees. */
+static char *patched_line(const char *type, const char *path, const char *value)
+{
+	json_error_t je;
+	json_t *root = json_loads(full_of(type), 0, &je);
+	char *line;
+
+	if (root == NULL)
+		fail_msg("bad full form of %s: %s", type, je.text);
+	json_patch(root, path, value);
+	line = json_dumps(root, JSON_COMPACT);
+	json_decref(root);
+	assert_non_null(line);
+	return line;
+}
+
+/* One validation rule: change a full form, expect this message (invalid_event). */
+struct reject_case {
+	const char *type;
+	const char *path;
+	const char *value; /* JSON text, "#N" for N characters, NULL to delete */
+	const char *message;
+};
+
+#define HS_REASON   "must be a string of 6, 8 or 10 digits"
+#define LOC_REASON  "must be a UN/LOCODE: a country code and 3 of A-Z or 2-9, e.g. RWKGL"
+#define TIME_REASON "must be RFC 3339 with an explicit offset, e.g. 2026-03-01T08:00:00+02:00"
+#define DOC_REASON                                                                                 \
+	"must be one of phytosanitary, certificate_of_origin, export_declaration, "                \
+	"commercial_invoice, packing_list, bill_of_lading, air_waybill, quality_certificate"
+
+/* Every rule of the protocol, refused with the field named. */
+static const struct reject_case reject_cases[] = {
+    /* Envelope fields on any type. */
+    {"order.confirmed", "ocurred_at", "\"2026-03-01T08:00:00Z\"", "unknown field \"ocurred_at\""},
+    {"order.confirmed", "occurred_at", NULL, "field \"occurred_at\": required"},
+    {"order.confirmed", "Order", "\"x\"", "unknown field \"Order\""},
+    {"order.confirmed", "exporter", "\"kivu-coffee\"", "unknown field \"exporter\""},
+    {"order.confirmed", "shipment", "\"S1\"",
+     "field \"shipment\": not allowed on order.confirmed (only on shipment.* and "
+     "document.issued)"},
+    {"order.created", "shipment", "\"S1\"",
+     "field \"shipment\": not allowed on order.created (only on shipment.* and "
+     "document.issued)"},
+    {"event.retracted", "shipment", "\"S1\"",
+     "field \"shipment\": not allowed on event.retracted (only on shipment.* and "
+     "document.issued)"},
+    {"shipment.departed", "shipment", NULL, "field \"shipment\": required"},
+    {"shipment.departed", "shipment", "\"S 1\"",
+     "field \"shipment\": must be 1-64 characters of A-Za-z0-9._/-"},
+    {"document.issued", "shipment", "7", "field \"shipment\": must be a string"},
+    {"shipment.departed", "location", "\"RWKGL\"", "field \"location\": must be an object"},
+    {"shipment.departed", "location", "{}", "field \"location\": must have \"code\" or \"name\""},
+    {"shipment.departed", "location.code", "\"rwkgl\"", "field \"location.code\": " LOC_REASON},
+    {"shipment.departed", "location.code", "\"RWKG1\"", "field \"location.code\": " LOC_REASON},
+    {"shipment.departed", "location.code", "\"RWKGLX\"", "field \"location.code\": " LOC_REASON},
+    {"shipment.departed", "location.code", "\"QQKGL\"", "field \"location.code\": " LOC_REASON},
+    {"shipment.departed", "location.code", "5", "field \"location.code\": must be a string"},
+    {"shipment.departed", "location.name", "\"\"",
+     "field \"location.name\": must be 1-128 characters"},
+    {"shipment.departed", "location.name", "#129",
+     "field \"location.name\": must be 1-128 characters"},
+    {"shipment.departed", "location.lat", "-1.95", "unknown field \"location.lat\""},
+    {"order.confirmed", "note", "\"\"", "field \"note\": must be 1-1024 characters"},
+    {"order.confirmed", "note", "#1025", "field \"note\": must be 1-1024 characters"},
+    {"order.confirmed", "note", "[\"a\"]", "field \"note\": must be a string"},
+    {"order.confirmed", "ext", "\"x\"", "field \"ext\": must be an object"},
+    {"order.confirmed", "ext", "null", "field \"ext\": must be an object"},
+    /* order.created */
+    {"order.created", "buyer", NULL, "field \"buyer\": required"},
+    {"order.created", "buyer", "\"\"", "field \"buyer\": must be 1-128 characters"},
+    {"order.created", "buyer", "#129", "field \"buyer\": must be 1-128 characters"},
+    {"order.created", "buyer", "{\"name\":\"x\"}", "field \"buyer\": must be a string"},
+    {"order.created", "channel", "#129", "field \"channel\": must be 1-128 characters"},
+    {"order.created", "origin", NULL, "field \"origin\": required"},
+    {"order.created", "origin", "\"rw\"",
+     "field \"origin\": must be an ISO 3166-1 alpha-2 country code (two capital letters), "
+     "e.g. RW"},
+    {"order.created", "origin", "\"RWA\"",
+     "field \"origin\": must be an ISO 3166-1 alpha-2 country code (two capital letters), "
+     "e.g. RW"},
+    {"order.created", "origin", "\"XK\"",
+     "field \"origin\": is not an assigned ISO 3166-1 alpha-2 country code"},
+    {"order.created", "destination", NULL, "field \"destination\": required"},
+    {"order.created", "destination", "\"UK\"",
+     "field \"destination\": is not an assigned ISO 3166-1 alpha-2 country code"},
+    {"order.created", "destination", "\"RW\"",
+     "field \"destination\": must differ from \"origin\" (orders are cross-border)"},
+    {"order.created", "incoterm", "\"DAT\"",
+     "field \"incoterm\": must be an Incoterm: EXW, FCA, CPT, CIP, DAP, DPU, DDP, FAS, FOB, "
+     "CFR or CIF"},
+    {"order.created", "incoterm", "\"fob\"",
+     "field \"incoterm\": must be an Incoterm: EXW, FCA, CPT, CIP, DAP, DPU, DDP, FAS, FOB, "
+     "CFR or CIF"},
+    {"order.created", "incoterm", "1",
+     "field \"incoterm\": must be an Incoterm: EXW, FCA, CPT, CIP, DAP, DPU, DDP, FAS, FOB, "
+     "CFR or CIF"},
+    {"order.created", "currency", "\"RMB\"",
+     "field \"currency\": is not an ISO 4217 currency code"},
+    {"order.created", "currency", "\"usd\"",
+     "field \"currency\": must be an ISO 4217 currency code (three capital letters), e.g. USD"},
+    {"order.created", "currency", NULL,
+     "field \"currency\": required when a line has a unit_price"},
+    {"order.created", "expected_delivery", "\"2026-02-29\"",
+     "field \"expected_delivery\": no such date (month 01-12, day within the month)"},
+    {"order.created", "expected_delivery", "\"2026-03-28T00:00:00Z\"",
+     "field \"expected_delivery\": must be a date YYYY-MM-DD, e.g. 2026-11-20"},
+    {"order.created", "lines", NULL, "field \"lines\": required"},
+    {"order.created", "lines", "[]", "field \"lines\": must have 1-1000 items"},
+    {"order.created", "lines", "{}", "field \"lines\": must be an array"},
+    {"order.created", "lines[1]", "\"KVH-250\"", "field \"lines[1]\": must be an object"},
+    {"order.created", "lines[0].colour", "\"red\"", "unknown field \"lines[0].colour\""},
+    {"order.created", "lines[0].sku", NULL, "field \"lines[0].sku\": required"},
+    {"order.created", "lines[0].sku", "#65", "field \"lines[0].sku\": must be 1-64 characters"},
+    {"order.created", "lines[1].product", "\"\"",
+     "field \"lines[1].product\": must be 1-256 characters"},
+    {"order.created", "lines[1].product", "#257",
+     "field \"lines[1].product\": must be 1-256 characters"},
+    {"order.created", "lines[2].hs_code", NULL, "field \"lines[2].hs_code\": required"},
+    {"order.created", "lines[2].hs_code", "90111", "field \"lines[2].hs_code\": " HS_REASON},
+    {"order.created", "lines[2].hs_code", "\"09011\"", "field \"lines[2].hs_code\": " HS_REASON},
+    {"order.created", "lines[2].hs_code", "\"0901110\"", "field \"lines[2].hs_code\": " HS_REASON},
+    {"order.created", "lines[2].hs_code", "\"0901.11\"", "field \"lines[2].hs_code\": " HS_REASON},
+    {"order.created", "lines[2].hs_code", "\"090111000000\"",
+     "field \"lines[2].hs_code\": " HS_REASON},
+    {"order.created", "lines[0].quantity", NULL, "field \"lines[0].quantity\": required"},
+    {"order.created", "lines[0].quantity", "0",
+     "field \"lines[0].quantity\": must be a number greater than 0"},
+    {"order.created", "lines[0].quantity", "-2.5",
+     "field \"lines[0].quantity\": must be a number greater than 0"},
+    {"order.created", "lines[0].quantity", "\"12\"",
+     "field \"lines[0].quantity\": must be a number greater than 0"},
+    {"order.created", "lines[0].unit", NULL, "field \"lines[0].unit\": required"},
+    {"order.created", "lines[0].unit", "\"KG\"",
+     "field \"lines[0].unit\": must be one of kg, g, t, l, bag, box, carton, pallet, unit"},
+    {"order.created", "lines[0].unit", "\"kgs\"",
+     "field \"lines[0].unit\": must be one of kg, g, t, l, bag, box, carton, pallet, unit"},
+    {"order.created", "lines[0].unit_price", "-0.01",
+     "field \"lines[0].unit_price\": must be a number, 0 or more"},
+    {"order.created", "lines[0].unit_price", "\"4.20\"",
+     "field \"lines[0].unit_price\": must be a number, 0 or more"},
+    /* order.cancelled */
+    {"order.cancelled", "reason", "#257", "field \"reason\": must be 1-256 characters"},
+    {"order.cancelled", "reason", "true", "field \"reason\": must be a string"},
+    /* shipment.booked */
+    {"shipment.booked", "mode", NULL, "field \"mode\": required"},
+    {"shipment.booked", "mode", "\"ship\"",
+     "field \"mode\": must be one of air, sea, road, rail, multimodal"},
+    {"shipment.booked", "carrier", "#129", "field \"carrier\": must be 1-128 characters"},
+    {"shipment.booked", "tracking", "#65", "field \"tracking\": must be 1-64 characters"},
+    {"shipment.booked", "consignee", "#129", "field \"consignee\": must be 1-128 characters"},
+    {"shipment.booked", "eta", "\"2026-03-20\"", "field \"eta\": " TIME_REASON},
+    {"shipment.booked", "eta", "1774000000", "field \"eta\": " TIME_REASON},
+    {"shipment.booked", "eta", "\"2026-03-32T00:00:00Z\"",
+     "field \"eta\": no such date (month 01-12, day within the month)"},
+    {"shipment.booked", "received_by", "\"x\"", "unknown field \"received_by\""},
+    /* milestones and the rest of shipment.* */
+    {"shipment.departed", "mode", "\"air\"", "unknown field \"mode\""},
+    {"shipment.delivered", "received_by", "\"\"",
+     "field \"received_by\": must be 1-128 characters"},
+    {"shipment.checkpoint", "location", NULL, "field \"location\": required"},
+    {"shipment.checkpoint", "location", "{\"name\":\"\"}",
+     "field \"location.name\": must be 1-128 characters"},
+    {"shipment.checkpoint", "location", "{}", "field \"location\": must have \"code\" or \"name\""},
+    {"shipment.customs_hold", "stage", NULL, "field \"stage\": required"},
+    {"shipment.customs_hold", "stage", "\"transit\"", "field \"stage\": must be export or import"},
+    {"shipment.customs_hold", "reason", "#257", "field \"reason\": must be 1-256 characters"},
+    {"shipment.customs_released", "stage", NULL, "field \"stage\": required"},
+    {"shipment.customs_released", "stage", "\"Import\"",
+     "field \"stage\": must be export or import"},
+    {"shipment.customs_released", "reason", "\"x\"", "unknown field \"reason\""},
+    {"shipment.exception", "reason", NULL, "field \"reason\": required"},
+    {"shipment.exception", "reason", "\"broken\"",
+     "field \"reason\": must be one of damaged, lost, refused, delayed, other"},
+    {"shipment.exception_resolved", "reason", "\"damaged\"", "unknown field \"reason\""},
+    {"shipment.eta_changed", "eta", NULL, "field \"eta\": required"},
+    {"shipment.eta_changed", "eta", "\"next week\"", "field \"eta\": " TIME_REASON},
+    /* document.issued */
+    {"document.issued", "document", NULL, "field \"document\": required"},
+    {"document.issued", "document", "\"invoice\"", "field \"document\": " DOC_REASON},
+    {"document.issued", "number", "#65", "field \"number\": must be 1-64 characters"},
+    /* event.retracted */
+    {"event.retracted", "retracts", NULL, "field \"retracts\": required"},
+    {"event.retracted", "retracts", "\"s 4\"",
+     "field \"retracts\": must be 1-128 characters of A-Za-z0-9._:-"},
+    {"event.retracted", "retracts", "\"r-1\"",
+     "field \"retracts\": must not be the event's own id"},
+    {"event.retracted", "reason", "#257", "field \"reason\": must be 1-256 characters"},
+};
+
+/* Every rule refuses its bad value with invalid_event and a message naming the field. */
+static void test_event_rejects(void **state)
+{
+	(void)state;
+
+	for (size_t i = 0; i < sizeof(reject_cases) / sizeof(reject_cases[0]); i++) {
+		const struct reject_case *rc = &reject_cases[i];
+		char *line = patched_line(rc->type, rc->path, rc->value);
+		struct request rq;
+		struct request_error err;
+
+		if (parse(line, &rq, &err))
+			fail_msg("case %zu accepted: %s", i, line);
+		if (strcmp(err.code, ERR_INVALID_EVENT) != 0 ||
+		    strcmp(err.message, rc->message) != 0)
+			fail_msg("case %zu (%s %s): got %s: %s\nwanted: %s", i, rc->type, rc->path,
+			         err.code, err.message, rc->message);
+		/* The id is still echoed, so the reply names the event. */
+		assert_true(err.has_id);
+		assert_null(rq.root);
+		free(line);
+	}
+}
+
+/* Values at the edge of each rule are accepted. */
+static const struct reject_case accept_cases[] = {
+    {"order.created", "buyer", "#128", NULL},
+    {"order.created", "channel", "#128", NULL},
+    {"order.created", "lines[0].sku", "#64", NULL},
+    {"order.created", "lines[0].product", "#256", NULL},
+    {"order.created", "lines[0].quantity", "0.001", NULL},
+    {"order.created", "lines[0].quantity", "1e6", NULL},
+    {"order.created", "lines[0].unit_price", "0.0", NULL},
+    {"order.created", "lines[0].unit", "\"pallet\"", NULL},
+    {"order.created", "lines[2].hs_code", "\"09011100\"", NULL},
+    {"order.created", "lines[2].unit_price", "7", NULL},
+    {"order.created", "origin", "\"KE\"", NULL},
+    {"order.created", "destination", "\"HK\"", NULL},
+    {"order.created", "currency", "\"CNY\"", NULL},
+    {"order.created", "currency", "\"RWF\"", NULL},
+    {"order.created", "incoterm", "\"EXW\"", NULL},
+    {"order.created", "expected_delivery", "\"2028-02-29\"", NULL},
+    {"order.created", "ext", "{\"anything\":[null,true,1.5,{\"deep\":{}}]}", NULL},
+    {"order.confirmed", "note", "#1024", NULL},
+    {"order.confirmed", "location", "{\"name\":\"Kigali office\"}", NULL},
+    {"order.confirmed", "location", "{\"code\":\"XZ2AB\"}", NULL},
+    {"shipment.booked", "tracking", "#64", NULL},
+    {"shipment.booked", "eta", "\"2030-01-01T00:00:00Z\"", NULL}, /* an eta may be far ahead */
+    {"shipment.checkpoint", "location", "{\"code\":\"CNSHA\"}", NULL},
+    {"shipment.customs_hold", "reason", "#256", NULL},
+    {"document.issued", "shipment", NULL, NULL}, /* a document for the whole order */
+    {"document.issued", "document", "\"quality_certificate\"", NULL},
+    {"document.issued", "number", "#64", NULL},
+    {"event.retracted", "retracts", "\"o-1:part.2_x\"", NULL},
+};
+
+/* Edge values pass. */
+static void test_event_accepts(void **state)
+{
+	(void)state;
+
+	for (size_t i = 0; i < sizeof(accept_cases) / sizeof(accept_cases[0]); i++) {
+		const struct reject_case *ac = &accept_cases[i];
+		char *line = patched_line(ac->type, ac->path, ac->value);
+		struct request rq;
+		struct request_error err;
+
+		if (!parse(line, &rq, &err))
+			fail_msg("case %zu refused: %s: %s\n%s", i, err.code, err.message, line);
+		request_clear(&rq);
+		free(line);
+	}
+}
+
+/* With no currency, a price-less order passes; lines are bounded at 1000 items. */
+static void test_lines_bounds(void **state)
+{
+	json_error_t je;
+	json_t *root = json_loads(full_of("order.created"), 0, &je);
+	json_t *lines, *line;
+	char *text;
 	struct request rq;
 	struct request_error err;
 	(void)state;
 
-	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
-		event_line(line, sizeof(line), types[i], "\"evt-1\"",
-		           "\"2026-03-01T08:00:00+02:00\"", "\"PO-2026/17\"", "\"SHP.9\"");
-		if (!parse(line, &rq, &err))
-			fail_msg("%s refused: %s %s", types[i], err.code, err.message);
-		assert_int_equal(rq.kind, REQ_EVENT);
-		assert_string_equal(rq.u.event.type, types[i]);
-		assert_string_equal(rq.u.event.id, "evt-1");
-		assert_string_equal(rq.u.event.order, "PO-2026/17");
-		assert_string_equal(rq.u.event.shipment, "SHP.9");
-		assert_string_equal(rq.u.event.occurred_at, "2026-03-01T08:00:00+02:00");
-		assert_int_equal(rq.u.event.occurred_ms, INT64_C(1772344800000));
-		assert_int_equal(rq.u.event.offset_min, 120);
-		assert_ptr_equal(rq.u.event.order,
-		                 json_string_value(json_object_get(rq.root, "order")));
-		request_clear(&rq);
-
-		/* Without a shipment: fine except for shipment.* types. */
-		event_line(line, sizeof(line), types[i], "\"evt-1\"", "\"2026-03-01T08:00:00Z\"",
-		           "\"PO-1\"", NULL);
-		bool is_ship = strncmp(types[i], "shipment.", 9) == 0;
-		bool ok = parse(line, &rq, &err);
-		assert_int_equal(ok, !is_ship);
-		if (ok) {
-			assert_null(rq.u.event.shipment);
-			request_clear(&rq);
-		} else {
-			assert_string_equal(err.code, ERR_INVALID_EVENT);
-			assert_string_equal(err.message, "field \"shipment\": required");
-			assert_true(err.has_id);
-			assert_string_equal(err.id, "evt-1");
-		}
-	}
-
-	/* Fields this version does not know yet are allowed on events. */
-	assert_true(parse("{\"type\":\"document.issued\",\"id\":\"d-1\",\"order\":\"PO-1\","
-	                  "\"occurred_at\":\"2026-02-27T10:15:30.250-05:30\","
-	                  "\"doc\":{\"kind\":\"phyto\",\"pages\":[1,2]},\"note\":\"辣椒\"}",
-	                  &rq, &err));
-	assert_int_equal(rq.u.event.offset_min, -330);
-	/* 2026-02-27T15:45:30.250Z = 2026-03-01T06:00Z - 1 day - 14 h 14 min 29.75 s. */
-	assert_int_equal(rq.u.event.occurred_ms,
-	                 NOW - DAY_MS - (14 * 3600 + 14 * 60 + 29) * 1000 - 750);
+	assert_non_null(root);
+	lines = json_object_get(root, "lines");
+	json_object_del(root, "currency");
+	json_object_del(json_array_get(lines, 0), "unit_price");
+	json_object_del(json_array_get(lines, 1), "unit_price");
+	text = json_dumps(root, JSON_COMPACT);
+	assert_true(parse(text, &rq, &err));
 	request_clear(&rq);
+	free(text);
+
+	/* The third line is the one with the message's index. */
+	json_object_set_new(root, "currency", json_string("USD"));
+	line = json_array_get(lines, 2);
+	json_object_set_new(line, "unit_price", json_real(-1));
+	text = json_dumps(root, JSON_COMPACT);
+	expect_error(text, ERR_INVALID_EVENT,
+	             "field \"lines[2].unit_price\": must be a number, 0 or more");
+	free(text);
+	json_object_set_new(line, "unit_price", json_real(1));
+
+	while (json_array_size(lines) < 1000)
+		json_array_append(lines, line);
+	text = json_dumps(root, JSON_COMPACT);
+	assert_true(parse(text, &rq, &err));
+	request_clear(&rq);
+	free(text);
+	/* The error names the last line's index, 999, when that is the bad one. */
+	json_array_set_new(lines, 999, json_string("x"));
+	text = json_dumps(root, JSON_COMPACT);
+	expect_error(text, ERR_INVALID_EVENT, "field \"lines[999]\": must be an object");
+	free(text);
+	json_array_append(lines, line);
+	text = json_dumps(root, JSON_COMPACT);
+	expect_error(text, ERR_INVALID_EVENT, "field \"lines\": must have 1-1000 items");
+	free(text);
+	json_decref(root);
+}
+
+/* With several problems, the first in the fixed order is the one reported. */
+static void test_check_order(void **state)
+{
+	(void)state;
+
+	/* Unknown members before missing ones: the typo is named. */
+	expect_error("{\"type\":\"order.confirmed\",\"id\":\"e1\",\"ocurred_at\":"
+	             "\"2026-03-01T08:00:00Z\",\"order\":\"PO-1\"}",
+	             ERR_INVALID_EVENT, "unknown field \"ocurred_at\"");
+	/* Envelope before type fields. */
+	expect_error("{\"type\":\"order.created\",\"id\":\"e1\",\"occurred_at\":"
+	             "\"2026-03-01T08:00:00Z\",\"order\":\"PO 1\"}",
+	             ERR_INVALID_EVENT,
+	             "field \"order\": must be 1-64 characters of A-Za-z0-9._/-");
+	/* Type fields in table order: buyer before origin before lines. */
+	expect_error("{\"type\":\"order.created\",\"id\":\"e1\",\"occurred_at\":"
+	             "\"2026-03-01T08:00:00Z\",\"order\":\"PO-1\"}",
+	             ERR_INVALID_EVENT, "field \"buyer\": required");
+	expect_error("{\"type\":\"order.created\",\"id\":\"e1\",\"occurred_at\":"
+	             "\"2026-03-01T08:00:00Z\",\"order\":\"PO-1\",\"buyer\":\"B\"}",
+	             ERR_INVALID_EVENT, "field \"origin\": required");
+	/* Shipment after the envelope, before the type's own fields. */
+	expect_error("{\"type\":\"shipment.booked\",\"id\":\"e1\",\"occurred_at\":"
+	             "\"2026-03-01T08:00:00Z\",\"order\":\"PO-1\"}",
+	             ERR_INVALID_EVENT, "field \"shipment\": required");
+	/* A long unknown key is cut, with its path. */
+	expect_error(
+	    "{\"type\":\"order.confirmed\",\"id\":\"e1\",\"occurred_at\":"
+	    "\"2026-03-01T08:00:00Z\",\"order\":\"PO-1\",\"location\":{\"code\":\"RWKGL\","
+	    "\"aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\":1}}",
+	    ERR_INVALID_EVENT,
+	    "unknown field \"location.aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa"
+	    "aaaaaa...\"");
 }
 
 /* Parse an event line that must fail with invalid_event and this message. */
@@ -397,52 +919,101 @@ static void test_envelope_errors(void **state)
 	(void)state;
 
 	/* id */
-	expect_event_error("order.created", NULL, at, "\"PO-1\"", NULL, "field \"id\": required");
-	expect_event_error("order.created", "7", at, "\"PO-1\"", NULL,
+	expect_event_error("order.confirmed", NULL, at, "\"PO-1\"", NULL, "field \"id\": required");
+	expect_event_error("order.confirmed", "7", at, "\"PO-1\"", NULL,
 	                   "field \"id\": must be a string");
-	expect_event_error("order.created", "\"\"", at, "\"PO-1\"", NULL,
+	expect_event_error("order.confirmed", "\"\"", at, "\"PO-1\"", NULL,
 	                   "field \"id\": must be 1-128 characters of A-Za-z0-9._:-");
-	expect_event_error("order.created", "\"a b\"", at, "\"PO-1\"", NULL,
+	expect_event_error("order.confirmed", "\"a b\"", at, "\"PO-1\"", NULL,
 	                   "field \"id\": must be 1-128 characters of A-Za-z0-9._:-");
 	memset(longid, 'i', 130); /* quote + 129 characters */
 	longid[0] = '"';
 	longid[130] = '"';
 	longid[131] = '\0';
-	expect_event_error("order.created", longid, at, "\"PO-1\"", NULL,
+	expect_event_error("order.confirmed", longid, at, "\"PO-1\"", NULL,
 	                   "field \"id\": must be 1-128 characters of A-Za-z0-9._:-");
 
 	/* occurred_at */
-	expect_event_error("order.created", "\"e1\"", NULL, "\"PO-1\"", NULL,
+	expect_event_error("order.confirmed", "\"e1\"", NULL, "\"PO-1\"", NULL,
 	                   "field \"occurred_at\": required");
-	expect_event_error("order.created", "\"e1\"", "1772344800000", "\"PO-1\"", NULL,
+	expect_event_error("order.confirmed", "\"e1\"", "1772344800000", "\"PO-1\"", NULL,
 	                   "field \"occurred_at\": must be a string");
 	snprintf(msg, sizeof(msg), "field \"occurred_at\": %s", rfc);
-	expect_event_error("order.created", "\"e1\"", "\"2026-03-01T08:00:00\"", "\"PO-1\"", NULL,
+	expect_event_error("order.confirmed", "\"e1\"", "\"2026-03-01T08:00:00\"", "\"PO-1\"", NULL,
 	                   msg);
-	expect_event_error("order.created", "\"e1\"", "\"2026-03-01 08:00:00Z\"", "\"PO-1\"", NULL,
-	                   msg);
+	expect_event_error("order.confirmed", "\"e1\"", "\"2026-03-01 08:00:00Z\"", "\"PO-1\"",
+	                   NULL, msg);
 	expect_event_error(
-	    "order.created", "\"e1\"", "\"2026-02-29T08:00:00Z\"", "\"PO-1\"", NULL,
+	    "order.confirmed", "\"e1\"", "\"2026-02-29T08:00:00Z\"", "\"PO-1\"", NULL,
 	    "field \"occurred_at\": no such date (month 01-12, day within the month)");
 
 	/* order */
-	expect_event_error("order.created", "\"e1\"", at, NULL, NULL, "field \"order\": required");
-	expect_event_error("order.created", "\"e1\"", at, "{}", NULL,
+	expect_event_error("order.confirmed", "\"e1\"", at, NULL, NULL,
+	                   "field \"order\": required");
+	expect_event_error("order.confirmed", "\"e1\"", at, "{}", NULL,
 	                   "field \"order\": must be a string");
-	expect_event_error("order.created", "\"e1\"", at, "\"PO:1\"", NULL,
+	expect_event_error("order.confirmed", "\"e1\"", at, "\"PO:1\"", NULL,
 	                   "field \"order\": must be 1-64 characters of A-Za-z0-9._/-");
 	expect_event_error("shipment.departed", "\"e1\"", at, "\"\"", "\"S1\"",
 	                   "field \"order\": must be 1-64 characters of A-Za-z0-9._/-");
 
-	/* shipment: checked when present on any type, required on shipment.* */
-	expect_event_error("order.created", "\"e1\"", at, "\"PO-1\"", "\"S 1\"",
+	/* shipment: required on shipment.*, checked on document.issued, refused elsewhere */
+	expect_event_error("document.issued", "\"e1\"", at, "\"PO-1\"", "\"S 1\"",
 	                   "field \"shipment\": must be 1-64 characters of A-Za-z0-9._/-");
-	expect_event_error("order.created", "\"e1\"", at, "\"PO-1\"", "null",
+	expect_event_error("shipment.arrived", "\"e1\"", at, "\"PO-1\"", "null",
 	                   "field \"shipment\": must be a string");
 	expect_event_error("shipment.delivered", "\"e1\"", at, "\"PO-1\"", NULL,
 	                   "field \"shipment\": required");
 	expect_event_error("shipment.delivered", "\"e1\"", at, "\"PO-1\"", "\"\"",
 	                   "field \"shipment\": must be 1-64 characters of A-Za-z0-9._/-");
+	expect_event_error("order.cancelled", "\"e1\"", at, "\"PO-1\"", "\"S1\"",
+	                   "field \"shipment\": not allowed on order.cancelled (only on shipment.* "
+	                   "and document.issued)");
+}
+
+/* Every shipment.* type needs its shipment; the others take or refuse it as documented. */
+static void test_shipment_policy(void **state)
+{
+	char line[512];
+	struct request rq;
+	struct request_error err;
+	(void)state;
+
+	for (size_t i = 0; i < N_TYPE_CASES; i++) {
+		const char *type = type_cases[i].type;
+		json_error_t je;
+		json_t *root = json_loads(type_cases[i].minimal, 0, &je);
+		bool is_ship = strncmp(type, "shipment.", 9) == 0;
+		bool optional = strcmp(type, "document.issued") == 0;
+		char *text;
+
+		assert_non_null(root);
+		json_object_set_new(root, "shipment", json_string("SHP.9"));
+		text = json_dumps(root, JSON_COMPACT);
+		bool ok = parse(text, &rq, &err);
+		assert_int_equal(ok, is_ship || optional);
+		if (ok) {
+			assert_string_equal(rq.u.event.shipment, "SHP.9");
+			request_clear(&rq);
+		} else {
+			snprintf(line, sizeof(line),
+			         "field \"shipment\": not allowed on %s (only on shipment.* and "
+			         "document.issued)",
+			         type);
+			assert_string_equal(err.message, line);
+		}
+		free(text);
+		json_object_del(root, "shipment");
+		text = json_dumps(root, JSON_COMPACT);
+		ok = parse(text, &rq, &err);
+		assert_int_equal(ok, !is_ship);
+		if (ok)
+			request_clear(&rq);
+		else
+			assert_string_equal(err.message, "field \"shipment\": required");
+		free(text);
+		json_decref(root);
+	}
 }
 
 /* occurred_at may lead the server clock by 24 h but not more; the past is fine. */
@@ -454,18 +1025,18 @@ static void test_future_limit(void **state)
 	(void)state;
 
 	/* NOW + 24 h exactly: 2026-03-02T06:00:00Z. */
-	event_line(line, sizeof(line), "order.created", "\"e1\"", "\"2026-03-02T06:00:00Z\"",
+	event_line(line, sizeof(line), "order.confirmed", "\"e1\"", "\"2026-03-02T06:00:00Z\"",
 	           "\"PO-1\"", NULL);
 	assert_true(parse(line, &rq, &err));
 	assert_int_equal(rq.u.event.occurred_ms, NOW + DAY_MS);
 	request_clear(&rq);
 	/* The same instant written with another offset. */
-	event_line(line, sizeof(line), "order.created", "\"e1\"", "\"2026-03-02T14:00:00+08:00\"",
+	event_line(line, sizeof(line), "order.confirmed", "\"e1\"", "\"2026-03-02T14:00:00+08:00\"",
 	           "\"PO-1\"", NULL);
 	assert_true(parse(line, &rq, &err));
 	request_clear(&rq);
 	/* One millisecond more is refused, and the id is still echoed. */
-	event_line(line, sizeof(line), "order.created", "\"e1\"", "\"2026-03-02T06:00:00.001Z\"",
+	event_line(line, sizeof(line), "order.confirmed", "\"e1\"", "\"2026-03-02T06:00:00.001Z\"",
 	           "\"PO-1\"", NULL);
 	assert_false(parse(line, &rq, &err));
 	assert_string_equal(err.code, ERR_INVALID_EVENT);
@@ -474,19 +1045,19 @@ static void test_future_limit(void **state)
 	assert_true(err.has_id);
 	assert_string_equal(err.id, "e1");
 	/* A year ahead, and ahead only through the offset. */
-	event_line(line, sizeof(line), "order.created", "\"e1\"", "\"2027-03-01T06:00:00Z\"",
+	event_line(line, sizeof(line), "order.confirmed", "\"e1\"", "\"2027-03-01T06:00:00Z\"",
 	           "\"PO-1\"", NULL);
 	assert_false(parse(line, &rq, &err));
-	event_line(line, sizeof(line), "order.created", "\"e1\"", "\"2026-03-02T06:00:00-00:01\"",
+	event_line(line, sizeof(line), "order.confirmed", "\"e1\"", "\"2026-03-02T06:00:00-00:01\"",
 	           "\"PO-1\"", NULL);
 	assert_false(parse(line, &rq, &err));
 	/* Far in the past is accepted. */
-	event_line(line, sizeof(line), "order.created", "\"e1\"", "\"1999-12-31T23:59:59Z\"",
+	event_line(line, sizeof(line), "order.confirmed", "\"e1\"", "\"1999-12-31T23:59:59Z\"",
 	           "\"PO-1\"", NULL);
 	assert_true(parse(line, &rq, &err));
 	request_clear(&rq);
 	/* The clock is an input: with now far in the future the same line passes. */
-	event_line(line, sizeof(line), "order.created", "\"e1\"", "\"2027-03-01T06:00:00Z\"",
+	event_line(line, sizeof(line), "order.confirmed", "\"e1\"", "\"2027-03-01T06:00:00Z\"",
 	           "\"PO-1\"", NULL);
 	assert_true(parse_n(line, strlen(line), NOW + 400 * DAY_MS, &rq, &err));
 	request_clear(&rq);
@@ -569,38 +1140,39 @@ static char *canonical_of(const char *line, size_t *len)
 	return c;
 }
 
-/* Key order, white space and escape spelling do not change the canonical form; values do. */
+/* Key order, white space and escape spelling do not change the canonical form; values do.
+ */
 static void test_canonical(void **state)
 {
 	size_t la, lb, lc;
 	(void)state;
 
-	char *a = canonical_of("{\"type\":\"order.created\",\"id\":\"e1\",\"order\":\"PO-1\","
+	char *a = canonical_of("{\"type\":\"order.confirmed\",\"id\":\"e1\",\"order\":\"PO-1\","
 	                       "\"occurred_at\":\"2026-03-01T08:00:00+02:00\","
-	                       "\"buyer\":{\"name\":\"Y\\u00fcnnan Spice\",\"city\":\"昆明\"}}",
+	                       "\"ext\":{\"name\":\"Y\\u00fcnnan Spice\",\"city\":\"昆明\"}}",
 	                       &la);
 	char *b = canonical_of(
 	    " {\r\n\t\"occurred_at\" : \"2026-03-01T08:00:00+02:00\" ,\n"
-	    "  \"buyer\" : { \"city\" : \"\\u6606\\u660e\", \"name\" : \"Yünnan Spice\" },"
-	    "\"order\":\"PO-1\", \"id\":\"e1\",  \"type\":\"order.created\" }  ",
+	    "  \"ext\" : { \"city\" : \"\\u6606\\u660e\", \"name\" : \"Yünnan Spice\" },"
+	    "\"order\":\"PO-1\", \"id\":\"e1\",  \"type\":\"order.confirmed\" }  ",
 	    &lb);
 	assert_int_equal(la, lb);
 	assert_string_equal(a, b);
 	assert_int_equal(strlen(a), la);
-	assert_string_equal(a, "{\"buyer\":{\"city\":\"昆明\",\"name\":\"Yünnan Spice\"},"
+	assert_string_equal(a, "{\"ext\":{\"city\":\"昆明\",\"name\":\"Yünnan Spice\"},"
 	                       "\"id\":\"e1\",\"occurred_at\":\"2026-03-01T08:00:00+02:00\","
-	                       "\"order\":\"PO-1\",\"type\":\"order.created\"}");
+	                       "\"order\":\"PO-1\",\"type\":\"order.confirmed\"}");
 
 	/* One value differs, deep inside: different form. */
-	char *c = canonical_of("{\"type\":\"order.created\",\"id\":\"e1\",\"order\":\"PO-1\","
+	char *c = canonical_of("{\"type\":\"order.confirmed\",\"id\":\"e1\",\"order\":\"PO-1\","
 	                       "\"occurred_at\":\"2026-03-01T08:00:00+02:00\","
-	                       "\"buyer\":{\"name\":\"Yunnan Spice\",\"city\":\"昆明\"}}",
+	                       "\"ext\":{\"name\":\"Yunnan Spice\",\"city\":\"昆明\"}}",
 	                       &lc);
 	assert_string_not_equal(a, c);
 	/* The same instant with another offset is a different event text. */
-	char *d = canonical_of("{\"type\":\"order.created\",\"id\":\"e1\",\"order\":\"PO-1\","
+	char *d = canonical_of("{\"type\":\"order.confirmed\",\"id\":\"e1\",\"order\":\"PO-1\","
 	                       "\"occurred_at\":\"2026-03-01T06:00:00Z\","
-	                       "\"buyer\":{\"name\":\"Yünnan Spice\",\"city\":\"昆明\"}}",
+	                       "\"ext\":{\"name\":\"Yünnan Spice\",\"city\":\"昆明\"}}",
 	                       NULL);
 	assert_string_not_equal(a, d);
 	free(a);
@@ -617,12 +1189,23 @@ static void test_canonical(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_hello_ok),     cmocka_unit_test(test_hello_errors),
-	    cmocka_unit_test(test_ping),         cmocka_unit_test(test_malformed_json),
-	    cmocka_unit_test(test_deep_nesting), cmocka_unit_test(test_not_an_object),
-	    cmocka_unit_test(test_type_field),   cmocka_unit_test(test_unknown_type),
-	    cmocka_unit_test(test_event_ok),     cmocka_unit_test(test_envelope_errors),
-	    cmocka_unit_test(test_future_limit), cmocka_unit_test(test_has_id),
+	    cmocka_unit_test(test_hello_ok),
+	    cmocka_unit_test(test_hello_errors),
+	    cmocka_unit_test(test_ping),
+	    cmocka_unit_test(test_malformed_json),
+	    cmocka_unit_test(test_deep_nesting),
+	    cmocka_unit_test(test_not_an_object),
+	    cmocka_unit_test(test_type_field),
+	    cmocka_unit_test(test_unknown_type),
+	    cmocka_unit_test(test_event_types_ok),
+	    cmocka_unit_test(test_event_rejects),
+	    cmocka_unit_test(test_event_accepts),
+	    cmocka_unit_test(test_lines_bounds),
+	    cmocka_unit_test(test_check_order),
+	    cmocka_unit_test(test_envelope_errors),
+	    cmocka_unit_test(test_shipment_policy),
+	    cmocka_unit_test(test_future_limit),
+	    cmocka_unit_test(test_has_id),
 	    cmocka_unit_test(test_canonical),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);

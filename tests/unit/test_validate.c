@@ -4,7 +4,8 @@
  * Covers the id and ref charsets at their length boundaries and with every
  * kind of bad character, and RFC 3339 parsing: accepted forms with their
  * exact epoch milliseconds and offsets (worked out by hand in the comments),
- * and the forms that must be refused.
+ * and the forms that must be refused; dates, HS codes, country and
+ * currency codes against their real lists, UN/LOCODEs and document kinds.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -230,13 +231,176 @@ static void test_rfc3339_reasons(void **state)
 	                    "offset must be within -23:59..+23:59");
 }
 
+/* Dates: real calendar days only, in the one YYYY-MM-DD form. */
+static void test_date(void **state)
+{
+	(void)state;
+
+	assert_null(validate_date("2026-11-20"));
+	assert_null(validate_date("2028-02-29"));
+	assert_null(validate_date("2000-02-29"));
+	assert_null(validate_date("0001-01-01"));
+	assert_null(validate_date("9999-12-31"));
+	assert_string_equal(validate_date("2026-02-29"),
+	                    "no such date (month 01-12, day within the month)");
+	assert_string_equal(validate_date("1900-02-29"),
+	                    "no such date (month 01-12, day within the month)");
+	assert_non_null(validate_date("2026-04-31"));
+	assert_non_null(validate_date("2026-13-01"));
+	assert_non_null(validate_date("2026-00-10"));
+	assert_string_equal(validate_date("0000-01-01"), "year must be 0001-9999");
+	const char *bad[] = {NULL,
+	                     "",
+	                     "2026-11-2",
+	                     "2026/11/20",
+	                     "20261120",
+	                     "2026-11-20Z",
+	                     "2026-11-20T00:00:00Z",
+	                     " 2026-11-20",
+	                     "26-11-20",
+	                     "2026-1-20"};
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_string_equal(validate_date(bad[i]),
+		                    "must be a date YYYY-MM-DD, e.g. 2026-11-20");
+}
+
+/* HS codes: 6, 8 or 10 digits; prefixes: 2 to 10 digits. */
+static void test_hs(void **state)
+{
+	char buf[16];
+	(void)state;
+
+	for (size_t n = 0; n <= 12; n++) {
+		bool code_ok = n == 6 || n == 8 || n == 10;
+		bool prefix_ok = n >= 2 && n <= 10;
+		repeat(buf, '9', n);
+		assert_int_equal(validate_hs_code(buf) == NULL, code_ok);
+		assert_int_equal(validate_hs_prefix(buf) == NULL, prefix_ok);
+	}
+	assert_null(validate_hs_code("090111"));
+	assert_null(validate_hs_code("0904211000"));
+	assert_string_equal(validate_hs_code("0901.11"), "must be a string of 6, 8 or 10 digits");
+	assert_non_null(validate_hs_code("09011a"));
+	assert_non_null(validate_hs_code(" 090111"));
+	assert_non_null(validate_hs_code(NULL));
+	assert_null(validate_hs_prefix("09"));
+	assert_string_equal(validate_hs_prefix("9"), "must be 2-10 digits");
+	assert_non_null(validate_hs_prefix("09x"));
+	assert_non_null(validate_hs_prefix(NULL));
+}
+
+/* Countries: the assigned ISO 3166-1 alpha-2 codes, and nothing else. */
+static void test_country(void **state)
+{
+	int assigned = 0;
+	(void)state;
+
+	assert_null(validate_country("RW"));
+	assert_null(validate_country("CN"));
+	assert_null(validate_country("KE"));
+	assert_null(validate_country("HK"));
+	assert_null(validate_country("SS"));
+	assert_null(validate_country("AX"));
+	assert_null(validate_country("ZW"));
+	assert_string_equal(validate_country("UK"),
+	                    "is not an assigned ISO 3166-1 alpha-2 country code");
+	assert_non_null(validate_country("XK")); /* user-assigned, not official */
+	assert_non_null(validate_country("EU"));
+	assert_non_null(validate_country("AA"));
+	assert_string_equal(validate_country("rw"), "must be an ISO 3166-1 alpha-2 country code "
+	                                            "(two capital letters), e.g. RW");
+	assert_non_null(validate_country("RWA"));
+	assert_non_null(validate_country("R"));
+	assert_non_null(validate_country(""));
+	assert_non_null(validate_country(NULL));
+	/* The whole list: exactly 249 codes are assigned. */
+	for (char a = 'A'; a <= 'Z'; a++)
+		for (char b = 'A'; b <= 'Z'; b++) {
+			char s[3] = {a, b, '\0'};
+			assigned += validate_country(s) == NULL;
+		}
+	assert_int_equal(assigned, 249);
+}
+
+/* Currencies: ISO 4217 codes in capitals; common mistakes are caught. */
+static void test_currency(void **state)
+{
+	const char *good[] = {"USD", "CNY", "RWF", "EUR", "KES", "HKD", "AED", "ZWG", "XOF", "XCG"};
+	const char *bad[] = {"RMB", "CNH", "NTD", "ABC", "XXX", "XTS", "UKP"};
+	(void)state;
+
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		assert_null(validate_currency(good[i]));
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
+		assert_string_equal(validate_currency(bad[i]), "is not an ISO 4217 currency code");
+	assert_string_equal(validate_currency("usd"), "must be an ISO 4217 currency code (three "
+	                                              "capital letters), e.g. USD");
+	assert_non_null(validate_currency("US"));
+	assert_non_null(validate_currency("USDT"));
+	assert_non_null(validate_currency("US$"));
+	assert_non_null(validate_currency(""));
+	assert_non_null(validate_currency(NULL));
+	/* Only whole codes match, never a piece across two. */
+	assert_non_null(validate_currency("DAF"));
+	assert_non_null(validate_currency("D A"));
+}
+
+/* UN/LOCODEs: a country (or XZ) and three of A-Z, 2-9. */
+static void test_locode(void **state)
+{
+	(void)state;
+
+	assert_null(validate_locode("RWKGL"));
+	assert_null(validate_locode("CNHGH"));
+	assert_null(validate_locode("CNSHA"));
+	assert_null(validate_locode("KEMBA"));
+	assert_null(validate_locode("XZ2AB"));
+	assert_null(validate_locode("US2ZZ"));
+	assert_string_equal(validate_locode("rwkgl"), "must be a UN/LOCODE: a country code and 3 "
+	                                              "of A-Z or 2-9, e.g. RWKGL");
+	assert_non_null(validate_locode("RWKG1")); /* 0 and 1 are not used */
+	assert_non_null(validate_locode("RWKG0"));
+	assert_non_null(validate_locode("RW KGL"));
+	assert_non_null(validate_locode("RWKG"));
+	assert_non_null(validate_locode("RWKGLX"));
+	assert_non_null(validate_locode("QQKGL"));
+	assert_non_null(validate_locode(""));
+	assert_non_null(validate_locode(NULL));
+}
+
+/* Document kinds: the eight of the protocol, exactly spelled. */
+static void test_document(void **state)
+{
+	const char *good[] = {"phytosanitary",      "certificate_of_origin", "export_declaration",
+	                      "commercial_invoice", "packing_list",          "bill_of_lading",
+	                      "air_waybill",        "quality_certificate"};
+	(void)state;
+
+	for (size_t i = 0; i < sizeof(good) / sizeof(good[0]); i++)
+		assert_null(validate_document(good[i]));
+	assert_non_null(validate_document("Phytosanitary"));
+	assert_non_null(validate_document("invoice"));
+	assert_non_null(validate_document(""));
+	assert_non_null(validate_document(NULL));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_event_id_lengths), cmocka_unit_test(test_event_id_charset),
-	    cmocka_unit_test(test_ref_lengths),      cmocka_unit_test(test_ref_charset),
-	    cmocka_unit_test(test_rfc3339_accepted), cmocka_unit_test(test_rfc3339_null_outputs),
-	    cmocka_unit_test(test_rfc3339_refused),  cmocka_unit_test(test_rfc3339_reasons),
+	    cmocka_unit_test(test_event_id_lengths),
+	    cmocka_unit_test(test_event_id_charset),
+	    cmocka_unit_test(test_ref_lengths),
+	    cmocka_unit_test(test_ref_charset),
+	    cmocka_unit_test(test_rfc3339_accepted),
+	    cmocka_unit_test(test_rfc3339_null_outputs),
+	    cmocka_unit_test(test_rfc3339_refused),
+	    cmocka_unit_test(test_rfc3339_reasons),
+	    cmocka_unit_test(test_date),
+	    cmocka_unit_test(test_hs),
+	    cmocka_unit_test(test_country),
+	    cmocka_unit_test(test_currency),
+	    cmocka_unit_test(test_locode),
+	    cmocka_unit_test(test_document),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,92 @@
+/*
+ * project.c - fold each changed order of a batch; see project.h.
+ *
+ * The batch's LOAD query returned every event of every order the batch
+ * touched, grouped by order.  Each group whose order got a new event is
+ * parsed and folded by lib/model.c, and the results are packed into one
+ * JSON array, so the whole batch's read model is written by one statement.
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "project.h"
+
+/* Order slots by (exporter, order) for bsearch. */
+static int slot_cmp(const void *a, const void *b)
+{
+	const struct slot *x = *(struct slot *const *)a;
+	const struct slot *y = *(struct slot *const *)b;
+	int c = strcmp(x->s_exporter, y->s_exporter);
+	return c != 0 ? c : strcmp(x->s_order, y->s_order);
+}
+
+/* Did this batch store an event of (exporter, order)? */
+static bool order_changed(struct slot **changed, size_t n, const char *exporter,
+                          const char *order)
+{
+	struct slot key = {.s_exporter = exporter, .s_order = order};
+	struct slot *kp = &key;
+	return bsearch(&kp, changed, n, sizeof(*changed), slot_cmp) != NULL;
+}
+
+/* Fold rows [from, to) of load, one order, into {"exporter","order_ref","state"}. */
+static json_t *fold_order(const PGresult *load, int from, int to, const struct model_rules *rules)
+{
+	size_t n = (size_t)(to - from);
+	struct model_event *evs = calloc(n, sizeof(*evs));
+	size_t k = 0;
+	if (evs == NULL)
+		abort();
+	for (int row = from; row < to; row++) {
+		json_error_t err;
+		json_t *body = json_loads(PQgetvalue(load, row, 5), 0, &err);
+		if (body == NULL) {
+			/* Stored bodies are our own canonical JSON; this is a bug. */
+			log_error("stored event unreadable", "event=%s reason=%s",
+			          lq(PQgetvalue(load, row, 2)), lq(err.text));
+			continue;
+		}
+		evs[k].id = PQgetvalue(load, row, 2);
+		evs[k].type = PQgetvalue(load, row, 3);
+		evs[k].occurred_ms = strtoll(PQgetvalue(load, row, 4), NULL, 10);
+		evs[k].body = body;
+		k++;
+	}
+	json_t *state = model_fold(evs, k, rules);
+	for (size_t i = 0; i < k; i++)
+		json_decref(evs[i].body);
+	free(evs);
+	return json_pack("{s:s, s:s, s:o}", "exporter", PQgetvalue(load, from, 0), "order_ref",
+	                 PQgetvalue(load, from, 1), "state", state);
+}
+
+char *project_build(const PGresult *load, struct slot **changed, size_t n_changed,
+                    const struct model_rules *rules, unsigned *n_orders)
+{
+	*n_orders = 0;
+	if (n_changed == 0)
+		return NULL;
+	qsort(changed, n_changed, sizeof(*changed), slot_cmp);
+
+	json_t *out = json_array();
+	int rows = PQntuples(load);
+	for (int from = 0; from < rows;) {
+		const char *exp = PQgetvalue(load, from, 0);
+		const char *ord = PQgetvalue(load, from, 1);
+		int to = from + 1;
+		while (to < rows && strcmp(PQgetvalue(load, to, 0), exp) == 0 &&
+		       strcmp(PQgetvalue(load, to, 1), ord) == 0)
+			to++;
+		if (order_changed(changed, n_changed, exp, ord)) {
+			json_array_append_new(out, fold_order(load, from, to, rules));
+			(*n_orders)++;
+		}
+		from = to;
+	}
+	/* jansson holds numbers as doubles; 15 significant digits print
+	 * them as the exporter wrote them (7.9, not 7.9000000000000004). */
+	char *text = *n_orders > 0 ? json_dumps(out, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
+	json_decref(out);
+	return text;
+}

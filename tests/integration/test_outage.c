@@ -1,0 +1,235 @@
+/*
+ * test_outage.c - the daemon across PostgreSQL outages.
+ *
+ * PostgreSQL is stopped for about three seconds in the middle of a stream
+ * on two connections, and in a second test is down when the daemon starts.
+ * The daemon must keep running, hold acks until a commit, and end with
+ * every event stored exactly once.  An event whose batch was in flight when
+ * the connection dropped may be acked "stored" or "duplicate"; an error is
+ * never right.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "harness.h"
+
+#define CONNS 2
+#define PER_CONN 1500 /* 3,000 events in all */
+#define TICK_MS 10
+#define TICK_EVENTS 3 /* per connection per tick: ~300 events/s each */
+#define STOP_AT 400   /* events per connection queued when the stop begins */
+#define OUTAGE_MS 3000
+#define RECOVER_MS 120000
+
+/* The id of event i on connection k. */
+static void event_id(int k, int i, char *out, size_t cap)
+{
+	snprintf(out, cap, "out-c%d-%04d", k, i);
+}
+
+/* Queue events [from, to) on every connection. */
+static void queue_range(struct it_client **cs, int from, int to)
+{
+	for (int k = 0; k < CONNS; k++) {
+		for (int i = from; i < to; i++) {
+			char id[32];
+			event_id(k, i, id, sizeof(id));
+			char *ev = it_event_line(id, i % 2 ? "shipment.checkpoint" : "shipment.arrived",
+			                         "PO-OUT", k ? "SH-OUT-B" : "SH-OUT-A");
+			it_queue(cs[k], ev);
+			free(ev);
+		}
+	}
+}
+
+/* Acks for every event, in order, each stored or duplicate. */
+static void check_acks(struct it_client **cs, int n, int *duplicates)
+{
+	*duplicates = 0;
+	for (int k = 0; k < CONNS; k++) {
+		if (cs[k]->n_lines < (size_t)(n + 1))
+			it_fail("connection %d: %zu of %d events acked%s", k, cs[k]->n_lines - 1, n,
+			        cs[k]->eof ? " (closed by the daemon)" : "");
+		for (int i = 0; i < n; i++) {
+			char id[32];
+			const char *line = cs[k]->lines[1 + i];
+			event_id(k, i, id, sizeof(id));
+			if (strstr(line, "\"duplicate\"") != NULL) {
+				it_check_ack(line, id, "duplicate");
+				(*duplicates)++;
+			} else {
+				it_check_ack(line, id, "stored");
+			}
+		}
+	}
+}
+
+/*
+ * PostgreSQL stops (in mode) for ~3 s mid-stream, while batches are in
+ * flight: every event acked, none lost, none twice.
+ */
+static void outage_mid_stream(const char *mode)
+{
+	struct it_client *cs[CONNS];
+	char db[32];
+	int dups;
+
+	snprintf(db, sizeof(db), "outage_%s", mode);
+	it_pg_createdb(db);
+	struct it_config cfg = {.name = db, .dbname = db};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+
+	/* Line 0 of each connection's replies is the welcome. */
+	for (int k = 0; k < CONNS; k++) {
+		cs[k] = it_connect(d);
+		it_queue(cs[k], "{\"type\":\"hello\",\"exporter\":\"" IT_EXPORTER
+		                "\",\"token\":\"" IT_TOKEN "\"}");
+		cs[k]->want = 1;
+	}
+	if (!it_pump(cs, CONNS, IT_REPLY_MS))
+		it_fail("no reply to hello");
+	for (int k = 0; k < CONNS; k++) {
+		if (strstr(cs[k]->lines[0], "\"welcome\"") == NULL)
+			it_fail("hello answered with %s", cs[k]->lines[0]);
+	}
+
+	/*
+	 * A paced stream, TICK_EVENTS per connection every TICK_MS, so that
+	 * batches are in flight whenever PostgreSQL goes.  The stop begins once
+	 * STOP_AT events per connection are queued; the cluster starts again
+	 * OUTAGE_MS after the stop has finished.
+	 */
+	enum { BEFORE, STOPPING, DOWN, UP } phase = BEFORE;
+	int queued = 0;
+	long long t0 = it_now_ms(), t_stop = 0, t_down = 0, t_up = 0;
+	size_t acked_down = 0, acked_before = 0;
+	pid_t stopper = -1;
+	off_t off = it_log_offset(d);
+	for (int k = 0; k < CONNS; k++)
+		cs[k]->want = (size_t)PER_CONN + 2; /* unreachable: pump whole ticks */
+	while (queued < PER_CONN || phase != UP) {
+		int target = (int)((it_now_ms() - t0) / TICK_MS + 1) * TICK_EVENTS;
+		if (target > PER_CONN)
+			target = PER_CONN;
+		if (target > queued) {
+			queue_range(cs, queued, target);
+			queued = target;
+		}
+		it_pump(cs, CONNS, TICK_MS);
+		size_t acked = cs[0]->n_lines + cs[1]->n_lines - 2;
+		if (phase == BEFORE && queued >= STOP_AT) {
+			acked_before = acked;
+			t_stop = it_now_ms();
+			stopper = it_pg_stop_begin(mode);
+			phase = STOPPING;
+		} else if (phase == STOPPING && it_pg_stop_done(stopper)) {
+			t_down = it_now_ms();
+			acked_down = acked;
+			phase = DOWN;
+		} else if (phase == DOWN && it_now_ms() - t_down >= OUTAGE_MS) {
+			if (!it_daemon_alive(d))
+				it_fail("the daemon exited while PostgreSQL was down");
+			acked_down = acked - acked_down;
+			it_pg_start();
+			t_up = it_now_ms();
+			phase = UP;
+		}
+	}
+	fprintf(stderr,
+	        "outage (%s): %zu acks before the stop, stop took %lld ms, down %lld ms with "
+	        "%zu acks meanwhile\n",
+	        mode, acked_before, t_down - t_stop, t_up - t_down, acked_down);
+
+	/* After: every held ack. */
+	for (int k = 0; k < CONNS; k++)
+		cs[k]->want = 1 + PER_CONN;
+	if (!it_pump(cs, CONNS, RECOVER_MS))
+		it_fail("not every event was answered within %d ms of PostgreSQL's restart (%zu "
+		        "and %zu replies)",
+		        RECOVER_MS, cs[0]->n_lines - 1, cs[1]->n_lines - 1);
+	fprintf(stderr, "outage (%s): all acked %lld ms after the restart\n", mode,
+	        it_now_ms() - t_up);
+	check_acks(cs, PER_CONN, &dups);
+	fprintf(stderr, "outage (%s): %d acks were \"duplicate\"\n", mode, dups);
+
+	assert_int_equal(it_db_rows(db), CONNS * PER_CONN);
+	assert_int_equal(it_db_long(db, "SELECT count(DISTINCT event_id) FROM ordertrack.events",
+	                            NULL),
+	                 CONNS * PER_CONN);
+	off_t lost = it_log_expect(d, off, "msg=\"database lost\"", 0);
+	it_log_expect(d, lost, "msg=\"database connected\"", IT_REPLY_MS);
+
+	/* Still an ordinary daemon afterwards. */
+	char *ev = it_event_line("out-after", "order.created", "PO-OUT", NULL);
+	it_send(cs[0], ev);
+	it_expect_ack(cs[0], "out-after", "stored");
+	free(ev);
+	it_daemon_stop_clean(d);
+}
+
+/* The outage of the brief: a fast shutdown, sessions terminated cleanly. */
+static void test_outage_fast(void **state)
+{
+	outage_mid_stream("fast");
+}
+
+/* A crash-like stop: commits in flight may or may not have happened. */
+static void test_outage_immediate(void **state)
+{
+	outage_mid_stream("immediate");
+}
+
+/* The daemon starts while PostgreSQL is down, waits, and serves once it is up. */
+static void test_start_while_down(void **state)
+{
+	char *line;
+
+	it_pg_createdb("outage_start");
+	it_pg_stop("fast");
+	struct it_config cfg = {.name = "outage_start", .dbname = "outage_start"};
+	struct it_daemon *d = it_daemon_start(&cfg, false);
+	it_sleep_ms(1000);
+	if (!it_daemon_alive(d))
+		it_fail("the daemon exited because PostgreSQL was down");
+	if (it_log_wait(d, 0, "msg=ready", 0) >= 0)
+		it_fail("msg=ready logged while PostgreSQL is down");
+
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	char *ev = it_event_line("down-1", "order.created", "PO-DOWN", NULL);
+	it_send(c, ev);
+	/* Nothing can be committed, so nothing may be answered yet. */
+	if (it_try_read_line(c, 1500, &line) == IT_READ_LINE)
+		it_fail("an event was answered while PostgreSQL was down: %s", line);
+	it_send(c, "{\"type\":\"ping\"}");
+
+	off_t off = it_log_offset(d);
+	it_pg_start();
+	it_log_expect(d, off, "msg=\"database connected\"", 60000);
+	it_log_expect(d, 0, "msg=ready", 60000);
+	line = it_read_line(c, 60000);
+	it_check_ack(line, "down-1", "stored");
+	free(line);
+	it_expect_pong(c);
+	assert_int_equal(it_db_rows("outage_start"), 1);
+	free(ev);
+	it_daemon_stop_clean(d);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_teardown(test_outage_fast, it_test_teardown),
+		cmocka_unit_test_teardown(test_outage_immediate, it_test_teardown),
+		cmocka_unit_test_teardown(test_start_while_down, it_test_teardown),
+	};
+	it_env_init("outage");
+	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
+}

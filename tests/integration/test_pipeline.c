@@ -1,0 +1,234 @@
+/*
+ * test_pipeline.c - volume through the real daemon: 10,000 events pipelined
+ * on one connection, and 100 connections sending at once.
+ *
+ * Each test uses a database of its own, so "exactly N rows" means what it
+ * says.  Replies are read while sending (it_send_raw and it_pump drain the
+ * socket) so that a daemon that stops reading while its replies are unread,
+ * as back-pressure should, cannot deadlock the test; the protocol's view is
+ * still "send everything, then collect the acks".
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <cmocka.h>
+
+#include "harness.h"
+
+#define ONE_N 10000
+#define MANY_CONNS 100
+#define MANY_EVENTS 50
+#define READ_ALL_MS 120000
+
+/* Event i of a stream: ids and refs vary, types alternate. */
+static char *stream_event(const char *prefix, int i, char *id, size_t idcap)
+{
+	char order[32], ship[32];
+	snprintf(id, idcap, "%s-%05d", prefix, i);
+	snprintf(order, sizeof(order), "PO-%04d", i / 10);
+	snprintf(ship, sizeof(ship), "SH-%04d.%d", i / 10, i % 3);
+	if (i % 4 == 0)
+		return it_event_line(id, "order.created", order, NULL);
+	return it_event_line(id, i % 4 == 1 ? "shipment.checkpoint" : "shipment.departed", order,
+	                     ship);
+}
+
+/* 10,000 events in one go on one connection: 10,000 acks, in order, 10,000 rows. */
+static void test_ten_thousand_pipelined(void **state)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *mem = open_memstream(&buf, &len);
+	assert_non_null(mem);
+	for (int i = 0; i < ONE_N; i++) {
+		char id[64];
+		char *ev = stream_event("one", i, id, sizeof(id));
+		fprintf(mem, "%s\n", ev);
+		free(ev);
+	}
+	fclose(mem);
+
+	it_pg_createdb("pipe_one");
+	struct it_config cfg = {.name = "pipe_one", .dbname = "pipe_one"};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+
+	long long t0 = it_now_ms();
+	it_send_raw(c, buf, len);
+	long long t_sent = it_now_ms();
+	for (int i = 0; i < ONE_N; i++) {
+		char id[64];
+		snprintf(id, sizeof(id), "one-%05d", i);
+		char *line = it_read_line(c, READ_ALL_MS);
+		it_check_ack(line, id, "stored");
+		free(line);
+	}
+	long long t_acked = it_now_ms();
+	fprintf(stderr, "pipeline: %d events sent in %lld ms, all acked after %lld ms\n", ONE_N,
+	        t_sent - t0, t_acked - t0);
+
+	assert_int_equal(it_db_rows("pipe_one"), ONE_N);
+	assert_int_equal(it_db_long("pipe_one",
+	                            "SELECT count(DISTINCT event_id) FROM ordertrack.events"
+	                            " WHERE exporter = $1 AND event_id LIKE 'one-%'",
+	                            IT_EXPORTER, NULL),
+	                 ONE_N);
+	/* One spot check of content: the last event's body is what was sent. */
+	char id[64];
+	char *last = stream_event("one", ONE_N - 1, id, sizeof(id));
+	char *eq = it_db_value("pipe_one",
+	                       "SELECT (body = $2::jsonb)::text FROM ordertrack.events"
+	                       " WHERE event_id = $1",
+	                       id, last, NULL);
+	assert_string_equal(eq, "true");
+	free(eq);
+	free(last);
+
+	/* Nothing more came: exactly one reply per line. */
+	char *extra;
+	if (it_try_read_line(c, 300, &extra) == IT_READ_LINE)
+		it_fail("a reply beyond the %d expected: %s", ONE_N, extra);
+	free(buf);
+	it_daemon_stop_clean(d);
+}
+
+/* 100 connections, each hello and 50 events, all sending at once. */
+static void test_hundred_connections(void **state)
+{
+	struct it_client *cs[MANY_CONNS];
+
+	it_pg_createdb("pipe_many");
+	struct it_config cfg = {
+		.name = "pipe_many", .dbname = "pipe_many", .max_connections = 2 * MANY_CONNS};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+
+	/* Connect all first so that every session is open while events flow. */
+	for (int k = 0; k < MANY_CONNS; k++)
+		cs[k] = it_connect(d);
+	for (int k = 0; k < MANY_CONNS; k++) {
+		const char *hello =
+			k % 2 ? "{\"type\":\"hello\",\"exporter\":\"" IT_EXPORTER2
+			        "\",\"token\":\"" IT_TOKEN2 "\"}"
+			      : "{\"type\":\"hello\",\"exporter\":\"" IT_EXPORTER
+			        "\",\"token\":\"" IT_TOKEN "\"}";
+		it_queue(cs[k], hello);
+		cs[k]->want = 1;
+	}
+	if (!it_pump(cs, MANY_CONNS, 30000))
+		it_fail("not every connection got a reply to hello within 30 s");
+	for (int k = 0; k < MANY_CONNS; k++) {
+		if (strstr(cs[k]->lines[0], "\"welcome\"") == NULL)
+			it_fail("connection %d: hello answered with %s", k, cs[k]->lines[0]);
+	}
+
+	/* Interleave: round i queues event i on every connection. */
+	for (int i = 0; i < MANY_EVENTS; i++) {
+		for (int k = 0; k < MANY_CONNS; k++) {
+			char id[64], prefix[16];
+			snprintf(prefix, sizeof(prefix), "c%03d", k);
+			char *ev = stream_event(prefix, i, id, sizeof(id));
+			it_queue(cs[k], ev);
+			free(ev);
+		}
+	}
+	for (int k = 0; k < MANY_CONNS; k++)
+		cs[k]->want = 1 + MANY_EVENTS;
+	long long t0 = it_now_ms();
+	bool all = it_pump(cs, MANY_CONNS, READ_ALL_MS);
+	fprintf(stderr, "pipeline: %d connections x %d events in %lld ms\n", MANY_CONNS,
+	        MANY_EVENTS, it_now_ms() - t0);
+	for (int k = 0; k < MANY_CONNS; k++) {
+		if (cs[k]->n_lines < (size_t)(1 + MANY_EVENTS))
+			it_fail("connection %d: %zu of %d acks within %d ms%s", k,
+			        cs[k]->n_lines - 1, MANY_EVENTS, READ_ALL_MS,
+			        cs[k]->eof ? " (closed by the daemon)" : "");
+		for (int i = 0; i < MANY_EVENTS; i++) {
+			char id[64];
+			snprintf(id, sizeof(id), "c%03d-%05d", k, i);
+			it_check_ack(cs[k]->lines[1 + i], id, "stored");
+		}
+	}
+	assert_true(all);
+	assert_int_equal(it_db_rows("pipe_many"), MANY_CONNS * MANY_EVENTS);
+	assert_int_equal(it_db_long("pipe_many",
+	                            "SELECT count(DISTINCT (exporter, event_id))"
+	                            " FROM ordertrack.events",
+	                            NULL),
+	                 MANY_CONNS * MANY_EVENTS);
+	it_daemon_stop_clean(d);
+}
+
+/*
+ * Tight limits: window 8 per connection, 16 pending in all, batches of 3.
+ * Four connections pipeline 500 events each with a ping every 50: the
+ * daemon must pause and resume reading without losing or reordering.
+ */
+static void test_small_window(void **state)
+{
+	enum { CONNS = 4, N = 500, PING_EVERY = 50 };
+	struct it_client *cs[CONNS];
+
+	it_pg_createdb("pipe_window");
+	struct it_config cfg = {.name = "pipe_window",
+	                        .dbname = "pipe_window",
+	                        .window = 8,
+	                        .max_pending = 16,
+	                        .batch_max_events = 3,
+	                        .batch_max_delay_ms = 2};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	for (int k = 0; k < CONNS; k++) {
+		cs[k] = it_connect(d);
+		it_queue(cs[k], "{\"type\":\"hello\",\"exporter\":\"" IT_EXPORTER
+		                "\",\"token\":\"" IT_TOKEN "\"}");
+		for (int i = 0; i < N; i++) {
+			char id[64], prefix[16];
+			snprintf(prefix, sizeof(prefix), "w%d", k);
+			char *ev = stream_event(prefix, i, id, sizeof(id));
+			it_queue(cs[k], ev);
+			free(ev);
+			if (i % PING_EVERY == PING_EVERY - 1)
+				it_queue(cs[k], "{\"type\":\"ping\"}");
+		}
+		cs[k]->want = 1 + N + N / PING_EVERY;
+	}
+	long long t0 = it_now_ms();
+	if (!it_pump(cs, CONNS, READ_ALL_MS))
+		it_fail("not every line answered within %d ms (%zu %zu %zu %zu replies)",
+		        READ_ALL_MS, cs[0]->n_lines, cs[1]->n_lines, cs[2]->n_lines,
+		        cs[3]->n_lines);
+	fprintf(stderr, "pipeline: window 8, %d x %d events in %lld ms\n", CONNS, N,
+	        it_now_ms() - t0);
+	for (int k = 0; k < CONNS; k++) {
+		size_t at = 1;
+		if (strstr(cs[k]->lines[0], "\"welcome\"") == NULL)
+			it_fail("connection %d: hello answered with %s", k, cs[k]->lines[0]);
+		for (int i = 0; i < N; i++) {
+			char id[64];
+			snprintf(id, sizeof(id), "w%d-%05d", k, i);
+			it_check_ack(cs[k]->lines[at++], id, "stored");
+			if (i % PING_EVERY == PING_EVERY - 1 &&
+			    strcmp(cs[k]->lines[at++], "{\"type\":\"pong\"}") != 0)
+				it_fail("connection %d: expected a pong after event %d, got %s", k, i,
+				        cs[k]->lines[at - 1]);
+		}
+	}
+	assert_int_equal(it_db_rows("pipe_window"), CONNS * N);
+	it_daemon_stop_clean(d);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_teardown(test_ten_thousand_pipelined, it_test_teardown),
+		cmocka_unit_test_teardown(test_hundred_connections, it_test_teardown),
+		cmocka_unit_test_teardown(test_small_window, it_test_teardown),
+	};
+	it_env_init("pipeline");
+	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
+}

@@ -1,0 +1,279 @@
+/*
+ * test_signals.c - SIGTERM/SIGINT drain and SIGHUP reload of the real daemon.
+ *
+ * SIGTERM with events in flight must not lose an acked event nor leave a
+ * read line unanswered; SIGHUP must apply a good config to new sessions
+ * while old ones carry on, and keep the old config when the new one is
+ * broken.
+ */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include <cmocka.h>
+
+#include "harness.h"
+
+#define TERM_N 2000
+#define NEW_EXPORTER "lake-tea"
+#define NEW_TOKEN "lake-tea-0b9e11-token"
+
+/* Send hello as exporter and return the reply line (for expected refusals). */
+static char *try_hello(struct it_client *c, const char *exporter, const char *token)
+{
+	it_sendf(c, "{\"type\":\"hello\",\"exporter\":\"%s\",\"token\":\"%s\"}", exporter, token);
+	return it_read_line(c, IT_REPLY_MS);
+}
+
+/* SIGTERM right after 2,000 pipelined events: every answer is an ack, every ack a row. */
+static void test_sigterm_in_flight(void **state)
+{
+	char *buf = NULL, *ids[TERM_N];
+	size_t len = 0, acked = 0;
+	FILE *mem = open_memstream(&buf, &len);
+	assert_non_null(mem);
+	for (int i = 0; i < TERM_N; i++) {
+		char id[32];
+		snprintf(id, sizeof(id), "term-%04d", i);
+		ids[i] = strdup(id);
+		char *ev = it_event_line(id, "shipment.checkpoint", "PO-TERM", "SH-TERM");
+		fprintf(mem, "%s\n", ev);
+		free(ev);
+	}
+	fclose(mem);
+
+	it_pg_createdb("sig_term");
+	struct it_config cfg = {.name = "sigterm", .dbname = "sig_term"};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	struct it_client *idle = it_connect(d);
+	it_hello(idle, IT_EXPORTER2, IT_TOKEN2);
+
+	it_send_raw(c, buf, len);
+	off_t off = it_log_offset(d);
+	if (kill(d->pid, SIGTERM) != 0)
+		it_fail("kill: SIGTERM");
+
+	/* Read to EOF: each reply is the ack of the next event, in order. */
+	for (;;) {
+		char *line;
+		enum it_read r = it_try_read_line(c, IT_STOP_MS, &line);
+		if (r == IT_READ_EOF)
+			break;
+		if (r == IT_READ_TIMEOUT)
+			it_fail("after SIGTERM the connection was neither answered nor closed "
+			        "within %d ms (%zu acks so far)",
+			        IT_STOP_MS, acked);
+		if (acked == TERM_N)
+			it_fail("more replies than events sent: %s", line);
+		it_check_ack(line, ids[acked], "stored");
+		acked++;
+		free(line);
+	}
+	it_expect_eof(idle, IT_STOP_MS);
+	int st = it_daemon_wait(d, IT_STOP_MS);
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		it_fail("daemon should exit 0 after SIGTERM; wait status 0x%x", st);
+	fprintf(stderr, "sigterm: %zu of %d events acked before the daemon closed\n", acked,
+	        TERM_N);
+	it_log_expect(d, off, "msg=draining", 0);
+	it_log_expect(d, off, "msg=stopped", 0);
+
+	char *arr = it_pg_array(ids, acked);
+	long present = it_db_long("sig_term",
+	                          "SELECT count(*) FROM ordertrack.events"
+	                          " WHERE exporter = $1 AND event_id = ANY($2::text[])",
+	                          IT_EXPORTER, arr, NULL);
+	if (present != (long)acked)
+		it_fail("%zu events were acked but only %ld of them are in the table", acked,
+		        present);
+	/* Lines the daemon read were answered, so no row lacks its ack. */
+	long rows = it_db_rows("sig_term");
+	if (rows != (long)acked)
+		it_fail("%ld rows stored but %zu acked: a line was committed without its ack",
+		        rows, acked);
+	free(arr);
+	for (int i = 0; i < TERM_N; i++)
+		free(ids[i]);
+	free(buf);
+}
+
+/* SIGINT stops an idle daemon as cleanly as SIGTERM. */
+static void test_sigint_idle(void **state)
+{
+	struct it_config cfg = {.name = "sigint"};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	int st = it_daemon_stop(d, SIGINT, IT_STOP_MS);
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		it_fail("daemon should exit 0 after SIGINT; wait status 0x%x", st);
+	it_expect_eof(c, IT_REPLY_MS);
+}
+
+/* SIGHUP with a new exporter: it can say hello; old sessions keep working. */
+static void test_sighup_add_exporter(void **state)
+{
+	struct it_config cfg = {.name = "sighup_add"};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct it_client *old = it_connect(d);
+	it_hello(old, IT_EXPORTER, IT_TOKEN);
+
+	struct it_client *early = it_connect(d);
+	char *line = try_hello(early, NEW_EXPORTER, NEW_TOKEN);
+	json_decref(it_check_error(line, NULL, "auth_failed"));
+	free(line);
+
+	/* An event half-sent across the reload must still arrive whole. */
+	char *ev = it_event_line("hup-old-1", "order.created", "PO-HUP", NULL);
+	size_t half = strlen(ev) / 2;
+	it_send_raw(old, ev, half);
+
+	cfg.extra[0] = (struct it_exporter){NEW_EXPORTER, "Lake Kivu Tea Estate", NEW_TOKEN};
+	cfg.n_extra = 1;
+	it_daemon_rewrite(d, &cfg);
+	off_t off = it_log_offset(d);
+	kill(d->pid, SIGHUP);
+	it_log_expect(d, off, "msg=\"config reloaded\"", IT_REPLY_MS);
+
+	struct it_client *fresh = it_connect(d);
+	it_hello(fresh, NEW_EXPORTER, NEW_TOKEN);
+	char *ev2 = it_event_line("hup-new-1", "order.created", "PO-HUP", NULL);
+	it_send(fresh, ev2);
+	it_expect_ack(fresh, "hup-new-1", "stored");
+	assert_int_equal(it_db_long(IT_DB,
+	                            "SELECT count(*) FROM ordertrack.events"
+	                            " WHERE exporter = $1 AND event_id = $2",
+	                            NEW_EXPORTER, "hup-new-1", NULL),
+	                 1);
+
+	it_send_raw(old, ev + half, strlen(ev) - half);
+	it_send_raw(old, "\n", 1);
+	it_expect_ack(old, "hup-old-1", "stored");
+	it_send(old, "{\"type\":\"ping\"}");
+	it_expect_pong(old);
+
+	/* A reload can take an exporter away: andes-cacao is refused from now on. */
+	cfg.no_default_exporters = true;
+	cfg.extra[1] = (struct it_exporter){IT_EXPORTER, IT_EXPORTER_NAME, IT_TOKEN};
+	cfg.n_extra = 2;
+	it_daemon_rewrite(d, &cfg);
+	off = it_log_offset(d);
+	kill(d->pid, SIGHUP);
+	it_log_expect(d, off, "msg=\"config reloaded\"", IT_REPLY_MS);
+	struct it_client *gone = it_connect(d);
+	line = try_hello(gone, IT_EXPORTER2, IT_TOKEN2);
+	json_decref(it_check_error(line, NULL, "auth_failed"));
+	free(line);
+	struct it_client *again = it_connect(d);
+	it_hello(again, IT_EXPORTER, IT_TOKEN);
+	it_send(old, "{\"type\":\"ping\"}");
+	it_expect_pong(old);
+	free(ev);
+	free(ev2);
+	it_daemon_stop_clean(d);
+}
+
+/* SIGHUP can change limits: a lower max_line_bytes applies to new sessions. */
+static void test_sighup_limits(void **state)
+{
+	struct it_config cfg = {.name = "sighup_limits", .max_line_bytes = 8192};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	char big[3000];
+	memset(big, ' ', sizeof(big));
+	memcpy(big, "{\"type\":\"ping\"", 14);
+	big[sizeof(big) - 2] = '}';
+	big[sizeof(big) - 1] = '\0';
+
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	it_send(c, big);
+	it_expect_pong(c);
+
+	cfg.max_line_bytes = 1024;
+	it_daemon_rewrite(d, &cfg);
+	off_t off = it_log_offset(d);
+	kill(d->pid, SIGHUP);
+	it_log_expect(d, off, "msg=\"config reloaded\"", IT_REPLY_MS);
+	struct it_client *n = it_connect(d);
+	it_hello(n, IT_EXPORTER, IT_TOKEN);
+	it_send(n, big);
+	json_decref(it_expect_error(n, NULL, "line_too_long"));
+	it_send(n, "{\"type\":\"ping\"}");
+	it_expect_pong(n);
+	it_daemon_stop_clean(d);
+}
+
+/* SIGHUP with a broken file (syntax, then a bad value) keeps the running config. */
+static void test_sighup_broken_config(void **state)
+{
+	struct it_config cfg = {.name = "sighup_broken"};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct it_client *old = it_connect(d);
+	it_hello(old, IT_EXPORTER, IT_TOKEN);
+
+	/* A syntax error, then a well-formed file whose only exporter has a bad digest. */
+	char bad_value[2048];
+	snprintf(bad_value, sizeof(bad_value),
+	         "listen = [ \"127.0.0.1:0\" ];\n"
+	         "database = { conninfo = \"%s\"; };\n"
+	         "exporters = ( { id = \"" NEW_EXPORTER "\"; name = \"Lake\";"
+	         " token_sha256 = \"not-a-digest\"; } );\n",
+	         it_conninfo(NULL));
+	const char *broken[] = {
+		"listen = [ \"127.0.0.1:0\" ];\nexporters = ( { id = \"kivu-coffee\"; \n",
+		bad_value,
+	};
+	for (size_t i = 0; i < sizeof(broken) / sizeof(broken[0]); i++) {
+		it_daemon_rewrite_raw(d, broken[i]);
+		off_t off = it_log_offset(d);
+		kill(d->pid, SIGHUP);
+		it_log_expect(d, off, "msg=\"config reload failed\"", IT_REPLY_MS);
+		if (it_log_wait(d, off, "msg=\"config reloaded\"", 0) >= 0)
+			it_fail("broken config %zu was reported as reloaded", i);
+		if (!it_daemon_alive(d))
+			it_fail("the daemon exited on a broken config");
+
+		/* The old exporters are still accepted, the old session still serves. */
+		struct it_client *n = it_connect(d);
+		it_hello(n, IT_EXPORTER2, IT_TOKEN2);
+		char id[32];
+		snprintf(id, sizeof(id), "hup-broken-%zu", i);
+		char *ev = it_event_line(id, "order.cancelled", "PO-BRK", NULL);
+		it_send(old, ev);
+		it_expect_ack(old, id, "stored");
+		free(ev);
+		it_close(n);
+	}
+
+	/* A good file afterwards reloads as usual. */
+	cfg.extra[0] = (struct it_exporter){NEW_EXPORTER, "Lake Kivu Tea Estate", NEW_TOKEN};
+	cfg.n_extra = 1;
+	it_daemon_rewrite(d, &cfg);
+	off_t off = it_log_offset(d);
+	kill(d->pid, SIGHUP);
+	it_log_expect(d, off, "msg=\"config reloaded\"", IT_REPLY_MS);
+	struct it_client *n = it_connect(d);
+	it_hello(n, NEW_EXPORTER, NEW_TOKEN);
+	it_daemon_stop_clean(d);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_teardown(test_sigterm_in_flight, it_test_teardown),
+		cmocka_unit_test_teardown(test_sigint_idle, it_test_teardown),
+		cmocka_unit_test_teardown(test_sighup_add_exporter, it_test_teardown),
+		cmocka_unit_test_teardown(test_sighup_limits, it_test_teardown),
+		cmocka_unit_test_teardown(test_sighup_broken_config, it_test_teardown),
+	};
+	it_env_init("signals");
+	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
+}
