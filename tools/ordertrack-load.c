@@ -28,21 +28,32 @@
  * Latencies go into a log-linear histogram (under 1 % error), so runs of
  * any length use the same memory.
  *
+ * Replies are checked against the event they answer (by id, in order).
+ * The first few error replies are printed in full, the rest only counted.
+ * A run that gets no reply for --timeout seconds with events in flight is
+ * reported as stalled, with the state of every connection.
+ *
  * --out writes the same event lines to a file without connecting (the
- * COPY baseline of the benchmark), and --self-check runs every generated
- * event through libordertrack's own request_parse().  Only the first
- * line of an error reply is not enough to see a pattern, so the first few
- * are printed in full.
+ * COPY baseline of the benchmark): one event per line, no backslash or
+ * tab in any of them, byte for byte what a run with the same --run-id
+ * and --seed on the same UTC day sends.  --self-check runs every
+ * generated event through libordertrack's own request_parse().
+ *
+ * --json prints one object: run_id, exporter, connections, window, orders,
+ * rate, sent, acked, stored, duplicate, errors (error replies, replies out
+ * of order, unexpected replies), lost (unanswered when a connection died,
+ * plus never sent), bytes_sent, unsent, elapsed_s (first send to last
+ * ack), events_per_s (acked), bytes_per_event, latency_{p50,p90,p99,p999,
+ * max,mean}_ms, complete and ok.
  *
  * Exit status: 0 when every event was acked (stored or duplicate), 1 on
- * any error reply, lost event, stall or failed connection, 64 on a usage
- * error.
+ * any error reply, lost event, stall, interruption or failed connection,
+ * 64 on a usage error.
  */
 #include <errno.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <jansson.h>
-#include <limits.h>
 #include <netdb.h>
 #include <netinet/in.h>
 #include <netinet/tcp.h>
@@ -64,9 +75,9 @@
 
 #include "request.h"
 
-#define EX_OK_        0
-#define EX_FAIL       1
-#define EX_USAGE_     64
+#define LOAD_EXIT_OK    0
+#define LOAD_EXIT_FAIL  1
+#define LOAD_EXIT_USAGE 64 /* EX_USAGE of sysexits */
 
 #define RUN_ID_MAX       24          /* characters of --run-id */
 #define ID_CAP           64          /* bytes for an event id and its NUL */
@@ -78,7 +89,7 @@
 #define SWAP_PERCENT     20          /* orders with two neighbouring events swapped */
 #define HOLD_PERCENT     10          /* orders held at import customs */
 
-#define HIST_EXACT_BITS 8                      /* values below 256 us are exact */
+#define HIST_EXACT_BITS 8                             /* values below 256 us are exact */
 #define HIST_SUB        (1u << (HIST_EXACT_BITS - 1)) /* sub-buckets per octave above */
 #define HIST_OCTAVES    40
 #define HIST_BUCKETS    ((1u << HIST_EXACT_BITS) + HIST_OCTAVES * HIST_SUB)
@@ -90,7 +101,7 @@
 #define DAY       INT64_C(86400)
 #define HOUR      INT64_C(3600)
 /* Room for a formatted time as the compiler sees it: any int in each field. */
-#define TIME_BUF  80
+#define TIME_BUF 80
 
 /* Everything the command line sets. */
 struct options {
@@ -99,14 +110,14 @@ struct options {
 	const char *exporter;
 	const char *token;
 	unsigned connections;
-	uint64_t events;    /* total to send; UINT64_MAX: until --duration ends */
-	bool events_set;    /* -n was given */
-	unsigned window;    /* unacked events per connection */
-	double rate;        /* total events/s; 0: closed loop */
-	double duration;    /* seconds, or 0 */
+	uint64_t events; /* total to send; UINT64_MAX: until --duration ends */
+	bool events_set; /* -n was given */
+	unsigned window; /* unacked events per connection */
+	double rate;     /* total events/s; 0: closed loop */
+	double duration; /* seconds, or 0 */
 	char run_id[RUN_ID_MAX + 1];
 	bool json;
-	const char *out;    /* write the events here instead of sending */
+	const char *out; /* write the events here instead of sending */
 	bool self_check;
 	bool verbose;
 	unsigned timeout_s; /* seconds without any ack before giving up */
@@ -126,7 +137,7 @@ static void __attribute__((noreturn, format(printf, 1, 2))) usage_error(const ch
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputs("\n(ordertrack-load --help shows the options)\n", stderr);
-	exit(EX_USAGE_);
+	exit(LOAD_EXIT_USAGE);
 }
 
 /* Print a message and exit 1: only before the run or for broken invariants. */
@@ -139,7 +150,7 @@ static void __attribute__((noreturn, format(printf, 1, 2))) fatalx(const char *f
 	vfprintf(stderr, fmt, ap);
 	va_end(ap);
 	fputc('\n', stderr);
-	exit(EX_FAIL);
+	exit(LOAD_EXIT_FAIL);
 }
 
 /* Allocate zeroed memory or abort: out of memory is not a code path. */
@@ -220,21 +231,19 @@ struct product {
 };
 
 static const struct product coffee[] = {
-    {"KV-WA-G1", "Washed Arabica green coffee, grade 1, Lake Kivu", "090111", "kg", 300, 6000,
-     60, 620, 790},
-    {"KV-NA-G2", "Natural Arabica green coffee, grade 2", "090111", "kg", 600, 9000, 60, 480,
-     590},
+    {"KV-WA-G1", "Washed Arabica green coffee, grade 1, Lake Kivu", "090111", "kg", 300, 6000, 60,
+     620, 790},
+    {"KV-NA-G2", "Natural Arabica green coffee, grade 2", "090111", "kg", 600, 9000, 60, 480, 590},
     {"KV-RB-SPEC", "Red Bourbon specialty green coffee, micro-lot", "090111", "bag", 5, 60, 1,
      38000, 52000},
-    {"KV-HO-LOT", "Honey-process Arabica green coffee, Nyamasheke", "090111", "kg", 120, 1800,
-     30, 890, 1150},
+    {"KV-HO-LOT", "Honey-process Arabica green coffee, Nyamasheke", "090111", "kg", 120, 1800, 30,
+     890, 1150},
 };
 
 static const struct product chili[] = {
     {"AK-BE-DRY", "Dried bird's eye chili, whole, sun-dried", "090421", "kg", 200, 4000, 50, 410,
      560},
-    {"AK-HAB-FLK", "Crushed habanero chili flakes", "090421", "carton", 20, 400, 10, 5200,
-     7400},
+    {"AK-HAB-FLK", "Crushed habanero chili flakes", "090421", "carton", 20, 400, 10, 5200, 7400},
     {"AK-PP-WH", "Whole dried piri-piri chili, hand sorted", "090421", "kg", 500, 8000, 100, 350,
      480},
 };
@@ -304,11 +313,9 @@ static const char *const air_carriers[] = {
 };
 static const char *const air_prefixes[] = {"459", "071", "157", "706"};
 static const char *const air_flights[] = {"WB", "ET", "QR", "KQ"};
-static const char *const air_hubs[] = {"via Dubai", "via Addis Ababa", "via Doha",
-                                       "via Nairobi"};
+static const char *const air_hubs[] = {"via Dubai", "via Addis Ababa", "via Doha", "via Nairobi"};
 
-static const char *const sea_carriers[] = {"Maersk", "COSCO Shipping Lines", "MSC",
-                                           "CMA CGM"};
+static const char *const sea_carriers[] = {"Maersk", "COSCO Shipping Lines", "MSC", "CMA CGM"};
 static const char *const sea_prefixes[] = {"MAEU", "COSU", "MEDU", "CMAU"};
 static const char *const sea_vessels[] = {"Maersk Kensington", "COSCO Aden", "MSC Kalina",
                                           "CMA CGM Tage"};
@@ -335,8 +342,7 @@ static const char *const receivers[] = {
 
 /* An order picks one carrier index for all of these. */
 _Static_assert(NELEM(air_carriers) == 4 && NELEM(air_prefixes) == 4 && NELEM(air_flights) == 4 &&
-                   NELEM(air_hubs) == 4 &&
-                   NELEM(sea_carriers) == 4 && NELEM(sea_prefixes) == 4 &&
+                   NELEM(air_hubs) == 4 && NELEM(sea_carriers) == 4 && NELEM(sea_prefixes) == 4 &&
                    NELEM(sea_vessels) == 4,
                "carrier tables must have four rows");
 
@@ -408,8 +414,7 @@ static void format_date(char *out, size_t cap, int64_t utc_s, int off_min)
 }
 
 /* Append printf output to the order buffer; overflowing it is a bug here. */
-static void __attribute__((format(printf, 2, 3))) ob_add(struct order_buf *ob, const char *fmt,
-                                                          ...)
+static void __attribute__((format(printf, 2, 3))) ob_add(struct order_buf *ob, const char *fmt, ...)
 {
 	va_list ap;
 	size_t room = sizeof(ob->data) - ob->len;
@@ -488,8 +493,8 @@ static void gen_created(struct order_ctx *o, int64_t t)
 	for (unsigned i = 0; i < nlines; i++) {
 		bool own = rng_percent(r, 85);
 		bool use_chili = own == o->g->chili_first;
-		const struct product *p =
-		    use_chili ? &chili[rng_below(r, NELEM(chili))] : &coffee[rng_below(r, NELEM(coffee))];
+		const struct product *p = use_chili ? &chili[rng_below(r, NELEM(chili))]
+		                                    : &coffee[rng_below(r, NELEM(coffee))];
 		unsigned steps = (p->qty_max - p->qty_min) / p->qty_step + 1;
 		unsigned qty = p->qty_min + rng_below(r, steps) * p->qty_step;
 		unsigned cents = (unsigned)rng_range(r, p->cents_min, p->cents_max);
@@ -556,7 +561,7 @@ static void gen_milestone(struct order_ctx *o, const char *type, int64_t t, int 
 /*
  * Write order number ord's events into ob.  The order's time line starts
  * at base plus a spread of twelve days and ends at most 45 days later,
- * so with base 60 days ago every occurred_at is in the past.
+ * so with base at least 60 days ago every occurred_at is in the past.
  */
 static void gen_order(const struct gen *g, uint64_t ord, struct order_buf *ob)
 {
@@ -602,9 +607,8 @@ static void gen_order(const struct gen *g, uint64_t ord, struct order_buf *ob)
 		t += rng_range(r, 4 * HOUR, 20 * HOUR);
 		char note[128];
 		snprintf(note, sizeof(note), "Flight %s %u %s, %u pieces, %u kg chargeable",
-		         air_flights[o.carrier], 300 + rng_below(r, 600),
-		         air_hubs[o.carrier], 4 + rng_below(r, 60),
-		         120 + rng_below(r, 3000));
+		         air_flights[o.carrier], 300 + rng_below(r, 600), air_hubs[o.carrier],
+		         4 + rng_below(r, 60), 120 + rng_below(r, 3000));
 		gen_milestone(&o, "shipment.departed", t, KIGALI, &kigali_airport, note);
 		t += rng_range(r, 14 * HOUR, 30 * HOUR);
 		arr = &air_arrivals[rng_below(r, NELEM(air_arrivals))];
@@ -654,8 +658,10 @@ static void gen_init(struct gen *g, const struct options *opt)
 	memset(g, 0, sizeof(*g));
 	g->run_id = opt->run_id;
 	g->chili_first = strstr(opt->exporter, "chili") != NULL;
+	/* Whole UTC days, so that --out and a run on the same day with the
+	 * same --run-id and --seed produce the same bytes. */
 	g->base_s = (int64_t)time(NULL) - 60 * DAY;
-	g->base_s -= g->base_s % 60;
+	g->base_s -= g->base_s % DAY;
 	g->seed = opt->seed;
 	g->remaining = opt->events;
 }
@@ -798,8 +804,8 @@ struct loader {
 	uint64_t sent, bytes_sent, stored, duplicate, errors, lost, mismatched, unexpected;
 	unsigned errors_shown;
 	struct hist hist;
-	struct event tick_ev;   /* once a second: progress and the watchdog */
-	struct event stop_ev;   /* closed loop with --duration: stop sending */
+	struct event tick_ev; /* once a second: progress and the watchdog */
+	struct event stop_ev; /* closed loop with --duration: stop sending */
 	struct event sigint_ev;
 	unsigned ticks, quiet_ticks;
 	uint64_t last_acked;
@@ -813,8 +819,8 @@ static void loader_maybe_end(struct loader *ld);
 /* The name of a connection state, for messages. */
 static const char *lconn_state_name(enum lconn_state s)
 {
-	static const char *const names[LC_MAX] = {"connecting", "hello",  "ready",
-	                                          "running",    "done",   "failed"};
+	static const char *const names[LC_MAX] = {"connecting", "hello", "ready",
+	                                          "running",    "done",  "failed"};
 
 	return s < LC_MAX ? names[s] : "?";
 }
@@ -830,7 +836,7 @@ static void lconn_set_state(struct lconn *c, enum lconn_state s)
 	c->lc_state = s;
 }
 
-/* Answered plus unanswered: the events this connection has in flight. */
+/* Events sent on this connection and not answered yet. */
 static unsigned lconn_unacked(const struct lconn *c)
 {
 	return (unsigned)(c->lc_sent - c->lc_answered);
@@ -853,8 +859,7 @@ static bool val_is(const char *v, size_t vlen, const char *s)
  * as a flat JSON object.  Keys come before values that might quote them,
  * so the first match is the key.  False when absent or not a string.
  */
-static bool reply_str(const char *line, size_t len, const char *key, const char **val,
-                      size_t *vlen)
+static bool reply_str(const char *line, size_t len, const char *key, const char **val, size_t *vlen)
 {
 	size_t klen = strlen(key);
 	const char *end = line + len;
@@ -1071,7 +1076,8 @@ static void lconn_pump(struct lconn *c)
 			start = lconn_intended(c, c->lc_sent);
 			if (start > now) {
 				int64_t us = (start - now + NS_PER_US - 1) / NS_PER_US;
-				struct timeval tv = {(time_t)(us / 1000000), (suseconds_t)(us % 1000000)};
+				struct timeval tv = {(time_t)(us / 1000000),
+				                     (suseconds_t)(us % 1000000)};
 				evtimer_add(&c->lc_send_ev, &tv);
 				break;
 			}
@@ -1155,9 +1161,9 @@ static void loader_start(struct loader *ld)
 	ld->t_start = mono_ns();
 	ld->t_last_ack = ld->t_start;
 	if (ld->opt->duration > 0 && ld->opt->rate == 0) {
-		struct timeval tv = {(time_t)ld->opt->duration,
-		                     (suseconds_t)((ld->opt->duration - (double)(time_t)ld->opt->duration) *
-		                                   1e6)};
+		struct timeval tv = {
+		    (time_t)ld->opt->duration,
+		    (suseconds_t)((ld->opt->duration - (double)(time_t)ld->opt->duration) * 1e6)};
 		evtimer_add(&ld->stop_ev, &tv);
 	}
 	for (unsigned i = 0; i < ld->opt->connections; i++) {
@@ -1226,10 +1232,11 @@ static void loader_tick_cb(evutil_socket_t fd, short what, void *arg)
 		return;
 	}
 	if (ld->opt->verbose)
-		fprintf(stderr, "%6.1f s  answered %10" PRIu64 "  last second %8" PRIu64
-		                "/s  in flight %6" PRIu64 "\n",
-		        (double)(mono_ns() - ld->t_start) / 1e9, answered, answered - ld->last_acked,
-		        inflight);
+		fprintf(stderr,
+		        "%6.1f s  answered %10" PRIu64 "  last second %8" PRIu64
+		        "/s  in flight %6" PRIu64 "\n",
+		        (double)(mono_ns() - ld->t_start) / 1e9, answered,
+		        answered - ld->last_acked, inflight);
 	if (answered == ld->last_acked && inflight > 0)
 		ld->quiet_ticks++;
 	else
@@ -1302,9 +1309,8 @@ static int loader_report(struct loader *ld)
 	uint64_t acked = ld->stored + ld->duplicate;
 	double elapsed = ld->started ? (double)(ld->t_end - ld->t_start) / 1e9 : 0;
 	double eps = elapsed > 0 ? (double)acked / elapsed : 0;
-	uint64_t unsent = opt->events != UINT64_MAX && opt->events > ld->sent
-	                      ? opt->events - ld->sent
-	                      : 0;
+	uint64_t unsent =
+	    opt->events != UINT64_MAX && opt->events > ld->sent ? opt->events - ld->sent : 0;
 	bool complete = !ld->interrupted && !ld->stalled && !ld->failed && ld->started &&
 	                answered == ld->sent && (opt->duration > 0 || unsent == 0);
 	bool ok = complete && ld->errors == 0 && ld->mismatched == 0 && ld->unexpected == 0 &&
@@ -1335,6 +1341,11 @@ static int loader_report(struct loader *ld)
 		json_dumpf(o, stdout, JSON_PRESERVE_ORDER | JSON_REAL_PRECISION(6));
 		fputc('\n', stdout);
 		json_decref(o);
+	} else if (!ld->started) {
+		fprintf(
+		    stderr,
+		    "ordertrack-load: no run: %u of %u connections were welcomed by %s port %d\n",
+		    ld->n_ready, opt->connections, opt->host, opt->port);
 	} else {
 		printf("ordertrack-load: run %s, %u connections, window %u, ", opt->run_id,
 		       opt->connections, opt->window);
@@ -1344,23 +1355,24 @@ static int loader_report(struct loader *ld)
 			printf("closed loop\n");
 		printf("  sent        %" PRIu64 " events in %" PRIu64 " orders, %.0f bytes each\n",
 		       ld->sent, ld->gen.orders, bpe);
-		printf("  acked       %" PRIu64 " (stored %" PRIu64 ", duplicate %" PRIu64 ")\n", acked,
-		       ld->stored, ld->duplicate);
+		printf("  acked       %" PRIu64 " (stored %" PRIu64 ", duplicate %" PRIu64 ")\n",
+		       acked, ld->stored, ld->duplicate);
 		printf("  errors      %" PRIu64 " error replies, %" PRIu64 " out of order, %" PRIu64
 		       " unexpected, %" PRIu64 " lost, %" PRIu64 " not sent\n",
 		       ld->errors, ld->mismatched, ld->unexpected, ld->lost, unsent);
 		printf("  elapsed     %.3f s\n", elapsed);
 		printf("  throughput  %.0f acked events/s (%.1f MB/s sent)\n", eps,
 		       elapsed > 0 ? (double)ld->bytes_sent / elapsed / 1e6 : 0);
-		printf("  latency ms  p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f  mean %.3f\n",
-		       p50, p90, p99, p999, max, mean);
+		printf(
+		    "  latency ms  p50 %.3f  p90 %.3f  p99 %.3f  p99.9 %.3f  max %.3f  mean %.3f\n",
+		    p50, p90, p99, p999, max, mean);
 		if (ld->interrupted)
 			printf("  interrupted: the numbers cover the run so far\n");
 		if (ld->stalled)
 			printf("  stalled: the daemon stopped answering\n");
 	}
 	fflush(stdout);
-	return ok ? EX_OK_ : EX_FAIL;
+	return ok ? LOAD_EXIT_OK : LOAD_EXIT_FAIL;
 }
 
 /* Connect, run, report; returns the exit status. */
@@ -1399,7 +1411,10 @@ static int run_load(const struct options *opt)
 	for (unsigned i = 0; i < opt->connections; i++)
 		lconn_open(ld, &ld->conns[i], i, (struct sockaddr *)&ss, sslen);
 
-	event_base_dispatch(ld->base);
+	/* A connect that failed at once already gave up (a loopbreak before
+	 * the loop runs would be forgotten). */
+	if (ld->n_closed == 0)
+		event_base_dispatch(ld->base);
 	if (!ld->started)
 		ld->failed = true;
 	status = loader_report(ld);
@@ -1441,12 +1456,13 @@ static int run_out(const struct options *opt)
 			fwrite(ob->data + ob->ev[i].off, 1, ob->ev[i].len, f);
 	if (fflush(f) != 0 || ferror(f) || (!to_stdout && fclose(f) != 0))
 		fatalx("%s: write failed: %s", opt->out, strerror(errno));
-	fprintf(stderr, "ordertrack-load: wrote %" PRIu64 " events (%" PRIu64 " orders, %" PRIu64
-	                " bytes, %.0f per event) to %s\n",
+	fprintf(stderr,
+	        "ordertrack-load: wrote %" PRIu64 " events (%" PRIu64 " orders, %" PRIu64
+	        " bytes, %.0f per event) to %s\n",
 	        g.events, g.orders, g.bytes, g.events ? (double)g.bytes / (double)g.events : 0,
 	        opt->out);
 	free(ob);
-	return EX_OK_;
+	return LOAD_EXIT_OK;
 }
 
 /* --self-check: run every event through the daemon's own parser. */
@@ -1500,12 +1516,13 @@ static int run_self_check(const struct options *opt)
 	for (unsigned k = 0; k < 32 && type_names[k] != NULL; k++)
 		printf("  %-28s %" PRIu64 "\n", type_names[k], by_type[k]);
 	free(ob);
-	return bad == 0 ? EX_OK_ : EX_FAIL;
+	return bad == 0 ? LOAD_EXIT_OK : LOAD_EXIT_FAIL;
 }
 
 /* ---------------------------------------------------------------------- */
 /* Command line */
 
+/* Print the options. */
 static void usage(FILE *f)
 {
 	fputs("usage: ordertrack-load [options]\n"
@@ -1539,10 +1556,12 @@ static uint64_t parse_uint(const char *name, const char *s, uint64_t lo, uint64_
 
 	errno = 0;
 	if (*s == '-' || *s == '\0')
-		usage_error("%s: '%s' is not a number from %" PRIu64 " to %" PRIu64, name, s, lo, hi);
+		usage_error("%s: '%s' is not a number from %" PRIu64 " to %" PRIu64, name, s, lo,
+		            hi);
 	v = strtoull(s, &end, 10);
 	if (errno != 0 || *end != '\0' || v < lo || v > hi)
-		usage_error("%s: '%s' is not a number from %" PRIu64 " to %" PRIu64, name, s, lo, hi);
+		usage_error("%s: '%s' is not a number from %" PRIu64 " to %" PRIu64, name, s, lo,
+		            hi);
 	return v;
 }
 
@@ -1687,10 +1706,10 @@ static void parse_options(int argc, char **argv, struct options *opt)
 			break;
 		case 'h':
 			usage(stdout);
-			exit(EX_OK_);
+			exit(LOAD_EXIT_OK);
 		default:
 			usage(stderr);
-			exit(EX_USAGE_);
+			exit(LOAD_EXIT_USAGE);
 		}
 	}
 	if (optind < argc)
@@ -1711,6 +1730,7 @@ static void parse_options(int argc, char **argv, struct options *opt)
 		usage_error("give --out or --self-check, not both");
 }
 
+/* Parse the command line and run the mode it asks for. */
 int main(int argc, char **argv)
 {
 	struct options opt;
