@@ -19,6 +19,7 @@
 #include <event2/buffer.h>
 #include <event2/bufferevent.h>
 #include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,6 +28,7 @@
 #include <time.h>
 
 #include "auth.h"
+#include "feed.h"
 #include "framer.h"
 #include "jsonw.h"
 #include "log.h"
@@ -52,7 +54,9 @@ struct conn {
 	struct bufferevent *c_bev; /* NULL once the socket is closed */
 	struct framer c_framer;
 	char c_peer[64];
-	char c_exporter[CONFIG_ID_MAX + 1];
+	char c_exporter[CONFIG_ID_MAX + 1]; /* or the operator's id */
+	bool c_operator;                    /* an operator: may only subscribe */
+	struct sub *c_sub;                  /* subscribed to the feed */
 	struct slot_list c_slots; /* replies in line order */
 	unsigned c_unacked;       /* event slots not yet finished */
 	unsigned c_nslots;        /* slots alive, including those in the store */
@@ -177,6 +181,8 @@ static void conn_flush_slots(struct conn *c)
 		c->c_nslots--;
 		slot_free(s);
 	}
+	if (c->c_sub != NULL && TAILQ_EMPTY(&c->c_slots))
+		feed_wake();
 }
 
 /* Reply to a line with an error; logs the rejection. */
@@ -242,40 +248,91 @@ static void conn_resume_cb(evutil_socket_t fd, short what, void *arg)
 	conn_process_input(c);
 }
 
-/* The hello line: check the exporter and its token. */
+/* The hello line: check the exporter (or operator) and its token. */
 static void conn_hello(struct conn *c, const struct request *rq)
 {
-	const char *exp = rq->u.hello.exporter;
+	const char *who = rq->u.hello.exporter;
 	const char *tok = rq->u.hello.token;
-	const struct config_exporter *e = config_find_exporter(server.cfg, exp);
+	bool op = who == NULL;
+	const struct config_exporter *e;
 	char buf[512];
 
+	if (op) {
+		who = rq->u.hello.operator;
+		e = config_find_operator(server.cfg, who);
+	} else {
+		e = config_find_exporter(server.cfg, who);
+	}
 	if (e == NULL || !auth_token_matches(e->token_sha256, tok, strlen(tok))) {
-		/* Same answer for an unknown exporter and a wrong token: the
-		 * reply must not tell which exporter ids exist. */
+		/* Same answer for an unknown id and a wrong token: the reply
+		 * must not tell which ids exist. */
 		size_t n = format_error(buf, sizeof(buf), NULL, ERR_AUTH_FAILED,
-		                        "unknown exporter or wrong token");
-		log_warnx("hello refused", "conn=%u peer=%s exporter=%s code=%s", c->c_id,
-		          c->c_peer, lq(exp), ERR_AUTH_FAILED);
+		                        op ? "unknown operator or wrong token"
+		                           : "unknown exporter or wrong token");
+		log_warnx("hello refused", "conn=%u peer=%s %s=%s code=%s", c->c_id, c->c_peer,
+		          op ? "operator" : "exporter", lq(who), ERR_AUTH_FAILED);
 		c->c_errors++;
 		conn_reply(c, buf, n);
 		conn_close(c, "auth_failed");
 		return;
 	}
 	snprintf(c->c_exporter, sizeof(c->c_exporter), "%s", e->id);
+	c->c_operator = op;
 	c->c_state = CONN_READY;
 
 	struct jsonw w;
 	jsonw_init(&w, buf, sizeof(buf));
 	jsonw_open(&w);
 	jsonw_str(&w, "type", "welcome");
-	jsonw_str(&w, "exporter", c->c_exporter);
+	jsonw_str(&w, op ? "operator" : "exporter", c->c_exporter);
 	jsonw_int(&w, "protocol", 1);
 	jsonw_str(&w, "server", "ordertrackd " OT_VERSION);
 	size_t n = jsonw_close(&w);
 	conn_reply(c, buf, n);
-	log_info("exporter authenticated", "conn=%u peer=%s exporter=%s", c->c_id, c->c_peer,
+	log_info(op ? "operator authenticated" : "exporter authenticated",
+	         "conn=%u peer=%s %s=%s", c->c_id, c->c_peer, op ? "operator" : "exporter",
 	         c->c_exporter);
+}
+
+/* A subscribe request: answer "subscribed", then the feed takes over. */
+static void conn_subscribe(struct conn *c, const struct request *rq)
+{
+	char buf[256];
+	if (c->c_sub != NULL) {
+		conn_error(c, NULL, ERR_INVALID_REQUEST, "already subscribed");
+		return;
+	}
+	if (!c->c_operator && rq->u.subscribe.exporters != NULL) {
+		conn_error(c, NULL, ERR_FORBIDDEN,
+		           "field \"exporters\": only operators may choose exporters");
+		return;
+	}
+	struct jsonw w;
+	jsonw_init(&w, buf, sizeof(buf));
+	jsonw_open(&w);
+	jsonw_str(&w, "type", "subscribed");
+	jsonw_int(&w, "after", rq->u.subscribe.after);
+	size_t n = jsonw_close(&w);
+	conn_reply(c, buf, n);
+	c->c_sub = feed_subscribe(c, rq, c->c_operator ? NULL : c->c_exporter);
+	/* Notifications flow to the peer, not from it: no idle timeout. */
+	if (c->c_bev != NULL)
+		bufferevent_set_timeouts(c->c_bev, NULL, NULL);
+	log_info("subscribed", "conn=%u peer=%s %s=%s after=%lld", c->c_id, c->c_peer,
+	         c->c_operator ? "operator" : "exporter", c->c_exporter, rq->u.subscribe.after);
+}
+
+bool conn_feed_ready(const struct conn *c)
+{
+	return c->c_bev != NULL && c->c_state == CONN_READY && TAILQ_EMPTY(&c->c_slots) &&
+	       evbuffer_get_length(bufferevent_get_output(c->c_bev)) < OUTPUT_HIGH_WATER;
+}
+
+void conn_feed_write(struct conn *c, const char *line, size_t len)
+{
+	struct evbuffer *out = bufferevent_get_output(c->c_bev);
+	evbuffer_add(out, line, len);
+	evbuffer_add(out, "\n", 1);
 }
 
 /* Hand an event to the store; its reply comes after the commit. */
@@ -301,6 +358,7 @@ static void conn_event(struct conn *c, struct request *rq, const char *line, siz
 	s->s_shipment = ev->shipment;
 	s->s_occurred_at = ev->occurred_at;
 	s->s_retracts = ev->retracts;
+	s->s_occurred_ms = ev->occurred_ms;
 	c->c_unacked++;
 	c->c_events++;
 	store_submit(server.store, s);
@@ -339,6 +397,10 @@ static void conn_line(struct conn *c, const char *line, size_t len)
 	} else if (rq.kind == REQ_PING) {
 		static const char pong[] = "{\"type\":\"pong\"}\n";
 		conn_reply(c, pong, sizeof(pong) - 1);
+	} else if (rq.kind == REQ_SUBSCRIBE) {
+		conn_subscribe(c, &rq);
+	} else if (c->c_operator) {
+		conn_error(c, rq.u.event.id, ERR_FORBIDDEN, "operators may only subscribe");
 	} else {
 		conn_event(c, &rq, line, len);
 	}
@@ -412,6 +474,8 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
 	}
 	if (c->c_paused)
 		conn_resume(c);
+	if (c->c_sub != NULL)
+		feed_wake(); /* a paused subscriber has room again */
 }
 
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
@@ -467,6 +531,10 @@ static void conn_close(struct conn *c, const char *reason)
 	         c->c_id, c->c_peer, c->c_exporter[0] ? c->c_exporter : "-",
 	         lq(c->c_close_reason), (unsigned long long)c->c_lines,
 	         (unsigned long long)c->c_events, (unsigned long long)c->c_errors);
+	if (c->c_sub != NULL) {
+		feed_unsubscribe(c->c_sub);
+		c->c_sub = NULL;
+	}
 	c->c_unlinked = true;
 	server.n_conns--;
 	TAILQ_REMOVE(&server.conns, c, c_entry);
@@ -551,6 +619,10 @@ void conn_accept(int fd, const struct sockaddr *sa, int salen)
 	TAILQ_INIT(&c->c_slots);
 	framer_init(&c->c_framer, (size_t)server.cfg->max_line_bytes);
 	c->c_resume_ev = event_new(server.base, -1, 0, conn_resume_cb, c);
+	/* Acks are small and latency matters: do not let Nagle hold them
+	 * until the peer's next packet or delayed ACK. */
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c->c_bev = bufferevent_socket_new(server.base, fd, BEV_OPT_CLOSE_ON_FREE);
 	if (c->c_bev == NULL || c->c_resume_ev == NULL)
 		abort();

@@ -19,7 +19,11 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "alerts.h"
+#include "aux.h"
+#include "feed.h"
 #include "log.h"
+#include "webhook.h"
 #include "ot_build.h"
 #include "server.h"
 
@@ -53,6 +57,14 @@ void server_db_ready(void)
 		server.db_ready_logged = true;
 		log_info("ready", "connections=%u", server.n_conns);
 	}
+}
+
+void server_notifications_committed(long long seq)
+{
+	if (seq > server.last_seq)
+		server.last_seq = seq;
+	feed_wake();
+	webhooks_wake();
 }
 
 /* Drain timer: exit the loop once everything read has been answered. */
@@ -118,6 +130,8 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 	server.cfg = neu;
 	log_set_level(neu->log_level);
 	store_apply_config(server.store, neu);
+	alerts_start();
+	webhooks_start();
 	conn_apply_config();
 	log_info("config reloaded", "file=%s exporters=%zu", lq(server.config_path),
 	         neu->n_exporters);
@@ -141,7 +155,10 @@ static void signals_setup(void)
 /* Release everything, so leak checkers see a clean exit. */
 static void server_shutdown(void)
 {
+	alerts_stop();
 	store_free(server.store);
+	aux_free(server.aux);
+	webhooks_stop();
 	event_free(server.ev_sigterm);
 	event_free(server.ev_sigint);
 	event_free(server.ev_sighup);
@@ -213,6 +230,10 @@ int main(int argc, char **argv)
 	if (!listeners_open())
 		fatalx(EX_UNAVAILABLE_, "cannot start", "reason=%s", lq("a listen address failed"));
 	server.store = store_new(server.base, cfg);
+	server.aux = aux_new(server.base, cfg->conninfo);
+	feed_init(server.aux);
+	alerts_start();
+	webhooks_start();
 
 	event_base_dispatch(server.base);
 

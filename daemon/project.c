@@ -5,11 +5,14 @@
  * touched, grouped by order.  Each group whose order got a new event is
  * parsed and folded by lib/model.c, and the results are packed into one
  * JSON array, so the whole batch's read model is written by one statement.
+ * Each folded state is diffed against the one stored last, and the
+ * notifications go into a second array for emit_notifications().
  */
 #include <stdlib.h>
 #include <string.h>
 
 #include "log.h"
+#include "notify.h"
 #include "project.h"
 
 /* Order slots by (exporter, order) for bsearch. */
@@ -61,15 +64,59 @@ static json_t *fold_order(const PGresult *load, int from, int to, const struct m
 	                 PQgetvalue(load, from, 1), "state", state);
 }
 
-char *project_build(const PGresult *load, struct slot **changed, size_t n_changed,
-                    const struct model_rules *rules, unsigned *n_orders)
+/* The stored state of (exporter, order) in states, parsed, or NULL. */
+static json_t *old_state(const PGresult *states, const char *exporter, const char *order)
 {
-	*n_orders = 0;
+	int lo = 0, hi = states ? PQntuples(states) : 0;
+	while (lo < hi) {
+		int mid = (lo + hi) / 2;
+		int c = strcmp(PQgetvalue(states, mid, 0), exporter);
+		if (c == 0)
+			c = strcmp(PQgetvalue(states, mid, 1), order);
+		if (c == 0) {
+			if (PQgetisnull(states, mid, 2))
+				return NULL;
+			return json_loads(PQgetvalue(states, mid, 2), 0, NULL);
+		}
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return NULL;
+}
+
+/* The events this batch stored for (exporter, order), as causes. */
+static size_t order_causes(struct slot **changed, size_t n, const char *exporter,
+                           const char *order, struct notify_cause *out)
+{
+	size_t k = 0;
+	for (size_t i = 0; i < n; i++) {
+		const struct slot *s = changed[i];
+		if (strcmp(s->s_exporter, exporter) != 0 || strcmp(s->s_order, order) != 0)
+			continue;
+		out[k].id = s->s_id;
+		out[k].shipment = s->s_shipment;
+		out[k].occurred_at = s->s_occurred_at;
+		out[k].occurred_ms = s->s_occurred_ms;
+		k++;
+	}
+	return k;
+}
+
+void project_build(const PGresult *load, const PGresult *states, struct slot **changed,
+                   size_t n_changed, const struct model_rules *rules, struct projection *out)
+{
+	memset(out, 0, sizeof(*out));
 	if (n_changed == 0)
-		return NULL;
+		return;
 	qsort(changed, n_changed, sizeof(*changed), slot_cmp);
 
-	json_t *out = json_array();
+	json_t *orders = json_array();
+	json_t *notes = json_array();
+	struct notify_cause *causes = calloc(n_changed, sizeof(*causes));
+	if (causes == NULL)
+		abort();
 	int rows = PQntuples(load);
 	for (int from = 0; from < rows;) {
 		const char *exp = PQgetvalue(load, from, 0);
@@ -79,14 +126,32 @@ char *project_build(const PGresult *load, struct slot **changed, size_t n_change
 		       strcmp(PQgetvalue(load, to, 1), ord) == 0)
 			to++;
 		if (order_changed(changed, n_changed, exp, ord)) {
-			json_array_append_new(out, fold_order(load, from, to, rules));
-			(*n_orders)++;
+			json_t *item = fold_order(load, from, to, rules);
+			json_t *was = old_state(states, exp, ord);
+			size_t nc = order_causes(changed, n_changed, exp, ord, causes);
+			out->n_notes += (unsigned)notify_diff(was, json_object_get(item, "state"), exp,
+			                                      ord, causes, nc, notes);
+			json_decref(was);
+			json_array_append_new(orders, item);
+			out->n_orders++;
 		}
 		from = to;
 	}
+	free(causes);
 	/* jansson holds numbers as doubles; 15 significant digits print
 	 * them as the exporter wrote them (7.9, not 7.9000000000000004). */
-	char *text = *n_orders > 0 ? json_dumps(out, JSON_COMPACT | JSON_REAL_PRECISION(15)) : NULL;
-	json_decref(out);
-	return text;
+	size_t flags = JSON_COMPACT | JSON_REAL_PRECISION(15);
+	if (out->n_orders > 0)
+		out->apply = json_dumps(orders, flags);
+	if (out->n_notes > 0)
+		out->notes = json_dumps(notes, flags);
+	json_decref(orders);
+	json_decref(notes);
+}
+
+void projection_fini(struct projection *p)
+{
+	free(p->apply);
+	free(p->notes);
+	memset(p, 0, sizeof(*p));
 }

@@ -11,14 +11,25 @@
 #include "model.h"
 #include "server.h"
 
+/* What part two of a batch writes. */
+struct projection {
+	char *apply;       /* JSON array for apply_orders(), or NULL */
+	char *notes;       /* JSON array for emit_notifications(), or NULL */
+	unsigned n_orders; /* orders folded */
+	unsigned n_notes;  /* notifications */
+};
+
 /*
- * load holds every event of the touched orders, ordered by (exporter,
- * order_ref), with columns exporter, order_ref, event_id, type,
- * occurred_ms, body.  Only the orders of the slots in changed[] (events
- * this batch stored) are folded.  Returns the JSON array for
- * apply_orders() as a malloc'd string, or NULL when no order changed.
+ * load holds every event of the touched orders and states the read model
+ * state stored last for those that have one, both ordered by (exporter,
+ * order_ref) in byte order; load's columns are exporter, order_ref,
+ * event_id, type, occurred_ms, body and states' exporter, order_ref,
+ * state.  Only the orders of the slots in changed[] (events this batch
+ * stored) are folded and diffed.  Fills out; free it with
+ * projection_fini().
  */
-char *project_build(const PGresult *load, struct slot **changed, size_t n_changed,
-                    const struct model_rules *rules, unsigned *n_orders);
+void project_build(const PGresult *load, const PGresult *states, struct slot **changed,
+                   size_t n_changed, const struct model_rules *rules, struct projection *out);
+void projection_fini(struct projection *p);
 
 #endif

@@ -24,6 +24,7 @@
 struct conn;
 struct store;
 struct listener;
+struct aux;
 
 /*
  * One line of a client that awaits or holds its reply.  Events wait for
@@ -51,6 +52,7 @@ struct slot {
 	const char *s_order;
 	const char *s_shipment;
 	const char *s_occurred_at;
+	int64_t s_occurred_ms;
 	const char *s_retracts;
 };
 TAILQ_HEAD(slot_list, slot);
@@ -74,6 +76,8 @@ struct server {
 	TAILQ_HEAD(, conn) conns;
 	unsigned n_conns;      /* authenticated or not */
 	unsigned next_conn_id; /* for logs */
+	unsigned n_subscribers;
+	struct aux *aux; /* feed, webhooks, alerts */
 
 	struct store *store;
 	bool draining;
@@ -81,8 +85,12 @@ struct server {
 
 	struct event *ev_sigterm, *ev_sigint, *ev_sighup, *ev_drain_tick;
 
+	long long last_seq; /* newest notification this daemon committed or heard of */
+
 	/* Counters for logs and stats. */
 	uint64_t events_stored, events_duplicate, events_rejected;
+	uint64_t notifications_total;
+	uint64_t webhook_deliveries, webhook_failures;
 };
 
 extern struct server server;
@@ -94,6 +102,9 @@ void conn_drain_all(void);
 void conn_close_all(const char *reason);
 void conn_resume_paused(void);
 void conn_apply_config(void);
+/* For the feed: may c take a notification line now? */
+bool conn_feed_ready(const struct conn *c);
+void conn_feed_write(struct conn *c, const char *line, size_t len);
 bool conn_all_idle(void);
 
 /* listener.c */
@@ -111,5 +122,7 @@ bool store_db_up(const struct store *st);
 
 /* main.c: the store reports it reached the database, for READY. */
 void server_db_ready(void);
+/* main.c: a batch committed notifications up to seq; wake the feed. */
+void server_notifications_committed(long long seq);
 
 #endif

@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "feed.h"
 #include "log.h"
 #include "migrations.h"
 #include "project.h"
@@ -59,8 +60,10 @@ enum batch_query {
 	BQ_BEGIN,
 	BQ_LOCK,
 	BQ_EVENT, /* one per slot */
+	BQ_STATE,
 	BQ_LOAD,
 	BQ_APPLY, /* only when an order changed */
+	BQ_EMIT,  /* only when there are notifications */
 	BQ_COMMIT,
 	BQ_SYNC,
 };
@@ -71,8 +74,11 @@ struct batch_outcome {
 	bool have_result;        /* a result of that query has been read */
 	bool part2_sent;
 	bool has_apply;
+	bool has_emit;
 	struct slot *cursor; /* the slot of the current event query */
-	PGresult *load;      /* LOAD's rows, kept until part two is built */
+	PGresult *states;    /* STATE's rows, kept until part two is built */
+	PGresult *load;      /* LOAD's rows, likewise */
+	PGresult *emitted;   /* EMIT's rows, reported after COMMIT */
 	bool commit_ok;
 	struct slot *failed; /* the event whose statement failed, if any */
 	char sqlstate[6];    /* of the first failure */
@@ -152,7 +158,19 @@ static const char load_sql[] =
 	" FROM ordertrack.events e"
 	" JOIN (SELECT DISTINCT x, o FROM unnest($1::text[], $2::text[]) AS t(x, o)) t"
 	" ON e.exporter = t.x AND e.order_ref = t.o"
-	" ORDER BY e.exporter, e.order_ref";
+	" ORDER BY e.exporter COLLATE \"C\", e.order_ref COLLATE \"C\"";
+
+/* The state each order had before this batch, for the notification diff. */
+static const char state_sql[] =
+	"SELECT o.exporter, o.order_ref, o.state::text FROM ordertrack.orders o"
+	" JOIN (SELECT DISTINCT x, ord FROM unnest($1::text[], $2::text[]) AS t(x, ord)) t"
+	" ON o.exporter = t.x AND o.order_ref = t.ord"
+	" ORDER BY o.exporter COLLATE \"C\", o.order_ref COLLATE \"C\"";
+
+/* Number and store the batch's notifications; last, as it serializes. */
+static const char emit_sql[] =
+	"SELECT seq, kind, exporter, order_ref, shipment_ref, from_status, to_status, event_id"
+	" FROM ordertrack.emit_notifications($1::jsonb)";
 
 static const char apply_sql[] = "SELECT ordertrack.apply_orders($1::jsonb)";
 
@@ -243,6 +261,19 @@ static void store_retry_cb(evutil_socket_t fd, short what, void *arg)
 	store_connect(arg);
 }
 
+/* Free the result sets a batch keeps; the emitted rows only if asked. */
+static void batch_results_clear(struct batch_outcome *o, bool emitted)
+{
+	PQclear(o->states);
+	PQclear(o->load);
+	o->states = NULL;
+	o->load = NULL;
+	if (emitted) {
+		PQclear(o->emitted);
+		o->emitted = NULL;
+	}
+}
+
 /* Put the in-flight batch back at the head of the queue, in order. */
 static void store_requeue_batch(struct store *st, bool in_doubt)
 {
@@ -256,10 +287,7 @@ static void store_requeue_batch(struct store *st, bool in_doubt)
 	}
 	st->n_batch = 0;
 	st->batch_in_flight = false;
-	if (st->out.load != NULL) {
-		PQclear(st->out.load);
-		st->out.load = NULL;
-	}
+	batch_results_clear(&st->out, true);
 }
 
 /*
@@ -365,6 +393,8 @@ static void store_prepare(struct store *st)
 	if (!PQenterPipelineMode(st->pg) || !PQsendPrepare(st->pg, "ins", insert_sql, 8, NULL) ||
 	    !PQsendPrepare(st->pg, "lock", lock_sql, 2, NULL) ||
 	    !PQsendPrepare(st->pg, "load", load_sql, 2, NULL) ||
+	    !PQsendPrepare(st->pg, "state", state_sql, 2, NULL) ||
+	    !PQsendPrepare(st->pg, "emit", emit_sql, 1, NULL) ||
 	    !PQsendPrepare(st->pg, "apply", apply_sql, 1, NULL) || !PQpipelineSync(st->pg)) {
 		store_lost(st, PQerrorMessage(st->pg));
 		return;
@@ -524,6 +554,7 @@ static void store_send_batch(struct store *st)
 		                    s->s_shipment, s->s_occurred_at, s->s_body, s->s_retracts};
 		ok = PQsendQueryPrepared(pg, "ins", 8, v, NULL, NULL, 0);
 	}
+	ok = ok && PQsendQueryPrepared(pg, "state", 2, ord_params, NULL, NULL, 0);
 	ok = ok && PQsendQueryPrepared(pg, "load", 2, ord_params, NULL, NULL, 0);
 	/* Ask the server to send what it has: part two needs LOAD's rows. */
 	ok = ok && PQsendFlushRequest(pg);
@@ -558,23 +589,26 @@ static void store_send_part2(struct store *st)
 			if (s->s_outcome == 's')
 				changed[n_changed++] = s;
 		}
-		unsigned n_orders = 0;
-		char *apply = o->load ? project_build(o->load, changed, n_changed, &st->rules,
-		                                      &n_orders)
-		                      : NULL;
+		struct projection p;
+		if (o->load != NULL)
+			project_build(o->load, o->states, changed, n_changed, &st->rules, &p);
+		else
+			memset(&p, 0, sizeof(p));
 		free(changed);
-		if (apply != NULL) {
-			const char *v[1] = {apply};
+		if (p.apply != NULL) {
+			const char *v[1] = {p.apply};
 			o->has_apply = true;
 			ok = PQsendQueryPrepared(st->pg, "apply", 1, v, NULL, NULL, 0);
-			free(apply);
 		}
+		if (ok && p.notes != NULL) {
+			const char *v[1] = {p.notes};
+			o->has_emit = true;
+			ok = PQsendQueryPrepared(st->pg, "emit", 1, v, NULL, NULL, 0);
+		}
+		projection_fini(&p);
 		ok = ok && PQsendQueryParams(st->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0);
 	}
-	if (o->load != NULL) {
-		PQclear(o->load);
-		o->load = NULL;
-	}
+	batch_results_clear(o, false);
 	ok = ok && PQpipelineSync(st->pg);
 	if (!ok)
 		store_lost(st, PQerrorMessage(st->pg));
@@ -611,10 +645,22 @@ static void store_batch_result(struct store *st, PGresult *r)
 		if (t == PGRES_TUPLES_OK && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0))
 			o->cursor->s_outcome = PQgetvalue(r, 0, 0)[0];
 		break;
+	case BQ_STATE:
+		if (t == PGRES_TUPLES_OK && o->states == NULL) {
+			o->states = r;
+			return; /* kept for the diff */
+		}
+		break;
 	case BQ_LOAD:
 		if (t == PGRES_TUPLES_OK && o->load == NULL) {
 			o->load = r;
 			return; /* kept for the fold */
+		}
+		break;
+	case BQ_EMIT:
+		if (t == PGRES_TUPLES_OK && o->emitted == NULL) {
+			o->emitted = r;
+			return; /* reported after COMMIT */
 		}
 		break;
 	case BQ_COMMIT:
@@ -635,18 +681,27 @@ static void store_batch_advance(struct store *st)
 		o->expect = BQ_LOCK;
 		break;
 	case BQ_LOCK:
-		o->expect = o->cursor != NULL ? BQ_EVENT : BQ_LOAD;
+		o->expect = o->cursor != NULL ? BQ_EVENT : BQ_STATE;
 		break;
 	case BQ_EVENT:
 		o->cursor = TAILQ_NEXT(o->cursor, s_store);
 		if (o->cursor == NULL)
-			o->expect = BQ_LOAD;
+			o->expect = BQ_STATE;
+		break;
+	case BQ_STATE:
+		o->expect = BQ_LOAD;
 		break;
 	case BQ_LOAD:
 		store_send_part2(st);
-		o->expect = o->sqlstate[0] != '\0' ? BQ_SYNC : o->has_apply ? BQ_APPLY : BQ_COMMIT;
+		if (o->sqlstate[0] != '\0')
+			o->expect = BQ_SYNC;
+		else
+			o->expect = o->has_apply ? BQ_APPLY : o->has_emit ? BQ_EMIT : BQ_COMMIT;
 		break;
 	case BQ_APPLY:
+		o->expect = o->has_emit ? BQ_EMIT : BQ_COMMIT;
+		break;
+	case BQ_EMIT:
 		o->expect = BQ_COMMIT;
 		break;
 	default:
@@ -686,6 +741,7 @@ static void store_finish(struct store *st, struct slot *s, enum store_result r, 
 /* The batch committed: answer every event from its statement's verdict. */
 static void store_batch_committed(struct store *st)
 {
+	feed_report(st->out.emitted);
 	struct slot *s, *next;
 	TAILQ_FOREACH_SAFE(s, &st->batch, s_store, next)
 	{
@@ -860,6 +916,8 @@ void store_apply_config(struct store *st, const struct config *cfg)
 {
 	st->max_events = cfg->batch_max_events;
 	st->max_delay_ms = cfg->batch_max_delay_ms;
+	/* The rules point into cfg: taken again on every reload. */
+	config_model_rules(cfg, &st->rules);
 }
 
 void store_submit(struct store *st, struct slot *s)

@@ -5,12 +5,16 @@
  * Every setting is one row of settings[] below: its path, its kind, its
  * default, its bounds, whether a reload may change it, and where it lives in
  * struct config.  Integers and strings are handled by the table alone; the
- * list-valued keys (listen, exporters, documents.required) and log.level
- * have small handlers of their own.  documents.required is kept in the
- * form the fold reads (struct model_doc_rule), so config_model_rules() only
- * points at it.  Loading fills a fresh struct with the defaults, walks the parsed
+ * list-valued keys (listen, exporters, operators, webhooks,
+ * documents.required) and log.level have small handlers of their own.
+ * exporters and operators share one parser (the same shape and checks, ids
+ * unique within each list).  documents.required is kept in the form the
+ * fold reads (struct model_doc_rule), so config_model_rules() only points at
+ * it.  Loading fills a fresh struct with the defaults, walks the parsed
  * libconfig tree once, sends each key to its row and rejects any key that has
- * no row, so a typo can never be silently ignored.  The first problem found
+ * no row, so a typo can never be silently ignored.  What spans keys is
+ * checked after the walk, since the file may give keys in any order: every
+ * exporter a webhook names must be in exporters.  The first problem found
  * ends the load; its message names the file, the line and the key.
  *
  * libconfig 1.5 stores an integer written without an "L" suffix in an int and
@@ -34,12 +38,17 @@
 #include <string.h>
 #include <sys/stat.h>
 
-#define LISTEN_MAX        64         /* entries in listen */
-#define LISTEN_HOST_MAX   253        /* characters in a host name */
-#define EXPORTER_NAME_MAX 128        /* characters (code points) in an exporter name */
-#define CONFIG_FILE_MAX   (16 << 20) /* bytes; a config file is a few KiB */
-#define KEY_MAX           256        /* a key path in messages, e.g. "exporters[3].id" */
-#define DOC_RULES_MAX     1000       /* entries in documents.required */
+#define LISTEN_MAX            64         /* entries in listen */
+#define LISTEN_HOST_MAX       253        /* characters in a host name */
+#define EXPORTER_NAME_MAX     128        /* characters (code points) in an exporter name */
+#define CONFIG_FILE_MAX       (16 << 20) /* bytes; a config file is a few KiB */
+#define KEY_MAX               256        /* a key path in messages, e.g. "exporters[3].id" */
+#define DOC_RULES_MAX         1000       /* entries in documents.required */
+#define WEBHOOKS_MAX          100        /* entries in webhooks */
+#define WEBHOOK_URL_MAX       2048       /* characters in a webhook url */
+#define WEBHOOK_SECRET_MIN    16         /* characters in a webhook secret, at least */
+#define WEBHOOK_SECRET_MAX    1024       /* characters in a webhook secret, at most */
+#define WEBHOOK_EXPORTERS_MAX 1000       /* entries in webhooks[i].exporters */
 
 /* Row flags: whether a SIGHUP reload applies a changed value. */
 #define SETTING_RELOAD  0x0 /* the running daemon takes the new value */
@@ -120,6 +129,14 @@ static void doc_rules_default(struct config *cfg);
 static setting_parse_fn doc_rules_parse;
 static bool doc_rules_same(const struct config *a, const struct config *b);
 static void doc_rules_release(struct config *cfg);
+static void operators_default(struct config *cfg);
+static setting_parse_fn operators_parse;
+static bool operators_same(const struct config *a, const struct config *b);
+static void operators_release(struct config *cfg);
+static void webhooks_default(struct config *cfg);
+static setting_parse_fn webhooks_parse;
+static bool webhooks_same(const struct config *a, const struct config *b);
+static void webhooks_release(struct config *cfg);
 
 /*
  * The schema.  Adding an integer or string setting is one row here plus its
@@ -142,6 +159,13 @@ static const struct setting settings[] = {
     SET_CUSTOM("log.level", SETTING_RELOAD, level_default, level_parse, level_same, NULL),
     SET_CUSTOM("documents.required", SETTING_RELOAD, doc_rules_default, doc_rules_parse,
                doc_rules_same, doc_rules_release),
+    SET_CUSTOM("operators", SETTING_RELOAD, operators_default, operators_parse, operators_same,
+               operators_release),
+    SET_CUSTOM("webhooks", SETTING_RELOAD, webhooks_default, webhooks_parse, webhooks_same,
+               webhooks_release),
+    SET_INT("alerts.interval_s", alerts_interval_s, 60, 1, 86400, SETTING_RELOAD),
+    SET_INT("alerts.customs_hold_hours", alerts_customs_hold_hours, 48, 1, 8760, SETTING_RELOAD),
+    SET_INT("alerts.stale_hours", alerts_stale_hours, 120, 1, 8760, SETTING_RELOAD),
 };
 
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))
@@ -832,16 +856,22 @@ static void exporters_default(struct config *cfg)
 	cfg->n_exporters = 0;
 }
 
+/* exporters and operators: free a list of accounts and empty it. */
+static void accounts_release(struct config_exporter **list, size_t *n)
+{
+	for (size_t i = 0; i < *n; i++) {
+		free((*list)[i].id);
+		free((*list)[i].name);
+	}
+	free(*list);
+	*list = NULL;
+	*n = 0;
+}
+
 /* exporters: free the list. */
 static void exporters_release(struct config *cfg)
 {
-	for (size_t i = 0; i < cfg->n_exporters; i++) {
-		free(cfg->exporters[i].id);
-		free(cfg->exporters[i].name);
-	}
-	free(cfg->exporters);
-	cfg->exporters = NULL;
-	cfg->n_exporters = 0;
+	accounts_release(&cfg->exporters, &cfg->n_exporters);
 }
 
 /* An exporter field handler: check s and store it into x. */
@@ -859,19 +889,19 @@ static const char *string_of(struct loader *ld, const config_setting_t *s, const
 	return config_setting_get_string(s);
 }
 
-/* exporters[i].id: 1..64 characters of A-Z a-z 0-9 . _ - */
-static bool exporter_id(struct loader *ld, const config_setting_t *s, const char *key,
-                        struct config_exporter *x)
+/*
+ * Check an id (of an exporter, operator or webhook) v, the value of s dated
+ * at line: 1..64 characters of A-Z a-z 0-9 . _ -
+ */
+static bool id_check(struct loader *ld, const config_setting_t *s, unsigned line, const char *key,
+                     const char *v)
 {
-	const char *v = string_of(ld, s, key);
-	if (v == NULL)
-		return false;
 	size_t n = strlen(v);
 	if (n == 0)
-		return fail(ld, s, key, "must not be empty");
+		return fail_line(ld, s, line, key, "must not be empty");
 	if (n > CONFIG_ID_MAX)
-		return fail(ld, s, key, "must be at most %d characters (got %zu)", CONFIG_ID_MAX,
-		            n);
+		return fail_line(ld, s, line, key, "must be at most %d characters (got %zu)",
+		                 CONFIG_ID_MAX, n);
 	for (size_t i = 0; i < n; i++) {
 		unsigned char ch = (unsigned char)v[i];
 		if ((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
@@ -879,15 +909,25 @@ static bool exporter_id(struct loader *ld, const config_setting_t *s, const char
 			continue;
 		char q[96];
 		if (ch >= 0x20 && ch < 0x7f)
-			return fail(ld, s, key,
-			            "%s may only contain A-Z a-z 0-9 . _ - (found '%c' at position "
-			            "%zu)",
-			            quote(v, q, sizeof(q)), ch, i + 1);
-		return fail(ld, s, key,
-		            "%s may only contain A-Z a-z 0-9 . _ - (found byte 0x%02x at position "
-		            "%zu)",
-		            quote(v, q, sizeof(q)), ch, i + 1);
+			return fail_line(ld, s, line, key,
+			                 "%s may only contain A-Z a-z 0-9 . _ - (found '%c' at "
+			                 "position %zu)",
+			                 quote(v, q, sizeof(q)), ch, i + 1);
+		return fail_line(ld, s, line, key,
+		                 "%s may only contain A-Z a-z 0-9 . _ - (found byte 0x%02x at "
+		                 "position %zu)",
+		                 quote(v, q, sizeof(q)), ch, i + 1);
 	}
+	return true;
+}
+
+/* exporters[i].id: 1..64 characters of A-Z a-z 0-9 . _ - */
+static bool exporter_id(struct loader *ld, const config_setting_t *s, const char *key,
+                        struct config_exporter *x)
+{
+	const char *v = string_of(ld, s, key);
+	if (v == NULL || !id_check(ld, s, config_setting_source_line(s), key, v))
+		return false;
 	x->id = xstrdup(v);
 	return true;
 }
@@ -992,9 +1032,12 @@ static const struct exporter_key {
 
 #define N_EXPORTER_KEYS (sizeof(exporter_keys) / sizeof(exporter_keys[0]))
 
-/* Parse one exporter group e, named key in messages, into x. */
+/*
+ * Parse one exporter (or operator: the noun says which, for messages) group
+ * e, named key in messages, into x.
+ */
 static bool exporter_parse(struct loader *ld, const config_setting_t *e, const char *key,
-                           struct config_exporter *x)
+                           const char *noun, struct config_exporter *x)
 {
 	bool seen[N_EXPORTER_KEYS] = {false};
 	int n = config_setting_length(e);
@@ -1038,23 +1081,26 @@ static bool exporter_parse(struct loader *ld, const config_setting_t *e, const c
 			continue;
 		char sub[KEY_MAX];
 		key_format(sub, sizeof(sub), "%s.%s", key, exporter_keys[k].name);
-		return fail(ld, e, sub, "missing (every exporter needs id, name and token_sha256)");
+		return fail(ld, e, sub, "missing (every %s needs id, name and token_sha256)", noun);
 	}
 	return true;
 }
 
-/* exporters: a list of { id; name; token_sha256; } groups with unique ids. */
-static bool exporters_parse(struct loader *ld, const struct setting *row, const config_setting_t *s)
+/*
+ * exporters and operators: a list of { id; name; token_sha256; } groups
+ * with ids unique in the list, into *list and *n; noun names an entry.
+ */
+static bool accounts_parse(struct loader *ld, const struct setting *row, const config_setting_t *s,
+                           const char *noun, struct config_exporter **list, size_t *n_list)
 {
-	struct config *cfg = ld->cfg;
 	if (!config_setting_is_list(s) && !config_setting_is_array(s))
 		return fail(ld, s, row->path,
 		            "must be a list of groups, e.g. ( { id = \"...\"; name = \"...\"; "
 		            "token_sha256 = \"...\"; } ) (got %s)",
 		            type_name(config_setting_type(s)));
 	int n = config_setting_length(s);
-	exporters_release(cfg);
-	cfg->exporters = xcalloc((size_t)n, sizeof(*cfg->exporters));
+	accounts_release(list, n_list);
+	*list = xcalloc((size_t)n, sizeof(**list));
 	for (int i = 0; i < n; i++) {
 		const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
 		char key[KEY_MAX];
@@ -1065,19 +1111,40 @@ static bool exporters_parse(struct loader *ld, const struct setting *row, const 
 			            "token_sha256 = \"...\"; } (got %s)",
 			            type_name(config_setting_type(e)));
 		/* Count the entry first so that config_free releases what it holds. */
-		struct config_exporter *x = &cfg->exporters[cfg->n_exporters++];
-		if (!exporter_parse(ld, e, key, x))
+		struct config_exporter *x = &(*list)[(*n_list)++];
+		if (!exporter_parse(ld, e, key, noun, x))
 			return false;
-		for (size_t j = 0; j + 1 < cfg->n_exporters; j++) {
-			if (strcmp(cfg->exporters[j].id, x->id) != 0)
+		for (size_t j = 0; j + 1 < *n_list; j++) {
+			if (strcmp((*list)[j].id, x->id) != 0)
 				continue;
 			char idkey[KEY_MAX];
 			key_format(idkey, sizeof(idkey), "%s.id", key);
 			const config_setting_t *ids = config_setting_get_member(e, "id");
 			return fail(ld, ids ? ids : e, idkey,
-			            "duplicate exporter id \"%s\" (already used by %s[%zu])", x->id,
+			            "duplicate %s id \"%s\" (already used by %s[%zu])", noun, x->id,
 			            row->path, j);
 		}
+	}
+	return true;
+}
+
+/* exporters: a list of { id; name; token_sha256; } groups with unique ids. */
+static bool exporters_parse(struct loader *ld, const struct setting *row, const config_setting_t *s)
+{
+	return accounts_parse(ld, row, s, "exporter", &ld->cfg->exporters, &ld->cfg->n_exporters);
+}
+
+/* exporters and operators: equal when the same entries appear in the same order. */
+static bool accounts_same(const struct config_exporter *a, size_t na,
+                          const struct config_exporter *b, size_t nb)
+{
+	if (na != nb)
+		return false;
+	for (size_t i = 0; i < na; i++) {
+		const struct config_exporter *x = &a[i], *y = &b[i];
+		if (strcmp(x->id, y->id) != 0 || strcmp(x->name, y->name) != 0 ||
+		    memcmp(x->token_sha256, y->token_sha256, AUTH_DIGEST_LEN) != 0)
+			return false;
 	}
 	return true;
 }
@@ -1085,12 +1152,534 @@ static bool exporters_parse(struct loader *ld, const struct setting *row, const 
 /* exporters: equal when the same entries appear in the same order. */
 static bool exporters_same(const struct config *a, const struct config *b)
 {
-	if (a->n_exporters != b->n_exporters)
+	return accounts_same(a->exporters, a->n_exporters, b->exporters, b->n_exporters);
+}
+
+/* operators: none unless configured. */
+static void operators_default(struct config *cfg)
+{
+	cfg->operators = NULL;
+	cfg->n_operators = 0;
+}
+
+/* operators: free the list. */
+static void operators_release(struct config *cfg)
+{
+	accounts_release(&cfg->operators, &cfg->n_operators);
+}
+
+/* operators: the same shape and checks as exporters, ids unique among operators. */
+static bool operators_parse(struct loader *ld, const struct setting *row, const config_setting_t *s)
+{
+	return accounts_parse(ld, row, s, "operator", &ld->cfg->operators, &ld->cfg->n_operators);
+}
+
+/* operators: equal when the same entries appear in the same order. */
+static bool operators_same(const struct config *a, const struct config *b)
+{
+	return accounts_same(a->operators, a->n_operators, b->operators, b->n_operators);
+}
+
+/* The notification kinds that webhooks[i].kinds may name (see docs/PROTOCOL.md). */
+static const char *const notification_kinds[] = {
+    "order.status",        "order.anomaly", "shipment.status", "shipment.eta",
+    "alert.customs_dwell", "alert.overdue", "alert.stale",
+};
+
+#define N_NOTIFICATION_KINDS (sizeof(notification_kinds) / sizeof(notification_kinds[0]))
+
+/* webhooks: none unless configured. */
+static void webhooks_default(struct config *cfg)
+{
+	cfg->webhooks = NULL;
+	cfg->n_webhooks = 0;
+}
+
+/* Free n strings of a list and the list. */
+static void strings_free(char **list, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(list[i]);
+	free(list);
+}
+
+/* webhooks: free every entry and what it holds. */
+static void webhooks_release(struct config *cfg)
+{
+	for (size_t i = 0; i < cfg->n_webhooks; i++) {
+		struct config_webhook *w = &cfg->webhooks[i];
+		free(w->id);
+		free(w->url);
+		free(w->host);
+		free(w->path);
+		strings_free(w->secrets, w->n_secrets);
+		strings_free(w->exporters, w->n_exporters);
+		strings_free(w->kinds, w->n_kinds);
+	}
+	free(cfg->webhooks);
+	cfg->webhooks = NULL;
+	cfg->n_webhooks = 0;
+}
+
+/* Check one item v of a string list, element s dated at line; false with the error recorded. */
+typedef bool item_check_fn(struct loader *ld, const config_setting_t *s, unsigned line,
+                           const char *key, const char *v);
+
+/* What a list of strings in a webhook entry must be. */
+struct string_list_rule {
+	const char *example; /* shown when the value is not a list */
+	const char *empty;   /* said when the list is empty */
+	size_t max;          /* most entries */
+	item_check_fn *check;
+	bool secret; /* never quote the values back */
+};
+
+/*
+ * Parse s, an array or list of 1..rule->max distinct strings that each pass
+ * rule->check, into fresh copies at *out and *n.
+ */
+static bool strings_parse(struct loader *ld, const config_setting_t *s, const char *key,
+                          const struct string_list_rule *rule, char ***out, size_t *n)
+{
+	if (!config_setting_is_array(s) && !config_setting_is_list(s))
+		return fail(ld, s, key, "must be a list, e.g. %s (got %s)", rule->example,
+		            type_name(config_setting_type(s)));
+	int len = config_setting_length(s);
+	if (len == 0)
+		return fail(ld, s, key, "%s", rule->empty);
+	if ((size_t)len > rule->max)
+		return fail(ld, s, key, "must have at most %zu entries (got %d)", rule->max, len);
+	strings_free(*out, *n);
+	*n = 0;
+	*out = xcalloc((size_t)len, sizeof(**out));
+	for (int i = 0; i < len; i++) {
+		const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+		char sub[KEY_MAX];
+		key_format(sub, sizeof(sub), "%s[%d]", key, i);
+		const char *v = string_of(ld, e, sub);
+		if (v == NULL)
+			return false;
+		unsigned line = string_line(ld, e, s);
+		if (!rule->check(ld, e, line, sub, v))
+			return false;
+		for (size_t j = 0; j < *n; j++) {
+			if (strcmp((*out)[j], v) != 0)
+				continue;
+			char q[96];
+			if (rule->secret)
+				return fail_line(ld, e, line, sub, "is the same as %s[%zu]", key,
+				                 j);
+			return fail_line(ld, e, line, sub, "%s is listed twice",
+			                 quote(v, q, sizeof(q)));
+		}
+		/* Count it first so that config_free releases it on a later error. */
+		(*out)[(*n)++] = xstrdup(v);
+	}
+	return true;
+}
+
+/* An exporter id in webhooks[i].exporters; that it is configured is checked at the end. */
+static bool item_exporter(struct loader *ld, const config_setting_t *s, unsigned line,
+                          const char *key, const char *v)
+{
+	return id_check(ld, s, line, key, v);
+}
+
+/* A notification kind in webhooks[i].kinds. */
+static bool item_kind(struct loader *ld, const config_setting_t *s, unsigned line, const char *key,
+                      const char *v)
+{
+	for (size_t k = 0; k < N_NOTIFICATION_KINDS; k++)
+		if (strcmp(notification_kinds[k], v) == 0)
+			return true;
+	char q[96];
+	return fail_line(ld, s, line, key,
+	                 "must be one of order.status, order.anomaly, shipment.status, "
+	                 "shipment.eta, alert.customs_dwell, alert.overdue, alert.stale (got %s)",
+	                 quote(v, q, sizeof(q)));
+}
+
+/* A signing secret: 16..1024 characters of UTF-8 text; never quoted back. */
+static bool item_secret(struct loader *ld, const config_setting_t *s, unsigned line,
+                        const char *key, const char *v)
+{
+	long n = utf8_chars(v);
+	if (n == -1)
+		return fail_line(ld, s, line, key, "must be valid UTF-8");
+	if (n == -2)
+		return fail_line(ld, s, line, key, "must not contain control characters");
+	if (n < WEBHOOK_SECRET_MIN)
+		return fail_line(ld, s, line, key,
+		                 "must be at least %d characters (got %ld; make one with: openssl "
+		                 "rand -hex 32)",
+		                 WEBHOOK_SECRET_MIN, n);
+	if (n > WEBHOOK_SECRET_MAX)
+		return fail_line(ld, s, line, key, "must be at most %d characters (got %ld)",
+		                 WEBHOOK_SECRET_MAX, n);
+	return true;
+}
+
+/* The lists of a webhook entry. */
+static const struct string_list_rule secrets_rule = {
+    .example = "[\"new secret\", \"old secret\"]",
+    .empty = "must have 1 or 2 entries (got 0)",
+    .max = 2,
+    .check = item_secret,
+    .secret = true,
+};
+static const struct string_list_rule hook_exporters_rule = {
+    .example = "[\"kivu-coffee\"]",
+    .empty = "must name at least one exporter (leave it out for all)",
+    .max = WEBHOOK_EXPORTERS_MAX,
+    .check = item_exporter,
+    .secret = false,
+};
+static const struct string_list_rule hook_kinds_rule = {
+    .example = "[\"order.status\", \"shipment.status\"]",
+    .empty = "must name at least one kind (leave it out for all)",
+    .max = N_NOTIFICATION_KINDS,
+    .check = item_kind,
+    .secret = false,
+};
+
+/* A webhooks entry's field handler: check s and store it into w. */
+typedef bool webhook_field_fn(struct loader *ld, const config_setting_t *s, const char *key,
+                              struct config_webhook *w);
+
+/* webhooks[i].id: like an exporter id. */
+static bool webhook_id(struct loader *ld, const config_setting_t *s, const char *key,
+                       struct config_webhook *w)
+{
+	const char *v = string_of(ld, s, key);
+	if (v == NULL || !id_check(ld, s, config_setting_source_line(s), key, v))
 		return false;
-	for (size_t i = 0; i < a->n_exporters; i++) {
-		const struct config_exporter *x = &a->exporters[i], *y = &b->exporters[i];
-		if (strcmp(x->id, y->id) != 0 || strcmp(x->name, y->name) != 0 ||
-		    memcmp(x->token_sha256, y->token_sha256, AUTH_DIGEST_LEN) != 0)
+	w->id = xstrdup(v);
+	return true;
+}
+
+/*
+ * Take the port of a url apart: 1 to 5 digits, 1..65535; false with the
+ * error recorded.
+ */
+static bool url_port(struct loader *ld, const config_setting_t *s, const char *key, const char *p,
+                     size_t len, int *port)
+{
+	char q[24], buf[16];
+	long num = 0;
+	key_format(buf, sizeof(buf), "%.*s", (int)(len < 15 ? len : 15), p);
+	if (len == 0 || len > 5)
+		return fail(ld, s, key, "port must be between 1 and 65535 (got %s)",
+		            quote(buf, q, sizeof(q)));
+	for (size_t i = 0; i < len; i++) {
+		if (p[i] < '0' || p[i] > '9')
+			return fail(ld, s, key, "port must be a number (got %s)",
+			            quote(buf, q, sizeof(q)));
+		num = num * 10 + (p[i] - '0');
+	}
+	if (num < 1 || num > 65535)
+		return fail(ld, s, key, "port must be between 1 and 65535 (got %s)",
+		            quote(buf, q, sizeof(q)));
+	*port = (int)num;
+	return true;
+}
+
+/*
+ * webhooks[i].url: "http://" or "https://", a host (a name, an IPv4
+ * address or an IPv6 address in brackets), an optional port and an optional
+ * path with query; printable ASCII only, no user or password, no fragment.
+ */
+static bool webhook_url(struct loader *ld, const config_setting_t *s, const char *key,
+                        struct config_webhook *w)
+{
+	const char *v = string_of(ld, s, key);
+	if (v == NULL)
+		return false;
+	char q[96];
+	size_t n = strlen(v);
+	if (n > WEBHOOK_URL_MAX)
+		return fail(ld, s, key, "must be at most %d characters (got %zu)", WEBHOOK_URL_MAX,
+		            n);
+	for (size_t i = 0; i < n; i++)
+		if ((unsigned char)v[i] <= 0x20 || (unsigned char)v[i] >= 0x7f)
+			return fail(ld, s, key,
+			            "%s may only hold printable ASCII without spaces "
+			            "(percent-encode the rest)",
+			            quote(v, q, sizeof(q)));
+	const char *rest;
+	if (strncmp(v, "http://", 7) == 0) {
+		w->https = false;
+		w->port = 80;
+		rest = v + 7;
+	} else if (strncmp(v, "https://", 8) == 0) {
+		w->https = true;
+		w->port = 443;
+		rest = v + 8;
+	} else {
+		return fail(ld, s, key, "%s must start with http:// or https://",
+		            quote(v, q, sizeof(q)));
+	}
+
+	/* The authority runs to the first "/", "?" or "#". */
+	size_t alen = strcspn(rest, "/?#");
+	const char *host = rest, *port = NULL;
+	size_t hlen;
+	if (memchr(rest, '@', alen) != NULL)
+		return fail(ld, s, key,
+		            "%s must not hold a user or password (the secret signs each request)",
+		            quote(v, q, sizeof(q)));
+	if (alen == 0)
+		return fail(ld, s, key, "%s has no host", quote(v, q, sizeof(q)));
+	if (rest[0] == '[') {
+		const char *rb = memchr(rest, ']', alen);
+		char buf[INET6_ADDRSTRLEN + 1];
+		struct in6_addr a6;
+		if (rb == NULL)
+			return fail(ld, s, key, "%s has no closing ']'", quote(v, q, sizeof(q)));
+		host = rest + 1;
+		hlen = (size_t)(rb - host);
+		if (hlen == 0 || hlen >= sizeof(buf))
+			return fail(ld, s, key, "%s is not an IPv6 address in brackets",
+			            quote(v, q, sizeof(q)));
+		memcpy(buf, host, hlen);
+		buf[hlen] = '\0';
+		if (inet_pton(AF_INET6, buf, &a6) != 1)
+			return fail(ld, s, key, "%s is not an IPv6 address in brackets",
+			            quote(v, q, sizeof(q)));
+		if (rb + 1 < rest + alen) {
+			if (rb[1] != ':')
+				return fail(ld, s, key,
+				            "%s has something after ']' that is not a port",
+				            quote(v, q, sizeof(q)));
+			port = rb + 2;
+		}
+	} else {
+		const char *colon = memchr(rest, ':', alen);
+		hlen = colon != NULL ? (size_t)(colon - rest) : alen;
+		if (colon != NULL && memchr(colon + 1, ':', alen - hlen - 1) != NULL)
+			return fail(
+			    ld, s, key,
+			    "%s: an IPv6 address needs brackets, e.g. \"http://[::1]:8080/\"",
+			    quote(v, q, sizeof(q)));
+		if (hlen == 0)
+			return fail(ld, s, key, "%s has no host", quote(v, q, sizeof(q)));
+		if (!host_ok(host, hlen))
+			return fail(ld, s, key, "%s does not have a valid host name or address",
+			            quote(v, q, sizeof(q)));
+		if (colon != NULL)
+			port = colon + 1;
+	}
+	if (port != NULL && !url_port(ld, s, key, port, (size_t)(rest + alen - port), &w->port))
+		return false;
+
+	const char *path = rest + alen;
+	if (strchr(path, '#') != NULL)
+		return fail(ld, s, key, "%s must not have a fragment (#...)",
+		            quote(v, q, sizeof(q)));
+	w->url = xstrdup(v);
+	w->host = xprintf("%.*s", (int)hlen, host);
+	w->path = xprintf("%s%s", path[0] == '/' ? "" : "/", path);
+	return true;
+}
+
+/* webhooks[i].secret: one signing secret; not together with secrets. */
+static bool webhook_secret(struct loader *ld, const config_setting_t *s, const char *key,
+                           struct config_webhook *w)
+{
+	if (w->n_secrets > 0)
+		return fail(ld, s, key, "give either secret or secrets, not both");
+	const char *v = string_of(ld, s, key);
+	if (v == NULL || !item_secret(ld, s, config_setting_source_line(s), key, v))
+		return false;
+	w->secrets = xcalloc(1, sizeof(*w->secrets));
+	w->secrets[0] = xstrdup(v);
+	w->n_secrets = 1;
+	return true;
+}
+
+/* webhooks[i].secrets: 1 or 2 secrets, the new one first; not together with secret. */
+static bool webhook_secrets(struct loader *ld, const config_setting_t *s, const char *key,
+                            struct config_webhook *w)
+{
+	if (w->n_secrets > 0)
+		return fail(ld, s, key, "give either secret or secrets, not both");
+	return strings_parse(ld, s, key, &secrets_rule, &w->secrets, &w->n_secrets);
+}
+
+/* webhooks[i].exporters: only these exporters' notifications. */
+static bool webhook_exporters(struct loader *ld, const config_setting_t *s, const char *key,
+                              struct config_webhook *w)
+{
+	return strings_parse(ld, s, key, &hook_exporters_rule, &w->exporters, &w->n_exporters);
+}
+
+/* webhooks[i].kinds: only these kinds of notification. */
+static bool webhook_kinds(struct loader *ld, const config_setting_t *s, const char *key,
+                          struct config_webhook *w)
+{
+	return strings_parse(ld, s, key, &hook_kinds_rule, &w->kinds, &w->n_kinds);
+}
+
+/* The keys of one webhooks entry; id and url are required, and secret or secrets. */
+static const struct webhook_key {
+	const char *name;
+	webhook_field_fn *parse;
+	bool required;
+} webhook_keys[] = {
+    {"id", webhook_id, true},
+    {"url", webhook_url, true},
+    {"secret", webhook_secret, false},
+    {"secrets", webhook_secrets, false},
+    {"exporters", webhook_exporters, false},
+    {"kinds", webhook_kinds, false},
+};
+
+#define N_WEBHOOK_KEYS (sizeof(webhook_keys) / sizeof(webhook_keys[0]))
+
+/* Parse one webhooks group e, named key in messages, into w. */
+static bool webhook_parse(struct loader *ld, const config_setting_t *e, const char *key,
+                          struct config_webhook *w)
+{
+	bool seen[N_WEBHOOK_KEYS] = {false};
+	int n = config_setting_length(e);
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *s = config_setting_get_elem(e, (unsigned)i);
+		const char *name = config_setting_name(s);
+		char sub[KEY_MAX];
+		key_format(sub, sizeof(sub), "%s.%s", key, name);
+		size_t k = 0;
+		while (k < N_WEBHOOK_KEYS && strcmp(webhook_keys[k].name, name) != 0)
+			k++;
+		if (k < N_WEBHOOK_KEYS) {
+			if (!webhook_keys[k].parse(ld, s, sub, w))
+				return false;
+			seen[k] = true;
+			continue;
+		}
+		size_t best = 3, nlen = strlen(name);
+		const char *near = NULL;
+		for (k = 0; k < N_WEBHOOK_KEYS; k++) {
+			const char *cand = webhook_keys[k].name;
+			size_t d = edit_distance(name, nlen, cand, strlen(cand));
+			if (d < best && d < strlen(cand)) {
+				best = d;
+				near = cand;
+			}
+		}
+		if (near != NULL) {
+			char hint[64];
+			key_format(hint, sizeof(hint), "did you mean \"%s\"?", near);
+			return unknown_key(ld, s, sub, hint);
+		}
+		return unknown_key(ld, s, sub, NULL);
+	}
+	for (size_t k = 0; k < N_WEBHOOK_KEYS; k++) {
+		if (seen[k] || !webhook_keys[k].required)
+			continue;
+		char sub[KEY_MAX];
+		key_format(sub, sizeof(sub), "%s.%s", key, webhook_keys[k].name);
+		return fail(ld, e, sub,
+		            "missing (every webhook needs id, url and secret or secrets)");
+	}
+	if (w->n_secrets == 0) {
+		char sub[KEY_MAX];
+		key_format(sub, sizeof(sub), "%s.secret", key);
+		return fail(ld, e, sub, "missing (every webhook needs secret or secrets)");
+	}
+	return true;
+}
+
+/* webhooks: a list of { id; url; secret or secrets; exporters; kinds; } with unique ids. */
+static bool webhooks_parse(struct loader *ld, const struct setting *row, const config_setting_t *s)
+{
+	struct config *cfg = ld->cfg;
+	if (!config_setting_is_list(s) && !config_setting_is_array(s))
+		return fail(
+		    ld, s, row->path,
+		    "must be a list of groups, e.g. ( { id = \"...\"; url = \"https://...\"; "
+		    "secret = \"...\"; } ) (got %s)",
+		    type_name(config_setting_type(s)));
+	int n = config_setting_length(s);
+	if (n > WEBHOOKS_MAX)
+		return fail(ld, s, row->path, "must have at most %d entries (got %d)", WEBHOOKS_MAX,
+		            n);
+	webhooks_release(cfg);
+	cfg->webhooks = xcalloc((size_t)n, sizeof(*cfg->webhooks));
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+		char key[KEY_MAX];
+		key_format(key, sizeof(key), "%s[%d]", row->path, i);
+		if (!config_setting_is_group(e))
+			return fail(
+			    ld, e, key,
+			    "must be a group { id = \"...\"; url = \"...\"; secret = \"...\"; } "
+			    "(got %s)",
+			    type_name(config_setting_type(e)));
+		/* Count the entry first so that config_free releases what it holds. */
+		struct config_webhook *w = &cfg->webhooks[cfg->n_webhooks++];
+		if (!webhook_parse(ld, e, key, w))
+			return false;
+		for (size_t j = 0; j + 1 < cfg->n_webhooks; j++) {
+			if (strcmp(cfg->webhooks[j].id, w->id) != 0)
+				continue;
+			char idkey[KEY_MAX];
+			key_format(idkey, sizeof(idkey), "%s.id", key);
+			const config_setting_t *ids = config_setting_get_member(e, "id");
+			return fail(ld, ids ? ids : e, idkey,
+			            "duplicate webhook id \"%s\" (already used by %s[%zu])", w->id,
+			            row->path, j);
+		}
+	}
+	return true;
+}
+
+/*
+ * webhooks[i].exporters: every id must be a configured exporter.  Run once
+ * the whole file has been read, since exporters may come after webhooks.
+ */
+static bool webhooks_check_exporters(struct loader *ld, const config_setting_t *root)
+{
+	const struct config *cfg = ld->cfg;
+	const config_setting_t *hooks = config_setting_get_member(root, "webhooks");
+	for (size_t i = 0; i < cfg->n_webhooks; i++) {
+		const struct config_webhook *w = &cfg->webhooks[i];
+		const config_setting_t *e = config_setting_get_elem(hooks, (unsigned)i);
+		const config_setting_t *list = config_setting_get_member(e, "exporters");
+		for (size_t j = 0; j < w->n_exporters; j++) {
+			if (config_find_exporter(cfg, w->exporters[j]) != NULL)
+				continue;
+			const config_setting_t *item = config_setting_get_elem(list, (unsigned)j);
+			char key[KEY_MAX], q[96];
+			key_format(key, sizeof(key), "webhooks[%zu].exporters[%zu]", i, j);
+			return fail_line(ld, item, string_line(ld, item, list), key,
+			                 "unknown exporter %s (not in exporters)",
+			                 quote(w->exporters[j], q, sizeof(q)));
+		}
+	}
+	return true;
+}
+
+/* True when two string lists hold the same strings in the same order. */
+static bool strings_same(char *const *a, size_t na, char *const *b, size_t nb)
+{
+	if (na != nb)
+		return false;
+	for (size_t i = 0; i < na; i++)
+		if (strcmp(a[i], b[i]) != 0)
+			return false;
+	return true;
+}
+
+/* webhooks: equal when the same entries appear in the same order. */
+static bool webhooks_same(const struct config *a, const struct config *b)
+{
+	if (a->n_webhooks != b->n_webhooks)
+		return false;
+	for (size_t i = 0; i < a->n_webhooks; i++) {
+		const struct config_webhook *x = &a->webhooks[i], *y = &b->webhooks[i];
+		if (strcmp(x->id, y->id) != 0 || strcmp(x->url, y->url) != 0 ||
+		    !strings_same(x->secrets, x->n_secrets, y->secrets, y->n_secrets) ||
+		    !strings_same(x->exporters, x->n_exporters, y->exporters, y->n_exporters) ||
+		    !strings_same(x->kinds, x->n_kinds, y->kinds, y->n_kinds))
 			return false;
 	}
 	return true;
@@ -1363,8 +1952,9 @@ struct config *config_parse_string(const char *text, const char *name, char **er
 		loader_error(&ld, xprintf("%s: no configuration text", name));
 	} else if (!config_read_string(&lc, text)) {
 		loader_error(&ld, syntax_error(&lc, name));
-	} else {
-		group_walk(&ld, config_root_setting(&lc), "");
+	} else if (group_walk(&ld, config_root_setting(&lc), "")) {
+		/* What spans keys, once every key has been read. */
+		webhooks_check_exporters(&ld, config_root_setting(&lc));
 	}
 	config_destroy(&lc);
 
@@ -1476,14 +2066,26 @@ void config_free(struct config *c)
 	free(c);
 }
 
+/* The account with this id in a list of n, or NULL. */
+static const struct config_exporter *accounts_find(const struct config_exporter *list, size_t n,
+                                                   const char *id)
+{
+	if (id == NULL)
+		return NULL;
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(list[i].id, id) == 0)
+			return &list[i];
+	return NULL;
+}
+
 const struct config_exporter *config_find_exporter(const struct config *c, const char *id)
 {
-	if (c == NULL || id == NULL)
-		return NULL;
-	for (size_t i = 0; i < c->n_exporters; i++)
-		if (strcmp(c->exporters[i].id, id) == 0)
-			return &c->exporters[i];
-	return NULL;
+	return c != NULL ? accounts_find(c->exporters, c->n_exporters, id) : NULL;
+}
+
+const struct config_exporter *config_find_operator(const struct config *c, const char *id)
+{
+	return c != NULL ? accounts_find(c->operators, c->n_operators, id) : NULL;
 }
 
 /* Point the fold's rules at the config's documents.required; none for a NULL config. */

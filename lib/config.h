@@ -35,6 +35,27 @@ struct config_exporter {
 	uint8_t token_sha256[AUTH_DIGEST_LEN];
 };
 
+/*
+ * One webhooks entry: where notifications are POSTed and how they are
+ * signed.  url is kept as written and also taken apart: host is a name or
+ * an address (an IPv6 address without its brackets), port is the one given
+ * or 80/443 by scheme, path starts with "/" and keeps any "?query".
+ */
+struct config_webhook {
+	char *id;
+	char *url;
+	bool https;
+	char *host;
+	int port;
+	char *path;
+	char **secrets; /* 1 or 2; the first signs first (rotation: ["new", "old"]) */
+	size_t n_secrets;
+	char **exporters;   /* only these exporters' notifications */
+	size_t n_exporters; /* 0 = all */
+	char **kinds;       /* only these notification kinds */
+	size_t n_kinds;     /* 0 = all */
+};
+
 struct config {
 	char *path; /* the file it came from, for messages */
 
@@ -60,6 +81,18 @@ struct config {
 	/* documents.required; the config owns the rules and their strings. */
 	struct model_doc_rule *doc_rules;
 	size_t n_doc_rules;
+
+	/* operators: who may subscribe to every exporter's notifications. */
+	struct config_exporter *operators;
+	size_t n_operators;
+
+	/* webhooks: where notifications are delivered by HTTP POST. */
+	struct config_webhook *webhooks;
+	size_t n_webhooks;
+
+	int alerts_interval_s;         /* alerts.interval_s: how often alerts are evaluated */
+	int alerts_customs_hold_hours; /* alerts.customs_hold_hours: customs dwell alert */
+	int alerts_stale_hours;        /* alerts.stale_hours: no news of a shipment */
 };
 
 /* Load and check a file. NULL on error with *errstr set (free() it). */
@@ -70,6 +103,8 @@ void config_free(struct config *c);
 
 /* The exporter with this id, or NULL. */
 const struct config_exporter *config_find_exporter(const struct config *c, const char *id);
+/* The operator with this id, or NULL. */
+const struct config_exporter *config_find_operator(const struct config *c, const char *id);
 
 /*
  * The fold's rules (documents.required) of a config: *out points into c and

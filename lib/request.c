@@ -6,11 +6,18 @@
  * anything after the value.  This file then sorts the object by "type" and
  * checks its fields against tables of rules: one table for the envelope
  * every event carries, one per event type for what that type adds, and one
- * each for hello and ping.  A rule gives the field's JSON kind, whether it
- * is required, and what else its value must be (a length in characters, a
- * word from a list, a check function, the members of a nested object, the
- * item count of an array of objects); one walker applies every table, and
- * an optional per-type function checks what spans fields.
+ * each for hello, ping and subscribe.  A rule gives the field's JSON kind,
+ * whether it is required, and what else its value must be (a length in
+ * characters, a word from a list, a check function, the members of a nested
+ * object, the item count of an array and the rule every item meets); one
+ * walker applies every table, and an optional per-type function checks what
+ * spans fields.
+ *
+ * A hello names an exporter or an operator, never both and never neither;
+ * which of the two it was is all the parser decides.  A subscribe carries
+ * the seq to resume after (a JSON integer, 0 or more) and optional filters,
+ * each a non-empty array of well-formed words; whether the sender may use a
+ * filter (only operators may choose exporters) is the daemon's business.
  *
  * Checks run in a fixed order, so a line with several problems always gets
  * the same error: first unknown members (a typo such as "ocurred_at" is
@@ -32,6 +39,12 @@
  * character boundary, and jansson's own error text is reduced to printable
  * ASCII, so a message is always short, valid UTF-8.  The token of a hello
  * never appears in a message.
+ *
+ * The canonical form of an event (what is stored and compared) is compact
+ * JSON with sorted keys, as jansson writes it, except that each real is
+ * written in the shortest form that reads back as the same double ("7.9",
+ * "1e-7"): jansson's own 17 digits would turn 7.9 into 7.9000000000000004,
+ * a different number for PostgreSQL.
  */
 #include "request.h"
 
@@ -48,6 +61,9 @@
 #define QUOTE_MAX          64                /* bytes of line text quoted in a message */
 #define PATH_MAX_LEN       96                /* bytes of a field path, e.g. "lines[999].unit" */
 #define LINES_MAX          1000              /* items in order.created lines */
+#define SUB_KINDS_MAX      16                /* items in a subscribe's kinds */
+#define SUB_FILTER_MAX     1000              /* items in a subscribe's orders or exporters */
+#define EXPORTER_ID_MAX    64                /* characters of an exporter id in a filter */
 
 /* The JSON type a field's value must have. */
 enum field_kind {
@@ -85,6 +101,7 @@ struct field_rule {
 	field_check_fn check;             /* a further check, or NULL */
 	const struct field_rule *members; /* objects: the only members allowed (NULL: any);
 	                                     arrays: each item is such an object */
+	const struct field_rule *each;    /* arrays of scalars: the rule every item meets */
 	size_t min_items, max_items;      /* arrays: bounds on the item count */
 	const char *reason;               /* said for a wrong kind or word; NULL: the kind's */
 };
@@ -134,6 +151,11 @@ struct event_type {
 		.name = (n), .kind = FIELD_ARRAY, .required = (req), .members = (mem),             \
 		.min_items = (lo), .max_items = (hi)                                               \
 	}
+#define F_WORDS(n, req, item, lo, hi)                                                              \
+	{                                                                                          \
+		.name = (n), .kind = FIELD_ARRAY, .required = (req), .each = (item),               \
+		.min_items = (lo), .max_items = (hi)                                               \
+	}
 #define F_END                                                                                      \
 	{                                                                                          \
 		.name = NULL                                                                       \
@@ -154,6 +176,8 @@ static const char *check_not_negative(const json_t *v, struct check_ctx *cx);
 static const char *check_location(const json_t *v, struct check_ctx *cx);
 static const char *check_exporter(const json_t *v, struct check_ctx *cx);
 static const char *check_token(const json_t *v, struct check_ctx *cx);
+static const char *check_exporter_id(const json_t *v, struct check_ctx *cx);
+static const char *check_after(const json_t *v, struct check_ctx *cx);
 static const char *finish_order_created(const json_t *root, const char **field);
 static const char *finish_retracted(const json_t *root, const char **field);
 
@@ -296,15 +320,52 @@ static const struct field_rule retracted_rules[] = {
     F_END,
 };
 
-/* The only fields of a hello besides "type". */
-static const struct field_rule hello_rules[] = {
-    F_STRING("exporter", true, check_exporter),
+/*
+ * Who a hello speaks for: exactly one of the two (parse_hello checks that).
+ * An operator id follows the same rule as an exporter id.
+ */
+static const struct field_rule hello_who_rules[] = {
+    F_STRING("exporter", false, check_exporter),
+    F_STRING("operator", false, check_exporter),
+    F_END,
+};
+
+/* A hello's token, checked after who it is from. */
+static const struct field_rule hello_token_rules[] = {
     F_STRING("token", true, check_token),
     F_END,
 };
 
 /* A ping has no field besides "type". */
 static const struct field_rule ping_rules[] = {
+    F_END,
+};
+
+/* The kinds of notification a subscriber may ask for. */
+static const char *const notification_kinds[] = {
+    "order.status",        "order.anomaly", "shipment.status", "shipment.eta",
+    "alert.customs_dwell", "alert.overdue", "alert.stale",     NULL,
+};
+static const char reason_kind[] =
+    "must be one of order.status, order.anomaly, shipment.status, shipment.eta, "
+    "alert.customs_dwell, alert.overdue, alert.stale";
+static const char reason_after[] = "must be an integer >= 0";
+
+/* One item of a subscribe's kinds, orders and exporters. */
+static const struct field_rule kind_item = F_WORD("kinds", true, notification_kinds, reason_kind);
+static const struct field_rule order_item = F_STRING("orders", true, check_ref);
+static const struct field_rule exporter_item = F_STRING("exporters", true, check_exporter_id);
+
+/* subscribe: where to resume, and what to hear about (every filter optional). */
+static const struct field_rule subscribe_rules[] = {
+    {.name = "after",
+     .kind = FIELD_INTEGER,
+     .required = true,
+     .check = check_after,
+     .reason = reason_after},
+    F_WORDS("kinds", false, &kind_item, 1, SUB_KINDS_MAX),
+    F_WORDS("orders", false, &order_item, 1, SUB_FILTER_MAX),
+    F_WORDS("exporters", false, &exporter_item, 1, SUB_FILTER_MAX),
     F_END,
 };
 
@@ -505,6 +566,35 @@ static const char *check_token(const json_t *v, struct check_ctx *cx)
 	return string_chars_within(v, HELLO_TOKEN_MAX) ? NULL : "must be 1-256 characters";
 }
 
+/*
+ * Check an exporter id in a subscribe filter: the characters a configured
+ * id may have (see config.c), since no other id can ever match.
+ */
+static const char *check_exporter_id(const json_t *v, struct check_ctx *cx)
+{
+	static const char why[] = "must be 1-64 characters of A-Z a-z 0-9 . _ -";
+	const char *s = json_string_value(v);
+	size_t n = json_string_length(v);
+
+	(void)cx;
+	if (n == 0 || n > EXPORTER_ID_MAX)
+		return why;
+	for (size_t i = 0; i < n; i++) {
+		unsigned char ch = (unsigned char)s[i];
+		if (!((ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') ||
+		      (ch >= '0' && ch <= '9') || ch == '.' || ch == '_' || ch == '-'))
+			return why;
+	}
+	return NULL;
+}
+
+/* Check that a subscribe's "after", known by now to be an integer, is not negative. */
+static const char *check_after(const json_t *v, struct check_ctx *cx)
+{
+	(void)cx;
+	return json_integer_value(v) >= 0 ? NULL : reason_after;
+}
+
 /* Length of s[0..len) once a UTF-8 sequence cut off at the end is dropped. */
 static size_t utf8_whole_prefix(const char *s, size_t len)
 {
@@ -678,7 +768,13 @@ static bool check_no_unknown(const json_t *obj, const struct field_rule *a,
 static bool check_rules(const json_t *obj, const struct field_rule *rules, const char *prefix,
                         const char *code, struct check_ctx *cx, struct request_error *err);
 
-/* Check each item of an array of objects at path against the rule's members. */
+static bool check_value(const json_t *v, const struct field_rule *r, const char *path,
+                        const char *code, struct check_ctx *cx, struct request_error *err);
+
+/*
+ * Check the item count of an array at path, then each item: against the
+ * rule's members when items are objects, else against its rule for each.
+ */
 static bool check_items(const json_t *arr, const struct field_rule *r, const char *path,
                         const char *code, struct check_ctx *cx, struct request_error *err)
 {
@@ -694,6 +790,12 @@ static bool check_items(const json_t *arr, const struct field_rule *r, const cha
 	json_array_foreach(arr, i, item)
 	{
 		char prefix[PATH_MAX_LEN];
+		if (r->each != NULL) {
+			path_format(prefix, "%s[%zu]", path, i);
+			if (!check_value(item, r->each, prefix, code, cx, err))
+				return false;
+			continue;
+		}
 		path_format(prefix, "%s[%zu].", path, i);
 		if (!json_is_object(item)) {
 			set_error(err, code, "field \"%s[%zu]\": must be an object", path, i);
@@ -730,7 +832,7 @@ static bool check_value(const json_t *v, const struct field_rule *r, const char 
 		    !check_rules(v, r->members, prefix, code, cx, err))
 			return false;
 	}
-	if (why == NULL && r->kind == FIELD_ARRAY && r->members != NULL &&
+	if (why == NULL && r->kind == FIELD_ARRAY && (r->members != NULL || r->each != NULL) &&
 	    !check_items(v, r, path, code, cx, err))
 		return false;
 	if (why == NULL && r->check != NULL)
@@ -847,6 +949,58 @@ static bool parse_event(json_t *root, const struct event_type *et, int64_t now_m
 	return true;
 }
 
+/*
+ * Check a hello: members, then who it speaks for (exactly one of exporter
+ * and operator), then the token; fill rq->u.hello from the tree.
+ */
+static bool parse_hello(const json_t *root, struct check_ctx *cx, struct request *rq,
+                        struct request_error *err)
+{
+	const char *code = ERR_INVALID_REQUEST;
+	const json_t *exporter, *op;
+
+	if (!check_no_unknown(root, hello_who_rules, hello_token_rules, top_names, "", code, err) ||
+	    !check_rules(root, hello_who_rules, "", code, cx, err))
+		return false;
+	exporter = json_object_get(root, "exporter");
+	op = json_object_get(root, "operator");
+	if (exporter == NULL && op == NULL) {
+		set_error(err, code, "field \"exporter\": required (or \"operator\")");
+		return false;
+	}
+	if (exporter != NULL && op != NULL) {
+		set_error(err, code, "field \"operator\": not allowed together with \"exporter\"");
+		return false;
+	}
+	if (!check_rules(root, hello_token_rules, "", code, cx, err))
+		return false;
+	rq->kind = REQ_HELLO;
+	rq->u.hello.exporter = json_string_value(exporter);
+	/* clang-format reads "operator =" as C++ and would glue it; this is C. */
+	/* clang-format off */
+	rq->u.hello.operator = json_string_value(op);
+	/* clang-format on */
+	rq->u.hello.token = json_string_value(json_object_get(root, "token"));
+	return true;
+}
+
+/* Check a subscribe and fill rq->u.subscribe; the filters stay in the tree. */
+static bool parse_subscribe(const json_t *root, struct check_ctx *cx, struct request *rq,
+                            struct request_error *err)
+{
+	const char *code = ERR_INVALID_REQUEST;
+
+	if (!check_no_unknown(root, subscribe_rules, NULL, top_names, "", code, err) ||
+	    !check_rules(root, subscribe_rules, "", code, cx, err))
+		return false;
+	rq->kind = REQ_SUBSCRIBE;
+	rq->u.subscribe.after = json_integer_value(json_object_get(root, "after"));
+	rq->u.subscribe.kinds = json_object_get(root, "kinds");
+	rq->u.subscribe.orders = json_object_get(root, "orders");
+	rq->u.subscribe.exporters = json_object_get(root, "exporters");
+	return true;
+}
+
 /* Parse line[0..len) into rq, or fill err with the first problem found. */
 bool request_parse(const char *line, size_t len, int64_t now_ms, struct request *rq,
                    struct request_error *err)
@@ -880,14 +1034,13 @@ bool request_parse(const char *line, size_t len, int64_t now_ms, struct request 
 	tname = json_string_value(type);
 
 	if (strcmp(tname, "hello") == 0) {
-		err->hello = true;
-		if (!check_no_unknown(root, hello_rules, NULL, top_names, "", ERR_INVALID_REQUEST,
-		                      err) ||
-		    !check_rules(root, hello_rules, "", ERR_INVALID_REQUEST, &cx, err))
+		if (!parse_hello(root, &cx, rq, err)) {
+			err->hello = true; /* a broken hello, not some other line */
 			goto fail;
-		rq->kind = REQ_HELLO;
-		rq->u.hello.exporter = json_string_value(json_object_get(root, "exporter"));
-		rq->u.hello.token = json_string_value(json_object_get(root, "token"));
+		}
+	} else if (strcmp(tname, "subscribe") == 0) {
+		if (!parse_subscribe(root, &cx, rq, err))
+			goto fail;
 	} else if (strcmp(tname, "ping") == 0) {
 		if (!check_no_unknown(root, ping_rules, NULL, top_names, "", ERR_INVALID_REQUEST,
 		                      err))
@@ -919,17 +1072,135 @@ void request_clear(struct request *rq)
 	memset(rq, 0, sizeof(*rq));
 }
 
-/* Serialise the request compactly with sorted keys; NULL when rq holds no tree. */
+/* A growing output buffer for the canonical form. */
+struct canon_buf {
+	char *data;
+	size_t len, cap;
+};
+
+/* Append n bytes to b, keeping it NUL-terminated; out of memory aborts. */
+static void canon_put(struct canon_buf *b, const char *s, size_t n)
+{
+	if (b->len + n + 1 > b->cap) {
+		size_t cap = b->cap == 0 ? 256 : b->cap;
+		while (b->len + n + 1 > cap)
+			cap *= 2;
+		char *d = realloc(b->data, cap);
+		if (d == NULL)
+			abort(); /* out of memory is not a code path */
+		b->data = d;
+		b->cap = cap;
+	}
+	memcpy(b->data + b->len, s, n);
+	b->len += n;
+	b->data[b->len] = '\0';
+}
+
+/* Append jansson's compact text of one value, with extra dump flags. */
+static void canon_dump(struct canon_buf *b, const json_t *v, size_t flags)
+{
+	char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | flags);
+
+	if (s == NULL)
+		abort(); /* only out of memory gets here */
+	canon_put(b, s, strlen(s));
+	free(s);
+}
+
+/*
+ * Append a real as the shortest text that reads back as the same double,
+ * so 7.9 stays "7.9" (jansson alone writes 17 digits, "7.9000000000000004",
+ * which PostgreSQL's numeric would keep as a different number).
+ */
+static void canon_real(struct canon_buf *b, const json_t *v)
+{
+	double d = json_real_value(v);
+
+	for (int p = 1; p < 17; p++) {
+		char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(p));
+		if (s == NULL)
+			abort();
+		bool exact = strtod(s, NULL) == d;
+		if (exact)
+			canon_put(b, s, strlen(s));
+		free(s);
+		if (exact)
+			return;
+	}
+	canon_dump(b, v, JSON_REAL_PRECISION(17)); /* 17 digits always read back */
+}
+
+/* Order object keys bytewise, as JSON_SORT_KEYS does. */
+static int canon_key_cmp(const void *a, const void *b)
+{
+	return strcmp(*(const char *const *)a, *(const char *const *)b);
+}
+
+/* Append the canonical text of v: compact, keys sorted, reals shortest. */
+static void canon_value(struct canon_buf *b, const json_t *v)
+{
+	size_t i, n;
+	const char *key;
+	json_t *m;
+
+	switch (json_typeof(v)) {
+	case JSON_OBJECT: {
+		const char **keys = calloc(json_object_size(v) + 1, sizeof(*keys));
+		if (keys == NULL)
+			abort();
+		n = 0;
+		json_object_foreach((json_t *)v, key, m)
+		{
+			keys[n++] = key;
+		}
+		qsort(keys, n, sizeof(*keys), canon_key_cmp);
+		canon_put(b, "{", 1);
+		for (i = 0; i < n; i++) {
+			json_t *ks = json_string(keys[i]);
+			if (ks == NULL)
+				abort(); /* keys are valid UTF-8: jansson checked them */
+			if (i > 0)
+				canon_put(b, ",", 1);
+			canon_dump(b, ks, 0);
+			json_decref(ks);
+			canon_put(b, ":", 1);
+			canon_value(b, json_object_get(v, keys[i]));
+		}
+		canon_put(b, "}", 1);
+		free(keys);
+		break;
+	}
+	case JSON_ARRAY:
+		canon_put(b, "[", 1);
+		json_array_foreach(v, i, m)
+		{
+			if (i > 0)
+				canon_put(b, ",", 1);
+			canon_value(b, m);
+		}
+		canon_put(b, "]", 1);
+		break;
+	case JSON_REAL:
+		canon_real(b, v);
+		break;
+	default:
+		canon_dump(b, v, 0);
+		break;
+	}
+}
+
+/*
+ * Serialise the request compactly with sorted keys, each real in its
+ * shortest exact form; NULL when rq holds no tree.
+ */
 char *request_event_canonical(const struct request *rq, size_t *len)
 {
-	char *s;
+	struct canon_buf b = {NULL, 0, 0};
 
 	if (rq->root == NULL)
 		return NULL;
-	s = json_dumps(rq->root, JSON_COMPACT | JSON_SORT_KEYS);
-	if (s == NULL)
-		abort(); /* only out of memory gets here; not a code path */
+	canon_value(&b, rq->root);
 	if (len != NULL)
-		*len = strlen(s);
-	return s;
+		*len = b.len;
+	return b.data;
 }

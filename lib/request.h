@@ -18,6 +18,7 @@ enum request_kind {
 	REQ_HELLO,
 	REQ_PING,
 	REQ_EVENT,
+	REQ_SUBSCRIBE,
 };
 
 /* Error codes of protocol v1, as they appear on the wire. */
@@ -31,6 +32,7 @@ enum request_kind {
 #define ERR_AUTH_FAILED "auth_failed"
 #define ERR_TOO_MANY_CONNECTIONS "too_many_connections"
 #define ERR_INTERNAL "internal_error"
+#define ERR_FORBIDDEN "forbidden"
 
 struct request_error {
 	const char *code;  /* one of the ERR_* strings */
@@ -56,10 +58,20 @@ struct request {
 	json_t *root; /* owned; strings below point into it */
 	union {
 		struct {
-			const char *exporter;
+			const char *exporter; /* an exporter's hello, else NULL */
+			const char *operator; /* an operator's hello, else NULL */
 			const char *token;
 		} hello;
 		struct request_event event;
+		struct {
+			long long after; /* >= 0 */
+			/* Filters: arrays of strings, borrowed from root, or NULL
+			 * when absent.  kinds are notification kinds, orders are
+			 * order refs, exporters are exporter ids. */
+			const json_t *kinds;
+			const json_t *orders;
+			const json_t *exporters;
+		} subscribe;
 	} u;
 };
 

@@ -42,6 +42,8 @@
 #define READ_CHUNK 65536
 #define SEND_MS 60000 /* longest a single it_send_raw may take */
 #define PGCLUSTER_MS 100000 /* longest a pgcluster command may take */
+#define MAX_FAILURES 16
+#define FAILURE_LEN 400
 
 const char it_id_any[] = "<any id>";
 
@@ -61,6 +63,8 @@ static struct {
 	struct it_daemon *last;   /* latest daemon started: named in failures */
 	const char *at_file;      /* test line of the check running, if any */
 	int at_line;
+	char failures[MAX_FAILURES][FAILURE_LEN]; /* repeated at the end of the run */
+	int n_failures;
 } H;
 
 static void fmt_fixed(char *out, size_t cap, const char *fmt, ...)
@@ -100,14 +104,21 @@ void it_fail_at(const char *file, int line, const char *fmt, ...)
 	va_list ap;
 
 	fflush(stdout);
-	fprintf(stderr, "\n*** FAILED (%s:%d", file, line);
+	char where[512], what[FAILURE_LEN];
 	if (H.at_file != NULL)
-		fprintf(stderr, ", check at %s:%d", H.at_file, H.at_line);
-	fprintf(stderr, "): ");
+		snprintf(where, sizeof(where), "%s:%d, check at %s:%d", file, line, H.at_file,
+		         H.at_line);
+	else
+		snprintf(where, sizeof(where), "%s:%d", file, line);
 	va_start(ap, fmt);
-	vfprintf(stderr, fmt, ap);
+	vsnprintf(what, sizeof(what), fmt, ap);
 	va_end(ap);
-	fprintf(stderr, "\n");
+	fprintf(stderr, "\n*** FAILED (%s): %s\n", where, what);
+	if (H.n_failures < MAX_FAILURES) {
+		const char *base = strrchr(H.at_file != NULL ? H.at_file : file, '/');
+		snprintf(H.failures[H.n_failures++], FAILURE_LEN, "%.40s:%d: %.300s",
+		         base != NULL ? base + 1 : file, H.at_file != NULL ? H.at_line : line, what);
+	}
 	if (H.last != NULL) {
 		fprintf(stderr, "*** daemon log: %s\n", H.last->log_path);
 		it_log_tail(H.last, 25);
@@ -188,7 +199,17 @@ int it_env_fini(int failed)
 	if (failed) {
 		fprintf(stderr, "harness: %d test(s) failed; keeping %s (daemon logs: *.log)\n",
 		        failed, H.tmp);
-		return 1;
+		for (int i = 0; i < H.n_failures; i++)
+			fprintf(stderr, "harness: failure %d: %s\n", i + 1, H.failures[i]);
+		/*
+		 * A failed check jumps out of its test and leaves its buffers
+		 * behind.  Leaving through _exit skips LeakSanitizer's report of
+		 * those, which would only push the real failures out of view; a
+		 * run that passed returns normally and is checked for leaks.
+		 */
+		fflush(stdout);
+		fflush(stderr);
+		_exit(1);
 	}
 	/* destroy also removes a cluster pgcluster had to keep outside the dir. */
 	const char *destroy[] = {"destroy", H.pgdir, NULL};
@@ -465,7 +486,7 @@ int it_daemon_stop(struct it_daemon *d, int sig, int timeout_ms)
 	return it_daemon_wait(d, timeout_ms);
 }
 
-void it_daemon_stop_clean(struct it_daemon *d)
+void it_daemon_stop_clean_(struct it_daemon *d)
 {
 	char what[64];
 	int st = it_daemon_stop(d, SIGTERM, IT_STOP_MS);
@@ -473,6 +494,7 @@ void it_daemon_stop_clean(struct it_daemon *d)
 		describe_status(st, what, sizeof(what));
 		it_fail("daemon should exit 0 after SIGTERM, %s", what);
 	}
+	H.at_file = NULL;
 }
 
 off_t it_log_offset(const struct it_daemon *d)
@@ -489,12 +511,13 @@ off_t it_log_wait(struct it_daemon *d, off_t from, const char *needle, int timeo
 	return log_find(d, from, needle, timeout_ms, line, sizeof(line));
 }
 
-off_t it_log_expect(struct it_daemon *d, off_t from, const char *needle, int timeout_ms)
+off_t it_log_expect_(struct it_daemon *d, off_t from, const char *needle, int timeout_ms)
 {
 	off_t at = it_log_wait(d, from, needle, timeout_ms);
 	if (at < 0)
 		it_fail("no log line with '%s' within %d ms (after offset %lld)%s", needle,
 		        timeout_ms, (long long)from, d->exited ? "; the daemon exited" : "");
+	H.at_file = NULL;
 	return at;
 }
 

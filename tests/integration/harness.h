@@ -106,7 +106,10 @@ struct it_client {
 
 /* Create the temp dir and the cluster; exits the process when that fails. */
 void it_env_init(const char *label);
-/* Stop the cluster, remove the temp dir unless failed; returns failed != 0. */
+/*
+ * Stop the cluster.  All passed (failed == 0): remove the temp dir and
+ * return 0.  Otherwise keep it, list the failures and _exit(1).
+ */
 int it_env_fini(int failed);
 /* cmocka teardown for every test: kill leftovers, restart PostgreSQL. */
 int it_test_teardown(void **state);
@@ -150,7 +153,8 @@ int it_daemon_stop(struct it_daemon *d, int sig, int timeout_ms);
 /* Wait up to timeout_ms for the daemon to exit by itself; returns the wait status. */
 int it_daemon_wait(struct it_daemon *d, int timeout_ms);
 /* SIGTERM, and fail unless the daemon exits 0 within IT_STOP_MS. */
-void it_daemon_stop_clean(struct it_daemon *d);
+#define it_daemon_stop_clean(d) (it_at(__FILE__, __LINE__), it_daemon_stop_clean_(d))
+void it_daemon_stop_clean_(struct it_daemon *d);
 /* True while the process has not exited (reaps it when it has). */
 bool it_daemon_alive(struct it_daemon *d);
 
@@ -162,7 +166,8 @@ off_t it_log_offset(const struct it_daemon *d);
  */
 off_t it_log_wait(struct it_daemon *d, off_t from, const char *needle, int timeout_ms);
 /* Like it_log_wait but fails the test on timeout. */
-off_t it_log_expect(struct it_daemon *d, off_t from, const char *needle, int timeout_ms);
+#define it_log_expect(d, f, n, t) (it_at(__FILE__, __LINE__), it_log_expect_(d, f, n, t))
+off_t it_log_expect_(struct it_daemon *d, off_t from, const char *needle, int timeout_ms);
 /* Print the last lines of the daemon's log to stderr. */
 void it_log_tail(const struct it_daemon *d, int nlines);
 

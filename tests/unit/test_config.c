@@ -20,6 +20,7 @@
 
 #define KIVU_SHA  "0ef4ba1c633bd5d1f6b77c53d92686e817a73605f760b21ec7b5e932c4bd5adf"
 #define CHILI_SHA "c9650b84e152820e8200c755ecfda487950edc001cb49187e4bc268d5db9041b"
+#define OPS_SHA   "4db91eab0281403a94ae3ed61e1e1baf7528d2dc264eb786f64c43d7697d3177"
 
 /* A file that sets every key to something other than its default. */
 static const char full_text[] =
@@ -39,7 +40,13 @@ static const char full_text[] =
     "  max_pending = 500;\n"
     "};\n"
     "batch = { max_events = 20; max_delay_ms = 0; };\n"
-    "log = { level = \"debug\"; };\n";
+    "log = { level = \"debug\"; };\n"
+    "operators = ( { id = \"ops\"; name = \"Operations desk\"; token_sha256 = \"" OPS_SHA
+    "\"; } );\n"
+    "webhooks = ( { id = \"erp\"; url = \"https://erp.example.com/hooks/ot\";\n"
+    "  secret = \"0123456789abcdef\"; exporters = [\"kivu-coffee\"];\n"
+    "  kinds = [\"order.status\", \"alert.stale\"]; } );\n"
+    "alerts = { interval_s = 30; customs_hold_hours = 24; stale_hours = 72; };\n";
 
 /* Parse text that must be good; fails the test with the message otherwise. */
 static struct config *parse_ok(const char *text)
@@ -90,6 +97,22 @@ static void test_full(void **state)
 	assert_int_equal(c->batch_max_events, 20);
 	assert_int_equal(c->batch_max_delay_ms, 0);
 	assert_int_equal(c->log_level, LOG_LEVEL_DEBUG);
+	assert_int_equal(c->n_operators, 1);
+	assert_string_equal(c->operators[0].id, "ops");
+	assert_string_equal(c->operators[0].name, "Operations desk");
+	assert_int_equal(c->n_webhooks, 1);
+	assert_string_equal(c->webhooks[0].id, "erp");
+	assert_true(c->webhooks[0].https);
+	assert_string_equal(c->webhooks[0].host, "erp.example.com");
+	assert_int_equal(c->webhooks[0].port, 443);
+	assert_string_equal(c->webhooks[0].path, "/hooks/ot");
+	assert_int_equal(c->webhooks[0].n_secrets, 1);
+	assert_string_equal(c->webhooks[0].secrets[0], "0123456789abcdef");
+	assert_int_equal(c->webhooks[0].n_exporters, 1);
+	assert_int_equal(c->webhooks[0].n_kinds, 2);
+	assert_int_equal(c->alerts_interval_s, 30);
+	assert_int_equal(c->alerts_customs_hold_hours, 24);
+	assert_int_equal(c->alerts_stale_hours, 72);
 
 	char hex[2 * AUTH_DIGEST_LEN + 1];
 	auth_format_hex(c->exporters[1].token_sha256, hex);
@@ -115,6 +138,13 @@ static void test_defaults(void **state)
 	assert_int_equal(c->batch_max_events, 1000);
 	assert_int_equal(c->batch_max_delay_ms, 1);
 	assert_int_equal(c->log_level, LOG_LEVEL_INFO);
+	assert_int_equal(c->n_operators, 0);
+	assert_null(config_find_operator(c, "ops"));
+	assert_int_equal(c->n_webhooks, 0);
+	assert_null(c->webhooks);
+	assert_int_equal(c->alerts_interval_s, 60);
+	assert_int_equal(c->alerts_customs_hold_hours, 48);
+	assert_int_equal(c->alerts_stale_hours, 120);
 	config_free(c);
 }
 
@@ -601,6 +631,402 @@ static void test_doc_rules_errors(void **state)
 	    "used by documents.required[0])");
 }
 
+/* Operators: the same shape as exporters, found by id, reloaded without a restart. */
+static void test_operators(void **state)
+{
+	(void)state;
+	struct config *c = parse_ok(
+	    "exporters = ( { id = \"ops\"; name = \"An exporter called ops\";\n"
+	    "    token_sha256 = \"" KIVU_SHA "\"; } );\n"
+	    "operators = (\n"
+	    "  { id = \"ops\"; name = \"Operations desk\"; token_sha256 = \"" OPS_SHA "\"; },\n"
+	    "  { id = \"night.shift_2\"; name = \"Night shift \xc3\xa9\"; token_sha256 = "
+	    "\"" CHILI_SHA "\"; }\n"
+	    ");\n");
+	assert_int_equal(c->n_operators, 2);
+	/* An operator and an exporter may share an id: they are told apart by the hello. */
+	const struct config_exporter *op = config_find_operator(c, "ops");
+	const struct config_exporter *ex = config_find_exporter(c, "ops");
+	assert_non_null(op);
+	assert_non_null(ex);
+	assert_ptr_not_equal(op, ex);
+	assert_string_equal(op->name, "Operations desk");
+	assert_true(auth_token_matches(op->token_sha256, "demo-ops-token", 14));
+	assert_false(auth_token_matches(op->token_sha256, "demo-kivu-token", 15));
+	assert_non_null(config_find_operator(c, "night.shift_2"));
+	assert_null(config_find_operator(c, "OPS"));
+	assert_null(config_find_operator(c, NULL));
+	assert_null(config_find_operator(NULL, "ops"));
+	assert_null(config_find_exporter(c, "night.shift_2"));
+
+	struct config *d = parse_ok("operators = ();\n");
+	assert_int_equal(d->n_operators, 0);
+	char out[64];
+	assert_int_equal(config_restart_keys(c, d, out, sizeof(out)), 0);
+	config_free(c);
+	config_free(d);
+}
+
+/* Operator errors read like exporter errors, with "operator" in them. */
+static void test_operator_errors(void **state)
+{
+	(void)state;
+	parse_bad("operators = (\n"
+	          "  { id = \"ops\"; name = \"A\"; token_sha256 = \"" OPS_SHA "\"; },\n"
+	          "  { id = \"ops\"; name = \"B\"; token_sha256 = \"" KIVU_SHA "\"; }\n"
+	          ");\n",
+	          "t.conf:3: operators[1].id: duplicate operator id \"ops\" (already used by "
+	          "operators[0])");
+	parse_bad("operators = ( { id = \"ops desk\"; name = \"A\"; token_sha256 = \"" OPS_SHA
+	          "\"; } );\n",
+	          "t.conf:1: operators[0].id: \"ops desk\" may only contain A-Z a-z 0-9 . _ - "
+	          "(found ' ' at position 4)");
+	parse_bad("operators = ( { id = \"ops\"; token_sha256 = \"" OPS_SHA "\"; } );\n",
+	          "t.conf:1: operators[0].name: missing (every operator needs id, name and "
+	          "token_sha256)");
+	parse_bad(
+	    "operators = ( { id = \"ops\"; name = \"A\";\n  token = \"demo-ops-token\"; } );\n",
+	    "t.conf:2: unknown key \"operators[0].token\" (store the token's SHA-256 as "
+	    "token_sha256, never the token itself)");
+	parse_bad("operators = ( { id = \"ops\"; name = \"A\"; token_sha256 = \"abc\"; } );\n",
+	          "t.conf:1: operators[0].token_sha256: must be 64 hex digits, the SHA-256 of the "
+	          "token (got 3 characters; make it with: printf %s \"$TOKEN\" | sha256sum)");
+	parse_bad("operators = { id = \"ops\"; };\n",
+	          "t.conf:1: operators: must be a list of groups, e.g. ( { id = \"...\"; name = "
+	          "\"...\"; token_sha256 = \"...\"; } ) (got a group)");
+	parse_bad("operator = ();\n",
+	          "t.conf:1: unknown key \"operator\" (did you mean \"operators\"?)");
+}
+
+/* A webhook with every key, and the url taken apart in each of its forms. */
+static void test_webhooks(void **state)
+{
+	(void)state;
+	/* webhooks come before exporters here: the exporter check waits for the whole file. */
+	struct config *c = parse_ok(
+	    "webhooks = (\n"
+	    "  { id = \"erp\"; url = \"http://erp.internal:8080/ot/hook?src=ot\";\n"
+	    "    secrets = [\"new-secret-0123456789\", \"old-secret-0123456789\"];\n"
+	    "    exporters = [\"kivu-coffee\", \"akagera-chili\"];\n"
+	    "    kinds = [\"order.status\", \"order.anomaly\", \"shipment.status\", "
+	    "\"shipment.eta\",\n"
+	    "             \"alert.customs_dwell\", \"alert.overdue\", \"alert.stale\"]; },\n"
+	    "  { id = \"chat\"; url = \"https://hooks.example.com\"; secret = "
+	    "\"s3cret-s3cret-16\"; },\n"
+	    "  { id = \"v6\"; url = \"http://[::1]:9000?x=1\"; secret = \"0123456789abcdef\"; },\n"
+	    "  { id = \"ip\"; url = \"https://10.0.0.7:65535/\"; secret = \"0123456789abcdef\"; }\n"
+	    ");\n"
+	    "exporters = (\n"
+	    "  { id = \"kivu-coffee\"; name = \"K\"; token_sha256 = \"" KIVU_SHA "\"; },\n"
+	    "  { id = \"akagera-chili\"; name = \"A\"; token_sha256 = \"" CHILI_SHA "\"; }\n"
+	    ");\n");
+	assert_int_equal(c->n_webhooks, 4);
+
+	const struct config_webhook *w = &c->webhooks[0];
+	assert_string_equal(w->id, "erp");
+	assert_string_equal(w->url, "http://erp.internal:8080/ot/hook?src=ot");
+	assert_false(w->https);
+	assert_string_equal(w->host, "erp.internal");
+	assert_int_equal(w->port, 8080);
+	assert_string_equal(w->path, "/ot/hook?src=ot");
+	assert_int_equal(w->n_secrets, 2);
+	assert_string_equal(w->secrets[0], "new-secret-0123456789");
+	assert_string_equal(w->secrets[1], "old-secret-0123456789");
+	assert_int_equal(w->n_exporters, 2);
+	assert_string_equal(w->exporters[1], "akagera-chili");
+	assert_int_equal(w->n_kinds, 7);
+	assert_string_equal(w->kinds[6], "alert.stale");
+
+	w = &c->webhooks[1];
+	assert_true(w->https);
+	assert_string_equal(w->host, "hooks.example.com");
+	assert_int_equal(w->port, 443);
+	assert_string_equal(w->path, "/");
+	assert_int_equal(w->n_secrets, 1);
+	assert_int_equal(w->n_exporters, 0);
+	assert_null(w->exporters);
+	assert_int_equal(w->n_kinds, 0);
+	assert_null(w->kinds);
+
+	w = &c->webhooks[2];
+	assert_false(w->https);
+	assert_string_equal(w->host, "::1");
+	assert_int_equal(w->port, 9000);
+	assert_string_equal(w->path, "/?x=1");
+
+	w = &c->webhooks[3];
+	assert_string_equal(w->host, "10.0.0.7");
+	assert_int_equal(w->port, 65535);
+	assert_string_equal(w->path, "/");
+
+	/* http without a port is port 80; an empty list is no webhook. */
+	struct config *d = parse_ok("webhooks = ( { url = \"http://localhost/x\"; id = \"a\";\n"
+	                            "  secrets = ( \"0123456789abcdef\" ); } );\n");
+	assert_int_equal(d->webhooks[0].port, 80);
+	assert_string_equal(d->webhooks[0].path, "/x");
+	assert_int_equal(d->webhooks[0].n_secrets, 1);
+	struct config *e = parse_ok("webhooks = ();\n");
+	assert_int_equal(e->n_webhooks, 0);
+
+	/* Webhooks reload without a restart. */
+	char out[64];
+	assert_int_equal(config_restart_keys(c, e, out, sizeof(out)), 0);
+	assert_int_equal(config_restart_keys(d, e, out, sizeof(out)), 0);
+	config_free(c);
+	config_free(d);
+	config_free(e);
+}
+
+/* One webhook entry around a url, for the url cases below. */
+#define HOOK_URL(u)                                                                                \
+	"webhooks = ( { id = \"h\"; secret = \"0123456789abcdef\";\n  url = \"" u "\"; } );\n"
+
+/* Webhook errors name the file, the line and the key; secrets are never quoted. */
+static void test_webhook_errors(void **state)
+{
+	(void)state;
+	/* Duplicate ids. */
+	parse_bad("webhooks = (\n"
+	          "  { id = \"erp\"; url = \"http://a/\"; secret = \"0123456789abcdef\"; },\n"
+	          "  { url = \"http://b/\"; secret = \"0123456789abcdef\";\n"
+	          "    id = \"erp\"; }\n"
+	          ");\n",
+	          "t.conf:4: webhooks[1].id: duplicate webhook id \"erp\" (already used by "
+	          "webhooks[0])");
+	parse_bad("webhooks = ( { id = \"e r p\"; url = \"http://a/\"; secret = "
+	          "\"0123456789abcdef\"; } );\n",
+	          "t.conf:1: webhooks[0].id: \"e r p\" may only contain A-Z a-z 0-9 . _ - (found "
+	          "' ' at position 2)");
+
+	/* Bad urls. */
+	parse_bad(HOOK_URL("ftp://example.com/"),
+	          "t.conf:2: webhooks[0].url: \"ftp://example.com/\" must start with http:// or "
+	          "https://");
+	parse_bad(HOOK_URL("HTTP://example.com/"),
+	          "t.conf:2: webhooks[0].url: \"HTTP://example.com/\" must start with http:// or "
+	          "https://");
+	parse_bad(HOOK_URL("example.com/hook"),
+	          "t.conf:2: webhooks[0].url: \"example.com/hook\" must start with http:// or "
+	          "https://");
+	parse_bad(HOOK_URL("http:///hook"),
+	          "t.conf:2: webhooks[0].url: \"http:///hook\" has no host");
+	parse_bad(HOOK_URL("https://"), "t.conf:2: webhooks[0].url: \"https://\" has no host");
+	parse_bad(HOOK_URL("http://:8080/"),
+	          "t.conf:2: webhooks[0].url: \"http://:8080/\" has no host");
+	parse_bad(
+	    HOOK_URL("http://exa mple.com/"),
+	    "t.conf:2: webhooks[0].url: \"http://exa mple.com/\" may only hold printable ASCII "
+	    "without spaces (percent-encode the rest)");
+	parse_bad(HOOK_URL("http://example.com/caf\xc3\xa9"),
+	          "t.conf:2: webhooks[0].url: \"http://example.com/caf\\xc3\\xa9\" may only hold "
+	          "printable ASCII without spaces (percent-encode the rest)");
+	parse_bad(HOOK_URL("http://exa$mple.com/"),
+	          "t.conf:2: webhooks[0].url: \"http://exa$mple.com/\" does not have a valid host "
+	          "name or address");
+	parse_bad(
+	    HOOK_URL("http://300.1.1.1/"),
+	    "t.conf:2: webhooks[0].url: \"http://300.1.1.1/\" does not have a valid host name "
+	    "or address");
+	parse_bad(HOOK_URL("http://example.com:0/"),
+	          "t.conf:2: webhooks[0].url: port must be between 1 and 65535 (got \"0\")");
+	parse_bad(HOOK_URL("http://example.com:70000/"),
+	          "t.conf:2: webhooks[0].url: port must be between 1 and 65535 (got \"70000\")");
+	parse_bad(HOOK_URL("http://example.com:/"),
+	          "t.conf:2: webhooks[0].url: port must be between 1 and 65535 (got \"\")");
+	parse_bad(HOOK_URL("http://example.com:http/"),
+	          "t.conf:2: webhooks[0].url: port must be a number (got \"http\")");
+	parse_bad(HOOK_URL("http://example.com:0000080/"),
+	          "t.conf:2: webhooks[0].url: port must be between 1 and 65535 (got \"0000080\")");
+	parse_bad(
+	    HOOK_URL("https://user:pw@example.com/"),
+	    "t.conf:2: webhooks[0].url: \"https://user:pw@example.com/\" must not hold a user "
+	    "or password (the secret signs each request)");
+	parse_bad(HOOK_URL("https://example.com/hook#frag"),
+	          "t.conf:2: webhooks[0].url: \"https://example.com/hook#frag\" must not have a "
+	          "fragment (#...)");
+	parse_bad(
+	    HOOK_URL("http://::1:8080/"),
+	    "t.conf:2: webhooks[0].url: \"http://::1:8080/\": an IPv6 address needs brackets, "
+	    "e.g. \"http://[::1]:8080/\"");
+	parse_bad(HOOK_URL("http://[::1/"),
+	          "t.conf:2: webhooks[0].url: \"http://[::1/\" has no closing ']'");
+	parse_bad(
+	    HOOK_URL("http://[::g]/"),
+	    "t.conf:2: webhooks[0].url: \"http://[::g]/\" is not an IPv6 address in brackets");
+	parse_bad(
+	    HOOK_URL("http://[::1]x/"),
+	    "t.conf:2: webhooks[0].url: \"http://[::1]x/\" has something after ']' that is not "
+	    "a port");
+	parse_bad("webhooks = ( { id = \"h\"; secret = \"0123456789abcdef\"; url = 80; } );\n",
+	          "t.conf:1: webhooks[0].url: must be a string (got an integer)");
+
+	/* Secrets: long enough, one key or the other, never echoed. */
+	parse_bad(
+	    "webhooks = ( { id = \"h\"; url = \"http://a/\";\n  secret = \"short-secret\"; } );\n",
+	    "t.conf:2: webhooks[0].secret: must be at least 16 characters (got 12; make one "
+	    "with: openssl rand -hex 32)");
+	parse_bad(
+	    "webhooks = ( { id = \"h\"; url = \"http://a/\";\n"
+	    "  secrets = [\"0123456789abcdef\",\n"
+	    "             \"too-short\"]; } );\n",
+	    "t.conf:3: webhooks[0].secrets[1]: must be at least 16 characters (got 9; make one "
+	    "with: openssl rand -hex 32)");
+	parse_bad("webhooks = ( { id = \"h\"; url = \"http://a/\";\n"
+	          "  secret = \"0123456789abcdef\";\n"
+	          "  secrets = [\"fedcba9876543210\"]; } );\n",
+	          "t.conf:3: webhooks[0].secrets: give either secret or secrets, not both");
+	parse_bad("webhooks = ( { id = \"h\"; url = \"http://a/\";\n"
+	          "  secrets = [\"fedcba9876543210\"];\n"
+	          "  secret = \"0123456789abcdef\"; } );\n",
+	          "t.conf:3: webhooks[0].secret: give either secret or secrets, not both");
+	parse_bad("webhooks = ( { id = \"h\"; url = \"http://a/\"; secrets = []; } );\n",
+	          "t.conf:1: webhooks[0].secrets: must have 1 or 2 entries (got 0)");
+	parse_bad("webhooks = ( { id = \"h\"; url = \"http://a/\";\n"
+	          "  secrets = [\"0123456789abcdef\", \"0123456789abcdeg\", \"0123456789abcdeh\"]; "
+	          "} );\n",
+	          "t.conf:2: webhooks[0].secrets: must have at most 2 entries (got 3)");
+	parse_bad("webhooks = ( { id = \"h\"; url = \"http://a/\";\n"
+	          "  secrets = [\"0123456789abcdef\", \"0123456789abcdef\"]; } );\n",
+	          "t.conf:2: webhooks[0].secrets[1]: is the same as webhooks[0].secrets[0]");
+	parse_bad("webhooks = ( { id = \"h\"; url = \"http://a/\"; secrets = \"0123456789abcdef\"; "
+	          "} );\n",
+	          "t.conf:1: webhooks[0].secrets: must be a list, e.g. [\"new secret\", \"old "
+	          "secret\"] (got a string)");
+	parse_bad("webhooks = ( { id = \"h\"; url = \"http://a/\";\n"
+	          "  secret = \"0123456789abcde\\x07\"; } );\n",
+	          "t.conf:2: webhooks[0].secret: must not contain control characters");
+	parse_bad("webhooks = ( { id = \"h\";\n  url = \"http://a/\"; } );\n",
+	          "t.conf:1: webhooks[0].secret: missing (every webhook needs secret or secrets)");
+	parse_bad("webhooks = ( { id = \"h\"; secret = \"0123456789abcdef\"; } );\n",
+	          "t.conf:1: webhooks[0].url: missing (every webhook needs id, url and secret or "
+	          "secrets)");
+	parse_bad("webhooks = ( { url = \"http://a/\"; secret = \"0123456789abcdef\"; } );\n",
+	          "t.conf:1: webhooks[0].id: missing (every webhook needs id, url and secret or "
+	          "secrets)");
+
+	/* exporters: well-formed, configured, listed once. */
+	parse_bad("exporters = ( { id = \"kivu-coffee\"; name = \"K\"; token_sha256 = \"" KIVU_SHA
+	          "\"; } );\n"
+	          "webhooks = ( { id = \"h\"; url = \"http://a/\"; secret = \"0123456789abcdef\";\n"
+	          "  exporters = [\"kivu-coffee\",\n"
+	          "               \"akagera-chili\"]; } );\n",
+	          "t.conf:4: webhooks[0].exporters[1]: unknown exporter \"akagera-chili\" (not in "
+	          "exporters)");
+	/* Also when exporters come later in the file, and with no exporters at all. */
+	parse_bad(
+	    "webhooks = ( { id = \"h\"; url = \"http://a/\"; secret = \"0123456789abcdef\";\n"
+	    "  exporters = [\"kivu\"]; } );\n"
+	    "exporters = ( { id = \"kivu-coffee\"; name = \"K\"; token_sha256 = \"" KIVU_SHA
+	    "\"; } );\n",
+	    "t.conf:2: webhooks[0].exporters[0]: unknown exporter \"kivu\" (not in exporters)");
+	parse_bad("webhooks = ( { id = \"h\"; url = \"http://a/\"; secret = \"0123456789abcdef\";\n"
+	          "  exporters = [\"kivu-coffee\"]; } );\n",
+	          "t.conf:2: webhooks[0].exporters[0]: unknown exporter \"kivu-coffee\" (not in "
+	          "exporters)");
+	parse_bad(
+	    "webhooks = ( { id = \"h\"; url = \"http://a/\"; secret = \"0123456789abcdef\";\n"
+	    "  exporters = [\"kivu coffee\"]; } );\n",
+	    "t.conf:2: webhooks[0].exporters[0]: \"kivu coffee\" may only contain A-Z a-z 0-9 "
+	    ". _ - (found ' ' at position 5)");
+	parse_bad("webhooks = ( { id = \"h\"; url = \"http://a/\"; secret = \"0123456789abcdef\";\n"
+	          "  exporters = []; } );\n",
+	          "t.conf:2: webhooks[0].exporters: must name at least one exporter (leave it out "
+	          "for all)");
+	parse_bad("webhooks = ( { id = \"h\"; url = \"http://a/\"; secret = \"0123456789abcdef\";\n"
+	          "  exporters = [\"k\", \"k\"]; } );\n",
+	          "t.conf:2: webhooks[0].exporters[1]: \"k\" is listed twice");
+
+	/* kinds: known notification kinds only. */
+	parse_bad("webhooks = ( { id = \"h\"; url = \"http://a/\"; secret = \"0123456789abcdef\";\n"
+	          "  kinds = [\"order.status\", \"order.created\"]; } );\n",
+	          "t.conf:2: webhooks[0].kinds[1]: must be one of order.status, order.anomaly, "
+	          "shipment.status, shipment.eta, alert.customs_dwell, alert.overdue, alert.stale "
+	          "(got \"order.created\")");
+	parse_bad("webhooks = ( { id = \"h\"; url = \"http://a/\"; secret = \"0123456789abcdef\";\n"
+	          "  kinds = [5]; } );\n",
+	          "t.conf:2: webhooks[0].kinds[0]: must be a string (got an integer)");
+	parse_bad(
+	    "webhooks = ( { id = \"h\"; url = \"http://a/\"; secret = \"0123456789abcdef\";\n"
+	    "  kinds = []; } );\n",
+	    "t.conf:2: webhooks[0].kinds: must name at least one kind (leave it out for all)");
+	parse_bad("webhooks = ( { id = \"h\"; url = \"http://a/\"; secret = \"0123456789abcdef\";\n"
+	          "  kinds = [\"alert.stale\", \"alert.stale\"]; } );\n",
+	          "t.conf:2: webhooks[0].kinds[1]: \"alert.stale\" is listed twice");
+
+	/* Shape and unknown keys. */
+	parse_bad("webhooks = { id = \"h\"; };\n",
+	          "t.conf:1: webhooks: must be a list of groups, e.g. ( { id = \"...\"; url = "
+	          "\"https://...\"; secret = \"...\"; } ) (got a group)");
+	parse_bad("webhooks = ( \"http://a/\" );\n",
+	          "t.conf:1: webhooks[0]: must be a group { id = \"...\"; url = \"...\"; secret = "
+	          "\"...\"; } (got a string)");
+	parse_bad("webhooks = ( { id = \"h\"; url = \"http://a/\";\n  secert = "
+	          "\"0123456789abcdef\"; } );\n",
+	          "t.conf:2: unknown key \"webhooks[0].secert\" (did you mean \"secret\"?)");
+	parse_bad("webhooks = ( { id = \"h\"; url = \"http://a/\"; secret = \"0123456789abcdef\";\n"
+	          "  method = \"PUT\"; } );\n",
+	          "t.conf:2: unknown key \"webhooks[0].method\"");
+}
+
+/* A secret never appears in a message, whatever is wrong with it. */
+static void test_webhook_secret_not_echoed(void **state)
+{
+	(void)state;
+	const char *const texts[] = {
+	    "webhooks = ( { id = \"h\"; url = \"http://a/\"; secret = \"SeCrEt\"; } );\n",
+	    "webhooks = ( { id = \"h\"; url = \"http://a/\"; secrets = [\"SeCrEt\"]; } );\n",
+	    "webhooks = ( { id = \"h\"; url = \"http://a/\";\n"
+	    "  secrets = [\"SeCrEt-0123456789\", \"SeCrEt-0123456789\"]; } );\n",
+	    "webhooks = ( { id = \"h\"; url = \"http://a/\"; secret = \"SeCrEt-0123456789\\x01\"; "
+	    "} );\n",
+	};
+	for (size_t i = 0; i < sizeof(texts) / sizeof(texts[0]); i++) {
+		char *err = NULL;
+		assert_null(config_parse_string(texts[i], "t.conf", &err));
+		assert_non_null(err);
+		assert_null(strstr(err, "SeCrEt"));
+		free(err);
+	}
+}
+
+/* alerts: defaults, bounds inclusive, reloadable. */
+static void test_alerts(void **state)
+{
+	(void)state;
+	struct config *c = parse_ok("alerts = { interval_s = 1; customs_hold_hours = 8760;\n"
+	                            "  stale_hours = 1; };\n");
+	assert_int_equal(c->alerts_interval_s, 1);
+	assert_int_equal(c->alerts_customs_hold_hours, 8760);
+	assert_int_equal(c->alerts_stale_hours, 1);
+	struct config *d = parse_ok("alerts = { interval_s = 86400; };\n");
+	assert_int_equal(d->alerts_interval_s, 86400);
+	assert_int_equal(d->alerts_customs_hold_hours, 48);
+	assert_int_equal(d->alerts_stale_hours, 120);
+	char out[64];
+	assert_int_equal(config_restart_keys(c, d, out, sizeof(out)), 0);
+	config_free(c);
+	config_free(d);
+
+	parse_bad("alerts = {\n  interval_s = 0;\n};\n",
+	          "t.conf:2: alerts.interval_s: must be between 1 and 86400 (got 0)");
+	parse_bad("alerts = { interval_s = 86401; };\n",
+	          "t.conf:1: alerts.interval_s: must be between 1 and 86400 (got 86401)");
+	parse_bad("alerts = { customs_hold_hours = 0; };\n",
+	          "t.conf:1: alerts.customs_hold_hours: must be between 1 and 8760 (got 0)");
+	parse_bad("alerts = { customs_hold_hours = 8761; };\n",
+	          "t.conf:1: alerts.customs_hold_hours: must be between 1 and 8760 (got 8761)");
+	parse_bad("alerts = { stale_hours = -5; };\n",
+	          "t.conf:1: alerts.stale_hours: must be between 1 and 8760 (got -5)");
+	parse_bad("alerts = { stale_hours = \"120\"; };\n",
+	          "t.conf:1: alerts.stale_hours: must be an integer (got a string)");
+	parse_bad("alerts = { stale_hours = 4294967416; };\n",
+	          "t.conf:1: alerts.stale_hours: must be between 1 and 8760 (got 4294967416)");
+	parse_bad(
+	    "alerts = { stale_hour = 5; };\n",
+	    "t.conf:1: unknown key \"alerts.stale_hour\" (did you mean \"alerts.stale_hours\"?)");
+	parse_bad("alerts = 60;\n", "t.conf:1: alerts: must be a group { ... } (got an integer)");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -623,6 +1049,12 @@ int main(void)
 	    cmocka_unit_test(test_first_error_only),
 	    cmocka_unit_test(test_doc_rules),
 	    cmocka_unit_test(test_doc_rules_errors),
+	    cmocka_unit_test(test_operators),
+	    cmocka_unit_test(test_operator_errors),
+	    cmocka_unit_test(test_webhooks),
+	    cmocka_unit_test(test_webhook_errors),
+	    cmocka_unit_test(test_webhook_secret_not_echoed),
+	    cmocka_unit_test(test_alerts),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

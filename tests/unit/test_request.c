@@ -95,6 +95,7 @@ static void test_hello_ok(void **state)
 	assert_non_null(rq.root);
 	assert_string_equal(rq.u.hello.exporter, "kivu-coffee");
 	assert_string_equal(rq.u.hello.token, "t0k");
+	assert_null(rq.u.hello.operator);
 	assert_ptr_equal(rq.u.hello.exporter,
 	                 json_string_value(json_object_get(rq.root, "exporter")));
 	request_clear(&rq);
@@ -115,7 +116,7 @@ static void test_hello_errors(void **state)
 	expect_error("{\"type\":\"hello\",\"exporter\":\"kivu\"}", ERR_INVALID_REQUEST,
 	             "field \"token\": required");
 	expect_error("{\"type\":\"hello\",\"token\":\"t\"}", ERR_INVALID_REQUEST,
-	             "field \"exporter\": required");
+	             "field \"exporter\": required (or \"operator\")");
 	expect_error("{\"type\":\"hello\",\"exporter\":\"kivu\",\"token\":42}", ERR_INVALID_REQUEST,
 	             "field \"token\": must be a string");
 	expect_error("{\"type\":\"hello\",\"exporter\":null,\"token\":\"t\"}", ERR_INVALID_REQUEST,
@@ -158,6 +159,292 @@ static void test_hello_errors(void **state)
 	assert_false(parse(line, &rq, &err));
 	assert_string_equal(err.message, "field \"token\": must be 1-256 characters");
 	assert_null(strstr(err.message, "SSSS"));
+}
+
+/* err.hello tells a broken hello from other lines, so the daemon can answer it as one. */
+static void test_hello_flag(void **state)
+{
+	struct request rq;
+	struct request_error err;
+	(void)state;
+
+	assert_false(parse("{\"type\":\"hello\",\"exporter\":\"kivu\",\"token\":\"\"}", &rq, &err));
+	assert_string_equal(err.code, ERR_INVALID_REQUEST);
+	assert_true(err.hello);
+	assert_false(parse("{\"type\":\"hello\",\"exporter\":\"kivu\",\"tokn\":\"t\"}", &rq, &err));
+	assert_string_equal(err.message, "unknown field \"tokn\"");
+	assert_true(err.hello);
+	/* Not a hello: the flag stays down. */
+	const char *others[] = {"{\"type\":\"ping\",\"x\":1}",
+	                        "{\"type\":\"Hello\"}",
+	                        "{}",
+	                        "{\"type\":\"hello\"",
+	                        "[\"hello\"]",
+	                        "{\"type\":\"order.confirmed\",\"id\":\"e1\"}",
+	                        "{\"type\":\"subscribe\",\"after\":-1}"};
+	for (size_t i = 0; i < sizeof(others) / sizeof(others[0]); i++) {
+		memset(&err, 0x55, sizeof(err));
+		assert_false(parse(others[i], &rq, &err));
+		assert_false(err.hello);
+	}
+	/* On success the flag is down too. */
+	memset(&err, 0x55, sizeof(err));
+	assert_true(parse("{\"type\":\"hello\",\"exporter\":\"kivu\",\"token\":\"t\"}", &rq, &err));
+	assert_false(err.hello);
+	request_clear(&rq);
+}
+
+/* An operator's hello: operator set, exporter NULL, same rules for the id. */
+static void test_hello_operator(void **state)
+{
+	char line[512];
+	char id[300];
+	struct request rq;
+	struct request_error err;
+	(void)state;
+
+	assert_true(parse("{\"type\":\"hello\",\"operator\":\"ops\",\"token\":\"demo-ops-token\"}",
+	                  &rq, &err));
+	assert_int_equal(rq.kind, REQ_HELLO);
+	assert_null(rq.u.hello.exporter);
+	assert_string_equal(rq.u.hello.operator, "ops");
+	assert_string_equal(rq.u.hello.token, "demo-ops-token");
+	assert_ptr_equal(rq.u.hello.operator,
+	                 json_string_value(json_object_get(rq.root, "operator")));
+	request_clear(&rq);
+
+	/* Exactly one of exporter and operator. */
+	expect_error(
+	    "{\"type\":\"hello\",\"exporter\":\"kivu\",\"operator\":\"ops\",\"token\":\"t\"}",
+	    ERR_INVALID_REQUEST, "field \"operator\": not allowed together with \"exporter\"");
+	expect_error("{\"type\":\"hello\",\"token\":\"t\"}", ERR_INVALID_REQUEST,
+	             "field \"exporter\": required (or \"operator\")");
+	/* Who comes before the token, so a bare hello asks for who first. */
+	expect_error("{\"type\":\"hello\"}", ERR_INVALID_REQUEST,
+	             "field \"exporter\": required (or \"operator\")");
+	expect_error("{\"type\":\"hello\",\"operator\":\"ops\"}", ERR_INVALID_REQUEST,
+	             "field \"token\": required");
+	/* The id's own checks run before the pair is looked at. */
+	expect_error("{\"type\":\"hello\",\"operator\":\"\",\"token\":\"t\"}", ERR_INVALID_REQUEST,
+	             "field \"operator\": must be 1-64 characters");
+	expect_error("{\"type\":\"hello\",\"operator\":7,\"exporter\":\"kivu\",\"token\":\"t\"}",
+	             ERR_INVALID_REQUEST, "field \"operator\": must be a string");
+	expect_error("{\"type\":\"hello\",\"operator\":null,\"token\":\"t\"}", ERR_INVALID_REQUEST,
+	             "field \"operator\": must be a string");
+	expect_error("{\"type\":\"hello\",\"operator\":\"ops\",\"token\":\"t\",\"role\":\"x\"}",
+	             ERR_INVALID_REQUEST, "unknown field \"role\"");
+
+	/* 64 characters pass, 65 do not, as for exporters. */
+	memset(id, 'o', 64);
+	id[64] = '\0';
+	snprintf(line, sizeof(line), "{\"type\":\"hello\",\"operator\":\"%s\",\"token\":\"t\"}",
+	         id);
+	assert_true(parse(line, &rq, &err));
+	request_clear(&rq);
+	snprintf(line, sizeof(line), "{\"type\":\"hello\",\"operator\":\"%so\",\"token\":\"t\"}",
+	         id);
+	expect_error(line, ERR_INVALID_REQUEST, "field \"operator\": must be 1-64 characters");
+
+	/* A broken operator hello is still a hello for the daemon. */
+	assert_false(
+	    parse("{\"type\":\"hello\",\"operator\":\"ops\",\"exporter\":\"k\",\"token\":\"t\"}",
+	          &rq, &err));
+	assert_true(err.hello);
+}
+
+/* A subscribe with only "after", and one with every filter. */
+static void test_subscribe_ok(void **state)
+{
+	struct request rq;
+	struct request_error err;
+	(void)state;
+
+	memset(&rq, 0x55, sizeof(rq));
+	assert_true(parse("{\"type\":\"subscribe\",\"after\":0}", &rq, &err));
+	assert_int_equal(rq.kind, REQ_SUBSCRIBE);
+	assert_int_equal(rq.u.subscribe.after, 0);
+	assert_null(rq.u.subscribe.kinds);
+	assert_null(rq.u.subscribe.orders);
+	assert_null(rq.u.subscribe.exporters);
+	request_clear(&rq);
+
+	/* Member order does not matter; after may be far past anything stored. */
+	assert_true(parse("{\"after\":9007199254740993,\"type\":\"subscribe\"}", &rq, &err));
+	assert_true(rq.u.subscribe.after == 9007199254740993LL);
+	request_clear(&rq);
+	assert_true(parse("{\"type\":\"subscribe\",\"after\":9223372036854775807}", &rq, &err));
+	assert_true(rq.u.subscribe.after == 9223372036854775807LL);
+	request_clear(&rq);
+	/* -0 is the integer 0. */
+	assert_true(parse("{\"type\":\"subscribe\",\"after\":-0}", &rq, &err));
+	assert_int_equal(rq.u.subscribe.after, 0);
+	request_clear(&rq);
+
+	assert_true(parse("{\"type\":\"subscribe\",\"after\":42,"
+	                  "\"kinds\":[\"order.status\",\"order.anomaly\",\"shipment.status\","
+	                  "\"shipment.eta\",\"alert.customs_dwell\",\"alert.overdue\","
+	                  "\"alert.stale\"],"
+	                  "\"orders\":[\"KVH-2026-0142\",\"AKC-HEMA-2026-031\"],"
+	                  "\"exporters\":[\"kivu-coffee\",\"akagera_chili.2\"]}",
+	                  &rq, &err));
+	assert_int_equal(rq.kind, REQ_SUBSCRIBE);
+	assert_int_equal(rq.u.subscribe.after, 42);
+	assert_non_null(rq.u.subscribe.kinds);
+	assert_int_equal(json_array_size(rq.u.subscribe.kinds), 7);
+	assert_string_equal(json_string_value(json_array_get(rq.u.subscribe.kinds, 6)),
+	                    "alert.stale");
+	assert_int_equal(json_array_size(rq.u.subscribe.orders), 2);
+	assert_string_equal(json_string_value(json_array_get(rq.u.subscribe.orders, 1)),
+	                    "AKC-HEMA-2026-031");
+	assert_int_equal(json_array_size(rq.u.subscribe.exporters), 2);
+	assert_string_equal(json_string_value(json_array_get(rq.u.subscribe.exporters, 0)),
+	                    "kivu-coffee");
+	/* The filters are borrowed from the tree. */
+	assert_ptr_equal(rq.u.subscribe.orders, json_object_get(rq.root, "orders"));
+	request_clear(&rq);
+	assert_null(rq.root);
+}
+
+/* Fill buf with a subscribe whose member name holds n copies of item. */
+static void subscribe_list(char *buf, size_t cap, const char *name, const char *item, size_t n)
+{
+	size_t used =
+	    (size_t)snprintf(buf, cap, "{\"type\":\"subscribe\",\"after\":1,\"%s\":[", name);
+
+	for (size_t i = 0; i < n; i++) {
+		assert_true(used + strlen(item) + 4 < cap);
+		used +=
+		    (size_t)snprintf(buf + used, cap - used, "%s\"%s\"", i > 0 ? "," : "", item);
+	}
+	snprintf(buf + used, cap - used, "]}");
+}
+
+/* Every invalid subscribe names its field. */
+static void test_subscribe_errors(void **state)
+{
+	static const char kind_reason[] =
+	    "must be one of order.status, order.anomaly, shipment.status, shipment.eta, "
+	    "alert.customs_dwell, alert.overdue, alert.stale";
+	static char line[80 * 1024];
+	char want[512];
+	struct request rq;
+	struct request_error err;
+	(void)state;
+
+	/* after: required, an integer, 0 or more. */
+	expect_error("{\"type\":\"subscribe\"}", ERR_INVALID_REQUEST, "field \"after\": required");
+	expect_error("{\"type\":\"subscribe\",\"kinds\":[\"order.status\"]}", ERR_INVALID_REQUEST,
+	             "field \"after\": required");
+	expect_error("{\"type\":\"subscribe\",\"after\":-1}", ERR_INVALID_REQUEST,
+	             "field \"after\": must be an integer >= 0");
+	expect_error("{\"type\":\"subscribe\",\"after\":-9223372036854775808}", ERR_INVALID_REQUEST,
+	             "field \"after\": must be an integer >= 0");
+	expect_error("{\"type\":\"subscribe\",\"after\":1.5}", ERR_INVALID_REQUEST,
+	             "field \"after\": must be an integer >= 0");
+	expect_error("{\"type\":\"subscribe\",\"after\":1.0}", ERR_INVALID_REQUEST,
+	             "field \"after\": must be an integer >= 0");
+	expect_error("{\"type\":\"subscribe\",\"after\":1e3}", ERR_INVALID_REQUEST,
+	             "field \"after\": must be an integer >= 0");
+	expect_error("{\"type\":\"subscribe\",\"after\":\"5\"}", ERR_INVALID_REQUEST,
+	             "field \"after\": must be an integer >= 0");
+	expect_error("{\"type\":\"subscribe\",\"after\":null}", ERR_INVALID_REQUEST,
+	             "field \"after\": must be an integer >= 0");
+	expect_error("{\"type\":\"subscribe\",\"after\":true}", ERR_INVALID_REQUEST,
+	             "field \"after\": must be an integer >= 0");
+	/* Beyond what jansson holds is malformed JSON, as for any number. */
+	expect_malformed("{\"type\":\"subscribe\",\"after\":9223372036854775808}",
+	                 "invalid JSON at position");
+
+	/* Unknown members come first, whatever else is wrong. */
+	expect_error("{\"type\":\"subscribe\",\"after\":-1,\"kind\":[\"order.status\"]}",
+	             ERR_INVALID_REQUEST, "unknown field \"kind\"");
+	expect_error("{\"type\":\"subscribe\",\"after\":0,\"token\":\"t\"}", ERR_INVALID_REQUEST,
+	             "unknown field \"token\"");
+
+	/* kinds */
+	expect_error("{\"type\":\"subscribe\",\"after\":0,\"kinds\":[]}", ERR_INVALID_REQUEST,
+	             "field \"kinds\": must have 1-16 items");
+	expect_error("{\"type\":\"subscribe\",\"after\":0,\"kinds\":\"order.status\"}",
+	             ERR_INVALID_REQUEST, "field \"kinds\": must be an array");
+	expect_error("{\"type\":\"subscribe\",\"after\":0,\"kinds\":null}", ERR_INVALID_REQUEST,
+	             "field \"kinds\": must be an array");
+	snprintf(want, sizeof(want), "field \"kinds[1]\": %s", kind_reason);
+	expect_error(
+	    "{\"type\":\"subscribe\",\"after\":0,\"kinds\":[\"order.status\",\"order.created\"]}",
+	    ERR_INVALID_REQUEST, want);
+	snprintf(want, sizeof(want), "field \"kinds[0]\": %s", kind_reason);
+	expect_error("{\"type\":\"subscribe\",\"after\":0,\"kinds\":[\"alert\"]}",
+	             ERR_INVALID_REQUEST, want);
+	expect_error("{\"type\":\"subscribe\",\"after\":0,\"kinds\":[7]}", ERR_INVALID_REQUEST,
+	             want);
+	expect_error("{\"type\":\"subscribe\",\"after\":0,\"kinds\":[\"Order.Status\"]}",
+	             ERR_INVALID_REQUEST, want);
+	subscribe_list(line, sizeof(line), "kinds", "alert.stale", 16);
+	assert_true(parse(line, &rq, &err));
+	request_clear(&rq);
+	subscribe_list(line, sizeof(line), "kinds", "alert.stale", 17);
+	expect_error(line, ERR_INVALID_REQUEST, "field \"kinds\": must have 1-16 items");
+
+	/* orders */
+	expect_error("{\"type\":\"subscribe\",\"after\":0,\"orders\":[]}", ERR_INVALID_REQUEST,
+	             "field \"orders\": must have 1-1000 items");
+	expect_error("{\"type\":\"subscribe\",\"after\":0,\"orders\":{\"KVH\":1}}",
+	             ERR_INVALID_REQUEST, "field \"orders\": must be an array");
+	expect_error("{\"type\":\"subscribe\",\"after\":0,\"orders\":[\"KVH-1\",42]}",
+	             ERR_INVALID_REQUEST, "field \"orders[1]\": must be a string");
+	expect_error("{\"type\":\"subscribe\",\"after\":0,\"orders\":[\"KVH 1\"]}",
+	             ERR_INVALID_REQUEST,
+	             "field \"orders[0]\": must be 1-64 characters of A-Za-z0-9._/-");
+	expect_error("{\"type\":\"subscribe\",\"after\":0,\"orders\":[\"\"]}", ERR_INVALID_REQUEST,
+	             "field \"orders[0]\": must be 1-64 characters of A-Za-z0-9._/-");
+	subscribe_list(line, sizeof(line), "orders", "KVH-2026-0142", 1000);
+	assert_true(parse(line, &rq, &err));
+	assert_int_equal(json_array_size(rq.u.subscribe.orders), 1000);
+	request_clear(&rq);
+	subscribe_list(line, sizeof(line), "orders", "KVH-2026-0142", 1001);
+	expect_error(line, ERR_INVALID_REQUEST, "field \"orders\": must have 1-1000 items");
+
+	/* exporters */
+	expect_error("{\"type\":\"subscribe\",\"after\":0,\"exporters\":[]}", ERR_INVALID_REQUEST,
+	             "field \"exporters\": must have 1-1000 items");
+	expect_error("{\"type\":\"subscribe\",\"after\":0,\"exporters\":\"kivu-coffee\"}",
+	             ERR_INVALID_REQUEST, "field \"exporters\": must be an array");
+	expect_error("{\"type\":\"subscribe\",\"after\":0,\"exporters\":[\"kivu-coffee\",null]}",
+	             ERR_INVALID_REQUEST, "field \"exporters[1]\": must be a string");
+	expect_error("{\"type\":\"subscribe\",\"after\":0,\"exporters\":[\"kivu/coffee\"]}",
+	             ERR_INVALID_REQUEST,
+	             "field \"exporters[0]\": must be 1-64 characters of A-Z a-z 0-9 . _ -");
+	expect_error("{\"type\":\"subscribe\",\"after\":0,\"exporters\":[\"\"]}",
+	             ERR_INVALID_REQUEST,
+	             "field \"exporters[0]\": must be 1-64 characters of A-Z a-z 0-9 . _ -");
+	expect_error("{\"type\":\"subscribe\",\"after\":0,\"exporters\":[\"\xe5\x92\x96\"]}",
+	             ERR_INVALID_REQUEST,
+	             "field \"exporters[0]\": must be 1-64 characters of A-Z a-z 0-9 . _ -");
+	subscribe_list(line, sizeof(line), "exporters",
+	               "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee", 1000);
+	assert_true(parse(line, &rq, &err));
+	request_clear(&rq);
+	subscribe_list(line, sizeof(line), "exporters",
+	               "eeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeeee", 1);
+	expect_error(line, ERR_INVALID_REQUEST,
+	             "field \"exporters[0]\": must be 1-64 characters of A-Z a-z 0-9 . _ -");
+	subscribe_list(line, sizeof(line), "exporters", "kivu-coffee", 1001);
+	expect_error(line, ERR_INVALID_REQUEST, "field \"exporters\": must have 1-1000 items");
+
+	/* The first problem in table order wins: after, kinds, orders, exporters. */
+	expect_error(
+	    "{\"type\":\"subscribe\",\"exporters\":[],\"orders\":[],\"kinds\":[],\"after\":-1}",
+	    ERR_INVALID_REQUEST, "field \"after\": must be an integer >= 0");
+	expect_error(
+	    "{\"type\":\"subscribe\",\"exporters\":[],\"orders\":[],\"kinds\":[],\"after\":1}",
+	    ERR_INVALID_REQUEST, "field \"kinds\": must have 1-16 items");
+	expect_error("{\"type\":\"subscribe\",\"exporters\":[],\"orders\":[]}", ERR_INVALID_REQUEST,
+	             "field \"after\": required");
+
+	/* A bad subscribe is not a hello. */
+	assert_false(parse("{\"type\":\"subscribe\",\"after\":-1,\"id\":\"e1\"}", &rq, &err));
+	assert_false(err.hello);
+	assert_string_equal(err.message, "unknown field \"id\"");
 }
 
 /* A ping is just its type. */
@@ -1180,6 +1467,31 @@ static void test_canonical(void **state)
 	free(c);
 	free(d);
 
+	/* Reals keep their shortest exact text; integers and reals stay apart. */
+	char *e = canonical_of(
+	    "{\"type\":\"order.confirmed\",\"id\":\"e1\",\"order\":\"PO-1\","
+	    "\"occurred_at\":\"2026-03-01T08:00:00Z\",\"ext\":{\"p\":7.9,\"q\":0.1,\"r\":0.115,"
+	    "\"t\":1e-7,\"n\":1896.0,\"i\":240,\"z\":-0.0,\"x\":0.30000000000000004,"
+	    "\"m\":1.7976931348623157e308,\"s\":5e-324,\"k\":1E+3,\"w\":[2.50,{\"b\":1,\"a\":0.5}]}"
+	    "}",
+	    &la);
+	assert_string_equal(e, "{\"ext\":{\"i\":240,\"k\":1e3,\"m\":1.7976931348623157e308,"
+	                       "\"n\":1896.0,\"p\":7.9,\"q\":0.1,\"r\":0.115,\"s\":5e-324,"
+	                       "\"t\":1e-7,\"w\":[2.5,{\"a\":0.5,\"b\":1}],"
+	                       "\"x\":0.30000000000000004,\"z\":-0.0},\"id\":\"e1\","
+	                       "\"occurred_at\":\"2026-03-01T08:00:00Z\",\"order\":\"PO-1\","
+	                       "\"type\":\"order.confirmed\"}");
+	assert_int_equal(strlen(e), la);
+	/* It reads back as the same values. */
+	json_t *back = json_loads(e, 0, NULL);
+	struct request rq;
+	struct request_error err;
+	assert_true(parse(e, &rq, &err));
+	assert_true(json_equal(back, rq.root));
+	request_clear(&rq);
+	json_decref(back);
+	free(e);
+
 	/* No tree, no form. */
 	struct request empty;
 	memset(&empty, 0, sizeof(empty));
@@ -1191,6 +1503,10 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test(test_hello_ok),
 	    cmocka_unit_test(test_hello_errors),
+	    cmocka_unit_test(test_hello_flag),
+	    cmocka_unit_test(test_hello_operator),
+	    cmocka_unit_test(test_subscribe_ok),
+	    cmocka_unit_test(test_subscribe_errors),
 	    cmocka_unit_test(test_ping),
 	    cmocka_unit_test(test_malformed_json),
 	    cmocka_unit_test(test_deep_nesting),

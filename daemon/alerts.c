@@ -1,0 +1,66 @@
+/*
+ * alerts.c - the timer that raises and clears alerts for stuck shipments.
+ *
+ * Every alerts.interval_s the auxiliary connection runs
+ * ordertrack.evaluate_alerts() (sql/003_notifications.sql), which keeps
+ * the episodes in ordertrack.alerts, so an alert fires once per episode
+ * and a restart does not fire it again.  The notifications it emits are
+ * logged at warning level and fed like any other.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+
+#include "alerts.h"
+#include "aux.h"
+#include "feed.h"
+#include "log.h"
+
+static struct event *alerts_timer;
+static bool alerts_in_flight;
+
+static const char evaluate_sql[] =
+	"SELECT seq, kind, exporter, order_ref, shipment_ref, from_status, to_status, event_id"
+	" FROM ordertrack.evaluate_alerts($1::integer, $2::integer)";
+
+/* The evaluation finished (r is NULL when the connection failed). */
+static void alerts_done_cb(void *arg, const PGresult *r)
+{
+	(void)arg;
+	alerts_in_flight = false;
+	if (r != NULL && PQresultStatus(r) == PGRES_TUPLES_OK)
+		feed_report(r);
+}
+
+/* Timer: evaluate now, unless the last run is still going. */
+static void alerts_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	/* Only with the schema in place, which the store sees to. */
+	if (alerts_in_flight || !store_db_up(server.store) || !aux_up(server.aux))
+		return;
+	char hold[16], stale[16];
+	snprintf(hold, sizeof(hold), "%d", server.cfg->alerts_customs_hold_hours);
+	snprintf(stale, sizeof(stale), "%d", server.cfg->alerts_stale_hours);
+	const char *params[2] = {hold, stale};
+	alerts_in_flight = true;
+	aux_query(server.aux, evaluate_sql, 2, params, alerts_done_cb, NULL);
+}
+
+void alerts_start(void)
+{
+	if (alerts_timer == NULL)
+		alerts_timer = event_new(server.base, -1, EV_PERSIST, alerts_tick_cb, NULL);
+	if (alerts_timer == NULL)
+		abort();
+	struct timeval tv = {server.cfg->alerts_interval_s, 0};
+	event_add(alerts_timer, &tv); /* re-adding applies a new interval */
+}
+
+void alerts_stop(void)
+{
+	if (alerts_timer != NULL)
+		event_free(alerts_timer);
+	alerts_timer = NULL;
+}

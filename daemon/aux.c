@@ -1,0 +1,354 @@
+/*
+ * aux.c - the auxiliary PostgreSQL connection; see aux.h.
+ *
+ * A plain (not pipelined) asynchronous libpq connection driven by the
+ * event loop: one query in flight, the rest in a FIFO.  Queries here are
+ * few and small (a page of notifications, a cursor update), so a round
+ * trip each is fine, and keeping them apart from the ingest connection
+ * means a slow feed reader never delays a commit.
+ */
+#include <event2/event_struct.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+
+#include "aux.h"
+#include "log.h"
+
+#define AUX_BACKOFF_MIN_MS 200
+#define AUX_BACKOFF_MAX_MS 5000
+
+struct aux_query {
+	STAILQ_ENTRY(aux_query) q_entry;
+	char *sql;
+	int nparams;
+	char **params;
+	aux_result_fn *fn;
+	void *arg;
+};
+
+enum aux_state {
+	AUX_DOWN,       /* waiting for the retry timer; exits: CONNECTING */
+	AUX_CONNECTING, /* PQconnectPoll; exits: IDLE, DOWN */
+	AUX_IDLE,       /* connected, nothing in flight; exits: BUSY, DOWN */
+	AUX_BUSY,       /* one query in flight; exits: IDLE, DOWN */
+};
+
+struct aux {
+	struct event_base *base;
+	char *conninfo;
+	PGconn *pg;
+	enum aux_state state;
+	struct event ev_sock;
+	bool ev_added;
+	int sock_fd;
+	short sock_what;
+	struct event *ev_retry;
+	int backoff_ms;
+	bool down_logged;
+	STAILQ_HEAD(, aux_query) queue;
+	char *listen_channel; /* LISTEN runs as an internal query */
+	aux_notify_fn *notify_fn;
+	aux_up_fn *up_fn;
+	void *listen_arg;
+};
+
+static void aux_io_cb(evutil_socket_t fd, short what, void *arg);
+static void aux_lost(struct aux *a, const char *why);
+static void aux_next(struct aux *a);
+
+/* Watch the socket for what; PQsocket is read again every time. */
+static void aux_watch(struct aux *a, short what)
+{
+	int fd = PQsocket(a->pg);
+	if (a->ev_added && fd == a->sock_fd && what == a->sock_what)
+		return;
+	if (a->ev_added)
+		event_del(&a->ev_sock);
+	a->ev_added = false;
+	if (fd < 0)
+		return;
+	event_assign(&a->ev_sock, a->base, fd, what | EV_PERSIST, aux_io_cb, a);
+	event_add(&a->ev_sock, NULL);
+	a->ev_added = true;
+	a->sock_fd = fd;
+	a->sock_what = what;
+}
+
+/* Release one queued query. */
+static void query_free(struct aux_query *q)
+{
+	for (int i = 0; i < q->nparams; i++)
+		free(q->params[i]);
+	free(q->params);
+	free(q->sql);
+	free(q);
+}
+
+/* Server notices go to the debug log. */
+static void aux_notice(void *arg, const PGresult *r)
+{
+	(void)arg;
+	log_debug("database notice", "conn=aux detail=%s", lq(PQresultErrorMessage(r)));
+}
+
+/* Start connecting. */
+static void aux_connect(struct aux *a)
+{
+	const char *keys[] = {"dbname", "fallback_application_name", NULL};
+	const char *vals[] = {a->conninfo, "ordertrackd-aux", NULL};
+	a->pg = PQconnectStartParams(keys, vals, 1);
+	if (a->pg == NULL)
+		abort();
+	PQsetNoticeReceiver(a->pg, aux_notice, a);
+	if (PQstatus(a->pg) == CONNECTION_BAD) {
+		aux_lost(a, PQerrorMessage(a->pg));
+		return;
+	}
+	a->state = AUX_CONNECTING;
+	aux_watch(a, EV_WRITE);
+}
+
+/* Retry timer. */
+static void aux_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	aux_connect(arg);
+}
+
+/* Connection failed or lost: fail the query in flight, retry later. */
+static void aux_lost(struct aux *a, const char *why)
+{
+	char buf[256];
+	snprintf(buf, sizeof(buf), "%s", why ? why : "");
+	buf[strcspn(buf, "\n")] = '\0';
+	if (a->ev_added)
+		event_del(&a->ev_sock);
+	a->ev_added = false;
+	if (a->pg != NULL)
+		PQfinish(a->pg);
+	a->pg = NULL;
+	if (!a->down_logged) {
+		log_warnx("database unavailable", "conn=aux reason=%s", lq(buf));
+		a->down_logged = true;
+	}
+	/* The query in flight has no answer; its owner may ask again. */
+	struct aux_query *q = STAILQ_FIRST(&a->queue);
+	if (a->state == AUX_BUSY && q != NULL) {
+		STAILQ_REMOVE_HEAD(&a->queue, q_entry);
+		if (q->fn)
+			q->fn(q->arg, NULL);
+		query_free(q);
+	}
+	a->state = AUX_DOWN;
+	struct timeval tv = {a->backoff_ms / 1000, (a->backoff_ms % 1000) * 1000};
+	evtimer_add(a->ev_retry, &tv);
+	a->backoff_ms = a->backoff_ms * 2 > AUX_BACKOFF_MAX_MS ? AUX_BACKOFF_MAX_MS
+	                                                       : a->backoff_ms * 2;
+}
+
+/* Push output; watch for write while some is left. */
+static bool aux_flush(struct aux *a)
+{
+	int r = PQflush(a->pg);
+	if (r < 0) {
+		aux_lost(a, PQerrorMessage(a->pg));
+		return false;
+	}
+	aux_watch(a, r == 1 ? EV_READ | EV_WRITE : EV_READ);
+	return true;
+}
+
+/* Connected: LISTEN first (an internal query), then the queue. */
+static void aux_connected(struct aux *a)
+{
+	if (PQsetnonblocking(a->pg, 1) != 0) {
+		aux_lost(a, PQerrorMessage(a->pg));
+		return;
+	}
+	a->state = AUX_IDLE;
+	a->backoff_ms = AUX_BACKOFF_MIN_MS;
+	if (a->down_logged)
+		log_info("database connected", "conn=aux");
+	a->down_logged = false;
+	if (a->listen_channel != NULL) {
+		char sql[128];
+		snprintf(sql, sizeof(sql), "LISTEN %s", a->listen_channel);
+		/* Ahead of everything else, so no NOTIFY after this point is
+		 * missed; the owner's up callback then catches up. */
+		struct aux_query *q = calloc(1, sizeof(*q));
+		if (q == NULL || (q->sql = strdup(sql)) == NULL)
+			abort();
+		STAILQ_INSERT_HEAD(&a->queue, q, q_entry);
+		if (a->up_fn)
+			a->up_fn(a->listen_arg);
+	}
+	aux_next(a);
+}
+
+/* Send the query at the head of the queue, if idle. */
+static void aux_next(struct aux *a)
+{
+	struct aux_query *q = STAILQ_FIRST(&a->queue);
+	if (a->state != AUX_IDLE || q == NULL)
+		return;
+	if (!PQsendQueryParams(a->pg, q->sql, q->nparams, NULL, (const char *const *)q->params,
+	                       NULL, NULL, 0)) {
+		aux_lost(a, PQerrorMessage(a->pg));
+		return;
+	}
+	a->state = AUX_BUSY;
+	aux_flush(a);
+}
+
+/* Hand NOTIFY payloads to the listener. */
+static void aux_notifies(struct aux *a)
+{
+	PGnotify *n;
+	while (a->pg != NULL && (n = PQnotifies(a->pg)) != NULL) {
+		if (a->notify_fn)
+			a->notify_fn(a->listen_arg, n->extra);
+		PQfreemem(n);
+	}
+}
+
+/* Read the result of the query in flight when it is complete. */
+static void aux_results(struct aux *a)
+{
+	while (a->state == AUX_BUSY && !PQisBusy(a->pg)) {
+		PGresult *r = PQgetResult(a->pg);
+		struct aux_query *q = STAILQ_FIRST(&a->queue);
+		if (r == NULL) {
+			/* The query is finished. */
+			STAILQ_REMOVE_HEAD(&a->queue, q_entry);
+			query_free(q);
+			a->state = AUX_IDLE;
+			aux_next(a);
+			return;
+		}
+		if (PQresultStatus(r) == PGRES_FATAL_ERROR)
+			log_error("query failed", "conn=aux reason=%s", lq(PQresultErrorMessage(r)));
+		if (q->fn) {
+			q->fn(q->arg, r);
+			q->fn = NULL; /* one result per query is all we use */
+		}
+		PQclear(r);
+	}
+}
+
+/* Socket readiness. */
+static void aux_io_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct aux *a = arg;
+	(void)fd;
+	if (a->state == AUX_CONNECTING) {
+		switch (PQconnectPoll(a->pg)) {
+		case PGRES_POLLING_READING:
+			aux_watch(a, EV_READ);
+			return;
+		case PGRES_POLLING_WRITING:
+			aux_watch(a, EV_WRITE);
+			return;
+		case PGRES_POLLING_FAILED:
+			aux_lost(a, PQerrorMessage(a->pg));
+			return;
+		default:
+			aux_connected(a);
+			return;
+		}
+	}
+	if ((what & EV_READ) && !PQconsumeInput(a->pg)) {
+		aux_lost(a, PQerrorMessage(a->pg));
+		return;
+	}
+	aux_results(a);
+	if (a->state == AUX_DOWN)
+		return;
+	aux_notifies(a);
+	if (PQstatus(a->pg) == CONNECTION_BAD) {
+		aux_lost(a, PQerrorMessage(a->pg));
+		return;
+	}
+	aux_flush(a);
+}
+
+struct aux *aux_new(struct event_base *base, const char *conninfo)
+{
+	struct aux *a = calloc(1, sizeof(*a));
+	if (a == NULL)
+		abort();
+	a->base = base;
+	a->conninfo = strdup(conninfo);
+	a->backoff_ms = AUX_BACKOFF_MIN_MS;
+	a->ev_retry = evtimer_new(base, aux_retry_cb, a);
+	if (a->conninfo == NULL || a->ev_retry == NULL)
+		abort();
+	STAILQ_INIT(&a->queue);
+	aux_connect(a);
+	return a;
+}
+
+void aux_listen(struct aux *a, const char *channel, aux_notify_fn *fn, aux_up_fn *up, void *arg)
+{
+	free(a->listen_channel);
+	a->listen_channel = strdup(channel);
+	a->notify_fn = fn;
+	a->up_fn = up;
+	a->listen_arg = arg;
+	if (a->listen_channel == NULL)
+		abort();
+	if (a->state == AUX_IDLE || a->state == AUX_BUSY) {
+		char sql[128];
+		snprintf(sql, sizeof(sql), "LISTEN %s", channel);
+		aux_query(a, sql, 0, NULL, NULL, NULL);
+		if (up)
+			up(arg);
+	}
+}
+
+void aux_query(struct aux *a, const char *sql, int nparams, const char *const *params,
+               aux_result_fn *fn, void *arg)
+{
+	struct aux_query *q = calloc(1, sizeof(*q));
+	if (q == NULL || (q->sql = strdup(sql)) == NULL)
+		abort();
+	q->nparams = nparams;
+	if (nparams > 0) {
+		q->params = calloc((size_t)nparams, sizeof(char *));
+		if (q->params == NULL)
+			abort();
+		for (int i = 0; i < nparams; i++) {
+			if (params[i] != NULL && (q->params[i] = strdup(params[i])) == NULL)
+				abort();
+		}
+	}
+	q->fn = fn;
+	q->arg = arg;
+	STAILQ_INSERT_TAIL(&a->queue, q, q_entry);
+	aux_next(a);
+}
+
+bool aux_up(const struct aux *a)
+{
+	return a->state == AUX_IDLE || a->state == AUX_BUSY;
+}
+
+void aux_free(struct aux *a)
+{
+	if (a == NULL)
+		return;
+	struct aux_query *q;
+	while ((q = STAILQ_FIRST(&a->queue)) != NULL) {
+		STAILQ_REMOVE_HEAD(&a->queue, q_entry);
+		query_free(q);
+	}
+	if (a->ev_added)
+		event_del(&a->ev_sock);
+	if (a->pg != NULL)
+		PQfinish(a->pg);
+	event_free(a->ev_retry);
+	free(a->listen_channel);
+	free(a->conninfo);
+	free(a);
+}

@@ -1,0 +1,264 @@
+/*
+ * feed.c - the notification feed over TCP: subscribe, backlog, then live.
+ *
+ * Every subscriber is fed from ordertrack.notifications, never from memory:
+ * a subscriber has a cursor (the last seq it has been given or skipped by
+ * its filters) and the feed reads the rows after the smallest cursor, one
+ * page at a time, on the auxiliary connection.  Because seq grows in
+ * commit order (sql/003_notifications.sql), rows past a cursor can only be
+ * added, never appear below it, so the switch from backlog to live needs no
+ * special case and can neither skip nor repeat a notification.
+ *
+ * The feed is woken when this daemon commits notifications, when another
+ * daemon's NOTIFY arrives on LISTEN ordertrack, when a subscriber joins,
+ * and when a paused subscriber's socket drains.  A subscriber whose peer
+ * reads slowly is paused (its socket buffer stays bounded) and fed again
+ * from the table once it has drained: nothing is dropped.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/queue.h>
+
+#include "aux.h"
+#include "feed.h"
+#include "log.h"
+
+#define FEED_PAGE 500
+#define FEED_PAGE_STR "500"
+
+struct sub {
+	LIST_ENTRY(sub) sb_entry;
+	struct conn *sb_conn;
+	long long sb_cursor;
+	char *sb_exporter;   /* an exporter sees only its own; NULL: operator */
+	char **sb_kinds;     /* filters, NULL-terminated, or NULL for all */
+	char **sb_orders;
+	char **sb_exporters; /* operators only */
+};
+
+static struct {
+	struct aux *aux;
+	LIST_HEAD(, sub) subs;
+	bool in_flight; /* a page query is running */
+	bool again;     /* woken while it ran: look again after */
+	long long page_after;
+} feed;
+
+static const char page_sql[] =
+	"SELECT seq, exporter, kind, order_ref, body::text FROM ordertrack.notifications"
+	" WHERE seq > $1 ORDER BY seq LIMIT " FEED_PAGE_STR;
+
+static void feed_fetch(void);
+
+/* Copy a JSON array of strings into a NULL-terminated array, or NULL. */
+static char **strings_copy(const json_t *arr)
+{
+	if (arr == NULL)
+		return NULL;
+	size_t n = json_array_size(arr);
+	char **out = calloc(n + 1, sizeof(char *));
+	if (out == NULL)
+		abort();
+	for (size_t i = 0; i < n; i++) {
+		out[i] = strdup(json_string_value(json_array_get(arr, i)));
+		if (out[i] == NULL)
+			abort();
+	}
+	return out;
+}
+
+/* Free what strings_copy made. */
+static void strings_free(char **v)
+{
+	for (size_t i = 0; v != NULL && v[i] != NULL; i++)
+		free(v[i]);
+	free(v);
+}
+
+/* Is s in the filter (a NULL filter lets everything through)? */
+static bool filter_has(char **filter, const char *s)
+{
+	if (filter == NULL)
+		return true;
+	for (size_t i = 0; filter[i] != NULL; i++)
+		if (strcmp(filter[i], s) == 0)
+			return true;
+	return false;
+}
+
+/* Does this row go to this subscriber? */
+static bool sub_wants(const struct sub *sb, const char *exporter, const char *kind,
+                      const char *order)
+{
+	if (sb->sb_exporter != NULL && strcmp(sb->sb_exporter, exporter) != 0)
+		return false;
+	return filter_has(sb->sb_exporters, exporter) && filter_has(sb->sb_kinds, kind) &&
+	       filter_has(sb->sb_orders, order);
+}
+
+/* Give one page of rows to every subscriber that is ready for them. */
+static void feed_deliver(const PGresult *r)
+{
+	int rows = PQntuples(r);
+	struct sub *sb;
+	LIST_FOREACH(sb, &feed.subs, sb_entry)
+	{
+		for (int i = 0; i < rows; i++) {
+			long long seq = strtoll(PQgetvalue(r, i, 0), NULL, 10);
+			if (seq <= sb->sb_cursor)
+				continue;
+			if (!conn_feed_ready(sb->sb_conn))
+				break; /* paused; continues from its cursor later */
+			if (sub_wants(sb, PQgetvalue(r, i, 1), PQgetvalue(r, i, 2),
+			              PQgetvalue(r, i, 3)))
+				conn_feed_write(sb->sb_conn, PQgetvalue(r, i, 4),
+				                (size_t)PQgetlength(r, i, 4));
+			sb->sb_cursor = seq;
+		}
+	}
+	if (rows > 0) {
+		long long last = strtoll(PQgetvalue(r, rows - 1, 0), NULL, 10);
+		if (last > server.last_seq)
+			server.last_seq = last;
+	}
+}
+
+/* A page arrived (or the query failed: r is NULL). */
+static void feed_page_cb(void *arg, const PGresult *r)
+{
+	(void)arg;
+	feed.in_flight = false;
+	if (r != NULL && PQresultStatus(r) == PGRES_TUPLES_OK) {
+		feed_deliver(r);
+		if (PQntuples(r) == FEED_PAGE)
+			feed.again = true; /* more where that came from */
+	}
+	if (feed.again) {
+		feed.again = false;
+		feed_fetch();
+	}
+}
+
+/* Read the next page after the smallest cursor of a ready subscriber. */
+static void feed_fetch(void)
+{
+	long long after = -1;
+	struct sub *sb;
+
+	if (feed.aux == NULL)
+		return;
+	if (feed.in_flight) {
+		feed.again = true;
+		return;
+	}
+	LIST_FOREACH(sb, &feed.subs, sb_entry)
+	{
+		if (!conn_feed_ready(sb->sb_conn))
+			continue;
+		if (after < 0 || sb->sb_cursor < after)
+			after = sb->sb_cursor;
+	}
+	if (after < 0)
+		return; /* nobody is ready */
+	char buf[32];
+	snprintf(buf, sizeof(buf), "%lld", after);
+	const char *params[1] = {buf};
+	feed.in_flight = true;
+	feed.page_after = after;
+	aux_query(feed.aux, page_sql, 1, params, feed_page_cb, NULL);
+}
+
+/* NOTIFY ordertrack from any daemon: there is something new to read. */
+static void feed_notify_cb(void *arg, const char *payload)
+{
+	(void)arg;
+	json_t *j = json_loads(payload, 0, NULL);
+	long long seq = j ? json_integer_value(json_object_get(j, "seq")) : 0;
+	json_decref(j);
+	if (seq > server.last_seq)
+		server.last_seq = seq;
+	feed_wake();
+}
+
+/* The auxiliary connection is (back) up: catch up on what was missed. */
+static void feed_up_cb(void *arg)
+{
+	(void)arg;
+	feed_wake();
+}
+
+void feed_init(struct aux *aux)
+{
+	LIST_INIT(&feed.subs);
+	feed.aux = aux;
+	aux_listen(aux, "ordertrack", feed_notify_cb, feed_up_cb, NULL);
+}
+
+struct sub *feed_subscribe(struct conn *c, const struct request *rq, const char *exporter)
+{
+	struct sub *sb = calloc(1, sizeof(*sb));
+	if (sb == NULL)
+		abort();
+	sb->sb_conn = c;
+	sb->sb_cursor = rq->u.subscribe.after;
+	if (exporter != NULL && (sb->sb_exporter = strdup(exporter)) == NULL)
+		abort();
+	sb->sb_kinds = strings_copy(rq->u.subscribe.kinds);
+	sb->sb_orders = strings_copy(rq->u.subscribe.orders);
+	sb->sb_exporters = strings_copy(rq->u.subscribe.exporters);
+	LIST_INSERT_HEAD(&feed.subs, sb, sb_entry);
+	server.n_subscribers++;
+	feed_wake();
+	return sb;
+}
+
+void feed_unsubscribe(struct sub *sb)
+{
+	LIST_REMOVE(sb, sb_entry);
+	server.n_subscribers--;
+	free(sb->sb_exporter);
+	strings_free(sb->sb_kinds);
+	strings_free(sb->sb_orders);
+	strings_free(sb->sb_exporters);
+	free(sb);
+}
+
+long long feed_cursor(const struct sub *sb)
+{
+	return sb->sb_cursor;
+}
+
+void feed_wake(void)
+{
+	struct sub *sb;
+	LIST_FOREACH(sb, &feed.subs, sb_entry)
+	{
+		/* Behind the newest known seq, or not sure (a NOTIFY may be
+		 * lost across a reconnect): look. */
+		if (conn_feed_ready(sb->sb_conn)) {
+			feed_fetch();
+			return;
+		}
+	}
+}
+
+void feed_report(const PGresult *r)
+{
+	int n = r ? PQntuples(r) : 0;
+	for (int i = 0; i < n; i++) {
+		const char *kind = PQgetvalue(r, i, 1);
+		bool alert = strncmp(kind, "alert.", 6) == 0;
+		log_record(alert ? LOG_LEVEL_WARNING : LOG_LEVEL_INFO, "status",
+		           "kind=%s exporter=%s order=%s shipment=%s from=%s to=%s event=%s seq=%s",
+		           kind, lq(PQgetvalue(r, i, 2)), lq(PQgetvalue(r, i, 3)),
+		           PQgetisnull(r, i, 4) ? "-" : lq(PQgetvalue(r, i, 4)),
+		           PQgetisnull(r, i, 5) ? "-" : lq(PQgetvalue(r, i, 5)),
+		           PQgetisnull(r, i, 6) ? "-" : lq(PQgetvalue(r, i, 6)),
+		           PQgetisnull(r, i, 7) ? "-" : lq(PQgetvalue(r, i, 7)),
+		           PQgetvalue(r, i, 0));
+		server.notifications_total++;
+	}
+	if (n > 0)
+		server_notifications_committed(strtoll(PQgetvalue(r, n - 1, 0), NULL, 10));
+}

@@ -1,0 +1,33 @@
+/*
+ * feed.h - subscribers of the notification feed; see feed.c.
+ */
+#ifndef OT_FEED_H
+#define OT_FEED_H
+
+#include "aux.h"
+#include "request.h"
+#include "server.h"
+
+struct sub;
+
+/* Start feeding: LISTEN on the auxiliary connection. */
+void feed_init(struct aux *aux);
+/*
+ * A subscribe request from c; exporter limits it to that exporter's
+ * notifications (NULL for an operator).  The caller has already answered
+ * "subscribed".
+ */
+struct sub *feed_subscribe(struct conn *c, const struct request *rq, const char *exporter);
+/* The connection is going away. */
+void feed_unsubscribe(struct sub *sb);
+/* Something may be new, or a subscriber became ready: look. */
+void feed_wake(void);
+long long feed_cursor(const struct sub *sb);
+/*
+ * Committed notifications (rows of seq, kind, exporter, order_ref,
+ * shipment_ref, from_status, to_status, event_id): one log line each, at
+ * warning for alerts, then wake the feed and the webhooks.
+ */
+void feed_report(const PGresult *r);
+
+#endif

@@ -1,0 +1,372 @@
+/*
+ * webhook.c - webhook deliveries; see webhook.h.
+ *
+ * One deliverer per configured webhook, each a small state machine on the
+ * event loop:
+ *
+ *   LOADING  read (or create) its row in ordertrack.webhook_cursors
+ *   FETCHING ask for the first matching notification after the cursor
+ *   IDLE     nothing to send; webhooks_wake() moves it to FETCHING
+ *   POSTING  the POST is on the wire (libevent's evhttp)
+ *   SAVING   a 2xx came back; the new cursor is being written
+ *   WAITING  the POST failed; a timer retries the same notification after
+ *            notify_backoff_ms(attempt)
+ *
+ * Deliveries happen in seq order and the cursor moves only after a 2xx, so
+ * a crash between the 2xx and the cursor write repeats one delivery (at
+ * least once); nothing is ever skipped or dropped.  A slow or dead
+ * endpoint holds up only its own deliverer: ingest and the other webhooks
+ * do not wait for it.  Plain http only in this version: an https webhook is
+ * reported at start-up and left idle.
+ */
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "aux.h"
+#include "log.h"
+#include "notify.h"
+#include "ot_build.h"
+#include "server.h"
+#include "webhook.h"
+
+#define HOOK_TIMEOUT_S 10
+
+enum hook_state {
+	HOOK_LOADING,
+	HOOK_FETCHING,
+	HOOK_IDLE,
+	HOOK_POSTING,
+	HOOK_SAVING,
+	HOOK_WAITING,
+	HOOK_DISABLED, /* https without TLS support */
+};
+
+struct hook {
+	char *id;
+	char *host;
+	int port;
+	char *path;
+	char **secrets;
+	size_t n_secrets;
+	char *exporters; /* PostgreSQL array literal, or NULL for all */
+	char *kinds;     /* likewise */
+
+	enum hook_state state;
+	bool wake;          /* woken while busy: fetch again after */
+	long long cursor;   /* last seq acknowledged by the endpoint */
+	long long seq;      /* the notification being delivered */
+	char *body;         /* its JSON */
+	unsigned attempt;   /* failed POSTs of this notification */
+	struct evhttp_connection *evcon;
+	struct event *retry;
+	bool dead;          /* stopped while a callback was pending */
+};
+
+static struct hook **hooks;
+static size_t n_hooks;
+
+static const char load_sql[] =
+	"WITH ins AS (INSERT INTO ordertrack.webhook_cursors (webhook) VALUES ($1)"
+	" ON CONFLICT (webhook) DO NOTHING RETURNING last_seq)"
+	" SELECT last_seq FROM ins"
+	" UNION ALL SELECT last_seq FROM ordertrack.webhook_cursors WHERE webhook = $1";
+
+static const char next_sql[] =
+	"SELECT seq, body::text FROM ordertrack.notifications"
+	" WHERE seq > $1::bigint AND ($2::text[] IS NULL OR exporter = ANY ($2::text[]))"
+	" AND ($3::text[] IS NULL OR kind = ANY ($3::text[]))"
+	" ORDER BY seq LIMIT 1";
+
+static const char save_sql[] =
+	"UPDATE ordertrack.webhook_cursors SET last_seq = $2::bigint, updated_at = now()"
+	" WHERE webhook = $1";
+
+static void hook_fetch(struct hook *h);
+static void hook_post(struct hook *h);
+
+/* strdup or abort. */
+static char *xstrdup(const char *s)
+{
+	char *p = strdup(s);
+	if (p == NULL)
+		abort();
+	return p;
+}
+
+/* A PostgreSQL array literal of ids or kinds (they need no escaping). */
+static char *array_literal(char **v, size_t n)
+{
+	if (n == 0)
+		return NULL;
+	size_t cap = 3;
+	for (size_t i = 0; i < n; i++)
+		cap += strlen(v[i]) + 3;
+	char *out = malloc(cap);
+	if (out == NULL)
+		abort();
+	size_t len = 0;
+	out[len++] = '{';
+	for (size_t i = 0; i < n; i++)
+		len += (size_t)snprintf(out + len, cap - len, "%s\"%s\"", i ? "," : "", v[i]);
+	snprintf(out + len, cap - len, "}");
+	return out;
+}
+
+/* The cursor row was read. */
+static void hook_loaded_cb(void *arg, const PGresult *r)
+{
+	struct hook *h = arg;
+	if (h->dead)
+		return;
+	if (r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) < 1) {
+		/* Try again when the next notification wakes us. */
+		h->state = HOOK_IDLE;
+		h->cursor = -1;
+		return;
+	}
+	h->cursor = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+	log_info("webhook ready", "webhook=%s cursor=%lld", h->id, h->cursor);
+	hook_fetch(h);
+}
+
+/* Read (or create) the cursor row. */
+static void hook_load(struct hook *h)
+{
+	const char *params[1] = {h->id};
+	h->state = HOOK_LOADING;
+	aux_query(server.aux, load_sql, 1, params, hook_loaded_cb, h);
+}
+
+/* The next notification after the cursor, or none. */
+static void hook_fetched_cb(void *arg, const PGresult *r)
+{
+	struct hook *h = arg;
+	if (h->dead)
+		return;
+	if (r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) == 0) {
+		h->state = HOOK_IDLE;
+		if (h->wake) {
+			h->wake = false;
+			hook_fetch(h);
+		}
+		return;
+	}
+	h->seq = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+	free(h->body);
+	h->body = xstrdup(PQgetvalue(r, 0, 1));
+	h->attempt = 0;
+	hook_post(h);
+}
+
+/* Ask for the first matching notification after the cursor. */
+static void hook_fetch(struct hook *h)
+{
+	if (h->cursor < 0) {
+		hook_load(h);
+		return;
+	}
+	char after[32];
+	snprintf(after, sizeof(after), "%lld", h->cursor);
+	const char *params[3] = {after, h->exporters, h->kinds};
+	h->state = HOOK_FETCHING;
+	h->wake = false;
+	aux_query(server.aux, next_sql, 3, params, hook_fetched_cb, h);
+}
+
+/* The cursor is saved: on to the next notification. */
+static void hook_saved_cb(void *arg, const PGresult *r)
+{
+	struct hook *h = arg;
+	if (h->dead)
+		return;
+	if (r == NULL || PQresultStatus(r) != PGRES_COMMAND_OK) {
+		/* Not saved: deliver this one again later (at least once). */
+		h->state = HOOK_IDLE;
+		h->cursor = -1; /* reload from the table */
+		return;
+	}
+	h->cursor = h->seq;
+	hook_fetch(h);
+}
+
+/* Retry timer. */
+static void hook_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	hook_post(arg);
+}
+
+/* The endpoint answered, or the request failed (req NULL or code 0). */
+static void hook_response_cb(struct evhttp_request *req, void *arg)
+{
+	struct hook *h = arg;
+	int code = req ? evhttp_request_get_response_code(req) : 0;
+	if (h->dead)
+		return;
+	if (code >= 200 && code < 300) {
+		log_debug("webhook delivered", "webhook=%s seq=%lld status=%d", h->id, h->seq, code);
+		server.webhook_deliveries++;
+		char seq[32];
+		snprintf(seq, sizeof(seq), "%lld", h->seq);
+		const char *params[2] = {h->id, seq};
+		h->state = HOOK_SAVING;
+		aux_query(server.aux, save_sql, 2, params, hook_saved_cb, h);
+		return;
+	}
+	h->attempt++;
+	server.webhook_failures++;
+	unsigned ms = notify_backoff_ms(h->attempt);
+	log_warnx("webhook delivery failed", "webhook=%s seq=%lld status=%d attempt=%u retry_ms=%u",
+	          h->id, h->seq, code, h->attempt, ms);
+	h->state = HOOK_WAITING;
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+	evtimer_add(h->retry, &tv);
+}
+
+/* POST the current notification, signed. */
+static void hook_post(struct hook *h)
+{
+	struct evhttp_request *req = evhttp_request_new(hook_response_cb, h);
+	size_t len = strlen(h->body);
+	char sig[512], seq[32], host[300];
+	if (req == NULL)
+		abort();
+	if (notify_signature_header((const char *const *)h->secrets, h->n_secrets,
+	                            (long long)time(NULL), h->body, len, sig, sizeof(sig)) == 0) {
+		/* Never send an unsigned delivery; retry as after a failure. */
+		log_error("webhook signing failed", "webhook=%s seq=%lld", h->id, h->seq);
+		evhttp_request_free(req);
+		hook_response_cb(NULL, h);
+		return;
+	}
+	snprintf(seq, sizeof(seq), "%lld", h->seq);
+	snprintf(host, sizeof(host), "%s:%d", h->host, h->port);
+	struct evkeyvalq *hdr = evhttp_request_get_output_headers(req);
+	evhttp_add_header(hdr, "Host", host);
+	evhttp_add_header(hdr, "Content-Type", "application/json");
+	evhttp_add_header(hdr, "User-Agent", "ordertrackd/" OT_VERSION);
+	evhttp_add_header(hdr, "Ordertrack-Delivery", seq);
+	evhttp_add_header(hdr, "Ordertrack-Signature", sig);
+	evbuffer_add(evhttp_request_get_output_buffer(req), h->body, len);
+	h->state = HOOK_POSTING;
+	if (evhttp_make_request(h->evcon, req, EVHTTP_REQ_POST, h->path) != 0)
+		hook_response_cb(NULL, h); /* libevent freed req; retry later */
+}
+
+/* Build a deliverer from its config. */
+static struct hook *hook_new(const struct config_webhook *w)
+{
+	struct hook *h = calloc(1, sizeof(*h));
+	if (h == NULL)
+		abort();
+	h->id = xstrdup(w->id);
+	h->host = xstrdup(w->host);
+	h->port = w->port;
+	h->path = xstrdup(w->path);
+	h->n_secrets = w->n_secrets;
+	h->secrets = calloc(w->n_secrets + 1, sizeof(char *));
+	if (h->secrets == NULL)
+		abort();
+	for (size_t i = 0; i < w->n_secrets; i++)
+		h->secrets[i] = xstrdup(w->secrets[i]);
+	h->exporters = array_literal(w->exporters, w->n_exporters);
+	h->kinds = array_literal(w->kinds, w->n_kinds);
+	h->cursor = -1;
+	h->retry = evtimer_new(server.base, hook_retry_cb, h);
+	if (w->https) {
+		log_error("webhook disabled", "webhook=%s reason=%s", h->id,
+		          lq("https is not supported by this build; use http"));
+		h->state = HOOK_DISABLED;
+		return h;
+	}
+	h->evcon = evhttp_connection_base_new(server.base, NULL, h->host, (unsigned short)h->port);
+	if (h->evcon == NULL || h->retry == NULL)
+		abort();
+	evhttp_connection_set_timeout(h->evcon, HOOK_TIMEOUT_S);
+	hook_load(h);
+	return h;
+}
+
+/*
+ * Stopped deliverers (config reload) may still have a query queued on the
+ * auxiliary connection whose callback will look at them: they are marked
+ * dead and parked, and freed only at exit.
+ */
+static struct hook **parked;
+static size_t n_parked;
+
+/* Stop a deliverer; its memory is released at exit. */
+static void hook_stop(struct hook *h)
+{
+	h->dead = true;
+	if (h->retry)
+		event_del(h->retry);
+	if (h->evcon)
+		evhttp_connection_free(h->evcon);
+	h->evcon = NULL;
+	parked = realloc(parked, (n_parked + 1) * sizeof(*parked));
+	if (parked == NULL)
+		abort();
+	parked[n_parked++] = h;
+}
+
+/* Release a stopped deliverer. */
+static void hook_free(struct hook *h)
+{
+	for (size_t i = 0; i < h->n_secrets; i++)
+		free(h->secrets[i]);
+	free(h->secrets);
+	if (h->retry)
+		event_free(h->retry);
+	free(h->id);
+	free(h->host);
+	free(h->path);
+	free(h->exporters);
+	free(h->kinds);
+	free(h->body);
+	free(h);
+}
+
+void webhooks_start(void)
+{
+	for (size_t i = 0; i < n_hooks; i++)
+		hook_stop(hooks[i]);
+	free(hooks);
+	n_hooks = server.cfg->n_webhooks;
+	hooks = calloc(n_hooks + 1, sizeof(*hooks));
+	if (hooks == NULL)
+		abort();
+	for (size_t i = 0; i < n_hooks; i++)
+		hooks[i] = hook_new(&server.cfg->webhooks[i]);
+}
+
+void webhooks_stop(void)
+{
+	for (size_t i = 0; i < n_hooks; i++)
+		hook_stop(hooks[i]);
+	free(hooks);
+	hooks = NULL;
+	n_hooks = 0;
+	for (size_t i = 0; i < n_parked; i++)
+		hook_free(parked[i]);
+	free(parked);
+	parked = NULL;
+	n_parked = 0;
+}
+
+void webhooks_wake(void)
+{
+	for (size_t i = 0; i < n_hooks; i++) {
+		struct hook *h = hooks[i];
+		if (h->state == HOOK_IDLE)
+			hook_fetch(h);
+		else if (h->state == HOOK_FETCHING)
+			h->wake = true;
+	}
+}

@@ -1,0 +1,15 @@
+/*
+ * webhook.h - POST every matching notification to each configured
+ * endpoint, in seq order, at least once, resuming from a cursor kept in
+ * PostgreSQL.
+ */
+#ifndef OT_WEBHOOK_H
+#define OT_WEBHOOK_H
+
+/* (Re)create the deliverers from the running config. */
+void webhooks_start(void);
+void webhooks_stop(void);
+/* New notifications were committed: idle deliverers look again. */
+void webhooks_wake(void);
+
+#endif
