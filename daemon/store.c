@@ -59,7 +59,7 @@ static const char *const db_state_names[DB_STATE_MAX] = {
 enum batch_query {
 	BQ_BEGIN,
 	BQ_LOCK,
-	BQ_EVENT, /* one per slot */
+	BQ_INSERT, /* all events, one row of verdict each */
 	BQ_STATE,
 	BQ_LOAD,
 	BQ_APPLY, /* only when an order changed */
@@ -75,7 +75,6 @@ struct batch_outcome {
 	bool part2_sent;
 	bool has_apply;
 	bool has_emit;
-	struct slot *cursor; /* the slot of the current event query */
 	PGresult *states;    /* STATE's rows, kept until part two is built */
 	PGresult *load;      /* LOAD's rows, likewise */
 	PGresult *emitted;   /* EMIT's rows, reported after COMMIT */
@@ -112,6 +111,7 @@ struct store {
 
 	struct model_rules rules; /* documents.required, for the fold */
 	unsigned solo;            /* events still to send one per batch */
+	const struct slot **batch_set; /* (exporter, id) of the batch being built */
 
 	int mig_step;       /* 1: lock and read version, 2: apply */
 	int schema_version; /* read in step 1 */
@@ -120,26 +120,42 @@ struct store {
 };
 
 /*
- * One event.  Answers 's' stored, 'd' the same event was already stored,
- * 'c' another event holds the id, 'r' a retraction that may not be stored
- * (its target is a retraction or belongs to another order), or NULL: the
- * id is taken by a transaction we cannot see yet (retry).
+ * The whole batch in one statement.  $1 is a JSON array with one element
+ * per event: [exporter, id, type, order, shipment, occurred_at, body,
+ * retracts].  Answers, per event in order: 's' stored, 'd' the same event
+ * was already stored, 'c' another event holds the id, 'r' a retraction
+ * that may not be stored (its target is a retraction or belongs to another
+ * order), or NULL: the id is taken by a transaction not visible yet (the
+ * daemon asks again).  A batch never holds the same (exporter, id) twice
+ * (store_send_batch sees to it), so each row's verdict is unambiguous.
+ * The final SELECT reads events with the statement's snapshot, so it sees
+ * the rows that existed before, not the ones it just inserted.
  */
 static const char insert_sql[] =
-	"WITH bad AS ("
-	" SELECT 1 FROM ordertrack.events t"
-	" WHERE $8::text IS NOT NULL AND t.exporter = $1 AND t.event_id = $8"
-	" AND (t.type = 'event.retracted' OR t.order_ref <> $4)),"
+	"WITH input AS ("
+	" SELECT x->>0 AS exporter, x->>1 AS event_id, x->>2 AS type, x->>3 AS order_ref,"
+	" x->>4 AS shipment_ref, (x->>5)::timestamptz AS occurred_at, x->6 AS body,"
+	" x->>7 AS retracts, n"
+	" FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS a(x, n)),"
+	" bad AS ("
+	" SELECT i.n FROM input i JOIN ordertrack.events t"
+	" ON t.exporter = i.exporter AND t.event_id = i.retracts"
+	" WHERE t.type = 'event.retracted' OR t.order_ref <> i.order_ref),"
 	" ins AS ("
 	" INSERT INTO ordertrack.events"
 	" (exporter, event_id, type, order_ref, shipment_ref, occurred_at, body)"
-	" SELECT $1, $2, $3, $4, $5, $6::timestamptz, $7::jsonb"
-	" WHERE NOT EXISTS (SELECT 1 FROM bad)"
-	" ON CONFLICT (exporter, event_id) DO NOTHING RETURNING 1)"
-	" SELECT CASE WHEN EXISTS (SELECT 1 FROM ins) THEN 's' ELSE coalesce("
-	" (SELECT CASE WHEN e.body = $7::jsonb THEN 'd' ELSE 'c' END"
-	"  FROM ordertrack.events e WHERE e.exporter = $1 AND e.event_id = $2),"
-	" (SELECT 'r' FROM bad LIMIT 1)) END";
+	" SELECT exporter, event_id, type, order_ref, shipment_ref, occurred_at, body"
+	" FROM input WHERE n NOT IN (SELECT n FROM bad) ORDER BY n"
+	" ON CONFLICT (exporter, event_id) DO NOTHING RETURNING exporter, event_id)"
+	" SELECT CASE WHEN ins.event_id IS NOT NULL THEN 's'"
+	" WHEN b.n IS NOT NULL THEN 'r'"
+	" WHEN e.body IS NULL THEN NULL"
+	" WHEN e.body = i.body THEN 'd' ELSE 'c' END"
+	" FROM input i"
+	" LEFT JOIN ins ON ins.exporter = i.exporter AND ins.event_id = i.event_id"
+	" LEFT JOIN bad b ON b.n = i.n"
+	" LEFT JOIN ordertrack.events e ON e.exporter = i.exporter AND e.event_id = i.event_id"
+	" ORDER BY i.n";
 
 /*
  * Lock the batch's orders, in one global order so that two daemons cannot
@@ -390,7 +406,7 @@ static void store_migrate_apply(struct store *st)
 static void store_prepare(struct store *st)
 {
 	store_set_state(st, DB_PREPARING);
-	if (!PQenterPipelineMode(st->pg) || !PQsendPrepare(st->pg, "ins", insert_sql, 8, NULL) ||
+	if (!PQenterPipelineMode(st->pg) || !PQsendPrepare(st->pg, "ins", insert_sql, 1, NULL) ||
 	    !PQsendPrepare(st->pg, "lock", lock_sql, 2, NULL) ||
 	    !PQsendPrepare(st->pg, "load", load_sql, 2, NULL) ||
 	    !PQsendPrepare(st->pg, "state", state_sql, 2, NULL) ||
@@ -477,58 +493,89 @@ static void store_prepare_results(struct store *st)
 	}
 }
 
-/* Append s to a PostgreSQL array literal being built in buf. */
-static void array_add(char **buf, size_t *len, size_t *cap, const char *s)
+/* A growing text buffer for a batch's parameters. */
+struct textbuf {
+	char *p;
+	size_t len, cap;
+};
+
+/* Append n bytes. */
+static void tb_add(struct textbuf *b, const char *s, size_t n)
 {
-	size_t need = strlen(s) + 4;
-	if (*len + need + 2 > *cap) {
-		*cap = (*cap + need) * 2;
-		*buf = realloc(*buf, *cap);
-		if (*buf == NULL)
+	if (b->len + n + 1 > b->cap) {
+		b->cap = (b->cap + n + 1) * 2;
+		b->p = realloc(b->p, b->cap);
+		if (b->p == NULL)
 			abort();
 	}
-	/* Exporter ids and refs have no quote, backslash, comma or brace
-	 * (lib/validate.c), so quoting each element is enough. */
-	*len += (size_t)snprintf(*buf + *len, *cap - *len, "%s\"%s\"", *len > 1 ? "," : "", s);
+	memcpy(b->p + b->len, s, n);
+	b->len += n;
+	b->p[b->len] = '\0';
 }
 
-/* The batch's (exporter, order) pairs as two array literals. */
-static void batch_orders(const struct store *st, char **exporters, char **orders)
+/* Append a string. */
+static void tb_str(struct textbuf *b, const char *s)
 {
-	size_t elen = 1, ecap = 256, olen = 1, ocap = 256;
-	char *e = malloc(ecap), *o = malloc(ocap);
-	if (e == NULL || o == NULL)
-		abort();
-	strcpy(e, "{");
-	strcpy(o, "{");
-	const struct slot *s;
-	TAILQ_FOREACH(s, &st->batch, s_store)
-	{
-		array_add(&e, &elen, &ecap, s->s_exporter);
-		array_add(&o, &olen, &ocap, s->s_order);
-	}
-	strcpy(e + elen, "}");
-	strcpy(o + olen, "}");
-	*exporters = e;
-	*orders = o;
+	tb_add(b, s, strlen(s));
 }
 
 /*
- * Take up to max_events from the queue and send part one of their
- * transaction: BEGIN, the order locks, one INSERT per event, LOAD.
+ * Append a quoted string, or null.  Everything quoted here (exporter ids,
+ * event ids, types, refs, timestamps) comes from a charset without quote,
+ * backslash, comma or brace (lib/validate.c), so the same quoting serves
+ * JSON and PostgreSQL array literals.
  */
-static void store_send_batch(struct store *st)
+static void tb_quoted(struct textbuf *b, const char *s)
 {
-	if (st->state != DB_READY || st->batch_in_flight || st->n_queued == 0)
+	if (s == NULL) {
+		tb_add(b, "null", 4);
 		return;
-	PGconn *pg = st->pg;
+	}
+	tb_add(b, "\"", 1);
+	tb_str(b, s);
+	tb_add(b, "\"", 1);
+}
+
+/* FNV-1a over an exporter and an event id, for the batch's id set. */
+static uint32_t event_key_hash(const struct slot *s)
+{
+	uint32_t h = 2166136261u;
+	for (const char *p = s->s_exporter; *p; p++)
+		h = (h ^ (uint8_t)*p) * 16777619u;
+	h = (h ^ 0xff) * 16777619u;
+	for (const char *p = s->s_id; *p; p++)
+		h = (h ^ (uint8_t)*p) * 16777619u;
+	return h;
+}
+
+#define BATCH_SET_SIZE 32768 /* > 2 * the largest batch.max_events */
+
+/*
+ * Add s to the batch's set of (exporter, id); false when it is there
+ * already.  The second occurrence must wait for the next batch, so that
+ * one statement never holds the same id twice.
+ */
+static bool batch_set_add(const struct slot **set, const struct slot *s)
+{
+	uint32_t i = event_key_hash(s) & (BATCH_SET_SIZE - 1);
+	for (; set[i] != NULL; i = (i + 1) & (BATCH_SET_SIZE - 1)) {
+		if (strcmp(set[i]->s_id, s->s_id) == 0 &&
+		    strcmp(set[i]->s_exporter, s->s_exporter) == 0)
+			return false;
+	}
+	set[i] = s;
+	return true;
+}
+
+/* Move up to max events from the queue into the batch. */
+static unsigned batch_take(struct store *st, unsigned max)
+{
 	struct slot *s;
 	unsigned n = 0;
-
-	unsigned max = st->solo > 0 ? 1 : (unsigned)st->max_events;
-	if (st->solo > 0)
-		st->solo--;
+	memset(st->batch_set, 0, BATCH_SET_SIZE * sizeof(*st->batch_set));
 	while (n < max && (s = TAILQ_FIRST(&st->queue)) != NULL) {
+		if (!batch_set_add(st->batch_set, s))
+			break;
 		TAILQ_REMOVE(&st->queue, s, s_store);
 		st->n_queued--;
 		TAILQ_INSERT_TAIL(&st->batch, s, s_store);
@@ -536,30 +583,84 @@ static void store_send_batch(struct store *st)
 		s->s_attempts++;
 		s->s_outcome = 0;
 	}
+	return n;
+}
+
+/*
+ * The batch's parameters: the events as one JSON array for INSERT, and
+ * its (exporter, order) pairs as two array literals for LOCK, STATE and
+ * LOAD.  The bodies go in as they are: each is one JSON object already.
+ */
+static void batch_params(const struct store *st, struct textbuf *events, struct textbuf *exporters,
+                         struct textbuf *orders)
+{
+	const struct slot *s;
+	tb_add(events, "[", 1);
+	tb_add(exporters, "{", 1);
+	tb_add(orders, "{", 1);
+	TAILQ_FOREACH(s, &st->batch, s_store)
+	{
+		bool first = s == TAILQ_FIRST(&st->batch);
+		tb_str(events, first ? "[" : ",[");
+		tb_quoted(events, s->s_exporter);
+		tb_add(events, ",", 1);
+		tb_quoted(events, s->s_id);
+		tb_add(events, ",", 1);
+		tb_quoted(events, s->s_type);
+		tb_add(events, ",", 1);
+		tb_quoted(events, s->s_order);
+		tb_add(events, ",", 1);
+		tb_quoted(events, s->s_shipment);
+		tb_add(events, ",", 1);
+		tb_quoted(events, s->s_occurred_at);
+		tb_add(events, ",", 1);
+		tb_add(events, s->s_body, s->s_body_len);
+		tb_add(events, ",", 1);
+		tb_quoted(events, s->s_retracts);
+		tb_add(events, "]", 1);
+		if (!first) {
+			tb_add(exporters, ",", 1);
+			tb_add(orders, ",", 1);
+		}
+		tb_quoted(exporters, s->s_exporter);
+		tb_quoted(orders, s->s_order);
+	}
+	tb_add(events, "]", 1);
+	tb_add(exporters, "}", 1);
+	tb_add(orders, "}", 1);
+}
+
+/*
+ * Take up to max_events from the queue and send part one of their
+ * transaction: BEGIN, the order locks, the INSERT of all events, STATE and
+ * LOAD, then a flush request so the server sends those results at once.
+ */
+static void store_send_batch(struct store *st)
+{
+	if (st->state != DB_READY || st->batch_in_flight || st->n_queued == 0)
+		return;
+	PGconn *pg = st->pg;
+	unsigned max = st->solo > 0 ? 1 : (unsigned)st->max_events;
+	if (st->solo > 0)
+		st->solo--;
+	unsigned n = batch_take(st, max);
 	st->n_batch = n;
 	st->batch_in_flight = true;
 	memset(&st->out, 0, sizeof(st->out));
-	st->out.cursor = TAILQ_FIRST(&st->batch);
 
-	char *exporters, *orders;
-	batch_orders(st, &exporters, &orders);
-	const char *ord_params[2] = {exporters, orders};
+	struct textbuf events = {0}, exporters = {0}, orders = {0};
+	batch_params(st, &events, &exporters, &orders);
+	const char *ord_params[2] = {exporters.p, orders.p};
+	const char *ins_params[1] = {events.p};
 	bool ok = PQsendQueryParams(pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) &&
-	          PQsendQueryPrepared(pg, "lock", 2, ord_params, NULL, NULL, 0);
-	TAILQ_FOREACH(s, &st->batch, s_store)
-	{
-		if (!ok)
-			break;
-		const char *v[8] = {s->s_exporter, s->s_id,          s->s_type, s->s_order,
-		                    s->s_shipment, s->s_occurred_at, s->s_body, s->s_retracts};
-		ok = PQsendQueryPrepared(pg, "ins", 8, v, NULL, NULL, 0);
-	}
-	ok = ok && PQsendQueryPrepared(pg, "state", 2, ord_params, NULL, NULL, 0);
-	ok = ok && PQsendQueryPrepared(pg, "load", 2, ord_params, NULL, NULL, 0);
-	/* Ask the server to send what it has: part two needs LOAD's rows. */
-	ok = ok && PQsendFlushRequest(pg);
-	free(exporters);
-	free(orders);
+	          PQsendQueryPrepared(pg, "lock", 2, ord_params, NULL, NULL, 0) &&
+	          PQsendQueryPrepared(pg, "ins", 1, ins_params, NULL, NULL, 0) &&
+	          PQsendQueryPrepared(pg, "state", 2, ord_params, NULL, NULL, 0) &&
+	          PQsendQueryPrepared(pg, "load", 2, ord_params, NULL, NULL, 0) &&
+	          PQsendFlushRequest(pg);
+	free(events.p);
+	free(exporters.p);
+	free(orders.p);
 	if (!ok) {
 		store_lost(st, PQerrorMessage(pg));
 		return;
@@ -614,7 +715,7 @@ static void store_send_part2(struct store *st)
 		store_lost(st, PQerrorMessage(st->pg));
 }
 
-/* Remember the first failure of a batch. */
+/* Remember the first failure of a batch (its text is copied; r is not kept). */
 static void note_failure(struct batch_outcome *o, struct slot *s, const PGresult *r)
 {
 	char buf[256];
@@ -634,16 +735,24 @@ static void store_batch_result(struct store *st, PGresult *r)
 	struct batch_outcome *o = &st->out;
 	ExecStatusType t = PQresultStatus(r);
 
-	if (t == PGRES_PIPELINE_ABORTED)
-		return;
-	if (t == PGRES_FATAL_ERROR) {
-		note_failure(o, o->expect == BQ_EVENT ? o->cursor : NULL, r);
+	if (t == PGRES_PIPELINE_ABORTED || t == PGRES_FATAL_ERROR) {
+		if (t == PGRES_FATAL_ERROR)
+			note_failure(o, NULL, r);
+		PQclear(r);
 		return;
 	}
 	switch (o->expect) {
-	case BQ_EVENT:
-		if (t == PGRES_TUPLES_OK && PQntuples(r) == 1 && !PQgetisnull(r, 0, 0))
-			o->cursor->s_outcome = PQgetvalue(r, 0, 0)[0];
+	case BQ_INSERT:
+		if (t == PGRES_TUPLES_OK && PQntuples(r) == (int)st->n_batch) {
+			int i = 0;
+			struct slot *s;
+			TAILQ_FOREACH(s, &st->batch, s_store)
+			{
+				if (!PQgetisnull(r, i, 0))
+					s->s_outcome = PQgetvalue(r, i, 0)[0];
+				i++;
+			}
+		}
 		break;
 	case BQ_STATE:
 		if (t == PGRES_TUPLES_OK && o->states == NULL) {
@@ -681,12 +790,10 @@ static void store_batch_advance(struct store *st)
 		o->expect = BQ_LOCK;
 		break;
 	case BQ_LOCK:
-		o->expect = o->cursor != NULL ? BQ_EVENT : BQ_STATE;
+		o->expect = BQ_INSERT;
 		break;
-	case BQ_EVENT:
-		o->cursor = TAILQ_NEXT(o->cursor, s_store);
-		if (o->cursor == NULL)
-			o->expect = BQ_STATE;
+	case BQ_INSERT:
+		o->expect = BQ_STATE;
 		break;
 	case BQ_STATE:
 		o->expect = BQ_LOAD;
@@ -905,7 +1012,9 @@ struct store *store_new(struct event_base *base, const struct config *cfg)
 	st->conninfo = strdup(cfg->conninfo);
 	st->ev_retry = evtimer_new(base, store_retry_cb, st);
 	st->ev_flush = evtimer_new(base, store_flush_cb, st);
-	if (st->conninfo == NULL || st->ev_retry == NULL || st->ev_flush == NULL)
+	st->batch_set = calloc(BATCH_SET_SIZE, sizeof(*st->batch_set));
+	if (st->conninfo == NULL || st->ev_retry == NULL || st->ev_flush == NULL ||
+	    st->batch_set == NULL)
 		abort();
 	store_apply_config(st, cfg);
 	store_connect(st);
@@ -957,5 +1066,6 @@ void store_free(struct store *st)
 	event_free(st->ev_retry);
 	event_free(st->ev_flush);
 	free(st->conninfo);
+	free(st->batch_set);
 	free(st);
 }
