@@ -33,6 +33,7 @@
 #include "jsonw.h"
 #include "log.h"
 #include "ot_build.h"
+#include "peers.h"
 #include "request.h"
 #include "server.h"
 
@@ -67,6 +68,10 @@ struct conn {
 	const char *c_close_reason;
 	uint64_t c_lines, c_events, c_errors;
 	struct event *c_resume_ev; /* runs buffered lines after a pause */
+	struct event *c_timer;     /* hello deadline, then the line deadline */
+	bool c_line_timer;         /* c_timer is running for a started line */
+	struct peer *c_peer_rec;   /* per-address limits */
+	bool c_counted;            /* counted in c_peer_rec's connections */
 };
 
 static void conn_read_cb(struct bufferevent *bev, void *arg);
@@ -93,8 +98,9 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Render a peer address as host:port. */
-static void format_peer(const struct sockaddr *sa, char *out, size_t cap)
+/* Render a peer address as host:port, and the host alone. */
+static void format_peer(const struct sockaddr *sa, char *out, size_t cap, char *host_out,
+                        size_t host_cap)
 {
 	char host[INET6_ADDRSTRLEN] = "?";
 	int port = 0;
@@ -111,6 +117,7 @@ static void format_peer(const struct sockaddr *sa, char *out, size_t cap)
 	} else {
 		snprintf(out, cap, "unknown");
 	}
+	snprintf(host_out, host_cap, "%s", host);
 }
 
 /* Write bytes to the peer if the socket is still there. */
@@ -242,6 +249,7 @@ static void conn_resume_cb(evutil_socket_t fd, short what, void *arg)
 	if (c->c_dead) {
 		framer_fini(&c->c_framer);
 		event_free(c->c_resume_ev);
+		event_free(c->c_timer);
 		free(c);
 		return;
 	}
@@ -269,8 +277,10 @@ static void conn_hello(struct conn *c, const struct request *rq)
 		size_t n = format_error(buf, sizeof(buf), NULL, ERR_AUTH_FAILED,
 		                        op ? "unknown operator or wrong token"
 		                           : "unknown exporter or wrong token");
-		log_warnx("hello refused", "conn=%u peer=%s %s=%s code=%s", c->c_id, c->c_peer,
-		          op ? "operator" : "exporter", lq(who), ERR_AUTH_FAILED);
+		unsigned fails = peer_hello_failed(c->c_peer_rec, time(NULL));
+		log_warnx("hello refused", "conn=%u peer=%s %s=%s code=%s failures_this_minute=%u",
+		          c->c_id, c->c_peer, op ? "operator" : "exporter", lq(who),
+		          ERR_AUTH_FAILED, fails);
 		c->c_errors++;
 		conn_reply(c, buf, n);
 		conn_close(c, "auth_failed");
@@ -279,6 +289,7 @@ static void conn_hello(struct conn *c, const struct request *rq)
 	snprintf(c->c_exporter, sizeof(c->c_exporter), "%s", e->id);
 	c->c_operator = op;
 	c->c_state = CONN_READY;
+	evtimer_del(c->c_timer); /* the hello deadline is met */
 
 	struct jsonw w;
 	jsonw_init(&w, buf, sizeof(buf));
@@ -407,6 +418,43 @@ static void conn_line(struct conn *c, const char *line, size_t len)
 	request_clear(&rq);
 }
 
+/*
+ * A line has been started but not finished: give it limits.line_timeout_s
+ * to end, however slowly its bytes come (a slow-loris peer would otherwise
+ * hold the connection forever while never tripping the idle timeout).
+ */
+static void conn_arm_line_timer(struct conn *c, bool lines_done)
+{
+	if (c->c_state != CONN_READY || c->c_timer == NULL)
+		return;
+	if (lines_done && c->c_line_timer) {
+		/* The line it was running for is finished; a new one starts. */
+		evtimer_del(c->c_timer);
+		c->c_line_timer = false;
+	}
+	bool partial = framer_partial(&c->c_framer);
+	if (partial && !c->c_line_timer) {
+		struct timeval tv = {server.cfg->line_timeout_s, 0};
+		evtimer_add(c->c_timer, &tv);
+		c->c_line_timer = true;
+	} else if (!partial && c->c_line_timer) {
+		evtimer_del(c->c_timer);
+		c->c_line_timer = false;
+	}
+}
+
+/* The hello or the line deadline passed. */
+static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	(void)fd;
+	(void)what;
+	if (c->c_state == CONN_HELLO)
+		conn_close(c, "hello timeout");
+	else if (c->c_state == CONN_READY && framer_partial(&c->c_framer))
+		conn_close(c, "line timeout");
+}
+
 /* Frame and handle what the input buffer holds, within the limits. */
 static void conn_process_input(struct conn *c)
 {
@@ -453,8 +501,11 @@ static void conn_process_input(struct conn *c)
 		if (c->c_bev == NULL)
 			return;
 	}
-	if (c->c_eof)
+	if (c->c_eof) {
 		conn_close(c, "peer closed");
+		return;
+	}
+	conn_arm_line_timer(c, lines > 0);
 }
 
 static void conn_read_cb(struct bufferevent *bev, void *arg)
@@ -535,6 +586,10 @@ static void conn_close(struct conn *c, const char *reason)
 		feed_unsubscribe(c->c_sub);
 		c->c_sub = NULL;
 	}
+	if (c->c_counted)
+		peer_conn_closed(c->c_peer_rec);
+	c->c_counted = false;
+	evtimer_del(c->c_timer);
 	c->c_unlinked = true;
 	server.n_conns--;
 	TAILQ_REMOVE(&server.conns, c, c_entry);
@@ -610,21 +665,34 @@ void conn_slot_finished(struct slot *s, enum store_result r, const char *detail)
 	conn_resume(c);
 }
 
+/* Refuse a new connection with an error line, then close it. */
+static void conn_refuse(struct conn *c, const char *code, const char *message, const char *reason)
+{
+	char buf[256];
+	size_t n = format_error(buf, sizeof(buf), NULL, code, message);
+	log_warnx("connection refused", "conn=%u peer=%s reason=%s", c->c_id, c->c_peer, reason);
+	conn_write(c, buf, n);
+	conn_close(c, reason);
+}
+
 void conn_accept(int fd, const struct sockaddr *sa, int salen)
 {
 	(void)salen;
+	char host[64];
 	struct conn *c = xcalloc(1, sizeof(*c));
 	c->c_id = ++server.next_conn_id;
-	format_peer(sa, c->c_peer, sizeof(c->c_peer));
+	format_peer(sa, c->c_peer, sizeof(c->c_peer), host, sizeof(host));
+	c->c_peer_rec = peer_get(host);
 	TAILQ_INIT(&c->c_slots);
 	framer_init(&c->c_framer, (size_t)server.cfg->max_line_bytes);
 	c->c_resume_ev = event_new(server.base, -1, 0, conn_resume_cb, c);
+	c->c_timer = evtimer_new(server.base, conn_timer_cb, c);
 	/* Acks are small and latency matters: do not let Nagle hold them
 	 * until the peer's next packet or delayed ACK. */
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	c->c_bev = bufferevent_socket_new(server.base, fd, BEV_OPT_CLOSE_ON_FREE);
-	if (c->c_bev == NULL || c->c_resume_ev == NULL)
+	if (c->c_bev == NULL || c->c_resume_ev == NULL || c->c_timer == NULL)
 		abort();
 	bufferevent_setcb(c->c_bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
 	/* The write callback fires when output drains: used for closing and
@@ -634,19 +702,31 @@ void conn_accept(int fd, const struct sockaddr *sa, int salen)
 	server.n_conns++;
 
 	if (server.n_conns > (unsigned)server.cfg->max_connections) {
-		char buf[256];
-		size_t n = format_error(buf, sizeof(buf), NULL, ERR_TOO_MANY_CONNECTIONS,
-		                        "the server has reached limits.max_connections");
-		log_warnx("connection refused", "conn=%u peer=%s reason=too_many_connections",
-		          c->c_id, c->c_peer);
-		conn_write(c, buf, n);
-		conn_close(c, "too_many_connections");
+		conn_refuse(c, ERR_TOO_MANY_CONNECTIONS,
+		            "the server has reached limits.max_connections", "too_many_connections");
 		return;
 	}
+	if (peer_conns(c->c_peer_rec) >= (unsigned)server.cfg->max_connections_per_ip) {
+		conn_refuse(c, ERR_TOO_MANY_CONNECTIONS,
+		            "this address has reached limits.max_connections_per_ip",
+		            "too_many_connections_per_ip");
+		return;
+	}
+	if (peer_failed_hellos(c->c_peer_rec, time(NULL)) >=
+	    (unsigned)server.cfg->max_failed_hellos) {
+		conn_refuse(c, ERR_AUTH_FAILED,
+		            "too many failed hellos from this address; try again in a minute",
+		            "failed_hellos");
+		return;
+	}
+	peer_conn_opened(c->c_peer_rec);
+	c->c_counted = true;
 	if (server.cfg->idle_timeout_s > 0) {
 		struct timeval tv = {server.cfg->idle_timeout_s, 0};
 		bufferevent_set_timeouts(c->c_bev, &tv, NULL);
 	}
+	struct timeval hello = {server.cfg->hello_timeout_s, 0};
+	evtimer_add(c->c_timer, &hello);
 	bufferevent_enable(c->c_bev, EV_READ | EV_WRITE);
 	log_info("connection opened", "conn=%u peer=%s", c->c_id, c->c_peer);
 }

@@ -14,6 +14,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <arpa/inet.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 
 #include "log.h"
@@ -144,8 +145,26 @@ static struct listener *listener_open(const char *spec)
 	return l;
 }
 
+/*
+ * Raise the soft limit on open files to the hard one: every connection is
+ * a descriptor, and the default soft limit (1024) is below
+ * limits.max_connections.
+ */
+static void raise_nofile(void)
+{
+	struct rlimit rl;
+	if (getrlimit(RLIMIT_NOFILE, &rl) == 0 && rl.rlim_cur < rl.rlim_max) {
+		rlim_t was = rl.rlim_cur;
+		rl.rlim_cur = rl.rlim_max;
+		if (setrlimit(RLIMIT_NOFILE, &rl) == 0)
+			log_info("file limit raised", "from=%llu to=%llu", (unsigned long long)was,
+			         (unsigned long long)rl.rlim_cur);
+	}
+}
+
 bool listeners_open(void)
 {
+	raise_nofile();
 	server.listeners = calloc(server.cfg->n_listen, sizeof(*server.listeners));
 	if (server.listeners == NULL)
 		abort();

@@ -6,7 +6,8 @@
  * default, its bounds, whether a reload may change it, and where it lives in
  * struct config.  Integers and strings are handled by the table alone; the
  * list-valued keys (listen, exporters, operators, webhooks,
- * documents.required) and log.level have small handlers of their own.
+ * documents.required), log.level and admin.listen (a listen address that
+ * may also be "") have small handlers of their own.
  * exporters and operators share one parser (the same shape and checks, ids
  * unique within each list).  documents.required is kept in the form the
  * fold reads (struct model_doc_rule), so config_model_rules() only points at
@@ -137,6 +138,11 @@ static void webhooks_default(struct config *cfg);
 static setting_parse_fn webhooks_parse;
 static bool webhooks_same(const struct config *a, const struct config *b);
 static void webhooks_release(struct config *cfg);
+static void admin_listen_default(struct config *cfg);
+static setting_parse_fn admin_listen_parse;
+static const char *string_of(struct loader *ld, const config_setting_t *s, const char *key);
+static bool admin_listen_same(const struct config *a, const struct config *b);
+static void admin_listen_release(struct config *cfg);
 
 /*
  * The schema.  Adding an integer or string setting is one row here plus its
@@ -154,6 +160,11 @@ static const struct setting settings[] = {
     SET_INT("limits.idle_timeout_s", idle_timeout_s, 300, 0, 604800, SETTING_RELOAD),
     SET_INT("limits.window", window, 1000, 1, 100000, SETTING_RELOAD),
     SET_INT("limits.max_pending", max_pending, 100000, 1, 10000000, SETTING_RELOAD),
+    SET_INT("limits.max_connections_per_ip", max_connections_per_ip, 256, 1, 1000000,
+            SETTING_RELOAD),
+    SET_INT("limits.hello_timeout_s", hello_timeout_s, 10, 1, 3600, SETTING_RELOAD),
+    SET_INT("limits.line_timeout_s", line_timeout_s, 30, 1, 3600, SETTING_RELOAD),
+    SET_INT("limits.max_failed_hellos", max_failed_hellos, 10, 1, 100000, SETTING_RELOAD),
     SET_INT("batch.max_events", batch_max_events, 1000, 1, 10000, SETTING_RELOAD),
     SET_INT("batch.max_delay_ms", batch_max_delay_ms, 1, 0, 1000, SETTING_RELOAD),
     SET_CUSTOM("log.level", SETTING_RELOAD, level_default, level_parse, level_same, NULL),
@@ -166,6 +177,9 @@ static const struct setting settings[] = {
     SET_INT("alerts.interval_s", alerts_interval_s, 60, 1, 86400, SETTING_RELOAD),
     SET_INT("alerts.customs_hold_hours", alerts_customs_hold_hours, 48, 1, 8760, SETTING_RELOAD),
     SET_INT("alerts.stale_hours", alerts_stale_hours, 120, 1, 8760, SETTING_RELOAD),
+    SET_CUSTOM("admin.listen", SETTING_RESTART, admin_listen_default, admin_listen_parse,
+               admin_listen_same, admin_listen_release),
+    SET_INT("log.stats_interval_s", stats_interval_s, 60, 0, 86400, SETTING_RELOAD),
 };
 
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))
@@ -847,6 +861,39 @@ static bool listen_same(const struct config *a, const struct config *b)
 		if (strcmp(a->listen[i], b->listen[i]) != 0)
 			return false;
 	return true;
+}
+
+/* admin.listen: the health and metrics endpoint on the loopback address. */
+static void admin_listen_default(struct config *cfg)
+{
+	cfg->admin_listen = xstrdup("127.0.0.1:9433");
+}
+
+/* admin.listen: free the string. */
+static void admin_listen_release(struct config *cfg)
+{
+	free(cfg->admin_listen);
+	cfg->admin_listen = NULL;
+}
+
+/* admin.listen: one "host:port" string with the rules of listen, or "" for off. */
+static bool admin_listen_parse(struct loader *ld, const struct setting *row,
+                               const config_setting_t *s)
+{
+	const char *v = string_of(ld, s, row->path);
+	if (v == NULL)
+		return false;
+	if (v[0] != '\0' && !listen_check(ld, s, config_setting_source_line(s), row->path, v))
+		return false;
+	free(ld->cfg->admin_listen);
+	ld->cfg->admin_listen = xstrdup(v);
+	return true;
+}
+
+/* admin.listen: equal when the strings are. */
+static bool admin_listen_same(const struct config *a, const struct config *b)
+{
+	return strcmp(a->admin_listen, b->admin_listen) == 0;
 }
 
 /* exporters: none unless configured. */
@@ -2124,14 +2171,17 @@ void config_keep_restart_keys(struct config *neu, struct config *old)
 	char **listen = neu->listen;
 	size_t n_listen = neu->n_listen;
 	char *conninfo = neu->conninfo;
+	char *admin_listen = neu->admin_listen;
 
 	/* Swap rather than copy, so each struct still owns what it frees. */
 	neu->listen = old->listen;
 	neu->n_listen = old->n_listen;
 	neu->conninfo = old->conninfo;
+	neu->admin_listen = old->admin_listen;
 	old->listen = listen;
 	old->n_listen = n_listen;
 	old->conninfo = conninfo;
+	old->admin_listen = admin_listen;
 }
 
 const char *log_level_name(enum log_level l)

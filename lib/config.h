@@ -72,6 +72,10 @@ struct config {
 	int idle_timeout_s;  /* limits.idle_timeout_s, 0 = never */
 	int window;          /* limits.window: unacked events per connection */
 	int max_pending;     /* limits.max_pending: unacked events, all connections */
+	int max_connections_per_ip; /* limits.max_connections_per_ip */
+	int hello_timeout_s;        /* limits.hello_timeout_s: time to say hello */
+	int line_timeout_s;         /* limits.line_timeout_s: time to finish a started line */
+	int max_failed_hellos;      /* limits.max_failed_hellos: per peer address and minute */
 
 	int batch_max_events;   /* batch.max_events */
 	int batch_max_delay_ms; /* batch.max_delay_ms */
@@ -93,6 +97,9 @@ struct config {
 	int alerts_interval_s;         /* alerts.interval_s: how often alerts are evaluated */
 	int alerts_customs_hold_hours; /* alerts.customs_hold_hours: customs dwell alert */
 	int alerts_stale_hours;        /* alerts.stale_hours: no news of a shipment */
+
+	char *admin_listen;   /* admin.listen: "host:port" of /healthz, /readyz, /metrics; "" = off */
+	int stats_interval_s; /* log.stats_interval_s: seconds between stats lines, 0 = never */
 };
 
 /* Load and check a file. NULL on error with *errstr set (free() it). */
@@ -114,7 +121,7 @@ void config_model_rules(const struct config *c, struct model_rules *out);
 
 /*
  * Describe the differences between two configs that a reload cannot apply
- * (listen addresses, database): writes a comma-separated list of keys into
+ * (listen addresses, database, the admin endpoint): writes a comma-separated list of keys into
  * out and returns how many there are.
  */
 int config_restart_keys(const struct config *old, const struct config *neu, char *out, size_t cap);

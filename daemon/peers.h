@@ -1,0 +1,27 @@
+/*
+ * peers.h - what the daemon remembers per peer address: open connections
+ * (for limits.max_connections_per_ip) and recent failed hellos (to slow
+ * down token guessing).
+ */
+#ifndef OT_PEERS_H
+#define OT_PEERS_H
+
+#include <stdbool.h>
+#include <time.h>
+
+struct peer;
+
+/* The record of this address (host only, no port), created on first use. */
+struct peer *peer_get(const char *host);
+/* A connection from this peer opened or closed. */
+void peer_conn_opened(struct peer *p);
+void peer_conn_closed(struct peer *p);
+unsigned peer_conns(const struct peer *p);
+/* A hello from this peer failed; returns the failures in the current minute. */
+unsigned peer_hello_failed(struct peer *p, time_t now);
+/* Failed hellos in the current minute. */
+unsigned peer_failed_hellos(const struct peer *p, time_t now);
+/* Drop every record (shutdown). */
+void peers_clear(void);
+
+#endif
