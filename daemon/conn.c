@@ -32,6 +32,7 @@
 #include "framer.h"
 #include "jsonw.h"
 #include "log.h"
+#include "metrics.h"
 #include "ot_build.h"
 #include "peers.h"
 #include "request.h"
@@ -65,6 +66,7 @@ struct conn {
 	bool c_eof;               /* the peer sent EOF; answer, then close */
 	bool c_unlinked;          /* socket gone, off the server's list */
 	bool c_dead;              /* free from the loop, outside any callback */
+	bool c_flush_pending;     /* finished slots wait to be written */
 	const char *c_close_reason;
 	uint64_t c_lines, c_events, c_errors;
 	struct event *c_resume_ev; /* runs buffered lines after a pause */
@@ -80,6 +82,7 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg);
 static void conn_process_input(struct conn *c);
 static void conn_close(struct conn *c, const char *reason);
 static void conn_maybe_free(struct conn *c);
+static void conn_after_results(struct conn *c);
 
 /* Allocate or abort: out-of-memory is not a code path in this daemon. */
 static void *xcalloc(size_t n, size_t size)
@@ -178,16 +181,29 @@ static void conn_reply(struct conn *c, const char *data, size_t len)
 	s->s_done = true;
 }
 
-/* Send the finished replies at the head of the FIFO. */
+/*
+ * Send the finished replies at the head of the FIFO.  A batch commit
+ * finishes many at once: they are gathered and handed to the socket buffer
+ * in a few large writes rather than one per reply.
+ */
 static void conn_flush_slots(struct conn *c)
 {
+	char buf[16384];
+	size_t len = 0;
 	struct slot *s;
 	while ((s = TAILQ_FIRST(&c->c_slots)) != NULL && s->s_done) {
 		TAILQ_REMOVE(&c->c_slots, s, s_conn);
-		conn_write(c, s->s_reply, s->s_reply_len);
+		if (len + s->s_reply_len > sizeof(buf)) {
+			conn_write(c, buf, len);
+			len = 0;
+		}
+		memcpy(buf + len, s->s_reply, s->s_reply_len);
+		len += s->s_reply_len;
 		c->c_nslots--;
 		slot_free(s);
 	}
+	if (len > 0)
+		conn_write(c, buf, len);
 	if (c->c_sub != NULL && TAILQ_EMPTY(&c->c_slots))
 		feed_wake();
 }
@@ -198,6 +214,7 @@ static void conn_error(struct conn *c, const char *id, const char *code, const c
 	char buf[512];
 	size_t n = format_error(buf, sizeof(buf), id, code, message);
 	c->c_errors++;
+	metrics_line_rejected(code);
 	log_info("line rejected", "conn=%u peer=%s exporter=%s code=%s event=%s reason=%s",
 	         c->c_id, c->c_peer, c->c_exporter[0] ? c->c_exporter : "-", code,
 	         id ? lq(id) : "-", lq(message));
@@ -253,6 +270,11 @@ static void conn_resume_cb(evutil_socket_t fd, short what, void *arg)
 		free(c);
 		return;
 	}
+	if (c->c_flush_pending) {
+		conn_after_results(c);
+		if (c->c_state == CONN_CLOSING)
+			return;
+	}
 	conn_process_input(c);
 }
 
@@ -282,6 +304,7 @@ static void conn_hello(struct conn *c, const struct request *rq)
 		          c->c_id, c->c_peer, op ? "operator" : "exporter", lq(who),
 		          ERR_AUTH_FAILED, fails);
 		c->c_errors++;
+		metrics_line_rejected(ERR_AUTH_FAILED);
 		conn_reply(c, buf, n);
 		conn_close(c, "auth_failed");
 		return;
@@ -372,6 +395,7 @@ static void conn_event(struct conn *c, struct request *rq, const char *line, siz
 	s->s_occurred_ms = ev->occurred_ms;
 	c->c_unacked++;
 	c->c_events++;
+	metrics_event_received();
 	store_submit(server.store, s);
 }
 
@@ -656,7 +680,18 @@ void conn_slot_finished(struct slot *s, enum store_result r, const char *detail)
 	s->s_root = NULL;
 	s->s_id = NULL;
 	c->c_unacked--;
+	/* A commit finishes many slots at once: flush them together from
+	 * the loop, in one write, rather than one write per ack. */
+	if (!c->c_flush_pending) {
+		c->c_flush_pending = true;
+		event_active(c->c_resume_ev, EV_TIMEOUT, 0);
+	}
+}
 
+/* Write the finished replies, then close or resume as the state says. */
+static void conn_after_results(struct conn *c)
+{
+	c->c_flush_pending = false;
 	conn_flush_slots(c);
 	if (c->c_state == CONN_CLOSING) {
 		conn_close(c, c->c_close_reason);
@@ -671,6 +706,7 @@ static void conn_refuse(struct conn *c, const char *code, const char *message, c
 	char buf[256];
 	size_t n = format_error(buf, sizeof(buf), NULL, code, message);
 	log_warnx("connection refused", "conn=%u peer=%s reason=%s", c->c_id, c->c_peer, reason);
+	metrics_conn_rejected();
 	conn_write(c, buf, n);
 	conn_close(c, reason);
 }
@@ -700,6 +736,7 @@ void conn_accept(int fd, const struct sockaddr *sa, int salen)
 	bufferevent_setwatermark(c->c_bev, EV_WRITE, OUTPUT_HIGH_WATER / 4, 0);
 	TAILQ_INSERT_TAIL(&server.conns, c, c_entry);
 	server.n_conns++;
+	metrics_conn_opened();
 
 	if (server.n_conns > (unsigned)server.cfg->max_connections) {
 		conn_refuse(c, ERR_TOO_MANY_CONNECTIONS,

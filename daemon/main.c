@@ -11,6 +11,12 @@
  * handlers may do real work: SIGHUP reloads the config, SIGTERM and SIGINT
  * drain (stop reading, commit and answer every line already read, close)
  * and exit 0.
+ *
+ * Operations: systemd hears READY=1 once the listeners are bound and the
+ * database has been reached, RELOADING=1 then READY=1 around a reload and
+ * STOPPING=1 when a drain begins (sdnotify.c); admin.listen serves
+ * /healthz, /readyz and /metrics (admin.c, metrics.c); a stats line is
+ * logged every log.stats_interval_s.
  */
 #include <errno.h>
 #include <getopt.h>
@@ -19,10 +25,13 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "admin.h"
 #include "alerts.h"
 #include "aux.h"
 #include "feed.h"
 #include "log.h"
+#include "metrics.h"
+#include "sdnotify.h"
 #include "webhook.h"
 #include "ot_build.h"
 #include "server.h"
@@ -51,11 +60,13 @@ static void usage(FILE *f)
 	           OT_DEFAULT_CONFIG);
 }
 
+/* The first time the database is reached, start-up is over: tell systemd. */
 void server_db_ready(void)
 {
-	if (!server.db_ready_logged) {
+	if (!server.db_ready_logged && !server.draining) {
 		server.db_ready_logged = true;
 		log_info("ready", "connections=%u", server.n_conns);
+		sdnotify_ready();
 	}
 }
 
@@ -96,6 +107,7 @@ static void on_terminate(evutil_socket_t sig, short what, void *arg)
 		exit(EX_OK_);
 	}
 	server.draining = true;
+	sdnotify_stopping();
 	log_info("draining", "signal=%d connections=%u pending=%u", (int)sig, server.n_conns,
 	         store_pending(server.store));
 	listeners_close();
@@ -112,11 +124,18 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 	(void)what;
 	(void)arg;
 	char *err = NULL;
+	/* Before READY=1 systemd still sees the start-up: nothing to bracket. */
+	bool tell = server.db_ready_logged && !server.draining;
+	if (tell)
+		sdnotify_reloading();
 	struct config *neu = config_load(server.config_path, &err);
 	if (neu == NULL) {
 		log_error("config reload failed", "file=%s reason=%s", lq(server.config_path),
 		          lq(err));
 		free(err);
+		metrics_reload(false);
+		if (tell)
+			sdnotify_ready(); /* still running, on the old config */
 		return;
 	}
 	char restart[256];
@@ -133,9 +152,13 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 	alerts_start();
 	webhooks_start();
 	conn_apply_config();
+	metrics_apply_config();
+	metrics_reload(true);
 	log_info("config reloaded", "file=%s exporters=%zu", lq(server.config_path),
 	         neu->n_exporters);
 	config_free(old);
+	if (tell)
+		sdnotify_ready();
 }
 
 /* Install the loop's signal events; ignore SIGPIPE (writes report EPIPE). */
@@ -155,6 +178,9 @@ static void signals_setup(void)
 /* Release everything, so leak checkers see a clean exit. */
 static void server_shutdown(void)
 {
+	sdnotify_stop();
+	admin_stop();
+	metrics_stop();
 	alerts_stop();
 	store_free(server.store);
 	aux_free(server.aux);
@@ -218,6 +244,7 @@ int main(int argc, char **argv)
 
 	log_init();
 	log_set_level(cfg->log_level);
+	metrics_init();
 	TAILQ_INIT(&server.conns);
 	server.cfg = cfg;
 	server.config_path = path;
@@ -229,11 +256,14 @@ int main(int argc, char **argv)
 	signals_setup();
 	if (!listeners_open())
 		fatalx(EX_UNAVAILABLE_, "cannot start", "reason=%s", lq("a listen address failed"));
+	admin_start();
 	server.store = store_new(server.base, cfg);
 	server.aux = aux_new(server.base, cfg->conninfo);
 	feed_init(server.aux);
 	alerts_start();
 	webhooks_start();
+	metrics_start();
+	sdnotify_start(server.base, metrics_status_line);
 
 	event_base_dispatch(server.base);
 

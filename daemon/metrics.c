@@ -433,7 +433,7 @@ void metrics_render(struct evbuffer *out)
 	       "Client connections accepted, including those refused for the limit.");
 	sample(out, "ordertrack_connections_total", m.conns_total);
 	family(out, "ordertrack_connections_rejected_total", "counter",
-	       "Client connections refused because limits.max_connections was reached.");
+	       "Client connections refused: a connection limit, or too many failed hellos.");
 	sample(out, "ordertrack_connections_rejected_total", m.conns_rejected);
 	family(out, "ordertrack_subscribers", "gauge",
 	       "Connections subscribed to the notification feed.");

@@ -28,7 +28,7 @@ void metrics_stop(void);
 
 /* conn.c: a connection was accepted (counted whether it is kept or not). */
 void metrics_conn_opened(void);
-/* conn.c: a connection was refused for limits.max_connections. */
+/* conn.c: a connection was refused (a connection limit, or too many failed hellos). */
 void metrics_conn_rejected(void);
 /* conn.c: an event line passed validation and went to the store. */
 void metrics_event_received(void);

@@ -28,6 +28,7 @@
 
 #include "feed.h"
 #include "log.h"
+#include "metrics.h"
 #include "migrations.h"
 #include "project.h"
 #include "server.h"
@@ -475,6 +476,7 @@ static void store_prepare_results(struct store *st)
 			st->down_logged = false;
 			log_info("database connected", "server_version=%d pending=%u",
 			         PQserverVersion(st->pg), st->n_queued);
+			metrics_db_connected(st->ever_ready);
 			st->ever_ready = true;
 			server_db_ready();
 			if (st->n_queued > 0)
@@ -666,6 +668,7 @@ static void store_send_batch(struct store *st)
 		return;
 	}
 	log_debug("batch sent", "events=%u queued=%u", n, st->n_queued);
+	metrics_batch_sent(n);
 	store_flush(st);
 }
 
@@ -842,12 +845,15 @@ static void store_finish(struct store *st, struct slot *s, enum store_result r, 
 		server.events_duplicate++;
 	else
 		server.events_rejected++;
+	metrics_event_result(s->s_type, r);
 	conn_slot_finished(s, r, why);
 }
 
 /* The batch committed: answer every event from its statement's verdict. */
 static void store_batch_committed(struct store *st)
 {
+	metrics_batch_committed();
+	metrics_notifications(st->out.emitted);
 	feed_report(st->out.emitted);
 	struct slot *s, *next;
 	TAILQ_FOREACH_SAFE(s, &st->batch, s_store, next)

@@ -366,6 +366,39 @@ char *it_pg_array(char *const *items, size_t n)
 	return buf;
 }
 
+void it_db_command(const char *dbname, const char *sql, ...)
+{
+	const char *params[MAX_PARAMS];
+	int n = 0;
+	const char *p;
+	va_list ap;
+
+	va_start(ap, sql);
+	while ((p = va_arg(ap, const char *)) != NULL && n < MAX_PARAMS)
+		params[n++] = p;
+	va_end(ap);
+	if (p != NULL)
+		it_fail("more than %d query parameters", MAX_PARAMS);
+	PGconn *conn = PQconnectdb(it_conninfo(dbname));
+	if (PQstatus(conn) != CONNECTION_OK) {
+		char msg[512];
+		snprintf(msg, sizeof(msg), "%s", PQerrorMessage(conn));
+		PQfinish(conn);
+		it_fail("connect to %s: %s", it_conninfo(dbname), msg);
+	}
+	PGresult *r = PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
+	ExecStatusType t = PQresultStatus(r);
+	if (t != PGRES_COMMAND_OK && t != PGRES_TUPLES_OK) {
+		char msg[512];
+		snprintf(msg, sizeof(msg), "%s", PQresultErrorMessage(r));
+		PQclear(r);
+		PQfinish(conn);
+		it_fail("statement failed: %s\n  %s", msg, sql);
+	}
+	PQclear(r);
+	PQfinish(conn);
+}
+
 void it_config_write(const struct it_config *cfg, const char *path)
 {
 	char *text = config_text(cfg);
@@ -808,6 +841,31 @@ void it_hello_(struct it_client *c, const char *exporter, const char *token)
 	H.at_file = NULL;
 }
 
+void it_hello_operator_(struct it_client *c, const char *operator_id, const char *token)
+{
+	json_t *h = json_pack("{s:s, s:s, s:s}", "type", "hello", "operator", operator_id,
+	                      "token", token);
+	char *text = json_dumps(h, JSON_COMPACT);
+	json_decref(h);
+	it_send(c, text);
+	free(text);
+
+	char *line = it_read_line(c, IT_REPLY_MS);
+	json_t *o = parse_reply(line);
+	const char *type = it_json_str(o, "type");
+	const char *op = it_json_str(o, "operator");
+	json_t *proto = json_object_get(o, "protocol");
+	if (type == NULL || strcmp(type, "welcome") != 0 || op == NULL ||
+	    strcmp(op, operator_id) != 0 || json_object_get(o, "exporter") != NULL ||
+	    !json_is_integer(proto) || json_integer_value(proto) != 1)
+		it_fail("hello as operator %s: expected a welcome naming the operator, "
+		        "protocol 1, got: %s",
+		        operator_id, line);
+	json_decref(o);
+	free(line);
+	H.at_file = NULL;
+}
+
 void it_check_ack_(const char *line, const char *id, const char *result)
 {
 	json_t *o = parse_reply(line);
@@ -936,6 +994,41 @@ bool it_has_word(const char *text, const char *word)
 			return true;
 	}
 	return false;
+}
+
+char *it_source_file(const char *rel)
+{
+	const char *root = getenv("OT_SOURCE_ROOT");
+	char path[PATH_MAX];
+
+	if (root == NULL || root[0] == '\0')
+		it_fail("OT_SOURCE_ROOT is not set (meson test sets it)");
+	snprintf(path, sizeof(path), "%s/%s", root, rel);
+	FILE *f = fopen(path, "rb");
+	if (f == NULL)
+		it_fail("open %s: %s", path, strerror(errno));
+	char *buf = NULL;
+	size_t len = 0, cap = 0;
+	char chunk[4096];
+	size_t got;
+	while ((got = fread(chunk, 1, sizeof(chunk), f)) > 0)
+		buf_append(&buf, &len, &cap, chunk, got);
+	bool bad = ferror(f) != 0;
+	fclose(f);
+	if (bad) {
+		free(buf);
+		it_fail("read %s failed", path);
+	}
+	buf_append(&buf, &len, &cap, "", 1);
+	return buf;
+}
+
+void it_utc_time(char *out, size_t cap, long offset_s)
+{
+	time_t t = time(NULL) + offset_s;
+	struct tm tm;
+	if (gmtime_r(&t, &tm) == NULL || strftime(out, cap, "%Y-%m-%dT%H:%M:%SZ", &tm) == 0)
+		it_fail("cannot format the time %lld", (long long)t);
 }
 
 long long it_now_ms(void)
@@ -1304,6 +1397,13 @@ static char *config_text(const struct it_config *cfg)
 	for (size_t i = 0; i < cfg->n_extra && i < IT_MAX_EXTRA; i++, first = false)
 		append_exporter(&b, &len, &cap, &cfg->extra[i], first);
 	append_fmt(&b, &len, &cap, "\n);\n");
+	if (cfg->n_operators > 0) {
+		/* Same entry shape as exporters (docs/CONFIG.md). */
+		append_fmt(&b, &len, &cap, "operators = (");
+		for (size_t i = 0; i < cfg->n_operators && i < IT_MAX_EXTRA; i++)
+			append_exporter(&b, &len, &cap, &cfg->operators[i], i == 0);
+		append_fmt(&b, &len, &cap, "\n);\n");
+	}
 
 	const struct {
 		const char *key;
@@ -1314,6 +1414,10 @@ static char *config_text(const struct it_config *cfg)
 		{"idle_timeout_s", cfg->idle_timeout_s},
 		{"window", cfg->window},
 		{"max_pending", cfg->max_pending},
+		{"max_connections_per_ip", cfg->max_connections_per_ip},
+		{"hello_timeout_s", cfg->hello_timeout_s},
+		{"line_timeout_s", cfg->line_timeout_s},
+		{"max_failed_hellos", cfg->max_failed_hellos},
 	};
 	bool open = false;
 	for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++) {
@@ -1335,6 +1439,8 @@ static char *config_text(const struct it_config *cfg)
 	}
 	append_fmt(&b, &len, &cap, "log = { level = \"%s\"; };\n",
 	           cfg->log_level != NULL ? cfg->log_level : "debug");
+	if (cfg->extra_text != NULL)
+		append_fmt(&b, &len, &cap, "%s\n", cfg->extra_text);
 	buf_append(&b, &len, &cap, "", 1);
 	return b;
 }

@@ -63,9 +63,21 @@ struct it_config {
 	int idle_timeout_s;
 	int window;
 	int max_pending;
+	int max_connections_per_ip; /* 0: the daemon's default, like the others */
+	int hello_timeout_s;
+	int line_timeout_s;
+	int max_failed_hellos;
 	int batch_max_events;
 	int batch_max_delay_ms;
 	const char *log_level; /* NULL: "debug" */
+	/* operators = ( ... ), written like exporters; none when n_operators is 0. */
+	struct it_exporter operators[IT_MAX_EXTRA];
+	size_t n_operators;
+	/*
+	 * libconfig text appended as it is, for groups the fields above do not
+	 * cover (documents, webhooks, alerts); NULL: nothing.
+	 */
+	const char *extra_text;
 };
 
 /* A running (or exited) ordertrackd. */
@@ -137,6 +149,8 @@ long it_db_long(const char *dbname, const char *sql, ...) __attribute__((sentine
 long it_db_rows(const char *dbname);
 /* A PostgreSQL text[] literal of the strings, for "= ANY($1::text[])". */
 char *it_pg_array(char *const *items, size_t n);
+/* Run a statement that returns no rows (DDL, UPDATE); NULL-terminated text params. */
+void it_db_command(const char *dbname, const char *sql, ...) __attribute__((sentinel));
 
 /* --- the daemon --- */
 
@@ -215,6 +229,9 @@ extern const char it_id_any[];
 
 /* Say hello and require the welcome. */
 #define it_hello(c, e, t) (it_at(__FILE__, __LINE__), it_hello_(c, e, t))
+/* Say hello as an operator and require the welcome naming it. */
+#define it_hello_operator(c, o, t) (it_at(__FILE__, __LINE__), it_hello_operator_(c, o, t))
+void it_hello_operator_(struct it_client *c, const char *operator_id, const char *token);
 /* Require {"type":"ack","id":id,"result":result}. */
 #define it_expect_ack(c, i, r) (it_at(__FILE__, __LINE__), it_expect_ack_(c, i, r))
 /* Require an error with code and id (NULL: the id must be JSON null); returns it. */
@@ -244,6 +261,10 @@ char *it_event_line(const char *id, const char *type, const char *order, const c
 const char *it_json_str(const json_t *o, const char *key);
 /* True when text contains word with no identifier character either side. */
 bool it_has_word(const char *text, const char *word);
+/* The whole of a file of the source tree ($OT_SOURCE_ROOT/rel), malloc'd; fails the test. */
+char *it_source_file(const char *rel);
+/* The wall-clock time now + offset_s as RFC 3339 UTC ("2026-11-28T03:20:00Z"). */
+void it_utc_time(char *out, size_t cap, long offset_s);
 /* Milliseconds on the monotonic clock. */
 long long it_now_ms(void);
 void it_sleep_ms(int ms);

@@ -40,13 +40,14 @@ static const char full_text[] =
     "  max_pending = 500;\n"
     "};\n"
     "batch = { max_events = 20; max_delay_ms = 0; };\n"
-    "log = { level = \"debug\"; };\n"
+    "log = { level = \"debug\"; stats_interval_s = 15; };\n"
     "operators = ( { id = \"ops\"; name = \"Operations desk\"; token_sha256 = \"" OPS_SHA
     "\"; } );\n"
     "webhooks = ( { id = \"erp\"; url = \"https://erp.example.com/hooks/ot\";\n"
     "  secret = \"0123456789abcdef\"; exporters = [\"kivu-coffee\"];\n"
     "  kinds = [\"order.status\", \"alert.stale\"]; } );\n"
-    "alerts = { interval_s = 30; customs_hold_hours = 24; stale_hours = 72; };\n";
+    "alerts = { interval_s = 30; customs_hold_hours = 24; stale_hours = 72; };\n"
+    "admin = { listen = \"[::1]:9500\"; };\n";
 
 /* Parse text that must be good; fails the test with the message otherwise. */
 static struct config *parse_ok(const char *text)
@@ -113,6 +114,8 @@ static void test_full(void **state)
 	assert_int_equal(c->alerts_interval_s, 30);
 	assert_int_equal(c->alerts_customs_hold_hours, 24);
 	assert_int_equal(c->alerts_stale_hours, 72);
+	assert_string_equal(c->admin_listen, "[::1]:9500");
+	assert_int_equal(c->stats_interval_s, 15);
 
 	char hex[2 * AUTH_DIGEST_LEN + 1];
 	auth_format_hex(c->exporters[1].token_sha256, hex);
@@ -145,6 +148,8 @@ static void test_defaults(void **state)
 	assert_int_equal(c->alerts_interval_s, 60);
 	assert_int_equal(c->alerts_customs_hold_hours, 48);
 	assert_int_equal(c->alerts_stale_hours, 120);
+	assert_string_equal(c->admin_listen, "127.0.0.1:9433");
+	assert_int_equal(c->stats_interval_s, 60);
 	config_free(c);
 }
 
@@ -397,7 +402,7 @@ static void test_bad_log_level(void **state)
 	parse_bad("log = \"info\";\n", "t.conf:1: log: must be a group { ... } (got a string)");
 }
 
-/* Only listen and database.conninfo need a restart, listed in table order. */
+/* Only listen, database.conninfo and admin.listen need a restart, listed in table order. */
 static void test_restart_keys(void **state)
 {
 	(void)state;
@@ -420,21 +425,22 @@ static void test_restart_keys(void **state)
 	assert_string_equal(out, "database.conninfo");
 
 	struct config *d = parse_ok("database = { conninfo = \"dbname=other\"; };\n");
-	assert_int_equal(config_restart_keys(a, d, out, sizeof(out)), 2);
-	assert_string_equal(out, "listen,database.conninfo");
+	assert_int_equal(config_restart_keys(a, d, out, sizeof(out)), 3);
+	assert_string_equal(out, "listen,database.conninfo,admin.listen");
 
 	/* Reordering listen counts as a change. */
 	struct config *e =
 	    parse_ok("listen = [\"[::1]:9001\", \"0.0.0.0:9000\", \"localhost:0\"];\n"
-	             "database = { conninfo = \"host=/tmp dbname=ot_test\"; };\n");
+	             "database = { conninfo = \"host=/tmp dbname=ot_test\"; };\n"
+	             "admin = { listen = \"[::1]:9500\"; };\n");
 	assert_int_equal(config_restart_keys(a, e, out, sizeof(out)), 1);
 	assert_string_equal(out, "listen");
 
 	/* A short buffer keeps only whole keys but the count stays right. */
 	char small[10];
-	assert_int_equal(config_restart_keys(a, d, small, sizeof(small)), 2);
+	assert_int_equal(config_restart_keys(a, d, small, sizeof(small)), 3);
 	assert_string_equal(small, "listen");
-	assert_int_equal(config_restart_keys(a, d, NULL, 0), 2);
+	assert_int_equal(config_restart_keys(a, d, NULL, 0), 3);
 
 	config_free(a);
 	config_free(b);
@@ -1027,6 +1033,72 @@ static void test_alerts(void **state)
 	parse_bad("alerts = 60;\n", "t.conf:1: alerts: must be a group { ... } (got an integer)");
 }
 
+/* admin.listen: a listen address or "" (off); a restart-only key kept across reloads. */
+static void test_admin_listen(void **state)
+{
+	(void)state;
+	struct config *c = parse_ok("admin = { listen = \"\"; };\n");
+	assert_string_equal(c->admin_listen, "");
+	struct config *d = parse_ok("admin: { listen = \"0.0.0.0:0\"; };\n");
+	assert_string_equal(d->admin_listen, "0.0.0.0:0");
+	struct config *e = parse_ok("admin = { listen = \"localhost:9433\"; };\n");
+	assert_string_equal(e->admin_listen, "localhost:9433");
+
+	char out[128];
+	assert_int_equal(config_restart_keys(c, d, out, sizeof(out)), 1);
+	assert_string_equal(out, "admin.listen");
+	assert_int_equal(config_restart_keys(d, d, out, sizeof(out)), 0);
+
+	/* A reload keeps the running address and reports the new one again. */
+	config_keep_restart_keys(d, c);
+	assert_string_equal(d->admin_listen, "");
+	assert_string_equal(c->admin_listen, "0.0.0.0:0");
+	config_free(c);
+	config_free(d);
+	config_free(e);
+
+	parse_bad("admin = {\n  listen = \"127.0.0.1\";\n};\n",
+	          "t.conf:2: admin.listen: \"127.0.0.1\" has no port (want \"host:port\")");
+	parse_bad("admin = { listen = \"::1:9433\"; };\n",
+	          "t.conf:1: admin.listen: \"::1:9433\": an IPv6 address needs brackets, e.g. "
+	          "\"[::1]:7433\"");
+	parse_bad("admin = { listen = \"127.0.0.1:65536\"; };\n",
+	          "t.conf:1: admin.listen: port must be between 0 and 65535 (got \"65536\")");
+	parse_bad("admin = { listen = [\"127.0.0.1:9433\"]; };\n",
+	          "t.conf:1: admin.listen: must be a string (got an array)");
+	parse_bad("admin = { listen = 9433; };\n",
+	          "t.conf:1: admin.listen: must be a string (got an integer)");
+	parse_bad("admin = { lisen = \"127.0.0.1:9433\"; };\n",
+	          "t.conf:1: unknown key \"admin.lisen\" (did you mean \"admin.listen\"?)");
+	parse_bad("admin = \"127.0.0.1:9433\";\n",
+	          "t.conf:1: admin: must be a group { ... } (got a string)");
+}
+
+/* log.stats_interval_s: 0 (off) to a day, applied by a reload. */
+static void test_stats_interval(void **state)
+{
+	(void)state;
+	struct config *c = parse_ok("log = { level = \"info\"; stats_interval_s = 0; };\n");
+	assert_int_equal(c->stats_interval_s, 0);
+	assert_int_equal(c->log_level, LOG_LEVEL_INFO);
+	struct config *d = parse_ok("log = { stats_interval_s = 86400; };\n");
+	assert_int_equal(d->stats_interval_s, 86400);
+	char out[64];
+	assert_int_equal(config_restart_keys(c, d, out, sizeof(out)), 0);
+	config_free(c);
+	config_free(d);
+
+	parse_bad("log = { stats_interval_s = -1; };\n",
+	          "t.conf:1: log.stats_interval_s: must be between 0 and 86400 (got -1)");
+	parse_bad("log = { stats_interval_s = 86401; };\n",
+	          "t.conf:1: log.stats_interval_s: must be between 0 and 86400 (got 86401)");
+	parse_bad("log = { stats_interval_s = 1.5; };\n",
+	          "t.conf:1: log.stats_interval_s: must be an integer (got a float)");
+	parse_bad("log = { stats_interval = 60; };\n",
+	          "t.conf:1: unknown key \"log.stats_interval\" (did you mean "
+	          "\"log.stats_interval_s\"?)");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1055,6 +1127,8 @@ int main(void)
 	    cmocka_unit_test(test_webhook_errors),
 	    cmocka_unit_test(test_webhook_secret_not_echoed),
 	    cmocka_unit_test(test_alerts),
+	    cmocka_unit_test(test_admin_listen),
+	    cmocka_unit_test(test_stats_interval),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

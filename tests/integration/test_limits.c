@@ -1,0 +1,225 @@
+/*
+ * test_limits.c - the connection limits of the real daemon: per-address
+ * cap, hello and line deadlines (slow-loris), the failed-hello rate limit,
+ * and 2,000 idle connections held while an active one is served.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/resource.h>
+
+#include <cmocka.h>
+
+#include "harness.h"
+
+#define IDLE_CONNS 2000
+
+/* The n-th event of a test order, as a line (malloc'd). */
+static char *event(const char *prefix, int n)
+{
+	char id[48];
+	snprintf(id, sizeof(id), "%s-%05d", prefix, n);
+	return it_event_line(id, "shipment.checkpoint", "PO-LIMITS", "SH-LIMITS");
+}
+
+/* Connection number limits.max_connections_per_ip + 1 is refused and closed. */
+static void test_per_ip_cap(void **state)
+{
+	(void)state;
+	it_pg_createdb("per_ip");
+	struct it_config cfg = {.name = "per_ip", .dbname = "per_ip", .max_connections_per_ip = 3};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct it_client *c[3];
+	for (int i = 0; i < 3; i++) {
+		c[i] = it_connect(d);
+		it_hello(c[i], IT_EXPORTER, IT_TOKEN);
+	}
+	struct it_client *extra = it_connect(d);
+	json_t *err = it_expect_error(extra, NULL, "too_many_connections");
+	assert_non_null(strstr(it_json_str(err, "message"), "max_connections_per_ip"));
+	json_decref(err);
+	it_expect_eof(extra, IT_REPLY_MS);
+	it_close(extra);
+
+	/* A place that frees up can be taken again. */
+	it_close(c[0]);
+	it_sleep_ms(200);
+	struct it_client *again = it_connect(d);
+	it_hello(again, IT_EXPORTER, IT_TOKEN);
+	it_send(c[1], "{\"type\":\"ping\"}");
+	it_expect_pong(c[1]);
+	it_daemon_stop_clean(d);
+}
+
+/* No hello within limits.hello_timeout_s: closed, with the reason logged. */
+static void test_hello_timeout(void **state)
+{
+	(void)state;
+	it_pg_createdb("hello_to");
+	struct it_config cfg = {.name = "hello_to", .dbname = "hello_to", .hello_timeout_s = 1};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	off_t off = it_log_offset(d);
+	long long t0 = it_now_ms();
+	struct it_client *c = it_connect(d);
+	it_expect_eof(c, 5000);
+	long long waited = it_now_ms() - t0;
+	assert_true(waited >= 900);
+	it_log_expect(d, off, "reason=\"hello timeout\"", IT_REPLY_MS);
+	it_close(c);
+
+	/* A client that says hello in time stays. */
+	struct it_client *ok = it_connect(d);
+	it_hello(ok, IT_EXPORTER, IT_TOKEN);
+	it_sleep_ms(1500);
+	it_send(ok, "{\"type\":\"ping\"}");
+	it_expect_pong(ok);
+	it_daemon_stop_clean(d);
+}
+
+/*
+ * Slow loris: a line started and fed one byte every 300 ms is cut off at
+ * limits.line_timeout_s, although bytes keep arriving; a client whose
+ * writes often end mid-line but whose lines do finish is not.
+ */
+static void test_line_timeout(void **state)
+{
+	(void)state;
+	it_pg_createdb("line_to");
+	struct it_config cfg = {.name = "line_to", .dbname = "line_to", .line_timeout_s = 2};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+
+	struct it_client *busy = it_connect(d);
+	it_hello(busy, IT_EXPORTER, IT_TOKEN);
+	struct it_client *loris = it_connect(d);
+	it_hello(loris, IT_EXPORTER, IT_TOKEN);
+	off_t off = it_log_offset(d);
+	long long t0 = it_now_ms();
+	const char *slow = "{\"type\":\"ping\"";
+	size_t fed = 0;
+	int sent_busy = 0;
+	/* For 3.5 s: the busy client splits each line across two writes;
+	 * the loris gets a byte per round until just before its deadline. */
+	while (it_now_ms() - t0 < 3500) {
+		if (fed < strlen(slow) && it_now_ms() - t0 < 1200)
+			it_send_raw(loris, slow + fed++, 1);
+		char *ev = event("busy", sent_busy++);
+		size_t half = strlen(ev) / 2;
+		it_send_raw(busy, ev, half);
+		it_sleep_ms(150);
+		it_send_raw(busy, ev + half, strlen(ev) - half);
+		it_send_raw(busy, "\n", 1);
+		free(ev);
+		it_sleep_ms(150);
+	}
+	assert_true(fed > 3);
+	it_expect_eof(loris, 5000);
+	it_log_expect(d, off, "reason=\"line timeout\"", IT_REPLY_MS);
+	for (int i = 0; i < sent_busy; i++) {
+		char id[48];
+		snprintf(id, sizeof(id), "busy-%05d", i);
+		it_expect_ack(busy, id, "stored");
+	}
+	it_close(loris);
+	it_daemon_stop_clean(d);
+}
+
+/* After limits.max_failed_hellos failures, the address must wait. */
+static void test_failed_hellos(void **state)
+{
+	(void)state;
+	it_pg_createdb("fail_hello");
+	struct it_config cfg = {.name = "fail_hello", .dbname = "fail_hello", .max_failed_hellos = 3};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	for (int i = 0; i < 3; i++) {
+		struct it_client *c = it_connect(d);
+		it_send(c, "{\"type\":\"hello\",\"exporter\":\"kivu-coffee\",\"token\":\"guess\"}");
+		json_decref(it_expect_error(c, NULL, "auth_failed"));
+		it_expect_eof(c, IT_REPLY_MS);
+		it_close(c);
+	}
+	/* Even the right token is refused now, before it is read. */
+	struct it_client *c = it_connect(d);
+	json_t *err = it_expect_error(c, NULL, "auth_failed");
+	assert_non_null(strstr(it_json_str(err, "message"), "too many failed hellos"));
+	json_decref(err);
+	it_expect_eof(c, IT_REPLY_MS);
+	it_close(c);
+	it_daemon_stop_clean(d);
+}
+
+/* 2,000 idle connections are held while an active one is served. */
+static void test_many_idle(void **state)
+{
+	(void)state;
+	struct rlimit rl;
+	assert_int_equal(getrlimit(RLIMIT_NOFILE, &rl), 0);
+	if (rl.rlim_max < IDLE_CONNS + 200) {
+		print_message("RLIMIT_NOFILE hard limit %llu is too low; skipped\n",
+		              (unsigned long long)rl.rlim_max);
+		skip();
+	}
+	rl.rlim_cur = rl.rlim_max;
+	assert_int_equal(setrlimit(RLIMIT_NOFILE, &rl), 0);
+
+	it_pg_createdb("idle");
+	struct it_config cfg = {.name = "idle",
+	                        .dbname = "idle",
+	                        .max_connections = IDLE_CONNS + 100,
+	                        .max_connections_per_ip = IDLE_CONNS + 100,
+	                        .log_level = "info"};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct it_client **idle = calloc(IDLE_CONNS, sizeof(*idle));
+	assert_non_null(idle);
+	for (int i = 0; i < IDLE_CONNS; i++) {
+		idle[i] = it_connect(d);
+		it_send(idle[i], "{\"type\":\"hello\",\"exporter\":\"kivu-coffee\","
+		                 "\"token\":\"" IT_TOKEN "\"}");
+	}
+	for (int i = 0; i < IDLE_CONNS; i++) {
+		char *line = it_read_line(idle[i], IT_REPLY_MS);
+		assert_non_null(strstr(line, "\"welcome\""));
+		free(line);
+	}
+
+	struct it_client *active = it_connect(d);
+	it_hello(active, IT_EXPORTER2, IT_TOKEN2);
+	long long t0 = it_now_ms();
+	for (int i = 0; i < 1000; i++) {
+		char *ev = event("active", i);
+		it_queue(active, ev);
+		free(ev);
+	}
+	active->want = 1000;
+	assert_true(it_pump(&active, 1, 30000));
+	assert_int_equal(active->n_lines, 1000);
+	for (int i = 0; i < 1000; i++) {
+		char id[48];
+		snprintf(id, sizeof(id), "active-%05d", i);
+		it_check_ack(active->lines[i], id, "stored");
+	}
+	long long took = it_now_ms() - t0;
+	print_message("1000 events acked in %lld ms with %d idle connections\n", took, IDLE_CONNS);
+	assert_true(took < 20000);
+	assert_true(it_daemon_alive(d));
+	for (int i = 0; i < IDLE_CONNS; i++)
+		it_close(idle[i]);
+	free(idle);
+	it_daemon_stop_clean(d);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_teardown(test_per_ip_cap, it_test_teardown),
+		cmocka_unit_test_teardown(test_hello_timeout, it_test_teardown),
+		cmocka_unit_test_teardown(test_line_timeout, it_test_teardown),
+		cmocka_unit_test_teardown(test_failed_hellos, it_test_teardown),
+		cmocka_unit_test_teardown(test_many_idle, it_test_teardown),
+	};
+	it_env_init("limits");
+	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
+}
