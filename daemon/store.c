@@ -26,6 +26,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fault.h"
 #include "feed.h"
 #include "log.h"
 #include "metrics.h"
@@ -682,6 +683,7 @@ static void store_send_part2(struct store *st)
 	bool ok = true;
 
 	o->part2_sent = true;
+	fault_point("before_commit");
 	if (o->sqlstate[0] == '\0') {
 		struct slot **changed = calloc(st->n_batch, sizeof(*changed));
 		size_t n_changed = 0;
@@ -917,10 +919,13 @@ static void store_batch_failed(struct store *st)
 /* The Sync arrived: settle the batch and start the next one. */
 static void store_batch_done(struct store *st)
 {
-	if (st->out.commit_ok)
+	if (st->out.commit_ok) {
+		fault_point("after_commit");
 		store_batch_committed(st);
-	else
+		fault_point_soon("after_acks");
+	} else {
 		store_batch_failed(st);
+	}
 	store_requeue_batch(st, false); /* whatever is left goes again */
 	store_send_batch(st);
 	conn_resume_paused();

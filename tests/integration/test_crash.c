@@ -1,0 +1,155 @@
+/*
+ * test_crash.c - the daemon killed with SIGKILL at its crash points
+ * (built with -Dfault_points=true): before COMMIT, after COMMIT but before
+ * the acks, after the acks.
+ *
+ * The oracle, for each point: several connections flood numbered events;
+ * the daemon dies mid-stream; it is started again and the senders resend
+ * every event they sent.  Then every event acked before the crash is in
+ * ordertrack.events exactly once, every event is stored in the end, an
+ * event acked before the crash is answered "duplicate" on the resend
+ * (never stored twice), and nothing is answered with an error.
+ */
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/wait.h>
+
+#include <cmocka.h>
+
+#include "harness.h"
+
+#define SENDERS 4
+#define PER_SENDER 600
+
+/* The id of event i of sender k. */
+static void event_id(char *out, size_t cap, const char *point, int k, int i)
+{
+	snprintf(out, cap, "%s-s%d-%04d", point, k, i);
+}
+
+/* The event line for (k, i): each sender works on its own order. */
+static char *event_line(const char *point, int k, int i)
+{
+	char id[64], order[32];
+	event_id(id, sizeof(id), point, k, i);
+	snprintf(order, sizeof(order), "PO-CRASH-%d", k);
+	return it_event_line(id, "shipment.checkpoint", order, "SH-1");
+}
+
+/* Open SENDERS connections with every event queued (hello first). */
+static void flood(struct it_daemon *d, const char *point, struct it_client **c)
+{
+	for (int k = 0; k < SENDERS; k++) {
+		c[k] = it_connect(d);
+		it_hello(c[k], IT_EXPORTER, IT_TOKEN);
+		for (int i = 0; i < PER_SENDER; i++) {
+			char *ev = event_line(point, k, i);
+			it_queue(c[k], ev);
+			free(ev);
+		}
+		c[k]->want = PER_SENDER;
+	}
+}
+
+/* Crash at point, restart, resend, and check the oracle. */
+static void crash_at(const char *point, const char *after)
+{
+	char db[64];
+	snprintf(db, sizeof(db), "crash_%s", point);
+	it_pg_createdb(db);
+	struct it_config cfg = {.name = db, .dbname = db, .batch_max_events = 50, .log_level = "info"};
+
+	setenv("OT_FAULT_POINT", point, 1);
+	setenv("OT_FAULT_AFTER", after, 1);
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	unsetenv("OT_FAULT_POINT");
+	unsetenv("OT_FAULT_AFTER");
+
+	struct it_client *c[SENDERS];
+	flood(d, point, c);
+	/* Replies until the daemon dies: the pump ends at EOF. */
+	it_pump(c, SENDERS, 30000);
+	int status = it_daemon_wait(d, 10000);
+	assert_true(WIFSIGNALED(status) && WTERMSIG(status) == SIGKILL);
+
+	/* What was acked before the crash. */
+	bool *acked = calloc(SENDERS * PER_SENDER, sizeof(bool));
+	assert_non_null(acked);
+	size_t n_acked = 0;
+	for (int k = 0; k < SENDERS; k++) {
+		for (size_t j = 0; j < c[k]->n_lines; j++) {
+			char id[64];
+			event_id(id, sizeof(id), point, k, (int)j);
+			/* Replies come in order: line j answers event j. */
+			it_check_ack(c[k]->lines[j], id, "stored");
+			acked[k * PER_SENDER + j] = true;
+			n_acked++;
+		}
+		it_close(c[k]);
+	}
+	print_message("%s: %zu events acked before the crash\n", point, n_acked);
+	assert_true(n_acked < SENDERS * PER_SENDER);
+	/* Every ack is a row, before anything is resent. */
+	long rows = it_db_long(db, "SELECT count(*) FROM ordertrack.events", NULL);
+	assert_true(rows >= (long)n_acked);
+
+	/* Start again, resend everything, read every answer. */
+	struct it_daemon *d2 = it_daemon_start(&cfg, true);
+	flood(d2, point, c);
+	assert_true(it_pump(c, SENDERS, 60000));
+	for (int k = 0; k < SENDERS; k++) {
+		assert_int_equal(c[k]->n_lines, PER_SENDER);
+		for (int i = 0; i < PER_SENDER; i++) {
+			char id[64];
+			event_id(id, sizeof(id), point, k, i);
+			const char *line = c[k]->lines[i];
+			if (acked[k * PER_SENDER + i])
+				it_check_ack(line, id, "duplicate");
+			else if (strstr(line, "\"duplicate\"") == NULL)
+				it_check_ack(line, id, "stored");
+		}
+		it_close(c[k]);
+	}
+	rows = it_db_long(db, "SELECT count(*) FROM ordertrack.events", NULL);
+	assert_int_equal(rows, SENDERS * PER_SENDER);
+	free(acked);
+	it_daemon_stop_clean(d2);
+}
+
+/* Killed after the batch was sent, before COMMIT. */
+static void test_crash_before_commit(void **state)
+{
+	(void)state;
+	crash_at("before_commit", "4");
+}
+
+/* Killed after COMMIT answered, before the acks were written. */
+static void test_crash_after_commit(void **state)
+{
+	(void)state;
+	crash_at("after_commit", "4");
+}
+
+/* Killed just after the acks were written. */
+static void test_crash_after_acks(void **state)
+{
+	(void)state;
+	crash_at("after_acks", "4");
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_teardown(test_crash_before_commit, it_test_teardown),
+		cmocka_unit_test_teardown(test_crash_after_commit, it_test_teardown),
+		cmocka_unit_test_teardown(test_crash_after_acks, it_test_teardown),
+	};
+	it_env_init("crash");
+	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
+}
