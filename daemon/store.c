@@ -59,6 +59,7 @@ static const char *const db_state_names[DB_STATE_MAX] = {
  * and the changed orders are folded.
  */
 enum batch_query {
+	BQ_ROLLBACK, /* only after a failed batch: ends its aborted transaction */
 	BQ_BEGIN,
 	BQ_LOCK,
 	BQ_INSERT, /* all events, one row of verdict each */
@@ -113,6 +114,9 @@ struct store {
 
 	struct model_rules rules; /* documents.required, for the fold */
 	unsigned solo;            /* events still to send one per batch */
+	/* The last batch failed: its transaction block is still open (and
+	 * aborted) on the server, since Sync ends only implicit ones. */
+	bool needs_rollback;
 	const struct slot **batch_set; /* (exporter, id) of the batch being built */
 
 	int mig_step;       /* 1: lock and read version, 2: apply */
@@ -359,6 +363,7 @@ static void store_migrate_begin(struct store *st)
 		"SELECT coalesce(max(version), 0) FROM ordertrack.schema_migrations";
 
 	store_set_state(st, DB_MIGRATING);
+	st->needs_rollback = false; /* a new session has no open block */
 	st->mig_step = 1;
 	st->mig_failed = false;
 	st->schema_version = -1;
@@ -650,12 +655,15 @@ static void store_send_batch(struct store *st)
 	st->n_batch = n;
 	st->batch_in_flight = true;
 	memset(&st->out, 0, sizeof(st->out));
+	st->out.expect = st->needs_rollback ? BQ_ROLLBACK : BQ_BEGIN;
 
 	struct textbuf events = {0}, exporters = {0}, orders = {0};
 	batch_params(st, &events, &exporters, &orders);
 	const char *ord_params[2] = {exporters.p, orders.p};
 	const char *ins_params[1] = {events.p};
-	bool ok = PQsendQueryParams(pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) &&
+	bool ok = (!st->needs_rollback ||
+	           PQsendQueryParams(pg, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0)) &&
+	          PQsendQueryParams(pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) &&
 	          PQsendQueryPrepared(pg, "lock", 2, ord_params, NULL, NULL, 0) &&
 	          PQsendQueryPrepared(pg, "ins", 1, ins_params, NULL, NULL, 0) &&
 	          PQsendQueryPrepared(pg, "state", 2, ord_params, NULL, NULL, 0) &&
@@ -791,6 +799,9 @@ static void store_batch_advance(struct store *st)
 {
 	struct batch_outcome *o = &st->out;
 	switch (o->expect) {
+	case BQ_ROLLBACK:
+		o->expect = BQ_BEGIN;
+		break;
 	case BQ_BEGIN:
 		o->expect = BQ_LOCK;
 		break;
@@ -919,6 +930,9 @@ static void store_batch_failed(struct store *st)
 /* The Sync arrived: settle the batch and start the next one. */
 static void store_batch_done(struct store *st)
 {
+	/* A failed batch leaves its BEGIN block aborted: the next batch
+	 * starts with ROLLBACK. */
+	st->needs_rollback = !st->out.commit_ok;
 	if (st->out.commit_ok) {
 		fault_point("after_commit");
 		store_batch_committed(st);
