@@ -33,9 +33,9 @@
 #include "metrics.h"
 #include "server.h"
 
-#define ADMIN_TIMEOUT_S 10
+#define ADMIN_TIMEOUT_S   10
 #define ADMIN_MAX_HEADERS 8192
-#define ADMIN_MAX_BODY 1024
+#define ADMIN_MAX_BODY    1024
 
 static struct evhttp *admin_http;
 
@@ -85,8 +85,8 @@ static void admin_bound(int fd, char *out, size_t cap)
 }
 
 /* Answer with a status, a content type and the body already in buf. */
-static void admin_reply(struct evhttp_request *req, int code, const char *reason,
-                        const char *type, struct evbuffer *buf)
+static void admin_reply(struct evhttp_request *req, int code, const char *reason, const char *type,
+                        struct evbuffer *buf)
 {
 	struct evkeyvalq *h = evhttp_request_get_output_headers(req);
 	evhttp_add_header(h, "Content-Type", type);

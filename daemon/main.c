@@ -63,6 +63,9 @@ static void usage(FILE *f)
 /* The first time the database is reached, start-up is over: tell systemd. */
 void server_db_ready(void)
 {
+	/* (Re)connected with the schema in place: webhooks that could not
+	 * read their cursor yet, or lost it with the outage, start now. */
+	webhooks_wake();
 	if (!server.db_ready_logged && !server.draining) {
 		server.db_ready_logged = true;
 		log_info("ready", "connections=%u", server.n_conns);

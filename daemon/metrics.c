@@ -38,52 +38,41 @@
 
 /* Event types of protocol v1 (lib/request.c), for the type label. */
 static const char *const event_types[] = {
-	"order.created",
-	"order.confirmed",
-	"order.cancelled",
-	"shipment.booked",
-	"shipment.picked_up",
-	"shipment.export_cleared",
-	"shipment.departed",
-	"shipment.arrived",
-	"shipment.import_cleared",
-	"shipment.out_for_delivery",
-	"shipment.delivered",
-	"shipment.checkpoint",
-	"shipment.customs_hold",
-	"shipment.customs_released",
-	"shipment.exception",
-	"shipment.exception_resolved",
-	"shipment.eta_changed",
-	"document.issued",
-	"event.retracted",
-	"other",
+    "order.created",           "order.confirmed",
+    "order.cancelled",         "shipment.booked",
+    "shipment.picked_up",      "shipment.export_cleared",
+    "shipment.departed",       "shipment.arrived",
+    "shipment.import_cleared", "shipment.out_for_delivery",
+    "shipment.delivered",      "shipment.checkpoint",
+    "shipment.customs_hold",   "shipment.customs_released",
+    "shipment.exception",      "shipment.exception_resolved",
+    "shipment.eta_changed",    "document.issued",
+    "event.retracted",         "other",
 };
 #define N_TYPES (sizeof(event_types) / sizeof(event_types[0]))
 
 /* The result label, indexed by enum store_result. */
 static const char *const results[] = {
-	[STORE_STORED] = "stored",       [STORE_DUPLICATE] = "duplicate",
-	[STORE_CONFLICT] = "conflict",   [STORE_REJECTED] = "rejected",
-	[STORE_FAILED] = "failed",
+    [STORE_STORED] = "stored",     [STORE_DUPLICATE] = "duplicate", [STORE_CONFLICT] = "conflict",
+    [STORE_REJECTED] = "rejected", [STORE_FAILED] = "failed",
 };
 #define N_RESULTS (sizeof(results) / sizeof(results[0]))
 
 /* Error codes a line can be answered with (lib/request.h), for the code label. */
 static const char *const error_codes[] = {
-	"malformed_json", "line_too_long", "invalid_event", "unknown_type",
-	"invalid_request", "conflict",      "auth_required", "auth_failed",
-	"too_many_connections", "internal_error", "forbidden", "other",
+    "malformed_json",       "line_too_long",  "invalid_event", "unknown_type",
+    "invalid_request",      "conflict",       "auth_required", "auth_failed",
+    "too_many_connections", "internal_error", "forbidden",     "other",
 };
 #define N_CODES (sizeof(error_codes) / sizeof(error_codes[0]))
 
 /* Notification kinds (docs/NOTIFICATIONS.md), for the kind label. */
 static const char *const kinds[] = {
-	"order.status",        "order.anomaly", "shipment.status", "shipment.eta",
-	"alert.customs_dwell", "alert.overdue", "alert.stale",     "other",
+    "order.status",        "order.anomaly", "shipment.status", "shipment.eta",
+    "alert.customs_dwell", "alert.overdue", "alert.stale",     "other",
 };
-#define N_KINDS (sizeof(kinds) / sizeof(kinds[0]))
-#define N_ALERT_KINDS 3 /* kinds[4..6] */
+#define N_KINDS          (sizeof(kinds) / sizeof(kinds[0]))
+#define N_ALERT_KINDS    3 /* kinds[4..6] */
 #define FIRST_ALERT_KIND 4
 
 /* Bucket bounds; the +Inf bucket is implicit. */
@@ -260,7 +249,8 @@ static void alerts_result_cb(void *arg, const PGresult *r)
 	for (int i = 0; i < PQntuples(r); i++) {
 		size_t k = table_index(kinds, N_KINDS, PQgetvalue(r, i, 0));
 		if (k >= FIRST_ALERT_KIND && k < FIRST_ALERT_KIND + N_ALERT_KINDS)
-			m.alerts_open[k - FIRST_ALERT_KIND] = strtoll(PQgetvalue(r, i, 1), NULL, 10);
+			m.alerts_open[k - FIRST_ALERT_KIND] =
+			    strtoll(PQgetvalue(r, i, 1), NULL, 10);
 	}
 	m.alerts_known = true;
 }
@@ -413,10 +403,9 @@ void metrics_render(struct evbuffer *out)
 	       "Events answered by the store, by event type and result.");
 	for (size_t t = 0; t < N_TYPES; t++)
 		for (size_t r = 0; r < N_RESULTS; r++)
-			evbuffer_add_printf(out,
-			                    "ordertrack_events_total{type=\"%s\",result=\"%s\"} %llu\n",
-			                    event_types[t], results[r],
-			                    (unsigned long long)m.events[t][r]);
+			evbuffer_add_printf(
+			    out, "ordertrack_events_total{type=\"%s\",result=\"%s\"} %llu\n",
+			    event_types[t], results[r], (unsigned long long)m.events[t][r]);
 	family(out, "ordertrack_events_received_total", "counter",
 	       "Event lines that passed validation and were queued for the database.");
 	sample(out, "ordertrack_events_received_total", m.events_in);

@@ -31,7 +31,7 @@
 #include "sdnotify.h"
 
 #define STATUS_INTERVAL_S 5
-#define STATUS_MAX 256
+#define STATUS_MAX        256
 
 static struct {
 	sdnotify_status_fn *status_fn;

@@ -40,10 +40,18 @@ static inline void sdnotify_start(struct event_base *base, sdnotify_status_fn *f
 	(void)base;
 	(void)fn;
 }
-static inline void sdnotify_stop(void) {}
-static inline void sdnotify_ready(void) {}
-static inline void sdnotify_reloading(void) {}
-static inline void sdnotify_stopping(void) {}
+static inline void sdnotify_stop(void)
+{
+}
+static inline void sdnotify_ready(void)
+{
+}
+static inline void sdnotify_reloading(void)
+{
+}
+static inline void sdnotify_stopping(void)
+{
+}
 
 #endif
 

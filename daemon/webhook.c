@@ -124,7 +124,8 @@ static void hook_loaded_cb(void *arg, const PGresult *r)
 	if (h->dead)
 		return;
 	if (r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) < 1) {
-		/* Try again when the next notification wakes us. */
+		/* Try again at the next wake: a notification, or the
+		 * database coming (back) up. */
 		h->state = HOOK_IDLE;
 		h->cursor = -1;
 		return;
@@ -289,7 +290,9 @@ static struct hook *hook_new(const struct config_webhook *w)
 	if (h->evcon == NULL || h->retry == NULL)
 		abort();
 	evhttp_connection_set_timeout(h->evcon, HOOK_TIMEOUT_S);
-	hook_load(h);
+	/* The cursor is read once the schema is there: webhooks_wake() from
+	 * server_db_ready(), or the first notification. */
+	h->state = HOOK_IDLE;
 	return h;
 }
 
@@ -344,6 +347,8 @@ void webhooks_start(void)
 		abort();
 	for (size_t i = 0; i < n_hooks; i++)
 		hooks[i] = hook_new(&server.cfg->webhooks[i]);
+	if (store_db_up(server.store))
+		webhooks_wake();
 }
 
 void webhooks_stop(void)

@@ -5,7 +5,9 @@
 # runs on its own: the caller sets `set -euo pipefail` and calls functions.
 
 # Debian 12 package names: build tools, libraries with headers, the
-# PostgreSQL server for the local and test clusters, nc for trying it out.
+# PostgreSQL server for the local and test clusters, nc for trying it out,
+# and for the fuzz build of tools/test-all clang with its libFuzzer and
+# sanitizer runtimes (libclang-rt-14-dev) and llvm-symbolizer (llvm).
 OT_PACKAGES=(
 	build-essential
 	meson
@@ -21,6 +23,9 @@ OT_PACKAGES=(
 	postgresql
 	python3
 	netcat-openbsd
+	clang
+	libclang-rt-14-dev
+	llvm
 )
 
 # The name messages are prefixed with: the script that sourced us.

@@ -44,16 +44,16 @@
 #include "ot_build.h"
 #include "validate.h"
 
-#define EX_OK_ 0
-#define EX_NOTFOUND_ 1
-#define EX_USAGE_ 64
+#define EX_OK_          0
+#define EX_NOTFOUND_    1
+#define EX_USAGE_       64
 #define EX_UNAVAILABLE_ 69
-#define EX_SOFTWARE_ 70
-#define EX_CONFIG_ 78
+#define EX_SOFTWARE_    70
+#define EX_CONFIG_      78
 
-#define TOKEN_BYTES 32
+#define TOKEN_BYTES  32
 #define TAIL_BACKLOG 10 /* tail without --after starts this many before the newest */
-#define LINE_MAX_ 65536
+#define LINE_MAX_    65536
 
 /* An RFC 3339 UTC rendering of a timestamptz column, in SQL. */
 #define UTC(col) "to_char((" col ") AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
@@ -144,12 +144,13 @@ static void usage(FILE *f)
 	fprintf(f, "usage: ordertrackctl [-c FILE] [--json] COMMAND [ARGS]\n");
 	for (size_t i = 0; i < N_COMMANDS; i++)
 		fprintf(f, "       ordertrackctl %s\n", commands[i].usage);
-	fprintf(f, "  -c FILE   the daemon's configuration file (default %s)\n"
-	           "  --json    JSON output for scripts\n"
-	           "  -V        print the version; -h this help\n"
-	           "Exit status: 0 ok, 1 not found or check failed, 64 usage, 69 database or "
-	           "daemon unavailable, 78 configuration.\n",
-	           OT_DEFAULT_CONFIG);
+	fprintf(f,
+	        "  -c FILE   the daemon's configuration file (default %s)\n"
+	        "  --json    JSON output for scripts\n"
+	        "  -V        print the version; -h this help\n"
+	        "Exit status: 0 ok, 1 not found or check failed, 64 usage, 69 database or "
+	        "daemon unavailable, 78 configuration.\n",
+	        OT_DEFAULT_CONFIG);
 }
 
 /* A usage error: say what is wrong, show the usage, return 64. */
@@ -367,29 +368,31 @@ static int ctl_open(struct ctl *c)
 /* --- status --- */
 
 static const char order_sql[] =
-	"SELECT status, buyer, channel, origin, destination, incoterm, currency,"
-	" to_char(expected_delivery, 'YYYY-MM-DD'), array_to_json(anomalies)::text,"
-	" " UTC("created_at") ", " UTC("last_event_at") ", " UTC("updated_at")
-	" FROM ordertrack.orders WHERE exporter = $1 AND order_ref = $2";
+    "SELECT status, buyer, channel, origin, destination, incoterm, currency,"
+    " to_char(expected_delivery, 'YYYY-MM-DD'), array_to_json(anomalies)::text,"
+    " " UTC("created_at") ", " UTC("last_event_at") ", " UTC(
+        "updated_at") " FROM ordertrack.orders WHERE exporter = $1 AND order_ref = $2";
 
 static const char lines_sql[] =
-	"SELECT line_no, sku, product, hs_code, quantity::text, unit, unit_price::text, currency"
-	" FROM ordertrack.order_lines WHERE exporter = $1 AND order_ref = $2 ORDER BY line_no";
+    "SELECT line_no, sku, product, hs_code, quantity::text, unit, unit_price::text, currency"
+    " FROM ordertrack.order_lines WHERE exporter = $1 AND order_ref = $2 ORDER BY line_no";
 
 /* The start of the current customs hold of shipment s (an alias), not counting retracted holds. */
 #define HELD_SINCE(s)                                                                              \
-	"(SELECT max(e.occurred_at) FROM ordertrack.events e"                                     \
-	" WHERE e.exporter = " s ".exporter AND e.order_ref = " s ".order_ref"                    \
-	" AND e.shipment_ref = " s ".shipment_ref AND e.type = 'shipment.customs_hold'"           \
-	" AND e.body->>'stage' = " s ".hold AND NOT EXISTS (SELECT 1 FROM ordertrack.events r"    \
-	" WHERE r.exporter = e.exporter AND r.order_ref = e.order_ref"                            \
+	"(SELECT max(e.occurred_at) FROM ordertrack.events e"                                      \
+	" WHERE e.exporter = " s ".exporter AND e.order_ref = " s ".order_ref"                     \
+	" AND e.shipment_ref = " s ".shipment_ref AND e.type = 'shipment.customs_hold'"            \
+	" AND e.body->>'stage' = " s ".hold AND NOT EXISTS (SELECT 1 FROM ordertrack.events r"     \
+	" WHERE r.exporter = e.exporter AND r.order_ref = e.order_ref"                             \
 	" AND r.type = 'event.retracted' AND r.body->>'retracts' = e.event_id))"
 
 static const char shipments_sql[] =
-	"SELECT s.shipment_ref, s.status, s.milestone, s.hold, s.exception, s.mode, s.carrier,"
-	" s.tracking, s.consignee, " UTC("s.eta") ", " UTC("s.last_event_at") ", s.last_location,"
-	" " UTC(HELD_SINCE("s")) " FROM ordertrack.shipments s"
-	" WHERE s.exporter = $1 AND s.order_ref = $2 ORDER BY s.shipment_ref COLLATE \"C\"";
+    "SELECT s.shipment_ref, s.status, s.milestone, s.hold, s.exception, s.mode, s.carrier,"
+    " s.tracking, s.consignee, " UTC("s.eta") ", " UTC(
+        "s.last_event_at") ", s.last_location,"
+                           " " UTC(HELD_SINCE("s")) " FROM ordertrack.shipments s"
+                                                    " WHERE s.exporter = $1 AND s.order_ref = $2 "
+                                                    "ORDER BY s.shipment_ref COLLATE \"C\"";
 
 /* Print an order for people. */
 static void status_print(const char *exporter, const char *order, const PGresult *o,
@@ -428,8 +431,9 @@ static void status_print(const char *exporter, const char *order, const PGresult
 			snprintf(price, sizeof(price), "-");
 		else
 			snprintf(price, sizeof(price), "%s %s", PQgetvalue(l, i, 6), tcol(l, i, 7));
-		const char *row[] = {PQgetvalue(l, i, 0), PQgetvalue(l, i, 1), qty,
-		                     PQgetvalue(l, i, 3), price, PQgetvalue(l, i, 2)};
+		const char *row[] = {
+		    PQgetvalue(l, i, 0), PQgetvalue(l, i, 1), qty, PQgetvalue(l, i, 3), price,
+		    PQgetvalue(l, i, 2)};
 		char indent[16];
 		snprintf(indent, sizeof(indent), "  %s", row[0]);
 		row[0] = indent;
@@ -468,24 +472,25 @@ static json_t *status_json(const char *exporter, const char *order, const PGresu
 	                      jcol(o, 0, 9), "last_event_at", jcol(o, 0, 10));
 	json_t *lines = json_array();
 	for (int i = 0; i < PQntuples(l); i++)
-		json_array_append_new(
-		    lines, json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "line", jnum(l, i, 0),
-		                     "sku", jcol(l, i, 1), "product", jcol(l, i, 2), "hs_code",
-		                     jcol(l, i, 3), "quantity", jnum(l, i, 4), "unit", jcol(l, i, 5),
-		                     "unit_price", jnum(l, i, 6), "currency", jcol(l, i, 7)));
+		json_array_append_new(lines,
+		                      json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o}", "line",
+		                                jnum(l, i, 0), "sku", jcol(l, i, 1), "product",
+		                                jcol(l, i, 2), "hs_code", jcol(l, i, 3), "quantity",
+		                                jnum(l, i, 4), "unit", jcol(l, i, 5), "unit_price",
+		                                jnum(l, i, 6), "currency", jcol(l, i, 7)));
 	json_object_set_new(j, "lines", lines);
 	json_t *ships = json_array();
 	for (int i = 0; i < PQntuples(s); i++)
 		json_array_append_new(
-		    ships, json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, "
-		                     "s:o}",
-		                     "shipment", jcol(s, i, 0), "status", jcol(s, i, 1), "milestone",
-		                     jcol(s, i, 2), "hold", jcol(s, i, 3), "held_since",
-		                     jcol(s, i, 12), "exception", jcol(s, i, 4), "mode",
-		                     jcol(s, i, 5), "carrier", jcol(s, i, 6), "tracking",
-		                     jcol(s, i, 7), "consignee", jcol(s, i, 8), "eta", jcol(s, i, 9),
-		                     "last_event_at", jcol(s, i, 10), "last_location",
-		                     jcol(s, i, 11)));
+		    ships,
+		    json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, "
+		              "s:o}",
+		              "shipment", jcol(s, i, 0), "status", jcol(s, i, 1), "milestone",
+		              jcol(s, i, 2), "hold", jcol(s, i, 3), "held_since", jcol(s, i, 12),
+		              "exception", jcol(s, i, 4), "mode", jcol(s, i, 5), "carrier",
+		              jcol(s, i, 6), "tracking", jcol(s, i, 7), "consignee", jcol(s, i, 8),
+		              "eta", jcol(s, i, 9), "last_event_at", jcol(s, i, 10),
+		              "last_location", jcol(s, i, 11)));
 	json_object_set_new(j, "shipments", ships);
 	return j;
 }
@@ -519,18 +524,22 @@ static int cmd_status(struct ctl *c, int argc, char **argv)
 /* --- history --- */
 
 static const char history_sql[] =
-	"SELECT e.event_id, e.type, e.shipment_ref, e.body->>'occurred_at',"
-	" " UTC("e.received_at") ","
-	" (SELECT min(r.event_id) FROM ordertrack.events r WHERE r.exporter = e.exporter"
-	"  AND r.order_ref = e.order_ref AND r.type = 'event.retracted'"
-	"  AND r.body->>'retracts' = e.event_id),"
-	" concat_ws(' ', e.body->'location'->>'code', e.body->'location'->>'name'),"
-	" concat_ws(' ', e.body->>'stage', e.body->>'reason', e.body->>'document',"
-	"  e.body->>'number', CASE WHEN e.body ? 'retracts' THEN 'retracts ' ||"
-	"  (e.body->>'retracts') END, CASE WHEN e.body ? 'eta' THEN 'eta ' || (e.body->>'eta') END),"
-	" e.body::text"
-	" FROM ordertrack.events e WHERE e.exporter = $1 AND e.order_ref = $2"
-	" ORDER BY e.occurred_at, e.event_id COLLATE \"C\"";
+    "SELECT e.event_id, e.type, e.shipment_ref, e.body->>'occurred_at',"
+    " " UTC(
+        "e.received_at") ","
+                         " (SELECT min(r.event_id) FROM ordertrack.events r WHERE r.exporter = "
+                         "e.exporter"
+                         "  AND r.order_ref = e.order_ref AND r.type = 'event.retracted'"
+                         "  AND r.body->>'retracts' = e.event_id),"
+                         " concat_ws(' ', e.body->'location'->>'code', "
+                         "e.body->'location'->>'name'),"
+                         " concat_ws(' ', e.body->>'stage', e.body->>'reason', e.body->>'document',"
+                         "  e.body->>'number', CASE WHEN e.body ? 'retracts' THEN 'retracts ' ||"
+                         "  (e.body->>'retracts') END, CASE WHEN e.body ? 'eta' THEN 'eta ' || "
+                         "(e.body->>'eta') END),"
+                         " e.body::text"
+                         " FROM ordertrack.events e WHERE e.exporter = $1 AND e.order_ref = $2"
+                         " ORDER BY e.occurred_at, e.event_id COLLATE \"C\"";
 
 /* history EXPORTER ORDER: every event in time order, retracted ones marked. */
 static int cmd_history(struct ctl *c, int argc, char **argv)
@@ -571,8 +580,9 @@ static int cmd_history(struct ctl *c, int argc, char **argv)
 			         PQgetisnull(r, i, 5) ? "" : "  [RETRACTED by ",
 			         PQgetisnull(r, i, 5) ? "" : PQgetvalue(r, i, 5),
 			         PQgetisnull(r, i, 5) ? "" : "]");
-			const char *row[] = {PQgetvalue(r, i, 3), PQgetvalue(r, i, 1), tcol(r, i, 2),
-			                     PQgetvalue(r, i, 0), tcol(r, i, 6),       detail};
+			const char *row[] = {PQgetvalue(r, i, 3), PQgetvalue(r, i, 1),
+			                     tcol(r, i, 2),       PQgetvalue(r, i, 0),
+			                     tcol(r, i, 6),       detail};
 			table_row(&t, row);
 		}
 		printf("order %s of %s: %d events (offsets as the exporter sent them)\n", argv[1],
@@ -586,7 +596,8 @@ static int cmd_history(struct ctl *c, int argc, char **argv)
 /* --- list --- */
 
 /* Append formatted SQL to a fixed buffer; the pieces are ours and bounded. */
-static void sql_add(char *buf, size_t cap, const char *fmt, ...) __attribute__((format(printf, 3, 4)));
+static void sql_add(char *buf, size_t cap, const char *fmt, ...)
+    __attribute__((format(printf, 3, 4)));
 static void sql_add(char *buf, size_t cap, const char *fmt, ...)
 {
 	size_t len = strlen(buf);
@@ -607,16 +618,35 @@ static int cmd_list(struct ctl *c, int argc, char **argv)
 	char sql[4096] = "";
 	const char *params[2];
 	int np = 0;
-	sql_add(sql, sizeof(sql),
-	        "SELECT o.exporter, o.order_ref, s.shipment_ref, o.status, s.status, s.hold,"
-	        " s.exception, " UTC("s.eta") ", " UTC("coalesce(s.last_event_at, o.last_event_at)")
-	        ", s.last_location, array_to_json(o.anomalies)::text, o.buyer,"
-	        " " UTC("h.since") ", round((extract(epoch FROM now() - h.since) / 86400)::numeric, 1)"
-	        " FROM ordertrack.orders o"
-	        " LEFT JOIN ordertrack.shipments s"
-	        "  ON s.exporter = o.exporter AND s.order_ref = o.order_ref"
-	        " LEFT JOIN LATERAL (SELECT " HELD_SINCE("s") " AS since) h ON s.hold IS NOT NULL"
-	        " WHERE true");
+	sql_add(
+	    sql, sizeof(sql),
+	    "SELECT o.exporter, o.order_ref, s.shipment_ref, o.status, s.status, s.hold,"
+	    " s.exception, " UTC("s.eta") ", " UTC(
+	        "coalesce(s.last_event_at, o.last_event_at)") ", s.last_location, "
+	                                                      "array_to_json(o.anomalies)::text, "
+	                                                      "o.buyer,"
+	                                                      " " UTC(
+	                                                          "h.since") ", "
+	                                                                     "round((extract(epoch "
+	                                                                     "FROM now() - "
+	                                                                     "h.since) / "
+	                                                                     "86400)::numeric, 1)"
+	                                                                     " FROM "
+	                                                                     "ordertrack.orders o"
+	                                                                     " LEFT JOIN "
+	                                                                     "ordertrack.shipments "
+	                                                                     "s"
+	                                                                     "  ON s.exporter = "
+	                                                                     "o.exporter AND "
+	                                                                     "s.order_ref = "
+	                                                                     "o.order_ref"
+	                                                                     " LEFT JOIN LATERAL "
+	                                                                     "(SELECT " HELD_SINCE(
+	                                                                         "s") " AS since) "
+	                                                                              "h ON s.hold "
+	                                                                              "IS NOT NULL"
+	                                                                              " WHERE "
+	                                                                              "true");
 	if (c->o.exporter != NULL) {
 		params[np++] = c->o.exporter;
 		sql_add(sql, sizeof(sql), " AND o.exporter = $%d", np);
@@ -635,8 +665,9 @@ static int cmd_list(struct ctl *c, int argc, char **argv)
 		sql_add(sql, sizeof(sql),
 		        " AND o.status NOT IN ('delivered', 'cancelled')"
 		        " AND coalesce(s.status, '') <> 'delivered'");
-	sql_add(sql, sizeof(sql), " ORDER BY %so.exporter COLLATE \"C\", o.order_ref COLLATE \"C\","
-	                          " s.shipment_ref COLLATE \"C\"",
+	sql_add(sql, sizeof(sql),
+	        " ORDER BY %so.exporter COLLATE \"C\", o.order_ref COLLATE \"C\","
+	        " s.shipment_ref COLLATE \"C\"",
 	        c->o.held ? "h.since, " : "");
 	PGresult *r = ctl_query(c, sql, np, params);
 	int n = PQntuples(r);
@@ -646,25 +677,25 @@ static int cmd_list(struct ctl *c, int argc, char **argv)
 		for (int i = 0; i < n; i++) {
 			json_t *an = json_loads(PQgetvalue(r, i, 10), JSON_DECODE_ANY, NULL);
 			json_array_append_new(
-			    a, json_pack("{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, "
-			                 "s:o, s:o}",
-			                 "exporter", jcol(r, i, 0), "order", jcol(r, i, 1), "shipment",
-			                 jcol(r, i, 2), "order_status", jcol(r, i, 3),
-			                 "shipment_status", jcol(r, i, 4), "hold", jcol(r, i, 5),
-			                 "held_since", jcol(r, i, 12), "held_days", jnum(r, i, 13),
-			                 "exception", jcol(r, i, 6), "eta", jcol(r, i, 7),
-			                 "last_event_at", jcol(r, i, 8), "last_location",
-			                 jcol(r, i, 9), "anomalies", an ? an : json_array(), "buyer",
-			                 jcol(r, i, 11)));
+			    a, json_pack(
+			           "{s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, s:o, "
+			           "s:o, s:o}",
+			           "exporter", jcol(r, i, 0), "order", jcol(r, i, 1), "shipment",
+			           jcol(r, i, 2), "order_status", jcol(r, i, 3), "shipment_status",
+			           jcol(r, i, 4), "hold", jcol(r, i, 5), "held_since",
+			           jcol(r, i, 12), "held_days", jnum(r, i, 13), "exception",
+			           jcol(r, i, 6), "eta", jcol(r, i, 7), "last_event_at",
+			           jcol(r, i, 8), "last_location", jcol(r, i, 9), "anomalies",
+			           an ? an : json_array(), "buyer", jcol(r, i, 11)));
 		}
 		json_out(a);
 	} else if (n == 0) {
 		printf("nothing to list\n");
 	} else {
 		struct table t = {.ncols = 10};
-		const char *head[] = {"EXPORTER", "ORDER",    "SHIPMENT",   "ORDER STATUS",
-		                      "SHIPMENT",  "HOLD",    "ETA",        "LAST EVENT",
-		                      "WHERE",     "ANOMALIES"};
+		const char *head[] = {"EXPORTER", "ORDER",    "SHIPMENT", "ORDER STATUS",
+		                      "SHIPMENT", "HOLD/EXC", "ETA",      "LAST EVENT",
+		                      "WHERE",    "ANOMALIES"};
 		table_row(&t, head);
 		for (int i = 0; i < n; i++) {
 			char hold[96], anomalies[256] = "-";
@@ -675,16 +706,16 @@ static int cmd_list(struct ctl *c, int argc, char **argv)
 				         tcol(r, i, 13));
 			json_t *an = json_loads(PQgetvalue(r, i, 10), JSON_DECODE_ANY, NULL);
 			for (size_t k = 0; k < json_array_size(an); k++)
-				sql_add(anomalies, sizeof(anomalies), "%s%s",
-				        k ? "," : "",
+				sql_add(anomalies, sizeof(anomalies), "%s%s", k ? "," : "",
 				        json_string_value(json_array_get(an, k)));
 			if (json_array_size(an) > 0 && anomalies[0] == '-')
 				memmove(anomalies, anomalies + 1, strlen(anomalies));
 			json_decref(an);
-			const char *row[] = {PQgetvalue(r, i, 0), PQgetvalue(r, i, 1), tcol(r, i, 2),
-			                     PQgetvalue(r, i, 3), tcol(r, i, 4),       hold,
-			                     tcol(r, i, 7),       tcol(r, i, 8),       tcol(r, i, 9),
-			                     anomalies};
+			const char *row[] = {PQgetvalue(r, i, 0), PQgetvalue(r, i, 1),
+			                     tcol(r, i, 2),       PQgetvalue(r, i, 3),
+			                     tcol(r, i, 4),       hold,
+			                     tcol(r, i, 7),       tcol(r, i, 8),
+			                     tcol(r, i, 9),       anomalies};
 			table_row(&t, row);
 		}
 		table_print(&t);
@@ -703,28 +734,28 @@ static int cmd_list(struct ctl *c, int argc, char **argv)
  * group key, over columns of o (the order) and l (the line).
  */
 static const char report_sql[] =
-	"WITH o AS ("
-	" SELECT o.exporter, o.order_ref, o.buyer, o.destination, o.status, o.created_at,"
-	"  CASE WHEN o.status = 'delivered' THEN (SELECT max(e.occurred_at)"
-	"   FROM ordertrack.events e WHERE e.exporter = o.exporter AND e.order_ref = o.order_ref"
-	"   AND e.type = 'shipment.delivered' AND NOT EXISTS (SELECT 1 FROM ordertrack.events r"
-	"   WHERE r.exporter = e.exporter AND r.order_ref = e.order_ref"
-	"   AND r.type = 'event.retracted' AND r.body->>'retracts' = e.event_id)) END AS delivered_at"
-	" FROM ordertrack.orders o"
-	" WHERE o.created_at IS NOT NULL AND o.status <> 'cancelled'"
-	" AND ($1::date IS NULL OR o.created_at >= $1::date)"
-	" AND ($2::date IS NULL OR o.created_at < $2::date + 1)),"
-	" x AS (SELECT %s AS k, o.*, l.quantity, l.unit FROM o JOIN ordertrack.order_lines l"
-	"  ON l.exporter = o.exporter AND l.order_ref = o.order_ref),"
-	" g AS (SELECT k, count(*) AS orders, count(*) FILTER (WHERE status = 'delivered') AS"
-	"  delivered, percentile_cont(0.5) WITHIN GROUP (ORDER BY"
-	"  extract(epoch FROM delivered_at - created_at) / 86400) AS median_days"
-	"  FROM (SELECT DISTINCT k, exporter, order_ref, status, created_at, delivered_at FROM x) d"
-	"  GROUP BY k),"
-	" q AS (SELECT k, json_object_agg(unit, qty ORDER BY unit) AS quantities"
-	"  FROM (SELECT k, unit, sum(quantity) AS qty FROM x GROUP BY k, unit) u GROUP BY k)"
-	" SELECT g.k, g.orders, g.delivered, round(g.median_days::numeric, 2), q.quantities::text"
-	" FROM g JOIN q ON q.k = g.k ORDER BY g.k COLLATE \"C\"";
+    "WITH o AS ("
+    " SELECT o.exporter, o.order_ref, o.buyer, o.destination, o.status, o.created_at,"
+    "  CASE WHEN o.status = 'delivered' THEN (SELECT max(e.occurred_at)"
+    "   FROM ordertrack.events e WHERE e.exporter = o.exporter AND e.order_ref = o.order_ref"
+    "   AND e.type = 'shipment.delivered' AND NOT EXISTS (SELECT 1 FROM ordertrack.events r"
+    "   WHERE r.exporter = e.exporter AND r.order_ref = e.order_ref"
+    "   AND r.type = 'event.retracted' AND r.body->>'retracts' = e.event_id)) END AS delivered_at"
+    " FROM ordertrack.orders o"
+    " WHERE o.created_at IS NOT NULL AND o.status <> 'cancelled'"
+    " AND ($1::date IS NULL OR o.created_at >= $1::date)"
+    " AND ($2::date IS NULL OR o.created_at < $2::date + 1)),"
+    " x AS (SELECT %s AS k, o.*, l.quantity, l.unit FROM o JOIN ordertrack.order_lines l"
+    "  ON l.exporter = o.exporter AND l.order_ref = o.order_ref),"
+    " g AS (SELECT k, count(*) AS orders, count(*) FILTER (WHERE status = 'delivered') AS"
+    "  delivered, percentile_cont(0.5) WITHIN GROUP (ORDER BY"
+    "  extract(epoch FROM delivered_at - created_at) / 86400) AS median_days"
+    "  FROM (SELECT DISTINCT k, exporter, order_ref, status, created_at, delivered_at FROM x) d"
+    "  GROUP BY k),"
+    " q AS (SELECT k, json_object_agg(unit, qty ORDER BY unit) AS quantities"
+    "  FROM (SELECT k, unit, sum(quantity) AS qty FROM x GROUP BY k, unit) u GROUP BY k)"
+    " SELECT g.k, g.orders, g.delivered, round(g.median_days::numeric, 2), q.quantities::text"
+    " FROM g JOIN q ON q.k = g.k ORDER BY g.k COLLATE \"C\"";
 
 /* Render a JSON object of unit -> quantity for people: "640 bag + 480 carton". */
 static void quantities_text(const json_t *q, char *buf, size_t cap)
@@ -751,10 +782,10 @@ static int cmd_report(struct ctl *c, int argc, char **argv)
 	static const struct {
 		const char *by, *key, *title;
 	} groups[] = {
-		{"product", "l.product", "PRODUCT"},
-		{"buyer", "o.buyer", "BUYER"},
-		{"destination", "o.destination", "DESTINATION"},
-		{"month", "to_char(o.created_at, 'YYYY-MM')", "MONTH"},
+	    {"product", "l.product", "PRODUCT"},
+	    {"buyer", "o.buyer", "BUYER"},
+	    {"destination", "o.destination", "DESTINATION"},
+	    {"month", "to_char(o.created_at, 'YYYY-MM')", "MONTH"},
 	};
 	const char *by = c->o.by ? c->o.by : "product";
 	size_t gi = 0;
@@ -782,9 +813,10 @@ static int cmd_report(struct ctl *c, int argc, char **argv)
 		long long delivered = strtoll(PQgetvalue(r, i, 2), NULL, 10);
 		json_t *q = json_loads(PQgetvalue(r, i, 4), 0, NULL);
 		json_array_append_new(
-		    rows, json_pack("{s:o, s:I, s:I, s:f, s:o, s:o}", "key", jcol(r, i, 0), "orders",
-		                    (json_int_t)orders, "delivered", (json_int_t)delivered,
-		                    "delivered_share", orders > 0 ? (double)delivered / (double)orders : 0.0,
+		    rows, json_pack("{s:o, s:I, s:I, s:f, s:o, s:o}", "key", jcol(r, i, 0),
+		                    "orders", (json_int_t)orders, "delivered",
+		                    (json_int_t)delivered, "delivered_share",
+		                    orders > 0 ? (double)delivered / (double)orders : 0.0,
 		                    "median_door_to_door_days", jnum(r, i, 3), "quantities",
 		                    q ? q : json_object()));
 	}
@@ -842,8 +874,9 @@ static int cmd_check(struct ctl *c, int argc, char **argv)
 	c->cfg = config_load(c->o.config, &err);
 	if (c->cfg == NULL) {
 		if (c->o.json) {
-			json_object_set_new(j, "config", json_pack("{s:s, s:b, s:s}", "path",
-			                                           c->o.config, "ok", 0, "error", err));
+			json_object_set_new(j, "config",
+			                    json_pack("{s:s, s:b, s:s}", "path", c->o.config, "ok",
+			                              0, "error", err));
 			json_object_set_new(j, "ok", json_false());
 			json_out(j);
 		} else {
@@ -893,7 +926,8 @@ static int cmd_check(struct ctl *c, int argc, char **argv)
 		verdict = "newer than this release: upgrade ordertrackctl and ordertrackd";
 	bool ok = have == want;
 	char version[32];
-	snprintf(version, sizeof(version), "%d", PQserverVersion(c->pg));
+	int sv = PQserverVersion(c->pg);
+	snprintf(version, sizeof(version), "%d.%d", sv / 10000, sv % 10000);
 	json_object_set_new(j, "database",
 	                    json_pack("{s:b, s:s, s:i, s:i, s:s}", "ok", 1, "server_version",
 	                              version, "schema_version", have, "expected_schema_version",
@@ -903,7 +937,7 @@ static int cmd_check(struct ctl *c, int argc, char **argv)
 		json_out(j);
 	} else {
 		json_decref(j);
-		printf("database  ok (PostgreSQL %d)\n", PQserverVersion(c->pg));
+		printf("database  ok (PostgreSQL %s)\n", version);
 		printf("schema    version %d of %d: %s\n", have, want, verdict);
 	}
 	return ok ? EX_OK_ : EX_NOTFOUND_;
@@ -934,8 +968,8 @@ static bool id_ok(const char *id)
 	if (n == 0 || n > CONFIG_ID_MAX)
 		return false;
 	for (const char *p = id; *p != '\0'; p++)
-		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') || (*p >= '0' && *p <= '9') ||
-		      *p == '.' || *p == '_' || *p == '-'))
+		if (!((*p >= 'a' && *p <= 'z') || (*p >= 'A' && *p <= 'Z') ||
+		      (*p >= '0' && *p <= '9') || *p == '.' || *p == '_' || *p == '-'))
 			return false;
 	return true;
 }
@@ -949,8 +983,8 @@ static int cmd_token(struct ctl *c, int argc, char **argv)
 	const char *id = argv[1];
 	const char *name = c->o.name ? c->o.name : id;
 	if (!id_ok(id))
-		return usage_error("exporter id \"%s\": 1 to %d characters of A-Z a-z 0-9 . _ -", id,
-		                   CONFIG_ID_MAX);
+		return usage_error("exporter id \"%s\": 1 to %d characters of A-Z a-z 0-9 . _ -",
+		                   id, CONFIG_ID_MAX);
 	if (name[0] == '\0' || text_width(name) > 128 || strlen(name) > 512)
 		return usage_error("--name must be 1 to 128 characters");
 	for (const char *p = name; *p != '\0'; p++)
@@ -1094,7 +1128,7 @@ static bool write_line(int fd, const char *s)
 	while (off <= len) {
 		const char *p = off < len ? s + off : "\n";
 		size_t n = off < len ? len - off : 1;
-		ssize_t w = write(fd, p, n);
+		ssize_t w = send(fd, p, n, MSG_NOSIGNAL);
 		if (w < 0 && errno == EINTR)
 			continue;
 		if (w <= 0)
@@ -1116,10 +1150,10 @@ static void notification_print(const json_t *n)
 {
 	const json_t *from = json_object_get(n, "from"), *to = json_object_get(n, "to");
 	const char *shipment = json_string_value(json_object_get(n, "shipment"));
-	printf("#%lld %s %-19s %s %s%s%s %s -> %s", (long long)json_integer_value(json_object_get(n, "seq")),
-	       jtext(n, "at"), jtext(n, "kind"), jtext(n, "exporter"), jtext(n, "order"),
-	       shipment ? "/" : "", shipment ? shipment : "",
-	       json_is_string(from) ? json_string_value(from) : "(none)",
+	printf("#%lld %s %-19s %s %s%s%s %s -> %s",
+	       (long long)json_integer_value(json_object_get(n, "seq")), jtext(n, "at"),
+	       jtext(n, "kind"), jtext(n, "exporter"), jtext(n, "order"), shipment ? "/" : "",
+	       shipment ? shipment : "", json_is_string(from) ? json_string_value(from) : "(none)",
 	       json_is_string(to) ? json_string_value(to) : "(none)");
 	if (json_is_string(json_object_get(n, "event")))
 		printf("  (event %s at %s)", jtext(n, "event"), jtext(n, "occurred_at"));
@@ -1132,8 +1166,8 @@ static int tail_default_after(struct ctl *c, long long *after)
 {
 	if (!ctl_connect(c))
 		return EX_UNAVAILABLE_;
-	PGresult *r = ctl_query(c, "SELECT coalesce(max(seq), 0) FROM ordertrack.notifications", 0,
-	                        NULL);
+	PGresult *r =
+	    ctl_query(c, "SELECT coalesce(max(seq), 0) FROM ordertrack.notifications", 0, NULL);
 	long long newest = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
 	PQclear(r);
 	PQfinish(c->pg);
@@ -1170,30 +1204,51 @@ static int cmd_tail(struct ctl *c, int argc, char **argv)
 			return rc;
 	}
 	const char *addr = c->o.address ? c->o.address : c->cfg->listen[0];
+	size_t alen = strlen(addr);
+	if (alen >= 2 && strcmp(addr + alen - 2, ":0") == 0)
+		return usage_error("%s listens on port 0 (any free port): give --address HOST:PORT",
+		                   c->o.config);
 	int fd = tcp_connect(addr);
 	if (fd < 0)
 		return EX_UNAVAILABLE_;
 
-	json_t *hello = json_pack("{s:s, s:s, s:s}", "type", "hello", "operator", op, "token", token);
+	json_t *hello =
+	    json_pack("{s:s, s:s, s:s}", "type", "hello", "operator", op, "token", token);
 	json_t *sub = json_pack("{s:s, s:I}", "type", "subscribe", "after", (json_int_t)after);
 	if (c->o.exporter != NULL)
 		json_object_set_new(sub, "exporters", json_pack("[s]", c->o.exporter));
 	char *h = json_dumps(hello, JSON_COMPACT), *s = json_dumps(sub, JSON_COMPACT);
 	json_decref(hello);
 	json_decref(sub);
-	bool sent = h != NULL && s != NULL && write_line(fd, h) && write_line(fd, s);
-	free(h);
-	free(s);
-
 	struct reader *rd = calloc(1, sizeof(*rd));
 	char *line = xmalloc(LINE_MAX_);
 	int rc = EX_UNAVAILABLE_;
 	long long shown = 0;
-	if (rd == NULL)
+	if (rd == NULL || h == NULL || s == NULL)
 		abort();
 	rd->fd = fd;
-	if (!sent)
-		warnx_("cannot write to ordertrackd at %s", addr);
+
+	/* Hello first, and its answer: a refused hello is answered, then closed. */
+	bool sent = write_line(fd, h);
+	if (sent && read_line(rd, line, LINE_MAX_)) {
+		json_t *w = json_loads(line, 0, NULL);
+		const char *type = json_string_value(json_object_get(w, "type"));
+		if (type == NULL || strcmp(type, "welcome") != 0) {
+			const char *code = jtext(w, "code");
+			warnx_("ordertrackd refused the hello of operator %s: %s: %s", op, code,
+			       jtext(w, "message"));
+			rc = strcmp(code, "auth_failed") == 0 ? EX_CONFIG_ : EX_NOTFOUND_;
+			sent = false;
+		}
+		json_decref(w);
+		sent = sent && write_line(fd, s);
+	} else if (sent) {
+		sent = false; /* closed before answering */
+	}
+	free(h);
+	free(s);
+	if (!sent && rc == EX_UNAVAILABLE_)
+		warnx_("ordertrackd at %s closed the connection", addr);
 	while (sent && read_line(rd, line, LINE_MAX_)) {
 		json_t *j = json_loads(line, 0, NULL);
 		const char *type = json_string_value(json_object_get(j, "type"));
@@ -1209,8 +1264,9 @@ static int cmd_tail(struct ctl *c, int argc, char **argv)
 			break;
 		}
 		if (strcmp(type, "subscribed") == 0 && !c->o.json)
-			fprintf(stderr, "ordertrackctl: following notifications after seq %lld as "
-			                "operator %s\n",
+			fprintf(stderr,
+			        "ordertrackctl: following notifications after seq %lld as "
+			        "operator %s\n",
 			        after, op);
 		if (strcmp(type, "notification") == 0) {
 			if (c->o.json) {
@@ -1252,10 +1308,9 @@ static bool parse_count(const char *s, long long *out)
 /* The names of the option bits, for messages. */
 static const char *opt_name(unsigned bit)
 {
-	static const char *const names[] = {"--exporter", "--status", "--held",    "--anomalies",
-	                                    "--overdue",  "--after",  "--token",   "--operator",
-	                                    "--limit",    "--from",   "--to",      "--by",
-	                                    "--name",     "--address"};
+	static const char *const names[] = {
+	    "--exporter", "--status", "--held", "--anomalies", "--overdue", "--after", "--token",
+	    "--operator", "--limit",  "--from", "--to",        "--by",      "--name",  "--address"};
 	for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 		if (bit == 1u << i)
 			return names[i];
@@ -1264,28 +1319,43 @@ static const char *opt_name(unsigned bit)
 
 int main(int argc, char **argv)
 {
-	enum { L_JSON = 256, L_EXPORTER, L_STATUS, L_HELD, L_ANOMALIES, L_OVERDUE, L_AFTER, L_TOKEN,
-	       L_OPERATOR, L_LIMIT, L_FROM, L_TO, L_BY, L_NAME, L_ADDRESS };
+	enum {
+		L_JSON = 256,
+		L_EXPORTER,
+		L_STATUS,
+		L_HELD,
+		L_ANOMALIES,
+		L_OVERDUE,
+		L_AFTER,
+		L_TOKEN,
+		L_OPERATOR,
+		L_LIMIT,
+		L_FROM,
+		L_TO,
+		L_BY,
+		L_NAME,
+		L_ADDRESS
+	};
 	static const struct option longopts[] = {
-		{"config", required_argument, NULL, 'c'},
-		{"json", no_argument, NULL, L_JSON},
-		{"help", no_argument, NULL, 'h'},
-		{"version", no_argument, NULL, 'V'},
-		{"exporter", required_argument, NULL, L_EXPORTER},
-		{"status", required_argument, NULL, L_STATUS},
-		{"held", no_argument, NULL, L_HELD},
-		{"anomalies", no_argument, NULL, L_ANOMALIES},
-		{"overdue", no_argument, NULL, L_OVERDUE},
-		{"after", required_argument, NULL, L_AFTER},
-		{"token", required_argument, NULL, L_TOKEN},
-		{"operator", required_argument, NULL, L_OPERATOR},
-		{"limit", required_argument, NULL, L_LIMIT},
-		{"from", required_argument, NULL, L_FROM},
-		{"to", required_argument, NULL, L_TO},
-		{"by", required_argument, NULL, L_BY},
-		{"name", required_argument, NULL, L_NAME},
-		{"address", required_argument, NULL, L_ADDRESS},
-		{NULL, 0, NULL, 0},
+	    {"config", required_argument, NULL, 'c'},
+	    {"json", no_argument, NULL, L_JSON},
+	    {"help", no_argument, NULL, 'h'},
+	    {"version", no_argument, NULL, 'V'},
+	    {"exporter", required_argument, NULL, L_EXPORTER},
+	    {"status", required_argument, NULL, L_STATUS},
+	    {"held", no_argument, NULL, L_HELD},
+	    {"anomalies", no_argument, NULL, L_ANOMALIES},
+	    {"overdue", no_argument, NULL, L_OVERDUE},
+	    {"after", required_argument, NULL, L_AFTER},
+	    {"token", required_argument, NULL, L_TOKEN},
+	    {"operator", required_argument, NULL, L_OPERATOR},
+	    {"limit", required_argument, NULL, L_LIMIT},
+	    {"from", required_argument, NULL, L_FROM},
+	    {"to", required_argument, NULL, L_TO},
+	    {"by", required_argument, NULL, L_BY},
+	    {"name", required_argument, NULL, L_NAME},
+	    {"address", required_argument, NULL, L_ADDRESS},
+	    {NULL, 0, NULL, 0},
 	};
 	struct ctl c;
 	int ch;
@@ -1329,7 +1399,8 @@ int main(int argc, char **argv)
 			break;
 		case L_AFTER:
 			if (!parse_count(optarg, &c.o.after))
-				return usage_error("--after wants a seq, 0 or more (got \"%s\")", optarg);
+				return usage_error("--after wants a seq, 0 or more (got \"%s\")",
+				                   optarg);
 			c.o.given |= O_AFTER;
 			break;
 		case L_TOKEN:
@@ -1342,7 +1413,8 @@ int main(int argc, char **argv)
 			break;
 		case L_LIMIT:
 			if (!parse_count(optarg, &c.o.limit) || c.o.limit == 0)
-				return usage_error("--limit wants a count, 1 or more (got \"%s\")", optarg);
+				return usage_error("--limit wants a count, 1 or more (got \"%s\")",
+				                   optarg);
 			c.o.given |= O_LIMIT;
 			break;
 		case L_FROM:
@@ -1367,7 +1439,8 @@ int main(int argc, char **argv)
 			break;
 		default:
 			if (optopt != 0 && optopt < 256)
-				return usage_error("bad option -%c or its missing argument", optopt);
+				return usage_error("bad option -%c or its missing argument",
+				                   optopt);
 			return usage_error("unknown option %s or its missing argument",
 			                   argv[optind - 1]);
 		}

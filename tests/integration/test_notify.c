@@ -1,2 +1,1376 @@
-int main(void);
-int main(void) { return 77; }
+/*
+ * test_notify.c - notifications through the real daemon: the subscribe
+ * feed, LISTEN ordertrack, webhooks and alerts.
+ *
+ * The reference is always the table: ordertrack.notifications is written
+ * in the transaction of the change, so whatever a subscriber, a LISTEN
+ * client or a webhook receiver gets must be exactly the rows the test can
+ * read back, in seq order, without gap or duplicate (webhooks: at least
+ * once, so a repeat is allowed right after a failed attempt, nothing else).
+ *
+ * The webhook receiver is a small evhttp server run by this process, in a
+ * thread with an event_base of its own: the thread alone touches that base
+ * once it runs, so libevent needs no locking; the test thread reads what it
+ * recorded under a mutex.  Alerts are switched off (a one-day interval) in
+ * every test but the alerts test, since the scenarios' shipments are old
+ * enough to raise them and extra rows would upset the counts.
+ */
+#include <arpa/inet.h>
+#include <errno.h>
+#include <event2/buffer.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <libpq-fe.h>
+#include <netinet/in.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <poll.h>
+#include <pthread.h>
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <cmocka.h>
+
+#include "harness.h"
+
+#define KIVU "kivu-coffee"
+#define KIVU_TOKEN "demo-kivu-token"
+#define CHILI "akagera-chili"
+#define CHILI_TOKEN "demo-chili-token"
+#define TEA "lake-kivu-tea"
+#define TEA_TOKEN "tea-83d1f0-token"
+#define HONEY "virunga-honey"
+#define HONEY_TOKEN "honey-5be7a2-token"
+#define OPS "ops"
+#define OPS_TOKEN "ops-4f19c2-token"
+#define KIVU_FILE "tests/data/scenario-kivu-coffee.jsonl"
+#define CHILI_FILE "tests/data/scenario-akagera-chili.jsonl"
+
+#define NOTE_MS 15000   /* wait for one notification line */
+#define QUIET_MS 500    /* "nothing more comes" */
+#define LOAD_CONNS 4
+#define LOAD_EVENTS 500 /* per connection */
+#define HOOK_SECRET "whsec-test-0123456789"
+#define HOOK_FAILURES 3 /* retried after 1 s, 2 s, 4 s */
+
+static const char documents_required[] =
+	"documents = { required = (\n"
+	"\t{ hs_prefix = \"0901\"; documents = [ \"phytosanitary\", \"certificate_of_origin\" ]; },\n"
+	"\t{ hs_prefix = \"0904\"; documents = [ \"phytosanitary\", \"certificate_of_origin\",\n"
+	"\t                                    \"quality_certificate\" ]; }\n"
+	"); };\n";
+
+/* Alerts that never tick during a test. */
+static const char alerts_off[] = "alerts = { interval_s = 86400; };\n";
+
+/* Notification bodies read from the table, in seq order. */
+struct rows {
+	json_t **v;
+	size_t n;
+};
+
+/* ------------------------------------------------------------------ */
+/* Config, events, the table                                           */
+/* ------------------------------------------------------------------ */
+
+/*
+ * The config of every test: four exporters (the two demo ones first), the
+ * operator, the documents rules, and alerts and webhooks as given (NULL:
+ * alerts off, no webhooks).  The extra text lives in buf.
+ */
+static struct it_config notify_config(const char *name, const char *db, const char *alerts,
+                                      const char *webhooks, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%s%s%s", documents_required, alerts != NULL ? alerts : alerts_off,
+	         webhooks != NULL ? webhooks : "");
+	struct it_config cfg = {
+		.name = name,
+		.dbname = db,
+		.no_default_exporters = true,
+		.extra = {{KIVU, "Kivu Hills Coffee Cooperative", KIVU_TOKEN},
+		          {CHILI, "Akagera Chili Exporters", CHILI_TOKEN},
+		          {TEA, "Lake Kivu Tea", TEA_TOKEN},
+		          {HONEY, "Virunga Honey", HONEY_TOKEN}},
+		.n_extra = 4,
+		.operators = {{OPS, "Operations desk", OPS_TOKEN}},
+		.n_operators = 1,
+		.extra_text = buf,
+	};
+	return cfg;
+}
+
+/* A new database and a daemon on it with notify_config(). */
+static struct it_daemon *notify_daemon(const char *db, const char *alerts, const char *webhooks)
+{
+	char extra[2048];
+	it_pg_createdb(db);
+	struct it_config cfg = notify_config(db, db, alerts, webhooks, extra, sizeof(extra));
+	/* it_daemon_start keeps a copy of cfg; extra_text is only read now. */
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	d->cfg.extra_text = NULL;
+	return d;
+}
+
+/* The id of an event line. */
+static void line_id(const char *line, char *out, size_t cap)
+{
+	json_t *o = json_loads(line, 0, NULL);
+	const char *id = it_json_str(o, "id");
+	if (id == NULL)
+		it_fail("event line without an id: %.200s", line);
+	snprintf(out, cap, "%s", id);
+	json_decref(o);
+}
+
+/*
+ * Send a scenario file on a new connection, pipelined (few batches, few
+ * notifications) or one event at a time (a notification per change);
+ * every ack must be result.
+ */
+static size_t send_file(struct it_daemon *d, const char *rel, const char *exporter,
+                        const char *token, bool one_by_one, const char *result)
+{
+	char *text = it_source_file(rel);
+	struct it_client *c = it_connect(d);
+	it_hello(c, exporter, token);
+	if (!one_by_one)
+		it_send_raw(c, text, strlen(text));
+	size_t n = 0;
+	char *save = NULL;
+	for (char *l = strtok_r(text, "\n", &save); l != NULL; l = strtok_r(NULL, "\n", &save)) {
+		char id[160];
+		line_id(l, id, sizeof(id));
+		if (one_by_one)
+			it_send(c, l);
+		char *reply = it_read_line(c, 30000);
+		it_check_ack(reply, id, result);
+		free(reply);
+		n++;
+	}
+	free(text);
+	it_close(c);
+	return n;
+}
+
+/* Both demo scenarios, stored: coffee one event at a time, chili pipelined. */
+static void send_scenarios(struct it_daemon *d)
+{
+	send_file(d, KIVU_FILE, KIVU, KIVU_TOKEN, true, "stored");
+	send_file(d, CHILI_FILE, CHILI, CHILI_TOKEN, false, "stored");
+}
+
+/* it_event_line with another occurred_at. */
+static char *event_at(const char *id, const char *type, const char *order, const char *ship,
+                      const char *when)
+{
+	char *line = it_event_line(id, type, order, ship);
+	json_t *o = json_loads(line, JSON_PRESERVE_ORDER, NULL);
+	free(line);
+	json_object_set_new(o, "occurred_at", json_string(when));
+	line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(o);
+	if (line == NULL)
+		abort();
+	return line;
+}
+
+/* Send one event and require its ack. */
+static void send_event(struct it_client *c, const char *line, const char *result)
+{
+	char id[160];
+	line_id(line, id, sizeof(id));
+	it_send(c, line);
+	it_expect_ack(c, id, result);
+}
+
+/* Send an it_event_line event and require its ack. */
+static void send_simple(struct it_client *c, const char *id, const char *type, const char *order,
+                        const char *ship, const char *result)
+{
+	char *line = it_event_line(id, type, order, ship);
+	send_event(c, line, result);
+	free(line);
+}
+
+/*
+ * The notification bodies that match where (SQL over the notifications
+ * table, with up to two text parameters), in seq order.
+ */
+static void table_rows(const char *db, const char *where, const char *p1, const char *p2,
+                       struct rows *out)
+{
+	char sql[1024];
+	snprintf(sql, sizeof(sql),
+	         "SELECT coalesce(string_agg(body::text, E'\\n' ORDER BY seq), '')"
+	         " FROM ordertrack.notifications WHERE %s",
+	         where);
+	char *text = it_db_value(db, sql, p1, p2, NULL);
+	memset(out, 0, sizeof(*out));
+	size_t cap = 0;
+	char *save = NULL;
+	for (char *l = strtok_r(text, "\n", &save); l != NULL; l = strtok_r(NULL, "\n", &save)) {
+		if (out->n == cap) {
+			cap = cap ? 2 * cap : 64;
+			out->v = realloc(out->v, cap * sizeof(*out->v));
+			if (out->v == NULL)
+				abort();
+		}
+		json_error_t err;
+		out->v[out->n] = json_loads(l, 0, &err);
+		if (out->v[out->n] == NULL)
+			it_fail("a stored body is not JSON (%s): %.200s", err.text, l);
+		out->n++;
+	}
+	free(text);
+}
+
+/* Release table_rows' result. */
+static void rows_free(struct rows *r)
+{
+	for (size_t i = 0; i < r->n; i++)
+		json_decref(r->v[i]);
+	free(r->v);
+	memset(r, 0, sizeof(*r));
+}
+
+/* The seq member of a notification. */
+static long long seq_of(const json_t *o)
+{
+	return (long long)json_integer_value(json_object_get(o, "seq"));
+}
+
+/* The newest seq in the table, 0 when empty. */
+static long long max_seq(const char *db)
+{
+	return it_db_long(db, "SELECT coalesce(max(seq), 0) FROM ordertrack.notifications", NULL);
+}
+
+/* Notifications in the table. */
+static long note_count(const char *db, const char *where)
+{
+	char sql[512];
+	snprintf(sql, sizeof(sql), "SELECT count(*) FROM ordertrack.notifications WHERE %s", where);
+	return it_db_long(db, sql, NULL);
+}
+
+/* seq runs 1..count(*) with no hole (the counter row makes it so). */
+static void expect_seq_contiguous(const char *db)
+{
+	long n = note_count(db, "true");
+	long long hi = max_seq(db);
+	long lo = it_db_long(db, "SELECT coalesce(min(seq), 1) FROM ordertrack.notifications", NULL);
+	if (hi != n || lo != 1)
+		it_fail("notification seqs are not 1..%ld without gaps: min %ld, max %lld", n, lo, hi);
+}
+
+/* ------------------------------------------------------------------ */
+/* The subscriber's side                                               */
+/* ------------------------------------------------------------------ */
+
+/* Read one line; it must be a notification (returned parsed). */
+static json_t *read_note(struct it_client *c, int ms)
+{
+	char *line = it_read_line(c, ms);
+	json_t *o = json_loads(line, 0, NULL);
+	const char *type = it_json_str(o, "type");
+	if (o == NULL || type == NULL || strcmp(type, "notification") != 0 ||
+	    !json_is_integer(json_object_get(o, "seq")))
+		it_fail("expected a notification line, got: %.300s", line);
+	free(line);
+	return o;
+}
+
+/* Send a subscribe line and require {"type":"subscribed","after":after}. */
+static void subscribe(struct it_client *c, const char *line, long long after)
+{
+	it_send(c, line);
+	json_t *o = it_read_json(c, IT_REPLY_MS);
+	const char *type = it_json_str(o, "type");
+	json_t *a = json_object_get(o, "after");
+	if (type == NULL || strcmp(type, "subscribed") != 0 || !json_is_integer(a) ||
+	    json_integer_value(a) != after || json_object_size(o) != 2) {
+		char *t = json_dumps(o, JSON_COMPACT);
+		it_fail("to %s expected {\"type\":\"subscribed\",\"after\":%lld}, got %s", line, after,
+		        t);
+	}
+	json_decref(o);
+}
+
+/* Subscribe with only "after". */
+static void subscribe_after(struct it_client *c, long long after)
+{
+	char line[96];
+	snprintf(line, sizeof(line), "{\"type\":\"subscribe\",\"after\":%lld}", after);
+	subscribe(c, line, after);
+}
+
+/* Fail if anything arrives within ms. */
+static void expect_quiet(struct it_client *c, int ms, const char *what)
+{
+	char *line;
+	switch (it_try_read_line(c, ms, &line)) {
+	case IT_READ_TIMEOUT:
+		return;
+	case IT_READ_EOF:
+		it_fail("%s: the daemon closed the connection", what);
+	case IT_READ_LINE:
+		break;
+	}
+	it_fail("%s: expected nothing more, got: %.300s", what, line);
+}
+
+/* Fail unless a is b (both notification bodies), naming position i. */
+static void expect_same_note(const json_t *got, const json_t *want, size_t i, const char *what)
+{
+	if (json_equal(got, want))
+		return;
+	char *g = json_dumps(got, JSON_COMPACT | JSON_SORT_KEYS);
+	char *w = json_dumps(want, JSON_COMPACT | JSON_SORT_KEYS);
+	it_fail("%s: notification %zu differs from the table:\n  got   %.400s\n  table %.400s", what,
+	        i, g, w);
+}
+
+/*
+ * Read want->n - from notifications: strictly increasing seq and each
+ * equal to the table's row, from the from-th on.
+ */
+static void expect_stream(struct it_client *c, const struct rows *want, size_t from,
+                          const char *what)
+{
+	long long last = -1;
+	for (size_t i = from; i < want->n; i++) {
+		json_t *o = read_note(c, NOTE_MS);
+		if (seq_of(o) <= last)
+			it_fail("%s: seq %lld after %lld", what, seq_of(o), last);
+		last = seq_of(o);
+		expect_same_note(o, want->v[i], i, what);
+		json_decref(o);
+	}
+}
+
+/* ------------------------------------------------------------------ */
+/* Subscribe: the stream is the table                                  */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A subscriber connected before the scenarios (live) and one connected
+ * after them (backlog) both get exactly their exporter's rows, in seq
+ * order; neither sees the other exporter's.
+ */
+static void test_subscribe_scenario(void **state)
+{
+	(void)state;
+	const char *db = "notify_scenario";
+	struct it_daemon *d = notify_daemon(db, NULL, NULL);
+	struct it_client *live = it_connect(d);
+	it_hello(live, KIVU, KIVU_TOKEN);
+	subscribe_after(live, 0);
+	expect_quiet(live, 200, "subscriber before any event");
+
+	send_scenarios(d);
+	struct rows kivu, chili;
+	table_rows(db, "exporter = $1", KIVU, NULL, &kivu);
+	table_rows(db, "exporter = $1", CHILI, NULL, &chili);
+	if (kivu.n < 20 || chili.n < 4)
+		it_fail("the scenarios made only %zu and %zu notifications", kivu.n, chili.n);
+	assert_int_equal(kivu.n + chili.n, note_count(db, "true"));
+	expect_seq_contiguous(db);
+
+	expect_stream(live, &kivu, 0, "live kivu-coffee subscriber");
+	expect_quiet(live, QUIET_MS, "live kivu-coffee subscriber after its rows");
+
+	struct it_client *back = it_connect(d);
+	it_hello(back, CHILI, CHILI_TOKEN);
+	subscribe_after(back, 0);
+	expect_stream(back, &chili, 0, "backlog akagera-chili subscriber");
+	expect_quiet(back, QUIET_MS, "backlog akagera-chili subscriber after its rows");
+
+	/* One subscription per connection. */
+	it_send(back, "{\"type\":\"subscribe\",\"after\":0}");
+	json_decref(it_expect_error(back, NULL, "invalid_request"));
+	it_send(back, "{\"type\":\"ping\"}");
+	it_expect_pong(back);
+
+	rows_free(&kivu);
+	rows_free(&chili);
+	it_daemon_stop_clean(d);
+}
+
+/* Resuming after the k-th seq gives exactly the rest; after the last, nothing. */
+static void test_subscribe_resume(void **state)
+{
+	(void)state;
+	const char *db = "notify_resume";
+	struct it_daemon *d = notify_daemon(db, NULL, NULL);
+	send_scenarios(d);
+	struct rows kivu;
+	table_rows(db, "exporter = $1", KIVU, NULL, &kivu);
+	assert_true(kivu.n >= 4);
+
+	size_t ks[] = {1, kivu.n / 2, kivu.n - 1};
+	for (size_t j = 0; j < sizeof(ks) / sizeof(ks[0]); j++) {
+		size_t k = ks[j];
+		struct it_client *c = it_connect(d);
+		it_hello(c, KIVU, KIVU_TOKEN);
+		subscribe_after(c, seq_of(kivu.v[k - 1]));
+		char what[64];
+		snprintf(what, sizeof(what), "resumed after notification %zu", k);
+		expect_stream(c, &kivu, k, what);
+		expect_quiet(c, QUIET_MS, what);
+		it_close(c);
+	}
+	struct it_client *c = it_connect(d);
+	it_hello(c, KIVU, KIVU_TOKEN);
+	subscribe_after(c, seq_of(kivu.v[kivu.n - 1]));
+	expect_quiet(c, QUIET_MS, "resumed after the last one");
+	rows_free(&kivu);
+	it_daemon_stop_clean(d);
+}
+
+/* Event i of load connection k: 100 orders of 5 events each. */
+static char *load_event(int k, int i, char *id, size_t cap)
+{
+	static const char *const types[] = {"order.created", "order.confirmed", "shipment.booked",
+	                                    "shipment.departed", "shipment.delivered"};
+	char order[32], ship[40];
+	snprintf(id, cap, "g%d-%04d", k, i);
+	snprintf(order, sizeof(order), "G%d-%03d", k, i / 5);
+	snprintf(ship, sizeof(ship), "G%d-%03d-S", k, i / 5);
+	const char *type = types[i % 5];
+	return it_event_line(id, type, order, strncmp(type, "shipment.", 9) == 0 ? ship : NULL);
+}
+
+/*
+ * An operator subscribed while four connections (four exporters) ingest
+ * 500 events each gets every row of the table exactly once, in seq order.
+ */
+static void test_subscribe_under_load(void **state)
+{
+	(void)state;
+	const char *db = "notify_load";
+	static const struct {
+		const char *id, *token;
+	} who[LOAD_CONNS] = {{KIVU, KIVU_TOKEN}, {CHILI, CHILI_TOKEN}, {TEA, TEA_TOKEN},
+	                     {HONEY, HONEY_TOKEN}};
+	struct it_daemon *d = notify_daemon(db, NULL, NULL);
+	struct it_client *op = it_connect(d);
+	it_hello_operator(op, OPS, OPS_TOKEN);
+	subscribe_after(op, 0);
+
+	struct it_client *all[LOAD_CONNS + 1];
+	all[0] = op;
+	op->want = 0; /* read along, but do not wait for it yet */
+	for (int k = 0; k < LOAD_CONNS; k++) {
+		struct it_client *c = it_connect(d);
+		char hello[256];
+		snprintf(hello, sizeof(hello), "{\"type\":\"hello\",\"exporter\":\"%s\",\"token\":\"%s\"}",
+		         who[k].id, who[k].token);
+		it_queue(c, hello);
+		for (int i = 0; i < LOAD_EVENTS; i++) {
+			char id[32];
+			char *ev = load_event(k, i, id, sizeof(id));
+			it_queue(c, ev);
+			free(ev);
+		}
+		c->want = 1 + LOAD_EVENTS;
+		all[k + 1] = c;
+	}
+	long long t0 = it_now_ms();
+	if (!it_pump(all, LOAD_CONNS + 1, 120000))
+		it_fail("the load connections did not get all their acks within 120 s");
+	for (int k = 0; k < LOAD_CONNS; k++) {
+		struct it_client *c = all[k + 1];
+		if (strstr(c->lines[0], "\"welcome\"") == NULL)
+			it_fail("load connection %d: hello answered with %s", k, c->lines[0]);
+		for (int i = 0; i < LOAD_EVENTS; i++) {
+			char id[32];
+			snprintf(id, sizeof(id), "g%d-%04d", k, i);
+			it_check_ack(c->lines[1 + i], id, "stored");
+		}
+	}
+	fprintf(stderr, "notify: %d x %d events acked in %lld ms\n", LOAD_CONNS, LOAD_EVENTS,
+	        it_now_ms() - t0);
+
+	struct rows table;
+	table_rows(db, "true", NULL, NULL, &table);
+	expect_seq_contiguous(db);
+	/* At least an order.status and a shipment.status for each of the orders. */
+	if (table.n < (size_t)(LOAD_CONNS * LOAD_EVENTS / 5 * 2))
+		it_fail("only %zu notifications for %d orders", table.n, LOAD_CONNS * LOAD_EVENTS / 5);
+	op->want = table.n;
+	if (!it_pump(&op, 1, 60000))
+		it_fail("the operator got %zu of %zu notifications", op->n_lines, table.n);
+	long long last = 0;
+	for (size_t i = 0; i < op->n_lines; i++) {
+		json_t *o = json_loads(op->lines[i], 0, NULL);
+		if (o == NULL || strcmp(it_json_str(o, "type") ? it_json_str(o, "type") : "",
+		                        "notification") != 0)
+			it_fail("operator line %zu is not a notification: %.200s", i, op->lines[i]);
+		if (seq_of(o) <= last)
+			it_fail("operator stream: seq %lld after %lld (line %zu)", seq_of(o), last, i);
+		last = seq_of(o);
+		expect_same_note(o, table.v[i], i, "operator under load");
+		json_decref(o);
+	}
+	expect_quiet(op, QUIET_MS, "operator after the whole table");
+	rows_free(&table);
+	it_daemon_stop_clean(d);
+}
+
+/* ------------------------------------------------------------------ */
+/* What must not notify                                                */
+/* ------------------------------------------------------------------ */
+
+/*
+ * A batch that fails in the database rolls back with its notifications:
+ * the daemon isolates the failing event (invalid_event), stores the others,
+ * and the table has each change once, with no seq gap.
+ */
+static void test_rolled_back_batch(void **state)
+{
+	(void)state;
+	const char *db = "notify_rollback";
+	char extra[2048];
+	it_pg_createdb(db);
+	struct it_config cfg = notify_config(db, db, NULL, NULL, extra, sizeof(extra));
+	cfg.batch_max_delay_ms = 50; /* the lines below go in one batch */
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	it_db_command(db,
+	              "ALTER TABLE ordertrack.documents ADD CONSTRAINT t_fail"
+	              " CHECK (number <> 'FAIL-ME')",
+	              NULL);
+
+	static const char *const ids[] = {"f-01", "f-02", "f-03", "f-04", "f-05", "f-06"};
+	char *lines[6];
+	lines[0] = it_event_line("f-01", "order.created", "F-1", NULL);
+	lines[1] = it_event_line("f-02", "shipment.booked", "F-1", "F1-A");
+	lines[2] = strdup("{\"type\":\"document.issued\",\"id\":\"f-03\","
+	                  "\"occurred_at\":\"" IT_OCCURRED_AT "\",\"order\":\"F-1\","
+	                  "\"document\":\"phytosanitary\",\"number\":\"FAIL-ME\"}");
+	lines[3] = it_event_line("f-04", "shipment.departed", "F-1", "F1-A");
+	lines[4] = it_event_line("f-05", "order.created", "F-2", NULL);
+	lines[5] = it_event_line("f-06", "order.confirmed", "F-2", NULL);
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *mem = open_memstream(&buf, &len);
+	if (mem == NULL || lines[2] == NULL)
+		abort();
+	for (int i = 0; i < 6; i++)
+		fprintf(mem, "%s\n", lines[i]);
+	fclose(mem);
+
+	off_t log_at = it_log_offset(d);
+	struct it_client *c = it_connect(d);
+	it_hello(c, KIVU, KIVU_TOKEN);
+	it_send_raw(c, buf, len);
+	free(buf);
+	for (int i = 0; i < 6; i++) {
+		if (i == 2) {
+			json_t *e = it_expect_error(c, "f-03", "invalid_event");
+			json_decref(e);
+		} else {
+			it_expect_ack(c, ids[i], "stored");
+		}
+	}
+	/* The failure hit the whole batch (the fold's rows), not one INSERT. */
+	if (it_log_wait(d, log_at, "batch failed, isolating", 1000) < 0)
+		it_fail("no \"batch failed, isolating\" in the log: the six events did not fail "
+		        "as one batch, so this test proved nothing");
+
+	assert_int_equal(it_db_long(db,
+	                            "SELECT count(*) FROM ordertrack.events WHERE event_id = 'f-03'",
+	                            NULL),
+	                 0);
+	assert_int_equal(note_count(db, "event_id = 'f-03'"), 0);
+	/* Each change once: no row survives from the rolled-back attempt. */
+	assert_int_equal(note_count(db, "true"),
+	                 it_db_long(db,
+	                            "SELECT count(DISTINCT (kind, order_ref, coalesce(shipment_ref, ''),"
+	                            " coalesce(from_status, ''), coalesce(to_status, '')))"
+	                            " FROM ordertrack.notifications",
+	                            NULL));
+	/* created, then booked, then in_transit for F-1; created, confirmed for F-2. */
+	assert_int_equal(note_count(db, "kind = 'order.status' AND order_ref = 'F-1'"), 3);
+	assert_int_equal(note_count(db, "kind = 'order.status' AND order_ref = 'F-2'"), 2);
+	assert_int_equal(note_count(db, "kind = 'shipment.status' AND order_ref = 'F-1'"), 2);
+	expect_seq_contiguous(db);
+
+	/* Fixed in the database, the same event (same id) goes in. */
+	long long before = max_seq(db);
+	it_db_command(db, "ALTER TABLE ordertrack.documents DROP CONSTRAINT t_fail", NULL);
+	send_event(c, lines[2], "stored");
+	assert_int_equal(it_db_long(db,
+	                            "SELECT count(*) FROM ordertrack.documents"
+	                            " WHERE order_ref = 'F-1' AND number = 'FAIL-ME'",
+	                            NULL),
+	                 1);
+	assert_true(max_seq(db) >= before);
+	expect_seq_contiguous(db);
+	for (int i = 0; i < 6; i++)
+		free(lines[i]);
+	it_daemon_stop_clean(d);
+}
+
+/* Duplicates, and late events that change no status, add no notification. */
+static void test_no_change_no_notification(void **state)
+{
+	(void)state;
+	const char *db = "notify_nochange";
+	struct it_daemon *d = notify_daemon(db, NULL, NULL);
+	send_scenarios(d);
+	long before = note_count(db, "true");
+	struct it_client *sub = it_connect(d);
+	it_hello(sub, KIVU, KIVU_TOKEN);
+	subscribe_after(sub, max_seq(db));
+
+	/* The whole coffee scenario again: all duplicates. */
+	send_file(d, KIVU_FILE, KIVU, KIVU_TOKEN, false, "duplicate");
+	assert_int_equal(note_count(db, "true"), before);
+
+	/* Late events of a delivered shipment, placed before later ones. */
+	struct it_client *c = it_connect(d);
+	it_hello(c, KIVU, KIVU_TOKEN);
+	char *late[] = {
+		event_at("kvh-0142-late1", "shipment.picked_up", "KVH-2026-0142", "KVH-0142-A",
+		         "2026-10-12T06:00:00+02:00"),
+		event_at("kvh-0142-late2", "shipment.checkpoint", "KVH-2026-0142", "KVH-0142-A",
+		         "2026-10-13T05:00:00+02:00"),
+		event_at("kvh-0142-late3", "order.confirmed", "KVH-2026-0142", NULL,
+		         "2026-10-05T12:00:00+02:00"),
+		event_at("kvh-0157-late1", "shipment.export_cleared", "KVH-2026-0157", "KVH-0157-A",
+		         "2026-11-02T15:00:00+02:00"),
+	};
+	for (size_t i = 0; i < sizeof(late) / sizeof(late[0]); i++) {
+		send_event(c, late[i], "stored");
+		free(late[i]);
+	}
+	assert_int_equal(note_count(db, "true"), before);
+	/* ...and sent again, duplicates too. */
+	send_file(d, CHILI_FILE, CHILI, CHILI_TOKEN, true, "duplicate");
+	assert_int_equal(note_count(db, "true"), before);
+	expect_quiet(sub, QUIET_MS, "subscriber during duplicates and late events");
+	it_daemon_stop_clean(d);
+}
+
+/* ------------------------------------------------------------------ */
+/* LISTEN ordertrack                                                   */
+/* ------------------------------------------------------------------ */
+
+/* A NOTIFY with {"seq","kind","exporter","order"} reaches a LISTEN client. */
+static void test_listen_notify(void **state)
+{
+	(void)state;
+	const char *db = "notify_listen";
+	struct it_daemon *d = notify_daemon(db, NULL, NULL);
+	PGconn *pg = PQconnectdb(it_conninfo(db));
+	if (PQstatus(pg) != CONNECTION_OK) {
+		char msg[256];
+		snprintf(msg, sizeof(msg), "%s", PQerrorMessage(pg));
+		PQfinish(pg);
+		it_fail("connect: %s", msg);
+	}
+	PGresult *r = PQexec(pg, "LISTEN ordertrack");
+	bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+	PQclear(r);
+	if (!ok) {
+		PQfinish(pg);
+		it_fail("LISTEN ordertrack failed");
+	}
+
+	struct it_client *c = it_connect(d);
+	it_hello(c, KIVU, KIVU_TOKEN);
+	send_simple(c, "ls-01", "order.created", "LISTEN-1", NULL, "stored");
+
+	PGnotify *n = NULL;
+	long long deadline = it_now_ms() + NOTE_MS;
+	while (n == NULL) {
+		if (!PQconsumeInput(pg))
+			break;
+		n = PQnotifies(pg);
+		if (n != NULL)
+			break;
+		long long left = deadline - it_now_ms();
+		if (left <= 0)
+			break;
+		struct pollfd p = {.fd = PQsocket(pg), .events = POLLIN};
+		if (poll(&p, 1, (int)left) < 0 && errno != EINTR)
+			break;
+	}
+	if (n == NULL) {
+		PQfinish(pg);
+		it_fail("no NOTIFY on channel ordertrack within %d ms of the ack", NOTE_MS);
+	}
+	char channel[64], payload[512];
+	snprintf(channel, sizeof(channel), "%s", n->relname);
+	snprintf(payload, sizeof(payload), "%s", n->extra);
+	PQfreemem(n);
+	PQfinish(pg);
+
+	if (strcmp(channel, "ordertrack") != 0)
+		it_fail("NOTIFY on channel %s", channel);
+	json_t *o = json_loads(payload, 0, NULL);
+	if (o == NULL || json_object_size(o) != 4 || !json_is_integer(json_object_get(o, "seq")))
+		it_fail("payload is not {\"seq\",\"kind\",\"exporter\",\"order\"}: %s", payload);
+	char seq[32];
+	snprintf(seq, sizeof(seq), "%lld", seq_of(o));
+	char *row = it_db_value(db,
+	                        "SELECT json_build_object('seq', seq, 'kind', kind, 'exporter',"
+	                        " exporter, 'order', order_ref)::text"
+	                        " FROM ordertrack.notifications WHERE seq = $1::bigint",
+	                        seq, NULL);
+	json_t *want = json_loads(row, 0, NULL);
+	if (!json_equal(o, want))
+		it_fail("payload %s does not match the table row %s", payload, row);
+	if (strcmp(it_json_str(o, "kind"), "order.status") != 0 ||
+	    strcmp(it_json_str(o, "exporter"), KIVU) != 0 ||
+	    strcmp(it_json_str(o, "order"), "LISTEN-1") != 0)
+		it_fail("unexpected payload %s", payload);
+	free(row);
+	json_decref(want);
+	json_decref(o);
+	it_daemon_stop_clean(d);
+}
+
+/* ------------------------------------------------------------------ */
+/* Filters and permissions                                             */
+/* ------------------------------------------------------------------ */
+
+/* Subscribe with line (its after is 0) and require exactly the rows of where. */
+static void expect_filtered(struct it_daemon *d, const char *db, bool op, const char *exporter,
+                            const char *token, const char *line, const char *where,
+                            const char *p1, const char *p2)
+{
+	struct rows want;
+	table_rows(db, where, p1, p2, &want);
+	struct it_client *c = it_connect(d);
+	if (op)
+		it_hello_operator(c, exporter, token);
+	else
+		it_hello(c, exporter, token);
+	subscribe(c, line, 0);
+	expect_stream(c, &want, 0, line);
+	expect_quiet(c, QUIET_MS, line);
+	it_close(c);
+	rows_free(&want);
+}
+
+/*
+ * kinds and orders filters; an exporter sees only its own; exporters in an
+ * exporter's subscribe and events from an operator are forbidden; a
+ * negative after is invalid; an after beyond the newest seq waits.
+ */
+static void test_filters(void **state)
+{
+	(void)state;
+	const char *db = "notify_filters";
+	struct it_daemon *d = notify_daemon(db, NULL, NULL);
+	send_scenarios(d);
+
+	expect_filtered(d, db, false, KIVU, KIVU_TOKEN,
+	                "{\"type\":\"subscribe\",\"after\":0,\"kinds\":[\"shipment.status\"]}",
+	                "exporter = $1 AND kind = 'shipment.status'", KIVU, NULL);
+	expect_filtered(d, db, false, KIVU, KIVU_TOKEN,
+	                "{\"type\":\"subscribe\",\"after\":0,\"orders\":[\"KVH-2026-0157\"]}",
+	                "exporter = $1 AND order_ref = 'KVH-2026-0157'", KIVU, NULL);
+	expect_filtered(d, db, false, CHILI, CHILI_TOKEN,
+	                "{\"type\":\"subscribe\",\"after\":0,\"kinds\":[\"order.anomaly\","
+	                "\"shipment.eta\"],\"orders\":[\"AKC-HEMA-2026-031\",\"NOPE-1\"]}",
+	                "exporter = $1 AND kind IN ('order.anomaly', 'shipment.eta')", CHILI, NULL);
+	/* Another exporter's order, by name: nothing. */
+	expect_filtered(d, db, false, KIVU, KIVU_TOKEN,
+	                "{\"type\":\"subscribe\",\"after\":0,\"orders\":[\"AKC-HEMA-2026-031\"]}",
+	                "false", NULL, NULL);
+	/* An operator narrows with exporters, or matches an order at any exporter. */
+	expect_filtered(d, db, true, OPS, OPS_TOKEN,
+	                "{\"type\":\"subscribe\",\"after\":0,\"exporters\":[\"akagera-chili\"]}",
+	                "exporter = $1", CHILI, NULL);
+	expect_filtered(d, db, true, OPS, OPS_TOKEN,
+	                "{\"type\":\"subscribe\",\"after\":0,\"orders\":[\"KVH-2026-0142\","
+	                "\"AKC-HEMA-2026-031\"],\"kinds\":[\"order.status\"]}",
+	                "kind = 'order.status'"
+	                " AND order_ref IN ('KVH-2026-0142', 'AKC-HEMA-2026-031')",
+	                NULL, NULL);
+
+	/* exporters from an exporter: forbidden; the connection stays usable. */
+	struct it_client *c = it_connect(d);
+	it_hello(c, KIVU, KIVU_TOKEN);
+	it_send(c, "{\"type\":\"subscribe\",\"after\":0,\"exporters\":[\"kivu-coffee\"]}");
+	json_decref(it_expect_error(c, NULL, "forbidden"));
+	it_send(c, "{\"type\":\"subscribe\",\"after\":-1}");
+	json_t *e = it_expect_error(c, NULL, "invalid_request");
+	if (strstr(it_json_str(e, "message"), "\"after\"") == NULL)
+		it_fail("the refusal of after -1 should name \"after\": %s", it_json_str(e, "message"));
+	json_decref(e);
+	it_send(c, "{\"type\":\"ping\"}");
+	it_expect_pong(c);
+	it_close(c);
+
+	/* An event from an operator: forbidden, with its id, nothing stored. */
+	long rows = it_db_rows(db);
+	struct it_client *op = it_connect(d);
+	it_hello_operator(op, OPS, OPS_TOKEN);
+	char *ev = it_event_line("op-01", "order.created", "OPS-1", NULL);
+	it_send(op, ev);
+	free(ev);
+	json_decref(it_expect_error(op, "op-01", "forbidden"));
+	assert_int_equal(it_db_rows(db), rows);
+
+	/*
+	 * after beyond the newest seq: subscribed, then nothing until a seq
+	 * above it exists.  Each order.created below makes one notification.
+	 */
+	long long top = max_seq(db);
+	subscribe_after(op, top + 2);
+	expect_quiet(op, QUIET_MS, "operator subscribed beyond the newest seq");
+	struct it_client *k = it_connect(d);
+	it_hello(k, KIVU, KIVU_TOKEN);
+	for (int i = 1; i <= 4; i++) {
+		char id[32], order[32];
+		snprintf(id, sizeof(id), "new-%d", i);
+		snprintf(order, sizeof(order), "NEW-%d", i);
+		send_simple(k, id, "order.created", order, NULL, "stored");
+	}
+	assert_int_equal(max_seq(db), top + 4);
+	struct rows want;
+	char after[32];
+	snprintf(after, sizeof(after), "%lld", top + 2);
+	table_rows(db, "seq > $1::bigint", after, NULL, &want);
+	assert_int_equal(want.n, 2);
+	expect_stream(op, &want, 0, "operator subscribed beyond the newest seq");
+	expect_quiet(op, QUIET_MS, "operator after the new ones");
+	rows_free(&want);
+	it_daemon_stop_clean(d);
+}
+
+/* ------------------------------------------------------------------ */
+/* Webhooks: a receiver of our own                                     */
+/* ------------------------------------------------------------------ */
+
+/* One request the receiver got, and what it answered. */
+struct hook_req {
+	bool post;
+	char *uri;
+	char *content_type; /* NULL when missing */
+	char *delivery;     /* Ordertrack-Delivery */
+	char *signature;    /* Ordertrack-Signature */
+	char *body;
+	int status;
+};
+
+/*
+ * The receiver.  Its thread owns base and http while it runs; the test
+ * thread only sets the failure knobs and reads reqs, under mu.  Strings in
+ * reqs are never freed before rcv_stop(), so a snapshot may share them.
+ */
+static struct {
+	struct event_base *base;
+	struct evhttp *http;
+	struct event *tick;
+	pthread_t thread;
+	bool running;
+	int port;
+	atomic_bool stop;
+	pthread_mutex_t mu;
+	struct hook_req *reqs;
+	size_t n, cap;
+	int fail_next; /* answer 500 to this many more requests */
+	bool fail_all; /* answer 500 to every request */
+} rcv = {.mu = PTHREAD_MUTEX_INITIALIZER};
+
+/* strdup that keeps NULL. */
+static char *dup_or_null(const char *s)
+{
+	if (s == NULL)
+		return NULL;
+	char *p = strdup(s);
+	if (p == NULL)
+		abort();
+	return p;
+}
+
+/* Receiver thread: record the request, answer 500 or 204. */
+static void rcv_request_cb(struct evhttp_request *req, void *arg)
+{
+	(void)arg;
+	struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+	struct evbuffer *buf = evhttp_request_get_input_buffer(req);
+	size_t len = evbuffer_get_length(buf);
+	struct hook_req r = {
+		.post = evhttp_request_get_command(req) == EVHTTP_REQ_POST,
+		.uri = dup_or_null(evhttp_request_get_uri(req)),
+		.content_type = dup_or_null(evhttp_find_header(in, "Content-Type")),
+		.delivery = dup_or_null(evhttp_find_header(in, "Ordertrack-Delivery")),
+		.signature = dup_or_null(evhttp_find_header(in, "Ordertrack-Signature")),
+		.body = malloc(len + 1),
+	};
+	if (r.body == NULL)
+		abort();
+	evbuffer_copyout(buf, r.body, len);
+	r.body[len] = '\0';
+
+	pthread_mutex_lock(&rcv.mu);
+	r.status = 204;
+	if (rcv.fail_all) {
+		r.status = 500;
+	} else if (rcv.fail_next > 0) {
+		rcv.fail_next--;
+		r.status = 500;
+	}
+	if (rcv.n == rcv.cap) {
+		rcv.cap = rcv.cap ? 2 * rcv.cap : 64;
+		rcv.reqs = realloc(rcv.reqs, rcv.cap * sizeof(*rcv.reqs));
+		if (rcv.reqs == NULL)
+			abort();
+	}
+	rcv.reqs[rcv.n++] = r;
+	pthread_mutex_unlock(&rcv.mu);
+	evhttp_send_reply(req, r.status, r.status == 204 ? "No Content" : "Internal Server Error",
+	                  NULL);
+}
+
+/* Receiver thread: leave the loop once asked to. */
+static void rcv_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	if (atomic_load(&rcv.stop))
+		event_base_loopbreak(rcv.base);
+}
+
+/* Receiver thread body. */
+static void *rcv_main(void *arg)
+{
+	(void)arg;
+	event_base_dispatch(rcv.base);
+	return NULL;
+}
+
+/* Listen on 127.0.0.1 at a free port and start the thread; the first fail_next get 500. */
+static void rcv_start(int fail_next)
+{
+	struct sockaddr_in sa;
+	socklen_t salen = sizeof(sa);
+
+	rcv.base = event_base_new();
+	rcv.http = rcv.base ? evhttp_new(rcv.base) : NULL;
+	if (rcv.http == NULL)
+		it_fail("cannot make the webhook receiver");
+	struct evhttp_bound_socket *bs = evhttp_bind_socket_with_handle(rcv.http, "127.0.0.1", 0);
+	if (bs == NULL ||
+	    getsockname(evhttp_bound_socket_get_fd(bs), (struct sockaddr *)&sa, &salen) != 0)
+		it_fail("webhook receiver: cannot listen on 127.0.0.1: %s", strerror(errno));
+	rcv.port = ntohs(sa.sin_port);
+	evhttp_set_gencb(rcv.http, rcv_request_cb, NULL);
+	rcv.tick = event_new(rcv.base, -1, EV_PERSIST, rcv_tick_cb, NULL);
+	struct timeval tv = {0, 20000};
+	if (rcv.tick == NULL || event_add(rcv.tick, &tv) != 0)
+		it_fail("webhook receiver: cannot add its timer");
+	rcv.fail_next = fail_next;
+	rcv.fail_all = false;
+	atomic_store(&rcv.stop, false);
+	if (pthread_create(&rcv.thread, NULL, rcv_main, NULL) != 0)
+		it_fail("webhook receiver: pthread_create failed");
+	rcv.running = true;
+}
+
+/* Stop the thread and free everything (also after a failed test). */
+static void rcv_stop(void)
+{
+	if (rcv.running) {
+		atomic_store(&rcv.stop, true);
+		pthread_join(rcv.thread, NULL);
+		rcv.running = false;
+	}
+	if (rcv.tick != NULL)
+		event_free(rcv.tick);
+	if (rcv.http != NULL)
+		evhttp_free(rcv.http);
+	if (rcv.base != NULL)
+		event_base_free(rcv.base);
+	rcv.tick = NULL;
+	rcv.http = NULL;
+	rcv.base = NULL;
+	for (size_t i = 0; i < rcv.n; i++) {
+		free(rcv.reqs[i].uri);
+		free(rcv.reqs[i].content_type);
+		free(rcv.reqs[i].delivery);
+		free(rcv.reqs[i].signature);
+		free(rcv.reqs[i].body);
+	}
+	free(rcv.reqs);
+	rcv.reqs = NULL;
+	rcv.n = rcv.cap = 0;
+}
+
+/* Answer 500 to everything from now on, or stop doing so. */
+static void rcv_fail_all(bool on)
+{
+	pthread_mutex_lock(&rcv.mu);
+	rcv.fail_all = on;
+	pthread_mutex_unlock(&rcv.mu);
+}
+
+/* A copy of the requests so far (the strings are shared); free() it. */
+static size_t rcv_snapshot(struct hook_req **out)
+{
+	pthread_mutex_lock(&rcv.mu);
+	size_t n = rcv.n;
+	*out = calloc(n + 1, sizeof(**out));
+	if (*out == NULL)
+		abort();
+	if (n > 0)
+		memcpy(*out, rcv.reqs, n * sizeof(**out));
+	pthread_mutex_unlock(&rcv.mu);
+	return n;
+}
+
+/* Fail unless the request carries one valid v1 signature with HOOK_SECRET and a recent t. */
+static void expect_signed(const struct hook_req *r, size_t i)
+{
+	const char *s = r->signature;
+	if (s == NULL || strncmp(s, "t=", 2) != 0)
+		it_fail("request %zu: Ordertrack-Signature missing or not t=...: %s", i,
+		        s ? s : "(none)");
+	char *end;
+	long long t = strtoll(s + 2, &end, 10);
+	if (end == s + 2 || strncmp(end, ",v1=", 4) != 0 || strlen(end + 4) != 64)
+		it_fail("request %zu: Ordertrack-Signature is not t=<n>,v1=<64 hex>: %s", i, s);
+	long long now = (long long)time(NULL);
+	if (t < now - 300 || t > now + 5)
+		it_fail("request %zu: signature time %lld is not recent (now %lld)", i, t, now);
+
+	char *msg;
+	int mlen = asprintf(&msg, "%lld.%s", t, r->body);
+	if (mlen < 0)
+		abort();
+	unsigned char md[EVP_MAX_MD_SIZE];
+	unsigned int mdlen = 0;
+	if (HMAC(EVP_sha256(), HOOK_SECRET, (int)strlen(HOOK_SECRET), (const unsigned char *)msg,
+	         (size_t)mlen, md, &mdlen) == NULL || mdlen != 32) {
+		free(msg);
+		it_fail("HMAC failed");
+	}
+	free(msg);
+	char hex[65];
+	for (unsigned int k = 0; k < mdlen; k++)
+		snprintf(hex + 2 * k, 3, "%02x", md[k]);
+	if (strcmp(hex, end + 4) != 0)
+		it_fail("request %zu: v1=%s, but HMAC-SHA256 of \"<t>.<body>\" is %s", i, end + 4, hex);
+}
+
+/*
+ * Check every request so far against want (the rows the webhook should
+ * get, in seq order): POST /hook, JSON, Ordertrack-Delivery equal to the
+ * body's seq, a valid signature, the body equal to the table's; each row
+ * in turn, a repeat only right after a failed attempt.  Returns how many
+ * rows have been acknowledged with a 2xx; *failures counts the 500s.
+ */
+static size_t check_deliveries(const struct rows *want, size_t *failures)
+{
+	struct hook_req *reqs;
+	size_t n = rcv_snapshot(&reqs);
+	size_t next = 0;
+	*failures = 0;
+	for (size_t i = 0; i < n; i++) {
+		const struct hook_req *r = &reqs[i];
+		if (!r->post || r->uri == NULL || strcmp(r->uri, "/hook") != 0)
+			it_fail("request %zu is not POST /hook (uri %s)", i, r->uri ? r->uri : "?");
+		if (r->content_type == NULL || strcmp(r->content_type, "application/json") != 0)
+			it_fail("request %zu: Content-Type %s", i,
+			        r->content_type ? r->content_type : "(none)");
+		json_t *b = json_loads(r->body, 0, NULL);
+		if (b == NULL || !json_is_integer(json_object_get(b, "seq")))
+			it_fail("request %zu: the body is not a notification: %.200s", i, r->body);
+		long long seq = seq_of(b);
+		if (r->delivery == NULL || strtoll(r->delivery, NULL, 10) != seq)
+			it_fail("request %zu: Ordertrack-Delivery %s, body seq %lld", i,
+			        r->delivery ? r->delivery : "(none)", seq);
+		expect_signed(r, i);
+		json_t *prev_b = i > 0 ? json_loads(reqs[i - 1].body, 0, NULL) : NULL;
+		long long prev_seq = prev_b != NULL ? seq_of(prev_b) : -1;
+		json_decref(prev_b);
+		if (i > 0 && seq == prev_seq) {
+			if (reqs[i - 1].status < 300)
+				it_fail("request %zu: seq %lld delivered again after a 2xx", i, seq);
+		} else {
+			if (i > 0 && reqs[i - 1].status >= 300)
+				it_fail("request %zu: seq %lld sent after seq %lld failed (skipped it)", i,
+				        seq, prev_seq);
+			if (next >= want->n)
+				it_fail("request %zu: seq %lld, but the table has no more rows for this "
+				        "webhook",
+				        i, seq);
+			if (seq != seq_of(want->v[next]))
+				it_fail("request %zu: seq %lld, expected %lld (row %zu of the webhook's)", i,
+				        seq, seq_of(want->v[next]), next);
+			next++;
+		}
+		expect_same_note(b, want->v[next - 1], next - 1, "webhook body");
+		json_decref(b);
+		if (r->status >= 300)
+			(*failures)++;
+	}
+	size_t done = next;
+	if (n > 0 && reqs[n - 1].status >= 300)
+		done--;
+	free(reqs);
+	return done;
+}
+
+/* Wait until every row of want is acknowledged, checking as it goes; returns the failures. */
+static size_t wait_delivered(const struct rows *want, int ms)
+{
+	long long deadline = it_now_ms() + ms;
+	size_t failures, done;
+	while ((done = check_deliveries(want, &failures)) < want->n) {
+		if (it_now_ms() > deadline)
+			it_fail("webhook: %zu of %zu notifications acknowledged within %d ms "
+			        "(%zu failed attempts)",
+			        done, want->n, ms, failures);
+		it_sleep_ms(50);
+	}
+	return failures;
+}
+
+/* Wait until webhook_cursors says the webhook has got to seq. */
+static void wait_cursor(const char *db, long long seq, int ms)
+{
+	long long deadline = it_now_ms() + ms;
+	long long got = -1;
+	for (;;) {
+		got = it_db_long(db,
+		                 "SELECT coalesce((SELECT last_seq FROM ordertrack.webhook_cursors"
+		                 " WHERE webhook = 'erp'), -1)",
+		                 NULL);
+		if (got == seq)
+			return;
+		if (it_now_ms() > deadline)
+			break;
+		it_sleep_ms(50);
+	}
+	it_fail("webhook_cursors.last_seq of erp is %lld, expected %lld", got, seq);
+}
+
+/*
+ * A webhook for kivu-coffee whose endpoint fails the first attempts: every
+ * kivu notification arrives in seq order after the retries, signed, and
+ * nothing of akagera-chili.  Stopped while failing and started again, the
+ * daemon resumes at the cursor: nothing is skipped.
+ */
+static void test_webhook(void **state)
+{
+	(void)state;
+	const char *db = "notify_hook";
+	char hooks[512], extra[2048];
+	rcv_start(HOOK_FAILURES);
+	snprintf(hooks, sizeof(hooks),
+	         "webhooks = ( { id = \"erp\"; url = \"http://127.0.0.1:%d/hook\";"
+	         " secret = \"" HOOK_SECRET "\"; exporters = [ \"" KIVU "\" ]; } );\n",
+	         rcv.port);
+	it_pg_createdb(db);
+	struct it_config cfg = notify_config("notify_hook", db, NULL, hooks, extra, sizeof(extra));
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	send_scenarios(d);
+
+	struct rows kivu;
+	table_rows(db, "exporter = $1", KIVU, NULL, &kivu);
+	assert_true(kivu.n > 0);
+	long long t0 = it_now_ms();
+	size_t failures = wait_delivered(&kivu, 60000);
+	fprintf(stderr, "notify: %zu webhook deliveries after %zu failures in %lld ms\n", kivu.n,
+	        failures, it_now_ms() - t0);
+	assert_int_equal(failures, HOOK_FAILURES);
+	it_log_expect(d, 0, "msg=\"webhook delivery failed\"", 1000);
+	wait_cursor(db, seq_of(kivu.v[kivu.n - 1]), 10000);
+	long long cursor = seq_of(kivu.v[kivu.n - 1]);
+
+	/* Now the endpoint is down; two new notifications wait behind it. */
+	rcv_fail_all(true);
+	struct hook_req *snap;
+	size_t before = rcv_snapshot(&snap);
+	free(snap);
+	struct it_client *k = it_connect(d);
+	it_hello(k, KIVU, KIVU_TOKEN);
+	send_simple(k, "hk-01", "order.created", "KVH-2026-0900", NULL, "stored");
+	send_simple(k, "hk-02", "order.confirmed", "KVH-2026-0900", NULL, "stored");
+	long long deadline = it_now_ms() + 10000;
+	while (rcv_snapshot(&snap) == before) {
+		free(snap);
+		if (it_now_ms() > deadline)
+			it_fail("webhook: no attempt at the new notifications within 10 s");
+		it_sleep_ms(20);
+	}
+	free(snap);
+	it_daemon_stop_clean(d);
+	assert_int_equal(it_db_long(db,
+	                            "SELECT last_seq FROM ordertrack.webhook_cursors"
+	                            " WHERE webhook = 'erp'",
+	                            NULL),
+	                 cursor);
+
+	/* Up again, with the same database: it resumes at the cursor. */
+	rcv_fail_all(false);
+	struct it_config cfg2 = notify_config("notify_hook_restarted", db, NULL, hooks, extra,
+	                                      sizeof(extra));
+	d = it_daemon_start(&cfg2, true);
+	k = it_connect(d);
+	it_hello(k, KIVU, KIVU_TOKEN);
+	send_simple(k, "hk-03", "order.created", "KVH-2026-0901", NULL, "stored");
+	rows_free(&kivu);
+	table_rows(db, "exporter = $1", KIVU, NULL, &kivu);
+	wait_delivered(&kivu, 30000);
+	wait_cursor(db, seq_of(kivu.v[kivu.n - 1]), 10000);
+	/* The rows that are not kivu-coffee's never went out (check_deliveries saw to it). */
+	assert_true(note_count(db, "exporter <> 'kivu-coffee'") > 0);
+	rows_free(&kivu);
+	it_daemon_stop_clean(d);
+	rcv_stop();
+}
+
+/* ------------------------------------------------------------------ */
+/* Alerts                                                              */
+/* ------------------------------------------------------------------ */
+
+/* Read n alert notifications; each must be for AL-1/AL-A with from -> to. */
+static void expect_alerts(struct it_client *sub, const char *from, const char *to,
+                          bool *dwell, bool *stale)
+{
+	*dwell = *stale = false;
+	for (int i = 0; i < 2; i++) {
+		json_t *o = read_note(sub, NOTE_MS);
+		const char *kind = it_json_str(o, "kind");
+		const char *f = it_json_str(o, "from");
+		const char *t = it_json_str(o, "to");
+		bool from_ok = from == NULL ? json_is_null(json_object_get(o, "from"))
+		                            : f != NULL && strcmp(f, from) == 0;
+		char *text = json_dumps(o, JSON_COMPACT);
+		if (kind == NULL || !from_ok || t == NULL || strcmp(t, to) != 0 ||
+		    strcmp(it_json_str(o, "exporter"), KIVU) != 0 ||
+		    strcmp(it_json_str(o, "order"), "AL-1") != 0 || it_json_str(o, "shipment") == NULL ||
+		    strcmp(it_json_str(o, "shipment"), "AL-A") != 0 ||
+		    !json_is_null(json_object_get(o, "event")) ||
+		    !json_is_null(json_object_get(o, "occurred_at")))
+			it_fail("expected an alert %s -> %s for AL-1/AL-A, got %s", from ? from : "null",
+			        to, text);
+		if (strcmp(kind, "alert.customs_dwell") == 0 && !*dwell)
+			*dwell = true;
+		else if (strcmp(kind, "alert.stale") == 0 && !*stale)
+			*stale = true;
+		else
+			it_fail("unexpected (or repeated) alert: %s", text);
+		free(text);
+		json_decref(o);
+	}
+}
+
+/*
+ * A customs hold two hours old raises alert.customs_dwell (and, nothing
+ * having been heard for over an hour, alert.stale) once; a restart does
+ * not raise them again; the release clears both, once.
+ */
+static void test_alerts(void **state)
+{
+	(void)state;
+	const char *db = "notify_alerts";
+	static const char alerts[] =
+		"alerts = { interval_s = 1; customs_hold_hours = 1; stale_hours = 1; };\n";
+	static const char sub_line[] =
+		"{\"type\":\"subscribe\",\"after\":%lld,\"kinds\":[\"alert.customs_dwell\","
+		"\"alert.stale\",\"alert.overdue\"]}";
+	char extra[2048], line[256], t3[40], t2[40], now[40];
+	bool dwell, stale;
+	it_pg_createdb(db);
+	struct it_config cfg = notify_config("notify_alerts", db, alerts, NULL, extra, sizeof(extra));
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct it_client *sub = it_connect(d);
+	it_hello(sub, KIVU, KIVU_TOKEN);
+	snprintf(line, sizeof(line), sub_line, 0LL);
+	subscribe(sub, line, 0);
+
+	it_utc_time(t3, sizeof(t3), -3 * 3600);
+	it_utc_time(t2, sizeof(t2), -2 * 3600);
+	struct it_client *c = it_connect(d);
+	it_hello(c, KIVU, KIVU_TOKEN);
+	char *evs[] = {
+		event_at("al-01", "order.created", "AL-1", NULL, t3),
+		event_at("al-02", "shipment.booked", "AL-1", "AL-A", t3),
+		event_at("al-03", "shipment.customs_hold", "AL-1", "AL-A", t2),
+	};
+	for (size_t i = 0; i < 3; i++) {
+		send_event(c, evs[i], "stored");
+		free(evs[i]);
+	}
+	expect_alerts(sub, NULL, "raised", &dwell, &stale);
+	it_sleep_ms(3000);
+	assert_int_equal(note_count(db, "kind LIKE 'alert.%'"), 2);
+	expect_quiet(sub, 100, "alerts once raised");
+	assert_int_equal(it_db_long(db,
+	                            "SELECT count(*) FROM ordertrack.alerts WHERE cleared_at IS NULL",
+	                            NULL),
+	                 2);
+
+	/* A restart does not raise them again. */
+	it_daemon_stop_clean(d);
+	struct it_config cfg2 = notify_config("notify_alerts_restarted", db, alerts, NULL, extra,
+	                                      sizeof(extra));
+	d = it_daemon_start(&cfg2, true);
+	it_sleep_ms(3500);
+	assert_int_equal(note_count(db, "kind LIKE 'alert.%'"), 2);
+
+	/* Released now: both conditions end, each cleared once. */
+	long long top = max_seq(db);
+	sub = it_connect(d);
+	it_hello(sub, KIVU, KIVU_TOKEN);
+	snprintf(line, sizeof(line), sub_line, top);
+	subscribe(sub, line, top);
+	c = it_connect(d);
+	it_hello(c, KIVU, KIVU_TOKEN);
+	it_utc_time(now, sizeof(now), 0);
+	char *rel = event_at("al-04", "shipment.customs_released", "AL-1", "AL-A", now);
+	send_event(c, rel, "stored");
+	free(rel);
+	expect_alerts(sub, "raised", "cleared", &dwell, &stale);
+	it_sleep_ms(3000);
+	assert_int_equal(note_count(db, "kind LIKE 'alert.%'"), 4);
+	expect_quiet(sub, 100, "alerts once cleared");
+	assert_int_equal(it_db_long(db,
+	                            "SELECT count(*) FROM ordertrack.alerts WHERE cleared_at IS NULL",
+	                            NULL),
+	                 0);
+	assert_int_equal(it_db_long(db, "SELECT count(*) FROM ordertrack.alerts", NULL), 2);
+	expect_seq_contiguous(db);
+	it_daemon_stop_clean(d);
+}
+
+/* Teardown of every test: the receiver too, when a failed test left it running. */
+static int notify_teardown(void **state)
+{
+	rcv_stop();
+	return it_test_teardown(state);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+		cmocka_unit_test_teardown(test_subscribe_scenario, notify_teardown),
+		cmocka_unit_test_teardown(test_subscribe_resume, notify_teardown),
+		cmocka_unit_test_teardown(test_subscribe_under_load, notify_teardown),
+		cmocka_unit_test_teardown(test_rolled_back_batch, notify_teardown),
+		cmocka_unit_test_teardown(test_no_change_no_notification, notify_teardown),
+		cmocka_unit_test_teardown(test_listen_notify, notify_teardown),
+		cmocka_unit_test_teardown(test_filters, notify_teardown),
+		cmocka_unit_test_teardown(test_webhook, notify_teardown),
+		cmocka_unit_test_teardown(test_alerts, notify_teardown),
+	};
+	it_env_init("notify");
+	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
+}

@@ -1,0 +1,999 @@
+/* SPDX-License-Identifier: ISC */
+/*
+ * test_ops.c - operations: ordertrackctl, the admin endpoint, sd_notify and
+ * the systemd unit, against the real daemon and PostgreSQL.
+ *
+ * The demo scenario (tests/data/scenario-*.jsonl, sent as kivu-coffee and
+ * akagera-chili) is stored once per test that needs it, and ordertrackctl
+ * --json must give the figures it implies: statuses, holds, the timeline
+ * with the offsets as sent, the worklists and the report.  A token from
+ * `ordertrackctl token new` must open a session after a reload.  /metrics
+ * must be valid Prometheus text whose counters move with the traffic, and
+ * /readyz must follow the database through an outage.  sd_notify is
+ * checked on a datagram socket the test binds itself (NOTIFY_SOCKET).
+ * `systemd-analyze verify` runs when systemd-analyze is installed and is
+ * skipped otherwise.
+ *
+ * Environment, besides the harness's: OT_CTL, the ordertrackctl binary.
+ */
+#include <errno.h>
+#include <fcntl.h>
+#include <netinet/in.h>
+#include <poll.h>
+#include <regex.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/prctl.h>
+#include <sys/socket.h>
+#include <sys/un.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <arpa/inet.h>
+#include <cmocka.h>
+
+#include "harness.h"
+#include "ot_build.h"
+
+#define CHILI       "akagera-chili"
+#define CHILI_NAME  "Akagera Chili Exporters"
+#define CHILI_TOKEN "akagera-3e71d0c2-token"
+#define OPS         "ops"
+#define OPS_TOKEN   "ops-9a0c44e1-token"
+#define CTL_MS      30000 /* an ordertrackctl run */
+#define KIVU_ORDER  "KVH-2026-0142"
+#define CHILI_ORDER "AKC-HEMA-2026-031"
+
+/* A daemon this file started itself (for NOTIFY_SOCKET), killed in teardown. */
+static struct it_daemon *own_daemon;
+
+/* Kill what this file started, then the harness's teardown. */
+static int ops_teardown(void **state)
+{
+	if (own_daemon != NULL && it_daemon_alive(own_daemon)) {
+		kill(own_daemon->pid, SIGKILL);
+		waitpid(own_daemon->pid, NULL, 0);
+	}
+	free(own_daemon);
+	own_daemon = NULL;
+	return it_test_teardown(state);
+}
+
+/* The config of these tests: both demo exporters, an operator, admin on any port. */
+static struct it_config ops_config(const char *name, const char *dbname)
+{
+	struct it_config cfg = {.name = name, .dbname = dbname};
+	cfg.extra[0] = (struct it_exporter){CHILI, CHILI_NAME, CHILI_TOKEN};
+	cfg.n_extra = 1;
+	cfg.operators[0] = (struct it_exporter){OPS, "Operations desk", OPS_TOKEN};
+	cfg.n_operators = 1;
+	/* The documents rules of the shipped config, so the anomalies are the demo's. */
+	cfg.extra_text = "admin = { listen = \"127.0.0.1:0\"; };\n"
+	                 "documents = { required = (\n"
+	                 "  { hs_prefix = \"0901\"; documents = [ \"phytosanitary\",\n"
+	                 "    \"certificate_of_origin\" ]; },\n"
+	                 "  { hs_prefix = \"0904\"; documents = [ \"phytosanitary\",\n"
+	                 "    \"certificate_of_origin\", \"quality_certificate\" ]; } ); };";
+	return cfg;
+}
+
+/* The port of the admin endpoint, from the daemon's "admin listening" line. */
+static int admin_port(struct it_daemon *d)
+{
+	it_log_expect(d, 0, "msg=\"admin listening\"", IT_START_MS);
+	FILE *f = fopen(d->log_path, "r");
+	char line[1024];
+	int port = -1;
+	if (f == NULL)
+		it_fail("open %s: %s", d->log_path, strerror(errno));
+	while (port < 0 && fgets(line, sizeof(line), f) != NULL) {
+		const char *a = strstr(line, "msg=\"admin listening\" addr=127.0.0.1:");
+		if (a != NULL)
+			port = atoi(a + strlen("msg=\"admin listening\" addr=127.0.0.1:"));
+	}
+	fclose(f);
+	if (port <= 0)
+		it_fail("no admin port in %s", d->log_path);
+	return port;
+}
+
+/* One HTTP/1.0 request to the admin endpoint; the status, with headers and body malloc'd. */
+static int http(int port, const char *method, const char *path, char **headers, char **body)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	struct timeval tv = {10, 0};
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (fd < 0 || connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
+		it_fail("connect to the admin endpoint 127.0.0.1:%d: %s", port, strerror(errno));
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	char req[256];
+	int n = snprintf(req, sizeof(req),
+	                 "%s %s HTTP/1.0\r\nHost: 127.0.0.1\r\nContent-Length: 0\r\n\r\n", method,
+	                 path);
+	if (write(fd, req, (size_t)n) != n)
+		it_fail("write to the admin endpoint: %s", strerror(errno));
+	size_t len = 0, cap = 65536;
+	char *buf = malloc(cap);
+	for (;;) {
+		if (len + 1 == cap) {
+			cap *= 2;
+			buf = realloc(buf, cap);
+		}
+		if (buf == NULL)
+			abort();
+		ssize_t r = read(fd, buf + len, cap - len - 1);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r < 0)
+			it_fail("read from the admin endpoint: %s", strerror(errno));
+		if (r == 0)
+			break;
+		len += (size_t)r;
+	}
+	close(fd);
+	buf[len] = '\0';
+	int status = 0;
+	if (sscanf(buf, "HTTP/1.%*d %d", &status) != 1)
+		it_fail("not an HTTP response: %.200s", buf);
+	char *sep = strstr(buf, "\r\n\r\n");
+	if (sep == NULL)
+		it_fail("HTTP response without the end of its headers: %.200s", buf);
+	*sep = '\0';
+	if (body != NULL)
+		*body = strdup(sep + 4);
+	if (headers != NULL)
+		*headers = strdup(buf);
+	free(buf);
+	return status;
+}
+
+/* GET path; the body (malloc'd) after checking the status. */
+static char *http_expect(int port, const char *path, int want)
+{
+	char *body;
+	int got = http(port, "GET", path, NULL, &body);
+	if (got != want)
+		it_fail("GET %s: status %d, wanted %d; body: %.200s", path, got, want, body);
+	return body;
+}
+
+/*
+ * Run ordertrackctl with the arguments (NULL-terminated), the environment
+ * variable ORDERTRACK_TOKEN set to token when not NULL; its standard
+ * output goes to *out.  Returns the exit status.
+ */
+static int ctl(char **out, const char *token, ...)
+{
+	const char *bin = getenv("OT_CTL");
+	const char *argv[32];
+	int argc = 0, fds[2];
+	va_list ap;
+
+	if (bin == NULL || bin[0] == '\0')
+		it_fail("OT_CTL is not set (meson test sets it)");
+	argv[argc++] = "ordertrackctl";
+	va_start(ap, token);
+	for (const char *a; argc < 31 && (a = va_arg(ap, const char *)) != NULL;)
+		argv[argc++] = a;
+	va_end(ap);
+	argv[argc] = NULL;
+	if (pipe2(fds, O_CLOEXEC) != 0)
+		it_fail("pipe: %s", strerror(errno));
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid < 0)
+		it_fail("fork: %s", strerror(errno));
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(fds[1], 1);
+		if (token != NULL)
+			setenv("ORDERTRACK_TOKEN", token, 1);
+		else
+			unsetenv("ORDERTRACK_TOKEN");
+		execv(bin, (char *const *)argv);
+		dprintf(2, "exec %s: %s\n", bin, strerror(errno));
+		_exit(127);
+	}
+	close(fds[1]);
+	size_t len = 0, cap = 4096;
+	char *buf = malloc(cap);
+	long long deadline = it_now_ms() + CTL_MS;
+	for (;;) {
+		struct pollfd p = {.fd = fds[0], .events = POLLIN};
+		long long left = deadline - it_now_ms();
+		if (left <= 0 || poll(&p, 1, (int)left) == 0) {
+			kill(pid, SIGKILL);
+			waitpid(pid, NULL, 0);
+			it_fail("ordertrackctl %s did not finish within %d ms", argv[1], CTL_MS);
+		}
+		if (len + 1 == cap) {
+			cap *= 2;
+			buf = realloc(buf, cap);
+		}
+		if (buf == NULL)
+			abort();
+		ssize_t r = read(fds[0], buf + len, cap - len - 1);
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		len += (size_t)r;
+	}
+	close(fds[0]);
+	buf[len] = '\0';
+	int st;
+	waitpid(pid, &st, 0);
+	if (out != NULL)
+		*out = buf;
+	else
+		free(buf);
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* Parse ordertrackctl's output as JSON, failing the test when it is not. */
+static json_t *parse_out(const char *what, char *out)
+{
+	json_error_t e;
+	json_t *j = json_loads(out, 0, &e);
+	if (j == NULL)
+		it_fail("ordertrackctl %s: not JSON (%s): %.300s", what, e.text, out);
+	free(out);
+	return j;
+}
+
+/* Run a command that must exit 0 with --json output; its parsed output. */
+#define CTL_JSON(...) ctl_json_(#__VA_ARGS__, __VA_ARGS__, "--json", (char *)NULL)
+static json_t *ctl_json_(const char *what, ...)
+{
+	const char *args[24];
+	int n = 0;
+	va_list ap;
+	va_start(ap, what);
+	for (const char *a; n < 23 && (a = va_arg(ap, const char *)) != NULL;)
+		args[n++] = a;
+	va_end(ap);
+	while (n < 24)
+		args[n++] = NULL;
+	char *out;
+	int rc = ctl(&out, NULL, args[0], args[1], args[2], args[3], args[4], args[5], args[6],
+	             args[7], args[8], args[9], args[10], args[11], args[12], (char *)NULL);
+	if (rc != 0)
+		it_fail("ordertrackctl %s: exit %d, wanted 0; output: %.300s", what, rc, out);
+	return parse_out(what, out);
+}
+
+/* Send a scenario file as exporter and require an ack "stored" for every line. */
+static void send_scenario(struct it_daemon *d, const char *exporter, const char *token)
+{
+	char rel[128];
+	snprintf(rel, sizeof(rel), "tests/data/scenario-%s.jsonl", exporter);
+	char *text = it_source_file(rel);
+	size_t lines = 0;
+	for (const char *p = text; *p != '\0'; p++)
+		lines += *p == '\n';
+	struct it_client *c = it_connect(d);
+	it_hello(c, exporter, token);
+	it_send_raw(c, text, strlen(text));
+	for (size_t i = 0; i < lines; i++) {
+		json_t *r = it_read_json(c, IT_REPLY_MS);
+		const char *type = it_json_str(r, "type"), *res = it_json_str(r, "result");
+		if (type == NULL || strcmp(type, "ack") != 0 || res == NULL ||
+		    strcmp(res, "stored") != 0) {
+			char *s = json_dumps(r, JSON_COMPACT);
+			it_fail("%s line %zu: wanted an ack \"stored\", got %s", rel, i + 1, s);
+		}
+		json_decref(r);
+	}
+	it_close(c);
+	free(text);
+}
+
+/* Start a daemon for these tests with the demo scenario stored. */
+static struct it_daemon *start_with_scenario(const char *name, const char *dbname)
+{
+	it_pg_createdb(dbname);
+	struct it_config cfg = ops_config(name, dbname);
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	send_scenario(d, IT_EXPORTER, IT_TOKEN);
+	send_scenario(d, CHILI, CHILI_TOKEN);
+	return d;
+}
+
+/* A string member, failing the test when it is not a string equal to want. */
+static void expect_str(const json_t *o, const char *key, const char *want)
+{
+	const char *got = it_json_str(o, key);
+	if (got == NULL || strcmp(got, want) != 0)
+		it_fail("%s: wanted \"%s\", got %s%s%s", key, want, got ? "\"" : "",
+		        got ? got : "nothing", got ? "\"" : "");
+}
+
+/* A number member, failing the test unless it is within 0.005 of want. */
+static void expect_num(const json_t *o, const char *key, double want)
+{
+	const json_t *v = json_object_get(o, key);
+	if (!json_is_number(v) || json_number_value(v) < want - 0.005 ||
+	    json_number_value(v) > want + 0.005)
+		it_fail("%s: wanted %g, got %s", key, want,
+		        json_is_number(v) ? "another number" : "no number");
+}
+
+/* The element of an array of objects whose key equals value, or fail. */
+static json_t *find_by(const json_t *arr, const char *key, const char *value)
+{
+	size_t i;
+	json_t *e;
+	json_array_foreach(arr, i, e)
+	{
+		const char *v = it_json_str(e, key);
+		if (v != NULL && strcmp(v, value) == 0)
+			return e;
+	}
+	it_fail("no element with %s = \"%s\"", key, value);
+}
+
+/* status, history, list, report and check on the demo scenario. */
+static void test_ctl_scenario(void **state)
+{
+	(void)state;
+	struct it_daemon *d = start_with_scenario("ctl", "ops_ctl");
+	const char *conf = d->conf_path;
+
+	/* status: the coffee order, delivered in one air shipment. */
+	json_t *s = CTL_JSON("-c", conf, "status", IT_EXPORTER, KIVU_ORDER);
+	expect_str(s, "status", "delivered");
+	expect_str(s, "buyer", "Tmall Global store: Kivu Hills Coffee");
+	expect_str(s, "origin", "RW");
+	expect_str(s, "destination", "CN");
+	expect_str(s, "incoterm", "DDP");
+	expect_str(s, "created_at", "2026-10-05T07:12:00Z");
+	assert_int_equal(json_array_size(json_object_get(s, "anomalies")), 0);
+	const json_t *lines = json_object_get(s, "lines");
+	assert_int_equal(json_array_size(lines), 2);
+	expect_num(json_array_get(lines, 0), "quantity", 240);
+	expect_str(json_array_get(lines, 0), "unit", "bag");
+	expect_num(json_array_get(lines, 0), "unit_price", 14.5);
+	expect_num(json_array_get(lines, 1), "quantity", 360);
+	const json_t *ships = json_object_get(s, "shipments");
+	assert_int_equal(json_array_size(ships), 1);
+	json_t *sh = json_array_get(ships, 0);
+	expect_str(sh, "shipment", "KVH-0142-A");
+	expect_str(sh, "status", "delivered");
+	expect_str(sh, "mode", "air");
+	expect_str(sh, "eta", "2026-10-15T10:00:00Z");
+	expect_str(sh, "last_location", "CNHGH");
+	assert_true(json_is_null(json_object_get(sh, "hold")));
+	json_decref(s);
+
+	/* status: the chili order, one shipment held, one late, one delivered. */
+	s = CTL_JSON("-c", conf, "status", CHILI, CHILI_ORDER);
+	expect_str(s, "status", "partially_delivered");
+	assert_int_equal(json_array_size(json_object_get(s, "anomalies")), 1);
+	assert_string_equal(json_string_value(json_array_get(json_object_get(s, "anomalies"), 0)),
+	                    "missing_documents");
+	ships = json_object_get(s, "shipments");
+	assert_int_equal(json_array_size(ships), 4);
+	sh = find_by(ships, "shipment", "AKC-031-SH1");
+	expect_str(sh, "status", "customs_hold");
+	expect_str(sh, "hold", "import");
+	expect_str(sh, "held_since", "2026-11-10T07:20:00Z");
+	expect_str(sh, "last_location", "CNSHA");
+	sh = find_by(ships, "shipment", "AKC-031-SH2");
+	expect_str(sh, "status", "exception");
+	expect_str(sh, "exception", "delayed");
+	expect_str(sh, "eta", "2026-11-24T00:00:00Z");
+	expect_str(find_by(ships, "shipment", "AKC-031-SH3"), "status", "import_cleared");
+	expect_str(find_by(ships, "shipment", "AKC-031-SH4"), "status", "delivered");
+	json_decref(s);
+
+	char *out;
+	assert_int_equal(
+	    ctl(&out, NULL, "-c", conf, "status", IT_EXPORTER, "KVH-NOPE", "--json", (char *)NULL),
+	    1);
+	free(out);
+
+	/* history: time order (not id order), offsets as sent, the retraction marked. */
+	json_t *h = CTL_JSON("-c", conf, "history", CHILI, CHILI_ORDER);
+	const json_t *evs = json_object_get(h, "events");
+	assert_int_equal(json_array_size(evs), 41);
+	expect_str(json_array_get(evs, 0), "id", "akc-031-01");
+	expect_str(json_array_get(evs, 0), "occurred_at", "2026-10-01T08:30:00+02:00");
+	size_t i21 = 0, i25 = 0, i22 = 0, i;
+	json_t *e;
+	json_array_foreach(evs, i, e)
+	{
+		const char *id = it_json_str(e, "id");
+		if (strcmp(id, "akc-031-21") == 0)
+			i21 = i;
+		else if (strcmp(id, "akc-031-25") == 0)
+			i25 = i;
+		else if (strcmp(id, "akc-031-22") == 0)
+			i22 = i;
+		bool retracted = json_is_true(json_object_get(e, "retracted"));
+		assert_int_equal(retracted, strcmp(id, "akc-031-33") == 0);
+	}
+	assert_true(i21 < i25 && i25 < i22);
+	expect_str(find_by(evs, "id", "akc-031-33"), "retracted_by", "akc-031-34");
+	expect_str(find_by(evs, "id", "akc-031-32"), "occurred_at", "2026-11-07T14:00:00+08:00");
+	expect_str(find_by(evs, "id", "akc-031-26"), "occurred_at", "2026-10-12T16:00:00+03:00");
+	json_decref(h);
+	assert_int_equal(ctl(&out, NULL, "-c", conf, "history", CHILI, "NOPE", (char *)NULL), 1);
+	free(out);
+
+	/* list --held: what is stuck at customs. */
+	json_t *l = CTL_JSON("-c", conf, "list", "--held");
+	assert_int_equal(json_array_size(l), 1);
+	expect_str(json_array_get(l, 0), "exporter", CHILI);
+	expect_str(json_array_get(l, 0), "shipment", "AKC-031-SH1");
+	expect_str(json_array_get(l, 0), "hold", "import");
+	expect_str(json_array_get(l, 0), "held_since", "2026-11-10T07:20:00Z");
+	json_decref(l);
+
+	/* list --anomalies: the chili order's four shipments. */
+	l = CTL_JSON("-c", conf, "list", "--anomalies");
+	assert_int_equal(json_array_size(l), 4);
+	json_decref(l);
+	l = CTL_JSON("-c", conf, "list", "--anomalies", "--exporter", IT_EXPORTER);
+	assert_int_equal(json_array_size(l), 0);
+	json_decref(l);
+
+	/* list --overdue and the default worklist: the same rows as the SQL of SCHEMA.md. */
+	long overdue = it_db_long("ops_ctl",
+	                          "SELECT count(*) FROM ordertrack.shipments"
+	                          " WHERE eta < now() AND status <> 'delivered'",
+	                          (char *)NULL);
+	l = CTL_JSON("-c", conf, "list", "--overdue");
+	assert_int_equal((long)json_array_size(l), overdue);
+	json_decref(l);
+	l = CTL_JSON("-c", conf, "list");
+	/* Open orders' shipments that are not delivered: SH1, SH2, SH3 and KVH-0157-A. */
+	assert_int_equal(json_array_size(l), 4);
+	find_by(l, "shipment", "KVH-0157-A");
+	json_decref(l);
+	l = CTL_JSON("-c", conf, "list", "--status", "customs_hold");
+	assert_int_equal(json_array_size(l), 1);
+	json_decref(l);
+
+	/* report --by product: quantities per unit, orders, delivered share, median days. */
+	json_t *r = CTL_JSON("-c", conf, "report", "--by", "product");
+	const json_t *g = json_object_get(r, "groups");
+	assert_int_equal(json_array_size(g), 4);
+	json_t *row = find_by(g, "key", "Washed Arabica green coffee, Lake Kivu, 1 kg bag");
+	expect_num(row, "orders", 2);
+	expect_num(row, "delivered", 1);
+	expect_num(row, "delivered_share", 0.5);
+	/* 2026-10-05T07:12Z to 2026-10-17T07:40Z: 12 days and 28 minutes. */
+	expect_num(row, "median_door_to_door_days", 12.02);
+	expect_num(json_object_get(row, "quantities"), "bag", 640);
+	row = find_by(g, "key", "Washed Arabica green coffee, Lake Kivu, 500 g bag");
+	expect_num(row, "orders", 1);
+	expect_num(row, "delivered_share", 1);
+	expect_num(json_object_get(row, "quantities"), "bag", 360);
+	row = find_by(g, "key", "Dried bird's eye chili (akabanga), whole, 10 kg carton");
+	expect_num(row, "delivered", 0);
+	expect_num(json_object_get(row, "quantities"), "carton", 480);
+	assert_true(json_is_null(json_object_get(row, "median_door_to_door_days")));
+	json_decref(r);
+
+	r = CTL_JSON("-c", conf, "report", "--by", "destination");
+	g = json_object_get(r, "groups");
+	assert_int_equal(json_array_size(g), 1);
+	row = json_array_get(g, 0);
+	expect_str(row, "key", "CN");
+	expect_num(row, "orders", 3);
+	expect_num(row, "delivered", 1);
+	expect_num(json_object_get(row, "quantities"), "bag", 1320);
+	expect_num(json_object_get(row, "quantities"), "carton", 480);
+	json_decref(r);
+
+	/* The chili order was created on 1 October (UTC): outside this period. */
+	r = CTL_JSON("-c", conf, "report", "--by", "month", "--from", "2026-10-02", "--to",
+	             "2026-10-31");
+	g = json_object_get(r, "groups");
+	assert_int_equal(json_array_size(g), 1);
+	expect_str(json_array_get(g, 0), "key", "2026-10");
+	expect_num(json_array_get(g, 0), "orders", 2);
+	expect_num(json_object_get(json_array_get(g, 0), "quantities"), "bag", 1000);
+	json_decref(r);
+
+	r = CTL_JSON("-c", conf, "report", "--by", "buyer");
+	expect_num(find_by(json_object_get(r, "groups"), "key", "Hema Fresh"), "orders", 1);
+	json_decref(r);
+	assert_int_equal(ctl(&out, NULL, "-c", conf, "report", "--by", "colour", (char *)NULL), 64);
+	free(out);
+	assert_int_equal(
+	    ctl(&out, NULL, "-c", conf, "report", "--from", "2026-02-30", (char *)NULL), 64);
+	free(out);
+
+	/* check: config, database, schema version. */
+	json_t *k = CTL_JSON("-c", conf, "check");
+	assert_true(json_is_true(json_object_get(k, "ok")));
+	const json_t *db = json_object_get(k, "database");
+	assert_int_equal(json_integer_value(json_object_get(db, "schema_version")),
+	                 json_integer_value(json_object_get(db, "expected_schema_version")));
+	json_decref(k);
+
+	/* Exit codes: a broken config is 78, an unreachable database 69, usage 64. */
+	char bad[PATH_MAX];
+	snprintf(bad, sizeof(bad), "%s/broken.conf", it_tmpdir());
+	FILE *f = fopen(bad, "w");
+	assert_non_null(f);
+	fputs("limts = { window = 5; };\n", f);
+	fclose(f);
+	assert_int_equal(ctl(&out, NULL, "-c", bad, "check", (char *)NULL), 78);
+	free(out);
+	snprintf(bad, sizeof(bad), "%s/nodb.conf", it_tmpdir());
+	f = fopen(bad, "w");
+	assert_non_null(f);
+	fprintf(f,
+	        "database = { conninfo = \"host=%s/no-such-dir port=1 dbname=x "
+	        "connect_timeout=2\"; };\n",
+	        it_tmpdir());
+	fclose(f);
+	assert_int_equal(ctl(&out, NULL, "-c", bad, "check", (char *)NULL), 69);
+	free(out);
+	assert_int_equal(ctl(&out, NULL, "-c", conf, "status", IT_EXPORTER, (char *)NULL), 64);
+	free(out);
+	assert_int_equal(ctl(&out, NULL, "-c", conf, "list", "--after", "3", (char *)NULL), 64);
+	free(out);
+
+	/* tail: the feed as an operator, from the beginning, one JSON line each. */
+	char addr[64];
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d", d->port);
+	assert_int_equal(ctl(&out, OPS_TOKEN, "-c", conf, "tail", "--after", "0", "--limit", "3",
+	                     "--json", "--address", addr, (char *)NULL),
+	                 0);
+	char *save = NULL, *ln = strtok_r(out, "\n", &save);
+	for (long want = 1; want <= 3; want++, ln = strtok_r(NULL, "\n", &save)) {
+		if (ln == NULL)
+			it_fail("tail printed fewer than 3 lines");
+		json_t *nt = json_loads(ln, 0, NULL);
+		expect_str(nt, "type", "notification");
+		assert_int_equal(json_integer_value(json_object_get(nt, "seq")), want);
+		json_decref(nt);
+	}
+	free(out);
+	assert_int_equal(ctl(&out, "not-the-token", "-c", conf, "tail", "--after", "0", "--address",
+	                     addr, (char *)NULL),
+	                 78);
+	free(out);
+	/* The config listens on port 0 (any free port): tail cannot guess it. */
+	assert_int_equal(ctl(&out, OPS_TOKEN, "-c", conf, "tail", "--after", "0", (char *)NULL),
+	                 64);
+	free(out);
+	assert_int_equal(ctl(&out, NULL, "-c", conf, "tail", "--after", "0", (char *)NULL), 64);
+	free(out);
+
+	it_daemon_stop_clean(d);
+}
+
+/* token new: the printed line, put into the config, admits the token after SIGHUP. */
+static void test_token_new(void **state)
+{
+	(void)state;
+	it_pg_createdb("ops_token");
+	struct it_config cfg = ops_config("token", "ops_token");
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+
+	json_t *t = CTL_JSON("-c", d->conf_path, "token", "new", "--name", "Lake Kivu \"Tea\" Co",
+	                     "lake-tea");
+	const char *token = it_json_str(t, "token"), *line = it_json_str(t, "config_line");
+	assert_non_null(token);
+	assert_non_null(line);
+	assert_int_equal(strlen(token), 64);
+	assert_false(json_is_true(json_object_get(t, "replaces_exporter")));
+
+	/* Not known yet. */
+	struct it_client *c = it_connect(d);
+	it_sendf(c, "{\"type\":\"hello\",\"exporter\":\"lake-tea\",\"token\":\"%s\"}", token);
+	json_decref(it_expect_error(c, NULL, "auth_failed"));
+	it_close(c);
+
+	/* Add the printed line to exporters, reload, and say hello again. */
+	FILE *f = fopen(d->conf_path, "r");
+	char text[16384];
+	size_t n = f ? fread(text, 1, sizeof(text) - 1, f) : 0;
+	if (f != NULL)
+		fclose(f);
+	text[n] = '\0';
+	char *at = strstr(text, "exporters = (");
+	if (at == NULL)
+		it_fail("no \"exporters = (\" in %s", d->conf_path);
+	at += strlen("exporters = (");
+	char neu[20000];
+	snprintf(neu, sizeof(neu), "%.*s\n%s,%s", (int)(at - text), text, line, at);
+	it_daemon_rewrite_raw(d, neu);
+	off_t off = it_log_offset(d);
+	kill(d->pid, SIGHUP);
+	it_log_expect(d, off, "msg=\"config reloaded\"", IT_REPLY_MS);
+
+	c = it_connect(d);
+	it_hello(c, "lake-tea", token);
+	it_close(c);
+	json_decref(t);
+	assert_int_equal(ctl(NULL, NULL, "token", "new", "bad id!", (char *)NULL), 64);
+	it_daemon_stop_clean(d);
+}
+
+/* The value of the sample named exactly name (with its labels), or fail. */
+static double metric(const char *text, const char *name)
+{
+	size_t n = strlen(name);
+	for (const char *p = text; p != NULL && *p != '\0';) {
+		if (strncmp(p, name, n) == 0 && p[n] == ' ')
+			return strtod(p + n + 1, NULL);
+		p = strchr(p, '\n');
+		if (p != NULL)
+			p++;
+	}
+	it_fail("no sample %s in /metrics", name);
+}
+
+/*
+ * Check every line of a Prometheus text exposition: HELP and TYPE lines,
+ * samples with optional labels, each sample after the TYPE of its family,
+ * no family typed twice.
+ */
+static void check_exposition(const char *text)
+{
+	static const char *const patterns[] = {
+	    "^# HELP [a-zA-Z_:][a-zA-Z0-9_:]* [^\n]+$",
+	    "^# TYPE [a-zA-Z_:][a-zA-Z0-9_:]* (counter|gauge|histogram|summary|untyped)$",
+	    "^[a-zA-Z_:][a-zA-Z0-9_:]*"
+	    "(\\{[a-zA-Z_][a-zA-Z0-9_]*=\"([^\"\\\\\n]|\\\\[\"\\\\n])*\""
+	    "(,[a-zA-Z_][a-zA-Z0-9_]*=\"([^\"\\\\\n]|\\\\[\"\\\\n])*\")*\\})?"
+	    " (-?[0-9]+(\\.[0-9]*)?([eE][-+]?[0-9]+)?|[-+]Inf|NaN)( -?[0-9]+)?$",
+	};
+	regex_t re[3];
+	for (int i = 0; i < 3; i++)
+		assert_int_equal(regcomp(&re[i], patterns[i], REG_EXTENDED | REG_NOSUB), 0);
+	size_t len = strlen(text);
+	if (len == 0 || text[len - 1] != '\n')
+		it_fail("/metrics must end with a newline");
+	char *copy = strdup(text), *save = NULL;
+	char typed[128][96];
+	size_t n_typed = 0, samples = 0;
+	for (char *ln = strtok_r(copy, "\n", &save); ln != NULL; ln = strtok_r(NULL, "\n", &save)) {
+		int kind = -1;
+		for (int i = 0; i < 3 && kind < 0; i++)
+			if (regexec(&re[i], ln, 0, NULL, 0) == 0)
+				kind = i;
+		if (kind < 0)
+			it_fail("not Prometheus text format: \"%s\"", ln);
+		char name[96];
+		if (kind == 1) {
+			sscanf(ln, "# TYPE %95s", name);
+			for (size_t k = 0; k < n_typed; k++)
+				if (strcmp(typed[k], name) == 0)
+					it_fail("TYPE of %s given twice", name);
+			if (n_typed < 128)
+				snprintf(typed[n_typed++], sizeof(typed[0]), "%s", name);
+		} else if (kind == 2) {
+			size_t nl = strcspn(ln, "{ ");
+			snprintf(name, sizeof(name), "%.*s", (int)nl, ln);
+			bool found = false;
+			for (size_t k = 0; k < n_typed && !found; k++) {
+				size_t tl = strlen(typed[k]);
+				found = strcmp(typed[k], name) == 0 ||
+				        (strncmp(typed[k], name, tl) == 0 &&
+				         (strcmp(name + tl, "_bucket") == 0 ||
+				          strcmp(name + tl, "_sum") == 0 ||
+				          strcmp(name + tl, "_count") == 0));
+			}
+			if (!found)
+				it_fail("sample %s comes before a TYPE line of its family", name);
+			samples++;
+		}
+	}
+	free(copy);
+	for (int i = 0; i < 3; i++)
+		regfree(&re[i]);
+	assert_true(samples > 50);
+}
+
+/* /healthz, /metrics in the exposition format, counters that move with traffic. */
+static void test_metrics(void **state)
+{
+	(void)state;
+	it_pg_createdb("ops_metrics");
+	struct it_config cfg = ops_config("metrics", "ops_metrics");
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	int port = admin_port(d);
+
+	char *body = http_expect(port, "/healthz", 200);
+	assert_string_equal(body, "ok\n");
+	free(body);
+	char *headers;
+	assert_int_equal(http(port, "GET", "/metrics", &headers, &body), 200);
+	assert_non_null(strstr(headers, "Content-Type: text/plain; version=0.0.4"));
+	free(headers);
+	check_exposition(body);
+	double stored0 = metric(body, "ordertrack_events_total{type=\"shipment.checkpoint\","
+	                              "result=\"stored\"}");
+	double received0 = metric(body, "ordertrack_events_received_total");
+	double conns0 = metric(body, "ordertrack_connections_total");
+	double batches0 = metric(body, "ordertrack_batch_events_count");
+	double commits0 = metric(body, "ordertrack_commit_seconds_count");
+	assert_true(metric(body, "ordertrack_database_up") == 1);
+	free(body);
+
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	for (int i = 0; i < 5; i++) {
+		char id[32];
+		snprintf(id, sizeof(id), "metrics-%d", i);
+		char *ev = it_event_line(id, "shipment.checkpoint", "PO-METRICS", "SH-METRICS");
+		it_send(c, ev);
+		free(ev);
+		it_expect_ack(c, id, "stored");
+	}
+	it_send(c, "{\"type\":\"nonsense\"}");
+	json_decref(it_expect_error(c, NULL, "unknown_type"));
+	/* Still open: the gauge counts it. */
+	body = http_expect(port, "/metrics", 200);
+	check_exposition(body);
+	assert_true(metric(body, "ordertrack_events_total{type=\"shipment.checkpoint\","
+	                         "result=\"stored\"}") == stored0 + 5);
+	assert_true(metric(body, "ordertrack_events_received_total") == received0 + 5);
+	assert_true(metric(body, "ordertrack_connections_total") == conns0 + 1);
+	assert_true(metric(body, "ordertrack_connections_open") >= 1);
+	assert_true(metric(body, "ordertrack_batch_events_count") > batches0);
+	assert_true(metric(body, "ordertrack_commit_seconds_count") > commits0);
+	assert_true(metric(body, "ordertrack_lines_rejected_total{code=\"unknown_type\"}") == 1);
+	assert_true(metric(body, "ordertrack_notifications_total{kind=\"shipment.status\"}") >= 1);
+	assert_true(metric(body, "ordertrack_pending_events") == 0);
+	free(body);
+	it_close(c);
+
+	assert_int_equal(http(port, "GET", "/nope", NULL, NULL), 404);
+	assert_int_equal(http(port, "POST", "/metrics", NULL, NULL), 405);
+	assert_int_equal(http(port, "HEAD", "/healthz", NULL, NULL), 200);
+	it_daemon_stop_clean(d);
+}
+
+/* Poll GET path until it answers want, within timeout_ms. */
+static void wait_status(int port, const char *path, int want, int timeout_ms)
+{
+	long long deadline = it_now_ms() + timeout_ms;
+	int got;
+	while ((got = http(port, "GET", path, NULL, NULL)) != want) {
+		if (it_now_ms() > deadline)
+			it_fail("GET %s stayed %d for %d ms, wanted %d", path, got, timeout_ms,
+			        want);
+		it_sleep_ms(100);
+	}
+}
+
+/* /readyz follows the database: 503 while PostgreSQL is stopped, 200 after. */
+static void test_readyz_outage(void **state)
+{
+	(void)state;
+	it_pg_createdb("ops_ready");
+	struct it_config cfg = ops_config("ready", "ops_ready");
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	int port = admin_port(d);
+
+	free(http_expect(port, "/readyz", 200));
+	it_pg_stop("fast");
+	wait_status(port, "/readyz", 503, 15000);
+	char *body = http_expect(port, "/healthz", 200);
+	free(body);
+	body = http_expect(port, "/metrics", 200);
+	assert_true(metric(body, "ordertrack_database_up") == 0);
+	free(body);
+
+	it_pg_start();
+	wait_status(port, "/readyz", 200, 30000);
+	body = http_expect(port, "/metrics", 200);
+	assert_true(metric(body, "ordertrack_database_up") == 1);
+	assert_true(metric(body, "ordertrack_database_reconnects_total") >= 1);
+	free(body);
+	it_daemon_stop_clean(d);
+}
+
+/* The next datagram holding needle within timeout_ms (others are skipped), malloc'd. */
+static char *notify_wait(int fd, const char *needle, int timeout_ms)
+{
+	long long deadline = it_now_ms() + timeout_ms;
+	char buf[4096];
+	for (;;) {
+		long long left = deadline - it_now_ms();
+		struct pollfd p = {.fd = fd, .events = POLLIN};
+		if (left <= 0 || poll(&p, 1, (int)left) <= 0)
+			it_fail("no sd_notify message with \"%s\" within %d ms", needle,
+			        timeout_ms);
+		ssize_t n = recv(fd, buf, sizeof(buf) - 1, 0);
+		if (n < 0)
+			continue;
+		buf[n] = '\0';
+		if (strstr(buf, needle) != NULL)
+			return strdup(buf);
+	}
+}
+
+/* Start ordertrackd with NOTIFY_SOCKET (abstract name) and a watchdog; the harness would unset it.
+ */
+static struct it_daemon *start_notified(const char *conf, const char *log, const char *sock)
+{
+	struct it_daemon *d = calloc(1, sizeof(*d));
+	const char *bin = getenv("OT_DAEMON");
+	assert_non_null(d);
+	snprintf(d->conf_path, sizeof(d->conf_path), "%s", conf);
+	snprintf(d->log_path, sizeof(d->log_path), "%s", log);
+	int logfd = open(log, O_WRONLY | O_CREAT | O_TRUNC | O_APPEND | O_CLOEXEC, 0644);
+	if (logfd < 0)
+		it_fail("open %s: %s", log, strerror(errno));
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid < 0)
+		it_fail("fork: %s", strerror(errno));
+	if (pid == 0) {
+		char me[32];
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		dup2(logfd, 1);
+		dup2(logfd, 2);
+		signal(SIGPIPE, SIG_DFL);
+		snprintf(me, sizeof(me), "%d", (int)getpid());
+		setenv("NOTIFY_SOCKET", sock, 1);
+		setenv("WATCHDOG_USEC", "1000000", 1);
+		setenv("WATCHDOG_PID", me, 1);
+		unsetenv("JOURNAL_STREAM");
+		execl(bin, "ordertrackd", "-c", conf, (char *)NULL);
+		dprintf(2, "exec %s: %s\n", bin, strerror(errno));
+		_exit(127);
+	}
+	close(logfd);
+	d->pid = pid;
+	own_daemon = d;
+	return d;
+}
+
+/* sd_notify: READY=1 once ready, WATCHDOG=1, RELOADING=1 then READY=1, STOPPING=1. */
+static void test_sd_notify(void **state)
+{
+	(void)state;
+#if !OT_HAVE_SYSTEMD
+	skip(); /* built without libsystemd: the daemon sends nothing */
+#endif
+	it_pg_createdb("ops_notify");
+	struct it_config cfg = ops_config("notify", "ops_notify");
+	char conf[PATH_MAX], log[PATH_MAX], sock[64];
+	snprintf(conf, sizeof(conf), "%s/notify.conf", it_tmpdir());
+	snprintf(log, sizeof(log), "%s/notify.log", it_tmpdir());
+	it_config_write(&cfg, conf);
+
+	/* A stats line every second, to see it in the log too. */
+	char text[16384];
+	FILE *f = fopen(conf, "r");
+	assert_non_null(f);
+	size_t n = fread(text, 1, sizeof(text) - 1, f);
+	fclose(f);
+	text[n] = '\0';
+	char *lg = strstr(text, "log = { level = \"debug\"; };");
+	assert_non_null(lg);
+	f = fopen(conf, "w");
+	fprintf(f, "%.*slog = { level = \"debug\"; stats_interval_s = 1; };%s", (int)(lg - text),
+	        text, lg + strlen("log = { level = \"debug\"; };"));
+	fclose(f);
+
+	/* An abstract socket: no path length limit, nothing to clean up. */
+	snprintf(sock, sizeof(sock), "@ot-it-notify-%d", (int)getpid());
+	int fd = socket(AF_UNIX, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+	struct sockaddr_un sa = {.sun_family = AF_UNIX};
+	size_t sl = strlen(sock);
+	memcpy(sa.sun_path, sock, sl);
+	sa.sun_path[0] = '\0';
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa,
+	                   (socklen_t)(offsetof(struct sockaddr_un, sun_path) + sl)) != 0)
+		it_fail("bind the notify socket: %s", strerror(errno));
+
+	struct it_daemon *d = start_notified(conf, log, sock);
+	char *m = notify_wait(fd, "READY=1", IT_START_MS);
+	assert_non_null(strstr(m, "STATUS="));
+	assert_non_null(strstr(m, "database up"));
+	free(m);
+	it_log_expect(d, 0, "msg=ready", IT_START_MS);
+	it_log_expect(d, 0, "msg=\"watchdog enabled\"", IT_START_MS);
+	free(notify_wait(fd, "WATCHDOG=1", 3000));
+	free(notify_wait(fd, "WATCHDOG=1", 3000));
+	it_log_expect(d, 0, "msg=stats", 5000);
+
+	kill(d->pid, SIGHUP);
+	m = notify_wait(fd, "RELOADING=1", IT_REPLY_MS);
+	assert_non_null(strstr(m, "MONOTONIC_USEC="));
+	free(m);
+	free(notify_wait(fd, "READY=1", IT_REPLY_MS));
+	free(notify_wait(fd, "events/s", 8000)); /* the periodic STATUS= */
+
+	kill(d->pid, SIGTERM);
+	free(notify_wait(fd, "STOPPING=1", IT_REPLY_MS));
+	int st = it_daemon_wait(d, IT_STOP_MS);
+	assert_true(WIFEXITED(st) && WEXITSTATUS(st) == 0);
+	close(fd);
+}
+
+/* Is program on PATH? */
+static bool on_path(const char *program)
+{
+	const char *path = getenv("PATH");
+	char buf[PATH_MAX];
+	if (path == NULL)
+		return false;
+	char *copy = strdup(path), *save = NULL;
+	bool found = false;
+	for (char *dir = strtok_r(copy, ":", &save); dir != NULL && !found;
+	     dir = strtok_r(NULL, ":", &save)) {
+		snprintf(buf, sizeof(buf), "%s/%s", dir, program);
+		found = access(buf, X_OK) == 0;
+	}
+	free(copy);
+	return found;
+}
+
+/* Run a shell command; its exit status, its output in *out. */
+static int shell(const char *cmd, char **out)
+{
+	FILE *p = popen(cmd, "r");
+	if (p == NULL)
+		it_fail("popen %s: %s", cmd, strerror(errno));
+	char *buf = calloc(1, 65536);
+	size_t n = fread(buf, 1, 65535, p);
+	buf[n] = '\0';
+	int st = pclose(p);
+	*out = buf;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
+/* The shipped files: the config passes -t; the unit passes systemd-analyze verify. */
+static void test_shipped_files(void **state)
+{
+	(void)state;
+	const char *root = getenv("OT_SOURCE_ROOT"), *bin = getenv("OT_DAEMON");
+	char cmd[3 * PATH_MAX], *out;
+	snprintf(cmd, sizeof(cmd), "'%s' -t -c '%s/conf/ordertrackd.conf' 2>&1", bin, root);
+	if (shell(cmd, &out) != 0)
+		it_fail("the shipped conf/ordertrackd.conf fails ordertrackd -t: %s", out);
+	free(out);
+
+	if (!on_path("systemd-analyze"))
+		skip(); /* no systemd here: nothing to verify the unit with */
+	/* The unit names /usr/sbin/ordertrackd, which is not installed here:
+	 * verify a copy that runs the binary under test instead.  --man=no:
+	 * the man pages are not installed either. */
+	char unit[PATH_MAX];
+	snprintf(unit, sizeof(unit), "%s/ordertrackd.service", it_tmpdir());
+	snprintf(cmd, sizeof(cmd),
+	         "sed -e 's|/usr/sbin/ordertrackd|%s|g' -e 's|/etc/ordertrack/ordertrackd.conf|%s/"
+	         "conf/ordertrackd.conf|g' '%s/conf/ordertrackd.service' > '%s'",
+	         bin, root, root, unit);
+	if (shell(cmd, &out) != 0)
+		it_fail("cannot copy the unit: %s", out);
+	free(out);
+	snprintf(cmd, sizeof(cmd), "systemd-analyze verify --man=no '%s' 2>&1", unit);
+	int rc = shell(cmd, &out);
+	if (rc != 0 || out[0] != '\0')
+		it_fail("systemd-analyze verify (exit %d): %s", rc, out);
+	free(out);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_teardown(test_ctl_scenario, ops_teardown),
+	    cmocka_unit_test_teardown(test_token_new, ops_teardown),
+	    cmocka_unit_test_teardown(test_metrics, ops_teardown),
+	    cmocka_unit_test_teardown(test_readyz_outage, ops_teardown),
+	    cmocka_unit_test_teardown(test_sd_notify, ops_teardown),
+	    cmocka_unit_test_teardown(test_shipped_files, ops_teardown),
+	};
+	it_env_init("ops");
+	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
+}
