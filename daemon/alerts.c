@@ -14,6 +14,7 @@
 #include "aux.h"
 #include "feed.h"
 #include "log.h"
+#include "metrics.h"
 
 static struct event *alerts_timer;
 static bool alerts_in_flight;
@@ -27,8 +28,10 @@ static void alerts_done_cb(void *arg, const PGresult *r)
 {
 	(void)arg;
 	alerts_in_flight = false;
-	if (r != NULL && PQresultStatus(r) == PGRES_TUPLES_OK)
+	if (r != NULL && PQresultStatus(r) == PGRES_TUPLES_OK) {
+		metrics_notifications(r);
 		feed_report(r);
+	}
 }
 
 /* Timer: evaluate now, unless the last run is still going. */

@@ -30,6 +30,7 @@
 #include "aux.h"
 #include "feed.h"
 #include "log.h"
+#include "privdrop.h"
 #include "metrics.h"
 #include "sdnotify.h"
 #include "webhook.h"
@@ -260,6 +261,14 @@ int main(int argc, char **argv)
 	if (!listeners_open())
 		fatalx(EX_UNAVAILABLE_, "cannot start", "reason=%s", lq("a listen address failed"));
 	admin_start();
+	/* The sockets are bound (a low port needs root): give root up now,
+	 * before talking to anyone. */
+	char why[256];
+	if (!privdrop(cfg->user, why, sizeof(why)))
+		fatalx(EX_CONFIG_, "cannot drop privileges", "user=%s reason=%s", lq(cfg->user),
+		       lq(why));
+	if (cfg->user[0] != '\0')
+		log_info("running as", "user=%s uid=%d", lq(cfg->user), (int)getuid());
 	server.store = store_new(server.base, cfg);
 	server.aux = aux_new(server.base, cfg->conninfo);
 	feed_init(server.aux);

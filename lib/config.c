@@ -153,6 +153,7 @@ static const struct setting settings[] = {
     SET_CUSTOM("listen", SETTING_RESTART, listen_default, listen_parse, listen_same,
                listen_release),
     SET_STRING("database.conninfo", conninfo, "dbname=ordertrack", 0, 4096, SETTING_RESTART),
+    SET_STRING("user", user, "", 0, 32, SETTING_RESTART),
     SET_CUSTOM("exporters", SETTING_RELOAD, exporters_default, exporters_parse, exporters_same,
                exporters_release),
     SET_INT("limits.max_connections", max_connections, 1024, 1, 1000000, SETTING_RELOAD),
@@ -2172,6 +2173,7 @@ void config_keep_restart_keys(struct config *neu, struct config *old)
 	size_t n_listen = neu->n_listen;
 	char *conninfo = neu->conninfo;
 	char *admin_listen = neu->admin_listen;
+	char *user = neu->user;
 
 	/* Swap rather than copy, so each struct still owns what it frees. */
 	neu->listen = old->listen;
@@ -2182,6 +2184,8 @@ void config_keep_restart_keys(struct config *neu, struct config *old)
 	old->n_listen = n_listen;
 	old->conninfo = conninfo;
 	old->admin_listen = admin_listen;
+	neu->user = old->user;
+	old->user = user;
 }
 
 const char *log_level_name(enum log_level l)

@@ -63,6 +63,7 @@ struct config {
 	size_t n_listen;
 
 	char *conninfo; /* database.conninfo */
+	char *user;     /* user: become this user after binding, when root ("": stay) */
 
 	struct config_exporter *exporters;
 	size_t n_exporters;

@@ -1441,6 +1441,10 @@ static char *config_text(const struct it_config *cfg)
 	           cfg->log_level != NULL ? cfg->log_level : "debug");
 	if (cfg->extra_text != NULL)
 		append_fmt(&b, &len, &cap, "%s\n", cfg->extra_text);
+	/* Tests run in parallel: unless a test wants the admin endpoint,
+	 * keep it off rather than have every daemon race for port 9433. */
+	if (cfg->extra_text == NULL || strstr(cfg->extra_text, "admin") == NULL)
+		append_fmt(&b, &len, &cap, "admin = { listen = \"\"; };\n");
 	buf_append(&b, &len, &cap, "", 1);
 	return b;
 }

@@ -10,7 +10,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <pwd.h>
 #include <sys/resource.h>
+#include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -211,6 +214,56 @@ static void test_many_idle(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/* The uid the kernel reports for a process (its real uid). */
+static long proc_uid(pid_t pid)
+{
+	char path[64], line[256];
+	long uid = -1;
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	FILE *f = fopen(path, "r");
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f) != NULL) {
+		if (strncmp(line, "Uid:", 4) == 0)
+			uid = strtol(line + 4, NULL, 10);
+	}
+	fclose(f);
+	return uid;
+}
+
+/*
+ * Started as root with `user` set, the daemon binds, then runs as that
+ * user; a user that does not exist stops start-up with exit status 78.
+ */
+static void test_privilege_drop(void **state)
+{
+	(void)state;
+	struct passwd *pw = getpwnam("ordertrack");
+	if (geteuid() != 0 || pw == NULL) {
+		print_message("needs root and the system user ordertrack; skipped\n");
+		skip();
+	}
+	uid_t uid = pw->pw_uid;
+	it_pg_createdb("privdrop");
+	struct it_config cfg = {.name = "privdrop", .dbname = "privdrop",
+	                        .extra_text = "user = \"ordertrack\";"};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	assert_int_equal(proc_uid(d->pid), (long)uid);
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	char *ev = it_event_line("privdrop-1", "shipment.checkpoint", "PO-PRIV", "SH-1");
+	it_send(c, ev);
+	free(ev);
+	it_expect_ack(c, "privdrop-1", "stored");
+	it_daemon_stop_clean(d);
+
+	struct it_config bad = {.name = "privdrop_bad", .dbname = "privdrop",
+	                        .extra_text = "user = \"no-such-user-here\";"};
+	struct it_daemon *b = it_daemon_start(&bad, false);
+	int status = it_daemon_wait(b, 10000);
+	assert_true(WIFEXITED(status));
+	assert_int_equal(WEXITSTATUS(status), 78);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -219,6 +272,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_line_timeout, it_test_teardown),
 		cmocka_unit_test_teardown(test_failed_hellos, it_test_teardown),
 		cmocka_unit_test_teardown(test_many_idle, it_test_teardown),
+		cmocka_unit_test_teardown(test_privilege_drop, it_test_teardown),
 	};
 	it_env_init("limits");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
