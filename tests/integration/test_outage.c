@@ -75,13 +75,13 @@ static void check_acks(struct it_client **cs, int n, int *duplicates)
  * PostgreSQL stops (in mode) for ~3 s mid-stream, while batches are in
  * flight: every event acked, none lost, none twice.
  */
-static void outage_mid_stream(const char *mode)
+static void outage_mid_stream(const char *mode, int rounds)
 {
 	struct it_client *cs[CONNS];
 	char db[32];
 	int dups;
 
-	snprintf(db, sizeof(db), "outage_%s", mode);
+	snprintf(db, sizeof(db), "outage_%s_%d", mode, rounds);
 	it_pg_createdb(db);
 	struct it_config cfg = {.name = db, .dbname = db};
 	struct it_daemon *d = it_daemon_start(&cfg, true);
@@ -110,11 +110,12 @@ static void outage_mid_stream(const char *mode)
 	int queued = 0;
 	long long t0 = it_now_ms(), t_stop = 0, t_down = 0, t_up = 0;
 	size_t acked_down = 0, acked_before = 0;
+	int round = 0;
 	pid_t stopper = -1;
 	off_t off = it_log_offset(d);
 	for (int k = 0; k < CONNS; k++)
 		cs[k]->want = (size_t)PER_CONN + 2; /* unreachable: pump whole ticks */
-	while (queued < PER_CONN || phase != UP) {
+	while (queued < PER_CONN || phase != UP || round < rounds) {
 		int target = (int)((it_now_ms() - t0) / TICK_MS + 1) * TICK_EVENTS;
 		if (target > PER_CONN)
 			target = PER_CONN;
@@ -124,7 +125,10 @@ static void outage_mid_stream(const char *mode)
 		}
 		it_pump(cs, CONNS, TICK_MS);
 		size_t acked = cs[0]->n_lines + cs[1]->n_lines - 2;
-		if (phase == BEFORE && queued >= STOP_AT) {
+		if (phase == UP && round < rounds && queued >= STOP_AT * (round + 1)) {
+			phase = BEFORE; /* another outage in the same run */
+		}
+		if (phase == BEFORE && queued >= STOP_AT * (round + 1)) {
 			acked_before = acked;
 			t_stop = it_now_ms();
 			stopper = it_pg_stop_begin(mode);
@@ -137,9 +141,13 @@ static void outage_mid_stream(const char *mode)
 			if (!it_daemon_alive(d))
 				it_fail("the daemon exited while PostgreSQL was down");
 			acked_down = acked - acked_down;
+			/* Nothing can be committed, so nothing may be acked. */
+			if (acked_down != 0)
+				it_fail("%zu events acked while PostgreSQL was down", acked_down);
 			it_pg_start();
 			t_up = it_now_ms();
 			phase = UP;
+			round++;
 		}
 	}
 	fprintf(stderr,
@@ -177,13 +185,19 @@ static void outage_mid_stream(const char *mode)
 /* The outage of the brief: a fast shutdown, sessions terminated cleanly. */
 static void test_outage_fast(void **state)
 {
-	outage_mid_stream("fast");
+	outage_mid_stream("fast", 1);
+}
+
+/* Two fast stops in one run: the daemon recovers each time. */
+static void test_outage_twice(void **state)
+{
+	outage_mid_stream("fast", 2);
 }
 
 /* A crash-like stop: commits in flight may or may not have happened. */
 static void test_outage_immediate(void **state)
 {
-	outage_mid_stream("immediate");
+	outage_mid_stream("immediate", 1);
 }
 
 /* The daemon starts while PostgreSQL is down, waits, and serves once it is up. */
@@ -227,6 +241,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 		cmocka_unit_test_teardown(test_outage_fast, it_test_teardown),
+		cmocka_unit_test_teardown(test_outage_twice, it_test_teardown),
 		cmocka_unit_test_teardown(test_outage_immediate, it_test_teardown),
 		cmocka_unit_test_teardown(test_start_while_down, it_test_teardown),
 	};
