@@ -39,51 +39,6 @@
 
 static struct evhttp *admin_http;
 
-/* Split "host:port" or "[v6]:port" into its parts; false when it is neither. */
-static bool admin_split(const char *s, char *host, size_t hcap, unsigned short *port)
-{
-	const char *colon;
-	if (s[0] == '[') {
-		const char *end = strchr(s, ']');
-		if (end == NULL || end[1] != ':')
-			return false;
-		snprintf(host, hcap, "%.*s", (int)(end - s - 1), s + 1);
-		colon = end + 1;
-	} else {
-		colon = strrchr(s, ':');
-		if (colon == NULL)
-			return false;
-		snprintf(host, hcap, "%.*s", (int)(colon - s), s);
-	}
-	char *end;
-	unsigned long p = strtoul(colon + 1, &end, 10);
-	if (*end != '\0' || p > 65535)
-		return false;
-	*port = (unsigned short)p;
-	return true;
-}
-
-/* Format the address a socket is bound to, for the log. */
-static void admin_bound(int fd, char *out, size_t cap)
-{
-	struct sockaddr_storage ss;
-	socklen_t len = sizeof(ss);
-	char host[INET6_ADDRSTRLEN] = "?";
-	if (fd < 0 || getsockname(fd, (struct sockaddr *)&ss, &len) != 0) {
-		snprintf(out, cap, "?");
-		return;
-	}
-	if (ss.ss_family == AF_INET6) {
-		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)&ss;
-		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-		snprintf(out, cap, "[%s]:%d", host, ntohs(in6->sin6_port));
-	} else {
-		const struct sockaddr_in *in = (const struct sockaddr_in *)&ss;
-		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-		snprintf(out, cap, "%s:%d", host, ntohs(in->sin_port));
-	}
-}
-
 /* Answer with a status, a content type and the body already in buf. */
 static void admin_reply(struct evhttp_request *req, int code, const char *reason, const char *type,
                         struct evbuffer *buf)
@@ -144,18 +99,19 @@ static void admin_request_cb(struct evhttp_request *req, void *arg)
 void admin_start(void)
 {
 	const char *spec = server.cfg->admin_listen;
-	char host[256], addr[80];
+	char host[256], port_s[16], addr[80];
 	unsigned short port;
 
 	if (spec == NULL || spec[0] == '\0') {
 		log_info("admin endpoint off", "reason=%s", lq("admin.listen is empty"));
 		return;
 	}
-	if (!admin_split(spec, host, sizeof(host), &port)) {
+	if (!listen_split(spec, host, sizeof(host), port_s, sizeof(port_s))) {
 		log_error("admin endpoint not started", "addr=%s reason=%s", lq(spec),
 		          lq("not host:port"));
 		return;
 	}
+	port = (unsigned short)strtoul(port_s, NULL, 10); /* checked by the config loader */
 	admin_http = evhttp_new(server.base);
 	if (admin_http == NULL)
 		abort();
@@ -175,7 +131,7 @@ void admin_start(void)
 		admin_http = NULL;
 		return;
 	}
-	admin_bound(evhttp_bound_socket_get_fd(bs), addr, sizeof(addr));
+	listen_bound_address(evhttp_bound_socket_get_fd(bs), addr, sizeof(addr));
 	log_info("admin listening", "addr=%s paths=/healthz,/readyz,/metrics", addr);
 }
 

@@ -29,7 +29,7 @@ struct listener {
 };
 
 /* Split "host:port" or "[v6]:port" into its parts. */
-static bool split_host_port(const char *s, char *host, size_t hcap, char *port, size_t pcap)
+bool listen_split(const char *s, char *host, size_t hcap, char *port, size_t pcap)
 {
 	const char *colon;
 	if (s[0] == '[') {
@@ -49,12 +49,12 @@ static bool split_host_port(const char *s, char *host, size_t hcap, char *port, 
 }
 
 /* Format the address a socket is bound to. */
-static void bound_address(int fd, char *out, size_t cap)
+void listen_bound_address(int fd, char *out, size_t cap)
 {
 	struct sockaddr_storage ss;
 	socklen_t len = sizeof(ss);
 	char host[INET6_ADDRSTRLEN] = "?";
-	if (getsockname(fd, (struct sockaddr *)&ss, &len) != 0) {
+	if (fd < 0 || getsockname(fd, (struct sockaddr *)&ss, &len) != 0) {
 		snprintf(out, cap, "?");
 		return;
 	}
@@ -110,7 +110,7 @@ static struct listener *listener_open(const char *spec)
 	char host[256], port[16];
 	struct evutil_addrinfo hints, *ai = NULL;
 
-	if (!split_host_port(spec, host, sizeof(host), port, sizeof(port))) {
+	if (!listen_split(spec, host, sizeof(host), port, sizeof(port))) {
 		log_error("cannot listen", "addr=%s reason=%s", lq(spec), lq("not host:port"));
 		return NULL;
 	}
@@ -140,7 +140,7 @@ static struct listener *listener_open(const char *spec)
 	}
 	l->l_retry = evtimer_new(server.base, listener_retry_cb, l);
 	evconnlistener_set_error_cb(l->l_evl, listener_error_cb);
-	bound_address(evconnlistener_get_fd(l->l_evl), l->l_addr, sizeof(l->l_addr));
+	listen_bound_address(evconnlistener_get_fd(l->l_evl), l->l_addr, sizeof(l->l_addr));
 	log_info("listening", "addr=%s", l->l_addr);
 	return l;
 }

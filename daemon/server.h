@@ -110,6 +110,10 @@ bool conn_all_idle(void);
 /* listener.c */
 bool listeners_open(void);
 void listeners_close(void);
+/* Split "host:port" or "[v6]:port"; false when it is neither. */
+bool listen_split(const char *s, char *host, size_t hcap, char *port, size_t pcap);
+/* The address a socket is bound to, as host:port or [v6]:port. */
+void listen_bound_address(int fd, char *out, size_t cap);
 
 /* store.c */
 struct store *store_new(struct event_base *base, const struct config *cfg);
