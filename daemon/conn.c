@@ -37,6 +37,7 @@
 #include "peers.h"
 #include "request.h"
 #include "server.h"
+#include "tls.h"
 
 /* Replies the peer has not read beyond this pause reading its lines. */
 #define OUTPUT_HIGH_WATER (256 * 1024)
@@ -569,10 +570,14 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 		conn_close(c, "idle timeout");
 	} else if (what & BEV_EVENT_ERROR) {
 		int err = EVUTIL_SOCKET_ERROR();
+		/* A TLS peer that never finished its handshake is logged by tls.c. */
+		bool handshake = tls_handshake_failed(c->c_bev, c->c_peer);
 		/* Nothing can be written any more: drop the socket now. */
 		bufferevent_free(c->c_bev);
 		c->c_bev = NULL;
-		conn_close(c, err == ECONNRESET ? "connection reset" : "socket error");
+		conn_close(c, handshake           ? "tls handshake failed"
+		              : err == ECONNRESET ? "connection reset"
+		                                  : "socket error");
 	}
 }
 
@@ -711,7 +716,20 @@ static void conn_refuse(struct conn *c, const char *code, const char *message, c
 	conn_close(c, reason);
 }
 
+static void conn_start(struct bufferevent *bev, const struct sockaddr *sa, int salen);
+
 void conn_accept(int fd, const struct sockaddr *sa, int salen)
+{
+	/* Acks are small and latency matters: do not let Nagle hold them
+	 * until the peer's next packet or delayed ACK. */
+	int one = 1;
+	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	/* Plain or TLS (perhaps after a look at the first byte): tls.c. */
+	tls_accept(fd, sa, salen, conn_start);
+}
+
+/* The socket has its bufferevent: make the connection and apply the limits. */
+static void conn_start(struct bufferevent *bev, const struct sockaddr *sa, int salen)
 {
 	(void)salen;
 	char host[64];
@@ -723,11 +741,7 @@ void conn_accept(int fd, const struct sockaddr *sa, int salen)
 	framer_init(&c->c_framer, (size_t)server.cfg->max_line_bytes);
 	c->c_resume_ev = event_new(server.base, -1, 0, conn_resume_cb, c);
 	c->c_timer = evtimer_new(server.base, conn_timer_cb, c);
-	/* Acks are small and latency matters: do not let Nagle hold them
-	 * until the peer's next packet or delayed ACK. */
-	int one = 1;
-	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-	c->c_bev = bufferevent_socket_new(server.base, fd, BEV_OPT_CLOSE_ON_FREE);
+	c->c_bev = bev;
 	if (c->c_bev == NULL || c->c_resume_ev == NULL || c->c_timer == NULL)
 		abort();
 	bufferevent_setcb(c->c_bev, conn_read_cb, conn_write_cb, conn_event_cb, c);

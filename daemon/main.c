@@ -33,6 +33,7 @@
 #include "privdrop.h"
 #include "metrics.h"
 #include "sdnotify.h"
+#include "tls.h"
 #include "webhook.h"
 #include "ot_build.h"
 #include "server.h"
@@ -155,6 +156,8 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 	store_apply_config(server.store, neu);
 	alerts_start();
 	webhooks_start();
+	/* New certificates for new connections; the old context stays on a failure. */
+	tls_reload(neu);
 	conn_apply_config();
 	metrics_apply_config();
 	metrics_reload(true);
@@ -196,6 +199,7 @@ static void server_shutdown(void)
 		event_free(server.ev_drain_tick);
 	if (server.n_listeners > 0)
 		listeners_close();
+	tls_fini();
 	/* Let pending frees (closed connections) run. */
 	event_base_loop(server.base, EVLOOP_NONBLOCK);
 	event_base_free(server.base);
@@ -240,7 +244,15 @@ int main(int argc, char **argv)
 		free(err);
 		return EX_CONFIG_;
 	}
+	/* The certificates are read now, as root when started as root. */
+	if (!tls_init(cfg, &err)) {
+		fprintf(stderr, "ordertrackd: %s\n", err);
+		free(err);
+		config_free(cfg);
+		return EX_CONFIG_;
+	}
 	if (check_only) {
+		tls_fini();
 		printf("ordertrackd: %s: configuration OK\n", path);
 		config_free(cfg);
 		return EX_OK_;

@@ -143,6 +143,10 @@ static setting_parse_fn admin_listen_parse;
 static const char *string_of(struct loader *ld, const config_setting_t *s, const char *key);
 static bool admin_listen_same(const struct config *a, const struct config *b);
 static void admin_listen_release(struct config *cfg);
+static void tls_default(struct config *cfg);
+static setting_parse_fn tls_parse;
+static bool tls_same(const struct config *a, const struct config *b);
+static void tls_release(struct config *cfg);
 
 /*
  * The schema.  Adding an integer or string setting is one row here plus its
@@ -181,6 +185,7 @@ static const struct setting settings[] = {
     SET_CUSTOM("admin.listen", SETTING_RESTART, admin_listen_default, admin_listen_parse,
                admin_listen_same, admin_listen_release),
     SET_INT("log.stats_interval_s", stats_interval_s, 60, 0, 86400, SETTING_RELOAD),
+    SET_CUSTOM("tls", SETTING_RELOAD, tls_default, tls_parse, tls_same, tls_release),
 };
 
 #define N_SETTINGS (sizeof(settings) / sizeof(settings[0]))
@@ -895,6 +900,101 @@ static bool admin_listen_parse(struct loader *ld, const struct setting *row,
 static bool admin_listen_same(const struct config *a, const struct config *b)
 {
 	return strcmp(a->admin_listen, b->admin_listen) == 0;
+}
+
+/* tls: off. */
+static void tls_default(struct config *cfg)
+{
+	cfg->tls_enabled = false;
+	cfg->tls_cert = NULL;
+	cfg->tls_key = NULL;
+	cfg->tls_ca = NULL;
+	cfg->tls_require = true;
+}
+
+/* tls: free the paths. */
+static void tls_release(struct config *cfg)
+{
+	free(cfg->tls_cert);
+	free(cfg->tls_key);
+	free(cfg->tls_ca);
+	tls_default(cfg);
+}
+
+/* tls.cert, tls.key, tls.ca: a non-empty path of at most PATH_MAX characters. */
+static bool tls_path(struct loader *ld, const config_setting_t *s, const char *key, char **out)
+{
+	const char *v = string_of(ld, s, key);
+	if (v == NULL)
+		return false;
+	size_t n = strlen(v);
+	if (n == 0 || n > 4096)
+		return fail(ld, s, key, "must be a file path of 1 to 4096 characters (got %zu)", n);
+	free(*out);
+	*out = xstrdup(v);
+	return true;
+}
+
+/*
+ * tls: the group { cert, key, ca, require }.  cert and key are required
+ * when the group is there; the files themselves are read by the daemon
+ * (daemon/tls.c), since this module opens nothing but the config.
+ */
+static bool tls_parse(struct loader *ld, const struct setting *row, const config_setting_t *s)
+{
+	struct config *cfg = ld->cfg;
+	if (!config_setting_is_group(s))
+		return fail(ld, s, row->path, "must be a group { ... } (got %s)",
+		            type_name(config_setting_type(s)));
+	tls_release(cfg);
+	cfg->tls_enabled = true;
+	int n = config_setting_length(s);
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+		const char *name = config_setting_name(e);
+		char key[KEY_MAX];
+		key_format(key, sizeof(key), "tls.%s", name);
+		bool ok;
+		if (strcmp(name, "cert") == 0) {
+			ok = tls_path(ld, e, key, &cfg->tls_cert);
+		} else if (strcmp(name, "key") == 0) {
+			ok = tls_path(ld, e, key, &cfg->tls_key);
+		} else if (strcmp(name, "ca") == 0) {
+			ok = tls_path(ld, e, key, &cfg->tls_ca);
+		} else if (strcmp(name, "require") == 0) {
+			int type = config_setting_type(e);
+			if (type != CONFIG_TYPE_BOOL)
+				return fail(ld, e, key, "must be true or false (got %s)",
+				            type_name(type));
+			cfg->tls_require = config_setting_get_bool(e) != 0;
+			ok = true;
+		} else {
+			return unknown_key(ld, e, key, "tls takes cert, key, ca and require");
+		}
+		if (!ok)
+			return false;
+	}
+	if (cfg->tls_cert == NULL)
+		return fail(ld, s, "tls.cert", "is required when tls is set");
+	if (cfg->tls_key == NULL)
+		return fail(ld, s, "tls.key", "is required when tls is set");
+	return true;
+}
+
+/* Equal strings, either of which may be NULL. */
+static bool str_same_null(const char *a, const char *b)
+{
+	if (a == NULL || b == NULL)
+		return a == b;
+	return strcmp(a, b) == 0;
+}
+
+/* tls: equal when every key is. */
+static bool tls_same(const struct config *a, const struct config *b)
+{
+	return a->tls_enabled == b->tls_enabled && a->tls_require == b->tls_require &&
+	       str_same_null(a->tls_cert, b->tls_cert) && str_same_null(a->tls_key, b->tls_key) &&
+	       str_same_null(a->tls_ca, b->tls_ca);
 }
 
 /* exporters: none unless configured. */

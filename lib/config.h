@@ -101,6 +101,13 @@ struct config {
 
 	char *admin_listen;   /* admin.listen: "host:port" of /healthz, /readyz, /metrics; "" = off */
 	int stats_interval_s; /* log.stats_interval_s: seconds between stats lines, 0 = never */
+
+	/* tls: the event port's TLS; off unless the group is present. */
+	bool tls_enabled; /* the tls group is present */
+	char *tls_cert;   /* tls.cert: PEM certificate (chain) file */
+	char *tls_key;    /* tls.key: PEM private key file */
+	char *tls_ca;     /* tls.ca: PEM CA file for client certificates; NULL = none */
+	bool tls_require; /* tls.require: TLS only (true) or TLS and plain text */
 };
 
 /* Load and check a file. NULL on error with *errstr set (free() it). */

@@ -1099,6 +1099,57 @@ static void test_stats_interval(void **state)
 	          "\"log.stats_interval_s\"?)");
 }
 
+/* tls: off by default; the group gives paths, ca is optional, require defaults to true. */
+static void test_tls(void **state)
+{
+	(void)state;
+	struct config *off = parse_ok("# nothing\n");
+	assert_false(off->tls_enabled);
+	assert_null(off->tls_cert);
+	assert_true(off->tls_require);
+
+	struct config *c =
+	    parse_ok("tls = { cert = \"/etc/ot/cert.pem\"; key = \"/etc/ot/key.pem\"; };\n");
+	assert_true(c->tls_enabled);
+	assert_string_equal(c->tls_cert, "/etc/ot/cert.pem");
+	assert_string_equal(c->tls_key, "/etc/ot/key.pem");
+	assert_null(c->tls_ca);
+	assert_true(c->tls_require);
+
+	struct config *d = parse_ok("tls: { cert = \"c.pem\"; key = \"k.pem\"; ca = \"ca.pem\";\n"
+	                            "  require = false; };\n");
+	assert_string_equal(d->tls_ca, "ca.pem");
+	assert_false(d->tls_require);
+
+	/* Reloadable: never a restart key. */
+	char out[128];
+	assert_int_equal(config_restart_keys(off, c, out, sizeof(out)), 0);
+	assert_int_equal(config_restart_keys(c, d, out, sizeof(out)), 0);
+	config_free(off);
+	config_free(c);
+	config_free(d);
+}
+
+/* tls: missing cert or key, wrong types, unknown keys, empty paths. */
+static void test_tls_errors(void **state)
+{
+	(void)state;
+	parse_bad("tls = { key = \"k.pem\"; };\n",
+	          "t.conf:1: tls.cert: is required when tls is set");
+	parse_bad("tls = { cert = \"c.pem\"; };\n",
+	          "t.conf:1: tls.key: is required when tls is set");
+	parse_bad("tls = { };\n", "t.conf:1: tls.cert: is required when tls is set");
+	parse_bad("tls = { cert = \"c.pem\"; key = \"k.pem\"; require = 1; };\n",
+	          "t.conf:1: tls.require: must be true or false (got an integer)");
+	parse_bad("tls = { cert = \"\"; key = \"k.pem\"; };\n",
+	          "t.conf:1: tls.cert: must be a file path of 1 to 4096 characters (got 0)");
+	parse_bad("tls = { cert = \"c.pem\";\n  key = 5; };\n",
+	          "t.conf:2: tls.key: must be a string (got an integer)");
+	parse_bad("tls = { cert = \"c.pem\"; key = \"k.pem\"; verify = true; };\n",
+	          "t.conf:1: unknown key \"tls.verify\" (tls takes cert, key, ca and require)");
+	parse_bad("tls = \"on\";\n", "t.conf:1: tls: must be a group { ... } (got a string)");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1129,6 +1180,8 @@ int main(void)
 	    cmocka_unit_test(test_alerts),
 	    cmocka_unit_test(test_admin_listen),
 	    cmocka_unit_test(test_stats_interval),
+	    cmocka_unit_test(test_tls),
+	    cmocka_unit_test(test_tls_errors),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

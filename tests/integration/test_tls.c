@@ -1,0 +1,576 @@
+/*
+ * test_tls.c - TLS on the event port of the real daemon.
+ *
+ * The test makes its certificates with the openssl CLI in its temp dir: a
+ * CA, two server certificates for 127.0.0.1 from it (the second for the
+ * reload test), a client certificate from it, and a client certificate
+ * from a second, unrelated CA.  Its TLS client is OpenSSL on a blocking
+ * socket with a receive timeout: SSL_connect, then lines through
+ * SSL_write and SSL_read.  It checks the server's certificate against the
+ * CA and its subjectAltName against 127.0.0.1.
+ */
+#include <setjmp.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <signal.h>
+#include <sys/socket.h>
+#include <sys/time.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
+#include <openssl/x509v3.h>
+
+#include "harness.h"
+
+#define READ_TIMEOUT_S 10
+
+/* Certificates, made once for the whole run. */
+static char dir[1024];
+static bool certs_made;
+
+/* A TLS client connection. */
+struct tc {
+	int fd;
+	SSL_CTX *ctx;
+	SSL *ssl;
+	char in[16384];
+	size_t in_len;
+};
+
+/* Path of a file in the certificate directory, in a rotating static buffer. */
+static const char *cpath(const char *name)
+{
+	static char bufs[8][PATH_MAX];
+	static int next;
+	char *b = bufs[next++ % 8];
+	snprintf(b, PATH_MAX, "%s/%s", dir, name);
+	return b;
+}
+
+/* Run a shell command in the certificate directory; fail the test if it fails. */
+static void sh(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static void sh(const char *fmt, ...)
+{
+	char cmd[4096];
+	int n = snprintf(cmd, sizeof(cmd), "cd '%s' && (", dir);
+	va_list ap;
+	va_start(ap, fmt);
+	n += vsnprintf(cmd + n, sizeof(cmd) - (size_t)n, fmt, ap);
+	va_end(ap);
+	snprintf(cmd + n, sizeof(cmd) - (size_t)n, ") >>openssl.log 2>&1");
+	int st = system(cmd);
+	if (st == -1 || !WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		fail_msg("command failed (see %s/openssl.log): %s", dir, cmd);
+}
+
+/* A CA: name.key, name.pem. */
+static void make_ca(const char *name, const char *cn)
+{
+	sh("openssl req -x509 -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+	   "-keyout %s.key -out %s.pem -days 2 -subj '/CN=%s'",
+	   name, name, cn);
+}
+
+/* A leaf: name.key, name.pem signed by ca, with the extensions given. */
+static void make_leaf(const char *name, const char *ca, const char *cn, int serial, const char *ext)
+{
+	sh("printf '%s\\n' > %s.ext && "
+	   "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+	   "-keyout %s.key -out %s.csr -subj '/CN=%s' && "
+	   "openssl x509 -req -in %s.csr -CA %s.pem -CAkey %s.key -set_serial %d -days 2 "
+	   "-extfile %s.ext -out %s.pem",
+	   ext, name, name, name, cn, name, ca, ca, serial, name, name);
+}
+
+/* Make every certificate the tests use, once. */
+static void certs_make(void)
+{
+	if (certs_made)
+		return;
+	snprintf(dir, sizeof(dir), "%s/certs", it_tmpdir());
+	char cmd[PATH_MAX + 16];
+	snprintf(cmd, sizeof(cmd), "mkdir -p '%s'", dir);
+	assert_int_equal(system(cmd), 0);
+	const char *srv = "subjectAltName=IP:127.0.0.1\\nextendedKeyUsage=serverAuth";
+	const char *cli = "extendedKeyUsage=clientAuth";
+	make_ca("ca", "ordertrack test CA");
+	make_ca("other-ca", "some other CA");
+	make_leaf("server", "ca", "ordertrack-server-one", 4001, srv);
+	make_leaf("server2", "ca", "ordertrack-server-two", 4002, srv);
+	make_leaf("client", "ca", "kivu-coffee client", 5001, cli);
+	make_leaf("badclient", "other-ca", "kivu-coffee impostor", 6001, cli);
+	certs_made = true;
+}
+
+/* The tls group for a config, into a static buffer. */
+static const char *tls_text(const char *cert, const char *key, bool with_ca, bool require)
+{
+	static char b[4 * PATH_MAX];
+	char ca[PATH_MAX + 16] = "";
+	if (with_ca)
+		snprintf(ca, sizeof(ca), "ca = \"%s\";", cpath("ca.pem"));
+	snprintf(b, sizeof(b), "tls = { cert = \"%s\"; key = \"%s\"; %s require = %s; };",
+	         cpath(cert), cpath(key), ca, require ? "true" : "false");
+	return b;
+}
+
+/* A blocking TCP socket to the daemon with a receive timeout. */
+static int tcp_open(const struct it_daemon *d)
+{
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	struct sockaddr_in sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_port = htons((uint16_t)d->port);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
+		fail_msg("connect to 127.0.0.1:%d failed", d->port);
+	struct timeval tv = {READ_TIMEOUT_S, 0};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	setsockopt(fd, SOL_SOCKET, SO_SNDTIMEO, &tv, sizeof(tv));
+	return fd;
+}
+
+/*
+ * Connect with TLS, presenting cert/key when given.  NULL when the
+ * handshake fails (the client's side of it).
+ */
+static struct tc *tc_open(const struct it_daemon *d, const char *cert, const char *key)
+{
+	struct tc *t = calloc(1, sizeof(*t));
+	assert_non_null(t);
+	t->ctx = SSL_CTX_new(TLS_client_method());
+	assert_non_null(t->ctx);
+	SSL_CTX_set_min_proto_version(t->ctx, TLS1_2_VERSION);
+	assert_int_equal(SSL_CTX_load_verify_locations(t->ctx, cpath("ca.pem"), NULL), 1);
+	SSL_CTX_set_verify(t->ctx, SSL_VERIFY_PEER, NULL);
+	if (cert != NULL) {
+		assert_int_equal(
+		    SSL_CTX_use_certificate_file(t->ctx, cpath(cert), SSL_FILETYPE_PEM), 1);
+		assert_int_equal(SSL_CTX_use_PrivateKey_file(t->ctx, cpath(key), SSL_FILETYPE_PEM),
+		                 1);
+	}
+	t->fd = tcp_open(d);
+	t->ssl = SSL_new(t->ctx);
+	assert_non_null(t->ssl);
+	X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(t->ssl), "127.0.0.1");
+	SSL_set_fd(t->ssl, t->fd);
+	if (SSL_connect(t->ssl) != 1) {
+		ERR_clear_error();
+		SSL_free(t->ssl);
+		SSL_CTX_free(t->ctx);
+		close(t->fd);
+		free(t);
+		return NULL;
+	}
+	return t;
+}
+
+/* Close a TLS client. */
+static void tc_close(struct tc *t)
+{
+	if (t == NULL)
+		return;
+	SSL_shutdown(t->ssl);
+	SSL_free(t->ssl);
+	SSL_CTX_free(t->ctx);
+	close(t->fd);
+	free(t);
+}
+
+/* Write a line and "\n"; false when the connection refuses it. */
+static bool tc_send(struct tc *t, const char *line)
+{
+	char buf[8192];
+	int n = snprintf(buf, sizeof(buf), "%s\n", line);
+	assert_true(n > 0 && (size_t)n < sizeof(buf));
+	return SSL_write(t->ssl, buf, n) == n;
+}
+
+/* Read one line (malloc'd, without "\n"); NULL on EOF, error or timeout. */
+static char *tc_read_line(struct tc *t)
+{
+	for (;;) {
+		char *nl = memchr(t->in, '\n', t->in_len);
+		if (nl != NULL) {
+			size_t len = (size_t)(nl - t->in);
+			char *line = strndup(t->in, len);
+			memmove(t->in, nl + 1, t->in_len - len - 1);
+			t->in_len -= len + 1;
+			return line;
+		}
+		if (t->in_len == sizeof(t->in))
+			return NULL;
+		int n = SSL_read(t->ssl, t->in + t->in_len, (int)(sizeof(t->in) - t->in_len));
+		if (n <= 0) {
+			ERR_clear_error();
+			return NULL;
+		}
+		t->in_len += (size_t)n;
+	}
+}
+
+/* Say hello as IT_EXPORTER and require the welcome. */
+static void tc_hello(struct tc *t)
+{
+	assert_true(tc_send(t, "{\"type\":\"hello\",\"exporter\":\"" IT_EXPORTER
+	                       "\",\"token\":\"" IT_TOKEN "\"}"));
+	char *line = tc_read_line(t);
+	if (line == NULL)
+		fail_msg("no welcome over TLS");
+	assert_non_null(strstr(line, "\"welcome\""));
+	free(line);
+}
+
+/* Send an event and require its ack with result "stored". */
+static void tc_event_stored(struct tc *t, const char *id)
+{
+	char *ev = it_event_line(id, "shipment.checkpoint", "PO-TLS", "SH-TLS");
+	assert_true(tc_send(t, ev));
+	free(ev);
+	char *line = tc_read_line(t);
+	if (line == NULL)
+		fail_msg("no ack for %s over TLS", id);
+	it_check_ack(line, id, "stored");
+	free(line);
+}
+
+/* Rows of one event id in a database. */
+static long event_rows(const char *db, const char *id)
+{
+	return it_db_long(db, "SELECT count(*) FROM ordertrack.events WHERE event_id = $1", id,
+	                  NULL);
+}
+
+/*
+ * True when a TLS client (cert/key or none) cannot use the connection:
+ * the handshake fails, or (TLS 1.3 checks the client after the client
+ * thinks it is done) the hello gets no reply.
+ */
+static bool tc_refused(const struct it_daemon *d, const char *cert, const char *key)
+{
+	struct tc *t = tc_open(d, cert, key);
+	if (t == NULL)
+		return true;
+	bool refused = true;
+	if (tc_send(t, "{\"type\":\"hello\",\"exporter\":\"" IT_EXPORTER "\",\"token\":\"" IT_TOKEN
+	               "\"}")) {
+		char *line = tc_read_line(t);
+		refused = line == NULL;
+		free(line);
+	}
+	tc_close(t);
+	return refused;
+}
+
+/* The subject of the certificate the server presents to a new connection. */
+static char *server_subject(const struct it_daemon *d)
+{
+	struct tc *t = tc_open(d, NULL, NULL);
+	if (t == NULL)
+		fail_msg("TLS handshake failed");
+	X509 *x = SSL_get1_peer_certificate(t->ssl);
+	assert_non_null(x);
+	char *s = X509_NAME_oneline(X509_get_subject_name(x), NULL, 0);
+	long serial = ASN1_INTEGER_get(X509_get_serialNumber(x));
+	char *out = NULL;
+	assert_true(asprintf(&out, "%s serial=%ld", s, serial) > 0);
+	OPENSSL_free(s);
+	X509_free(x);
+	tc_close(t);
+	return out;
+}
+
+/* A TLS client says hello, sends an event, gets its ack; the row is there. */
+static void test_tls_event(void **state)
+{
+	(void)state;
+	certs_make();
+	it_pg_createdb("tls_event");
+	struct it_config cfg = {.name = "tls_event",
+	                        .dbname = "tls_event",
+	                        .extra_text = tls_text("server.pem", "server.key", false, true)};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct tc *t = tc_open(d, NULL, NULL);
+	if (t == NULL)
+		fail_msg("TLS handshake failed");
+	tc_hello(t);
+	tc_event_stored(t, "tls-ev-1");
+	assert_true(tc_send(t, "{\"type\":\"ping\"}"));
+	char *pong = tc_read_line(t);
+	assert_non_null(pong);
+	assert_non_null(strstr(pong, "pong"));
+	free(pong);
+	tc_close(t);
+	assert_int_equal(event_rows("tls_event", "tls-ev-1"), 1);
+	it_daemon_stop_clean(d);
+}
+
+/* Plain text to a TLS-only port: no JSON back, closed, logged; the daemon serves on. */
+static void test_plain_refused(void **state)
+{
+	(void)state;
+	certs_make();
+	it_pg_createdb("tls_plain");
+	struct it_config cfg = {.name = "tls_plain",
+	                        .dbname = "tls_plain",
+	                        .extra_text = tls_text("server.pem", "server.key", false, true)};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	off_t off = it_log_offset(d);
+	int fd = tcp_open(d);
+	const char hello[] =
+	    "{\"type\":\"hello\",\"exporter\":\"" IT_EXPORTER "\",\"token\":\"" IT_TOKEN "\"}\n";
+	assert_int_equal(send(fd, hello, sizeof(hello) - 1, MSG_NOSIGNAL),
+	                 (ssize_t)sizeof(hello) - 1);
+	char got[4096];
+	size_t len = 0;
+	for (;;) {
+		ssize_t n = recv(fd, got + len, sizeof(got) - 1 - len, 0);
+		if (n <= 0)
+			break; /* EOF or reset: closed (a timeout fails below) */
+		len += (size_t)n;
+	}
+	got[len] = '\0';
+	assert_null(memchr(got, '{', len));
+	close(fd);
+	it_log_expect(d, off, "msg=\"tls handshake failed\"", IT_REPLY_MS);
+	it_log_expect(d, off, "reason=\"tls handshake failed\"", IT_REPLY_MS);
+	assert_true(it_daemon_alive(d));
+
+	struct tc *t = tc_open(d, NULL, NULL);
+	if (t == NULL)
+		fail_msg("TLS handshake failed after the plain client");
+	tc_hello(t);
+	tc_close(t);
+	it_daemon_stop_clean(d);
+}
+
+/* A refusal at accept (per-address cap) reaches a TLS peer as its JSON error. */
+static void test_refusal_over_tls(void **state)
+{
+	(void)state;
+	certs_make();
+	it_pg_createdb("tls_cap");
+	struct it_config cfg = {.name = "tls_cap",
+	                        .dbname = "tls_cap",
+	                        .max_connections_per_ip = 1,
+	                        .extra_text = tls_text("server.pem", "server.key", false, true)};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct tc *first = tc_open(d, NULL, NULL);
+	assert_non_null(first);
+	tc_hello(first);
+	struct tc *second = tc_open(d, NULL, NULL);
+	if (second == NULL)
+		fail_msg("TLS handshake failed for the refused client");
+	char *line = tc_read_line(second);
+	if (line == NULL)
+		fail_msg("no error line for the refused TLS client");
+	json_t *err = it_check_error(line, NULL, "too_many_connections");
+	json_decref(err);
+	free(line);
+	assert_null(tc_read_line(second)); /* then closed */
+	tc_close(second);
+	tc_close(first);
+	it_daemon_stop_clean(d);
+}
+
+/* require = false: a plain and a TLS client on the same port both work. */
+static void test_mixed(void **state)
+{
+	(void)state;
+	certs_make();
+	it_pg_createdb("tls_mixed");
+	struct it_config cfg = {.name = "tls_mixed",
+	                        .dbname = "tls_mixed",
+	                        .hello_timeout_s = 1,
+	                        .extra_text = tls_text("server.pem", "server.key", false, false)};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+
+	/* A socket that sends nothing is closed at the hello deadline. */
+	off_t off = it_log_offset(d);
+	struct it_client *silent = it_connect(d);
+	it_expect_eof(silent, 5000);
+	it_close(silent);
+	it_log_expect(d, off, "stage=sniff", IT_REPLY_MS);
+
+	struct it_client *p = it_connect(d);
+	struct tc *t = tc_open(d, NULL, NULL);
+	if (t == NULL)
+		fail_msg("TLS handshake failed on a mixed port");
+	it_hello(p, IT_EXPORTER, IT_TOKEN);
+	tc_hello(t);
+	char *ev = it_event_line("mixed-plain-1", "shipment.checkpoint", "PO-TLS", "SH-TLS");
+	it_send(p, ev);
+	free(ev);
+	it_expect_ack(p, "mixed-plain-1", "stored");
+	tc_event_stored(t, "mixed-tls-1");
+	tc_close(t);
+	it_close(p);
+	assert_int_equal(event_rows("tls_mixed", "mixed-plain-1"), 1);
+	assert_int_equal(event_rows("tls_mixed", "mixed-tls-1"), 1);
+	it_daemon_stop_clean(d);
+}
+
+/* With ca: no certificate and a certificate from another CA are refused. */
+static void test_client_certs(void **state)
+{
+	(void)state;
+	certs_make();
+	it_pg_createdb("tls_ca");
+	struct it_config cfg = {.name = "tls_ca",
+	                        .dbname = "tls_ca",
+	                        .extra_text = tls_text("server.pem", "server.key", true, true)};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	off_t off = it_log_offset(d);
+
+	assert_true(tc_refused(d, NULL, NULL));
+	it_log_expect(d, off, "msg=\"tls handshake failed\"", IT_REPLY_MS);
+	off = it_log_offset(d);
+	assert_true(tc_refused(d, "badclient.pem", "badclient.key"));
+	it_log_expect(d, off, "msg=\"tls handshake failed\"", IT_REPLY_MS);
+
+	struct tc *t = tc_open(d, "client.pem", "client.key");
+	if (t == NULL)
+		fail_msg("TLS handshake failed with the right client certificate");
+	tc_hello(t);
+	tc_event_stored(t, "ca-ev-1");
+	tc_close(t);
+	assert_int_equal(event_rows("tls_ca", "ca-ev-1"), 1);
+	it_daemon_stop_clean(d);
+}
+
+/* SIGHUP: a broken cert path keeps the old context; a new valid cert switches. */
+static void test_reload(void **state)
+{
+	(void)state;
+	certs_make();
+	it_pg_createdb("tls_reload");
+	struct it_config cfg = {.name = "tls_reload",
+	                        .dbname = "tls_reload",
+	                        .extra_text = tls_text("server.pem", "server.key", false, true)};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	char *subj = server_subject(d);
+	assert_non_null(strstr(subj, "ordertrack-server-one"));
+	assert_non_null(strstr(subj, "serial=4001"));
+	free(subj);
+
+	/* A connection open across both reloads keeps working. */
+	struct tc *kept = tc_open(d, NULL, NULL);
+	assert_non_null(kept);
+	tc_hello(kept);
+
+	off_t off = it_log_offset(d);
+	cfg.extra_text = tls_text("no-such-cert.pem", "server.key", false, true);
+	it_daemon_rewrite(d, &cfg);
+	kill(d->pid, SIGHUP);
+	it_log_expect(d, off, "msg=\"tls reload failed\"", IT_REPLY_MS);
+	it_log_expect(d, off, "no-such-cert.pem", IT_REPLY_MS);
+	subj = server_subject(d);
+	assert_non_null(strstr(subj, "serial=4001"));
+	free(subj);
+
+	off = it_log_offset(d);
+	cfg.extra_text = tls_text("server2.pem", "server2.key", false, true);
+	it_daemon_rewrite(d, &cfg);
+	kill(d->pid, SIGHUP);
+	it_log_expect(d, off, "msg=\"tls reloaded\"", IT_REPLY_MS);
+	subj = server_subject(d);
+	assert_non_null(strstr(subj, "ordertrack-server-two"));
+	assert_non_null(strstr(subj, "serial=4002"));
+	free(subj);
+
+	tc_event_stored(kept, "reload-kept-1");
+	tc_close(kept);
+	it_daemon_stop_clean(d);
+}
+
+/*
+ * Run the daemon (with -t when check) on cfg, without a database; returns
+ * its exit status and its output (malloc'd) in *out.
+ */
+static int daemon_run(const struct it_config *cfg, bool check, char **out)
+{
+	char conf[PATH_MAX], cmd[2 * PATH_MAX + 64];
+	snprintf(conf, sizeof(conf), "%s/%s.conf", it_tmpdir(), cfg->name);
+	it_config_write(cfg, conf);
+	const char *daemon = getenv("OT_DAEMON");
+	assert_non_null(daemon);
+	snprintf(cmd, sizeof(cmd), "'%s' %s -c '%s' 2>&1", daemon, check ? "-t" : "", conf);
+	FILE *p = popen(cmd, "r");
+	assert_non_null(p);
+	size_t cap = 65536, len = 0;
+	char *buf = calloc(1, cap);
+	assert_non_null(buf);
+	size_t n;
+	while (len + 1 < cap && (n = fread(buf + len, 1, cap - 1 - len, p)) > 0)
+		len += n;
+	int st = pclose(p);
+	assert_true(WIFEXITED(st));
+	*out = buf;
+	return WEXITSTATUS(st);
+}
+
+/* A cert that cannot be loaded at start-up: exit 78 with the file and the reason. */
+static void test_bad_cert_at_start(void **state)
+{
+	(void)state;
+	certs_make();
+	char *out = NULL;
+	struct it_config cfg = {.name = "tls_bad",
+	                        .dbname = "tls_bad",
+	                        .extra_text = tls_text("missing.pem", "server.key", false, true)};
+	for (int check = 0; check <= 1; check++) {
+		assert_int_equal(daemon_run(&cfg, check, &out), 78);
+		if (strstr(out, "missing.pem") == NULL ||
+		    strstr(out, "No such file or directory") == NULL)
+			fail_msg("no file or reason in: %s", out);
+		free(out);
+	}
+
+	/* A key that does not belong to the certificate. */
+	struct it_config mism = {.name = "tls_mism",
+	                         .dbname = "tls_bad",
+	                         .extra_text = tls_text("server.pem", "server2.key", false, true)};
+	assert_int_equal(daemon_run(&mism, false, &out), 78);
+	if (strstr(out, "server2.key") == NULL || strstr(out, "mismatch") == NULL)
+		fail_msg("no mismatch reason in: %s", out);
+	free(out);
+
+	/* A ca file that is not PEM. */
+	struct it_config badca = {.name = "tls_badca",
+	                          .dbname = "tls_bad",
+	                          .extra_text = tls_text("server.pem", "server.key", false, true)};
+	char text[4 * PATH_MAX];
+	snprintf(text, sizeof(text), "tls = { cert = \"%s\"; key = \"%s\"; ca = \"%s\"; };",
+	         cpath("server.pem"), cpath("server.key"), cpath("server.ext"));
+	badca.extra_text = text;
+	assert_int_equal(daemon_run(&badca, false, &out), 78);
+	if (strstr(out, "tls.ca") == NULL || strstr(out, "server.ext") == NULL)
+		fail_msg("no ca reason in: %s", out);
+	free(out);
+}
+
+int main(void)
+{
+	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_teardown(test_tls_event, it_test_teardown),
+	    cmocka_unit_test_teardown(test_plain_refused, it_test_teardown),
+	    cmocka_unit_test_teardown(test_refusal_over_tls, it_test_teardown),
+	    cmocka_unit_test_teardown(test_mixed, it_test_teardown),
+	    cmocka_unit_test_teardown(test_client_certs, it_test_teardown),
+	    cmocka_unit_test_teardown(test_reload, it_test_teardown),
+	    cmocka_unit_test_teardown(test_bad_cert_at_start, it_test_teardown),
+	};
+	it_env_init("tls");
+	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
+}
