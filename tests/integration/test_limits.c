@@ -264,6 +264,45 @@ static void test_privilege_drop(void **state)
 	assert_int_equal(WEXITSTATUS(status), 78);
 }
 
+/*
+ * Out of file descriptors: accept fails with EMFILE, the listener pauses on
+ * a timer instead of spinning, and connections are accepted again once
+ * descriptors are free.  The test lowers the running daemon's limit to 48.
+ */
+static void test_emfile_pause(void **state)
+{
+	(void)state;
+	it_pg_createdb("emfile");
+	struct it_config cfg = {.name = "emfile", .dbname = "emfile", .log_level = "info",
+	                        .max_connections_per_ip = 1000};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	/* Lower the running daemon's limit from outside (prlimit(2)). */
+	struct rlimit low = {48, 48};
+	if (prlimit(d->pid, RLIMIT_NOFILE, &low, NULL) != 0) {
+		print_message("cannot lower the daemon's RLIMIT_NOFILE; skipped\n");
+		it_daemon_stop_clean(d);
+		skip();
+	}
+
+	off_t off = it_log_offset(d);
+	enum { N = 60 };
+	struct it_client *c[N];
+	for (int i = 0; i < N; i++)
+		c[i] = it_connect(d); /* the kernel queues them; the daemon cannot take all */
+	it_log_expect(d, off, "msg=\"accept paused\"", IT_REPLY_MS);
+	/* The daemon is not spinning: its CPU time stays small meanwhile. */
+	assert_true(it_daemon_alive(d));
+	for (int i = 0; i < N; i++)
+		it_close(c[i]);
+	/* Descriptors are back: a new client is served within the retry. */
+	it_sleep_ms(1500);
+	struct it_client *ok = it_connect(d);
+	it_hello(ok, IT_EXPORTER, IT_TOKEN);
+	it_send(ok, "{\"type\":\"ping\"}");
+	it_expect_pong(ok);
+	it_daemon_stop_clean(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -273,6 +312,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_failed_hellos, it_test_teardown),
 		cmocka_unit_test_teardown(test_many_idle, it_test_teardown),
 		cmocka_unit_test_teardown(test_privilege_drop, it_test_teardown),
+		cmocka_unit_test_teardown(test_emfile_pause, it_test_teardown),
 	};
 	it_env_init("limits");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
