@@ -727,6 +727,23 @@ static void __attribute__((format(printf, 2, 3))) path_format(char *buf, const c
 	va_end(ap);
 }
 
+/*
+ * Join a and b into buf (PATH_MAX_LEN bytes), cut to fit.  Every field
+ * check builds its path, so this is on the per-event path: plain copies,
+ * not printf.
+ */
+static void path_cat(char *buf, const char *a, const char *b)
+{
+	size_t la = strlen(a), lb = strlen(b);
+	if (la > PATH_MAX_LEN - 1)
+		la = PATH_MAX_LEN - 1;
+	if (lb > PATH_MAX_LEN - 1 - la)
+		lb = PATH_MAX_LEN - 1 - la;
+	memcpy(buf, a, la);
+	memcpy(buf + la, b, lb);
+	buf[la + lb] = '\0';
+}
+
 /* True when a rule table names key. */
 static bool rules_name(const struct field_rule *rules, const char *key)
 {
@@ -827,7 +844,7 @@ static bool check_value(const json_t *v, const struct field_rule *r, const char 
 		why = r->reason;
 	if (why == NULL && r->kind == FIELD_OBJECT && r->members != NULL) {
 		char prefix[PATH_MAX_LEN];
-		path_format(prefix, "%s.", path);
+		path_cat(prefix, path, ".");
 		if (!check_no_unknown(v, r->members, NULL, NULL, prefix, code, err) ||
 		    !check_rules(v, r->members, prefix, code, cx, err))
 			return false;
@@ -852,7 +869,7 @@ static bool check_rules(const json_t *obj, const struct field_rule *rules, const
 		const json_t *v = json_object_get(obj, r->name);
 		char path[PATH_MAX_LEN];
 
-		path_format(path, "%s%s", prefix, r->name);
+		path_cat(path, prefix, r->name);
 		if (v == NULL) {
 			if (!r->required)
 				continue;
