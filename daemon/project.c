@@ -128,6 +128,15 @@ void project_build(const PGresult *load, const PGresult *states, struct slot **c
 		if (order_changed(changed, n_changed, exp, ord)) {
 			json_t *item = fold_order(load, from, to, rules);
 			json_t *was = old_state(states, exp, ord);
+			/* Lines and documents rarely change: tell apply_orders
+			 * when it may leave those rows alone. */
+			const json_t *now = json_object_get(item, "state");
+			json_object_set_new(item, "lines_changed",
+			                    json_boolean(!was || !json_equal(json_object_get(was, "lines"),
+			                                                     json_object_get(now, "lines"))));
+			json_object_set_new(item, "docs_changed",
+			                    json_boolean(!was || !json_equal(json_object_get(was, "documents"),
+			                                                     json_object_get(now, "documents"))));
 			size_t nc = order_causes(changed, n_changed, exp, ord, causes);
 			out->n_notes += (unsigned)notify_diff(was, json_object_get(item, "state"), exp,
 			                                      ord, causes, nc, notes);
