@@ -18,8 +18,13 @@ if [ -e "$dest" ]; then
 	echo "install-conf.sh: keeping the existing $dest (the new default is $src)"
 	exit 0
 fi
-# 0644: the file holds token hashes, not tokens, and ordertrackctl run by
-# operators reads it too.  Keep passwords out of it (~/.pgpass or peer
-# authentication); see docs/OPERATIONS.md.
-install -m 0644 "$src" "$dest"
+# 0640, group ordertrack when that group exists: the file holds token
+# hashes, but also webhook signing secrets, which only the daemon (and the
+# operators in the group, for ordertrackctl) may read.  Keep database
+# passwords out of it (~/.pgpass or peer authentication); see
+# docs/OPERATIONS.md.
+install -m 0640 "$src" "$dest"
+if [ -z "${DESTDIR:-}" ] && getent group ordertrack >/dev/null 2>&1; then
+	chgrp ordertrack "$dest"
+fi
 echo "install-conf.sh: installed $dest"

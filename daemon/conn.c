@@ -59,6 +59,7 @@ struct conn {
 	char c_peer[64];
 	char c_exporter[CONFIG_ID_MAX + 1]; /* or the operator's id */
 	bool c_operator;                    /* an operator: may only subscribe */
+	uint8_t c_token_sha256[AUTH_DIGEST_LEN]; /* the token hash it said hello with */
 	struct sub *c_sub;                  /* subscribed to the feed */
 	struct slot_list c_slots; /* replies in line order */
 	unsigned c_unacked;       /* event slots not yet finished */
@@ -311,6 +312,7 @@ static void conn_hello(struct conn *c, const struct request *rq)
 		return;
 	}
 	snprintf(c->c_exporter, sizeof(c->c_exporter), "%s", e->id);
+	memcpy(c->c_token_sha256, e->token_sha256, AUTH_DIGEST_LEN);
 	c->c_operator = op;
 	c->c_state = CONN_READY;
 	evtimer_del(c->c_timer); /* the hello deadline is met */
@@ -838,10 +840,18 @@ void conn_apply_config(void)
 			bufferevent_set_timeouts(c->c_bev,
 			                         server.cfg->idle_timeout_s > 0 ? &tv : NULL, NULL);
 		}
-		/* A removed exporter loses its open connections too. */
-		if (c->c_state == CONN_READY &&
-		    config_find_exporter(server.cfg, c->c_exporter) == NULL)
-			conn_close(c, "exporter removed from config");
+		if (c->c_state != CONN_READY)
+			continue;
+		/* A removed exporter or operator loses its open connections,
+		 * and so does one whose token was replaced (rotation). */
+		const struct config_exporter *e =
+			c->c_operator ? config_find_operator(server.cfg, c->c_exporter)
+			              : config_find_exporter(server.cfg, c->c_exporter);
+		if (e == NULL)
+			conn_close(c, c->c_operator ? "operator removed from config"
+			                            : "exporter removed from config");
+		else if (memcmp(e->token_sha256, c->c_token_sha256, AUTH_DIGEST_LEN) != 0)
+			conn_close(c, "token changed in config");
 	}
 	conn_resume_paused();
 }

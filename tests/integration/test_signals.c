@@ -265,6 +265,55 @@ static void test_sighup_broken_config(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/*
+ * SIGHUP after a token rotation: the exporter's open session is closed
+ * (it authenticated with the old token), the new token works, the old one
+ * does not; an operator's subscription and other exporters stay connected.
+ */
+static void test_sighup_token_rotation(void **state)
+{
+	(void)state;
+	it_pg_createdb("sig_rotate");
+	struct it_config cfg = {.name = "sig_rotate", .dbname = "sig_rotate"};
+	cfg.extra[0] = (struct it_exporter){NEW_EXPORTER, "Lake Kivu Tea Estate", NEW_TOKEN};
+	cfg.n_extra = 1;
+	cfg.operators[0] = (struct it_exporter){"ops", "Operations desk", "ops-token-0001"};
+	cfg.n_operators = 1;
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct it_client *tea = it_connect(d);
+	it_hello(tea, NEW_EXPORTER, NEW_TOKEN);
+	struct it_client *other = it_connect(d);
+	it_hello(other, IT_EXPORTER, IT_TOKEN);
+	struct it_client *ops = it_connect(d);
+	it_hello_operator(ops, "ops", "ops-token-0001");
+	it_send(ops, "{\"type\":\"subscribe\",\"after\":0}");
+	char *line = it_read_line(ops, IT_REPLY_MS);
+	assert_non_null(strstr(line, "\"subscribed\""));
+	free(line);
+
+	cfg.extra[0].token = "lake-tea-rotated-token";
+	it_daemon_rewrite(d, &cfg);
+	off_t off = it_log_offset(d);
+	kill(d->pid, SIGHUP);
+	it_log_expect(d, off, "msg=\"config reloaded\"", IT_REPLY_MS);
+	it_expect_eof(tea, IT_REPLY_MS);
+	it_log_expect(d, off, "reason=\"token changed in config\"", IT_REPLY_MS);
+
+	struct it_client *old = it_connect(d);
+	char *reply = try_hello(old, NEW_EXPORTER, NEW_TOKEN);
+	assert_non_null(strstr(reply, "auth_failed"));
+	free(reply);
+	struct it_client *fresh = it_connect(d);
+	it_hello(fresh, NEW_EXPORTER, "lake-tea-rotated-token");
+
+	/* The others were not touched. */
+	it_send(other, "{\"type\":\"ping\"}");
+	it_expect_pong(other);
+	it_send(ops, "{\"type\":\"ping\"}");
+	it_expect_pong(ops);
+	it_daemon_stop_clean(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -273,6 +322,7 @@ int main(void)
 		cmocka_unit_test_teardown(test_sighup_add_exporter, it_test_teardown),
 		cmocka_unit_test_teardown(test_sighup_limits, it_test_teardown),
 		cmocka_unit_test_teardown(test_sighup_broken_config, it_test_teardown),
+		cmocka_unit_test_teardown(test_sighup_token_rotation, it_test_teardown),
 	};
 	it_env_init("signals");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
