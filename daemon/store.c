@@ -3,18 +3,25 @@
  *
  * Events from all connections queue here.  Whenever the database is idle
  * the queue is cut into a batch (at most batch.max_events) and sent as one
- * pipeline: BEGIN, one prepared INSERT per event, COMMIT, Sync.  The loop
- * never waits for the database: the socket is watched by libevent and
+ * transaction in two pipelined parts.  Part one: BEGIN, the advisory locks
+ * of the batch's orders, one set-based INSERT of all its events, the
+ * orders' stored states (STATE) and all their events (LOAD), then a flush
+ * request.  When LOAD's rows are in, the changed orders are folded in C
+ * (project.c) and part two goes out: APPLY (the read model), EMIT (the
+ * notifications, numbered last since that serializes), COMMIT, Sync.  The
+ * loop never waits for the database: the socket is watched by libevent and
  * results are read as they come.  Replies go back to the connections only
  * after COMMIT has answered.
  *
- * Failures: one event that the database refuses for its data (SQLSTATE
- * classes 22 and 23) is answered with an error and the others of its batch
- * are sent again; a lost connection or a transient failure (08, 40, 53,
- * 57) sends the whole batch again after reconnecting.  Events of a batch
- * whose COMMIT outcome was lost with the connection are marked in doubt:
- * when the retry finds them already stored with the same content, it was
- * this daemon that stored them, so they are acked "stored".
+ * Failures: when the batch fails for its data (SQLSTATE classes 22 and 23,
+ * or anything that names no event), it is sent again one event at a time,
+ * so the event at fault is answered with an error and the others commit;
+ * the next batch starts with ROLLBACK, since Sync does not end an explicit
+ * transaction block.  A lost connection or a transient failure (08, 40,
+ * 53, 57, 58) sends the whole batch again after reconnecting.  Events of a
+ * batch whose COMMIT outcome was lost with the connection are marked in
+ * doubt: when the retry finds them already stored with the same content,
+ * it was this daemon that stored them, so they are acked "stored".
  *
  * On connecting, the schema is brought up to date first: the migrations
  * built into the binary are applied in one transaction under an advisory
