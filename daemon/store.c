@@ -360,6 +360,10 @@ static void store_migrate_begin(struct store *st)
 {
 	static const char sql[] =
 		"SET synchronous_commit = on;"
+		/* Plan each batch statement for the data it meets: a generic
+		 * plan made while the tables were small keeps scanning them
+		 * whole once they have grown. */
+		"SET plan_cache_mode = force_custom_plan;"
 		"BEGIN;"
 		"SELECT pg_advisory_xact_lock(" MIGRATION_LOCK_KEY ");"
 		"CREATE SCHEMA IF NOT EXISTS ordertrack;"
