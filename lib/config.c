@@ -676,6 +676,32 @@ static bool unknown_key(struct loader *ld, const config_setting_t *s, const char
 	return fail(ld, s, NULL, "unknown key %s", quote(path, q, sizeof(q)));
 }
 
+/*
+ * An unknown member name inside a group whose members are listed in table
+ * (n rows of stride bytes, each starting with its name): refuse it, with a
+ * did-you-mean when a listed name is within two edits.
+ */
+static bool unknown_member(struct loader *ld, const config_setting_t *s, const char *sub,
+                           const char *name, const void *table, size_t n, size_t stride)
+{
+	size_t best = 3, nlen = strlen(name);
+	const char *near = NULL;
+	for (size_t k = 0; k < n; k++) {
+		const char *cand = *(const char *const *)((const char *)table + k * stride);
+		size_t d = edit_distance(name, nlen, cand, strlen(cand));
+		if (d < best && d < strlen(cand)) {
+			best = d;
+			near = cand;
+		}
+	}
+	if (near != NULL) {
+		char hint[64];
+		key_format(hint, sizeof(hint), "did you mean \"%s\"?", near);
+		return unknown_key(ld, s, sub, hint);
+	}
+	return unknown_key(ld, s, sub, NULL);
+}
+
 /* Walk the members of a group, sending each to its row or to a nested walk. */
 static bool group_walk(struct loader *ld, const config_setting_t *group, const char *prefix)
 {
@@ -1208,22 +1234,7 @@ static bool exporter_parse(struct loader *ld, const config_setting_t *e, const c
 			return unknown_key(ld, s, sub,
 			                   "store the token's SHA-256 as token_sha256, never the "
 			                   "token itself");
-		size_t best = 3, nlen = strlen(name);
-		const char *near = NULL;
-		for (k = 0; k < N_EXPORTER_KEYS; k++) {
-			const char *cand = exporter_keys[k].name;
-			size_t d = edit_distance(name, nlen, cand, strlen(cand));
-			if (d < best && d < strlen(cand)) {
-				best = d;
-				near = cand;
-			}
-		}
-		if (near != NULL) {
-			char hint[64];
-			key_format(hint, sizeof(hint), "did you mean \"%s\"?", near);
-			return unknown_key(ld, s, sub, hint);
-		}
-		return unknown_key(ld, s, sub, NULL);
+		return unknown_member(ld, s, sub, name, exporter_keys, N_EXPORTER_KEYS, sizeof(exporter_keys[0]));
 	}
 	for (size_t k = 0; k < N_EXPORTER_KEYS; k++) {
 		if (seen[k])
@@ -1704,22 +1715,7 @@ static bool webhook_parse(struct loader *ld, const config_setting_t *e, const ch
 			seen[k] = true;
 			continue;
 		}
-		size_t best = 3, nlen = strlen(name);
-		const char *near = NULL;
-		for (k = 0; k < N_WEBHOOK_KEYS; k++) {
-			const char *cand = webhook_keys[k].name;
-			size_t d = edit_distance(name, nlen, cand, strlen(cand));
-			if (d < best && d < strlen(cand)) {
-				best = d;
-				near = cand;
-			}
-		}
-		if (near != NULL) {
-			char hint[64];
-			key_format(hint, sizeof(hint), "did you mean \"%s\"?", near);
-			return unknown_key(ld, s, sub, hint);
-		}
-		return unknown_key(ld, s, sub, NULL);
+		return unknown_member(ld, s, sub, name, webhook_keys, N_WEBHOOK_KEYS, sizeof(webhook_keys[0]));
 	}
 	for (size_t k = 0; k < N_WEBHOOK_KEYS; k++) {
 		if (seen[k] || !webhook_keys[k].required)
@@ -1971,22 +1967,7 @@ static bool doc_rule_parse(struct loader *ld, const config_setting_t *e, const c
 			seen[k] = true;
 			continue;
 		}
-		size_t best = 3, nlen = strlen(name);
-		const char *near = NULL;
-		for (k = 0; k < N_DOC_RULE_KEYS; k++) {
-			const char *cand = doc_rule_keys[k].name;
-			size_t d = edit_distance(name, nlen, cand, strlen(cand));
-			if (d < best && d < strlen(cand)) {
-				best = d;
-				near = cand;
-			}
-		}
-		if (near != NULL) {
-			char hint[64];
-			key_format(hint, sizeof(hint), "did you mean \"%s\"?", near);
-			return unknown_key(ld, s, sub, hint);
-		}
-		return unknown_key(ld, s, sub, NULL);
+		return unknown_member(ld, s, sub, name, doc_rule_keys, N_DOC_RULE_KEYS, sizeof(doc_rule_keys[0]));
 	}
 	for (size_t k = 0; k < N_DOC_RULE_KEYS; k++) {
 		if (seen[k])
