@@ -1234,7 +1234,8 @@ static bool exporter_parse(struct loader *ld, const config_setting_t *e, const c
 			return unknown_key(ld, s, sub,
 			                   "store the token's SHA-256 as token_sha256, never the "
 			                   "token itself");
-		return unknown_member(ld, s, sub, name, exporter_keys, N_EXPORTER_KEYS, sizeof(exporter_keys[0]));
+		return unknown_member(ld, s, sub, name, exporter_keys, N_EXPORTER_KEYS,
+		                      sizeof(exporter_keys[0]));
 	}
 	for (size_t k = 0; k < N_EXPORTER_KEYS; k++) {
 		if (seen[k])
@@ -1715,7 +1716,8 @@ static bool webhook_parse(struct loader *ld, const config_setting_t *e, const ch
 			seen[k] = true;
 			continue;
 		}
-		return unknown_member(ld, s, sub, name, webhook_keys, N_WEBHOOK_KEYS, sizeof(webhook_keys[0]));
+		return unknown_member(ld, s, sub, name, webhook_keys, N_WEBHOOK_KEYS,
+		                      sizeof(webhook_keys[0]));
 	}
 	for (size_t k = 0; k < N_WEBHOOK_KEYS; k++) {
 		if (seen[k] || !webhook_keys[k].required)
@@ -1967,7 +1969,8 @@ static bool doc_rule_parse(struct loader *ld, const config_setting_t *e, const c
 			seen[k] = true;
 			continue;
 		}
-		return unknown_member(ld, s, sub, name, doc_rule_keys, N_DOC_RULE_KEYS, sizeof(doc_rule_keys[0]));
+		return unknown_member(ld, s, sub, name, doc_rule_keys, N_DOC_RULE_KEYS,
+		                      sizeof(doc_rule_keys[0]));
 	}
 	for (size_t k = 0; k < N_DOC_RULE_KEYS; k++) {
 		if (seen[k])
