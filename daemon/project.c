@@ -1,10 +1,12 @@
 /*
  * project.c - fold each changed order of a batch; see project.h.
  *
- * The batch's LOAD query returned every event of every order the batch
- * touched, grouped by order.  Each group whose order got a new event is
- * parsed and folded by lib/model.c, and the results are packed into one
- * JSON array, so the whole batch's read model is written by one statement.
+ * The batch's LOAD query returned the events stored before this batch of
+ * every order the batch touched, grouped by order.  Each order that got a
+ * new event is folded by lib/model.c from those rows (parsed here) and the
+ * batch's own events (parsed once already, when they were read), and the
+ * results are packed into one JSON array, so the whole batch's read model
+ * is written by one statement.
  * Each folded state is diffed against the one stored last, and the
  * notifications go into a second array for emit_notifications().
  */
@@ -24,28 +26,32 @@ static int slot_cmp(const void *a, const void *b)
 	return c != 0 ? c : strcmp(x->s_order, y->s_order);
 }
 
-/* Did this batch store an event of (exporter, order)? */
-static bool order_changed(struct slot **changed, size_t n, const char *exporter,
-                          const char *order)
+/* Compare a LOAD row's (exporter, order) with a slot's, in byte order. */
+static int row_cmp(const PGresult *load, int row, const struct slot *s)
 {
-	struct slot key = {.s_exporter = exporter, .s_order = order};
-	struct slot *kp = &key;
-	return bsearch(&kp, changed, n, sizeof(*changed), slot_cmp) != NULL;
+	int c = strcmp(PQgetvalue(load, row, 0), s->s_exporter);
+	return c != 0 ? c : strcmp(PQgetvalue(load, row, 1), s->s_order);
 }
 
-/* Fold rows [from, to) of load, one order, into {"exporter","order_ref","state"}. */
-static json_t *fold_order(const PGresult *load, int from, int to, const struct model_rules *rules)
+/*
+ * Fold one order: its stored events from before this batch, rows [from,
+ * to) of load, parsed here, and the events this batch stored, slots[0..ns),
+ * whose trees the request parser built already.  Returns
+ * {"exporter","order_ref","state"}.
+ */
+static json_t *fold_order(const PGresult *load, int from, int to, struct slot *const *slots,
+                          size_t ns, const struct model_rules *rules)
 {
-	size_t n = (size_t)(to - from);
+	size_t n = (size_t)(to - from) + ns;
 	struct model_event *evs = calloc(n, sizeof(*evs));
-	size_t k = 0;
+	size_t k = 0, parsed;
 	if (evs == NULL)
 		abort();
 	for (int row = from; row < to; row++) {
 		json_error_t err;
 		json_t *body = json_loads(PQgetvalue(load, row, 5), 0, &err);
 		if (body == NULL) {
-			/* Stored bodies are our own canonical JSON; this is a bug. */
+			/* Stored bodies were valid JSON when stored; this is a bug. */
 			log_error("stored event unreadable", "event=%s reason=%s",
 			          lq(PQgetvalue(load, row, 2)), lq(err.text));
 			continue;
@@ -56,12 +62,27 @@ static json_t *fold_order(const PGresult *load, int from, int to, const struct m
 		evs[k].body = body;
 		k++;
 	}
+	parsed = k;
+	for (size_t i = 0; i < ns; i++) {
+		evs[k].id = slots[i]->s_id;
+		evs[k].type = slots[i]->s_type;
+		evs[k].occurred_ms = slots[i]->s_occurred_ms;
+		evs[k].body = slots[i]->s_root;
+		k++;
+	}
+	/* model_fold reorders evs: remember which bodies are ours to free. */
+	json_t **owned = calloc(parsed + 1, sizeof(*owned));
+	if (owned == NULL)
+		abort();
+	for (size_t i = 0; i < parsed; i++)
+		owned[i] = evs[i].body;
 	json_t *state = model_fold(evs, k, rules);
-	for (size_t i = 0; i < k; i++)
-		json_decref(evs[i].body);
+	for (size_t i = 0; i < parsed; i++)
+		json_decref(owned[i]);
+	free(owned);
 	free(evs);
-	return json_pack("{s:s, s:s, s:o}", "exporter", PQgetvalue(load, from, 0), "order_ref",
-	                 PQgetvalue(load, from, 1), "state", state);
+	return json_pack("{s:s, s:s, s:o}", "exporter", slots[0]->s_exporter, "order_ref",
+	                 slots[0]->s_order, "state", state);
 }
 
 /* The stored state of (exporter, order) in states, parsed, or NULL. */
@@ -86,22 +107,40 @@ static json_t *old_state(const PGresult *states, const char *exporter, const cha
 	return NULL;
 }
 
-/* The events this batch stored for (exporter, order), as causes. */
-static size_t order_causes(struct slot **changed, size_t n, const char *exporter,
-                           const char *order, struct notify_cause *out)
+/* The events this batch stored for one order, as causes. */
+static void order_causes(struct slot *const *slots, size_t ns, struct notify_cause *out)
 {
-	size_t k = 0;
-	for (size_t i = 0; i < n; i++) {
-		const struct slot *s = changed[i];
-		if (strcmp(s->s_exporter, exporter) != 0 || strcmp(s->s_order, order) != 0)
-			continue;
-		out[k].id = s->s_id;
-		out[k].shipment = s->s_shipment;
-		out[k].occurred_at = s->s_occurred_at;
-		out[k].occurred_ms = s->s_occurred_ms;
-		k++;
+	for (size_t i = 0; i < ns; i++) {
+		out[i].id = slots[i]->s_id;
+		out[i].shipment = slots[i]->s_shipment;
+		out[i].occurred_at = slots[i]->s_occurred_at;
+		out[i].occurred_ms = slots[i]->s_occurred_ms;
 	}
-	return k;
+}
+
+/* Fold, diff and pack one changed order; slots[0..ns) are its new events. */
+static void project_order(const PGresult *load, int from, int to, const PGresult *states,
+                          struct slot *const *slots, size_t ns, const struct model_rules *rules,
+                          struct notify_cause *causes, json_t *orders, json_t *notes,
+                          struct projection *out)
+{
+	const char *exp = slots[0]->s_exporter, *ord = slots[0]->s_order;
+	json_t *item = fold_order(load, from, to, slots, ns, rules);
+	json_t *was = old_state(states, exp, ord);
+	/* Lines and documents rarely change: tell apply_orders when it may
+	 * leave those rows alone. */
+	const json_t *now = json_object_get(item, "state");
+	json_object_set_new(item, "lines_changed",
+	                    json_boolean(!was || !json_equal(json_object_get(was, "lines"),
+	                                                     json_object_get(now, "lines"))));
+	json_object_set_new(item, "docs_changed",
+	                    json_boolean(!was || !json_equal(json_object_get(was, "documents"),
+	                                                     json_object_get(now, "documents"))));
+	order_causes(slots, ns, causes);
+	out->n_notes += (unsigned)notify_diff(was, now, exp, ord, causes, ns, notes);
+	json_decref(was);
+	json_array_append_new(orders, item);
+	out->n_orders++;
 }
 
 void project_build(const PGresult *load, const PGresult *states, struct slot **changed,
@@ -110,6 +149,7 @@ void project_build(const PGresult *load, const PGresult *states, struct slot **c
 	memset(out, 0, sizeof(*out));
 	if (n_changed == 0)
 		return;
+	/* A stable order inside each group is not needed: the fold sorts. */
 	qsort(changed, n_changed, sizeof(*changed), slot_cmp);
 
 	json_t *orders = json_array();
@@ -117,34 +157,21 @@ void project_build(const PGresult *load, const PGresult *states, struct slot **c
 	struct notify_cause *causes = calloc(n_changed, sizeof(*causes));
 	if (causes == NULL)
 		abort();
-	int rows = PQntuples(load);
-	for (int from = 0; from < rows;) {
-		const char *exp = PQgetvalue(load, from, 0);
-		const char *ord = PQgetvalue(load, from, 1);
-		int to = from + 1;
-		while (to < rows && strcmp(PQgetvalue(load, to, 0), exp) == 0 &&
-		       strcmp(PQgetvalue(load, to, 1), ord) == 0)
-			to++;
-		if (order_changed(changed, n_changed, exp, ord)) {
-			json_t *item = fold_order(load, from, to, rules);
-			json_t *was = old_state(states, exp, ord);
-			/* Lines and documents rarely change: tell apply_orders
-			 * when it may leave those rows alone. */
-			const json_t *now = json_object_get(item, "state");
-			json_object_set_new(item, "lines_changed",
-			                    json_boolean(!was || !json_equal(json_object_get(was, "lines"),
-			                                                     json_object_get(now, "lines"))));
-			json_object_set_new(item, "docs_changed",
-			                    json_boolean(!was || !json_equal(json_object_get(was, "documents"),
-			                                                     json_object_get(now, "documents"))));
-			size_t nc = order_causes(changed, n_changed, exp, ord, causes);
-			out->n_notes += (unsigned)notify_diff(was, json_object_get(item, "state"), exp,
-			                                      ord, causes, nc, notes);
-			json_decref(was);
-			json_array_append_new(orders, item);
-			out->n_orders++;
-		}
-		from = to;
+	int rows = load ? PQntuples(load) : 0, row = 0;
+	/* Both lists are sorted by (exporter, order) in byte order: walk
+	 * them side by side, one changed order at a time. */
+	for (size_t g = 0; g < n_changed;) {
+		size_t end = g + 1;
+		while (end < n_changed && slot_cmp(&changed[g], &changed[end]) == 0)
+			end++;
+		while (row < rows && row_cmp(load, row, changed[g]) < 0)
+			row++;
+		int from = row;
+		while (row < rows && row_cmp(load, row, changed[g]) == 0)
+			row++;
+		project_order(load, from, row, states, &changed[g], end - g, rules, causes, orders,
+		              notes, out);
+		g = end;
 	}
 	free(causes);
 	/* jansson holds numbers as doubles; 15 significant digits print

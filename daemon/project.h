@@ -20,13 +20,14 @@ struct projection {
 };
 
 /*
- * load holds every event of the touched orders and states the read model
- * state stored last for those that have one, both ordered by (exporter,
- * order_ref) in byte order; load's columns are exporter, order_ref,
- * event_id, type, occurred_ms, body and states' exporter, order_ref,
- * state.  Only the orders of the slots in changed[] (events this batch
- * stored) are folded and diffed.  Fills out; free it with
- * projection_fini().
+ * load holds the events of the touched orders stored before this batch
+ * and states the read model state stored last for those that have one,
+ * both ordered by (exporter, order_ref) in byte order; load's columns are
+ * exporter, order_ref, event_id, type, occurred_ms, body and states'
+ * exporter, order_ref, state.  changed[] holds the slots of the events this
+ * batch stored (it is sorted here); only their orders are folded, from
+ * load's rows plus those slots' parsed trees, and diffed.  Fills out; free
+ * it with projection_fini().
  */
 void project_build(const PGresult *load, const PGresult *states, struct slot **changed,
                    size_t n_changed, const struct model_rules *rules, struct projection *out);

@@ -142,7 +142,8 @@ struct store {
  * daemon asks again).  A batch never holds the same (exporter, id) twice
  * (store_send_batch sees to it), so each row's verdict is unambiguous.
  * The final SELECT reads events with the statement's snapshot, so it sees
- * the rows that existed before, not the ones it just inserted.
+ * the rows that existed before, not the ones it just inserted; it looks a
+ * stored row up only for the events that were not inserted, the rare case.
  */
 static const char insert_sql[] =
 	"WITH input AS ("
@@ -162,12 +163,12 @@ static const char insert_sql[] =
 	" ON CONFLICT (exporter, event_id) DO NOTHING RETURNING exporter, event_id)"
 	" SELECT CASE WHEN ins.event_id IS NOT NULL THEN 's'"
 	" WHEN b.n IS NOT NULL THEN 'r'"
-	" WHEN e.body IS NULL THEN NULL"
-	" WHEN e.body = i.body THEN 'd' ELSE 'c' END"
+	" ELSE (SELECT CASE WHEN e.body = i.body THEN 'd' ELSE 'c' END"
+	" FROM ordertrack.events e WHERE e.exporter = i.exporter AND e.event_id = i.event_id)"
+	" END"
 	" FROM input i"
 	" LEFT JOIN ins ON ins.exporter = i.exporter AND ins.event_id = i.event_id"
 	" LEFT JOIN bad b ON b.n = i.n"
-	" LEFT JOIN ordertrack.events e ON e.exporter = i.exporter AND e.event_id = i.event_id"
 	" ORDER BY i.n";
 
 /*
@@ -180,13 +181,18 @@ static const char lock_sql[] =
 	" SELECT DISTINCT hashtextextended(e || '/' || o, 7433) AS k"
 	" FROM unnest($1::text[], $2::text[]) AS t(e, o) ORDER BY k) s";
 
-/* Every event of the batch's orders, this batch's included, for the fold. */
+/*
+ * The events of the batch's orders stored before this transaction, for the
+ * fold.  The rows this transaction inserted (xmin is its own id) are left
+ * out: the daemon holds those events parsed already.
+ */
 static const char load_sql[] =
 	"SELECT e.exporter, e.order_ref, e.event_id, e.type,"
 	" (extract(epoch FROM e.occurred_at) * 1000)::bigint, e.body::text"
 	" FROM ordertrack.events e"
 	" JOIN (SELECT DISTINCT x, o FROM unnest($1::text[], $2::text[]) AS t(x, o)) t"
 	" ON e.exporter = t.x AND e.order_ref = t.o"
+	" WHERE e.xmin <> pg_current_xact_id()::xid"
 	" ORDER BY e.exporter COLLATE \"C\", e.order_ref COLLATE \"C\"";
 
 /* The state each order had before this batch, for the notification diff. */
