@@ -94,8 +94,20 @@ struct batch_outcome {
 	char message[256];   /* of the first failure */
 };
 
-struct store {
-	struct event_base *base;
+/* A growing text buffer for a batch's parameters. */
+struct textbuf {
+	char *p;
+	size_t len, cap;
+};
+
+/*
+ * One session with PostgreSQL and the batch in flight on it.  Two or more
+ * lanes let the daemon fold one batch while the server works on another,
+ * so both CPUs work; the advisory locks order batches that share an order.
+ */
+struct lane {
+	struct store *st;
+	unsigned id; /* 1, 2, ... in the logs */
 	PGconn *pg;
 	enum db_state state;
 	struct event ev_sock;
@@ -103,33 +115,40 @@ struct store {
 	int sock_fd;
 	short sock_what;
 	struct event *ev_retry;
-	struct event *ev_flush;
 	int backoff_ms;
 	bool down_logged; /* "database unavailable" said for this outage */
 	bool ever_ready;
 
-	char *conninfo;
-	int max_events;
-	int max_delay_ms;
-
-	struct slot_list queue; /* waiting for a batch */
-	unsigned n_queued;
 	struct slot_list batch; /* in flight */
 	unsigned n_batch;
 	bool batch_in_flight;
 	struct batch_outcome out;
-
-	struct model_rules rules; /* documents.required, for the fold */
-	unsigned solo;            /* events still to send one per batch */
 	/* The last batch failed: its transaction block is still open (and
 	 * aborted) on the server, since Sync ends only implicit ones. */
 	bool needs_rollback;
-	const struct slot **batch_set; /* (exporter, id) of the batch being built */
+	struct textbuf events, exporters, orders; /* parameters, reused */
 
 	int mig_step;       /* 1: lock and read version, 2: apply */
 	int schema_version; /* read in step 1 */
 	bool mig_failed;
 	char mig_error[256];
+};
+
+struct store {
+	struct event_base *base;
+	char *conninfo;
+	int max_events;
+	int max_delay_ms;
+	struct model_rules rules; /* documents.required, for the fold */
+
+	struct slot_list queue; /* waiting for a batch */
+	unsigned n_queued;
+	struct event *ev_flush;
+	unsigned solo;                 /* events still to send one per batch */
+	const struct slot **batch_set; /* (exporter, id) of the batch being built */
+
+	struct lane *lanes;
+	unsigned n_lanes;
 };
 
 /*
@@ -210,17 +229,16 @@ static const char emit_sql[] =
 static const char apply_sql[] = "SELECT ordertrack.apply_orders($1::jsonb)";
 
 static void store_io_cb(evutil_socket_t fd, short what, void *arg);
-static void store_lost(struct store *st, const char *why);
+static void store_lost(struct lane *ln, const char *why);
 static void store_send_batch(struct store *st);
 
 /* Move to a new state, logging the transition at debug level. */
-static void store_set_state(struct store *st, enum db_state s)
+static void store_set_state(struct lane *ln, enum db_state s)
 {
 	if (s >= DB_STATE_MAX)
 		abort();
-	log_debug("database state", "from=%s to=%s", db_state_names[st->state],
-	          db_state_names[s]);
-	st->state = s;
+	log_debug("database state", "from=%s to=%s", db_state_names[ln->state], db_state_names[s]);
+	ln->state = s;
 }
 
 /* The first line of a libpq error, for one-line logs. */
@@ -232,32 +250,32 @@ static const char *first_line(const char *msg, char *buf, size_t cap)
 }
 
 /* Watch the connection's socket for what; re-reads PQsocket every time. */
-static void store_watch(struct store *st, short what)
+static void store_watch(struct lane *ln, short what)
 {
-	int fd = PQsocket(st->pg);
-	if (st->ev_sock_added && fd == st->sock_fd && what == st->sock_what)
+	int fd = PQsocket(ln->pg);
+	if (ln->ev_sock_added && fd == ln->sock_fd && what == ln->sock_what)
 		return;
-	if (st->ev_sock_added)
-		event_del(&st->ev_sock);
-	st->ev_sock_added = false;
+	if (ln->ev_sock_added)
+		event_del(&ln->ev_sock);
+	ln->ev_sock_added = false;
 	if (fd < 0)
 		return;
-	event_assign(&st->ev_sock, st->base, fd, what | EV_PERSIST, store_io_cb, st);
-	event_add(&st->ev_sock, NULL);
-	st->ev_sock_added = true;
-	st->sock_fd = fd;
-	st->sock_what = what;
+	event_assign(&ln->ev_sock, ln->st->base, fd, what | EV_PERSIST, store_io_cb, ln);
+	event_add(&ln->ev_sock, NULL);
+	ln->ev_sock_added = true;
+	ln->sock_fd = fd;
+	ln->sock_what = what;
 }
 
 /* Push buffered output; keep watching for write while some is left. */
-static bool store_flush(struct store *st)
+static bool store_flush(struct lane *ln)
 {
-	int r = PQflush(st->pg);
+	int r = PQflush(ln->pg);
 	if (r < 0) {
-		store_lost(st, PQerrorMessage(st->pg));
+		store_lost(ln, PQerrorMessage(ln->pg));
 		return false;
 	}
-	store_watch(st, r == 1 ? EV_READ | EV_WRITE : EV_READ);
+	store_watch(ln, r == 1 ? EV_READ | EV_WRITE : EV_READ);
 	return true;
 }
 
@@ -271,21 +289,21 @@ static void store_notice(void *arg, const PGresult *r)
 }
 
 /* Start a connection attempt. */
-static void store_connect(struct store *st)
+static void store_connect(struct lane *ln)
 {
 	const char *keys[] = {"dbname", "fallback_application_name", NULL};
-	const char *vals[] = {st->conninfo, "ordertrackd", NULL};
+	const char *vals[] = {ln->st->conninfo, "ordertrackd", NULL};
 
-	st->pg = PQconnectStartParams(keys, vals, 1);
-	if (st->pg == NULL)
+	ln->pg = PQconnectStartParams(keys, vals, 1);
+	if (ln->pg == NULL)
 		abort();
-	PQsetNoticeReceiver(st->pg, store_notice, st);
-	if (PQstatus(st->pg) == CONNECTION_BAD) {
-		store_lost(st, PQerrorMessage(st->pg));
+	PQsetNoticeReceiver(ln->pg, store_notice, ln);
+	if (PQstatus(ln->pg) == CONNECTION_BAD) {
+		store_lost(ln, PQerrorMessage(ln->pg));
 		return;
 	}
-	store_set_state(st, DB_CONNECTING);
-	store_watch(st, EV_WRITE);
+	store_set_state(ln, DB_CONNECTING);
+	store_watch(ln, EV_WRITE);
 }
 
 /* Reconnect timer. */
@@ -310,59 +328,60 @@ static void batch_results_clear(struct batch_outcome *o, bool emitted)
 }
 
 /* Put the in-flight batch back at the head of the queue, in order. */
-static void store_requeue_batch(struct store *st, bool in_doubt)
+static void store_requeue_batch(struct lane *ln, bool in_doubt)
 {
 	struct slot *s;
-	while ((s = TAILQ_LAST(&st->batch, slot_list)) != NULL) {
-		TAILQ_REMOVE(&st->batch, s, s_store);
+	while ((s = TAILQ_LAST(&ln->batch, slot_list)) != NULL) {
+		TAILQ_REMOVE(&ln->batch, s, s_store);
 		if (in_doubt)
 			s->s_in_doubt = true;
-		TAILQ_INSERT_HEAD(&st->queue, s, s_store);
-		st->n_queued++;
+		TAILQ_INSERT_HEAD(&ln->st->queue, s, s_store);
+		ln->st->n_queued++;
 	}
-	st->n_batch = 0;
-	st->batch_in_flight = false;
-	batch_results_clear(&st->out, true);
+	ln->n_batch = 0;
+	ln->batch_in_flight = false;
+	batch_results_clear(&ln->out, true);
 }
 
 /*
  * The connection failed or was lost: keep every unanswered event, drop the
  * connection, and try again after a backoff that doubles up to a cap.
  */
-static void store_lost(struct store *st, const char *why)
+static void store_lost(struct lane *ln, const char *why)
 {
 	char buf[256];
 	const char *reason = first_line(why, buf, sizeof(buf));
 
-	if (st->batch_in_flight)
-		store_requeue_batch(st, true);
-	if (st->ev_sock_added)
-		event_del(&st->ev_sock);
-	st->ev_sock_added = false;
-	if (st->pg != NULL)
-		PQfinish(st->pg);
-	st->pg = NULL;
+	if (ln->batch_in_flight)
+		store_requeue_batch(ln, true);
+	if (ln->ev_sock_added)
+		event_del(&ln->ev_sock);
+	ln->ev_sock_added = false;
+	if (ln->pg != NULL)
+		PQfinish(ln->pg);
+	ln->pg = NULL;
 
-	if (st->state == DB_READY || st->state == DB_PREPARING) {
-		log_warnx("database lost", "reason=%s pending=%u", lq(reason), st->n_queued);
-		st->down_logged = true;
-	} else if (!st->down_logged) {
-		log_warnx("database unavailable", "reason=%s retry_ms=%d", lq(reason),
-		          st->backoff_ms);
-		st->down_logged = true;
+	if (ln->state == DB_READY || ln->state == DB_PREPARING) {
+		log_warnx("database lost", "link=%u reason=%s pending=%u", ln->id, lq(reason),
+		          ln->st->n_queued);
+		ln->down_logged = true;
+	} else if (!ln->down_logged) {
+		log_warnx("database unavailable", "link=%u reason=%s retry_ms=%d", ln->id,
+		          lq(reason), ln->backoff_ms);
+		ln->down_logged = true;
 	} else {
-		log_debug("database still unavailable", "reason=%s", lq(reason));
+		log_debug("database still unavailable", "link=%u reason=%s", ln->id, lq(reason));
 	}
-	store_set_state(st, DB_DOWN);
-	struct timeval tv = {st->backoff_ms / 1000, (st->backoff_ms % 1000) * 1000};
-	evtimer_add(st->ev_retry, &tv);
-	st->backoff_ms *= 2;
-	if (st->backoff_ms > BACKOFF_MAX_MS)
-		st->backoff_ms = BACKOFF_MAX_MS;
+	store_set_state(ln, DB_DOWN);
+	struct timeval tv = {ln->backoff_ms / 1000, (ln->backoff_ms % 1000) * 1000};
+	evtimer_add(ln->ev_retry, &tv);
+	ln->backoff_ms *= 2;
+	if (ln->backoff_ms > BACKOFF_MAX_MS)
+		ln->backoff_ms = BACKOFF_MAX_MS;
 }
 
 /* Step 1 of start-up: lock out other daemons and read the schema version. */
-static void store_migrate_begin(struct store *st)
+static void store_migrate_begin(struct lane *ln)
 {
 	static const char sql[] =
 		"SET synchronous_commit = on;"
@@ -379,112 +398,113 @@ static void store_migrate_begin(struct store *st)
 		" applied_at timestamptz NOT NULL DEFAULT now());"
 		"SELECT coalesce(max(version), 0) FROM ordertrack.schema_migrations";
 
-	store_set_state(st, DB_MIGRATING);
-	st->needs_rollback = false; /* a new session has no open block */
-	st->mig_step = 1;
-	st->mig_failed = false;
-	st->schema_version = -1;
-	if (!PQsendQuery(st->pg, sql)) {
-		store_lost(st, PQerrorMessage(st->pg));
+	store_set_state(ln, DB_MIGRATING);
+	ln->needs_rollback = false; /* a new session has no open block */
+	ln->mig_step = 1;
+	ln->mig_failed = false;
+	ln->schema_version = -1;
+	if (!PQsendQuery(ln->pg, sql)) {
+		store_lost(ln, PQerrorMessage(ln->pg));
 		return;
 	}
-	store_flush(st);
+	store_flush(ln);
 }
 
 /* Step 2: apply what is missing and commit, releasing the lock. */
-static void store_migrate_apply(struct store *st)
+static void store_migrate_apply(struct lane *ln)
 {
 	size_t cap = 64, len = 0;
-	int have = st->schema_version;
+	int have = ln->schema_version;
 
 	if (have > migrations_count) {
-		snprintf(st->mig_error, sizeof(st->mig_error),
+		snprintf(ln->mig_error, sizeof(ln->mig_error),
 		         "database schema version %d is newer than this daemon's %d", have,
 		         migrations_count);
-		st->mig_failed = true;
+		ln->mig_failed = true;
 	}
-	for (int i = have; i < migrations_count && !st->mig_failed; i++)
+	for (int i = have; i < migrations_count && !ln->mig_failed; i++)
 		cap += strlen(migrations[i].sql) + 200;
 	char *sql = malloc(cap);
 	if (sql == NULL)
 		abort();
-	for (int i = have; i < migrations_count && !st->mig_failed; i++) {
+	for (int i = have; i < migrations_count && !ln->mig_failed; i++) {
 		len += (size_t)snprintf(sql + len, cap - len,
 		                        "%s;\nINSERT INTO ordertrack.schema_migrations"
 		                        " (version, name) VALUES (%d, '%s');\n",
 		                        migrations[i].sql, migrations[i].version,
 		                        migrations[i].name);
 	}
-	snprintf(sql + len, cap - len, "%s", st->mig_failed ? "ROLLBACK" : "COMMIT");
-	st->mig_step = 2;
-	int ok = PQsendQuery(st->pg, sql);
+	snprintf(sql + len, cap - len, "%s", ln->mig_failed ? "ROLLBACK" : "COMMIT");
+	ln->mig_step = 2;
+	int ok = PQsendQuery(ln->pg, sql);
 	free(sql);
 	if (!ok) {
-		store_lost(st, PQerrorMessage(st->pg));
+		store_lost(ln, PQerrorMessage(ln->pg));
 		return;
 	}
-	store_flush(st);
+	store_flush(ln);
 }
 
 /* Schema done: enter pipeline mode and prepare the statements. */
-static void store_prepare(struct store *st)
+static void store_prepare(struct lane *ln)
 {
-	store_set_state(st, DB_PREPARING);
-	if (!PQenterPipelineMode(st->pg) || !PQsendPrepare(st->pg, "ins", insert_sql, 1, NULL) ||
-	    !PQsendPrepare(st->pg, "lock", lock_sql, 2, NULL) ||
-	    !PQsendPrepare(st->pg, "load", load_sql, 2, NULL) ||
-	    !PQsendPrepare(st->pg, "state", state_sql, 2, NULL) ||
-	    !PQsendPrepare(st->pg, "emit", emit_sql, 1, NULL) ||
-	    !PQsendPrepare(st->pg, "apply", apply_sql, 1, NULL) || !PQpipelineSync(st->pg)) {
-		store_lost(st, PQerrorMessage(st->pg));
+	store_set_state(ln, DB_PREPARING);
+	if (!PQenterPipelineMode(ln->pg) || !PQsendPrepare(ln->pg, "ins", insert_sql, 1, NULL) ||
+	    !PQsendPrepare(ln->pg, "lock", lock_sql, 2, NULL) ||
+	    !PQsendPrepare(ln->pg, "load", load_sql, 2, NULL) ||
+	    !PQsendPrepare(ln->pg, "state", state_sql, 2, NULL) ||
+	    !PQsendPrepare(ln->pg, "emit", emit_sql, 1, NULL) ||
+	    !PQsendPrepare(ln->pg, "apply", apply_sql, 1, NULL) || !PQpipelineSync(ln->pg)) {
+		store_lost(ln, PQerrorMessage(ln->pg));
 		return;
 	}
-	store_flush(st);
+	store_flush(ln);
 }
 
 /* Read the results of the start-up queries (no pipeline yet). */
-static void store_migrate_results(struct store *st)
+static void store_migrate_results(struct lane *ln)
 {
 	char buf[256];
 	for (;;) {
-		if (PQisBusy(st->pg))
+		if (PQisBusy(ln->pg))
 			return; /* more to come */
-		PGresult *r = PQgetResult(st->pg);
+		PGresult *r = PQgetResult(ln->pg);
 		if (r == NULL)
 			break; /* every statement of the string has answered */
 		ExecStatusType t = PQresultStatus(r);
-		if (t == PGRES_TUPLES_OK && st->mig_step == 1 && PQntuples(r) == 1)
-			st->schema_version = atoi(PQgetvalue(r, 0, 0));
-		else if (t != PGRES_COMMAND_OK && t != PGRES_TUPLES_OK && !st->mig_failed) {
-			st->mig_failed = true;
-			snprintf(st->mig_error, sizeof(st->mig_error), "%s",
+		if (t == PGRES_TUPLES_OK && ln->mig_step == 1 && PQntuples(r) == 1)
+			ln->schema_version = atoi(PQgetvalue(r, 0, 0));
+		else if (t != PGRES_COMMAND_OK && t != PGRES_TUPLES_OK && !ln->mig_failed) {
+			ln->mig_failed = true;
+			snprintf(ln->mig_error, sizeof(ln->mig_error), "%s",
 			         first_line(PQresultErrorMessage(r), buf, sizeof(buf)));
 		}
 		PQclear(r);
 	}
 	/* The query string is finished. */
-	if (st->mig_failed) {
-		log_error("database schema not ready", "reason=%s", lq(st->mig_error));
-		store_lost(st, st->mig_error);
+	if (ln->mig_failed) {
+		log_error("database schema not ready", "link=%u reason=%s", ln->id,
+		          lq(ln->mig_error));
+		store_lost(ln, ln->mig_error);
 		return;
 	}
-	if (st->mig_step == 1) {
-		store_migrate_apply(st);
+	if (ln->mig_step == 1) {
+		store_migrate_apply(ln);
 		return;
 	}
-	for (int i = st->schema_version; i < migrations_count; i++)
+	for (int i = ln->schema_version; i < migrations_count; i++)
 		log_info("migration applied", "version=%d name=%s", migrations[i].version,
 		         migrations[i].name);
-	log_info("schema ready", "version=%d", migrations_count);
-	store_prepare(st);
+	log_info("schema ready", "link=%u version=%d", ln->id, migrations_count);
+	store_prepare(ln);
 }
 
 /* Read the results of the PREPARE pipeline. */
-static void store_prepare_results(struct store *st)
+static void store_prepare_results(struct lane *ln)
 {
 	int nulls = 0;
-	while (!PQisBusy(st->pg)) {
-		PGresult *r = PQgetResult(st->pg);
+	while (!PQisBusy(ln->pg)) {
+		PGresult *r = PQgetResult(ln->pg);
 		if (r == NULL) {
 			if (++nulls > 1)
 				return; /* nothing more has arrived */
@@ -494,35 +514,29 @@ static void store_prepare_results(struct store *st)
 		ExecStatusType t = PQresultStatus(r);
 		if (t == PGRES_PIPELINE_SYNC) {
 			PQclear(r);
-			store_set_state(st, DB_READY);
-			st->backoff_ms = BACKOFF_MIN_MS;
-			st->down_logged = false;
-			log_info("database connected", "server_version=%d pending=%u",
-			         PQserverVersion(st->pg), st->n_queued);
-			metrics_db_connected(st->ever_ready);
-			st->ever_ready = true;
+			store_set_state(ln, DB_READY);
+			ln->backoff_ms = BACKOFF_MIN_MS;
+			ln->down_logged = false;
+			log_info("database connected", "link=%u server_version=%d pending=%u",
+			         ln->id, PQserverVersion(ln->pg), ln->st->n_queued);
+			metrics_db_connected(ln->ever_ready);
+			ln->ever_ready = true;
 			server_db_ready();
-			if (st->n_queued > 0)
-				store_send_batch(st);
+			if (ln->st->n_queued > 0)
+				store_send_batch(ln->st);
 			return;
 		}
 		if (t != PGRES_COMMAND_OK) {
 			char buf[256];
-			log_error("prepare failed", "reason=%s",
+			log_error("prepare failed", "link=%u reason=%s", ln->id,
 			          lq(first_line(PQresultErrorMessage(r), buf, sizeof(buf))));
 			PQclear(r);
-			store_lost(st, "prepare failed");
+			store_lost(ln, "prepare failed");
 			return;
 		}
 		PQclear(r);
 	}
 }
-
-/* A growing text buffer for a batch's parameters. */
-struct textbuf {
-	char *p;
-	size_t len, cap;
-};
 
 /* Append n bytes. */
 static void tb_add(struct textbuf *b, const char *s, size_t n)
@@ -592,8 +606,8 @@ static bool batch_set_add(const struct slot **set, const struct slot *s)
 	return true;
 }
 
-/* Move up to max events from the queue into the batch. */
-static unsigned batch_take(struct store *st, unsigned max)
+/* Move up to max events from the queue into the lane's batch. */
+static unsigned batch_take(struct store *st, struct lane *ln, unsigned max)
 {
 	struct slot *s;
 	unsigned n = 0;
@@ -603,7 +617,7 @@ static unsigned batch_take(struct store *st, unsigned max)
 			break;
 		TAILQ_REMOVE(&st->queue, s, s_store);
 		st->n_queued--;
-		TAILQ_INSERT_TAIL(&st->batch, s, s_store);
+		TAILQ_INSERT_TAIL(&ln->batch, s, s_store);
 		n++;
 		s->s_attempts++;
 		s->s_outcome = 0;
@@ -615,17 +629,19 @@ static unsigned batch_take(struct store *st, unsigned max)
  * The batch's parameters: the events as one JSON array for INSERT, and
  * its (exporter, order) pairs as two array literals for LOCK, STATE and
  * LOAD.  The bodies go in as they are: each is one JSON object already.
+ * The lane's buffers are reused from batch to batch.
  */
-static void batch_params(const struct store *st, struct textbuf *events, struct textbuf *exporters,
-                         struct textbuf *orders)
+static void batch_params(struct lane *ln)
 {
+	struct textbuf *events = &ln->events, *exporters = &ln->exporters, *orders = &ln->orders;
 	const struct slot *s;
+	events->len = exporters->len = orders->len = 0;
 	tb_add(events, "[", 1);
 	tb_add(exporters, "{", 1);
 	tb_add(orders, "{", 1);
-	TAILQ_FOREACH(s, &st->batch, s_store)
+	TAILQ_FOREACH(s, &ln->batch, s_store)
 	{
-		bool first = s == TAILQ_FIRST(&st->batch);
+		bool first = s == TAILQ_FIRST(&ln->batch);
 		tb_str(events, first ? "[" : ",[");
 		tb_quoted(events, s->s_exporter);
 		tb_add(events, ",", 1);
@@ -657,28 +673,26 @@ static void batch_params(const struct store *st, struct textbuf *events, struct 
 
 /*
  * Take up to max_events from the queue and send part one of their
- * transaction: BEGIN, the order locks, the INSERT of all events, STATE and
- * LOAD, then a flush request so the server sends those results at once.
+ * transaction on an idle lane: BEGIN, the order locks, the INSERT of all
+ * events, STATE and LOAD, then a flush request so the server sends those
+ * results at once.
  */
-static void store_send_batch(struct store *st)
+static void lane_send_batch(struct store *st, struct lane *ln)
 {
-	if (st->state != DB_READY || st->batch_in_flight || st->n_queued == 0)
-		return;
-	PGconn *pg = st->pg;
+	PGconn *pg = ln->pg;
 	unsigned max = st->solo > 0 ? 1 : (unsigned)st->max_events;
 	if (st->solo > 0)
 		st->solo--;
-	unsigned n = batch_take(st, max);
-	st->n_batch = n;
-	st->batch_in_flight = true;
-	memset(&st->out, 0, sizeof(st->out));
-	st->out.expect = st->needs_rollback ? BQ_ROLLBACK : BQ_BEGIN;
+	unsigned n = batch_take(st, ln, max);
+	ln->n_batch = n;
+	ln->batch_in_flight = true;
+	memset(&ln->out, 0, sizeof(ln->out));
+	ln->out.expect = ln->needs_rollback ? BQ_ROLLBACK : BQ_BEGIN;
 
-	struct textbuf events = {0}, exporters = {0}, orders = {0};
-	batch_params(st, &events, &exporters, &orders);
-	const char *ord_params[2] = {exporters.p, orders.p};
-	const char *ins_params[1] = {events.p};
-	bool ok = (!st->needs_rollback ||
+	batch_params(ln);
+	const char *ord_params[2] = {ln->exporters.p, ln->orders.p};
+	const char *ins_params[1] = {ln->events.p};
+	bool ok = (!ln->needs_rollback ||
 	           PQsendQueryParams(pg, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0)) &&
 	          PQsendQueryParams(pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) &&
 	          PQsendQueryPrepared(pg, "lock", 2, ord_params, NULL, NULL, 0) &&
@@ -686,63 +700,79 @@ static void store_send_batch(struct store *st)
 	          PQsendQueryPrepared(pg, "state", 2, ord_params, NULL, NULL, 0) &&
 	          PQsendQueryPrepared(pg, "load", 2, ord_params, NULL, NULL, 0) &&
 	          PQsendFlushRequest(pg);
-	free(events.p);
-	free(exporters.p);
-	free(orders.p);
 	if (!ok) {
-		store_lost(st, PQerrorMessage(pg));
+		store_lost(ln, PQerrorMessage(pg));
 		return;
 	}
-	log_debug("batch sent", "events=%u queued=%u", n, st->n_queued);
+	log_debug("batch sent", "link=%u events=%u queued=%u", ln->id, n, st->n_queued);
 	metrics_batch_sent(n);
-	store_flush(st);
+	store_flush(ln);
+}
+
+/* Start a batch on every idle lane while events wait. */
+static void store_send_batch(struct store *st)
+{
+	for (unsigned i = 0; i < st->n_lanes && st->n_queued > 0; i++) {
+		struct lane *ln = &st->lanes[i];
+		if (ln->state == DB_READY && !ln->batch_in_flight)
+			lane_send_batch(st, ln);
+	}
+}
+
+/* Is a lane ready for a batch now? */
+static bool store_lane_idle(const struct store *st)
+{
+	for (unsigned i = 0; i < st->n_lanes; i++)
+		if (st->lanes[i].state == DB_READY && !st->lanes[i].batch_in_flight)
+			return true;
+	return false;
 }
 
 /*
  * LOAD is in: fold the orders that got new events and send part two,
  * or only the Sync (which rolls back) when part one failed.
  */
-static void store_send_part2(struct store *st)
+static void store_send_part2(struct lane *ln)
 {
-	struct batch_outcome *o = &st->out;
+	struct batch_outcome *o = &ln->out;
 	bool ok = true;
 
 	o->part2_sent = true;
 	fault_point("before_commit");
 	if (o->sqlstate[0] == '\0') {
-		struct slot **changed = calloc(st->n_batch, sizeof(*changed));
+		struct slot **changed = calloc(ln->n_batch, sizeof(*changed));
 		size_t n_changed = 0;
 		struct slot *s;
 		if (changed == NULL)
 			abort();
-		TAILQ_FOREACH(s, &st->batch, s_store)
+		TAILQ_FOREACH(s, &ln->batch, s_store)
 		{
 			if (s->s_outcome == 's')
 				changed[n_changed++] = s;
 		}
 		struct projection p;
 		if (o->load != NULL)
-			project_build(o->load, o->states, changed, n_changed, &st->rules, &p);
+			project_build(o->load, o->states, changed, n_changed, &ln->st->rules, &p);
 		else
 			memset(&p, 0, sizeof(p));
 		free(changed);
 		if (p.apply != NULL) {
 			const char *v[1] = {p.apply};
 			o->has_apply = true;
-			ok = PQsendQueryPrepared(st->pg, "apply", 1, v, NULL, NULL, 0);
+			ok = PQsendQueryPrepared(ln->pg, "apply", 1, v, NULL, NULL, 0);
 		}
 		if (ok && p.notes != NULL) {
 			const char *v[1] = {p.notes};
 			o->has_emit = true;
-			ok = PQsendQueryPrepared(st->pg, "emit", 1, v, NULL, NULL, 0);
+			ok = PQsendQueryPrepared(ln->pg, "emit", 1, v, NULL, NULL, 0);
 		}
 		projection_fini(&p);
-		ok = ok && PQsendQueryParams(st->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0);
+		ok = ok && PQsendQueryParams(ln->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0);
 	}
 	batch_results_clear(o, false);
-	ok = ok && PQpipelineSync(st->pg);
+	ok = ok && PQpipelineSync(ln->pg);
 	if (!ok)
-		store_lost(st, PQerrorMessage(st->pg));
+		store_lost(ln, PQerrorMessage(ln->pg));
 }
 
 /* Remember the first failure of a batch (its text is copied; r is not kept). */
@@ -760,9 +790,9 @@ static void note_failure(struct batch_outcome *o, struct slot *s, const PGresult
 }
 
 /* One result of the batch, matched to its query by position. */
-static void store_batch_result(struct store *st, PGresult *r)
+static void store_batch_result(struct lane *ln, PGresult *r)
 {
-	struct batch_outcome *o = &st->out;
+	struct batch_outcome *o = &ln->out;
 	ExecStatusType t = PQresultStatus(r);
 
 	if (t == PGRES_PIPELINE_ABORTED || t == PGRES_FATAL_ERROR) {
@@ -773,10 +803,10 @@ static void store_batch_result(struct store *st, PGresult *r)
 	}
 	switch (o->expect) {
 	case BQ_INSERT:
-		if (t == PGRES_TUPLES_OK && PQntuples(r) == (int)st->n_batch) {
+		if (t == PGRES_TUPLES_OK && PQntuples(r) == (int)ln->n_batch) {
 			int i = 0;
 			struct slot *s;
-			TAILQ_FOREACH(s, &st->batch, s_store)
+			TAILQ_FOREACH(s, &ln->batch, s_store)
 			{
 				if (!PQgetisnull(r, i, 0))
 					s->s_outcome = PQgetvalue(r, i, 0)[0];
@@ -812,9 +842,9 @@ static void store_batch_result(struct store *st, PGresult *r)
 }
 
 /* The query after the current one, once its results are complete. */
-static void store_batch_advance(struct store *st)
+static void store_batch_advance(struct lane *ln)
 {
-	struct batch_outcome *o = &st->out;
+	struct batch_outcome *o = &ln->out;
 	switch (o->expect) {
 	case BQ_ROLLBACK:
 		o->expect = BQ_BEGIN;
@@ -832,7 +862,7 @@ static void store_batch_advance(struct store *st)
 		o->expect = BQ_LOAD;
 		break;
 	case BQ_LOAD:
-		store_send_part2(st);
+		store_send_part2(ln);
 		if (o->sqlstate[0] != '\0')
 			o->expect = BQ_SYNC;
 		else
@@ -865,10 +895,10 @@ static bool sqlstate_data(const char *s)
 }
 
 /* Answer one slot and take it out of the batch. */
-static void store_finish(struct store *st, struct slot *s, enum store_result r, const char *why)
+static void store_finish(struct lane *ln, struct slot *s, enum store_result r, const char *why)
 {
-	TAILQ_REMOVE(&st->batch, s, s_store);
-	st->n_batch--;
+	TAILQ_REMOVE(&ln->batch, s, s_store);
+	ln->n_batch--;
 	if (r == STORE_STORED)
 		server.events_stored++;
 	else if (r == STORE_DUPLICATE)
@@ -880,26 +910,26 @@ static void store_finish(struct store *st, struct slot *s, enum store_result r, 
 }
 
 /* The batch committed: answer every event from its statement's verdict. */
-static void store_batch_committed(struct store *st)
+static void store_batch_committed(struct lane *ln)
 {
 	metrics_batch_committed();
-	metrics_notifications(st->out.emitted);
-	feed_report(st->out.emitted);
+	metrics_notifications(ln->out.emitted);
+	feed_report(ln->out.emitted);
 	struct slot *s, *next;
-	TAILQ_FOREACH_SAFE(s, &st->batch, s_store, next)
+	TAILQ_FOREACH_SAFE(s, &ln->batch, s_store, next)
 	{
 		switch (s->s_outcome) {
 		case 's':
-			store_finish(st, s, STORE_STORED, NULL);
+			store_finish(ln, s, STORE_STORED, NULL);
 			break;
 		case 'd':
-			store_finish(st, s, s->s_in_doubt ? STORE_STORED : STORE_DUPLICATE, NULL);
+			store_finish(ln, s, s->s_in_doubt ? STORE_STORED : STORE_DUPLICATE, NULL);
 			break;
 		case 'c':
-			store_finish(st, s, STORE_CONFLICT, NULL);
+			store_finish(ln, s, STORE_CONFLICT, NULL);
 			break;
 		case 'r':
-			store_finish(st, s, STORE_REJECTED,
+			store_finish(ln, s, STORE_REJECTED,
 			             "field \"retracts\": the event it names is a retraction or "
 			             "belongs to another order");
 			break;
@@ -912,125 +942,125 @@ static void store_batch_committed(struct store *st)
 }
 
 /* The batch rolled back: answer the guilty event, resend the others. */
-static void store_batch_failed(struct store *st)
+static void store_batch_failed(struct lane *ln)
 {
-	struct batch_outcome *o = &st->out;
+	struct batch_outcome *o = &ln->out;
 	struct slot *bad = o->failed;
 
 	if (sqlstate_transient(o->sqlstate)) {
-		log_info("batch retried", "sqlstate=%s reason=%s events=%u", o->sqlstate,
-		         lq(o->message), st->n_batch);
+		log_info("batch retried", "link=%u sqlstate=%s reason=%s events=%u", ln->id,
+		         o->sqlstate, lq(o->message), ln->n_batch);
 		return;
 	}
 	/* A failure outside the INSERTs (the fold's rows, say) names no
 	 * event: resend the batch one event at a time to find it. */
-	if (bad == NULL && st->n_batch == 1)
-		bad = TAILQ_FIRST(&st->batch);
+	if (bad == NULL && ln->n_batch == 1)
+		bad = TAILQ_FIRST(&ln->batch);
 	if (bad == NULL) {
-		log_warnx("batch failed, isolating", "sqlstate=%s reason=%s events=%u",
-		          o->sqlstate, lq(o->message), st->n_batch);
-		st->solo = st->n_batch;
+		log_warnx("batch failed, isolating", "link=%u sqlstate=%s reason=%s events=%u",
+		          ln->id, o->sqlstate, lq(o->message), ln->n_batch);
+		ln->st->solo = ln->n_batch;
 		return;
 	}
 	if (sqlstate_data(o->sqlstate)) {
 		char why[320];
 		snprintf(why, sizeof(why), "refused by the database: %s", o->message);
-		store_finish(st, bad, STORE_REJECTED, why);
+		store_finish(ln, bad, STORE_REJECTED, why);
 		return;
 	}
-	log_error("batch failed", "sqlstate=%s reason=%s events=%u event=%s", o->sqlstate,
-	          lq(o->message), st->n_batch, lq(bad->s_id));
+	log_error("batch failed", "link=%u sqlstate=%s reason=%s events=%u event=%s", ln->id,
+	          o->sqlstate, lq(o->message), ln->n_batch, lq(bad->s_id));
 	if (bad->s_attempts >= MAX_ATTEMPTS)
-		store_finish(st, bad, STORE_FAILED, "the database failed to store this event");
+		store_finish(ln, bad, STORE_FAILED, "the database failed to store this event");
 }
 
 /* The Sync arrived: settle the batch and start the next one. */
-static void store_batch_done(struct store *st)
+static void store_batch_done(struct lane *ln)
 {
 	/* A failed batch leaves its BEGIN block aborted: the next batch
 	 * starts with ROLLBACK. */
-	st->needs_rollback = !st->out.commit_ok;
-	if (st->out.commit_ok) {
+	ln->needs_rollback = !ln->out.commit_ok;
+	if (ln->out.commit_ok) {
 		fault_point("after_commit");
-		store_batch_committed(st);
+		store_batch_committed(ln);
 		fault_point_soon("after_acks");
 	} else {
-		store_batch_failed(st);
+		store_batch_failed(ln);
 	}
-	store_requeue_batch(st, false); /* whatever is left goes again */
-	store_send_batch(st);
+	store_requeue_batch(ln, false); /* whatever is left goes again */
+	store_send_batch(ln->st);
 	conn_resume_paused();
 }
 
 /* Read every result that is ready for the batch in flight. */
-static void store_batch_results(struct store *st)
+static void store_batch_results(struct lane *ln)
 {
-	struct batch_outcome *o = &st->out;
-	while (st->batch_in_flight && st->state == DB_READY && !PQisBusy(st->pg)) {
-		PGresult *r = PQgetResult(st->pg);
+	struct batch_outcome *o = &ln->out;
+	while (ln->batch_in_flight && ln->state == DB_READY && !PQisBusy(ln->pg)) {
+		PGresult *r = PQgetResult(ln->pg);
 		if (r == NULL) {
 			if (!o->have_result)
 				break; /* nothing more has arrived */
 			o->have_result = false;
-			store_batch_advance(st);
+			store_batch_advance(ln);
 			continue;
 		}
 		if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
 			PQclear(r);
-			store_batch_done(st);
+			store_batch_done(ln);
 			continue;
 		}
 		o->have_result = true;
-		store_batch_result(st, r);
+		store_batch_result(ln, r);
 	}
 }
 
 /* Socket readiness for every state after the first connect call. */
 static void store_io_cb(evutil_socket_t fd, short what, void *arg)
 {
-	struct store *st = arg;
+	struct lane *ln = arg;
 	(void)fd;
 
-	if (st->state == DB_CONNECTING) {
-		switch (PQconnectPoll(st->pg)) {
+	if (ln->state == DB_CONNECTING) {
+		switch (PQconnectPoll(ln->pg)) {
 		case PGRES_POLLING_READING:
-			store_watch(st, EV_READ);
+			store_watch(ln, EV_READ);
 			return;
 		case PGRES_POLLING_WRITING:
-			store_watch(st, EV_WRITE);
+			store_watch(ln, EV_WRITE);
 			return;
 		case PGRES_POLLING_FAILED:
-			store_lost(st, PQerrorMessage(st->pg));
+			store_lost(ln, PQerrorMessage(ln->pg));
 			return;
 		default:
-			if (PQsetnonblocking(st->pg, 1) != 0) {
-				store_lost(st, PQerrorMessage(st->pg));
+			if (PQsetnonblocking(ln->pg, 1) != 0) {
+				store_lost(ln, PQerrorMessage(ln->pg));
 				return;
 			}
-			store_migrate_begin(st);
+			store_migrate_begin(ln);
 			return;
 		}
 	}
 
 	/* Always read before writing more (a full socket both ways would
 	 * otherwise deadlock). */
-	if ((what & EV_READ) && !PQconsumeInput(st->pg)) {
-		store_lost(st, PQerrorMessage(st->pg));
+	if ((what & EV_READ) && !PQconsumeInput(ln->pg)) {
+		store_lost(ln, PQerrorMessage(ln->pg));
 		return;
 	}
-	if (st->state == DB_MIGRATING)
-		store_migrate_results(st);
-	else if (st->state == DB_PREPARING)
-		store_prepare_results(st);
-	else if (st->state == DB_READY)
-		store_batch_results(st);
-	if (st->state == DB_DOWN)
+	if (ln->state == DB_MIGRATING)
+		store_migrate_results(ln);
+	else if (ln->state == DB_PREPARING)
+		store_prepare_results(ln);
+	else if (ln->state == DB_READY)
+		store_batch_results(ln);
+	if (ln->state == DB_DOWN)
 		return;
-	if (PQstatus(st->pg) == CONNECTION_BAD) {
-		store_lost(st, PQerrorMessage(st->pg));
+	if (PQstatus(ln->pg) == CONNECTION_BAD) {
+		store_lost(ln, PQerrorMessage(ln->pg));
 		return;
 	}
-	store_flush(st);
+	store_flush(ln);
 }
 
 /* Flush timer: start a batch now. */
@@ -1041,25 +1071,39 @@ static void store_flush_cb(evutil_socket_t fd, short what, void *arg)
 	store_send_batch(arg);
 }
 
+/* Set up lane i and start its first connection attempt. */
+static void lane_init(struct store *st, unsigned i)
+{
+	struct lane *ln = &st->lanes[i];
+	ln->st = st;
+	ln->id = i + 1;
+	ln->state = DB_DOWN;
+	ln->backoff_ms = BACKOFF_MIN_MS;
+	TAILQ_INIT(&ln->batch);
+	ln->ev_retry = evtimer_new(st->base, store_retry_cb, ln);
+	if (ln->ev_retry == NULL)
+		abort();
+	store_connect(ln);
+}
+
 struct store *store_new(struct event_base *base, const struct config *cfg)
 {
 	struct store *st = calloc(1, sizeof(*st));
 	if (st == NULL)
 		abort();
 	st->base = base;
-	st->state = DB_DOWN;
-	st->backoff_ms = BACKOFF_MIN_MS;
 	TAILQ_INIT(&st->queue);
-	TAILQ_INIT(&st->batch);
 	st->conninfo = strdup(cfg->conninfo);
-	st->ev_retry = evtimer_new(base, store_retry_cb, st);
 	st->ev_flush = evtimer_new(base, store_flush_cb, st);
 	st->batch_set = calloc(BATCH_SET_SIZE, sizeof(*st->batch_set));
-	if (st->conninfo == NULL || st->ev_retry == NULL || st->ev_flush == NULL ||
-	    st->batch_set == NULL)
+	st->n_lanes = (unsigned)cfg->db_connections;
+	st->lanes = calloc(st->n_lanes, sizeof(*st->lanes));
+	if (st->conninfo == NULL || st->ev_flush == NULL || st->batch_set == NULL ||
+	    st->lanes == NULL)
 		abort();
 	store_apply_config(st, cfg);
-	store_connect(st);
+	for (unsigned i = 0; i < st->n_lanes; i++)
+		lane_init(st, i);
 	return st;
 }
 
@@ -1075,7 +1119,7 @@ void store_submit(struct store *st, struct slot *s)
 {
 	TAILQ_INSERT_TAIL(&st->queue, s, s_store);
 	st->n_queued++;
-	if (st->state != DB_READY || st->batch_in_flight)
+	if (!store_lane_idle(st))
 		return; /* the next batch picks it up */
 	if (st->n_queued >= (unsigned)st->max_events || st->max_delay_ms == 0) {
 		/* After the current callbacks, so lines read in this loop pass
@@ -1089,23 +1133,36 @@ void store_submit(struct store *st, struct slot *s)
 
 unsigned store_pending(const struct store *st)
 {
-	return st->n_queued + st->n_batch;
+	unsigned n = st->n_queued;
+	for (unsigned i = 0; i < st->n_lanes; i++)
+		n += st->lanes[i].n_batch;
+	return n;
 }
 
 bool store_db_up(const struct store *st)
 {
-	return st->state == DB_READY;
+	for (unsigned i = 0; i < st->n_lanes; i++)
+		if (st->lanes[i].state == DB_READY)
+			return true;
+	return false;
 }
 
 void store_free(struct store *st)
 {
 	if (st == NULL)
 		return;
-	if (st->ev_sock_added)
-		event_del(&st->ev_sock);
-	if (st->pg != NULL)
-		PQfinish(st->pg);
-	event_free(st->ev_retry);
+	for (unsigned i = 0; i < st->n_lanes; i++) {
+		struct lane *ln = &st->lanes[i];
+		if (ln->ev_sock_added)
+			event_del(&ln->ev_sock);
+		if (ln->pg != NULL)
+			PQfinish(ln->pg);
+		event_free(ln->ev_retry);
+		free(ln->events.p);
+		free(ln->exporters.p);
+		free(ln->orders.p);
+	}
+	free(st->lanes);
 	event_free(st->ev_flush);
 	free(st->conninfo);
 	free(st->batch_set);

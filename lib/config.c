@@ -158,6 +158,7 @@ static const struct setting settings[] = {
     SET_CUSTOM("listen", SETTING_RESTART, listen_default, listen_parse, listen_same,
                listen_release),
     SET_STRING("database.conninfo", conninfo, "dbname=ordertrack", 0, 4096, SETTING_RESTART),
+    SET_INT("database.connections", db_connections, 2, 1, 16, SETTING_RESTART),
     SET_STRING("user", user, "", 0, 32, SETTING_RESTART),
     SET_CUSTOM("exporters", SETTING_RELOAD, exporters_default, exporters_parse, exporters_same,
                exporters_release),

@@ -80,6 +80,7 @@ struct config {
 
 	int batch_max_events;   /* batch.max_events */
 	int batch_max_delay_ms; /* batch.max_delay_ms */
+	int db_connections;     /* database.connections */
 
 	enum log_level log_level; /* log.level */
 
