@@ -127,6 +127,8 @@ struct lane {
 	 * aborted) on the server, since Sync ends only implicit ones. */
 	bool needs_rollback;
 	struct textbuf events, exporters, orders; /* parameters, reused */
+	uint64_t *order_set;                      /* order_key() of the batch's orders */
+	bool blocked; /* found nothing it could take; see lane_send_batch */
 
 	int mig_step;       /* 1: lock and read version, 2: apply */
 	int schema_version; /* read in step 1 */
@@ -340,6 +342,9 @@ static void store_requeue_batch(struct lane *ln, bool in_doubt)
 	}
 	ln->n_batch = 0;
 	ln->batch_in_flight = false;
+	/* Its orders are free: lanes that found nothing may look again. */
+	for (unsigned i = 0; i < ln->st->n_lanes; i++)
+		ln->st->lanes[i].blocked = false;
 	batch_results_clear(&ln->out, true);
 }
 
@@ -606,15 +611,74 @@ static bool batch_set_add(const struct slot **set, const struct slot *s)
 	return true;
 }
 
-/* Move up to max events from the queue into the lane's batch. */
+/* FNV-1a, 64 bits, over an exporter and an order ref; never 0. */
+static uint64_t order_key(const struct slot *s)
+{
+	uint64_t h = 14695981039346656037u;
+	for (const char *p = s->s_exporter; *p; p++)
+		h = (h ^ (uint8_t)*p) * 1099511628211u;
+	h = (h ^ 0xff) * 1099511628211u;
+	for (const char *p = s->s_order; *p; p++)
+		h = (h ^ (uint8_t)*p) * 1099511628211u;
+	return h != 0 ? h : 1;
+}
+
+/* Add key to a lane's order set (open addressing, 0 is empty). */
+static void order_set_add(uint64_t *set, uint64_t key)
+{
+	size_t i = key & (BATCH_SET_SIZE - 1);
+	for (; set[i] != 0; i = (i + 1) & (BATCH_SET_SIZE - 1))
+		if (set[i] == key)
+			return;
+	set[i] = key;
+}
+
+/* Is key in a lane's order set? */
+static bool order_set_has(const uint64_t *set, uint64_t key)
+{
+	for (size_t i = key & (BATCH_SET_SIZE - 1); set[i] != 0; i = (i + 1) & (BATCH_SET_SIZE - 1))
+		if (set[i] == key)
+			return true;
+	return false;
+}
+
+/* Does a batch in flight on another lane hold this event's order? */
+static bool order_in_flight(const struct store *st, const struct lane *self, uint64_t key)
+{
+	for (unsigned i = 0; i < st->n_lanes; i++) {
+		const struct lane *ln = &st->lanes[i];
+		if (ln != self && ln->batch_in_flight && order_set_has(ln->order_set, key))
+			return true;
+	}
+	return false;
+}
+
+/*
+ * Move up to max events from the queue into the lane's batch, in queue
+ * order, passing over two kinds of event, which stay queued for a later
+ * batch: a second event with an (exporter, id) the batch holds already
+ * (one statement must never hold an id twice), and an event of an order
+ * that a batch on another lane holds.  The second keeps lanes apart: that
+ * batch holds the order's advisory lock until it commits, so this one
+ * would only wait for it, and the lanes would take turns.  A hash that
+ * collides only makes an event wait for the next batch.
+ */
 static unsigned batch_take(struct store *st, struct lane *ln, unsigned max)
 {
-	struct slot *s;
-	unsigned n = 0;
+	struct slot *s, *next;
+	unsigned n = 0, looked = 0;
 	memset(st->batch_set, 0, BATCH_SET_SIZE * sizeof(*st->batch_set));
-	while (n < max && (s = TAILQ_FIRST(&st->queue)) != NULL) {
-		if (!batch_set_add(st->batch_set, s))
-			break;
+	memset(ln->order_set, 0, BATCH_SET_SIZE * sizeof(*ln->order_set));
+	/* Looking far past events that must wait costs more than it gains. */
+	unsigned look_max = 4 * max + 64;
+	for (s = TAILQ_FIRST(&st->queue); s != NULL && n < max && looked < look_max; s = next) {
+		next = TAILQ_NEXT(s, s_store);
+		looked++;
+		uint64_t key = order_key(s);
+		if ((st->n_lanes > 1 && order_in_flight(st, ln, key)) ||
+		    !batch_set_add(st->batch_set, s))
+			continue;
+		order_set_add(ln->order_set, key);
 		TAILQ_REMOVE(&st->queue, s, s_store);
 		st->n_queued--;
 		TAILQ_INSERT_TAIL(&ln->batch, s, s_store);
@@ -680,10 +744,16 @@ static void batch_params(struct lane *ln)
 static void lane_send_batch(struct store *st, struct lane *ln)
 {
 	PGconn *pg = ln->pg;
-	unsigned max = st->solo > 0 ? 1 : (unsigned)st->max_events;
-	if (st->solo > 0)
+	bool solo = st->solo > 0;
+	unsigned n = batch_take(st, ln, solo ? 1 : (unsigned)st->max_events);
+	if (n == 0) {
+		/* Every event looked at must wait for another lane's batch:
+		 * try again when a batch is over, not on every new event. */
+		ln->blocked = true;
+		return;
+	}
+	if (solo)
 		st->solo--;
-	unsigned n = batch_take(st, ln, max);
 	ln->n_batch = n;
 	ln->batch_in_flight = true;
 	memset(&ln->out, 0, sizeof(ln->out));
@@ -714,7 +784,7 @@ static void store_send_batch(struct store *st)
 {
 	for (unsigned i = 0; i < st->n_lanes && st->n_queued > 0; i++) {
 		struct lane *ln = &st->lanes[i];
-		if (ln->state == DB_READY && !ln->batch_in_flight)
+		if (ln->state == DB_READY && !ln->batch_in_flight && !ln->blocked)
 			lane_send_batch(st, ln);
 	}
 }
@@ -723,7 +793,8 @@ static void store_send_batch(struct store *st)
 static bool store_lane_idle(const struct store *st)
 {
 	for (unsigned i = 0; i < st->n_lanes; i++)
-		if (st->lanes[i].state == DB_READY && !st->lanes[i].batch_in_flight)
+		if (st->lanes[i].state == DB_READY && !st->lanes[i].batch_in_flight &&
+		    !st->lanes[i].blocked)
 			return true;
 	return false;
 }
@@ -1081,7 +1152,8 @@ static void lane_init(struct store *st, unsigned i)
 	ln->backoff_ms = BACKOFF_MIN_MS;
 	TAILQ_INIT(&ln->batch);
 	ln->ev_retry = evtimer_new(st->base, store_retry_cb, ln);
-	if (ln->ev_retry == NULL)
+	ln->order_set = calloc(BATCH_SET_SIZE, sizeof(*ln->order_set));
+	if (ln->ev_retry == NULL || ln->order_set == NULL)
 		abort();
 	store_connect(ln);
 }
@@ -1161,6 +1233,7 @@ void store_free(struct store *st)
 		free(ln->events.p);
 		free(ln->exporters.p);
 		free(ln->orders.p);
+		free(ln->order_set);
 	}
 	free(st->lanes);
 	event_free(st->ev_flush);
