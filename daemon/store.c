@@ -127,7 +127,8 @@ struct lane {
 	 * aborted) on the server, since Sync ends only implicit ones. */
 	bool needs_rollback;
 	struct textbuf events, exporters, orders; /* parameters, reused */
-	uint64_t *order_set;                      /* order_key() of the batch's orders */
+	uint64_t *id_set;                         /* ref_key() of the batch's event ids */
+	uint64_t *order_set;                      /* ref_key() of the batch's orders */
 	bool blocked; /* found nothing it could take; see lane_send_batch */
 
 	int mig_step;       /* 1: lock and read version, 2: apply */
@@ -148,6 +149,7 @@ struct store {
 	struct event *ev_flush;
 	unsigned solo;                 /* events still to send one per batch */
 	const struct slot **batch_set; /* (exporter, id) of the batch being built */
+	uint64_t *passed_set;          /* ref_key() of the ids batch_take passed over */
 
 	struct lane *lanes;
 	unsigned n_lanes;
@@ -611,19 +613,19 @@ static bool batch_set_add(const struct slot **set, const struct slot *s)
 	return true;
 }
 
-/* FNV-1a, 64 bits, over an exporter and an order ref; never 0. */
-static uint64_t order_key(const struct slot *s)
+/* FNV-1a, 64 bits, over an exporter and a ref (an order or an event id); never 0. */
+static uint64_t ref_key(const char *exporter, const char *ref)
 {
 	uint64_t h = 14695981039346656037u;
-	for (const char *p = s->s_exporter; *p; p++)
+	for (const char *p = exporter; *p; p++)
 		h = (h ^ (uint8_t)*p) * 1099511628211u;
 	h = (h ^ 0xff) * 1099511628211u;
-	for (const char *p = s->s_order; *p; p++)
+	for (const char *p = ref; *p; p++)
 		h = (h ^ (uint8_t)*p) * 1099511628211u;
 	return h != 0 ? h : 1;
 }
 
-/* Add key to a lane's order set (open addressing, 0 is empty). */
+/* Add key to a set of ref_key()s (open addressing, 0 is empty). */
 static void order_set_add(uint64_t *set, uint64_t key)
 {
 	size_t i = key & (BATCH_SET_SIZE - 1);
@@ -633,7 +635,7 @@ static void order_set_add(uint64_t *set, uint64_t key)
 	set[i] = key;
 }
 
-/* Is key in a lane's order set? */
+/* Is key in a set of ref_key()s? */
 static bool order_set_has(const uint64_t *set, uint64_t key)
 {
 	for (size_t i = key & (BATCH_SET_SIZE - 1); set[i] != 0; i = (i + 1) & (BATCH_SET_SIZE - 1))
@@ -642,12 +644,13 @@ static bool order_set_has(const uint64_t *set, uint64_t key)
 	return false;
 }
 
-/* Does a batch in flight on another lane hold this event's order? */
-static bool order_in_flight(const struct store *st, const struct lane *self, uint64_t key)
+/* Does a batch in flight on another lane hold this order or this event id? */
+static bool lanes_hold(const struct store *st, const struct lane *self, uint64_t order, uint64_t id)
 {
 	for (unsigned i = 0; i < st->n_lanes; i++) {
 		const struct lane *ln = &st->lanes[i];
-		if (ln != self && ln->batch_in_flight && order_set_has(ln->order_set, key))
+		if (ln != self && ln->batch_in_flight &&
+		    (order_set_has(ln->order_set, order) || order_set_has(ln->id_set, id)))
 			return true;
 	}
 	return false;
@@ -655,30 +658,42 @@ static bool order_in_flight(const struct store *st, const struct lane *self, uin
 
 /*
  * Move up to max events from the queue into the lane's batch, in queue
- * order, passing over two kinds of event, which stay queued for a later
- * batch: a second event with an (exporter, id) the batch holds already
- * (one statement must never hold an id twice), and an event of an order
- * that a batch on another lane holds.  The second keeps lanes apart: that
- * batch holds the order's advisory lock until it commits, so this one
- * would only wait for it, and the lanes would take turns.  A hash that
- * collides only makes an event wait for the next batch.
+ * order, passing over events that must wait for a later batch (they stay
+ * queued, in order):
+ *  - an event whose order a batch on another lane holds: that batch holds
+ *    the order's advisory lock until it commits, so this one would only
+ *    wait for it and the lanes would take turns;
+ *  - an event whose (exporter, id) a batch on another lane holds, or that
+ *    an event passed over earlier in the queue has: the first one sent is
+ *    the one stored, the later ones are duplicates or conflicts;
+ *  - a second event with an (exporter, id) this batch holds already: one
+ *    statement must never hold an id twice.
+ * The sets of other lanes hold hashes; a collision only makes an event
+ * wait for the next batch.
  */
 static unsigned batch_take(struct store *st, struct lane *ln, unsigned max)
 {
 	struct slot *s, *next;
 	unsigned n = 0, looked = 0;
 	memset(st->batch_set, 0, BATCH_SET_SIZE * sizeof(*st->batch_set));
+	memset(st->passed_set, 0, BATCH_SET_SIZE * sizeof(*st->passed_set));
 	memset(ln->order_set, 0, BATCH_SET_SIZE * sizeof(*ln->order_set));
+	memset(ln->id_set, 0, BATCH_SET_SIZE * sizeof(*ln->id_set));
 	/* Looking far past events that must wait costs more than it gains. */
 	unsigned look_max = 4 * max + 64;
 	for (s = TAILQ_FIRST(&st->queue); s != NULL && n < max && looked < look_max; s = next) {
 		next = TAILQ_NEXT(s, s_store);
 		looked++;
-		uint64_t key = order_key(s);
-		if ((st->n_lanes > 1 && order_in_flight(st, ln, key)) ||
-		    !batch_set_add(st->batch_set, s))
+		uint64_t order = ref_key(s->s_exporter, s->s_order);
+		uint64_t id = ref_key(s->s_exporter, s->s_id);
+		if ((st->n_lanes > 1 &&
+		     (lanes_hold(st, ln, order, id) || order_set_has(st->passed_set, id))) ||
+		    !batch_set_add(st->batch_set, s)) {
+			order_set_add(st->passed_set, id);
 			continue;
-		order_set_add(ln->order_set, key);
+		}
+		order_set_add(ln->order_set, order);
+		order_set_add(ln->id_set, id);
 		TAILQ_REMOVE(&st->queue, s, s_store);
 		st->n_queued--;
 		TAILQ_INSERT_TAIL(&ln->batch, s, s_store);
@@ -1153,7 +1168,8 @@ static void lane_init(struct store *st, unsigned i)
 	TAILQ_INIT(&ln->batch);
 	ln->ev_retry = evtimer_new(st->base, store_retry_cb, ln);
 	ln->order_set = calloc(BATCH_SET_SIZE, sizeof(*ln->order_set));
-	if (ln->ev_retry == NULL || ln->order_set == NULL)
+	ln->id_set = calloc(BATCH_SET_SIZE, sizeof(*ln->id_set));
+	if (ln->ev_retry == NULL || ln->order_set == NULL || ln->id_set == NULL)
 		abort();
 	store_connect(ln);
 }
@@ -1168,10 +1184,11 @@ struct store *store_new(struct event_base *base, const struct config *cfg)
 	st->conninfo = strdup(cfg->conninfo);
 	st->ev_flush = evtimer_new(base, store_flush_cb, st);
 	st->batch_set = calloc(BATCH_SET_SIZE, sizeof(*st->batch_set));
+	st->passed_set = calloc(BATCH_SET_SIZE, sizeof(*st->passed_set));
 	st->n_lanes = (unsigned)cfg->db_connections;
 	st->lanes = calloc(st->n_lanes, sizeof(*st->lanes));
 	if (st->conninfo == NULL || st->ev_flush == NULL || st->batch_set == NULL ||
-	    st->lanes == NULL)
+	    st->passed_set == NULL || st->lanes == NULL)
 		abort();
 	store_apply_config(st, cfg);
 	for (unsigned i = 0; i < st->n_lanes; i++)
@@ -1234,10 +1251,12 @@ void store_free(struct store *st)
 		free(ln->exporters.p);
 		free(ln->orders.p);
 		free(ln->order_set);
+		free(ln->id_set);
 	}
 	free(st->lanes);
 	event_free(st->ev_flush);
 	free(st->conninfo);
 	free(st->batch_set);
+	free(st->passed_set);
 	free(st);
 }
