@@ -1,17 +1,24 @@
 /*
  * store.c - events into PostgreSQL: group commit over libpq pipeline mode.
  *
- * Events from all connections queue here.  Whenever the database is idle
- * the queue is cut into a batch (at most batch.max_events) and sent as one
- * transaction in two pipelined parts.  Part one: BEGIN, the advisory locks
- * of the batch's orders, one set-based INSERT of all its events, the
- * orders' stored states (STATE) and all their events (LOAD), then a flush
- * request.  When LOAD's rows are in, the changed orders are folded in C
- * (project.c) and part two goes out: APPLY (the read model), EMIT (the
- * notifications, numbered last since that serializes), COMMIT, Sync.  The
- * loop never waits for the database: the socket is watched by libevent and
- * results are read as they come.  Replies go back to the connections only
- * after COMMIT has answered.
+ * Events from all connections queue here.  The daemon keeps
+ * database.connections sessions ("lanes"), each with at most one batch in
+ * flight.  Whenever a lane is idle the queue is cut into a batch (at most
+ * batch.max_events) and sent as one transaction in two pipelined parts.
+ * Part one: BEGIN, the advisory locks of the batch's orders, one
+ * set-based INSERT of all its events, the orders' stored states (STATE)
+ * and their events stored earlier (LOAD), then a flush request.  When
+ * LOAD's rows are in, the changed orders are folded in C (project.c) and
+ * part two goes out: APPLY (the read model), EMIT (the notifications,
+ * numbered last since that serializes), COMMIT, Sync.  The loop never
+ * waits for the database: the sockets are watched by libevent and results
+ * are read as they come.  Replies go back to the connections only after
+ * COMMIT has answered.
+ *
+ * With two lanes the daemon folds one batch while PostgreSQL works on the
+ * other, so both CPUs are busy.  A batch never takes an event of an order
+ * another lane's batch holds (it would wait for that batch's locks) nor
+ * overtakes an earlier event with the same id (see batch_take).
  *
  * Failures: when the batch fails for its data (SQLSTATE classes 22 and 23,
  * or anything that names no event), it is sent again one event at a time,

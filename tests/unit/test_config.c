@@ -140,6 +140,7 @@ static void test_defaults(void **state)
 	assert_int_equal(c->max_pending, 100000);
 	assert_int_equal(c->batch_max_events, 1000);
 	assert_int_equal(c->batch_max_delay_ms, 1);
+	assert_int_equal(c->db_connections, 2);
 	assert_int_equal(c->log_level, LOG_LEVEL_INFO);
 	assert_int_equal(c->n_operators, 0);
 	assert_null(config_find_operator(c, "ops"));
@@ -174,6 +175,7 @@ static void test_bounds_inclusive(void **state)
 	    parse_ok("limits = { max_connections = 1000000; max_line_bytes = 256;\n"
 	             "  idle_timeout_s = 604800; window = 1; max_pending = 10000000L; };\n"
 	             "batch = { max_events = 0x2710; max_delay_ms = 1000; };\n"
+	             "database = { connections = 16; };\n"
 	             "listen = (\"[::]:65535\", \"127.0.0.1:0\", \"127.0.0.1:0\");\n");
 	assert_int_equal(c->max_connections, 1000000);
 	assert_int_equal(c->max_line_bytes, 256);
@@ -182,6 +184,7 @@ static void test_bounds_inclusive(void **state)
 	assert_int_equal(c->max_pending, 10000000);
 	assert_int_equal(c->batch_max_events, 10000);
 	assert_int_equal(c->batch_max_delay_ms, 1000);
+	assert_int_equal(c->db_connections, 16);
 	assert_int_equal(c->n_listen, 3);
 	config_free(c);
 }
@@ -255,6 +258,10 @@ static void test_out_of_range(void **state)
 	(void)state;
 	parse_bad("limits = {\n  max_connections = 0;\n};\n",
 	          "t.conf:2: limits.max_connections: must be between 1 and 1000000 (got 0)");
+	parse_bad("database = { connections = 17; };\n",
+	          "t.conf:1: database.connections: must be between 1 and 16 (got 17)");
+	parse_bad("database = { connections = 0; };\n",
+	          "t.conf:1: database.connections: must be between 1 and 16 (got 0)");
 	parse_bad(
 	    "limits = { max_line_bytes = 16777217; };\n",
 	    "t.conf:1: limits.max_line_bytes: must be between 256 and 16777216 (got 16777217)");
