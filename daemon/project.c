@@ -118,7 +118,22 @@ static void order_causes(struct slot *const *slots, size_t ns, struct notify_cau
 	}
 }
 
-/* Fold, diff and pack one changed order; slots[0..ns) are its new events. */
+/* Does one of the order's new events have this type? */
+static bool any_of_type(struct slot *const *slots, size_t ns, const char *type)
+{
+	for (size_t i = 0; i < ns; i++)
+		if (strcmp(slots[i]->s_type, type) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * Fold, diff and pack one changed order; slots[0..ns) are its new events.
+ * The lines come only from order.created and the documents only from
+ * document.issued (lib/model.c), so other events cannot change them, short
+ * of a retraction: then apply_orders may leave those rows alone and the
+ * state it gets can do without them.
+ */
 static void project_order(const PGresult *load, int from, int to, const PGresult *states,
                           struct slot *const *slots, size_t ns, const struct model_rules *rules,
                           struct notify_cause *causes, json_t *orders, json_t *notes,
@@ -127,18 +142,19 @@ static void project_order(const PGresult *load, int from, int to, const PGresult
 	const char *exp = slots[0]->s_exporter, *ord = slots[0]->s_order;
 	json_t *item = fold_order(load, from, to, slots, ns, rules);
 	json_t *was = old_state(states, exp, ord);
-	/* Lines and documents rarely change: tell apply_orders when it may
-	 * leave those rows alone. */
-	const json_t *now = json_object_get(item, "state");
-	json_object_set_new(item, "lines_changed",
-	                    json_boolean(!was || !json_equal(json_object_get(was, "lines"),
-	                                                     json_object_get(now, "lines"))));
-	json_object_set_new(item, "docs_changed",
-	                    json_boolean(!was || !json_equal(json_object_get(was, "documents"),
-	                                                     json_object_get(now, "documents"))));
+	json_t *now = json_object_get(item, "state");
+	bool retracted = any_of_type(slots, ns, "event.retracted");
+	bool lines = !was || retracted || any_of_type(slots, ns, "order.created");
+	bool docs = !was || retracted || any_of_type(slots, ns, "document.issued");
 	order_causes(slots, ns, causes);
 	out->n_notes += (unsigned)notify_diff(was, now, exp, ord, causes, ns, notes);
 	json_decref(was);
+	json_object_set_new(item, "lines_changed", json_boolean(lines));
+	json_object_set_new(item, "docs_changed", json_boolean(docs));
+	if (!lines)
+		json_object_del(now, "lines");
+	if (!docs)
+		json_object_del(now, "documents");
 	json_array_append_new(orders, item);
 	out->n_orders++;
 }

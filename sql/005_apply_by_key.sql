@@ -8,11 +8,18 @@
 -- apart once into arrays; unnest() of an array is estimated from its
 -- length (the daemon plans each statement for its values), so the planner
 -- looks the orders up by key.
+--
+-- orders.state keeps what the next batch diffs against (the order and its
+-- shipments) and no longer the lines and documents, which have their own
+-- tables: the row rewritten on every event is a third of its old size.  The
+-- daemon sends an order's lines and documents only when an event of the
+-- batch can have changed them.
 
 -- Replace the read model of the orders in $1, a JSON array of
 -- {"exporter", "order_ref", "state": <model_fold() result>, "lines_changed",
--- "docs_changed"}; a missing mark means "changed".  Rows that did not
--- change keep their updated_at.
+-- "docs_changed"}; a missing mark means "changed", and then the state must
+-- hold "lines" (or "documents").  Rows that did not change keep their
+-- updated_at.
 CREATE OR REPLACE FUNCTION ordertrack.apply_orders(batch jsonb) RETURNS void
 LANGUAGE plpgsql AS $$
 DECLARE
@@ -37,7 +44,7 @@ BEGIN
     SELECT k.e, k.o, s.status, s.buyer, s.channel, s.origin,
            s.destination, s.incoterm, s.currency, s.expected_delivery,
            coalesce(ARRAY(SELECT jsonb_array_elements_text(k.state->'order'->'anomalies')), '{}'),
-           s.created_at, s.updated_at, k.state
+           s.created_at, s.updated_at, k.state - 'lines' - 'documents'
     FROM unnest(ex, ord, st) AS k(e, o, state),
          jsonb_to_record(k.state->'order') AS s(
              status text, buyer text, channel text, origin text, destination text,
