@@ -85,9 +85,14 @@ static json_t *fold_order(const PGresult *load, int from, int to, struct slot *c
 	                 slots[0]->s_order, "state", state);
 }
 
-/* The stored state of (exporter, order) in states, parsed, or NULL. */
-static json_t *old_state(const PGresult *states, const char *exporter, const char *order)
+/*
+ * The stored state of (exporter, order) in states, parsed, or NULL; *found
+ * tells whether the order has a row at all.
+ */
+static json_t *old_state(const PGresult *states, const char *exporter, const char *order,
+                         bool *found)
 {
+	*found = false;
 	int lo = 0, hi = states ? PQntuples(states) : 0;
 	while (lo < hi) {
 		int mid = (lo + hi) / 2;
@@ -95,6 +100,7 @@ static json_t *old_state(const PGresult *states, const char *exporter, const cha
 		if (c == 0)
 			c = strcmp(PQgetvalue(states, mid, 1), order);
 		if (c == 0) {
+			*found = true;
 			if (PQgetisnull(states, mid, 2))
 				return NULL;
 			return json_loads(PQgetvalue(states, mid, 2), 0, NULL);
@@ -132,7 +138,8 @@ static bool any_of_type(struct slot *const *slots, size_t ns, const char *type)
  * The lines come only from order.created and the documents only from
  * document.issued (lib/model.c), so other events cannot change them, short
  * of a retraction: then apply_orders may leave those rows alone and the
- * state it gets can do without them.
+ * state it gets can do without them.  Likewise only a retraction can take
+ * a shipment away, and an order without a row has nothing to delete.
  */
 static void project_order(const PGresult *load, int from, int to, const PGresult *states,
                           struct slot *const *slots, size_t ns, const struct model_rules *rules,
@@ -141,7 +148,8 @@ static void project_order(const PGresult *load, int from, int to, const PGresult
 {
 	const char *exp = slots[0]->s_exporter, *ord = slots[0]->s_order;
 	json_t *item = fold_order(load, from, to, slots, ns, rules);
-	json_t *was = old_state(states, exp, ord);
+	bool stored;
+	json_t *was = old_state(states, exp, ord, &stored);
 	json_t *now = json_object_get(item, "state");
 	bool retracted = any_of_type(slots, ns, "event.retracted");
 	bool lines = !was || retracted || any_of_type(slots, ns, "order.created");
@@ -149,6 +157,10 @@ static void project_order(const PGresult *load, int from, int to, const PGresult
 	order_causes(slots, ns, causes);
 	out->n_notes += (unsigned)notify_diff(was, now, exp, ord, causes, ns, notes);
 	json_decref(was);
+	/* A new order has no rows to replace; only a retraction can take a
+	 * shipment away. */
+	json_object_set_new(item, "new", json_boolean(!stored));
+	json_object_set_new(item, "retracted", json_boolean(retracted));
 	json_object_set_new(item, "lines_changed", json_boolean(lines));
 	json_object_set_new(item, "docs_changed", json_boolean(docs));
 	if (!lines)

@@ -17,8 +17,9 @@
 
 -- Replace the read model of the orders in $1, a JSON array of
 -- {"exporter", "order_ref", "state": <model_fold() result>, "lines_changed",
--- "docs_changed"}; a missing mark means "changed", and then the state must
--- hold "lines" (or "documents").  Rows that did not change keep their
+-- "docs_changed", "new", "retracted"}.  A missing mark means "changed" (and
+-- then the state must hold "lines" or "documents"), "not new" and
+-- "retracted": the safe side.  Rows that did not change keep their
 -- updated_at.
 CREATE OR REPLACE FUNCTION ordertrack.apply_orders(batch jsonb) RETURNS void
 LANGUAGE plpgsql AS $$
@@ -28,11 +29,17 @@ DECLARE
     st  jsonb[];
     lc  boolean[];
     dc  boolean[];
+    nw  boolean[];
+    rt  boolean[];
 BEGIN
+    -- "new": the order has no rows yet, so there is nothing to delete.
+    -- "retracted": only a retraction can take a shipment away.
     SELECT array_agg(b->>'exporter'), array_agg(b->>'order_ref'), array_agg(b->'state'),
            array_agg(coalesce((b->>'lines_changed')::boolean, true)),
-           array_agg(coalesce((b->>'docs_changed')::boolean, true))
-      INTO ex, ord, st, lc, dc
+           array_agg(coalesce((b->>'docs_changed')::boolean, true)),
+           array_agg(coalesce((b->>'new')::boolean, false)),
+           array_agg(coalesce((b->>'retracted')::boolean, true))
+      INTO ex, ord, st, lc, dc, nw, rt
       FROM jsonb_array_elements(batch) AS b;
     IF ex IS NULL THEN
         RETURN;
@@ -66,12 +73,14 @@ BEGIN
            EXCLUDED.last_event_at)
        OR o.state IS DISTINCT FROM EXCLUDED.state;
 
-    DELETE FROM ordertrack.shipments sh
-    USING unnest(ex, ord, st) AS k(e, o, state)
-    WHERE sh.exporter = k.e AND sh.order_ref = k.o
-      AND NOT EXISTS (
-          SELECT 1 FROM jsonb_array_elements(k.state->'shipments') AS x
-          WHERE x->>'shipment_ref' = sh.shipment_ref);
+    IF true = ANY (rt) THEN
+        DELETE FROM ordertrack.shipments sh
+        USING unnest(ex, ord, st, rt, nw) AS k(e, o, state, retracted, new)
+        WHERE k.retracted AND NOT k.new AND sh.exporter = k.e AND sh.order_ref = k.o
+          AND NOT EXISTS (
+              SELECT 1 FROM jsonb_array_elements(k.state->'shipments') AS x
+              WHERE x->>'shipment_ref' = sh.shipment_ref);
+    END IF;
 
     INSERT INTO ordertrack.shipments AS sh
         (exporter, order_ref, shipment_ref, status, milestone, hold, exception, mode,
@@ -99,8 +108,8 @@ BEGIN
 
     IF true = ANY (lc) THEN
         DELETE FROM ordertrack.order_lines l
-        USING unnest(ex, ord, lc) AS k(e, o, changed)
-        WHERE k.changed AND l.exporter = k.e AND l.order_ref = k.o;
+        USING unnest(ex, ord, lc, nw) AS k(e, o, changed, new)
+        WHERE k.changed AND NOT k.new AND l.exporter = k.e AND l.order_ref = k.o;
         INSERT INTO ordertrack.order_lines
             (exporter, order_ref, line_no, sku, product, hs_code, quantity, unit,
              unit_price, currency)
@@ -114,8 +123,8 @@ BEGIN
 
     IF true = ANY (dc) THEN
         DELETE FROM ordertrack.documents d
-        USING unnest(ex, ord, dc) AS k(e, o, changed)
-        WHERE k.changed AND d.exporter = k.e AND d.order_ref = k.o;
+        USING unnest(ex, ord, dc, nw) AS k(e, o, changed, new)
+        WHERE k.changed AND NOT k.new AND d.exporter = k.e AND d.order_ref = k.o;
         INSERT INTO ordertrack.documents
             (exporter, order_ref, shipment_ref, document, number, issued_at)
         SELECT k.e, k.o, d.shipment_ref, d.document, d.number, d.issued_at
