@@ -137,6 +137,7 @@ struct lane {
 	uint64_t *id_set;                         /* ref_key() of the batch's event ids */
 	uint64_t *order_set;                      /* ref_key() of the batch's orders */
 	bool blocked; /* found nothing it could take; see lane_send_batch */
+	size_t set_mask; /* of order_set and id_set, as batch_take last sized them */
 
 	int mig_step;       /* 1: lock and read version, 2: apply */
 	int schema_version; /* read in step 1 */
@@ -601,17 +602,19 @@ static uint32_t event_key_hash(const struct slot *s)
 	return h;
 }
 
-#define BATCH_SET_SIZE 32768 /* > 2 * the largest batch.max_events */
+/* The most entries of the sets batch_take fills: a power of two, and
+ * batch_take looks at no more than half as many events. */
+#define BATCH_SET_SIZE 32768
 
 /*
  * Add s to the batch's set of (exporter, id); false when it is there
  * already.  The second occurrence must wait for the next batch, so that
  * one statement never holds the same id twice.
  */
-static bool batch_set_add(const struct slot **set, const struct slot *s)
+static bool batch_set_add(const struct slot **set, size_t mask, const struct slot *s)
 {
-	uint32_t i = event_key_hash(s) & (BATCH_SET_SIZE - 1);
-	for (; set[i] != NULL; i = (i + 1) & (BATCH_SET_SIZE - 1)) {
+	uint32_t i = event_key_hash(s) & mask;
+	for (; set[i] != NULL; i = (i + 1) & mask) {
 		if (strcmp(set[i]->s_id, s->s_id) == 0 &&
 		    strcmp(set[i]->s_exporter, s->s_exporter) == 0)
 			return false;
@@ -633,19 +636,19 @@ static uint64_t ref_key(const char *exporter, const char *ref)
 }
 
 /* Add key to a set of ref_key()s (open addressing, 0 is empty). */
-static void order_set_add(uint64_t *set, uint64_t key)
+static void order_set_add(uint64_t *set, size_t mask, uint64_t key)
 {
-	size_t i = key & (BATCH_SET_SIZE - 1);
-	for (; set[i] != 0; i = (i + 1) & (BATCH_SET_SIZE - 1))
+	size_t i = key & mask;
+	for (; set[i] != 0; i = (i + 1) & mask)
 		if (set[i] == key)
 			return;
 	set[i] = key;
 }
 
 /* Is key in a set of ref_key()s? */
-static bool order_set_has(const uint64_t *set, uint64_t key)
+static bool order_set_has(const uint64_t *set, size_t mask, uint64_t key)
 {
-	for (size_t i = key & (BATCH_SET_SIZE - 1); set[i] != 0; i = (i + 1) & (BATCH_SET_SIZE - 1))
+	for (size_t i = key & mask; set[i] != 0; i = (i + 1) & mask)
 		if (set[i] == key)
 			return true;
 	return false;
@@ -657,7 +660,8 @@ static bool lanes_hold(const struct store *st, const struct lane *self, uint64_t
 	for (unsigned i = 0; i < st->n_lanes; i++) {
 		const struct lane *ln = &st->lanes[i];
 		if (ln != self && ln->batch_in_flight &&
-		    (order_set_has(ln->order_set, order) || order_set_has(ln->id_set, id)))
+		    (order_set_has(ln->order_set, ln->set_mask, order) ||
+		     order_set_has(ln->id_set, ln->set_mask, id)))
 			return true;
 	}
 	return false;
@@ -682,25 +686,33 @@ static unsigned batch_take(struct store *st, struct lane *ln, unsigned max)
 {
 	struct slot *s, *next;
 	unsigned n = 0, looked = 0;
-	memset(st->batch_set, 0, BATCH_SET_SIZE * sizeof(*st->batch_set));
-	memset(st->passed_set, 0, BATCH_SET_SIZE * sizeof(*st->passed_set));
-	memset(ln->order_set, 0, BATCH_SET_SIZE * sizeof(*ln->order_set));
-	memset(ln->id_set, 0, BATCH_SET_SIZE * sizeof(*ln->id_set));
 	/* Looking far past events that must wait costs more than it gains. */
 	unsigned look_max = 4 * max + 64;
+	if (look_max > BATCH_SET_SIZE / 2)
+		look_max = BATCH_SET_SIZE / 2;
+	size_t size = 64;
+	while (size < 2 * (size_t)look_max)
+		size *= 2;
+	/* Clear only what this batch uses: small batches come often. */
+	size_t mask = size - 1;
+	ln->set_mask = mask;
+	memset(st->batch_set, 0, size * sizeof(*st->batch_set));
+	memset(st->passed_set, 0, size * sizeof(*st->passed_set));
+	memset(ln->order_set, 0, size * sizeof(*ln->order_set));
+	memset(ln->id_set, 0, size * sizeof(*ln->id_set));
 	for (s = TAILQ_FIRST(&st->queue); s != NULL && n < max && looked < look_max; s = next) {
 		next = TAILQ_NEXT(s, s_store);
 		looked++;
 		uint64_t order = ref_key(s->s_exporter, s->s_order);
 		uint64_t id = ref_key(s->s_exporter, s->s_id);
 		if ((st->n_lanes > 1 &&
-		     (lanes_hold(st, ln, order, id) || order_set_has(st->passed_set, id))) ||
-		    !batch_set_add(st->batch_set, s)) {
-			order_set_add(st->passed_set, id);
+		     (lanes_hold(st, ln, order, id) || order_set_has(st->passed_set, mask, id))) ||
+		    !batch_set_add(st->batch_set, mask, s)) {
+			order_set_add(st->passed_set, mask, id);
 			continue;
 		}
-		order_set_add(ln->order_set, order);
-		order_set_add(ln->id_set, id);
+		order_set_add(ln->order_set, mask, order);
+		order_set_add(ln->id_set, mask, id);
 		TAILQ_REMOVE(&st->queue, s, s_store);
 		st->n_queued--;
 		TAILQ_INSERT_TAIL(&ln->batch, s, s_store);
