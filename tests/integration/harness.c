@@ -1389,6 +1389,8 @@ static char *config_text(const struct it_config *cfg)
 	append_fmt(&b, &len, &cap, "listen = [ \"127.0.0.1:0\" ];\n");
 	append_fmt(&b, &len, &cap, "database = { conninfo = ");
 	append_cfg_string(&b, &len, &cap, it_conninfo(cfg->dbname));
+	if (cfg->db_connections > 0)
+		append_fmt(&b, &len, &cap, "; connections = %d", cfg->db_connections);
 	append_fmt(&b, &len, &cap, "; };\nexporters = (");
 	if (!cfg->no_default_exporters) {
 		for (size_t i = 0; i < 2; i++, first = false)

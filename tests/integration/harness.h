@@ -69,6 +69,7 @@ struct it_config {
 	int max_failed_hellos;
 	int batch_max_events;
 	int batch_max_delay_ms;
+	int db_connections;    /* database.connections; 0: the daemon's default */
 	const char *log_level; /* NULL: "debug" */
 	/* operators = ( ... ), written like exporters; none when n_operators is 0. */
 	struct it_exporter operators[IT_MAX_EXTRA];

@@ -1,6 +1,7 @@
 /*
  * test_pipeline.c - volume through the real daemon: 10,000 events pipelined
- * on one connection, and 100 connections sending at once.
+ * on one connection, 100 connections sending at once, and the same orders
+ * from many connections through one database session and through several.
  *
  * Each test uses a database of its own, so "exactly N rows" means what it
  * says.  Replies are read while sending (it_send_raw and it_pump drain the
@@ -164,6 +165,114 @@ static void test_hundred_connections(void **state)
 	it_daemon_stop_clean(d);
 }
 
+#define LANE_CONNS  4
+#define LANE_ORDERS 30
+
+/*
+ * Send every connection's share of the lanes workload and collect the acks:
+ * connection k books, departs and lands shipment S-<o>-<k> of each of the
+ * orders, and connection 0 also creates them, all interleaved, so that
+ * every batch holds events of orders another batch may hold too.
+ */
+static void lanes_send(struct it_daemon *d)
+{
+	struct it_client *cs[LANE_CONNS];
+	static const char *const steps[] = {"shipment.booked", "shipment.departed",
+	                                    "shipment.arrived"};
+	int per_conn[LANE_CONNS] = {0};
+
+	for (int k = 0; k < LANE_CONNS; k++) {
+		cs[k] = it_connect(d);
+		it_hello(cs[k], IT_EXPORTER, IT_TOKEN);
+	}
+	for (int step = 0; step < 4; step++) {
+		for (int o = 0; o < LANE_ORDERS; o++) {
+			for (int k = 0; k < LANE_CONNS; k++) {
+				char id[64], order[32], ship[32];
+				snprintf(order, sizeof(order), "LN-%03d", o);
+				snprintf(ship, sizeof(ship), "S-%03d-%d", o, k);
+				char *ev;
+				if (step == 0) {
+					if (k != 0)
+						continue;
+					snprintf(id, sizeof(id), "ln-%03d-created", o);
+					ev = it_event_line(id, "order.created", order, NULL);
+				} else {
+					snprintf(id, sizeof(id), "ln-%03d-%d-%d", o, k, step);
+					ev = it_event_line(id, steps[step - 1], order, ship);
+				}
+				it_queue(cs[k], ev);
+				free(ev);
+				per_conn[k]++;
+			}
+		}
+	}
+	for (int k = 0; k < LANE_CONNS; k++)
+		cs[k]->want = (size_t)per_conn[k];
+	if (!it_pump(cs, LANE_CONNS, READ_ALL_MS))
+		it_fail("not every event of the lanes workload was answered");
+	for (int k = 0; k < LANE_CONNS; k++) {
+		for (size_t i = 0; i < cs[k]->n_lines; i++) {
+			if (strstr(cs[k]->lines[i], "\"stored\"") == NULL)
+				it_fail("connection %d, reply %zu: %s", k, i, cs[k]->lines[i]);
+		}
+		it_close(cs[k]);
+	}
+}
+
+/* The orders and shipments of a database as one text, for comparing runs. */
+static char *lanes_digest(const char *db)
+{
+	return it_db_value(db,
+	                   "SELECT (SELECT string_agg(order_ref || ':' || status, ','"
+	                   "   ORDER BY order_ref) FROM ordertrack.orders) || '|' ||"
+	                   " (SELECT string_agg(shipment_ref || ':' || status || ':' || milestone,"
+	                   "   ',' ORDER BY shipment_ref) FROM ordertrack.shipments)",
+	                   NULL);
+}
+
+/*
+ * Several database sessions ("lanes", database.connections) fold batches
+ * side by side.  Four connections send events of the same 30 orders at
+ * once; with two and with three sessions the read model must come out
+ * exactly as with one, and every shipment must have landed.  (How many
+ * notifications there are depends on how events fall into batches.)
+ */
+static void test_lanes_same_as_one(void **state)
+{
+	static const int lanes[] = {1, 2, 3};
+	char *digest[3] = {NULL, NULL, NULL};
+	(void)state;
+
+	for (int i = 0; i < 3; i++) {
+		char db[32];
+		snprintf(db, sizeof(db), "pipe_lanes%d", lanes[i]);
+		it_pg_createdb(db);
+		struct it_config cfg = {.name = db,
+		                        .dbname = db,
+		                        .db_connections = lanes[i],
+		                        .batch_max_events = 16,
+		                        .log_level = "info"};
+		struct it_daemon *d = it_daemon_start(&cfg, true);
+		char link[32];
+		snprintf(link, sizeof(link), "link=%d", lanes[i]);
+		it_log_expect(d, 0, link, IT_START_MS);
+		lanes_send(d);
+		it_daemon_stop_clean(d);
+		assert_int_equal(it_db_rows(db), LANE_ORDERS * (1 + 3 * LANE_CONNS));
+		assert_int_equal(it_db_long(db,
+		                            "SELECT count(*) FROM ordertrack.shipments"
+		                            " WHERE status = 'arrived'",
+		                            NULL),
+		                 LANE_ORDERS * LANE_CONNS);
+		digest[i] = lanes_digest(db);
+	}
+	assert_string_equal(digest[1], digest[0]);
+	assert_string_equal(digest[2], digest[0]);
+	for (int i = 0; i < 3; i++)
+		free(digest[i]);
+}
+
 /*
  * Tight limits: window 8 per connection, 16 pending in all, batches of 3.
  * Four connections pipeline 500 events each with a ping every 50: the
@@ -225,9 +334,10 @@ static void test_small_window(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_teardown(test_ten_thousand_pipelined, it_test_teardown),
-		cmocka_unit_test_teardown(test_hundred_connections, it_test_teardown),
-		cmocka_unit_test_teardown(test_small_window, it_test_teardown),
+	    cmocka_unit_test_teardown(test_ten_thousand_pipelined, it_test_teardown),
+	    cmocka_unit_test_teardown(test_hundred_connections, it_test_teardown),
+	    cmocka_unit_test_teardown(test_small_window, it_test_teardown),
+	    cmocka_unit_test_teardown(test_lanes_same_as_one, it_test_teardown),
 	};
 	it_env_init("pipeline");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
