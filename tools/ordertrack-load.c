@@ -20,7 +20,11 @@
  * the moment the event was queued.  Open loop (--rate) gives every event
  * an intended send time on a fixed schedule and times from that, even
  * when a full window made the event wait: the latency a client at that
- * rate would see, without coordinated omission.
+ * rate would see, without coordinated omission.  The loader wakes once per
+ * --tick-us and then every connection sends the events whose time has
+ * come, so a high rate does not cost a timer and a write per event (at
+ * 8,000 events/s that took 32 µs of CPU per event from the machine the
+ * daemon runs on); the wait for the tick counts in the latency.
  *
  * Hot path: events are generated one order at a time into a fixed buffer
  * per connection and copied into the bufferevent; replies are scanned in
@@ -114,6 +118,7 @@ struct options {
 	bool events_set; /* -n was given */
 	unsigned window; /* unacked events per connection */
 	double rate;     /* total events/s; 0: closed loop */
+	unsigned tick_us; /* open loop: send at most this often per connection */
 	double duration; /* seconds, or 0 */
 	char run_id[RUN_ID_MAX + 1];
 	bool json;
@@ -805,6 +810,7 @@ struct loader {
 	unsigned errors_shown;
 	struct hist hist;
 	struct event tick_ev; /* once a second: progress and the watchdog */
+	struct event send_ev; /* open loop with --tick-us: pump every connection */
 	struct event stop_ev; /* closed loop with --duration: stop sending */
 	struct event sigint_ev;
 	unsigned ticks, quiet_ticks;
@@ -1074,6 +1080,8 @@ static void lconn_pump(struct lconn *c)
 		int64_t start = now;
 		if (ld->opt->rate > 0) {
 			start = lconn_intended(c, c->lc_sent);
+			if (start > now && ld->opt->tick_us > 0)
+				break; /* the loader's send tick comes back */
 			if (start > now) {
 				int64_t us = (start - now + NS_PER_US - 1) / NS_PER_US;
 				struct timeval tv = {(time_t)(us / 1000000),
@@ -1155,6 +1163,17 @@ static void lconn_open(struct loader *ld, struct lconn *c, unsigned id, const st
 /* The run */
 
 /* Every connection is welcomed: start the clock and send. */
+/* Open loop: the send tick pumps every connection that is running. */
+static void loader_send_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct loader *ld = arg;
+	(void)fd;
+	(void)what;
+	for (unsigned i = 0; i < ld->opt->connections; i++)
+		if (ld->conns[i].lc_state == LC_RUNNING)
+			lconn_pump(&ld->conns[i]);
+}
+
 static void loader_start(struct loader *ld)
 {
 	ld->started = true;
@@ -1165,6 +1184,11 @@ static void loader_start(struct loader *ld)
 		    (time_t)ld->opt->duration,
 		    (suseconds_t)((ld->opt->duration - (double)(time_t)ld->opt->duration) * 1e6)};
 		evtimer_add(&ld->stop_ev, &tv);
+	}
+	if (ld->opt->rate > 0 && ld->opt->tick_us > 0) {
+		struct timeval tick = {(time_t)(ld->opt->tick_us / 1000000),
+		                       (suseconds_t)(ld->opt->tick_us % 1000000)};
+		event_add(&ld->send_ev, &tick);
 	}
 	for (unsigned i = 0; i < ld->opt->connections; i++) {
 		struct lconn *c = &ld->conns[i];
@@ -1404,6 +1428,7 @@ static int run_load(const struct options *opt)
 	event_assign(&ld->tick_ev, ld->base, -1, EV_PERSIST, loader_tick_cb, ld);
 	event_add(&ld->tick_ev, &one_s);
 	evtimer_assign(&ld->stop_ev, ld->base, loader_stop_cb, ld);
+	event_assign(&ld->send_ev, ld->base, -1, EV_PERSIST, loader_send_cb, ld);
 	evsignal_assign(&ld->sigint_ev, ld->base, SIGINT, loader_sigint_cb, ld);
 	evsignal_add(&ld->sigint_ev, NULL);
 
@@ -1428,6 +1453,7 @@ static int run_load(const struct options *opt)
 		free(c->lc_ob);
 	}
 	event_del(&ld->tick_ev);
+	event_del(&ld->send_ev);
 	event_del(&ld->stop_ev);
 	event_del(&ld->sigint_ev);
 	event_base_free(ld->base);
@@ -1535,6 +1561,8 @@ static void usage(FILE *f)
 	      "  -w, --window W         unacked events per connection (500)\n"
 	      "  -r, --rate R           open loop: R events/s in all (0: closed loop)\n"
 	      "  -d, --duration S       send for S seconds instead of -n events\n"
+	      "      --tick-us US       open loop: wake at most every US µs per connection\n"
+	      "                         and send all events due (1000; 0: one wake per event)\n"
 	      "      --run-id STR       prefix of event ids and order refs (pid and time)\n"
 	      "      --seed N           random seed of the generated orders (1)\n"
 	      "      --timeout S        give up after S seconds without a reply (60, 0: never)\n"
@@ -1598,6 +1626,7 @@ enum {
 	OPT_RUN_ID = 256,
 	OPT_SEED,
 	OPT_TIMEOUT,
+	OPT_TICK,
 	OPT_JSON,
 	OPT_OUT,
 	OPT_DRY_RUN,
@@ -1620,6 +1649,7 @@ static void parse_options(int argc, char **argv, struct options *opt)
 	    {"run-id", required_argument, NULL, OPT_RUN_ID},
 	    {"seed", required_argument, NULL, OPT_SEED},
 	    {"timeout", required_argument, NULL, OPT_TIMEOUT},
+	    {"tick-us", required_argument, NULL, OPT_TICK},
 	    {"json", no_argument, NULL, OPT_JSON},
 	    {"out", required_argument, NULL, OPT_OUT},
 	    {"dry-run", no_argument, NULL, OPT_DRY_RUN},
@@ -1639,6 +1669,7 @@ static void parse_options(int argc, char **argv, struct options *opt)
 	    .events = 100000,
 	    .window = 500,
 	    .timeout_s = 60,
+	    .tick_us = 1000,
 	    .seed = 1,
 	};
 	snprintf(opt->run_id, sizeof(opt->run_id), "t%lldp%ld", (long long)time(NULL),
@@ -1688,6 +1719,9 @@ static void parse_options(int argc, char **argv, struct options *opt)
 			break;
 		case OPT_TIMEOUT:
 			opt->timeout_s = (unsigned)parse_uint("--timeout", optarg, 0, 86400);
+			break;
+		case OPT_TICK:
+			opt->tick_us = (unsigned)parse_uint("--tick-us", optarg, 0, 1000000);
 			break;
 		case OPT_JSON:
 			opt->json = true;
