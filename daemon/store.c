@@ -367,8 +367,12 @@ static void store_lost(struct lane *ln, const char *why)
 	char buf[256];
 	const char *reason = first_line(why, buf, sizeof(buf));
 
-	if (ln->batch_in_flight)
+	if (ln->batch_in_flight) {
 		store_requeue_batch(ln, true);
+		/* Another lane may be up and able to take them; from the loop,
+		 * since this can run inside store_send_batch. */
+		event_active(ln->st->ev_flush, EV_TIMEOUT, 0);
+	}
 	if (ln->ev_sock_added)
 		event_del(&ln->ev_sock);
 	ln->ev_sock_added = false;
