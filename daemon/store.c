@@ -640,7 +640,7 @@ static uint64_t ref_key(const char *exporter, const char *ref)
 }
 
 /* Add key to a set of ref_key()s (open addressing, 0 is empty). */
-static void order_set_add(uint64_t *set, size_t mask, uint64_t key)
+static void key_set_add(uint64_t *set, size_t mask, uint64_t key)
 {
 	size_t i = key & mask;
 	for (; set[i] != 0; i = (i + 1) & mask)
@@ -650,7 +650,7 @@ static void order_set_add(uint64_t *set, size_t mask, uint64_t key)
 }
 
 /* Is key in a set of ref_key()s? */
-static bool order_set_has(const uint64_t *set, size_t mask, uint64_t key)
+static bool key_set_has(const uint64_t *set, size_t mask, uint64_t key)
 {
 	for (size_t i = key & mask; set[i] != 0; i = (i + 1) & mask)
 		if (set[i] == key)
@@ -664,8 +664,8 @@ static bool lanes_hold(const struct store *st, const struct lane *self, uint64_t
 	for (unsigned i = 0; i < st->n_lanes; i++) {
 		const struct lane *ln = &st->lanes[i];
 		if (ln != self && ln->batch_in_flight &&
-		    (order_set_has(ln->order_set, ln->set_mask, order) ||
-		     order_set_has(ln->id_set, ln->set_mask, id)))
+		    (key_set_has(ln->order_set, ln->set_mask, order) ||
+		     key_set_has(ln->id_set, ln->set_mask, id)))
 			return true;
 	}
 	return false;
@@ -710,13 +710,13 @@ static unsigned batch_take(struct store *st, struct lane *ln, unsigned max)
 		uint64_t order = ref_key(s->s_exporter, s->s_order);
 		uint64_t id = ref_key(s->s_exporter, s->s_id);
 		if ((st->n_lanes > 1 &&
-		     (lanes_hold(st, ln, order, id) || order_set_has(st->passed_set, mask, id))) ||
+		     (lanes_hold(st, ln, order, id) || key_set_has(st->passed_set, mask, id))) ||
 		    !batch_set_add(st->batch_set, mask, s)) {
-			order_set_add(st->passed_set, mask, id);
+			key_set_add(st->passed_set, mask, id);
 			continue;
 		}
-		order_set_add(ln->order_set, mask, order);
-		order_set_add(ln->id_set, mask, id);
+		key_set_add(ln->order_set, mask, order);
+		key_set_add(ln->id_set, mask, id);
 		TAILQ_REMOVE(&st->queue, s, s_store);
 		st->n_queued--;
 		TAILQ_INSERT_TAIL(&ln->batch, s, s_store);
