@@ -443,10 +443,10 @@ void metrics_render(struct evbuffer *out)
 	sample(out, "ordertrack_pending_events", store_pending(server.store));
 
 	family(out, "ordertrack_database_up", "gauge",
-	       "1 when the ingest connection to PostgreSQL is ready, else 0.");
+	       "1 when an ingest session with PostgreSQL is ready, else 0.");
 	sample(out, "ordertrack_database_up", store_db_up(server.store) ? 1 : 0);
 	family(out, "ordertrack_database_reconnects_total", "counter",
-	       "Times the ingest connection became ready again after an outage.");
+	       "Times an ingest session became ready again after an outage.");
 	sample(out, "ordertrack_database_reconnects_total", m.reconnects);
 
 	family(out, "ordertrack_notifications_total", "counter",
