@@ -2,7 +2,9 @@
  * test_outage.c - the daemon across PostgreSQL outages.
  *
  * PostgreSQL is stopped for about three seconds in the middle of a stream
- * on two connections, and in a second test is down when the daemon starts.
+ * on two connections, and in a second test is down when the daemon starts;
+ * in a third, one of the daemon's two ingest sessions is terminated while
+ * PostgreSQL stays up.
  * The daemon must keep running, hold acks until a commit, and end with
  * every event stored exactly once.  An event whose batch was in flight when
  * the connection dropped may be acked "stored" or "duplicate"; an error is
@@ -182,6 +184,77 @@ static void outage_mid_stream(const char *mode, int rounds)
 	it_daemon_stop_clean(d);
 }
 
+/*
+ * One of the daemon's two ingest sessions is terminated mid-stream
+ * (pg_terminate_backend), PostgreSQL itself staying up: the batch it held
+ * goes back to the queue, the other session or the reconnected one stores
+ * it, and every event is answered stored or duplicate, exactly once in the
+ * table.
+ */
+static void test_one_session_lost(void **state)
+{
+	struct it_client *cs[CONNS];
+	const char *db = "outage_one_session";
+	int dups;
+	(void)state;
+
+	it_pg_createdb(db);
+	struct it_config cfg = {.name = db, .dbname = db, .db_connections = 2};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	off_t off = it_log_offset(d);
+	for (int k = 0; k < CONNS; k++) {
+		cs[k] = it_connect(d);
+		it_queue(cs[k], "{\"type\":\"hello\",\"exporter\":\"" IT_EXPORTER
+		                "\",\"token\":\"" IT_TOKEN "\"}");
+		cs[k]->want = 1;
+	}
+	if (!it_pump(cs, CONNS, IT_REPLY_MS))
+		it_fail("no reply to hello");
+
+	/* Paced as in outage_mid_stream, so that batches are in flight. */
+	int queued = 0;
+	bool killed = false;
+	long long t0 = it_now_ms();
+	for (int k = 0; k < CONNS; k++)
+		cs[k]->want = (size_t)PER_CONN + 2; /* unreachable: pump whole ticks */
+	while (queued < PER_CONN) {
+		int target = (int)((it_now_ms() - t0) / TICK_MS + 1) * TICK_EVENTS;
+		if (target > PER_CONN)
+			target = PER_CONN;
+		if (target > queued) {
+			queue_range(cs, queued, target);
+			queued = target;
+		}
+		it_pump(cs, CONNS, TICK_MS);
+		if (!killed && queued >= STOP_AT) {
+			long n =
+			    it_db_long(db,
+			               "SELECT count(pg_terminate_backend(pid)) FROM ("
+			               " SELECT pid FROM pg_stat_activity"
+			               " WHERE datname = $1 AND application_name = 'ordertrackd'"
+			               " ORDER BY pid LIMIT 1) s",
+			               db, NULL);
+			assert_int_equal(n, 1);
+			killed = true;
+		}
+	}
+	for (int k = 0; k < CONNS; k++)
+		cs[k]->want = 1 + PER_CONN;
+	if (!it_pump(cs, CONNS, RECOVER_MS))
+		it_fail("not every event was answered after one session was lost (%zu and %zu "
+		        "replies)",
+		        cs[0]->n_lines - 1, cs[1]->n_lines - 1);
+	check_acks(cs, PER_CONN, &dups);
+	fprintf(stderr, "one session lost: %d acks were \"duplicate\"\n", dups);
+	assert_int_equal(it_db_rows(db), CONNS * PER_CONN);
+	assert_int_equal(
+	    it_db_long(db, "SELECT count(DISTINCT event_id) FROM ordertrack.events", NULL),
+	    CONNS * PER_CONN);
+	off_t lost = it_log_expect(d, off, "msg=\"database lost\" link=", 0);
+	it_log_expect(d, lost, "msg=\"database connected\" link=", IT_REPLY_MS);
+	it_daemon_stop_clean(d);
+}
+
 /* The outage of the brief: a fast shutdown, sessions terminated cleanly. */
 static void test_outage_fast(void **state)
 {
@@ -240,10 +313,11 @@ static void test_start_while_down(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_teardown(test_outage_fast, it_test_teardown),
-		cmocka_unit_test_teardown(test_outage_twice, it_test_teardown),
-		cmocka_unit_test_teardown(test_outage_immediate, it_test_teardown),
-		cmocka_unit_test_teardown(test_start_while_down, it_test_teardown),
+	    cmocka_unit_test_teardown(test_outage_fast, it_test_teardown),
+	    cmocka_unit_test_teardown(test_outage_twice, it_test_teardown),
+	    cmocka_unit_test_teardown(test_outage_immediate, it_test_teardown),
+	    cmocka_unit_test_teardown(test_start_while_down, it_test_teardown),
+	    cmocka_unit_test_teardown(test_one_session_lost, it_test_teardown),
 	};
 	it_env_init("outage");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
