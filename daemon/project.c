@@ -43,10 +43,14 @@ static json_t *fold_order(const PGresult *load, int from, int to, struct slot *c
                           size_t ns, const struct model_rules *rules)
 {
 	size_t n = (size_t)(to - from) + ns;
-	struct model_event *evs = calloc(n, sizeof(*evs));
+	/* One block: the events, then the bodies parsed here, kept apart
+	 * because model_fold reorders evs and only these are ours to free. */
+	struct model_event *evs =
+	    calloc(1, n * sizeof(*evs) + (size_t)(to - from + 1) * sizeof(json_t *));
 	size_t k = 0, parsed;
 	if (evs == NULL)
 		abort();
+	json_t **owned = (json_t **)(void *)(evs + n);
 	for (int row = from; row < to; row++) {
 		json_error_t err;
 		json_t *body = json_loads(PQgetvalue(load, row, 5), 0, &err);
@@ -70,16 +74,11 @@ static json_t *fold_order(const PGresult *load, int from, int to, struct slot *c
 		evs[k].body = slots[i]->s_root;
 		k++;
 	}
-	/* model_fold reorders evs: remember which bodies are ours to free. */
-	json_t **owned = calloc(parsed + 1, sizeof(*owned));
-	if (owned == NULL)
-		abort();
 	for (size_t i = 0; i < parsed; i++)
 		owned[i] = evs[i].body;
 	json_t *state = model_fold(evs, k, rules);
 	for (size_t i = 0; i < parsed; i++)
 		json_decref(owned[i]);
-	free(owned);
 	free(evs);
 	return json_pack("{s:s, s:s, s:o}", "exporter", slots[0]->s_exporter, "order_ref",
 	                 slots[0]->s_order, "state", state);

@@ -594,39 +594,6 @@ static void tb_quoted(struct textbuf *b, const char *s)
 	tb_add(b, "\"", 1);
 }
 
-/* FNV-1a over an exporter and an event id, for the batch's id set. */
-static uint32_t event_key_hash(const struct slot *s)
-{
-	uint32_t h = 2166136261u;
-	for (const char *p = s->s_exporter; *p; p++)
-		h = (h ^ (uint8_t)*p) * 16777619u;
-	h = (h ^ 0xff) * 16777619u;
-	for (const char *p = s->s_id; *p; p++)
-		h = (h ^ (uint8_t)*p) * 16777619u;
-	return h;
-}
-
-/* The most entries of the sets batch_take fills: a power of two, and
- * batch_take looks at no more than half as many events. */
-#define BATCH_SET_SIZE 32768
-
-/*
- * Add s to the batch's set of (exporter, id); false when it is there
- * already.  The second occurrence must wait for the next batch, so that
- * one statement never holds the same id twice.
- */
-static bool batch_set_add(const struct slot **set, size_t mask, const struct slot *s)
-{
-	uint32_t i = event_key_hash(s) & mask;
-	for (; set[i] != NULL; i = (i + 1) & mask) {
-		if (strcmp(set[i]->s_id, s->s_id) == 0 &&
-		    strcmp(set[i]->s_exporter, s->s_exporter) == 0)
-			return false;
-	}
-	set[i] = s;
-	return true;
-}
-
 /* FNV-1a, 64 bits, over an exporter and a ref (an order or an event id); never 0. */
 static uint64_t ref_key(const char *exporter, const char *ref)
 {
@@ -637,6 +604,28 @@ static uint64_t ref_key(const char *exporter, const char *ref)
 	for (const char *p = ref; *p; p++)
 		h = (h ^ (uint8_t)*p) * 1099511628211u;
 	return h != 0 ? h : 1;
+}
+
+/* The most entries of the sets batch_take fills: a power of two, and
+ * batch_take looks at no more than half as many events. */
+#define BATCH_SET_SIZE 32768
+
+/*
+ * Add s, whose ref_key() of (exporter, id) is id, to the batch's set of
+ * events; false when an event with the same exporter and id is there
+ * already.  The second occurrence must wait for the next batch, so that
+ * one statement never holds the same id twice.
+ */
+static bool batch_set_add(const struct slot **set, size_t mask, uint64_t id, const struct slot *s)
+{
+	size_t i = id & mask;
+	for (; set[i] != NULL; i = (i + 1) & mask) {
+		if (strcmp(set[i]->s_id, s->s_id) == 0 &&
+		    strcmp(set[i]->s_exporter, s->s_exporter) == 0)
+			return false;
+	}
+	set[i] = s;
+	return true;
 }
 
 /* Add key to a set of ref_key()s (open addressing, 0 is empty). */
@@ -711,7 +700,7 @@ static unsigned batch_take(struct store *st, struct lane *ln, unsigned max)
 		uint64_t id = ref_key(s->s_exporter, s->s_id);
 		if ((st->n_lanes > 1 &&
 		     (lanes_hold(st, ln, order, id) || key_set_has(st->passed_set, mask, id))) ||
-		    !batch_set_add(st->batch_set, mask, s)) {
+		    !batch_set_add(st->batch_set, mask, id, s)) {
 			key_set_add(st->passed_set, mask, id);
 			continue;
 		}
