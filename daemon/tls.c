@@ -11,8 +11,9 @@
  * a bufferevent exists, a one-shot read event waits (at most
  * limits.hello_timeout_s) for the peer's first byte and peeks at it.  A
  * TLS handshake record starts with 0x16; a line of JSON never does.
- * Sockets being sniffed are not connections yet: they do not count towards
- * limits.max_connections until their first byte has arrived.
+ * Sockets being sniffed count towards limits.max_connections like
+ * connections do: one that would pass the limit is closed at once, without
+ * a reply, since its protocol is not known yet.
  *
  * Turning TLS on or off takes a restart: a reload that adds or removes the
  * tls group is logged and not applied, so a typo cannot silently open the
@@ -35,6 +36,7 @@
 #include <unistd.h>
 
 #include "log.h"
+#include "metrics.h"
 #include "server.h"
 
 #define TLS_RECORD_HANDSHAKE 0x16 /* first byte of a ClientHello record */
@@ -53,6 +55,7 @@ struct sniff {
 static SSL_CTX *tls_ctx; /* NULL: the port speaks plain text only */
 static bool tls_require; /* of the config tls_ctx was built from */
 static TAILQ_HEAD(, sniff) sniffs = TAILQ_HEAD_INITIALIZER(sniffs);
+static unsigned n_sniffs; /* in sniffs */
 
 /* malloc'd printf, or abort: out-of-memory is not a code path. */
 static char *xprintf(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
@@ -218,6 +221,7 @@ void tls_reload(const struct config *cfg)
 static void sniff_free(struct sniff *sn)
 {
 	TAILQ_REMOVE(&sniffs, sn, sn_entry);
+	n_sniffs--;
 	event_free(sn->sn_ev);
 	free(sn);
 }
@@ -327,11 +331,22 @@ void tls_accept(int fd, const struct sockaddr *sa, int salen, tls_ready_fn *read
 		salen = (int)sizeof(sn->sn_sa);
 	memcpy(&sn->sn_sa, sa, (size_t)salen);
 	sn->sn_salen = salen;
+	if (server.n_conns + n_sniffs >= (unsigned)server.cfg->max_connections) {
+		char peer[NI_MAXHOST + NI_MAXSERV + 4];
+		sniff_peer(sn, peer, sizeof(peer));
+		log_warnx("connection refused", "peer=%s reason=too_many_connections stage=sniff",
+		          peer);
+		metrics_conn_rejected();
+		close(fd);
+		free(sn);
+		return;
+	}
 	sn->sn_ready = ready;
 	sn->sn_ev = event_new(server.base, fd, EV_READ, sniff_cb, sn);
 	if (sn->sn_ev == NULL)
 		abort();
 	TAILQ_INSERT_TAIL(&sniffs, sn, sn_entry);
+	n_sniffs++;
 	struct timeval tv = {server.cfg->hello_timeout_s, 0};
 	event_add(sn->sn_ev, &tv);
 }

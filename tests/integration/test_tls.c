@@ -421,6 +421,56 @@ static void test_mixed(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/*
+ * require = false: sockets whose first byte has not come count towards
+ * limits.max_connections, so silent sockets cannot pile up past it.
+ */
+static void test_sniff_limit(void **state)
+{
+	(void)state;
+	certs_make();
+	it_pg_createdb("tls_sniff_limit");
+	struct it_config cfg = {.name = "tls_sniff_limit",
+	                        .dbname = "tls_sniff_limit",
+	                        .hello_timeout_s = 30,
+	                        .max_connections = 2,
+	                        .extra_text = tls_text("server.pem", "server.key", false, false)};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+
+	struct it_client *silent1 = it_connect(d);
+	struct it_client *silent2 = it_connect(d);
+	off_t off = it_log_offset(d);
+	/* The third is closed at once, long before the 30 s hello deadline. */
+	struct it_client *third = it_connect(d);
+	it_expect_eof(third, 3000);
+	it_close(third);
+	it_log_expect(d, off, "reason=too_many_connections stage=sniff", IT_REPLY_MS);
+
+	/* When a silent one leaves, its place is free again. */
+	it_close(silent1);
+	long long deadline = it_now_ms() + 5000;
+	for (;;) {
+		char *line;
+		struct it_client *p = it_connect(d);
+		it_send(p, "{\"type\":\"hello\",\"exporter\":\"" IT_EXPORTER
+		           "\",\"token\":\"" IT_TOKEN "\"}");
+		int got = it_try_read_line(p, IT_REPLY_MS, &line);
+		if (got == IT_READ_LINE && strstr(line, "\"welcome\"") != NULL) {
+			free(line);
+			it_close(p);
+			break;
+		}
+		if (got == IT_READ_LINE)
+			free(line);
+		it_close(p);
+		if (it_now_ms() > deadline)
+			fail_msg("no connection admitted after a sniffing socket closed");
+		usleep(50 * 1000);
+	}
+	it_close(silent2);
+	it_daemon_stop_clean(d);
+}
+
 /* With ca: no certificate and a certificate from another CA are refused. */
 static void test_client_certs(void **state)
 {
@@ -567,6 +617,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_plain_refused, it_test_teardown),
 	    cmocka_unit_test_teardown(test_refusal_over_tls, it_test_teardown),
 	    cmocka_unit_test_teardown(test_mixed, it_test_teardown),
+	    cmocka_unit_test_teardown(test_sniff_limit, it_test_teardown),
 	    cmocka_unit_test_teardown(test_client_certs, it_test_teardown),
 	    cmocka_unit_test_teardown(test_reload, it_test_teardown),
 	    cmocka_unit_test_teardown(test_bad_cert_at_start, it_test_teardown),
