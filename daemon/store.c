@@ -406,19 +406,15 @@ static void store_lost(struct lane *ln, const char *why)
 static void store_migrate_begin(struct lane *ln)
 {
 	static const char sql[] =
-		"SET synchronous_commit = on;"
-		/* Plan each batch statement for the data it meets: a generic
-		 * plan made while the tables were small keeps scanning them
-		 * whole once they have grown. */
-		"SET plan_cache_mode = force_custom_plan;"
-		"BEGIN;"
-		"SELECT pg_advisory_xact_lock(" MIGRATION_LOCK_KEY ");"
-		"CREATE SCHEMA IF NOT EXISTS ordertrack;"
-		"CREATE TABLE IF NOT EXISTS ordertrack.schema_migrations ("
-		" version integer PRIMARY KEY,"
-		" name text NOT NULL,"
-		" applied_at timestamptz NOT NULL DEFAULT now());"
-		"SELECT coalesce(max(version), 0) FROM ordertrack.schema_migrations";
+	    "SET synchronous_commit = on;"
+	    "BEGIN;"
+	    "SELECT pg_advisory_xact_lock(" MIGRATION_LOCK_KEY ");"
+	    "CREATE SCHEMA IF NOT EXISTS ordertrack;"
+	    "CREATE TABLE IF NOT EXISTS ordertrack.schema_migrations ("
+	    " version integer PRIMARY KEY,"
+	    " name text NOT NULL,"
+	    " applied_at timestamptz NOT NULL DEFAULT now());"
+	    "SELECT coalesce(max(version), 0) FROM ordertrack.schema_migrations";
 
 	store_set_state(ln, DB_MIGRATING);
 	ln->needs_rollback = false; /* a new session has no open block */
@@ -469,7 +465,8 @@ static void store_migrate_apply(struct lane *ln)
 
 /* Schema done: enter pipeline mode and prepare the statements. */
 /*
- * Plan each statement once per session.  Custom plans, remade on every
+ * Set after the migrations, which keep the server's defaults.  Plan each
+ * statement once per session.  Custom plans, remade on every
  * batch, were a third of the server's CPU at low load.  A plan kept for
  * the session must not depend on the tables' sizes when it was made, or a
  * plan made while a table was nearly empty keeps scanning it whole as it
