@@ -52,6 +52,7 @@
 #define BACKOFF_MAX_MS 5000
 #define MAX_ATTEMPTS 5 /* for failures that are neither data nor transient */
 #define MIGRATION_LOCK_KEY "7433001"
+#define MIN_SERVER_VERSION 130000
 
 enum db_state {
 	DB_DOWN,       /* no connection; ev_retry runs; exits: CONNECTING */
@@ -1160,6 +1161,13 @@ static void store_io_cb(evutil_socket_t fd, short what, void *arg)
 		default:
 			if (PQsetnonblocking(ln->pg, 1) != 0) {
 				store_lost(ln, PQerrorMessage(ln->pg));
+				return;
+			}
+			if (PQserverVersion(ln->pg) < MIN_SERVER_VERSION) {
+				/* Said once per outage, like any reason the server
+				 * cannot be used; retried, since it may be upgraded. */
+				store_lost(ln, "PostgreSQL 13 or later is needed"
+				               " (the batches use pg_current_xact_id())");
 				return;
 			}
 			store_migrate_begin(ln);
