@@ -48,9 +48,9 @@
 #include "project.h"
 #include "server.h"
 
-#define BACKOFF_MIN_MS 100
-#define BACKOFF_MAX_MS 5000
-#define MAX_ATTEMPTS 5 /* for failures that are neither data nor transient */
+#define BACKOFF_MIN_MS     100
+#define BACKOFF_MAX_MS     5000
+#define MAX_ATTEMPTS       5 /* for failures that are neither data nor transient */
 #define MIGRATION_LOCK_KEY "7433001"
 #define MIN_SERVER_VERSION 130000
 
@@ -64,7 +64,7 @@ enum db_state {
 };
 
 static const char *const db_state_names[DB_STATE_MAX] = {
-	"down", "connecting", "migrating", "preparing", "ready",
+    "down", "connecting", "migrating", "preparing", "ready",
 };
 
 /*
@@ -93,9 +93,9 @@ struct batch_outcome {
 	bool part2_sent;
 	bool has_apply;
 	bool has_emit;
-	PGresult *states;    /* STATE's rows, kept until part two is built */
-	PGresult *load;      /* LOAD's rows, likewise */
-	PGresult *emitted;   /* EMIT's rows, reported after COMMIT */
+	PGresult *states;  /* STATE's rows, kept until part two is built */
+	PGresult *load;    /* LOAD's rows, likewise */
+	PGresult *emitted; /* EMIT's rows, reported after COMMIT */
 	bool commit_ok;
 	struct slot *failed; /* the event whose statement failed, if any */
 	char sqlstate[6];    /* of the first failure */
@@ -137,7 +137,7 @@ struct lane {
 	struct textbuf events, exporters, orders; /* parameters, reused */
 	uint64_t *id_set;                         /* ref_key() of the batch's event ids */
 	uint64_t *order_set;                      /* ref_key() of the batch's orders */
-	bool blocked; /* found nothing it could take; see lane_send_batch */
+	bool blocked;    /* found nothing it could take; see lane_send_batch */
 	size_t set_mask; /* of order_set and id_set, as batch_take last sized them */
 
 	int mig_step;       /* 1: lock and read version, 2: apply */
@@ -210,10 +210,9 @@ static const char insert_sql[] =
  * deadlock: the fold reads all of an order's events, and two transactions
  * folding the same order at once could each miss the other's event.
  */
-static const char lock_sql[] =
-	"SELECT count(pg_advisory_xact_lock(k)) FROM ("
-	" SELECT DISTINCT hashtextextended(e || '/' || o, 7433) AS k"
-	" FROM unnest($1::text[], $2::text[]) AS t(e, o) ORDER BY k) s";
+static const char lock_sql[] = "SELECT count(pg_advisory_xact_lock(k)) FROM ("
+                               " SELECT DISTINCT hashtextextended(e || '/' || o, 7433) AS k"
+                               " FROM unnest($1::text[], $2::text[]) AS t(e, o) ORDER BY k) s";
 
 /*
  * The events of the batch's orders stored before this transaction, for the
@@ -239,8 +238,8 @@ static const char state_sql[] =
 
 /* Number and store the batch's notifications; last, as it serializes. */
 static const char emit_sql[] =
-	"SELECT seq, kind, exporter, order_ref, shipment_ref, from_status, to_status, event_id"
-	" FROM ordertrack.emit_notifications($1::jsonb)";
+    "SELECT seq, kind, exporter, order_ref, shipment_ref, from_status, to_status, event_id"
+    " FROM ordertrack.emit_notifications($1::jsonb)";
 
 static const char apply_sql[] = "SELECT ordertrack.apply_orders($1::jsonb)";
 
@@ -447,11 +446,11 @@ static void store_migrate_apply(struct lane *ln)
 	if (sql == NULL)
 		abort();
 	for (int i = have; i < migrations_count && !ln->mig_failed; i++) {
-		len += (size_t)snprintf(sql + len, cap - len,
-		                        "%s;\nINSERT INTO ordertrack.schema_migrations"
-		                        " (version, name) VALUES (%d, '%s');\n",
-		                        migrations[i].sql, migrations[i].version,
-		                        migrations[i].name);
+		len +=
+		    (size_t)snprintf(sql + len, cap - len,
+		                     "%s;\nINSERT INTO ordertrack.schema_migrations"
+		                     " (version, name) VALUES (%d, '%s');\n",
+		                     migrations[i].sql, migrations[i].version, migrations[i].name);
 	}
 	snprintf(sql + len, cap - len, "%s", ln->mig_failed ? "ROLLBACK" : "COMMIT");
 	ln->mig_step = 2;
@@ -464,7 +463,6 @@ static void store_migrate_apply(struct lane *ln)
 	store_flush(ln);
 }
 
-/* Schema done: enter pipeline mode and prepare the statements. */
 /*
  * Set after the migrations, which keep the server's defaults.  Plan each
  * statement once per session.  Custom plans, remade on every
@@ -492,6 +490,7 @@ static bool store_send_settings(struct lane *ln)
 	return true;
 }
 
+/* Schema done: enter pipeline mode, set the session up and prepare the statements. */
 static void store_prepare(struct lane *ln)
 {
 	store_set_state(ln, DB_PREPARING);
@@ -555,7 +554,7 @@ static void store_prepare_results(struct lane *ln)
 		if (r == NULL) {
 			if (++nulls > 1)
 				return; /* nothing more has arrived */
-			continue; /* end of the PREPARE's results */
+			continue;       /* end of the PREPARE's results */
 		}
 		nulls = 0;
 		ExecStatusType t = PQresultStatus(r);
@@ -1009,9 +1008,8 @@ static void store_batch_advance(struct lane *ln)
 /* Is this SQLSTATE worth retrying the whole batch for? */
 static bool sqlstate_transient(const char *s)
 {
-	return strncmp(s, "08", 2) == 0 || strncmp(s, "40", 2) == 0 ||
-	       strncmp(s, "53", 2) == 0 || strncmp(s, "57", 2) == 0 ||
-	       strncmp(s, "58", 2) == 0;
+	return strncmp(s, "08", 2) == 0 || strncmp(s, "40", 2) == 0 || strncmp(s, "53", 2) == 0 ||
+	       strncmp(s, "57", 2) == 0 || strncmp(s, "58", 2) == 0;
 }
 
 /* Is this SQLSTATE a verdict on the event's data? */
