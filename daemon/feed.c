@@ -23,6 +23,7 @@
 #include "aux.h"
 #include "feed.h"
 #include "log.h"
+#include "notify.h"
 
 #define FEED_PAGE 500
 #define FEED_PAGE_STR "500"
@@ -173,9 +174,12 @@ static void feed_fetch(void)
 static void feed_notify_cb(void *arg, const char *payload)
 {
 	(void)arg;
-	json_t *j = json_loads(payload, 0, NULL);
-	long long seq = j ? json_integer_value(json_object_get(j, "seq")) : 0;
-	json_decref(j);
+	long long seq = notify_payload_seq(payload);
+	if (seq < 0) { /* not written by emit_notifications(): parse it all */
+		json_t *j = json_loads(payload, 0, NULL);
+		seq = j ? json_integer_value(json_object_get(j, "seq")) : 0;
+		json_decref(j);
+	}
 	if (seq > server.last_seq)
 		server.last_seq = seq;
 	feed_wake();

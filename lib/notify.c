@@ -362,3 +362,35 @@ unsigned notify_backoff_ms(unsigned attempt)
 		ms *= 2;
 	return ms < BACKOFF_CAP_MS ? ms : BACKOFF_CAP_MS;
 }
+
+static const char *skip_space(const char *p)
+{
+	while (*p == ' ' || *p == '\t' || *p == '\n' || *p == '\r')
+		p++;
+	return p;
+}
+
+long long notify_payload_seq(const char *payload)
+{
+	const char *p = skip_space(payload);
+	if (*p != '{')
+		return -1;
+	p = skip_space(p + 1);
+	if (strncmp(p, "\"seq\"", 5) != 0)
+		return -1;
+	p = skip_space(p + 5);
+	if (*p != ':')
+		return -1;
+	p = skip_space(p + 1);
+	long long seq = 0;
+	int digits = 0;
+	for (; *p >= '0' && *p <= '9'; p++) {
+		if (++digits > 18) /* beyond any seq, and keeps seq from overflowing */
+			return -1;
+		seq = seq * 10 + (*p - '0');
+	}
+	if (digits == 0)
+		return -1;
+	p = skip_space(p);
+	return *p == ',' || *p == '}' ? seq : -1;
+}

@@ -60,4 +60,12 @@ size_t notify_signature_header(const char *const *secrets, size_t n_secrets, lon
  */
 unsigned notify_backoff_ms(unsigned attempt);
 
+/*
+ * The seq of a NOTIFY payload that starts with it, as emit_notifications()
+ * writes them ({"seq" : 42, "kind" : ...}), read without a JSON parser: the
+ * daemon hears one per notification it stores.  -1 when the payload has
+ * any other shape; the caller then parses it in full.
+ */
+long long notify_payload_seq(const char *payload);
+
 #endif

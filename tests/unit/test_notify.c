@@ -916,6 +916,28 @@ static void test_backoff(void **state)
 	}
 }
 
+/* The seq of NOTIFY payloads in the shape emit_notifications() writes, and -1 for any other. */
+static void test_payload_seq(void **state)
+{
+	(void)state;
+	assert_int_equal(notify_payload_seq("{\"seq\" : 42, \"kind\" : \"order.status\"}"), 42);
+	assert_int_equal(notify_payload_seq("{\"seq\":7}"), 7);
+	assert_int_equal(notify_payload_seq(" {\n\"seq\" :\t0 }"), 0);
+	assert_int_equal(notify_payload_seq("{\"seq\" : 999999999999999999, \"x\" : 1}"),
+	                 999999999999999999LL);
+	/* Any other shape: the caller parses it in full. */
+	assert_int_equal(notify_payload_seq("{\"kind\" : \"x\", \"seq\" : 42}"), -1);
+	assert_int_equal(notify_payload_seq("{\"seq\" : -1}"), -1);
+	assert_int_equal(notify_payload_seq("{\"seq\" : 4.5}"), -1);
+	assert_int_equal(notify_payload_seq("{\"seq\" : \"42\"}"), -1);
+	assert_int_equal(notify_payload_seq("{\"seq\" : 42"), -1);
+	assert_int_equal(notify_payload_seq("{\"seq\" : }"), -1);
+	assert_int_equal(notify_payload_seq("{\"seq\" : 1234567890123456789}"), -1);
+	assert_int_equal(notify_payload_seq("{\"sequence\" : 1}"), -1);
+	assert_int_equal(notify_payload_seq("[42]"), -1);
+	assert_int_equal(notify_payload_seq(""), -1);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -937,6 +959,7 @@ int main(void)
 	    cmocka_unit_test(test_sign_vector),
 	    cmocka_unit_test(test_signature_header),
 	    cmocka_unit_test(test_backoff),
+	    cmocka_unit_test(test_payload_seq),
 	};
 
 	return cmocka_run_group_tests(tests, NULL, NULL);
