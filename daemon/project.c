@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jsondump.h"
 #include "log.h"
 #include "notify.h"
 #include "project.h"
@@ -171,16 +172,19 @@ static void project_order(const PGresult *load, int from, int to, const PGresult
 }
 
 void project_build(const PGresult *load, const PGresult *states, struct slot **changed,
-                   size_t n_changed, const struct model_rules *rules, struct projection *out)
+                   size_t n_changed, const struct model_rules *rules, struct textbuf *apply,
+                   struct textbuf *notes, struct projection *out)
 {
 	memset(out, 0, sizeof(*out));
+	textbuf_reset(apply);
+	textbuf_reset(notes);
 	if (n_changed == 0)
 		return;
 	/* A stable order inside each group is not needed: the fold sorts. */
 	qsort(changed, n_changed, sizeof(*changed), slot_cmp);
 
 	json_t *orders = json_array();
-	json_t *notes = json_array();
+	json_t *note_list = json_array();
 	struct notify_cause *causes = calloc(n_changed, sizeof(*causes));
 	if (causes == NULL)
 		abort();
@@ -197,24 +201,14 @@ void project_build(const PGresult *load, const PGresult *states, struct slot **c
 		while (row < rows && row_cmp(load, row, changed[g]) == 0)
 			row++;
 		project_order(load, from, row, states, &changed[g], end - g, rules, causes, orders,
-		              notes, out);
+		              note_list, out);
 		g = end;
 	}
 	free(causes);
-	/* jansson holds numbers as doubles; 15 significant digits print
-	 * them as the exporter wrote them (7.9, not 7.9000000000000004). */
-	size_t flags = JSON_COMPACT | JSON_REAL_PRECISION(15);
 	if (out->n_orders > 0)
-		out->apply = json_dumps(orders, flags);
+		jsondump(apply, orders);
 	if (out->n_notes > 0)
-		out->notes = json_dumps(notes, flags);
+		jsondump(notes, note_list);
 	json_decref(orders);
-	json_decref(notes);
-}
-
-void projection_fini(struct projection *p)
-{
-	free(p->apply);
-	free(p->notes);
-	memset(p, 0, sizeof(*p));
+	json_decref(note_list);
 }

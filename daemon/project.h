@@ -10,13 +10,12 @@
 
 #include "model.h"
 #include "server.h"
+#include "textbuf.h"
 
-/* What part two of a batch writes. */
+/* What part two of a batch writes: how many of each. */
 struct projection {
-	char *apply;       /* JSON array for apply_orders(), or NULL */
-	char *notes;       /* JSON array for emit_notifications(), or NULL */
-	unsigned n_orders; /* orders folded */
-	unsigned n_notes;  /* notifications */
+	unsigned n_orders; /* orders folded, in the apply buffer */
+	unsigned n_notes;  /* notifications, in the notes buffer */
 };
 
 /*
@@ -26,11 +25,13 @@ struct projection {
  * exporter, order_ref, event_id, type, occurred_ms, body and states'
  * exporter, order_ref, state.  changed[] holds the slots of the events this
  * batch stored (it is sorted here); only their orders are folded, from
- * load's rows plus those slots' parsed trees, and diffed.  Fills out; free
- * it with projection_fini().
+ * load's rows plus those slots' parsed trees, and diffed.  apply receives
+ * the JSON array for apply_orders() and notes the one for
+ * emit_notifications() (each emptied first); out says how many items each
+ * holds.
  */
 void project_build(const PGresult *load, const PGresult *states, struct slot **changed,
-                   size_t n_changed, const struct model_rules *rules, struct projection *out);
-void projection_fini(struct projection *p);
+                   size_t n_changed, const struct model_rules *rules, struct textbuf *apply,
+                   struct textbuf *notes, struct projection *out);
 
 #endif

@@ -47,6 +47,7 @@
 #include "migrations.h"
 #include "project.h"
 #include "server.h"
+#include "textbuf.h"
 
 #define BACKOFF_MIN_MS     100
 #define BACKOFF_MAX_MS     5000
@@ -102,12 +103,6 @@ struct batch_outcome {
 	char message[256];   /* of the first failure */
 };
 
-/* A growing text buffer for a batch's parameters. */
-struct textbuf {
-	char *p;
-	size_t len, cap;
-};
-
 /*
  * One session with PostgreSQL and the batch in flight on it.  Two or more
  * lanes let the daemon fold one batch while the server works on another,
@@ -135,6 +130,7 @@ struct lane {
 	 * aborted) on the server, since Sync ends only implicit ones. */
 	bool needs_rollback;
 	struct textbuf events, exporters, orders; /* parameters, reused */
+	struct textbuf apply, notes;              /* part two's, likewise */
 	uint64_t *id_set;                         /* ref_key() of the batch's event ids */
 	uint64_t *order_set;                      /* ref_key() of the batch's orders */
 	bool blocked;    /* found nothing it could take; see lane_send_batch */
@@ -584,26 +580,6 @@ static void store_prepare_results(struct lane *ln)
 	}
 }
 
-/* Append n bytes. */
-static void tb_add(struct textbuf *b, const char *s, size_t n)
-{
-	if (b->len + n + 1 > b->cap) {
-		b->cap = (b->cap + n + 1) * 2;
-		b->p = realloc(b->p, b->cap);
-		if (b->p == NULL)
-			abort();
-	}
-	memcpy(b->p + b->len, s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-}
-
-/* Append a string. */
-static void tb_str(struct textbuf *b, const char *s)
-{
-	tb_add(b, s, strlen(s));
-}
-
 /*
  * Append a quoted string, or null.  Everything quoted here (exporter ids,
  * event ids, types, refs, timestamps) comes from a charset without quote,
@@ -613,12 +589,12 @@ static void tb_str(struct textbuf *b, const char *s)
 static void tb_quoted(struct textbuf *b, const char *s)
 {
 	if (s == NULL) {
-		tb_add(b, "null", 4);
+		textbuf_add(b, "null", 4);
 		return;
 	}
-	tb_add(b, "\"", 1);
-	tb_str(b, s);
-	tb_add(b, "\"", 1);
+	textbuf_add(b, "\"", 1);
+	textbuf_str(b, s);
+	textbuf_add(b, "\"", 1);
 }
 
 /* FNV-1a, 64 bits, over an exporter and a ref (an order or an event id); never 0. */
@@ -753,40 +729,42 @@ static void batch_params(struct lane *ln)
 {
 	struct textbuf *events = &ln->events, *exporters = &ln->exporters, *orders = &ln->orders;
 	const struct slot *s;
-	events->len = exporters->len = orders->len = 0;
-	tb_add(events, "[", 1);
-	tb_add(exporters, "{", 1);
-	tb_add(orders, "{", 1);
+	textbuf_reset(events);
+	textbuf_reset(exporters);
+	textbuf_reset(orders);
+	textbuf_add(events, "[", 1);
+	textbuf_add(exporters, "{", 1);
+	textbuf_add(orders, "{", 1);
 	TAILQ_FOREACH(s, &ln->batch, s_store)
 	{
 		bool first = s == TAILQ_FIRST(&ln->batch);
-		tb_str(events, first ? "[" : ",[");
+		textbuf_str(events, first ? "[" : ",[");
 		tb_quoted(events, s->s_exporter);
-		tb_add(events, ",", 1);
+		textbuf_add(events, ",", 1);
 		tb_quoted(events, s->s_id);
-		tb_add(events, ",", 1);
+		textbuf_add(events, ",", 1);
 		tb_quoted(events, s->s_type);
-		tb_add(events, ",", 1);
+		textbuf_add(events, ",", 1);
 		tb_quoted(events, s->s_order);
-		tb_add(events, ",", 1);
+		textbuf_add(events, ",", 1);
 		tb_quoted(events, s->s_shipment);
-		tb_add(events, ",", 1);
+		textbuf_add(events, ",", 1);
 		tb_quoted(events, s->s_occurred_at);
-		tb_add(events, ",", 1);
-		tb_add(events, s->s_body, s->s_body_len);
-		tb_add(events, ",", 1);
+		textbuf_add(events, ",", 1);
+		textbuf_add(events, s->s_body, s->s_body_len);
+		textbuf_add(events, ",", 1);
 		tb_quoted(events, s->s_retracts);
-		tb_add(events, "]", 1);
+		textbuf_add(events, "]", 1);
 		if (!first) {
-			tb_add(exporters, ",", 1);
-			tb_add(orders, ",", 1);
+			textbuf_add(exporters, ",", 1);
+			textbuf_add(orders, ",", 1);
 		}
 		tb_quoted(exporters, s->s_exporter);
 		tb_quoted(orders, s->s_order);
 	}
-	tb_add(events, "]", 1);
-	tb_add(exporters, "}", 1);
-	tb_add(orders, "}", 1);
+	textbuf_add(events, "]", 1);
+	textbuf_add(exporters, "}", 1);
+	textbuf_add(orders, "}", 1);
 }
 
 /*
@@ -875,23 +853,23 @@ static void store_send_part2(struct lane *ln)
 			if (s->s_outcome == 's')
 				changed[n_changed++] = s;
 		}
-		struct projection p;
+		struct projection p = {0};
 		if (o->load != NULL)
-			project_build(o->load, o->states, changed, n_changed, &ln->st->rules, &p);
-		else
-			memset(&p, 0, sizeof(p));
+			project_build(o->load, o->states, changed, n_changed, &ln->st->rules,
+			              &ln->apply, &ln->notes, &p);
 		free(changed);
-		if (p.apply != NULL) {
-			const char *v[1] = {p.apply};
+		/* libpq copies a parameter as it is sent: the buffers are free
+		 * for the next batch right after. */
+		if (p.n_orders > 0) {
+			const char *v[1] = {ln->apply.p};
 			o->has_apply = true;
 			ok = PQsendQueryPrepared(ln->pg, "apply", 1, v, NULL, NULL, 0);
 		}
-		if (ok && p.notes != NULL) {
-			const char *v[1] = {p.notes};
+		if (ok && p.n_notes > 0) {
+			const char *v[1] = {ln->notes.p};
 			o->has_emit = true;
 			ok = PQsendQueryPrepared(ln->pg, "emit", 1, v, NULL, NULL, 0);
 		}
-		projection_fini(&p);
 		ok = ok && PQsendQueryParams(ln->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0);
 	}
 	batch_results_clear(o, false);
@@ -1292,9 +1270,11 @@ void store_free(struct store *st)
 		if (ln->pg != NULL)
 			PQfinish(ln->pg);
 		event_free(ln->ev_retry);
-		free(ln->events.p);
-		free(ln->exporters.p);
-		free(ln->orders.p);
+		textbuf_free(&ln->events);
+		textbuf_free(&ln->exporters);
+		textbuf_free(&ln->orders);
+		textbuf_free(&ln->apply);
+		textbuf_free(&ln->notes);
 		free(ln->order_set);
 		free(ln->id_set);
 	}
