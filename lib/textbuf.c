@@ -16,13 +16,6 @@ char *textbuf_reserve(struct textbuf *b, size_t n)
 	return b->p + b->len;
 }
 
-void textbuf_add(struct textbuf *b, const char *s, size_t n)
-{
-	memcpy(textbuf_reserve(b, n), s, n);
-	b->len += n;
-	b->p[b->len] = '\0';
-}
-
 void textbuf_str(struct textbuf *b, const char *s)
 {
 	textbuf_add(b, s, strlen(s));
