@@ -53,6 +53,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "textbuf.h"
 #include "validate.h"
 
 #define HELLO_EXPORTER_MAX 64                /* characters */
@@ -1089,38 +1090,14 @@ void request_clear(struct request *rq)
 	memset(rq, 0, sizeof(*rq));
 }
 
-/* A growing output buffer for the canonical form. */
-struct canon_buf {
-	char *data;
-	size_t len, cap;
-};
-
-/* Append n bytes to b, keeping it NUL-terminated; out of memory aborts. */
-static void canon_put(struct canon_buf *b, const char *s, size_t n)
-{
-	if (b->len + n + 1 > b->cap) {
-		size_t cap = b->cap == 0 ? 256 : b->cap;
-		while (b->len + n + 1 > cap)
-			cap *= 2;
-		char *d = realloc(b->data, cap);
-		if (d == NULL)
-			abort(); /* out of memory is not a code path */
-		b->data = d;
-		b->cap = cap;
-	}
-	memcpy(b->data + b->len, s, n);
-	b->len += n;
-	b->data[b->len] = '\0';
-}
-
 /* Append jansson's compact text of one value, with extra dump flags. */
-static void canon_dump(struct canon_buf *b, const json_t *v, size_t flags)
+static void canon_dump(struct textbuf *b, const json_t *v, size_t flags)
 {
 	char *s = json_dumps(v, JSON_COMPACT | JSON_ENCODE_ANY | flags);
 
 	if (s == NULL)
 		abort(); /* only out of memory gets here */
-	canon_put(b, s, strlen(s));
+	textbuf_add(b, s, strlen(s));
 	free(s);
 }
 
@@ -1129,7 +1106,7 @@ static void canon_dump(struct canon_buf *b, const json_t *v, size_t flags)
  * so 7.9 stays "7.9" (jansson alone writes 17 digits, "7.9000000000000004",
  * which PostgreSQL's numeric would keep as a different number).
  */
-static void canon_real(struct canon_buf *b, const json_t *v)
+static void canon_real(struct textbuf *b, const json_t *v)
 {
 	double d = json_real_value(v);
 
@@ -1139,7 +1116,7 @@ static void canon_real(struct canon_buf *b, const json_t *v)
 			abort();
 		bool exact = strtod(s, NULL) == d;
 		if (exact)
-			canon_put(b, s, strlen(s));
+			textbuf_add(b, s, strlen(s));
 		free(s);
 		if (exact)
 			return;
@@ -1154,7 +1131,7 @@ static int canon_key_cmp(const void *a, const void *b)
 }
 
 /* Append the canonical text of v: compact, keys sorted, reals shortest. */
-static void canon_value(struct canon_buf *b, const json_t *v)
+static void canon_value(struct textbuf *b, const json_t *v)
 {
 	size_t i, n;
 	const char *key;
@@ -1171,31 +1148,31 @@ static void canon_value(struct canon_buf *b, const json_t *v)
 			keys[n++] = key;
 		}
 		qsort(keys, n, sizeof(*keys), canon_key_cmp);
-		canon_put(b, "{", 1);
+		textbuf_add(b, "{", 1);
 		for (i = 0; i < n; i++) {
 			json_t *ks = json_string(keys[i]);
 			if (ks == NULL)
 				abort(); /* keys are valid UTF-8: jansson checked them */
 			if (i > 0)
-				canon_put(b, ",", 1);
+				textbuf_add(b, ",", 1);
 			canon_dump(b, ks, 0);
 			json_decref(ks);
-			canon_put(b, ":", 1);
+			textbuf_add(b, ":", 1);
 			canon_value(b, json_object_get(v, keys[i]));
 		}
-		canon_put(b, "}", 1);
+		textbuf_add(b, "}", 1);
 		free(keys);
 		break;
 	}
 	case JSON_ARRAY:
-		canon_put(b, "[", 1);
+		textbuf_add(b, "[", 1);
 		json_array_foreach(v, i, m)
 		{
 			if (i > 0)
-				canon_put(b, ",", 1);
+				textbuf_add(b, ",", 1);
 			canon_value(b, m);
 		}
-		canon_put(b, "]", 1);
+		textbuf_add(b, "]", 1);
 		break;
 	case JSON_REAL:
 		canon_real(b, v);
@@ -1212,12 +1189,12 @@ static void canon_value(struct canon_buf *b, const json_t *v)
  */
 char *request_event_canonical(const struct request *rq, size_t *len)
 {
-	struct canon_buf b = {NULL, 0, 0};
+	struct textbuf b = {0};
 
 	if (rq->root == NULL)
 		return NULL;
 	canon_value(&b, rq->root);
 	if (len != NULL)
 		*len = b.len;
-	return b.data;
+	return b.p;
 }
