@@ -73,6 +73,23 @@ static void check_acks(struct it_client **cs, int n, int *duplicates)
 	}
 }
 
+/* Open CONNS connections and say hello on each; line 0 of each one's replies is the welcome. */
+static void connect_all(struct it_daemon *d, struct it_client **cs)
+{
+	for (int k = 0; k < CONNS; k++) {
+		cs[k] = it_connect(d);
+		it_queue(cs[k], "{\"type\":\"hello\",\"exporter\":\"" IT_EXPORTER
+		                "\",\"token\":\"" IT_TOKEN "\"}");
+		cs[k]->want = 1;
+	}
+	if (!it_pump(cs, CONNS, IT_REPLY_MS))
+		it_fail("no reply to hello");
+	for (int k = 0; k < CONNS; k++) {
+		if (strstr(cs[k]->lines[0], "\"welcome\"") == NULL)
+			it_fail("hello answered with %s", cs[k]->lines[0]);
+	}
+}
+
 /*
  * PostgreSQL stops (in mode) for ~3 s mid-stream, while batches are in
  * flight: every event acked, none lost, none twice.
@@ -88,19 +105,7 @@ static void outage_mid_stream(const char *mode, int rounds)
 	struct it_config cfg = {.name = db, .dbname = db};
 	struct it_daemon *d = it_daemon_start(&cfg, true);
 
-	/* Line 0 of each connection's replies is the welcome. */
-	for (int k = 0; k < CONNS; k++) {
-		cs[k] = it_connect(d);
-		it_queue(cs[k], "{\"type\":\"hello\",\"exporter\":\"" IT_EXPORTER
-		                "\",\"token\":\"" IT_TOKEN "\"}");
-		cs[k]->want = 1;
-	}
-	if (!it_pump(cs, CONNS, IT_REPLY_MS))
-		it_fail("no reply to hello");
-	for (int k = 0; k < CONNS; k++) {
-		if (strstr(cs[k]->lines[0], "\"welcome\"") == NULL)
-			it_fail("hello answered with %s", cs[k]->lines[0]);
-	}
+	connect_all(d, cs);
 
 	/*
 	 * A paced stream, TICK_EVENTS per connection every TICK_MS, so that
@@ -202,14 +207,7 @@ static void test_one_session_lost(void **state)
 	struct it_config cfg = {.name = db, .dbname = db, .db_connections = 2};
 	struct it_daemon *d = it_daemon_start(&cfg, true);
 	off_t off = it_log_offset(d);
-	for (int k = 0; k < CONNS; k++) {
-		cs[k] = it_connect(d);
-		it_queue(cs[k], "{\"type\":\"hello\",\"exporter\":\"" IT_EXPORTER
-		                "\",\"token\":\"" IT_TOKEN "\"}");
-		cs[k]->want = 1;
-	}
-	if (!it_pump(cs, CONNS, IT_REPLY_MS))
-		it_fail("no reply to hello");
+	connect_all(d, cs);
 
 	/* Paced as in outage_mid_stream, so that batches are in flight. */
 	int queued = 0;
