@@ -267,8 +267,8 @@ int main(int argc, char **argv)
 	server.base = event_base_new();
 	if (server.base == NULL)
 		fatalx(EX_SOFTWARE_, "cannot create the event loop", NULL);
-	log_info("starting", "version=%s config=%s pid=%d libevent=%s", OT_VERSION, lq(path),
-	         (int)getpid(), event_get_version());
+	log_info("starting", "version=%s config=%s pid=%d libevent=%s malloc=%s", OT_VERSION,
+	         lq(path), (int)getpid(), event_get_version(), OT_ALLOCATOR);
 	signals_setup();
 	if (!listeners_open())
 		fatalx(EX_UNAVAILABLE_, "cannot start", "reason=%s", lq("a listen address failed"));

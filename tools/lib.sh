@@ -17,6 +17,7 @@ OT_PACKAGES=(
 	libpq-dev
 	libconfig-dev
 	libjansson-dev
+	libjemalloc-dev
 	libcmocka-dev
 	libssl-dev
 	libsystemd-dev
