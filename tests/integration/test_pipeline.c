@@ -3,6 +3,9 @@
  * on one connection, 100 connections sending at once, and the same orders
  * from many connections through one database session and through several.
  *
+ * A batch of new events goes in by COPY; test_copy_meets_concurrent_insert
+ * has another session store the same ids while that COPY runs.
+ *
  * Each test uses a database of its own, so "exactly N rows" means what it
  * says.  Replies are read while sending (it_send_raw and it_pump drain the
  * socket) so that a daemon that stops reading while its replies are unread,
@@ -18,6 +21,7 @@
 #include <string.h>
 
 #include <cmocka.h>
+#include <libpq-fe.h>
 
 #include "harness.h"
 
@@ -362,6 +366,88 @@ static void test_small_window(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/* Run sql on conn, failing the test unless it succeeds. */
+static void pg_ok(PGconn *conn, const char *sql)
+{
+	PGresult *r = PQexec(conn, sql);
+	ExecStatusType t = PQresultStatus(r);
+	if (t != PGRES_COMMAND_OK && t != PGRES_TUPLES_OK)
+		it_fail("%s: %s", sql, PQresultErrorMessage(r));
+	PQclear(r);
+}
+
+/*
+ * A batch of new events goes in by COPY, which cannot skip an id another
+ * transaction stores meanwhile.  A session of the test inserts two of the
+ * batch's ids (one with the same body, one with another) and holds them
+ * uncommitted; the daemon's COPY must wait on them.  When the session
+ * commits, the COPY fails with a unique violation; the daemon must try the
+ * batch again and answer exactly as if the rows had been there all along:
+ * duplicate, conflict, and stored for the third event.
+ */
+static void test_copy_meets_concurrent_insert(void **state)
+{
+	(void)state;
+	it_pg_createdb("pipe_race");
+	struct it_config cfg = {.name = "pipe_race",
+	                        .dbname = "pipe_race",
+	                        .db_connections = 1,
+	                        .batch_max_delay_ms = 20,
+	                        .log_level = "info"};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	char *same = it_event_line("race-same", "order.created", "PO-RACE", NULL);
+	char *other = it_event_line("race-other", "shipment.booked", "PO-RACE", "SH-RACE");
+	char *fresh = it_event_line("race-fresh", "shipment.checkpoint", "PO-RACE", "SH-RACE");
+
+	PGconn *conn = PQconnectdb(it_conninfo("pipe_race"));
+	if (PQstatus(conn) != CONNECTION_OK)
+		it_fail("connect: %s", PQerrorMessage(conn));
+	pg_ok(conn, "BEGIN");
+	const char *params[2] = {same, IT_OCCURRED_AT};
+	PGresult *r = PQexecParams(conn,
+	                           "INSERT INTO ordertrack.events (exporter, event_id, type,"
+	                           " order_ref, occurred_at, body) VALUES"
+	                           " ('" IT_EXPORTER "', 'race-same', 'order.created', 'PO-RACE',"
+	                           " $2, $1::jsonb),"
+	                           " ('" IT_EXPORTER "', 'race-other', 'order.created', 'PO-RACE',"
+	                           " $2, '{\"not\": \"the same\"}')",
+	                           2, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(r) != PGRES_COMMAND_OK)
+		it_fail("insert: %s", PQresultErrorMessage(r));
+	PQclear(r);
+
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	char *lines = NULL;
+	if (asprintf(&lines, "%s\n%s\n%s\n", same, other, fresh) < 0)
+		abort();
+	it_send_raw(c, lines, strlen(lines));
+	free(lines);
+
+	/* The daemon's COPY waits for the session's rows. */
+	long long deadline = it_now_ms() + 10000;
+	while (it_db_long("pipe_race",
+	                  "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+	                  " AND query LIKE 'COPY ordertrack.events%'",
+	                  NULL) == 0) {
+		if (it_now_ms() > deadline)
+			it_fail("the daemon's COPY never waited for the uncommitted rows");
+		it_sleep_ms(20);
+	}
+	pg_ok(conn, "COMMIT");
+	PQfinish(conn);
+
+	it_expect_ack(c, "race-same", "duplicate");
+	json_decref(it_expect_error(c, "race-other", "conflict"));
+	it_expect_ack(c, "race-fresh", "stored");
+	it_log_expect(d, 0, "sqlstate=23505", 5000);
+	assert_int_equal(it_db_rows("pipe_race"), 3);
+	it_daemon_stop_clean(d);
+	free(same);
+	free(other);
+	free(fresh);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -369,6 +455,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_hundred_connections, it_test_teardown),
 	    cmocka_unit_test_teardown(test_small_window, it_test_teardown),
 	    cmocka_unit_test_teardown(test_lanes_same_as_one, it_test_teardown),
+	    cmocka_unit_test_teardown(test_copy_meets_concurrent_insert, it_test_teardown),
 	};
 	it_env_init("pipeline");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
