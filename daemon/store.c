@@ -884,12 +884,25 @@ static void lane_send_batch(struct store *st, struct lane *ln)
 	store_flush(ln);
 }
 
+/*
+ * May lane i start a batch now?  The first two lanes may whenever events
+ * wait; the others only while a backlog does (half a full batch or more).
+ * At moderate rates two lanes keep the batches large, and more would only
+ * split them and pay each batch's fixed cost more often; a backlog is
+ * what extra lanes are for.
+ */
+static bool lane_may_start(const struct store *st, unsigned i)
+{
+	return i < 2 || st->n_queued >= (unsigned)st->max_events / 2;
+}
+
 /* Start a batch on every idle lane while events wait. */
 static void store_send_batch(struct store *st)
 {
 	for (unsigned i = 0; i < st->n_lanes && st->n_queued > 0; i++) {
 		struct lane *ln = &st->lanes[i];
-		if (ln->state == DB_READY && !ln->batch_in_flight && !ln->blocked)
+		if (ln->state == DB_READY && !ln->batch_in_flight && !ln->blocked &&
+		    lane_may_start(st, i))
 			lane_send_batch(st, ln);
 	}
 }
@@ -899,7 +912,7 @@ static bool store_lane_idle(const struct store *st)
 {
 	for (unsigned i = 0; i < st->n_lanes; i++)
 		if (st->lanes[i].state == DB_READY && !st->lanes[i].batch_in_flight &&
-		    !st->lanes[i].blocked)
+		    !st->lanes[i].blocked && lane_may_start(st, i))
 			return true;
 	return false;
 }
