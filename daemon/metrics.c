@@ -103,8 +103,6 @@ static struct {
 	uint64_t reloads_ok, reloads_failed;
 	struct histogram batch_events;
 	struct histogram commit_seconds;
-	struct timespec batch_sent_at;
-	bool batch_timing;
 
 	/* Open alerts by kind, from the last query that answered. */
 	long long alerts_open[N_ALERT_KINDS];
@@ -190,21 +188,16 @@ void metrics_batch_sent(unsigned events)
 {
 	m.batches_sent++;
 	histogram_observe(&m.batch_events, (double)events);
-	clock_gettime(CLOCK_MONOTONIC, &m.batch_sent_at);
-	m.batch_timing = true;
 }
 
-void metrics_batch_committed(void)
+void metrics_batch_committed(const struct timespec *sent_at)
 {
-	m.batches_committed++;
-	if (!m.batch_timing)
-		return;
 	struct timespec now;
+	m.batches_committed++;
 	clock_gettime(CLOCK_MONOTONIC, &now);
-	double s = (double)(now.tv_sec - m.batch_sent_at.tv_sec) +
-	           (double)(now.tv_nsec - m.batch_sent_at.tv_nsec) / 1e9;
+	double s =
+	    (double)(now.tv_sec - sent_at->tv_sec) + (double)(now.tv_nsec - sent_at->tv_nsec) / 1e9;
 	histogram_observe(&m.commit_seconds, s);
-	m.batch_timing = false;
 }
 
 void metrics_event_result(const char *type, enum store_result r)

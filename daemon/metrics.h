@@ -13,6 +13,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <time.h>
 
 #include "server.h"
 
@@ -36,8 +37,8 @@ void metrics_event_received(void);
 void metrics_line_rejected(const char *code);
 /* store.c: a batch of this many events was sent to PostgreSQL. */
 void metrics_batch_sent(unsigned events);
-/* store.c: the batch in flight committed. */
-void metrics_batch_committed(void);
+/* store.c: a batch committed; sent_at (CLOCK_MONOTONIC) is when it was sent. */
+void metrics_batch_committed(const struct timespec *sent_at);
 /* store.c: the store answered one event of this type. */
 void metrics_event_result(const char *type, enum store_result r);
 /* store.c: the database connection is ready; again is true after an outage. */

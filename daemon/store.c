@@ -140,6 +140,7 @@ struct lane {
 	struct slot_list batch; /* in flight */
 	unsigned n_batch;
 	bool batch_in_flight;
+	struct timespec sent_at; /* of the batch in flight, for its commit time */
 	struct batch_outcome out;
 	/* The last batch failed: its transaction block is still open (and
 	 * aborted) on the server, since Sync ends only implicit ones. */
@@ -881,6 +882,7 @@ static void lane_send_batch(struct store *st, struct lane *ln)
 	}
 	log_debug("batch sent", "link=%u events=%u queued=%u", ln->id, n, st->n_queued);
 	metrics_batch_sent(n);
+	clock_gettime(CLOCK_MONOTONIC, &ln->sent_at);
 	store_flush(ln);
 }
 
@@ -1208,7 +1210,7 @@ static void store_finish(struct lane *ln, struct slot *s, enum store_result r, c
 /* The batch committed: answer every event from its statement's verdict. */
 static void store_batch_committed(struct lane *ln)
 {
-	metrics_batch_committed();
+	metrics_batch_committed(&ln->sent_at);
 	metrics_notifications(ln->out.emitted);
 	feed_report(ln->out.emitted);
 	struct slot *s, *next;

@@ -705,6 +705,7 @@ static void test_metrics(void **state)
 	(void)state;
 	it_pg_createdb("ops_metrics");
 	struct it_config cfg = ops_config("metrics", "ops_metrics");
+	cfg.batch_max_events = 100; /* the burst below takes 30 batches or more */
 	struct it_daemon *d = it_daemon_start(&cfg, true);
 	int port = admin_port(d);
 
@@ -750,6 +751,28 @@ static void test_metrics(void **state)
 	assert_true(metric(body, "ordertrack_lines_rejected_total{code=\"unknown_type\"}") == 1);
 	assert_true(metric(body, "ordertrack_notifications_total{kind=\"shipment.status\"}") >= 1);
 	assert_true(metric(body, "ordertrack_pending_events") == 0);
+	free(body);
+
+	/* A burst keeps both database sessions busy at once: each batch
+	 * still gets its own time from send to commit. */
+	enum { BURST = 3000 };
+	for (int i = 0; i < BURST; i++) {
+		char id[32];
+		char order[32];
+		snprintf(id, sizeof(id), "metrics-burst-%d", i);
+		/* Many orders: two batches never hold the same one. */
+		snprintf(order, sizeof(order), "PO-BURST-%d", i % 300);
+		char *ev = it_event_line(id, "shipment.checkpoint", order, "SH-METRICS");
+		it_queue(c, ev);
+		free(ev);
+	}
+	c->want = BURST;
+	if (!it_pump(&c, 1, 60000))
+		it_fail("the burst was not answered: %zu of %d replies", c->n_lines, BURST);
+	body = http_expect(port, "/metrics", 200);
+	assert_true(metric(body, "ordertrack_batch_events_count") >= batches0 + BURST / 100);
+	assert_true(metric(body, "ordertrack_commit_seconds_count") ==
+	            metric(body, "ordertrack_batches_committed_total"));
 	free(body);
 	it_close(c);
 
