@@ -37,6 +37,7 @@ struct slot {
 	struct conn *s_owner;      /* the connection; it outlives its slots */
 	bool s_done;               /* s_reply is final */
 	bool s_in_doubt;           /* a batch holding it died before COMMIT's answer */
+	bool s_copy_refused;       /* a COPY holding it met its id: go by the INSERT */
 	int s_attempts;            /* batches it was sent in */
 	char s_outcome;            /* from its statement: 's'tored 'd'up 'c'onflict, 0 */
 	size_t s_reply_len;

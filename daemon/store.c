@@ -5,14 +5,13 @@
  * database.connections sessions ("lanes"), each with at most one batch in
  * flight.  Whenever a lane is idle the queue is cut into a batch (at most
  * batch.max_events) and sent as one transaction in two pipelined parts.
- * Part one: BEGIN, the advisory locks of the batch's orders, CHECK (are
- * any of its ids stored already?), the orders' stored states (STATE) and
- * their events stored earlier (LOAD), then a flush request.  When LOAD's
- * rows are in, the events are written: by COPY, outside pipeline mode,
- * when all of them are new and none is a retraction (the usual case),
- * else by one set-based INSERT that answers stored, duplicate or conflict
- * for each.  The changed orders are folded in C (project.c), during the
- * COPY or after the INSERT's verdicts, and part two goes out: APPLY (the
+ * Part one: BEGIN, the advisory locks of the batch's orders, the orders'
+ * stored states (STATE) and their events stored earlier (LOAD), then a
+ * flush request.  When LOAD's rows are in, the events are written: by
+ * COPY, outside pipeline mode, when none of their ids is among those rows
+ * and none is a retraction (the usual case), else by one set-based INSERT
+ * that answers stored, duplicate or conflict for each.  The changed orders are folded in C
+ * (project.c), during the COPY or after the INSERT's verdicts, and part two goes out: APPLY (the
  * read model), EMIT (the notifications, numbered last since that
  * serializes), COMMIT, Sync.  The loop never
  * waits for the database: the sockets are watched by libevent and results
@@ -30,11 +29,12 @@
  * the next batch starts with ROLLBACK, since Sync does not end an explicit
  * transaction block.  A lost connection or a transient failure (08, 40,
  * 53, 57, 58) sends the whole batch again after reconnecting, and so does
- * a COPY that met an id another transaction stored after CHECK (23505):
- * the next try's CHECK sees it.  Events of a batch whose COMMIT outcome
- * was lost with the connection are marked in doubt; CHECK finds them, and
- * when the INSERT finds them stored with the same content, it was this
- * daemon that stored them, so they are acked "stored".
+ * a COPY that met a stored id (23505: the id is stored under another
+ * order, or another transaction stored it after LOAD read), and then by
+ * the INSERT.  Events of a batch whose COMMIT outcome was lost with the
+ * connection are marked in doubt; when the INSERT finds them stored with
+ * the same content, it was this daemon that stored them, so they are
+ * acked "stored".
  *
  * On connecting, the schema is brought up to date first: the migrations
  * built into the binary are applied in one transaction under an advisory
@@ -78,17 +78,16 @@ static const char *const db_state_names[DB_STATE_MAX] = {
 /*
  * The queries of one batch, in the order their results come back.  Part
  * one is sent at once and ends with a flush request.  When LOAD's rows are
- * in, the events are written: by COPY when none of their ids is stored yet
- * and none is a retraction (the common case, and COPY costs the server
- * about half of what the INSERT does), else by the INSERT, which tells
- * duplicates and conflicts apart.  Part two (APPLY, EMIT, COMMIT, or only
+ * in, the events are written: by COPY when none of their ids is among the
+ * stored events of their orders and none is a retraction (the common case,
+ * and COPY costs the server about half of what the INSERT does), else by
+ * the INSERT, which tells duplicates and conflicts apart.  Part two (APPLY, EMIT, COMMIT, or only
  * the Sync after a failure) follows once the changed orders are folded.
  */
 enum batch_query {
 	BQ_ROLLBACK, /* only after a failed batch: ends its aborted transaction */
 	BQ_BEGIN,
 	BQ_LOCK,
-	BQ_CHECK, /* how many of the batch's ids are stored already */
 	BQ_STATE,
 	BQ_LOAD,
 	BQ_INSERT, /* all events, one row of verdict each */
@@ -104,7 +103,6 @@ struct batch_outcome {
 	enum batch_query expect; /* the query whose results come next */
 	bool have_result;        /* a result of that query has been read */
 	bool part2_sent;
-	bool stored_before; /* CHECK found some of the batch's ids */
 	bool folded;        /* apply and notes hold the batch's part two */
 	bool copy_failed;   /* the failure was COPY's */
 	bool has_apply;
@@ -145,7 +143,7 @@ struct lane {
 	/* The last batch failed: its transaction block is still open (and
 	 * aborted) on the server, since Sync ends only implicit ones. */
 	bool needs_rollback;
-	struct textbuf events, exporters, orders, ids; /* parameters, reused */
+	struct textbuf events, exporters, orders; /* parameters, reused */
 	struct textbuf apply, notes;              /* part two's, likewise */
 	uint64_t *id_set;                         /* ref_key() of the batch's event ids */
 	uint64_t *order_set;                      /* ref_key() of the batch's orders */
@@ -216,17 +214,6 @@ static const char insert_sql[] =
     " LEFT JOIN ins ON ins.exporter = i.exporter AND ins.event_id = i.event_id"
     " LEFT JOIN bad b ON b.n = i.n"
     " ORDER BY i.n";
-
-/*
- * The number of the batch's (exporter, id) pairs stored already, as this
- * transaction sees them once it holds the batch's order locks.  Zero lets
- * the batch go in by COPY.  An id another transaction stores meanwhile
- * makes the COPY fail with a unique violation, and the batch is tried
- * again, when this count sees it.
- */
-static const char check_sql[] = "SELECT count(*) FROM unnest($1::text[], $2::text[]) AS t(x, i)"
-                                " CROSS JOIN LATERAL (SELECT 1 FROM ordertrack.events e"
-                                " WHERE e.exporter = t.x AND e.event_id = t.i OFFSET 0) e";
 
 /* COPY's columns, in the order batch_copy_rows() writes them. */
 static const char copy_sql[] =
@@ -525,7 +512,6 @@ static void store_prepare(struct lane *ln)
 	if (!PQenterPipelineMode(ln->pg) || !store_send_settings(ln) ||
 	    !PQsendPrepare(ln->pg, "ins", insert_sql, 1, NULL) ||
 	    !PQsendPrepare(ln->pg, "lock", lock_sql, 2, NULL) ||
-	    !PQsendPrepare(ln->pg, "check", check_sql, 2, NULL) ||
 	    !PQsendPrepare(ln->pg, "load", load_sql, 2, NULL) ||
 	    !PQsendPrepare(ln->pg, "state", state_sql, 2, NULL) ||
 	    !PQsendPrepare(ln->pg, "emit", emit_sql, 1, NULL) ||
@@ -753,34 +739,29 @@ static unsigned batch_take(struct store *st, struct lane *ln, unsigned max)
 }
 
 /*
- * Part one's parameters: the batch's exporters, orders and ids as three
- * array literals, an element per event, for LOCK, CHECK, STATE and LOAD.
- * The lane's buffers are reused from batch to batch.
+ * Part one's parameters: the batch's exporters and orders as two array
+ * literals, an element per event, for LOCK, STATE and LOAD.  The lane's
+ * buffers are reused from batch to batch.
  */
 static void batch_params(struct lane *ln)
 {
-	struct textbuf *exporters = &ln->exporters, *orders = &ln->orders, *ids = &ln->ids;
+	struct textbuf *exporters = &ln->exporters, *orders = &ln->orders;
 	const struct slot *s;
 	textbuf_reset(exporters);
 	textbuf_reset(orders);
-	textbuf_reset(ids);
 	textbuf_add(exporters, "{", 1);
 	textbuf_add(orders, "{", 1);
-	textbuf_add(ids, "{", 1);
 	TAILQ_FOREACH(s, &ln->batch, s_store)
 	{
 		if (s != TAILQ_FIRST(&ln->batch)) {
 			textbuf_add(exporters, ",", 1);
 			textbuf_add(orders, ",", 1);
-			textbuf_add(ids, ",", 1);
 		}
 		tb_quoted(exporters, s->s_exporter);
 		tb_quoted(orders, s->s_order);
-		tb_quoted(ids, s->s_id);
 	}
 	textbuf_add(exporters, "}", 1);
 	textbuf_add(orders, "}", 1);
-	textbuf_add(ids, "}", 1);
 }
 
 /*
@@ -844,8 +825,8 @@ static void batch_copy_rows(struct lane *ln)
 
 /*
  * Take up to max_events from the queue and send part one of their
- * transaction on an idle lane: BEGIN, the order locks, CHECK, STATE and
- * LOAD, then a flush request so the server sends those results at once.
+ * transaction on an idle lane: BEGIN, the order locks, STATE and LOAD,
+ * then a flush request so the server sends those results at once.
  */
 static void lane_send_batch(struct store *st, struct lane *ln)
 {
@@ -867,12 +848,10 @@ static void lane_send_batch(struct store *st, struct lane *ln)
 
 	batch_params(ln);
 	const char *ord_params[2] = {ln->exporters.p, ln->orders.p};
-	const char *id_params[2] = {ln->exporters.p, ln->ids.p};
 	bool ok = (!ln->needs_rollback ||
 	           PQsendQueryParams(pg, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0)) &&
 	          PQsendQueryParams(pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) &&
 	          PQsendQueryPrepared(pg, "lock", 2, ord_params, NULL, NULL, 0) &&
-	          PQsendQueryPrepared(pg, "check", 2, id_params, NULL, NULL, 0) &&
 	          PQsendQueryPrepared(pg, "state", 2, ord_params, NULL, NULL, 0) &&
 	          PQsendQueryPrepared(pg, "load", 2, ord_params, NULL, NULL, 0) &&
 	          PQsendFlushRequest(pg);
@@ -983,13 +962,29 @@ static void store_send_part2(struct lane *ln)
 		store_lost(ln, PQerrorMessage(ln->pg));
 }
 
-/* Does any event of the batch retract another?  Those need the INSERT's checks. */
-static bool batch_has_retraction(const struct lane *ln)
+/*
+ * Must the batch go by the INSERT?  It must when an event retracts another
+ * (the INSERT checks the target), when a COPY refused one of its events
+ * before, and when LOAD, which returns every stored event of the batch's
+ * orders, holds one of its ids: a resent event, a duplicate or a
+ * conflict within the order.  An id stored under another order is not
+ * seen here; COPY meets it and the batch comes back (store_batch_failed).
+ * id_set holds hashes, so a collision only costs the INSERT.
+ */
+static bool batch_needs_insert(const struct lane *ln)
 {
 	const struct slot *s;
+	const PGresult *load = ln->out.load;
 	TAILQ_FOREACH(s, &ln->batch, s_store)
 	{
-		if (s->s_retracts != NULL)
+		if (s->s_retracts != NULL || s->s_copy_refused)
+			return true;
+	}
+	if (load == NULL)
+		return true;
+	for (int row = 0; row < PQntuples(load); row++) {
+		uint64_t id = ref_key(PQgetvalue(load, row, 0), PQgetvalue(load, row, 2));
+		if (key_set_has(ln->id_set, ln->set_mask, id))
 			return true;
 	}
 	return false;
@@ -1006,7 +1001,7 @@ static void store_write_events(struct lane *ln)
 {
 	struct batch_outcome *o = &ln->out;
 	struct slot *s;
-	if (o->stored_before || batch_has_retraction(ln)) {
+	if (batch_needs_insert(ln)) {
 		batch_insert_param(ln);
 		const char *v[1] = {ln->events.p};
 		o->expect = BQ_INSERT;
@@ -1081,11 +1076,6 @@ static void store_batch_result(struct lane *ln, PGresult *r)
 		return;
 	}
 	switch (o->expect) {
-	case BQ_CHECK:
-		/* Anything but a clean zero takes the INSERT, the safe side. */
-		o->stored_before = t != PGRES_TUPLES_OK || PQntuples(r) != 1 ||
-		                   strcmp(PQgetvalue(r, 0, 0), "0") != 0;
-		break;
 	case BQ_COPY:
 		if (t == PGRES_COPY_IN)
 			store_copy_rows(ln);
@@ -1141,9 +1131,6 @@ static void store_batch_advance(struct lane *ln)
 		o->expect = BQ_LOCK;
 		break;
 	case BQ_LOCK:
-		o->expect = BQ_CHECK;
-		break;
-	case BQ_CHECK:
 		o->expect = BQ_STATE;
 		break;
 	case BQ_STATE:
@@ -1245,10 +1232,20 @@ static void store_batch_failed(struct lane *ln)
 	struct batch_outcome *o = &ln->out;
 	struct slot *bad = o->failed;
 
-	/* Another transaction stored one of the ids after CHECK counted:
-	 * the next try counts it and takes the INSERT. */
-	if (sqlstate_transient(o->sqlstate) ||
-	    (o->copy_failed && strcmp(o->sqlstate, "23505") == 0)) {
+	/* COPY met a stored id LOAD could not show (one stored under another
+	 * order, or by another transaction meanwhile): the next try of these
+	 * events takes the INSERT, which answers each of them. */
+	if (o->copy_failed && strcmp(o->sqlstate, "23505") == 0) {
+		struct slot *s;
+		TAILQ_FOREACH(s, &ln->batch, s_store)
+		{
+			s->s_copy_refused = true;
+		}
+		log_info("batch retried by INSERT", "link=%u sqlstate=%s reason=%s events=%u",
+		         ln->id, o->sqlstate, lq(o->message), ln->n_batch);
+		return;
+	}
+	if (sqlstate_transient(o->sqlstate)) {
 		log_info("batch retried", "link=%u sqlstate=%s reason=%s events=%u", ln->id,
 		         o->sqlstate, lq(o->message), ln->n_batch);
 		return;
@@ -1472,7 +1469,6 @@ void store_free(struct store *st)
 		textbuf_free(&ln->events);
 		textbuf_free(&ln->exporters);
 		textbuf_free(&ln->orders);
-		textbuf_free(&ln->ids);
 		textbuf_free(&ln->apply);
 		textbuf_free(&ln->notes);
 		free(ln->order_set);
