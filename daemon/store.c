@@ -1029,8 +1029,17 @@ static void store_write_events(struct lane *ln)
  */
 static void store_copy_rows(struct lane *ln)
 {
-	if (PQputCopyData(ln->pg, ln->events.p, (int)ln->events.len) != 1 ||
-	    PQputCopyEnd(ln->pg, NULL) != 1 || PQflush(ln->pg) < 0) {
+	/* In pieces: PQputCopyData takes an int, and a batch of long lines
+	 * may pass 2 GB (10,000 events of up to 16 MB). */
+	enum { PIECE = 1 << 20 };
+	for (size_t at = 0; at < ln->events.len; at += PIECE) {
+		size_t n = ln->events.len - at < PIECE ? ln->events.len - at : PIECE;
+		if (PQputCopyData(ln->pg, ln->events.p + at, (int)n) != 1) {
+			store_lost(ln, PQerrorMessage(ln->pg));
+			return;
+		}
+	}
+	if (PQputCopyEnd(ln->pg, NULL) != 1 || PQflush(ln->pg) < 0) {
 		store_lost(ln, PQerrorMessage(ln->pg));
 		return;
 	}

@@ -449,6 +449,83 @@ static void test_copy_meets_concurrent_insert(void **state)
 	free(fresh);
 }
 
+/*
+ * Events of 1.5 MB (a memo in "ext"), with escapes of every kind in their strings, in one
+ * batch: the COPY data is written in pieces and escaped for COPY's text
+ * format, and each stored body must be the event sent, to the byte's
+ * meaning (compared as jsonb).
+ */
+static void test_large_events(void **state)
+{
+	enum { N = 3, NOTE = 1500000 };
+	(void)state;
+	it_pg_createdb("pipe_large");
+	struct it_config cfg = {.name = "pipe_large",
+	                        .dbname = "pipe_large",
+	                        .max_line_bytes = 4 << 20,
+	                        .batch_max_delay_ms = 50,
+	                        .log_level = "info"};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	/* A string of backslashes, quotes, tabs and newlines (escaped in JSON),
+	 * a \u escape and plain text, repeated. */
+	static const char piece[] = "tab\\there \\\\ back \\\" quote \\n line \\u00e9 caf\\u00e9 ";
+	char *note = malloc(NOTE + 1);
+	size_t len = 0, plen = strlen(piece);
+	while (len + plen <= NOTE) {
+		memcpy(note + len, piece, plen);
+		len += plen;
+	}
+	note[len] = '\0';
+	char *lines[N];
+	for (int i = 0; i < N; i++) {
+		char id[32];
+		snprintf(id, sizeof(id), "large-%d", i);
+		char *ev = it_event_line(id, "shipment.checkpoint", "PO-LARGE", "SH-LARGE");
+		ev[strlen(ev) - 1] = '\0'; /* drop the closing brace, add the memo */
+		if (asprintf(&lines[i], "%s,\"ext\":{\"memo\":\"%s\"}}", ev, note) < 0)
+			abort();
+		free(ev);
+	}
+	char *all = NULL;
+	if (asprintf(&all, "%s\n%s\n%s\n", lines[0], lines[1], lines[2]) < 0)
+		abort();
+	it_send_raw(c, all, strlen(all));
+	free(all);
+	for (int i = 0; i < N; i++) {
+		char id[32];
+		snprintf(id, sizeof(id), "large-%d", i);
+		it_expect_ack(c, id, "stored");
+	}
+	PGconn *conn = PQconnectdb(it_conninfo("pipe_large"));
+	if (PQstatus(conn) != CONNECTION_OK)
+		it_fail("connect: %s", PQerrorMessage(conn));
+	for (int i = 0; i < N; i++) {
+		char id[32];
+		snprintf(id, sizeof(id), "large-%d", i);
+		const char *params[2] = {id, lines[i]};
+		PGresult *r = PQexecParams(conn,
+		                           "SELECT body = $2::jsonb, length(body->'ext'->>'memo')"
+		                           " FROM ordertrack.events WHERE event_id = $1",
+		                           2, NULL, params, NULL, NULL, 0);
+		if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
+			it_fail("%s: %s", id, PQresultErrorMessage(r));
+		if (strcmp(PQgetvalue(r, 0, 0), "t") != 0)
+			it_fail("%s: the stored body is not the event sent", id);
+		assert_true(atol(PQgetvalue(r, 0, 1)) > NOTE / 2);
+		PQclear(r);
+		free(lines[i]);
+	}
+	PQfinish(conn);
+	/* They went in one COPY, not one by one. */
+	assert_true(it_db_long("pipe_large",
+	                       "SELECT count(DISTINCT xmin::text) FROM ordertrack.events",
+	                       NULL) < N);
+	free(note);
+	it_daemon_stop_clean(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -457,6 +534,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_small_window, it_test_teardown),
 	    cmocka_unit_test_teardown(test_lanes_same_as_one, it_test_teardown),
 	    cmocka_unit_test_teardown(test_copy_meets_concurrent_insert, it_test_teardown),
+	    cmocka_unit_test_teardown(test_large_events, it_test_teardown),
 	};
 	it_env_init("pipeline");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
