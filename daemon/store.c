@@ -104,6 +104,7 @@ struct batch_outcome {
 	bool have_result;        /* a result of that query has been read */
 	bool part2_sent;
 	bool folded;        /* apply and notes hold the batch's part two */
+	bool copy_sent;     /* COPY's rows and end are with libpq */
 	bool copy_failed;   /* the failure was COPY's */
 	bool has_apply;
 	bool has_emit;
@@ -297,16 +298,19 @@ static void store_watch(struct lane *ln, short what)
 	ln->sock_what = what;
 }
 
-/* Push buffered output; keep watching for write while some is left. */
-static bool store_flush(struct lane *ln)
+/*
+ * Push buffered output; keep watching for write while some is left.
+ * Returns PQflush()'s answer: 0 all sent, 1 some left, -1 the lane was lost.
+ */
+static int store_flush(struct lane *ln)
 {
 	int r = PQflush(ln->pg);
 	if (r < 0) {
 		store_lost(ln, PQerrorMessage(ln->pg));
-		return false;
+		return -1;
 	}
 	store_watch(ln, r == 1 ? EV_READ | EV_WRITE : EV_READ);
-	return true;
+	return r;
 }
 
 /* Server notices ("already exists, skipping") go to the debug log. */
@@ -1023,9 +1027,9 @@ static void store_write_events(struct lane *ln)
 }
 
 /*
- * COPY asks for its rows: send them all and the end, then fold the batch
- * while the server stores them (what the socket did not take yet goes
- * when the loop sees it writable).
+ * COPY asks for its rows: hand them all and the end to libpq.  The batch
+ * is folded once libpq has sent the last of them (store_io_cb), so that
+ * the server is never left waiting for rows while the daemon folds.
  */
 static void store_copy_rows(struct lane *ln)
 {
@@ -1039,11 +1043,11 @@ static void store_copy_rows(struct lane *ln)
 			return;
 		}
 	}
-	if (PQputCopyEnd(ln->pg, NULL) != 1 || PQflush(ln->pg) < 0) {
+	if (PQputCopyEnd(ln->pg, NULL) != 1) {
 		store_lost(ln, PQerrorMessage(ln->pg));
 		return;
 	}
-	batch_fold(ln);
+	ln->out.copy_sent = true;
 }
 
 /* COPY is over: back to pipeline mode for part two. */
@@ -1374,7 +1378,12 @@ static void store_io_cb(evutil_socket_t fd, short what, void *arg)
 		store_lost(ln, PQerrorMessage(ln->pg));
 		return;
 	}
-	store_flush(ln);
+	if (store_flush(ln) != 0)
+		return;
+	/* COPY's rows are all out: fold while the server stores them. */
+	struct batch_outcome *o = &ln->out;
+	if (ln->batch_in_flight && o->copy_sent && !o->folded && o->sqlstate[0] == '\0')
+		batch_fold(ln);
 }
 
 /* Flush timer: start a batch now. */
