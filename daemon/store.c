@@ -56,6 +56,12 @@
 #include "server.h"
 #include "textbuf.h"
 
+/*
+ * Batches that go by the INSERT after a COPY was refused: an exporter that
+ * reuses ids across orders would otherwise make every batch it shares
+ * with others be written twice.
+ */
+#define COPY_PAUSE_BATCHES 32
 #define BACKOFF_MIN_MS     100
 #define BACKOFF_MAX_MS     5000
 #define MAX_ATTEMPTS       5 /* for failures that are neither data nor transient */
@@ -168,6 +174,7 @@ struct store {
 	unsigned n_queued;
 	struct event *ev_flush;
 	unsigned solo;                 /* events still to send one per batch */
+	unsigned copy_pause;           /* batches still to send by the INSERT */
 	const struct slot **batch_set; /* (exporter, id) of the batch being built */
 	uint64_t *passed_set;          /* ref_key() of the ids batch_take passed over */
 
@@ -1005,7 +1012,10 @@ static void store_write_events(struct lane *ln)
 {
 	struct batch_outcome *o = &ln->out;
 	struct slot *s;
-	if (batch_needs_insert(ln)) {
+	bool paused = ln->st->copy_pause > 0;
+	if (paused)
+		ln->st->copy_pause--;
+	if (paused || batch_needs_insert(ln)) {
 		batch_insert_param(ln);
 		const char *v[1] = {ln->events.p};
 		o->expect = BQ_INSERT;
@@ -1254,6 +1264,7 @@ static void store_batch_failed(struct lane *ln)
 		{
 			s->s_copy_refused = true;
 		}
+		ln->st->copy_pause = COPY_PAUSE_BATCHES;
 		log_info("batch retried by INSERT", "link=%u sqlstate=%s reason=%s events=%u",
 		         ln->id, o->sqlstate, lq(o->message), ln->n_batch);
 		return;

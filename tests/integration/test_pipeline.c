@@ -526,6 +526,63 @@ static void test_large_events(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/* How many complete log lines of d hold needle. */
+static int log_count(struct it_daemon *d, const char *needle)
+{
+	int n = 0;
+	for (off_t at = 0; (at = it_log_wait(d, at, needle, 1)) >= 0;)
+		n++;
+	return n;
+}
+
+/* Send one event of order and expect result, as a batch of its own. */
+static void send_one(struct it_client *c, const char *id, const char *order, const char *result)
+{
+	char *ev = it_event_line(id, "shipment.checkpoint", order, "SH-1");
+	it_send(c, ev);
+	free(ev);
+	if (strcmp(result, "conflict") == 0)
+		json_decref(it_expect_error(c, id, result));
+	else
+		it_expect_ack(c, id, result);
+}
+
+/*
+ * An id reused under another order is a conflict that only COPY can find
+ * (LOAD reads the batch's own orders): the COPY fails and the batch goes
+ * again by the INSERT.  An exporter doing that again and again must not
+ * make every batch be written twice: after one refusal the next batches
+ * take the INSERT for a while (32), then COPY again.
+ */
+static void test_ids_reused_across_orders(void **state)
+{
+	static const char needle[] = "msg=\"batch retried by INSERT\"";
+	(void)state;
+	it_pg_createdb("pipe_reuse");
+	struct it_config cfg = {
+	    .name = "pipe_reuse", .dbname = "pipe_reuse", .db_connections = 1, .log_level = "info"};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	send_one(c, "reuse-0", "PO-REUSE-A", "stored");
+	for (int k = 0; k < 5; k++) {
+		char order[32];
+		snprintf(order, sizeof(order), "PO-REUSE-B%d", k);
+		send_one(c, "reuse-0", order, "conflict");
+	}
+	assert_int_equal(log_count(d, needle), 1);
+	/* 40 batches later COPY is back, and meets the reused id again. */
+	for (int k = 0; k < 40; k++) {
+		char id[32];
+		snprintf(id, sizeof(id), "reuse-new-%d", k);
+		send_one(c, id, "PO-REUSE-C", "stored");
+	}
+	send_one(c, "reuse-0", "PO-REUSE-D", "conflict");
+	assert_int_equal(log_count(d, needle), 2);
+	assert_int_equal(it_db_rows("pipe_reuse"), 41);
+	it_daemon_stop_clean(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -535,6 +592,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_lanes_same_as_one, it_test_teardown),
 	    cmocka_unit_test_teardown(test_copy_meets_concurrent_insert, it_test_teardown),
 	    cmocka_unit_test_teardown(test_large_events, it_test_teardown),
+	    cmocka_unit_test_teardown(test_ids_reused_across_orders, it_test_teardown),
 	};
 	it_env_init("pipeline");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
