@@ -776,6 +776,22 @@ static void batch_params(struct lane *ln)
 }
 
 /*
+ * An event's text columns before its body, in the order both the INSERT's
+ * parameter and COPY's rows (copy_sql) take them.
+ */
+enum { N_HEAD_COLS = 6 };
+
+static void head_cols(const struct slot *s, const char *cols[N_HEAD_COLS])
+{
+	cols[0] = s->s_exporter;
+	cols[1] = s->s_id;
+	cols[2] = s->s_type;
+	cols[3] = s->s_order;
+	cols[4] = s->s_shipment;
+	cols[5] = s->s_occurred_at;
+}
+
+/*
  * The INSERT's parameter: the events as one JSON array of [exporter, id,
  * type, order, shipment, occurred_at, body, retracts].  The bodies go in
  * as they are: each is one JSON object already.
@@ -788,19 +804,13 @@ static void batch_insert_param(struct lane *ln)
 	textbuf_add(events, "[", 1);
 	TAILQ_FOREACH(s, &ln->batch, s_store)
 	{
+		const char *cols[N_HEAD_COLS];
+		head_cols(s, cols);
 		textbuf_str(events, s == TAILQ_FIRST(&ln->batch) ? "[" : ",[");
-		tb_quoted(events, s->s_exporter);
-		textbuf_add(events, ",", 1);
-		tb_quoted(events, s->s_id);
-		textbuf_add(events, ",", 1);
-		tb_quoted(events, s->s_type);
-		textbuf_add(events, ",", 1);
-		tb_quoted(events, s->s_order);
-		textbuf_add(events, ",", 1);
-		tb_quoted(events, s->s_shipment);
-		textbuf_add(events, ",", 1);
-		tb_quoted(events, s->s_occurred_at);
-		textbuf_add(events, ",", 1);
+		for (int c = 0; c < N_HEAD_COLS; c++) {
+			tb_quoted(events, cols[c]);
+			textbuf_add(events, ",", 1);
+		}
 		textbuf_add(events, s->s_body, s->s_body_len);
 		textbuf_add(events, ",", 1);
 		tb_quoted(events, s->s_retracts);
@@ -817,18 +827,12 @@ static void batch_copy_rows(struct lane *ln)
 	textbuf_reset(rows);
 	TAILQ_FOREACH(s, &ln->batch, s_store)
 	{
-		copytext_str(rows, s->s_exporter);
-		textbuf_add(rows, "\t", 1);
-		copytext_str(rows, s->s_id);
-		textbuf_add(rows, "\t", 1);
-		copytext_str(rows, s->s_type);
-		textbuf_add(rows, "\t", 1);
-		copytext_str(rows, s->s_order);
-		textbuf_add(rows, "\t", 1);
-		copytext_str(rows, s->s_shipment);
-		textbuf_add(rows, "\t", 1);
-		copytext_str(rows, s->s_occurred_at);
-		textbuf_add(rows, "\t", 1);
+		const char *cols[N_HEAD_COLS];
+		head_cols(s, cols);
+		for (int c = 0; c < N_HEAD_COLS; c++) {
+			copytext_str(rows, cols[c]);
+			textbuf_add(rows, "\t", 1);
+		}
 		copytext_field(rows, s->s_body, s->s_body_len);
 		textbuf_add(rows, "\n", 1);
 	}
