@@ -264,7 +264,7 @@ static long table_scans(const char *db)
  * side by side.  Four connections send events of the same 30 orders at
  * once; with two and with three sessions the read model must come out
  * exactly as with one, every shipment must have landed, and no statement
- * may have scanned a whole table.  The third session, which takes batches
+ * may have scanned a whole table.  The last session, which takes batches
  * only while a backlog waits, must have taken some.  (How many
  * notifications there are depends on how events fall into batches.)
  */
@@ -284,13 +284,15 @@ static void test_lanes_same_as_one(void **state)
 		it_daemon_stop_clean(d);
 		long scans = table_scans(db);
 		d = it_daemon_start(&cfg, true);
-		char link[32];
+		char link[48];
 		snprintf(link, sizeof(link), "link=%d", lanes[i]);
 		it_log_expect(d, 0, link, IT_START_MS);
 		lanes_send(d);
-		/* A lane past the second is for a backlog, and this is one. */
-		if (lanes[i] == 3)
-			it_log_expect(d, 0, "msg=\"batch sent\" link=3", IT_START_MS);
+		/* Lanes past the first are for a backlog, and this is one. */
+		if (lanes[i] > 1) {
+			snprintf(link, sizeof(link), "msg=\"batch sent\" link=%d", lanes[i]);
+			it_log_expect(d, 0, link, IT_START_MS);
+		}
 		it_daemon_stop_clean(d);
 		/* The batches' plans are made once, while the tables are empty:
 		 * they must look rows up by key, never scan a table whole. */
@@ -375,6 +377,72 @@ static void pg_ok(PGconn *conn, const char *sql)
 	if (t != PGRES_COMMAND_OK && t != PGRES_TUPLES_OK)
 		it_fail("%s: %s", sql, PQresultErrorMessage(r));
 	PQclear(r);
+}
+
+/*
+ * A second database session takes a batch only while a backlog waits (half
+ * of batch.max_events or more); below that it would only split batches.  A
+ * session of the test holds the advisory lock of order PO-GATE-A, so the
+ * batch with its event waits on the first lane.  One event of another
+ * order must then wait too; eight more make a backlog, and the second lane
+ * must store those nine while the first still waits.
+ */
+static void test_second_lane_waits_for_backlog(void **state)
+{
+	(void)state;
+	it_pg_createdb("pipe_gate");
+	struct it_config cfg = {.name = "pipe_gate",
+	                        .dbname = "pipe_gate",
+	                        .db_connections = 2,
+	                        .batch_max_events = 16};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	PGconn *conn = PQconnectdb(it_conninfo("pipe_gate"));
+	if (PQstatus(conn) != CONNECTION_OK)
+		it_fail("connect: %s", PQerrorMessage(conn));
+	pg_ok(conn, "BEGIN");
+	pg_ok(conn, "SELECT pg_advisory_xact_lock(hashtextextended('" IT_EXPORTER
+	            "' || '/' || 'PO-GATE-A', 7433))");
+
+	struct it_client *a = it_connect(d), *b = it_connect(d);
+	it_hello(a, IT_EXPORTER, IT_TOKEN);
+	it_hello(b, IT_EXPORTER, IT_TOKEN);
+	char *ev = it_event_line("gate-a", "order.created", "PO-GATE-A", NULL);
+	it_send(a, ev);
+	free(ev);
+	it_log_expect(d, 0, "msg=\"batch sent\" link=1 events=1", 5000);
+
+	ev = it_event_line("gate-b0", "order.created", "PO-GATE-B0", NULL);
+	it_send(b, ev);
+	free(ev);
+	char *line = NULL;
+	if (it_try_read_line(b, 500, &line) != IT_READ_TIMEOUT)
+		it_fail("an event was answered while the only lane for it was busy: %s",
+		        line != NULL ? line : "(eof)");
+	for (int i = 1; i <= 8; i++) {
+		char id[32], order[32];
+		snprintf(id, sizeof(id), "gate-b%d", i);
+		snprintf(order, sizeof(order), "PO-GATE-B%d", i);
+		ev = it_event_line(id, "order.created", order, NULL);
+		it_send(b, ev);
+		free(ev);
+	}
+	for (int i = 0; i <= 8; i++) {
+		char id[32];
+		snprintf(id, sizeof(id), "gate-b%d", i);
+		it_expect_ack(b, id, "stored");
+	}
+	it_log_expect(d, 0, "msg=\"batch sent\" link=2", 1000);
+	if (it_try_read_line(a, 0, &line) != IT_READ_TIMEOUT)
+		it_fail("the event of the locked order was answered: %s",
+		        line != NULL ? line : "(eof)");
+
+	pg_ok(conn, "COMMIT");
+	PQfinish(conn);
+	it_expect_ack(a, "gate-a", "stored");
+	it_close(a);
+	it_close(b);
+	assert_int_equal(it_db_rows("pipe_gate"), 10);
+	it_daemon_stop_clean(d);
 }
 
 /*
@@ -590,6 +658,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_hundred_connections, it_test_teardown),
 	    cmocka_unit_test_teardown(test_small_window, it_test_teardown),
 	    cmocka_unit_test_teardown(test_lanes_same_as_one, it_test_teardown),
+	    cmocka_unit_test_teardown(test_second_lane_waits_for_backlog, it_test_teardown),
 	    cmocka_unit_test_teardown(test_copy_meets_concurrent_insert, it_test_teardown),
 	    cmocka_unit_test_teardown(test_large_events, it_test_teardown),
 	    cmocka_unit_test_teardown(test_ids_reused_across_orders, it_test_teardown),
