@@ -887,7 +887,7 @@ static void lane_send_batch(struct store *st, struct lane *ln)
  * and pay each batch's fixed cost (about 0.8 ms of the server's CPU) more
  * often, on a machine whose cores the daemon and the server share: at
  * 4,600 to 18,000 events/s one lane took 15 to 25 % less server CPU per
- * event for the same or lower latency.  A backlog is what more lanes are
+ * event, with the same or a lower median latency.  A backlog is what more lanes are
  * for.
  */
 static bool lane_may_start(const struct store *st, unsigned i)
