@@ -379,6 +379,16 @@ static void pg_ok(PGconn *conn, const char *sql)
 	PQclear(r);
 }
 
+/* A session of the test on database db, inside a transaction. */
+static PGconn *session_begin(const char *db)
+{
+	PGconn *conn = PQconnectdb(it_conninfo(db));
+	if (PQstatus(conn) != CONNECTION_OK)
+		it_fail("connect: %s", PQerrorMessage(conn));
+	pg_ok(conn, "BEGIN");
+	return conn;
+}
+
 /*
  * A second database session takes a batch only while a backlog waits (half
  * of batch.max_events or more); below that it would only split batches.  A
@@ -396,10 +406,7 @@ static void test_second_lane_waits_for_backlog(void **state)
 	                        .db_connections = 2,
 	                        .batch_max_events = 16};
 	struct it_daemon *d = it_daemon_start(&cfg, true);
-	PGconn *conn = PQconnectdb(it_conninfo("pipe_gate"));
-	if (PQstatus(conn) != CONNECTION_OK)
-		it_fail("connect: %s", PQerrorMessage(conn));
-	pg_ok(conn, "BEGIN");
+	PGconn *conn = session_begin("pipe_gate");
 	pg_ok(conn, "SELECT pg_advisory_xact_lock(hashtextextended('" IT_EXPORTER
 	            "' || '/' || 'PO-GATE-A', 7433))");
 
@@ -472,10 +479,7 @@ static void test_copy_meets_concurrent_insert(void **state)
 	char *other = it_event_line("race-other", "shipment.booked", "PO-RACE", "SH-RACE");
 	char *fresh = it_event_line("race-fresh", "shipment.checkpoint", "PO-RACE", "SH-RACE");
 
-	PGconn *conn = PQconnectdb(it_conninfo("pipe_race"));
-	if (PQstatus(conn) != CONNECTION_OK)
-		it_fail("connect: %s", PQerrorMessage(conn));
-	pg_ok(conn, "BEGIN");
+	PGconn *conn = session_begin("pipe_race");
 	const char *params[2] = {same, IT_OCCURRED_AT};
 	PGresult *r = PQexecParams(conn,
 	                           "INSERT INTO ordertrack.events (exporter, event_id, type,"
