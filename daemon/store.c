@@ -150,7 +150,7 @@ struct lane {
 	/* The last batch failed: its transaction block is still open (and
 	 * aborted) on the server, since Sync ends only implicit ones. */
 	bool needs_rollback;
-	struct textbuf events, exporters, orders; /* parameters, reused */
+	struct textbuf events, bodies, exporters, orders; /* parameters, reused */
 	struct textbuf apply, notes;              /* part two's, likewise */
 	uint64_t *id_set;                         /* ref_key() of the batch's event ids */
 	uint64_t *order_set;                      /* ref_key() of the batch's orders */
@@ -184,23 +184,24 @@ struct store {
 
 /*
  * The whole batch in one statement.  $1 is a JSON array with one element
- * per event: [exporter, id, type, order, shipment, occurred_at, body,
- * retracts].  Answers, per event in order: 's' stored, 'd' the same event
- * was already stored, 'c' another event holds the id, 'r' a retraction
- * that may not be stored (its target is a retraction or belongs to another
- * order), or NULL: the id is taken by a transaction not visible yet (the
- * daemon asks again).  A batch never holds the same (exporter, id) twice
- * (store_send_batch sees to it), so each row's verdict is unambiguous.
- * The final SELECT reads events with the statement's snapshot, so it sees
- * the rows that existed before, not the ones it just inserted; it looks a
- * stored row up only for the events that were not inserted, the rare case.
+ * per event: [exporter, id, type, order, shipment, occurred_at, retracts];
+ * $2 the bodies in the same order, a json (not jsonb) array so that each
+ * is stored as sent, as COPY stores it.  Answers, per event in order: 's' stored, 'd' the same
+ * event was already stored, 'c' another event holds the id, 'r' a retraction that may not be stored
+ * (its target is a retraction or belongs to another order), or NULL: the id is taken by a
+ * transaction not visible yet (the daemon asks again).  A batch never holds the same (exporter, id)
+ * twice (store_send_batch sees to it), so each row's verdict is unambiguous. The final SELECT reads
+ * events with the statement's snapshot, so it sees the rows that existed before, not the ones it
+ * just inserted; it looks a stored row up only for the events that were not inserted, the rare
+ * case.
  */
 static const char insert_sql[] =
     "WITH input AS ("
     " SELECT x->>0 AS exporter, x->>1 AS event_id, x->>2 AS type, x->>3 AS order_ref,"
-    " x->>4 AS shipment_ref, (x->>5)::timestamptz AS occurred_at, x->6 AS body,"
-    " x->>7 AS retracts, n"
-    " FROM jsonb_array_elements($1::jsonb) WITH ORDINALITY AS a(x, n)),"
+    " x->>4 AS shipment_ref, (x->>5)::timestamptz AS occurred_at, body,"
+    " x->>6 AS retracts, n"
+    " FROM ROWS FROM (jsonb_array_elements($1::jsonb), json_array_elements($2::json))"
+    " WITH ORDINALITY AS a(x, body, n)),"
     " bad AS ("
     " SELECT i.n FROM input i CROSS JOIN LATERAL ("
     " SELECT 1 FROM ordertrack.events t"
@@ -215,7 +216,7 @@ static const char insert_sql[] =
     " ON CONFLICT (exporter, event_id) DO NOTHING RETURNING exporter, event_id)"
     " SELECT CASE WHEN ins.event_id IS NOT NULL THEN 's'"
     " WHEN b.n IS NOT NULL THEN 'r'"
-    " ELSE (SELECT CASE WHEN e.body = i.body THEN 'd' ELSE 'c' END"
+    " ELSE (SELECT CASE WHEN e.body::jsonb = i.body::jsonb THEN 'd' ELSE 'c' END"
     " FROM ordertrack.events e WHERE e.exporter = i.exporter AND e.event_id = i.event_id)"
     " END"
     " FROM input i"
@@ -521,7 +522,7 @@ static void store_prepare(struct lane *ln)
 {
 	store_set_state(ln, DB_PREPARING);
 	if (!PQenterPipelineMode(ln->pg) || !store_send_settings(ln) ||
-	    !PQsendPrepare(ln->pg, "ins", insert_sql, 1, NULL) ||
+	    !PQsendPrepare(ln->pg, "ins", insert_sql, 2, NULL) ||
 	    !PQsendPrepare(ln->pg, "lock", lock_sql, 2, NULL) ||
 	    !PQsendPrepare(ln->pg, "load", load_sql, 2, NULL) ||
 	    !PQsendPrepare(ln->pg, "state", state_sql, 2, NULL) ||
@@ -792,31 +793,34 @@ static void head_cols(const struct slot *s, const char *cols[N_HEAD_COLS])
 }
 
 /*
- * The INSERT's parameter: the events as one JSON array of [exporter, id,
- * type, order, shipment, occurred_at, body, retracts].  The bodies go in
- * as they are: each is one JSON object already.
+ * The INSERT's parameters: the events as one JSON array of [exporter, id,
+ * type, order, shipment, occurred_at, retracts], and their bodies as a
+ * second array, in the same order.  The bodies go in as they are: each is
+ * one JSON object already.
  */
-static void batch_insert_param(struct lane *ln)
+static void batch_insert_params(struct lane *ln)
 {
-	struct textbuf *events = &ln->events;
+	struct textbuf *events = &ln->events, *bodies = &ln->bodies;
 	const struct slot *s;
 	textbuf_reset(events);
-	textbuf_add(events, "[", 1);
+	textbuf_reset(bodies);
 	TAILQ_FOREACH(s, &ln->batch, s_store)
 	{
 		const char *cols[N_HEAD_COLS];
+		bool first = s == TAILQ_FIRST(&ln->batch);
 		head_cols(s, cols);
-		textbuf_str(events, s == TAILQ_FIRST(&ln->batch) ? "[" : ",[");
+		textbuf_str(events, first ? "[[" : ",[");
 		for (int c = 0; c < N_HEAD_COLS; c++) {
 			tb_quoted(events, cols[c]);
 			textbuf_add(events, ",", 1);
 		}
-		textbuf_add(events, s->s_body, s->s_body_len);
-		textbuf_add(events, ",", 1);
 		tb_quoted(events, s->s_retracts);
 		textbuf_add(events, "]", 1);
+		textbuf_add(bodies, first ? "[" : ",", 1);
+		textbuf_add(bodies, s->s_body, s->s_body_len);
 	}
 	textbuf_add(events, "]", 1);
+	textbuf_add(bodies, "]", 1);
 }
 
 /* COPY's data: a line per event, columns as in copy_sql. */
@@ -1023,10 +1027,10 @@ static void store_write_events(struct lane *ln)
 	if (paused)
 		ln->st->copy_pause--;
 	if (paused || batch_needs_insert(ln)) {
-		batch_insert_param(ln);
-		const char *v[1] = {ln->events.p};
+		batch_insert_params(ln);
+		const char *v[2] = {ln->events.p, ln->bodies.p};
 		o->expect = BQ_INSERT;
-		if (!PQsendQueryPrepared(ln->pg, "ins", 1, v, NULL, NULL, 0) ||
+		if (!PQsendQueryPrepared(ln->pg, "ins", 2, v, NULL, NULL, 0) ||
 		    !PQsendFlushRequest(ln->pg))
 			store_lost(ln, PQerrorMessage(ln->pg));
 		return;
@@ -1503,6 +1507,7 @@ void store_free(struct store *st)
 			PQfinish(ln->pg);
 		event_free(ln->ev_retry);
 		textbuf_free(&ln->events);
+		textbuf_free(&ln->bodies);
 		textbuf_free(&ln->exporters);
 		textbuf_free(&ln->orders);
 		textbuf_free(&ln->apply);

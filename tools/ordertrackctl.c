@@ -534,9 +534,8 @@ static const char history_sql[] =
                          " concat_ws(' ', e.body->'location'->>'code', "
                          "e.body->'location'->>'name'),"
                          " concat_ws(' ', e.body->>'stage', e.body->>'reason', e.body->>'document',"
-                         "  e.body->>'number', CASE WHEN e.body ? 'retracts' THEN 'retracts ' ||"
-                         "  (e.body->>'retracts') END, CASE WHEN e.body ? 'eta' THEN 'eta ' || "
-                         "(e.body->>'eta') END),"
+                         "  e.body->>'number', 'retracts ' ||"
+                         "  (e.body->>'retracts'), 'eta ' || (e.body->>'eta')),"
                          " e.body::text"
                          " FROM ordertrack.events e WHERE e.exporter = $1 AND e.order_ref = $2"
                          " ORDER BY e.occurred_at, e.event_id COLLATE \"C\"";

@@ -88,7 +88,7 @@ static void test_ten_thousand_pipelined(void **state)
 	char id[64];
 	char *last = stream_event("one", ONE_N - 1, id, sizeof(id));
 	char *eq = it_db_value("pipe_one",
-	                       "SELECT (body = $2::jsonb)::text FROM ordertrack.events"
+	                       "SELECT (body::jsonb = $2::jsonb)::text FROM ordertrack.events"
 	                       " WHERE event_id = $1",
 	                       id, last, NULL);
 	assert_string_equal(eq, "true");
@@ -581,10 +581,11 @@ static void test_large_events(void **state)
 		char id[32];
 		snprintf(id, sizeof(id), "large-%d", i);
 		const char *params[2] = {id, lines[i]};
-		PGresult *r = PQexecParams(conn,
-		                           "SELECT body = $2::jsonb, length(body->'ext'->>'memo')"
-		                           " FROM ordertrack.events WHERE event_id = $1",
-		                           2, NULL, params, NULL, NULL, 0);
+		PGresult *r =
+		    PQexecParams(conn,
+		                 "SELECT body::jsonb = $2::jsonb, length(body->'ext'->>'memo')"
+		                 " FROM ordertrack.events WHERE event_id = $1",
+		                 2, NULL, params, NULL, NULL, 0);
 		if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
 			it_fail("%s: %s", id, PQresultErrorMessage(r));
 		if (strcmp(PQgetvalue(r, 0, 0), "t") != 0)

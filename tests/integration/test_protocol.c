@@ -198,9 +198,10 @@ static void test_event_stored(void **state)
 	              "true");
 	expect_column("p-stored-1", "received_at BETWEEN now() - interval '5 minutes' AND now()",
 	              "true");
+	expect_column("p-stored-1", "body", line);
 	char *body = column_of("p-stored-1", "body");
 	char *eq = it_db_value(IT_DB,
-	                       "SELECT (body = $3::jsonb)::text FROM ordertrack.events"
+	                       "SELECT (body::jsonb = $3::jsonb)::text FROM ordertrack.events"
 	                       " WHERE exporter = $1 AND event_id = $2",
 	                       IT_EXPORTER, "p-stored-1", line, NULL);
 	if (strcmp(eq, "true") != 0)
@@ -231,7 +232,7 @@ static void test_body_numbers_exact(void **state)
 	it_send(c, line);
 	it_expect_ack(c, "p-num-1", "stored");
 	char *eq = it_db_value(IT_DB,
-	                       "SELECT (body = $3::jsonb)::text FROM ordertrack.events"
+	                       "SELECT (body::jsonb = $3::jsonb)::text FROM ordertrack.events"
 	                       " WHERE exporter = $1 AND event_id = $2",
 	                       IT_EXPORTER, "p-num-1", line, NULL);
 	if (strcmp(eq, "true") != 0) {
@@ -243,6 +244,37 @@ static void test_body_numbers_exact(void **state)
 	/* Sending it again is still a duplicate, not a conflict. */
 	it_send(c, line);
 	it_expect_ack(c, "p-num-1", "duplicate");
+	it_daemon_stop_clean(d);
+}
+
+/*
+ * The body is kept byte for byte as sent (key order, spacing, escapes),
+ * whether the batch was written by COPY (a new event) or by the INSERT (a
+ * retraction always is), and a reformatted resend, which is a duplicate,
+ * does not replace it.
+ */
+static void test_body_kept_as_sent(void **state)
+{
+	const char *event = "{ \"order\" : \"PO-ASIS\", \"type\":\"order.confirmed\","
+	                    "\"id\":\"p-asis-1\",\"occurred_at\":\"2026-11-21T10:00:00Z\","
+	                    "\"ext\":{\"z\":1, \"a\":\"caf\\u00e9\", \"n\":1.50}}";
+	const char *again = "{\"ext\":{\"a\":\"caf\u00e9\",\"n\":1.50,\"z\":1},"
+	                    "\"id\":\"p-asis-1\",\"occurred_at\":\"2026-11-21T10:00:00Z\","
+	                    "\"order\":\"PO-ASIS\",\"type\":\"order.confirmed\"}";
+	const char *retraction = "{\"type\":\"event.retracted\",  \"id\":\"p-asis-2\","
+	                         "\"occurred_at\":\"2026-11-21T11:00:00Z\",\"order\":\"PO-ASIS\","
+	                         "\"retracts\":\"p-asis-1\",\"reason\" : \"sent twice\"}";
+	struct it_daemon *d = start("as_sent");
+	struct it_client *c = session(d);
+	it_send(c, event);
+	it_expect_ack(c, "p-asis-1", "stored");
+	expect_column("p-asis-1", "body", event);
+	it_send(c, again);
+	it_expect_ack(c, "p-asis-1", "duplicate");
+	expect_column("p-asis-1", "body", event);
+	it_send(c, retraction);
+	it_expect_ack(c, "p-asis-2", "stored");
+	expect_column("p-asis-2", "body", retraction);
 	it_daemon_stop_clean(d);
 }
 
@@ -629,7 +661,7 @@ static void test_crlf(void **state)
 	it_expect_ack(c, "p-crlf-1", "stored");
 	expect_column("p-crlf-1", "shipment_ref", "SH-CRLF");
 	char *eq = it_db_value(IT_DB,
-	                       "SELECT (body = $3::jsonb)::text FROM ordertrack.events"
+	                       "SELECT (body::jsonb = $3::jsonb)::text FROM ordertrack.events"
 	                       " WHERE exporter = $1 AND event_id = $2",
 	                       IT_EXPORTER, "p-crlf-1", ev, NULL);
 	assert_string_equal(eq, "true");
@@ -806,10 +838,11 @@ static void test_scenario_replay(void **state)
 				char *reply = it_read_line(c, IT_REPLY_MS);
 				it_check_ack(reply, id, round == 0 ? "stored" : "duplicate");
 				free(reply);
-				char *eq = it_db_value(IT_DB,
-				                       "SELECT (body = $3::jsonb)::text FROM ordertrack.events"
-				                       " WHERE exporter = $1 AND event_id = $2",
-				                       exporters[i], id, lines[k], NULL);
+				char *eq = it_db_value(
+				    IT_DB,
+				    "SELECT (body::jsonb = $3::jsonb)::text FROM ordertrack.events"
+				    " WHERE exporter = $1 AND event_id = $2",
+				    exporters[i], id, lines[k], NULL);
 				if (strcmp(eq, "true") != 0) {
 					char *body = it_db_value(
 						IT_DB,
@@ -836,27 +869,28 @@ static void test_scenario_replay(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_teardown(test_hello_ok, it_test_teardown),
-		cmocka_unit_test_teardown(test_wrong_token, it_test_teardown),
-		cmocka_unit_test_teardown(test_unknown_exporter, it_test_teardown),
-		cmocka_unit_test_teardown(test_line_before_hello, it_test_teardown),
-		cmocka_unit_test_teardown(test_ping_pong, it_test_teardown),
-		cmocka_unit_test_teardown(test_event_stored, it_test_teardown),
-		cmocka_unit_test_teardown(test_body_numbers_exact, it_test_teardown),
-		cmocka_unit_test_teardown(test_duplicate, it_test_teardown),
-		cmocka_unit_test_teardown(test_conflict, it_test_teardown),
-		cmocka_unit_test_teardown(test_malformed_json, it_test_teardown),
-		cmocka_unit_test_teardown(test_invalid_event, it_test_teardown),
-		cmocka_unit_test_teardown(test_field_limits_accepted, it_test_teardown),
-		cmocka_unit_test_teardown(test_unknown_type, it_test_teardown),
-		cmocka_unit_test_teardown(test_invalid_request, it_test_teardown),
-		cmocka_unit_test_teardown(test_line_too_long, it_test_teardown),
-		cmocka_unit_test_teardown(test_too_many_connections, it_test_teardown),
-		cmocka_unit_test_teardown(test_crlf, it_test_teardown),
-		cmocka_unit_test_teardown(test_split_writes, it_test_teardown),
-		cmocka_unit_test_teardown(test_pipelined_mix, it_test_teardown),
-		cmocka_unit_test_teardown(test_pipelined_duplicate_conflict, it_test_teardown),
-		cmocka_unit_test_teardown(test_scenario_replay, it_test_teardown),
+	    cmocka_unit_test_teardown(test_hello_ok, it_test_teardown),
+	    cmocka_unit_test_teardown(test_wrong_token, it_test_teardown),
+	    cmocka_unit_test_teardown(test_unknown_exporter, it_test_teardown),
+	    cmocka_unit_test_teardown(test_line_before_hello, it_test_teardown),
+	    cmocka_unit_test_teardown(test_ping_pong, it_test_teardown),
+	    cmocka_unit_test_teardown(test_event_stored, it_test_teardown),
+	    cmocka_unit_test_teardown(test_body_numbers_exact, it_test_teardown),
+	    cmocka_unit_test_teardown(test_body_kept_as_sent, it_test_teardown),
+	    cmocka_unit_test_teardown(test_duplicate, it_test_teardown),
+	    cmocka_unit_test_teardown(test_conflict, it_test_teardown),
+	    cmocka_unit_test_teardown(test_malformed_json, it_test_teardown),
+	    cmocka_unit_test_teardown(test_invalid_event, it_test_teardown),
+	    cmocka_unit_test_teardown(test_field_limits_accepted, it_test_teardown),
+	    cmocka_unit_test_teardown(test_unknown_type, it_test_teardown),
+	    cmocka_unit_test_teardown(test_invalid_request, it_test_teardown),
+	    cmocka_unit_test_teardown(test_line_too_long, it_test_teardown),
+	    cmocka_unit_test_teardown(test_too_many_connections, it_test_teardown),
+	    cmocka_unit_test_teardown(test_crlf, it_test_teardown),
+	    cmocka_unit_test_teardown(test_split_writes, it_test_teardown),
+	    cmocka_unit_test_teardown(test_pipelined_mix, it_test_teardown),
+	    cmocka_unit_test_teardown(test_pipelined_duplicate_conflict, it_test_teardown),
+	    cmocka_unit_test_teardown(test_scenario_replay, it_test_teardown),
 	};
 	it_env_init("protocol");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));

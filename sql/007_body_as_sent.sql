@@ -1,0 +1,17 @@
+-- 007: events.body keeps the event's text exactly as the exporter sent it.
+--
+-- As jsonb, every stored body was taken apart and rebuilt in PostgreSQL's
+-- binary form: keys sorted, white space dropped.  That conversion was about
+-- a fifth of the server's CPU per event (it is most of what COPY spends on
+-- a row), and it threw away the bytes the ack promised to keep.  json only
+-- checks the syntax and stores the text.  The daemon reads bodies back as
+-- text anyway (for the fold), so it loses nothing there.
+--
+-- Two bodies still count as the same event when they are equal as jsonb
+-- (key order and spacing do not matter): the daemon casts when it compares.
+-- Queries by hand work as before with ->, ->> and #>>; operators that
+-- exist only for jsonb (@>, ?) need body::jsonb.
+--
+-- The rewrite of the table does not fire the append-only trigger: no row
+-- changes its content.
+ALTER TABLE ordertrack.events ALTER COLUMN body TYPE json USING body::json;
