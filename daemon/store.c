@@ -109,9 +109,9 @@ struct batch_outcome {
 	enum batch_query expect; /* the query whose results come next */
 	bool have_result;        /* a result of that query has been read */
 	bool part2_sent;
-	bool folded;        /* apply and notes hold the batch's part two */
-	bool copy_sent;     /* COPY's rows and end are with libpq */
-	bool copy_failed;   /* the failure was COPY's */
+	bool folded;      /* apply and notes hold the batch's part two */
+	bool copy_sent;   /* COPY's rows and end are with libpq */
+	bool copy_failed; /* the failure was COPY's */
 	bool has_apply;
 	bool has_emit;
 	PGresult *states;  /* STATE's rows, kept until part two is built */
@@ -151,9 +151,9 @@ struct lane {
 	 * aborted) on the server, since Sync ends only implicit ones. */
 	bool needs_rollback;
 	struct textbuf events, bodies, exporters, orders; /* parameters, reused */
-	struct textbuf apply, notes;              /* part two's, likewise */
-	uint64_t *id_set;                         /* ref_key() of the batch's event ids */
-	uint64_t *order_set;                      /* ref_key() of the batch's orders */
+	struct textbuf apply, notes;                      /* part two's, likewise */
+	uint64_t *id_set;                                 /* ref_key() of the batch's event ids */
+	uint64_t *order_set;                              /* ref_key() of the batch's orders */
 	bool blocked;    /* found nothing it could take; see lane_send_batch */
 	size_t set_mask; /* of order_set and id_set, as batch_take last sized them */
 
@@ -185,15 +185,18 @@ struct store {
 /*
  * The whole batch in one statement.  $1 is a JSON array with one element
  * per event: [exporter, id, type, order, shipment, occurred_at, retracts];
- * $2 the bodies in the same order, a json (not jsonb) array so that each
- * is stored as sent, as COPY stores it.  Answers, per event in order: 's' stored, 'd' the same
- * event was already stored, 'c' another event holds the id, 'r' a retraction that may not be stored
- * (its target is a retraction or belongs to another order), or NULL: the id is taken by a
- * transaction not visible yet (the daemon asks again).  A batch never holds the same (exporter, id)
- * twice (store_send_batch sees to it), so each row's verdict is unambiguous. The final SELECT reads
- * events with the statement's snapshot, so it sees the rows that existed before, not the ones it
- * just inserted; it looks a stored row up only for the events that were not inserted, the rare
- * case.
+ * $2 holds the bodies in the same order, as a json (not jsonb) array, so
+ * that each is stored as sent, as COPY stores it.  Answers, per event in
+ * order: 's' stored, 'd' the same event was already stored, 'c' another
+ * event holds the id, 'r' a retraction that may not be stored (its target
+ * is a retraction or belongs to another order), or NULL: the id is taken
+ * by a transaction not visible yet (the daemon asks again).  "The same"
+ * compares the bodies as jsonb: key order and spacing do not count.  A
+ * batch never holds the same (exporter, id) twice (store_send_batch sees
+ * to it), so each row's verdict is unambiguous.  The final SELECT reads
+ * events with the statement's snapshot, so it sees the rows that existed
+ * before, not the ones it just inserted; it looks a stored row up only
+ * for the events that were not inserted, the rare case.
  */
 static const char insert_sql[] =
     "WITH input AS ("
