@@ -20,8 +20,8 @@ static struct event *alerts_timer;
 static bool alerts_in_flight;
 
 static const char evaluate_sql[] =
-	"SELECT seq, kind, exporter, order_ref, shipment_ref, from_status, to_status, event_id"
-	" FROM ordertrack.evaluate_alerts($1::integer, $2::integer)";
+    "SELECT seq, kind, exporter, order_ref, shipment_ref, from_status, to_status, event_id"
+    " FROM ordertrack.evaluate_alerts($1::integer, $2::integer)";
 
 /* The evaluation finished (r is NULL when the connection failed). */
 static void alerts_done_cb(void *arg, const PGresult *r)

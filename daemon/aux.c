@@ -144,8 +144,8 @@ static void aux_lost(struct aux *a, const char *why)
 	a->state = AUX_DOWN;
 	struct timeval tv = {a->backoff_ms / 1000, (a->backoff_ms % 1000) * 1000};
 	evtimer_add(a->ev_retry, &tv);
-	a->backoff_ms = a->backoff_ms * 2 > AUX_BACKOFF_MAX_MS ? AUX_BACKOFF_MAX_MS
-	                                                       : a->backoff_ms * 2;
+	a->backoff_ms =
+	    a->backoff_ms * 2 > AUX_BACKOFF_MAX_MS ? AUX_BACKOFF_MAX_MS : a->backoff_ms * 2;
 }
 
 /* Push output; watch for write while some is left. */
@@ -228,7 +228,8 @@ static void aux_results(struct aux *a)
 			return;
 		}
 		if (PQresultStatus(r) == PGRES_FATAL_ERROR)
-			log_error("query failed", "conn=aux reason=%s", lq(PQresultErrorMessage(r)));
+			log_error("query failed", "conn=aux reason=%s",
+			          lq(PQresultErrorMessage(r)));
 		if (q->fn) {
 			q->fn(q->arg, r);
 			q->fn = NULL; /* one result per query is all we use */

@@ -57,18 +57,18 @@ struct conn {
 	struct bufferevent *c_bev; /* NULL once the socket is closed */
 	struct framer c_framer;
 	char c_peer[64];
-	char c_exporter[CONFIG_ID_MAX + 1]; /* or the operator's id */
-	bool c_operator;                    /* an operator: may only subscribe */
+	char c_exporter[CONFIG_ID_MAX + 1];      /* or the operator's id */
+	bool c_operator;                         /* an operator: may only subscribe */
 	uint8_t c_token_sha256[AUTH_DIGEST_LEN]; /* the token hash it said hello with */
-	struct sub *c_sub;                  /* subscribed to the feed */
-	struct slot_list c_slots; /* replies in line order */
-	unsigned c_unacked;       /* event slots not yet finished */
-	unsigned c_nslots;        /* slots alive, including those in the store */
-	bool c_paused;            /* reading stopped for back-pressure */
-	bool c_eof;               /* the peer sent EOF; answer, then close */
-	bool c_unlinked;          /* socket gone, off the server's list */
-	bool c_dead;              /* free from the loop, outside any callback */
-	bool c_flush_pending;     /* finished slots wait to be written */
+	struct sub *c_sub;                       /* subscribed to the feed */
+	struct slot_list c_slots;                /* replies in line order */
+	unsigned c_unacked;                      /* event slots not yet finished */
+	unsigned c_nslots;                       /* slots alive, including those in the store */
+	bool c_paused;                           /* reading stopped for back-pressure */
+	bool c_eof;                              /* the peer sent EOF; answer, then close */
+	bool c_unlinked;                         /* socket gone, off the server's list */
+	bool c_dead;                             /* free from the loop, outside any callback */
+	bool c_flush_pending;                    /* finished slots wait to be written */
 	const char *c_close_reason;
 	uint64_t c_lines, c_events, c_errors;
 	struct event *c_resume_ev; /* runs buffered lines after a pause */
@@ -217,9 +217,9 @@ static void conn_error(struct conn *c, const char *id, const char *code, const c
 	size_t n = format_error(buf, sizeof(buf), id, code, message);
 	c->c_errors++;
 	metrics_line_rejected(code);
-	log_info("line rejected", "conn=%u peer=%s exporter=%s code=%s event=%s reason=%s",
-	         c->c_id, c->c_peer, c->c_exporter[0] ? c->c_exporter : "-", code,
-	         id ? lq(id) : "-", lq(message));
+	log_info("line rejected", "conn=%u peer=%s exporter=%s code=%s event=%s reason=%s", c->c_id,
+	         c->c_peer, c->c_exporter[0] ? c->c_exporter : "-", code, id ? lq(id) : "-",
+	         lq(message));
 	conn_reply(c, buf, n);
 }
 
@@ -326,9 +326,8 @@ static void conn_hello(struct conn *c, const struct request *rq)
 	jsonw_str(&w, "server", "ordertrackd " OT_VERSION);
 	size_t n = jsonw_close(&w);
 	conn_reply(c, buf, n);
-	log_info(op ? "operator authenticated" : "exporter authenticated",
-	         "conn=%u peer=%s %s=%s", c->c_id, c->c_peer, op ? "operator" : "exporter",
-	         c->c_exporter);
+	log_info(op ? "operator authenticated" : "exporter authenticated", "conn=%u peer=%s %s=%s",
+	         c->c_id, c->c_peer, op ? "operator" : "exporter", c->c_exporter);
 }
 
 /* A subscribe request: answer "subscribed", then the feed takes over. */
@@ -610,9 +609,9 @@ static void conn_close(struct conn *c, const char *reason)
 	}
 	log_info("connection closed",
 	         "conn=%u peer=%s exporter=%s reason=%s lines=%llu events=%llu errors=%llu",
-	         c->c_id, c->c_peer, c->c_exporter[0] ? c->c_exporter : "-",
-	         lq(c->c_close_reason), (unsigned long long)c->c_lines,
-	         (unsigned long long)c->c_events, (unsigned long long)c->c_errors);
+	         c->c_id, c->c_peer, c->c_exporter[0] ? c->c_exporter : "-", lq(c->c_close_reason),
+	         (unsigned long long)c->c_lines, (unsigned long long)c->c_events,
+	         (unsigned long long)c->c_errors);
 	if (c->c_sub != NULL) {
 		feed_unsubscribe(c->c_sub);
 		c->c_sub = NULL;
@@ -673,8 +672,9 @@ void conn_slot_finished(struct slot *s, enum store_result r, const char *detail)
 		c->c_errors++;
 		log_info("event rejected", "conn=%u peer=%s exporter=%s event=%s code=%s reason=%s",
 		         c->c_id, c->c_peer, c->c_exporter, lq(s->s_id),
-		         r == STORE_CONFLICT ? ERR_CONFLICT
-		                             : r == STORE_REJECTED ? ERR_INVALID_EVENT : ERR_INTERNAL,
+		         r == STORE_CONFLICT   ? ERR_CONFLICT
+		         : r == STORE_REJECTED ? ERR_INVALID_EVENT
+		                               : ERR_INTERNAL,
 		         lq(detail));
 	}
 	memcpy(s->s_reply, buf, n);
@@ -756,7 +756,8 @@ static void conn_start(struct bufferevent *bev, const struct sockaddr *sa, int s
 
 	if (server.n_conns > (unsigned)server.cfg->max_connections) {
 		conn_refuse(c, ERR_TOO_MANY_CONNECTIONS,
-		            "the server has reached limits.max_connections", "too_many_connections");
+		            "the server has reached limits.max_connections",
+		            "too_many_connections");
 		return;
 	}
 	if (peer_conns(c->c_peer_rec) >= (unsigned)server.cfg->max_connections_per_ip) {
@@ -845,8 +846,8 @@ void conn_apply_config(void)
 		/* A removed exporter or operator loses its open connections,
 		 * and so does one whose token was replaced (rotation). */
 		const struct config_exporter *e =
-			c->c_operator ? config_find_operator(server.cfg, c->c_exporter)
-			              : config_find_exporter(server.cfg, c->c_exporter);
+		    c->c_operator ? config_find_operator(server.cfg, c->c_exporter)
+		                  : config_find_exporter(server.cfg, c->c_exporter);
 		if (e == NULL)
 			conn_close(c, c->c_operator ? "operator removed from config"
 			                            : "exporter removed from config");

@@ -19,7 +19,7 @@ void fault_point(const char *name);
 /* The same, but die a moment later, once the loop has written what is queued. */
 void fault_point_soon(const char *name);
 #else
-#define fault_point(name) ((void)0)
+#define fault_point(name)      ((void)0)
 #define fault_point_soon(name) ((void)0)
 #endif
 

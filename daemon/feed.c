@@ -25,15 +25,15 @@
 #include "log.h"
 #include "notify.h"
 
-#define FEED_PAGE 500
+#define FEED_PAGE     500
 #define FEED_PAGE_STR "500"
 
 struct sub {
 	LIST_ENTRY(sub) sb_entry;
 	struct conn *sb_conn;
 	long long sb_cursor;
-	char *sb_exporter;   /* an exporter sees only its own; NULL: operator */
-	char **sb_kinds;     /* filters, NULL-terminated, or NULL for all */
+	char *sb_exporter; /* an exporter sees only its own; NULL: operator */
+	char **sb_kinds;   /* filters, NULL-terminated, or NULL for all */
 	char **sb_orders;
 	char **sb_exporters; /* operators only */
 };
@@ -47,8 +47,8 @@ static struct {
 } feed;
 
 static const char page_sql[] =
-	"SELECT seq, exporter, kind, order_ref, body::text FROM ordertrack.notifications"
-	" WHERE seq > $1 ORDER BY seq LIMIT " FEED_PAGE_STR;
+    "SELECT seq, exporter, kind, order_ref, body::text FROM ordertrack.notifications"
+    " WHERE seq > $1 ORDER BY seq LIMIT " FEED_PAGE_STR;
 
 static void feed_fetch(void);
 

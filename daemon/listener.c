@@ -70,8 +70,8 @@ void listen_bound_address(int fd, char *out, size_t cap)
 }
 
 /* A new connection arrived. */
-static void listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd,
-                               struct sockaddr *sa, int salen, void *arg)
+static void listener_accept_cb(struct evconnlistener *evl, evutil_socket_t fd, struct sockaddr *sa,
+                               int salen, void *arg)
 {
 	(void)evl;
 	(void)arg;
@@ -127,10 +127,10 @@ static struct listener *listener_open(const char *spec)
 	struct listener *l = calloc(1, sizeof(*l));
 	if (l == NULL)
 		abort();
-	l->l_evl = evconnlistener_new_bind(
-		server.base, listener_accept_cb, l,
-		LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE | LEV_OPT_CLOSE_ON_EXEC, LISTEN_BACKLOG,
-		ai->ai_addr, (int)ai->ai_addrlen);
+	l->l_evl = evconnlistener_new_bind(server.base, listener_accept_cb, l,
+	                                   LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE |
+	                                       LEV_OPT_CLOSE_ON_EXEC,
+	                                   LISTEN_BACKLOG, ai->ai_addr, (int)ai->ai_addrlen);
 	evutil_freeaddrinfo(ai);
 	if (l->l_evl == NULL) {
 		log_error("cannot listen", "addr=%s reason=%s", lq(spec),

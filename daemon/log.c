@@ -14,8 +14,8 @@
 #include <sys/time.h>
 #include <time.h>
 
-#define LQ_SLOTS 8
-#define LQ_SIZE 512
+#define LQ_SLOTS   8
+#define LQ_SIZE    512
 #define RECORD_MAX 4096
 
 static enum log_level current_level = LOG_LEVEL_INFO;

@@ -24,7 +24,7 @@ void log_record(enum log_level level, const char *msg, const char *kvfmt, ...) L
 
 #define log_error(msg, ...) log_record(LOG_LEVEL_ERROR, msg, __VA_ARGS__)
 #define log_warnx(msg, ...) log_record(LOG_LEVEL_WARNING, msg, __VA_ARGS__)
-#define log_info(msg, ...) log_record(LOG_LEVEL_INFO, msg, __VA_ARGS__)
+#define log_info(msg, ...)  log_record(LOG_LEVEL_INFO, msg, __VA_ARGS__)
 #define log_debug(msg, ...)                                                                        \
 	do {                                                                                       \
 		if (log_enabled(LOG_LEVEL_DEBUG))                                                  \
@@ -33,7 +33,7 @@ void log_record(enum log_level level, const char *msg, const char *kvfmt, ...) L
 
 /* Log at error level and exit with code. For start-up failures only. */
 void fatalx(int code, const char *msg, const char *kvfmt, ...) LOG_PRINTF(3, 4)
-	__attribute__((noreturn));
+    __attribute__((noreturn));
 
 /*
  * A logfmt-safe rendering of s: s itself when it has no space, quote, '=' or

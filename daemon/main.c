@@ -38,13 +38,13 @@
 #include "ot_build.h"
 #include "server.h"
 
-#define EX_OK_ 0
-#define EX_USAGE_ 64
+#define EX_OK_          0
+#define EX_USAGE_       64
 #define EX_UNAVAILABLE_ 69
-#define EX_SOFTWARE_ 70
-#define EX_CONFIG_ 78
+#define EX_SOFTWARE_    70
+#define EX_CONFIG_      78
 
-#define DRAIN_TICK_MS 50
+#define DRAIN_TICK_MS           50
 #define DRAIN_FLUSH_GRACE_TICKS 100 /* 5 s for peers to read their last acks */
 
 struct server server;
@@ -54,12 +54,13 @@ static int drain_ticks_idle;
 /* Print the usage text to f. */
 static void usage(FILE *f)
 {
-	fprintf(f, "usage: ordertrackd [-c FILE] [-t] [-V] [-h]\n"
-	           "  -c FILE  configuration file (default %s)\n"
-	           "  -t       check the configuration and exit: 0 if good, 78 if not\n"
-	           "  -V       print the version and exit\n"
-	           "  -h       print this help and exit\n",
-	           OT_DEFAULT_CONFIG);
+	fprintf(f,
+	        "usage: ordertrackd [-c FILE] [-t] [-V] [-h]\n"
+	        "  -c FILE  configuration file (default %s)\n"
+	        "  -t       check the configuration and exit: 0 if good, 78 if not\n"
+	        "  -V       print the version and exit\n"
+	        "  -h       print this help and exit\n",
+	        OT_DEFAULT_CONFIG);
 }
 
 /* The first time the database is reached, start-up is over: tell systemd. */

@@ -16,7 +16,7 @@
 /* glibc's sys/queue.h lacks the _SAFE variant the BSDs have. */
 #ifndef TAILQ_FOREACH_SAFE
 #define TAILQ_FOREACH_SAFE(var, head, field, tvar)                                                 \
-	for ((var) = TAILQ_FIRST(head); (var) && ((tvar) = TAILQ_NEXT(var, field), 1);            \
+	for ((var) = TAILQ_FIRST(head); (var) && ((tvar) = TAILQ_NEXT(var, field), 1);             \
 	     (var) = (tvar))
 #endif
 #include "jansson.h"

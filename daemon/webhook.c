@@ -66,34 +66,34 @@ struct hook {
 	char *kinds;     /* likewise */
 
 	enum hook_state state;
-	bool wake;          /* woken while busy: fetch again after */
-	long long cursor;   /* last seq acknowledged by the endpoint */
-	long long seq;      /* the notification being delivered */
-	char *body;         /* its JSON */
-	unsigned attempt;   /* failed POSTs of this notification */
+	bool wake;        /* woken while busy: fetch again after */
+	long long cursor; /* last seq acknowledged by the endpoint */
+	long long seq;    /* the notification being delivered */
+	char *body;       /* its JSON */
+	unsigned attempt; /* failed POSTs of this notification */
 	struct evhttp_connection *evcon;
 	struct event *retry;
-	bool dead;          /* stopped while a callback was pending */
+	bool dead; /* stopped while a callback was pending */
 };
 
 static struct hook **hooks;
 static size_t n_hooks;
 
 static const char load_sql[] =
-	"WITH ins AS (INSERT INTO ordertrack.webhook_cursors (webhook) VALUES ($1)"
-	" ON CONFLICT (webhook) DO NOTHING RETURNING last_seq)"
-	" SELECT last_seq FROM ins"
-	" UNION ALL SELECT last_seq FROM ordertrack.webhook_cursors WHERE webhook = $1";
+    "WITH ins AS (INSERT INTO ordertrack.webhook_cursors (webhook) VALUES ($1)"
+    " ON CONFLICT (webhook) DO NOTHING RETURNING last_seq)"
+    " SELECT last_seq FROM ins"
+    " UNION ALL SELECT last_seq FROM ordertrack.webhook_cursors WHERE webhook = $1";
 
 static const char next_sql[] =
-	"SELECT seq, body::text FROM ordertrack.notifications"
-	" WHERE seq > $1::bigint AND ($2::text[] IS NULL OR exporter = ANY ($2::text[]))"
-	" AND ($3::text[] IS NULL OR kind = ANY ($3::text[]))"
-	" ORDER BY seq LIMIT 1";
+    "SELECT seq, body::text FROM ordertrack.notifications"
+    " WHERE seq > $1::bigint AND ($2::text[] IS NULL OR exporter = ANY ($2::text[]))"
+    " AND ($3::text[] IS NULL OR kind = ANY ($3::text[]))"
+    " ORDER BY seq LIMIT 1";
 
 static const char save_sql[] =
-	"UPDATE ordertrack.webhook_cursors SET last_seq = $2::bigint, updated_at = now()"
-	" WHERE webhook = $1";
+    "UPDATE ordertrack.webhook_cursors SET last_seq = $2::bigint, updated_at = now()"
+    " WHERE webhook = $1";
 
 static void hook_fetch(struct hook *h);
 static void hook_post(struct hook *h);
@@ -220,7 +220,8 @@ static void hook_response_cb(struct evhttp_request *req, void *arg)
 	if (h->dead)
 		return;
 	if (code >= 200 && code < 300) {
-		log_debug("webhook delivered", "webhook=%s seq=%lld status=%d", h->id, h->seq, code);
+		log_debug("webhook delivered", "webhook=%s seq=%lld status=%d", h->id, h->seq,
+		          code);
 		server.webhook_deliveries++;
 		char seq[32];
 		snprintf(seq, sizeof(seq), "%lld", h->seq);
@@ -270,16 +271,16 @@ static struct evhttp_connection *https_connection(struct hook *h)
 		X509_VERIFY_PARAM_set1_ip_asc(SSL_get0_param(ssl), h->host);
 	else
 		SSL_set1_host(ssl, h->host);
-	struct bufferevent *bev = bufferevent_openssl_socket_new(
-		server.base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
-		BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
+	struct bufferevent *bev =
+	    bufferevent_openssl_socket_new(server.base, -1, ssl, BUFFEREVENT_SSL_CONNECTING,
+	                                   BEV_OPT_CLOSE_ON_FREE | BEV_OPT_DEFER_CALLBACKS);
 	if (bev == NULL) {
 		SSL_free(ssl);
 		return NULL;
 	}
 	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
 	struct evhttp_connection *evcon = evhttp_connection_base_bufferevent_new(
-		server.base, NULL, bev, h->host, (unsigned short)h->port);
+	    server.base, NULL, bev, h->host, (unsigned short)h->port);
 	if (evcon == NULL) {
 		bufferevent_free(bev);
 		return NULL;
@@ -356,8 +357,8 @@ static struct hook *hook_new(const struct config_webhook *w)
 	if (h->retry == NULL)
 		abort();
 	if (!h->https) {
-		h->evcon = evhttp_connection_base_new(server.base, NULL, h->host,
-		                                      (unsigned short)h->port);
+		h->evcon =
+		    evhttp_connection_base_new(server.base, NULL, h->host, (unsigned short)h->port);
 		if (h->evcon == NULL)
 			abort();
 		evhttp_connection_set_timeout(h->evcon, HOOK_TIMEOUT_S);

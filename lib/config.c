@@ -97,8 +97,7 @@ struct setting {
  * another type does not compile (subtracting unrelated pointer types).
  */
 #define FIELD(f, type)                                                                             \
-	(offsetof(struct config, f) +                                                                \
-	 0 * sizeof(_Generic(((struct config *)0)->f, type: 1)))
+	(offsetof(struct config, f) + 0 * sizeof(_Generic(((struct config *)0)->f, type : 1)))
 
 #define SET_INT(p, f, d, lo, hi, fl)                                                               \
 	{                                                                                          \

@@ -68,11 +68,11 @@ struct config {
 	struct config_exporter *exporters;
 	size_t n_exporters;
 
-	int max_connections; /* limits.max_connections */
-	int max_line_bytes;  /* limits.max_line_bytes */
-	int idle_timeout_s;  /* limits.idle_timeout_s, 0 = never */
-	int window;          /* limits.window: unacked events per connection */
-	int max_pending;     /* limits.max_pending: unacked events, all connections */
+	int max_connections;        /* limits.max_connections */
+	int max_line_bytes;         /* limits.max_line_bytes */
+	int idle_timeout_s;         /* limits.idle_timeout_s, 0 = never */
+	int window;                 /* limits.window: unacked events per connection */
+	int max_pending;            /* limits.max_pending: unacked events, all connections */
 	int max_connections_per_ip; /* limits.max_connections_per_ip */
 	int hello_timeout_s;        /* limits.hello_timeout_s: time to say hello */
 	int line_timeout_s;         /* limits.line_timeout_s: time to finish a started line */
@@ -100,7 +100,7 @@ struct config {
 	int alerts_customs_hold_hours; /* alerts.customs_hold_hours: customs dwell alert */
 	int alerts_stale_hours;        /* alerts.stale_hours: no news of a shipment */
 
-	char *admin_listen;   /* admin.listen: "host:port" of /healthz, /readyz, /metrics; "" = off */
+	char *admin_listen; /* admin.listen: "host:port" of /healthz, /readyz, /metrics; "" = off */
 	int stats_interval_s; /* log.stats_interval_s: seconds between stats lines, 0 = never */
 
 	/* tls: the event port's TLS; off unless the group is present. */

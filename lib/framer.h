@@ -44,8 +44,8 @@ void framer_set_max(struct framer *f, size_t max_line);
  * Returns how many bytes of the chunk were consumed; the caller passes the
  * rest of the chunk in the next call.  *fr is set only for FRAMER_LINE.
  */
-size_t framer_scan(struct framer *f, const char *chunk, size_t len,
-                   enum framer_status *st, struct frame *fr);
+size_t framer_scan(struct framer *f, const char *chunk, size_t len, enum framer_status *st,
+                   struct frame *fr);
 
 /* True while a line has been started but not finished (slowloris check). */
 bool framer_partial(const struct framer *f);

@@ -22,17 +22,17 @@ enum request_kind {
 };
 
 /* Error codes of protocol v1, as they appear on the wire. */
-#define ERR_MALFORMED_JSON "malformed_json"
-#define ERR_LINE_TOO_LONG "line_too_long"
-#define ERR_INVALID_EVENT "invalid_event"
-#define ERR_UNKNOWN_TYPE "unknown_type"
-#define ERR_INVALID_REQUEST "invalid_request"
-#define ERR_CONFLICT "conflict"
-#define ERR_AUTH_REQUIRED "auth_required"
-#define ERR_AUTH_FAILED "auth_failed"
+#define ERR_MALFORMED_JSON       "malformed_json"
+#define ERR_LINE_TOO_LONG        "line_too_long"
+#define ERR_INVALID_EVENT        "invalid_event"
+#define ERR_UNKNOWN_TYPE         "unknown_type"
+#define ERR_INVALID_REQUEST      "invalid_request"
+#define ERR_CONFLICT             "conflict"
+#define ERR_AUTH_REQUIRED        "auth_required"
+#define ERR_AUTH_FAILED          "auth_failed"
 #define ERR_TOO_MANY_CONNECTIONS "too_many_connections"
-#define ERR_INTERNAL "internal_error"
-#define ERR_FORBIDDEN "forbidden"
+#define ERR_INTERNAL             "internal_error"
+#define ERR_FORBIDDEN            "forbidden"
 
 struct request_error {
 	const char *code;  /* one of the ERR_* strings */

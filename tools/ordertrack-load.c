@@ -114,12 +114,12 @@ struct options {
 	const char *exporter;
 	const char *token;
 	unsigned connections;
-	uint64_t events; /* total to send; UINT64_MAX: until --duration ends */
-	bool events_set; /* -n was given */
-	unsigned window; /* unacked events per connection */
-	double rate;     /* total events/s; 0: closed loop */
+	uint64_t events;  /* total to send; UINT64_MAX: until --duration ends */
+	bool events_set;  /* -n was given */
+	unsigned window;  /* unacked events per connection */
+	double rate;      /* total events/s; 0: closed loop */
 	unsigned tick_us; /* open loop: send at most this often per connection */
-	double duration; /* seconds, or 0 */
+	double duration;  /* seconds, or 0 */
 	char run_id[RUN_ID_MAX + 1];
 	bool json;
 	const char *out; /* write the events here instead of sending */

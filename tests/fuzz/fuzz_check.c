@@ -176,8 +176,7 @@ static void check_error(const struct request *rq, const struct request_error *er
 	json_t *reply = json_loadb(buf, n, JSON_REJECT_DUPLICATES, &je);
 	FUZZ_ASSERT(reply != NULL, "error reply is not JSON (%s): %.*s", je.text, (int)n, buf);
 	const char *code = json_string_value(json_object_get(reply, "code"));
-	FUZZ_ASSERT(code != NULL && strcmp(code, err->code) == 0, "reply code: %.*s", (int)n,
-	            buf);
+	FUZZ_ASSERT(code != NULL && strcmp(code, err->code) == 0, "reply code: %.*s", (int)n, buf);
 	if (!w.truncated) {
 		const char *msg = json_string_value(json_object_get(reply, "message"));
 		FUZZ_ASSERT(msg != NULL && strcmp(msg, err->message) == 0,
@@ -195,9 +194,10 @@ static void check_accepted(const struct request *rq)
 
 	switch (rq->kind) {
 	case REQ_HELLO: {
-		const char *who = rq->u.hello.exporter ? rq->u.hello.exporter : rq->u.hello.operator;
+		const char *who =
+		    rq->u.hello.exporter ? rq->u.hello.exporter : rq->u.hello.operator;
 		FUZZ_ASSERT(strcmp(type, "hello") == 0, "hello of type %s", type);
-		FUZZ_ASSERT((rq->u.hello.exporter == NULL) != (rq->u.hello.operator == NULL),
+		FUZZ_ASSERT((rq->u.hello.exporter == NULL) != (rq->u.hello.operator== NULL),
 		            "hello must name exactly one of exporter and operator");
 		FUZZ_ASSERT(utf8_chars(who) >= 1 && utf8_chars(who) <= 64, "hello name \"%s\"",
 		            who);
@@ -321,9 +321,10 @@ void fuzz_fold_run(struct fuzz_fold *fold)
 		return;
 	for (size_t i = 0; i < n; i++) {
 		const struct request_event *ev = &fold->rq[i].u.event;
-		fwd[i] = (struct model_event){
-		    .id = ev->id, .type = ev->type, .occurred_ms = ev->occurred_ms,
-		    .body = fold->rq[i].root};
+		fwd[i] = (struct model_event){.id = ev->id,
+		                              .type = ev->type,
+		                              .occurred_ms = ev->occurred_ms,
+		                              .body = fold->rq[i].root};
 		rev[n - 1 - i] = fwd[i];
 	}
 	json_t *a = model_fold(fwd, n, &fold_rules);

@@ -25,8 +25,8 @@
 
 #include "request.h"
 
-#define FUZZ_NOW_MS INT64_C(1796083200000) /* 2026-12-01T00:00:00Z */
-#define FUZZ_FOLD_MAX 64                    /* events kept for one fold */
+#define FUZZ_NOW_MS   INT64_C(1796083200000) /* 2026-12-01T00:00:00Z */
+#define FUZZ_FOLD_MAX 64                     /* events kept for one fold */
 
 /* Abort with a message when cond is false; libFuzzer keeps the input. */
 #define FUZZ_ASSERT(cond, ...)                                                                     \
@@ -43,7 +43,7 @@ struct fuzz_fold {
 
 /* Print where and what failed, then abort. */
 void fuzz_fail(const char *file, int line, const char *cond, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5), noreturn));
+    __attribute__((format(printf, 4, 5), noreturn));
 
 /*
  * Parse line[0..len) from an exact-size copy and check the result.  An

@@ -54,7 +54,8 @@ static void check_ids(const struct config *c, const struct config_exporter *list
 		FUZZ_ASSERT(len >= 1 && len <= CONFIG_ID_MAX, "id \"%s\"", e->id);
 		const struct config_exporter *found =
 		    operators ? config_find_operator(c, e->id) : config_find_exporter(c, e->id);
-		FUZZ_ASSERT(found == e, "\"%s\" is not found as itself (ids must be unique)", e->id);
+		FUZZ_ASSERT(found == e, "\"%s\" is not found as itself (ids must be unique)",
+		            e->id);
 	}
 }
 
@@ -69,17 +70,17 @@ static void check_config(const struct config *c)
 	for (size_t i = 0; i < c->n_listen; i++)
 		FUZZ_ASSERT(c->listen[i] != NULL && c->listen[i][0] != '\0', "listen[%zu]", i);
 	FUZZ_ASSERT(c->conninfo != NULL, "no conninfo");
-	FUZZ_ASSERT(c->max_connections >= 1 && c->max_connections <= 1000000,
-	            "max_connections %d", c->max_connections);
-	FUZZ_ASSERT(c->max_line_bytes >= 256 && c->max_line_bytes <= 16777216,
-	            "max_line_bytes %d", c->max_line_bytes);
+	FUZZ_ASSERT(c->max_connections >= 1 && c->max_connections <= 1000000, "max_connections %d",
+	            c->max_connections);
+	FUZZ_ASSERT(c->max_line_bytes >= 256 && c->max_line_bytes <= 16777216, "max_line_bytes %d",
+	            c->max_line_bytes);
 	FUZZ_ASSERT(c->idle_timeout_s >= 0 && c->idle_timeout_s <= 604800, "idle_timeout_s %d",
 	            c->idle_timeout_s);
 	FUZZ_ASSERT(c->window >= 1 && c->window <= 100000, "window %d", c->window);
 	FUZZ_ASSERT(c->max_pending >= 1 && c->max_pending <= 10000000, "max_pending %d",
 	            c->max_pending);
-	FUZZ_ASSERT(c->batch_max_events >= 1 && c->batch_max_events <= 10000,
-	            "batch.max_events %d", c->batch_max_events);
+	FUZZ_ASSERT(c->batch_max_events >= 1 && c->batch_max_events <= 10000, "batch.max_events %d",
+	            c->batch_max_events);
 	FUZZ_ASSERT(c->batch_max_delay_ms >= 0 && c->batch_max_delay_ms <= 1000,
 	            "batch.max_delay_ms %d", c->batch_max_delay_ms);
 	FUZZ_ASSERT(log_level_parse(log_level_name(c->log_level), &lv) && lv == c->log_level,
@@ -103,11 +104,12 @@ static void check_config(const struct config *c)
 		FUZZ_ASSERT(w->id && w->url && w->host && w->path, "webhook %zu incomplete", i);
 		FUZZ_ASSERT(w->port >= 1 && w->port <= 65535, "webhook %s port %d", w->id, w->port);
 		FUZZ_ASSERT(w->path[0] == '/', "webhook %s path \"%s\"", w->id, w->path);
-		FUZZ_ASSERT(w->n_secrets >= 1 && w->n_secrets <= 2, "webhook %s: %zu secrets", w->id,
-		            w->n_secrets);
+		FUZZ_ASSERT(w->n_secrets >= 1 && w->n_secrets <= 2, "webhook %s: %zu secrets",
+		            w->id, w->n_secrets);
 		for (size_t k = 0; k < w->n_exporters; k++)
 			FUZZ_ASSERT(config_find_exporter(c, w->exporters[k]) != NULL,
-			            "webhook %s names unknown exporter \"%s\"", w->id, w->exporters[k]);
+			            "webhook %s names unknown exporter \"%s\"", w->id,
+			            w->exporters[k]);
 	}
 }
 

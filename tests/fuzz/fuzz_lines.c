@@ -111,20 +111,25 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 			used += took;
 			if (st == FRAMER_MORE)
 				continue;
-			FUZZ_ASSERT(got < n_want, "framer gave result %zu, the reference has %zu", got,
-			            n_want);
+			FUZZ_ASSERT(got < n_want, "framer gave result %zu, the reference has %zu",
+			            got, n_want);
 			const struct expect *e = &want[got++];
 			if (st == FRAMER_TOO_LONG) {
-				FUZZ_ASSERT(e->data == NULL, "result %zu: framer says too long, "
-				            "the reference a line of %zu bytes", got - 1, e->len);
+				FUZZ_ASSERT(e->data == NULL,
+				            "result %zu: framer says too long, "
+				            "the reference a line of %zu bytes",
+				            got - 1, e->len);
 				continue;
 			}
 			FUZZ_ASSERT(st == FRAMER_LINE, "framer status %d", (int)st);
-			FUZZ_ASSERT(e->data != NULL, "result %zu: framer gave a line of %zu bytes, "
-			            "the reference says too long", got - 1, f.len);
-			FUZZ_ASSERT(f.len == e->len && (f.len == 0 || memcmp(f.data, e->data, f.len) == 0),
-			            "result %zu: framer line of %zu bytes, the reference %zu", got - 1,
-			            f.len, e->len);
+			FUZZ_ASSERT(e->data != NULL,
+			            "result %zu: framer gave a line of %zu bytes, "
+			            "the reference says too long",
+			            got - 1, f.len);
+			FUZZ_ASSERT(f.len == e->len &&
+			                (f.len == 0 || memcmp(f.data, e->data, f.len) == 0),
+			            "result %zu: framer line of %zu bytes, the reference %zu",
+			            got - 1, f.len, e->len);
 			fuzz_line(f.data, f.len, &fold);
 		}
 		free(chunk);

@@ -37,38 +37,38 @@
 
 #include "auth.h"
 
-#define MAX_PARAMS 8
+#define MAX_PARAMS   8
 #define CONNINFO_MAX 1024
-#define READ_CHUNK 65536
-#define SEND_MS 60000 /* longest a single it_send_raw may take */
+#define READ_CHUNK   65536
+#define SEND_MS      60000  /* longest a single it_send_raw may take */
 #define PGCLUSTER_MS 100000 /* longest a pgcluster command may take */
 #define MAX_FAILURES 16
-#define FAILURE_LEN 400
+#define FAILURE_LEN  400
 
 const char it_id_any[] = "<any id>";
 
 /* Process-wide harness state: one cluster, the live daemons and clients. */
 static struct {
-	char tmp[PATH_MAX];       /* the temp dir */
-	char pgdir[PATH_MAX];     /* <tmp>/pg, the cluster */
-	char cmdlog[PATH_MAX];    /* <tmp>/pgcluster.log, output of pgcluster */
+	char tmp[PATH_MAX];    /* the temp dir */
+	char pgdir[PATH_MAX];  /* <tmp>/pg, the cluster */
+	char cmdlog[PATH_MAX]; /* <tmp>/pgcluster.log, output of pgcluster */
 	char pghost[PATH_MAX];
 	char pgport[32];
 	char pguser[128];
-	const char *pgcluster;    /* $OT_PGCLUSTER */
-	const char *daemon_bin;   /* $OT_DAEMON */
-	bool pg_down;             /* a test stopped the cluster */
+	const char *pgcluster;  /* $OT_PGCLUSTER */
+	const char *daemon_bin; /* $OT_DAEMON */
+	bool pg_down;           /* a test stopped the cluster */
 	struct it_daemon *daemons;
 	struct it_client *clients;
-	struct it_daemon *last;   /* latest daemon started: named in failures */
-	const char *at_file;      /* test line of the check running, if any */
+	struct it_daemon *last; /* latest daemon started: named in failures */
+	const char *at_file;    /* test line of the check running, if any */
 	int at_line;
 	char failures[MAX_FAILURES][FAILURE_LEN]; /* repeated at the end of the run */
 	int n_failures;
 } H;
 
 static void fmt_fixed(char *out, size_t cap, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4)));
+    __attribute__((format(printf, 3, 4)));
 static pid_t spawn_pgcluster(const char *const *args, int *outfd);
 static int wait_pgcluster(pid_t pid, long long deadline);
 static int run_pgcluster(const char *const *args, char *out, size_t cap);
@@ -117,7 +117,8 @@ void it_fail_at(const char *file, int line, const char *fmt, ...)
 	if (H.n_failures < MAX_FAILURES) {
 		const char *base = strrchr(H.at_file != NULL ? H.at_file : file, '/');
 		snprintf(H.failures[H.n_failures++], FAILURE_LEN, "%.40s:%d: %.300s",
-		         base != NULL ? base + 1 : file, H.at_file != NULL ? H.at_line : line, what);
+		         base != NULL ? base + 1 : file, H.at_file != NULL ? H.at_line : line,
+		         what);
 	}
 	if (H.last != NULL) {
 		fprintf(stderr, "*** daemon log: %s\n", H.last->log_path);
@@ -251,7 +252,7 @@ const char *it_conninfo(const char *dbname)
 	char *b = bufs[slot++ % 4];
 
 	fmt_fixed(b, CONNINFO_MAX, "host=%s port=%s user=%s dbname=%s", H.pghost, H.pgport,
-	         H.pguser, dbname != NULL ? dbname : IT_DB);
+	          H.pguser, dbname != NULL ? dbname : IT_DB);
 	return b;
 }
 
@@ -795,8 +796,8 @@ bool it_pump(struct it_client **cs, size_t n, int timeout_ms)
 			if (pfds[i].revents & (POLLIN | POLLHUP | POLLERR))
 				fill(c, 0);
 			if ((pfds[i].revents & POLLOUT) && c->out_off < c->out_len) {
-				ssize_t w = send(c->fd, c->out + c->out_off, c->out_len - c->out_off,
-				                 MSG_NOSIGNAL);
+				ssize_t w = send(c->fd, c->out + c->out_off,
+				                 c->out_len - c->out_off, MSG_NOSIGNAL);
 				if (w > 0)
 					c->out_off += (size_t)w;
 				else if (w < 0 && errno != EAGAIN && errno != EINTR)
@@ -816,8 +817,8 @@ bool it_pump(struct it_client **cs, size_t n, int timeout_ms)
 
 void it_hello_(struct it_client *c, const char *exporter, const char *token)
 {
-	json_t *h = json_pack("{s:s, s:s, s:s}", "type", "hello", "exporter", exporter, "token",
-	                      token);
+	json_t *h =
+	    json_pack("{s:s, s:s, s:s}", "type", "hello", "exporter", exporter, "token", token);
 	char *text = json_dumps(h, JSON_COMPACT);
 	json_decref(h);
 	it_send(c, text);
@@ -843,8 +844,8 @@ void it_hello_(struct it_client *c, const char *exporter, const char *token)
 
 void it_hello_operator_(struct it_client *c, const char *operator_id, const char *token)
 {
-	json_t *h = json_pack("{s:s, s:s, s:s}", "type", "hello", "operator", operator_id,
-	                      "token", token);
+	json_t *h =
+	    json_pack("{s:s, s:s, s:s}", "type", "hello", "operator", operator_id, "token", token);
 	char *text = json_dumps(h, JSON_COMPACT);
 	json_decref(h);
 	it_send(c, text);
@@ -894,8 +895,7 @@ json_t *it_check_error_(const char *line, const char *id, const char *code)
 		id_ok = json_is_null(rid);
 	else
 		id_ok = json_is_string(rid) && strcmp(json_string_value(rid), id) == 0;
-	if (type == NULL || strcmp(type, "error") != 0 || rcode == NULL ||
-	    strcmp(rcode, code) != 0)
+	if (type == NULL || strcmp(type, "error") != 0 || rcode == NULL || strcmp(rcode, code) != 0)
 		it_fail("expected an error with code %s, got: %s", code, line);
 	if (!id_ok)
 		it_fail("error %s should carry id %s%s%s, got: %s", code, id ? "\"" : "",
@@ -1343,7 +1343,7 @@ static void append_cfg_string(char **buf, size_t *len, size_t *cap, const char *
 
 /* Append formatted text to a growing buffer. */
 static void append_fmt(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
-	__attribute__((format(printf, 4, 5)));
+    __attribute__((format(printf, 4, 5)));
 static void append_fmt(char **buf, size_t *len, size_t *cap, const char *fmt, ...)
 {
 	va_list ap;
@@ -1377,15 +1377,14 @@ static void append_exporter(char **buf, size_t *len, size_t *cap, const struct i
 static char *config_text(const struct it_config *cfg)
 {
 	static const struct it_exporter defaults[] = {
-		{IT_EXPORTER, IT_EXPORTER_NAME, IT_TOKEN},
-		{IT_EXPORTER2, IT_EXPORTER2_NAME, IT_TOKEN2},
+	    {IT_EXPORTER, IT_EXPORTER_NAME, IT_TOKEN},
+	    {IT_EXPORTER2, IT_EXPORTER2_NAME, IT_TOKEN2},
 	};
 	char *b = NULL;
 	size_t len = 0, cap = 0;
 	bool first = true;
 
-	append_fmt(&b, &len, &cap, "# written by tests/integration/harness.c for %s\n",
-	           cfg->name);
+	append_fmt(&b, &len, &cap, "# written by tests/integration/harness.c for %s\n", cfg->name);
 	append_fmt(&b, &len, &cap, "listen = [ \"127.0.0.1:0\" ];\n");
 	append_fmt(&b, &len, &cap, "database = { conninfo = ");
 	append_cfg_string(&b, &len, &cap, it_conninfo(cfg->dbname));
@@ -1411,15 +1410,15 @@ static char *config_text(const struct it_config *cfg)
 		const char *key;
 		int value;
 	} limits[] = {
-		{"max_connections", cfg->max_connections},
-		{"max_line_bytes", cfg->max_line_bytes},
-		{"idle_timeout_s", cfg->idle_timeout_s},
-		{"window", cfg->window},
-		{"max_pending", cfg->max_pending},
-		{"max_connections_per_ip", cfg->max_connections_per_ip},
-		{"hello_timeout_s", cfg->hello_timeout_s},
-		{"line_timeout_s", cfg->line_timeout_s},
-		{"max_failed_hellos", cfg->max_failed_hellos},
+	    {"max_connections", cfg->max_connections},
+	    {"max_line_bytes", cfg->max_line_bytes},
+	    {"idle_timeout_s", cfg->idle_timeout_s},
+	    {"window", cfg->window},
+	    {"max_pending", cfg->max_pending},
+	    {"max_connections_per_ip", cfg->max_connections_per_ip},
+	    {"hello_timeout_s", cfg->hello_timeout_s},
+	    {"line_timeout_s", cfg->line_timeout_s},
+	    {"max_failed_hellos", cfg->max_failed_hellos},
 	};
 	bool open = false;
 	for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++) {

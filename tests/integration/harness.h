@@ -28,18 +28,18 @@
 #include <sys/types.h>
 
 /* Exporters present in every config the harness writes. */
-#define IT_EXPORTER "kivu-coffee"
-#define IT_EXPORTER_NAME "Kivu Hills Coffee Cooperative"
-#define IT_TOKEN "kivu-7f3a9c51-token"
-#define IT_EXPORTER2 "andes-cacao"
+#define IT_EXPORTER       "kivu-coffee"
+#define IT_EXPORTER_NAME  "Kivu Hills Coffee Cooperative"
+#define IT_TOKEN          "kivu-7f3a9c51-token"
+#define IT_EXPORTER2      "andes-cacao"
 #define IT_EXPORTER2_NAME "Andes Cacao Exporters S.A."
-#define IT_TOKEN2 "andes-51be02d4-token"
+#define IT_TOKEN2         "andes-51be02d4-token"
 
-#define IT_DB "ordertrack"   /* database created at start-up */
-#define IT_REPLY_MS 10000    /* default wait for one reply line */
-#define IT_START_MS 20000    /* wait for msg=listening / msg=ready */
-#define IT_STOP_MS 20000     /* wait for the daemon to exit */
-#define IT_MAX_EXTRA 4       /* extra exporters a config can carry */
+#define IT_DB        "ordertrack" /* database created at start-up */
+#define IT_REPLY_MS  10000        /* default wait for one reply line */
+#define IT_START_MS  20000        /* wait for msg=listening / msg=ready */
+#define IT_STOP_MS   20000        /* wait for the daemon to exit */
+#define IT_MAX_EXTRA 4            /* extra exporters a config can carry */
 
 /* One exporter entry; the harness writes sha256(token) into the config. */
 struct it_exporter {
@@ -84,12 +84,12 @@ struct it_config {
 /* A running (or exited) ordertrackd. */
 struct it_daemon {
 	pid_t pid;
-	bool exited;    /* reaped; status is valid */
-	int status;     /* waitpid status */
-	int port;       /* from msg=listening */
+	bool exited; /* reaped; status is valid */
+	int status;  /* waitpid status */
+	int port;    /* from msg=listening */
 	char conf_path[PATH_MAX];
 	char log_path[PATH_MAX];
-	struct it_config cfg; /* as last written */
+	struct it_config cfg;   /* as last written */
 	struct it_daemon *next; /* harness registry */
 };
 
@@ -107,11 +107,11 @@ struct it_client {
 	char *in;            /* bytes read; in[in_off..in_len) not yet taken */
 	size_t in_off, in_len, in_cap;
 	bool eof;
-	char *out;           /* queued by it_queue, sent by it_pump */
+	char *out; /* queued by it_queue, sent by it_pump */
 	size_t out_len, out_off, out_cap;
-	char **lines;        /* lines collected by it_pump */
+	char **lines; /* lines collected by it_pump */
 	size_t n_lines, lines_cap;
-	size_t want;         /* it_pump: lines wanted from this client */
+	size_t want;            /* it_pump: lines wanted from this client */
 	struct it_client *next; /* harness registry */
 };
 
@@ -219,11 +219,11 @@ void it_at(const char *file, int line);
 void it_hello_(struct it_client *c, const char *exporter, const char *token);
 void it_expect_ack_(struct it_client *c, const char *id, const char *result);
 json_t *it_expect_error_(struct it_client *c, const char *id, const char *code)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 void it_expect_pong_(struct it_client *c);
 void it_check_ack_(const char *line, const char *id, const char *result);
 json_t *it_check_error_(const char *line, const char *id, const char *code)
-	__attribute__((warn_unused_result));
+    __attribute__((warn_unused_result));
 
 /* Pass as the id of it_expect_error to accept any id (string or null). */
 extern const char it_id_any[];
@@ -237,15 +237,15 @@ void it_hello_operator_(struct it_client *c, const char *operator_id, const char
 #define it_expect_ack(c, i, r) (it_at(__FILE__, __LINE__), it_expect_ack_(c, i, r))
 /* Require an error with code and id (NULL: the id must be JSON null); returns it. */
 #define it_expect_error(c, i, k) (it_at(__FILE__, __LINE__), it_expect_error_(c, i, k))
-#define it_expect_pong(c) (it_at(__FILE__, __LINE__), it_expect_pong_(c))
+#define it_expect_pong(c)        (it_at(__FILE__, __LINE__), it_expect_pong_(c))
 /* The same checks on a line already read. */
-#define it_check_ack(l, i, r) (it_at(__FILE__, __LINE__), it_check_ack_(l, i, r))
+#define it_check_ack(l, i, r)   (it_at(__FILE__, __LINE__), it_check_ack_(l, i, r))
 #define it_check_error(l, i, k) (it_at(__FILE__, __LINE__), it_check_error_(l, i, k))
 
 /* Fail the running test with a message, the daemon's log path and tail. */
 #define it_fail(...) it_fail_at(__FILE__, __LINE__, __VA_ARGS__)
 void it_fail_at(const char *file, int line, const char *fmt, ...)
-	__attribute__((format(printf, 3, 4), noreturn));
+    __attribute__((format(printf, 3, 4), noreturn));
 
 /* --- events --- */
 

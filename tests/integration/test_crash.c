@@ -24,7 +24,7 @@
 
 #include "harness.h"
 
-#define SENDERS 4
+#define SENDERS    4
 #define PER_SENDER 600
 
 /* The id of event i of sender k. */
@@ -63,7 +63,8 @@ static void crash_at(const char *point, const char *after)
 	char db[64];
 	snprintf(db, sizeof(db), "crash_%s", point);
 	it_pg_createdb(db);
-	struct it_config cfg = {.name = db, .dbname = db, .batch_max_events = 50, .log_level = "info"};
+	struct it_config cfg = {
+	    .name = db, .dbname = db, .batch_max_events = 50, .log_level = "info"};
 
 	setenv("OT_FAULT_POINT", point, 1);
 	setenv("OT_FAULT_AFTER", after, 1);
@@ -146,9 +147,9 @@ static void test_crash_after_acks(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_teardown(test_crash_before_commit, it_test_teardown),
-		cmocka_unit_test_teardown(test_crash_after_commit, it_test_teardown),
-		cmocka_unit_test_teardown(test_crash_after_acks, it_test_teardown),
+	    cmocka_unit_test_teardown(test_crash_before_commit, it_test_teardown),
+	    cmocka_unit_test_teardown(test_crash_after_commit, it_test_teardown),
+	    cmocka_unit_test_teardown(test_crash_after_acks, it_test_teardown),
 	};
 	it_env_init("crash");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));

@@ -18,8 +18,8 @@
 
 #include "harness.h"
 
-#define POISON_N 40
-#define VANISH_CONNS 20
+#define POISON_N      40
+#define VANISH_CONNS  20
 #define VANISH_EVENTS 300
 
 /*
@@ -149,8 +149,8 @@ static void test_clients_vanish(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_teardown(test_poison_events, it_test_teardown),
-		cmocka_unit_test_teardown(test_clients_vanish, it_test_teardown),
+	    cmocka_unit_test_teardown(test_poison_events, it_test_teardown),
+	    cmocka_unit_test_teardown(test_clients_vanish, it_test_teardown),
 	};
 	it_env_init("faults");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));

@@ -31,8 +31,8 @@
 
 #include "harness.h"
 
-#define MB (1024 * 1024)
-#define NEST_LEVELS 10000       /* arrays in the deep-nesting rows */
+#define MB                (1024 * 1024)
+#define NEST_LEVELS       10000 /* arrays in the deep-nesting rows */
 #define RSS_GROWTH_MAX_KB 16384 /* what 10 MB without a newline may cost */
 
 /* Built with AddressSanitizer (as build-asan/ is, daemon and tests alike)? */
@@ -46,8 +46,8 @@
 
 /* One row: what is sent after hello, and the reply it must get. */
 struct hostile_row {
-	const char *name;  /* for failure messages */
-	char *bytes;       /* malloc'd; sent as they are, "\n" included */
+	const char *name; /* for failure messages */
+	char *bytes;      /* malloc'd; sent as they are, "\n" included */
 	size_t len;
 	const char *code;  /* the error code the reply must carry */
 	const char *field; /* the message must name this field, or NULL */
@@ -156,8 +156,7 @@ static void table_build(struct hostile_table *t)
 	row_reason_bytes(t, "overlong UTF-8 of '/'", "\xc0\xaf", 2, "malformed_json");
 	row_reason_bytes(t, "overlong UTF-8, three bytes", "\xe0\x80\xaf", 3, "malformed_json");
 	row_reason_bytes(t, "UTF-8 of a surrogate", "\xed\xa0\x80", 3, "malformed_json");
-	row_reason_bytes(t, "a code point past U+10FFFF", "\xf4\x90\x80\x80", 4,
-	                 "malformed_json");
+	row_reason_bytes(t, "a code point past U+10FFFF", "\xf4\x90\x80\x80", 4, "malformed_json");
 	row_reason_bytes(t, "NUL byte inside a string", "a\0b", 3, "malformed_json");
 	row_reason_bytes(t, "escaped \\u0000", "a\\u0000b", 8, "malformed_json");
 	row_reason_bytes(t, "escaped lone surrogate", "\\ud800", 6, "malformed_json");
@@ -172,7 +171,8 @@ static void table_build(struct hostile_table *t)
 	free(s);
 	row_add_str(t, "10,000 nested arrays", nest, "malformed_json", NULL, NULL);
 	s = xasprintf("{\"type\":\"order.confirmed\",\"id\":\"h-nest-1\","
-	              "\"occurred_at\":\"" IT_OCCURRED_AT "\",\"order\":\"H-ORD-1\",\"ext\":{\"a\":%s}}",
+	              "\"occurred_at\":\"" IT_OCCURRED_AT
+	              "\",\"order\":\"H-ORD-1\",\"ext\":{\"a\":%s}}",
 	              nest);
 	row_add_str(t, "10,000 nested arrays in ext", s, "malformed_json", NULL, it_id_any);
 	free(s);
@@ -426,13 +426,13 @@ static void test_sql_in_strings(void **state)
 		snprintf(id, sizeof(id), "h-sql-%zu", i);
 		snprintf(order, sizeof(order), "H-SQL-%zu", i);
 		/* jansson escapes what JSON needs; the daemon gets the exact text. */
-		json_t *o = json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:[{s:s, s:s, "
-		                      "s:s, s:i, s:s}], s:{s:s}}",
-		                      "type", "order.created", "id", id, "occurred_at",
-		                      IT_OCCURRED_AT, "order", order, "buyer", p, "channel", p,
-		                      "note", p, "origin", "RW", "destination", "CN", "lines", "sku",
-		                      p, "product", p, "hs_code", "090111", "quantity", 10, "unit",
-		                      "kg", "ext", p, p);
+		json_t *o =
+		    json_pack("{s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:s, s:[{s:s, s:s, "
+		              "s:s, s:i, s:s}], s:{s:s}}",
+		              "type", "order.created", "id", id, "occurred_at", IT_OCCURRED_AT,
+		              "order", order, "buyer", p, "channel", p, "note", p, "origin", "RW",
+		              "destination", "CN", "lines", "sku", p, "product", p, "hs_code",
+		              "090111", "quantity", 10, "unit", "kg", "ext", p, p);
 		assert_non_null(o);
 		char *line = json_dumps(o, JSON_COMPACT);
 		it_send(c, line);
@@ -442,15 +442,17 @@ static void test_sql_in_strings(void **state)
 		free(line);
 		json_decref(o);
 
-		char *same = it_db_value(IT_DB,
-		                         "SELECT (body->>'buyer' = $3 AND body->>'channel' = $3"
-		                         " AND body->>'note' = $3 AND body->'lines'->0->>'sku' = $3"
-		                         " AND body->'lines'->0->>'product' = $3"
-		                         " AND body->'ext'->>$3 = $3)::text"
-		                         " FROM ordertrack.events WHERE exporter = $1 AND event_id = $2",
-		                         IT_EXPORTER, id, p, NULL);
+		char *same =
+		    it_db_value(IT_DB,
+		                "SELECT (body->>'buyer' = $3 AND body->>'channel' = $3"
+		                " AND body->>'note' = $3 AND body->'lines'->0->>'sku' = $3"
+		                " AND body->'lines'->0->>'product' = $3"
+		                " AND body->'ext'->>$3 = $3)::text"
+		                " FROM ordertrack.events WHERE exporter = $1 AND event_id = $2",
+		                IT_EXPORTER, id, p, NULL);
 		if (strcmp(same, "true") != 0)
-			it_fail("event %s: the stored body does not hold the exact string %s", id, p);
+			it_fail("event %s: the stored body does not hold the exact string %s", id,
+			        p);
 		free(same);
 		same = it_db_value(IT_DB,
 		                   "SELECT (o.buyer = $3 AND o.channel = $3 AND l.sku = $3"
@@ -460,7 +462,8 @@ static void test_sql_in_strings(void **state)
 		                   " WHERE o.exporter = $1 AND o.order_ref = $2",
 		                   IT_EXPORTER, order, p, NULL);
 		if (strcmp(same, "true") != 0)
-			it_fail("order %s: the read model does not hold the exact string %s", order, p);
+			it_fail("order %s: the read model does not hold the exact string %s", order,
+			        p);
 		free(same);
 	}
 
@@ -666,7 +669,8 @@ static void test_ten_megabytes_no_newline(void **state)
 	it_expect_pong(c);
 	char *extra = NULL;
 	if (it_try_read_line(c, 500, &extra) != IT_READ_TIMEOUT)
-		it_fail("a reply more than expected: %s", extra ? extra : "(the connection closed)");
+		it_fail("a reply more than expected: %s",
+		        extra ? extra : "(the connection closed)");
 
 	ev = it_event_line("h-10mb-after", "order.created", "H-10MB-1", NULL);
 	it_send(c, ev);

@@ -136,9 +136,9 @@ static void test_https_webhook(void **state)
 		free(ev);
 		it_expect_ack(c, id, "stored");
 	}
-	long n = it_db_long("https",
-	                    "SELECT count(*) FROM ordertrack.notifications WHERE exporter = $1",
-	                    IT_EXPORTER, NULL);
+	long n =
+	    it_db_long("https", "SELECT count(*) FROM ordertrack.notifications WHERE exporter = $1",
+	               IT_EXPORTER, NULL);
 	assert_true(n >= 2);
 	/* Two failures first (retried after 1 s and 2 s), then every one. */
 	assert_true(wait_lines(out, (int)n + 2, 30000));
@@ -150,7 +150,8 @@ static void test_https_webhook(void **state)
 	while (fgets(line, sizeof(line), f) != NULL) {
 		long delivery, seq;
 		int status, sigok;
-		assert_int_equal(sscanf(line, "%ld %d %d %ld", &delivery, &status, &sigok, &seq), 4);
+		assert_int_equal(sscanf(line, "%ld %d %d %ld", &delivery, &status, &sigok, &seq),
+		                 4);
 		assert_int_equal(sigok, 1);
 		assert_int_equal(delivery, seq);
 		if (status != 204) {
@@ -177,7 +178,7 @@ static void test_https_webhook(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_teardown(test_https_webhook, it_test_teardown),
+	    cmocka_unit_test_teardown(test_https_webhook, it_test_teardown),
 	};
 	it_env_init("https");
 	int rc = it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));

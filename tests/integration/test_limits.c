@@ -135,7 +135,8 @@ static void test_failed_hellos(void **state)
 {
 	(void)state;
 	it_pg_createdb("fail_hello");
-	struct it_config cfg = {.name = "fail_hello", .dbname = "fail_hello", .max_failed_hellos = 3};
+	struct it_config cfg = {
+	    .name = "fail_hello", .dbname = "fail_hello", .max_failed_hellos = 3};
 	struct it_daemon *d = it_daemon_start(&cfg, true);
 	for (int i = 0; i < 3; i++) {
 		struct it_client *c = it_connect(d);
@@ -244,8 +245,8 @@ static void test_privilege_drop(void **state)
 	}
 	uid_t uid = pw->pw_uid;
 	it_pg_createdb("privdrop");
-	struct it_config cfg = {.name = "privdrop", .dbname = "privdrop",
-	                        .extra_text = "user = \"ordertrack\";"};
+	struct it_config cfg = {
+	    .name = "privdrop", .dbname = "privdrop", .extra_text = "user = \"ordertrack\";"};
 	struct it_daemon *d = it_daemon_start(&cfg, true);
 	assert_int_equal(proc_uid(d->pid), (long)uid);
 	struct it_client *c = it_connect(d);
@@ -256,7 +257,8 @@ static void test_privilege_drop(void **state)
 	it_expect_ack(c, "privdrop-1", "stored");
 	it_daemon_stop_clean(d);
 
-	struct it_config bad = {.name = "privdrop_bad", .dbname = "privdrop",
+	struct it_config bad = {.name = "privdrop_bad",
+	                        .dbname = "privdrop",
 	                        .extra_text = "user = \"no-such-user-here\";"};
 	struct it_daemon *b = it_daemon_start(&bad, false);
 	int status = it_daemon_wait(b, 10000);
@@ -273,7 +275,9 @@ static void test_emfile_pause(void **state)
 {
 	(void)state;
 	it_pg_createdb("emfile");
-	struct it_config cfg = {.name = "emfile", .dbname = "emfile", .log_level = "info",
+	struct it_config cfg = {.name = "emfile",
+	                        .dbname = "emfile",
+	                        .log_level = "info",
 	                        .max_connections_per_ip = 1000};
 	struct it_daemon *d = it_daemon_start(&cfg, true);
 	/* Lower the running daemon's limit from outside (prlimit(2)). */
@@ -306,13 +310,13 @@ static void test_emfile_pause(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_teardown(test_per_ip_cap, it_test_teardown),
-		cmocka_unit_test_teardown(test_hello_timeout, it_test_teardown),
-		cmocka_unit_test_teardown(test_line_timeout, it_test_teardown),
-		cmocka_unit_test_teardown(test_failed_hellos, it_test_teardown),
-		cmocka_unit_test_teardown(test_many_idle, it_test_teardown),
-		cmocka_unit_test_teardown(test_privilege_drop, it_test_teardown),
-		cmocka_unit_test_teardown(test_emfile_pause, it_test_teardown),
+	    cmocka_unit_test_teardown(test_per_ip_cap, it_test_teardown),
+	    cmocka_unit_test_teardown(test_hello_timeout, it_test_teardown),
+	    cmocka_unit_test_teardown(test_line_timeout, it_test_teardown),
+	    cmocka_unit_test_teardown(test_failed_hellos, it_test_teardown),
+	    cmocka_unit_test_teardown(test_many_idle, it_test_teardown),
+	    cmocka_unit_test_teardown(test_privilege_drop, it_test_teardown),
+	    cmocka_unit_test_teardown(test_emfile_pause, it_test_teardown),
 	};
 	it_env_init("limits");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));

@@ -24,31 +24,31 @@
 
 #include "harness.h"
 
-#define KIVU "kivu-coffee"
-#define KIVU_TOKEN "demo-kivu-token"
-#define CHILI "akagera-chili"
+#define KIVU        "kivu-coffee"
+#define KIVU_TOKEN  "demo-kivu-token"
+#define CHILI       "akagera-chili"
 #define CHILI_TOKEN "demo-chili-token"
-#define KIVU_FILE "tests/data/scenario-kivu-coffee.jsonl"
-#define CHILI_FILE "tests/data/scenario-akagera-chili.jsonl"
+#define KIVU_FILE   "tests/data/scenario-kivu-coffee.jsonl"
+#define CHILI_FILE  "tests/data/scenario-akagera-chili.jsonl"
 
-#define SHUFFLE_SEED 0x6f7264657274726bULL /* fixed: the run is reproducible */
-#define SHUFFLE_CONNS 5                    /* connections per exporter */
-#define ACKS_MS 30000
+#define SHUFFLE_SEED  0x6f7264657274726bULL /* fixed: the run is reproducible */
+#define SHUFFLE_CONNS 5                     /* connections per exporter */
+#define ACKS_MS       30000
 
 /* The documents rules of the shipped config, which the scenarios are written for. */
 static const char documents_required[] =
-	"documents = { required = (\n"
-	"\t{ hs_prefix = \"0901\"; documents = [ \"phytosanitary\", \"certificate_of_origin\" ]; },\n"
-	"\t{ hs_prefix = \"0904\"; documents = [ \"phytosanitary\", \"certificate_of_origin\",\n"
-	"\t                                    \"quality_certificate\" ]; }\n"
-	"); };";
+    "documents = { required = (\n"
+    "\t{ hs_prefix = \"0901\"; documents = [ \"phytosanitary\", \"certificate_of_origin\" ]; },\n"
+    "\t{ hs_prefix = \"0904\"; documents = [ \"phytosanitary\", \"certificate_of_origin\",\n"
+    "\t                                    \"quality_certificate\" ]; }\n"
+    "); };";
 
 /* The lines of one scenario file and the exporter that sends them. */
 struct scenario {
 	const char *exporter;
 	const char *token;
-	char *text;    /* the file, split in place */
-	char **lines;  /* each one event */
+	char *text;   /* the file, split in place */
+	char **lines; /* each one event */
 	size_t n;
 };
 
@@ -69,7 +69,8 @@ static void scenario_load(struct scenario *sc, const char *rel, const char *expo
 	sc->exporter = exporter;
 	sc->token = token;
 	sc->text = it_source_file(rel);
-	for (char *l = strtok_r(sc->text, "\n", &save); l != NULL; l = strtok_r(NULL, "\n", &save)) {
+	for (char *l = strtok_r(sc->text, "\n", &save); l != NULL;
+	     l = strtok_r(NULL, "\n", &save)) {
 		if (l[0] == '\0')
 			continue;
 		if (sc->n == cap) {
@@ -117,8 +118,8 @@ static void line_id(const char *line, char *out, size_t cap)
  * the lines of its latest order.created (each scenario order has one) and
  * its document.issued events, those for one shipment counted apart.
  */
-static void scenario_counts(const struct scenario *sc, const char *order, long *lines,
-                            long *docs, long *docs_for_shipment)
+static void scenario_counts(const struct scenario *sc, const char *order, long *lines, long *docs,
+                            long *docs_for_shipment)
 {
 	*lines = *docs = *docs_for_shipment = 0;
 	for (size_t i = 0; i < sc->n; i++) {
@@ -142,13 +143,13 @@ static void scenario_counts(const struct scenario *sc, const char *order, long *
 static struct it_config model_config(const char *name, bool documents)
 {
 	struct it_config cfg = {
-		.name = name,
-		.dbname = name,
-		.no_default_exporters = true,
-		.extra = {{KIVU, "Kivu Hills Coffee Cooperative", KIVU_TOKEN},
-		          {CHILI, "Akagera Chili Exporters", CHILI_TOKEN}},
-		.n_extra = 2,
-		.extra_text = documents ? documents_required : NULL,
+	    .name = name,
+	    .dbname = name,
+	    .no_default_exporters = true,
+	    .extra = {{KIVU, "Kivu Hills Coffee Cooperative", KIVU_TOKEN},
+	              {CHILI, "Akagera Chili Exporters", CHILI_TOKEN}},
+	    .n_extra = 2,
+	    .extra_text = documents ? documents_required : NULL,
 	};
 	return cfg;
 }
@@ -197,8 +198,8 @@ static void expect_text_at(const char *file, int line, char *got, const char *wa
 		char g[512];
 		snprintf(g, sizeof(g), "%s", got != NULL ? got : "(null)");
 		free(got);
-		it_fail_at(file, line, "%s: expected %s, got %s", what, want != NULL ? want : "(null)",
-		           g);
+		it_fail_at(file, line, "%s: expected %s, got %s", what,
+		           want != NULL ? want : "(null)", g);
 	}
 	free(got);
 }
@@ -214,8 +215,7 @@ static char *order_summary(const char *db, const char *exporter, const char *ord
 }
 
 /* "status|milestone|hold|exception|last_location" of a shipment, '-' for null. */
-static char *ship_summary(const char *db, const char *exporter, const char *order,
-                          const char *ship)
+static char *ship_summary(const char *db, const char *exporter, const char *order, const char *ship)
 {
 	return it_db_value(db,
 	                   "SELECT concat_ws('|', status, milestone, coalesce(hold, '-'),"
@@ -226,8 +226,8 @@ static char *ship_summary(const char *db, const char *exporter, const char *orde
 }
 
 /* One column of a shipment as text. */
-static char *ship_col(const char *db, const char *col_sql, const char *exporter,
-                      const char *order, const char *ship)
+static char *ship_col(const char *db, const char *col_sql, const char *exporter, const char *order,
+                      const char *ship)
 {
 	char sql[512];
 	snprintf(sql, sizeof(sql),
@@ -242,7 +242,8 @@ static long count_of(const char *db, const char *table, const char *exporter, co
 {
 	char sql[256];
 	snprintf(sql, sizeof(sql),
-	         "SELECT count(*) FROM ordertrack.%s WHERE exporter = $1 AND order_ref = $2", table);
+	         "SELECT count(*) FROM ordertrack.%s WHERE exporter = $1 AND order_ref = $2",
+	         table);
 	return it_db_long(db, sql, exporter, order, NULL);
 }
 
@@ -453,19 +454,19 @@ static void test_scenarios_shuffled(void **state)
 		const char *select_sql;
 		const char *order_by;
 	} tables[] = {
-		{"orders",
-		 "SELECT exporter, order_ref, status, buyer, channel, origin, destination, incoterm,"
-		 " currency, expected_delivery, anomalies, created_at, last_event_at, state"
-		 " FROM ordertrack.orders",
-		 "t.exporter COLLATE \"C\", t.order_ref COLLATE \"C\""},
-		{"shipments",
-		 "SELECT exporter, order_ref, shipment_ref, status, milestone, hold, exception, mode,"
-		 " carrier, tracking, consignee, eta, last_event_at, last_location"
-		 " FROM ordertrack.shipments",
-		 "t.exporter COLLATE \"C\", t.order_ref COLLATE \"C\", t.shipment_ref COLLATE \"C\""},
-		{"order_lines", "SELECT * FROM ordertrack.order_lines",
-		 "t.exporter COLLATE \"C\", t.order_ref COLLATE \"C\", t.line_no"},
-		{"documents", "SELECT * FROM ordertrack.documents", "t::text COLLATE \"C\""},
+	    {"orders",
+	     "SELECT exporter, order_ref, status, buyer, channel, origin, destination, incoterm,"
+	     " currency, expected_delivery, anomalies, created_at, last_event_at, state"
+	     " FROM ordertrack.orders",
+	     "t.exporter COLLATE \"C\", t.order_ref COLLATE \"C\""},
+	    {"shipments",
+	     "SELECT exporter, order_ref, shipment_ref, status, milestone, hold, exception, mode,"
+	     " carrier, tracking, consignee, eta, last_event_at, last_location"
+	     " FROM ordertrack.shipments",
+	     "t.exporter COLLATE \"C\", t.order_ref COLLATE \"C\", t.shipment_ref COLLATE \"C\""},
+	    {"order_lines", "SELECT * FROM ordertrack.order_lines",
+	     "t.exporter COLLATE \"C\", t.order_ref COLLATE \"C\", t.line_no"},
+	    {"documents", "SELECT * FROM ordertrack.documents", "t::text COLLATE \"C\""},
 	};
 	for (size_t i = 0; i < sizeof(tables) / sizeof(tables[0]); i++) {
 		char *a = table_text("model_ref", tables[i].select_sql, tables[i].order_by);
@@ -505,8 +506,7 @@ static void send_ok(struct it_client *c, const char *id, const char *type, const
 }
 
 /* Send a retraction and require the ack. */
-static void retract_ok(struct it_client *c, const char *id, const char *order,
-                       const char *target)
+static void retract_ok(struct it_client *c, const char *id, const char *order, const char *target)
 {
 	char *line = retract_line(id, order, target);
 	it_send(c, line);
@@ -524,7 +524,8 @@ static void retract_refused(struct it_client *c, const char *id, const char *ord
 	json_t *e = it_expect_error(c, id, "invalid_event");
 	const char *msg = it_json_str(e, "message");
 	if (msg == NULL || strstr(msg, "\"retracts\"") == NULL)
-		it_fail("refusal of %s should name field \"retracts\": %s", id, msg ? msg : "(none)");
+		it_fail("refusal of %s should name field \"retracts\": %s", id,
+		        msg ? msg : "(none)");
 	json_decref(e);
 }
 
@@ -682,10 +683,10 @@ static void test_exporter_isolation(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_teardown(test_scenarios_in_order, it_test_teardown),
-		cmocka_unit_test_teardown(test_scenarios_shuffled, it_test_teardown),
-		cmocka_unit_test_teardown(test_retractions, it_test_teardown),
-		cmocka_unit_test_teardown(test_exporter_isolation, it_test_teardown),
+	    cmocka_unit_test_teardown(test_scenarios_in_order, it_test_teardown),
+	    cmocka_unit_test_teardown(test_scenarios_shuffled, it_test_teardown),
+	    cmocka_unit_test_teardown(test_retractions, it_test_teardown),
+	    cmocka_unit_test_teardown(test_exporter_isolation, it_test_teardown),
 	};
 	it_env_init("model");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));

@@ -41,32 +41,32 @@
 
 #include "harness.h"
 
-#define KIVU "kivu-coffee"
-#define KIVU_TOKEN "demo-kivu-token"
-#define CHILI "akagera-chili"
+#define KIVU        "kivu-coffee"
+#define KIVU_TOKEN  "demo-kivu-token"
+#define CHILI       "akagera-chili"
 #define CHILI_TOKEN "demo-chili-token"
-#define TEA "lake-kivu-tea"
-#define TEA_TOKEN "tea-83d1f0-token"
-#define HONEY "virunga-honey"
+#define TEA         "lake-kivu-tea"
+#define TEA_TOKEN   "tea-83d1f0-token"
+#define HONEY       "virunga-honey"
 #define HONEY_TOKEN "honey-5be7a2-token"
-#define OPS "ops"
-#define OPS_TOKEN "ops-4f19c2-token"
-#define KIVU_FILE "tests/data/scenario-kivu-coffee.jsonl"
-#define CHILI_FILE "tests/data/scenario-akagera-chili.jsonl"
+#define OPS         "ops"
+#define OPS_TOKEN   "ops-4f19c2-token"
+#define KIVU_FILE   "tests/data/scenario-kivu-coffee.jsonl"
+#define CHILI_FILE  "tests/data/scenario-akagera-chili.jsonl"
 
-#define NOTE_MS 15000   /* wait for one notification line */
-#define QUIET_MS 500    /* "nothing more comes" */
-#define LOAD_CONNS 4
-#define LOAD_EVENTS 500 /* per connection */
-#define HOOK_SECRET "whsec-test-0123456789"
+#define NOTE_MS       15000 /* wait for one notification line */
+#define QUIET_MS      500   /* "nothing more comes" */
+#define LOAD_CONNS    4
+#define LOAD_EVENTS   500 /* per connection */
+#define HOOK_SECRET   "whsec-test-0123456789"
 #define HOOK_FAILURES 3 /* retried after 1 s, 2 s, 4 s */
 
 static const char documents_required[] =
-	"documents = { required = (\n"
-	"\t{ hs_prefix = \"0901\"; documents = [ \"phytosanitary\", \"certificate_of_origin\" ]; },\n"
-	"\t{ hs_prefix = \"0904\"; documents = [ \"phytosanitary\", \"certificate_of_origin\",\n"
-	"\t                                    \"quality_certificate\" ]; }\n"
-	"); };\n";
+    "documents = { required = (\n"
+    "\t{ hs_prefix = \"0901\"; documents = [ \"phytosanitary\", \"certificate_of_origin\" ]; },\n"
+    "\t{ hs_prefix = \"0904\"; documents = [ \"phytosanitary\", \"certificate_of_origin\",\n"
+    "\t                                    \"quality_certificate\" ]; }\n"
+    "); };\n";
 
 /* Alerts that never tick during a test. */
 static const char alerts_off[] = "alerts = { interval_s = 86400; };\n";
@@ -92,17 +92,17 @@ static struct it_config notify_config(const char *name, const char *db, const ch
 	snprintf(buf, cap, "%s%s%s", documents_required, alerts != NULL ? alerts : alerts_off,
 	         webhooks != NULL ? webhooks : "");
 	struct it_config cfg = {
-		.name = name,
-		.dbname = db,
-		.no_default_exporters = true,
-		.extra = {{KIVU, "Kivu Hills Coffee Cooperative", KIVU_TOKEN},
-		          {CHILI, "Akagera Chili Exporters", CHILI_TOKEN},
-		          {TEA, "Lake Kivu Tea", TEA_TOKEN},
-		          {HONEY, "Virunga Honey", HONEY_TOKEN}},
-		.n_extra = 4,
-		.operators = {{OPS, "Operations desk", OPS_TOKEN}},
-		.n_operators = 1,
-		.extra_text = buf,
+	    .name = name,
+	    .dbname = db,
+	    .no_default_exporters = true,
+	    .extra = {{KIVU, "Kivu Hills Coffee Cooperative", KIVU_TOKEN},
+	              {CHILI, "Akagera Chili Exporters", CHILI_TOKEN},
+	              {TEA, "Lake Kivu Tea", TEA_TOKEN},
+	              {HONEY, "Virunga Honey", HONEY_TOKEN}},
+	    .n_extra = 4,
+	    .operators = {{OPS, "Operations desk", OPS_TOKEN}},
+	    .n_operators = 1,
+	    .extra_text = buf,
 	};
 	return cfg;
 }
@@ -266,9 +266,11 @@ static void expect_seq_contiguous(const char *db)
 {
 	long n = note_count(db, "true");
 	long long hi = max_seq(db);
-	long lo = it_db_long(db, "SELECT coalesce(min(seq), 1) FROM ordertrack.notifications", NULL);
+	long lo =
+	    it_db_long(db, "SELECT coalesce(min(seq), 1) FROM ordertrack.notifications", NULL);
 	if (hi != n || lo != 1)
-		it_fail("notification seqs are not 1..%ld without gaps: min %ld, max %lld", n, lo, hi);
+		it_fail("notification seqs are not 1..%ld without gaps: min %ld, max %lld", n, lo,
+		        hi);
 }
 
 /* ------------------------------------------------------------------ */
@@ -298,8 +300,8 @@ static void subscribe(struct it_client *c, const char *line, long long after)
 	if (type == NULL || strcmp(type, "subscribed") != 0 || !json_is_integer(a) ||
 	    json_integer_value(a) != after || json_object_size(o) != 2) {
 		char *t = json_dumps(o, JSON_COMPACT);
-		it_fail("to %s expected {\"type\":\"subscribed\",\"after\":%lld}, got %s", line, after,
-		        t);
+		it_fail("to %s expected {\"type\":\"subscribed\",\"after\":%lld}, got %s", line,
+		        after, t);
 	}
 	json_decref(o);
 }
@@ -334,8 +336,8 @@ static void expect_same_note(const json_t *got, const json_t *want, size_t i, co
 		return;
 	char *g = json_dumps(got, JSON_COMPACT | JSON_SORT_KEYS);
 	char *w = json_dumps(want, JSON_COMPACT | JSON_SORT_KEYS);
-	it_fail("%s: notification %zu differs from the table:\n  got   %.400s\n  table %.400s", what,
-	        i, g, w);
+	it_fail("%s: notification %zu differs from the table:\n  got   %.400s\n  table %.400s",
+	        what, i, g, w);
 }
 
 /*
@@ -458,8 +460,8 @@ static void test_subscribe_under_load(void **state)
 	const char *db = "notify_load";
 	static const struct {
 		const char *id, *token;
-	} who[LOAD_CONNS] = {{KIVU, KIVU_TOKEN}, {CHILI, CHILI_TOKEN}, {TEA, TEA_TOKEN},
-	                     {HONEY, HONEY_TOKEN}};
+	} who[LOAD_CONNS] = {
+	    {KIVU, KIVU_TOKEN}, {CHILI, CHILI_TOKEN}, {TEA, TEA_TOKEN}, {HONEY, HONEY_TOKEN}};
 	struct it_daemon *d = notify_daemon(db, NULL, NULL);
 	struct it_client *op = it_connect(d);
 	it_hello_operator(op, OPS, OPS_TOKEN);
@@ -471,8 +473,9 @@ static void test_subscribe_under_load(void **state)
 	for (int k = 0; k < LOAD_CONNS; k++) {
 		struct it_client *c = it_connect(d);
 		char hello[256];
-		snprintf(hello, sizeof(hello), "{\"type\":\"hello\",\"exporter\":\"%s\",\"token\":\"%s\"}",
-		         who[k].id, who[k].token);
+		snprintf(hello, sizeof(hello),
+		         "{\"type\":\"hello\",\"exporter\":\"%s\",\"token\":\"%s\"}", who[k].id,
+		         who[k].token);
 		it_queue(c, hello);
 		for (int i = 0; i < LOAD_EVENTS; i++) {
 			char id[32];
@@ -504,7 +507,8 @@ static void test_subscribe_under_load(void **state)
 	expect_seq_contiguous(db);
 	/* At least an order.status and a shipment.status for each of the orders. */
 	if (table.n < (size_t)(LOAD_CONNS * LOAD_EVENTS / 5 * 2))
-		it_fail("only %zu notifications for %d orders", table.n, LOAD_CONNS * LOAD_EVENTS / 5);
+		it_fail("only %zu notifications for %d orders", table.n,
+		        LOAD_CONNS * LOAD_EVENTS / 5);
 	op->want = table.n;
 	if (!it_pump(&op, 1, 60000))
 		it_fail("the operator got %zu of %zu notifications", op->n_lines, table.n);
@@ -515,7 +519,8 @@ static void test_subscribe_under_load(void **state)
 		                        "notification") != 0)
 			it_fail("operator line %zu is not a notification: %.200s", i, op->lines[i]);
 		if (seq_of(o) <= last)
-			it_fail("operator stream: seq %lld after %lld (line %zu)", seq_of(o), last, i);
+			it_fail("operator stream: seq %lld after %lld (line %zu)", seq_of(o), last,
+			        i);
 		last = seq_of(o);
 		expect_same_note(o, table.v[i], i, "operator under load");
 		json_decref(o);
@@ -585,18 +590,18 @@ static void test_rolled_back_batch(void **state)
 		it_fail("no \"batch failed, isolating\" in the log: the six events did not fail "
 		        "as one batch, so this test proved nothing");
 
-	assert_int_equal(it_db_long(db,
-	                            "SELECT count(*) FROM ordertrack.events WHERE event_id = 'f-03'",
-	                            NULL),
-	                 0);
+	assert_int_equal(
+	    it_db_long(db, "SELECT count(*) FROM ordertrack.events WHERE event_id = 'f-03'", NULL),
+	    0);
 	assert_int_equal(note_count(db, "event_id = 'f-03'"), 0);
 	/* Each change once: no row survives from the rolled-back attempt. */
-	assert_int_equal(note_count(db, "true"),
-	                 it_db_long(db,
-	                            "SELECT count(DISTINCT (kind, order_ref, coalesce(shipment_ref, ''),"
-	                            " coalesce(from_status, ''), coalesce(to_status, '')))"
-	                            " FROM ordertrack.notifications",
-	                            NULL));
+	assert_int_equal(
+	    note_count(db, "true"),
+	    it_db_long(db,
+	               "SELECT count(DISTINCT (kind, order_ref, coalesce(shipment_ref, ''),"
+	               " coalesce(from_status, ''), coalesce(to_status, '')))"
+	               " FROM ordertrack.notifications",
+	               NULL));
 	/* created, then booked, then in_transit for F-1; created, confirmed for F-2. */
 	assert_int_equal(note_count(db, "kind = 'order.status' AND order_ref = 'F-1'"), 3);
 	assert_int_equal(note_count(db, "kind = 'order.status' AND order_ref = 'F-2'"), 2);
@@ -639,14 +644,14 @@ static void test_no_change_no_notification(void **state)
 	struct it_client *c = it_connect(d);
 	it_hello(c, KIVU, KIVU_TOKEN);
 	char *late[] = {
-		event_at("kvh-0142-late1", "shipment.picked_up", "KVH-2026-0142", "KVH-0142-A",
-		         "2026-10-12T06:00:00+02:00"),
-		event_at("kvh-0142-late2", "shipment.checkpoint", "KVH-2026-0142", "KVH-0142-A",
-		         "2026-10-13T05:00:00+02:00"),
-		event_at("kvh-0142-late3", "order.confirmed", "KVH-2026-0142", NULL,
-		         "2026-10-05T12:00:00+02:00"),
-		event_at("kvh-0157-late1", "shipment.export_cleared", "KVH-2026-0157", "KVH-0157-A",
-		         "2026-11-02T15:00:00+02:00"),
+	    event_at("kvh-0142-late1", "shipment.picked_up", "KVH-2026-0142", "KVH-0142-A",
+	             "2026-10-12T06:00:00+02:00"),
+	    event_at("kvh-0142-late2", "shipment.checkpoint", "KVH-2026-0142", "KVH-0142-A",
+	             "2026-10-13T05:00:00+02:00"),
+	    event_at("kvh-0142-late3", "order.confirmed", "KVH-2026-0142", NULL,
+	             "2026-10-05T12:00:00+02:00"),
+	    event_at("kvh-0157-late1", "shipment.export_cleared", "KVH-2026-0157", "KVH-0157-A",
+	             "2026-11-02T15:00:00+02:00"),
 	};
 	for (size_t i = 0; i < sizeof(late) / sizeof(late[0]); i++) {
 		send_event(c, late[i], "stored");
@@ -745,8 +750,8 @@ static void test_listen_notify(void **state)
 
 /* Subscribe with line (its after is 0) and require exactly the rows of where. */
 static void expect_filtered(struct it_daemon *d, const char *db, bool op, const char *exporter,
-                            const char *token, const char *line, const char *where,
-                            const char *p1, const char *p2)
+                            const char *token, const char *line, const char *where, const char *p1,
+                            const char *p2)
 {
 	struct rows want;
 	table_rows(db, where, p1, p2, &want);
@@ -807,7 +812,8 @@ static void test_filters(void **state)
 	it_send(c, "{\"type\":\"subscribe\",\"after\":-1}");
 	json_t *e = it_expect_error(c, NULL, "invalid_request");
 	if (strstr(it_json_str(e, "message"), "\"after\"") == NULL)
-		it_fail("the refusal of after -1 should name \"after\": %s", it_json_str(e, "message"));
+		it_fail("the refusal of after -1 should name \"after\": %s",
+		        it_json_str(e, "message"));
 	json_decref(e);
 	it_send(c, "{\"type\":\"ping\"}");
 	it_expect_pong(c);
@@ -904,12 +910,12 @@ static void rcv_request_cb(struct evhttp_request *req, void *arg)
 	struct evbuffer *buf = evhttp_request_get_input_buffer(req);
 	size_t len = evbuffer_get_length(buf);
 	struct hook_req r = {
-		.post = evhttp_request_get_command(req) == EVHTTP_REQ_POST,
-		.uri = dup_or_null(evhttp_request_get_uri(req)),
-		.content_type = dup_or_null(evhttp_find_header(in, "Content-Type")),
-		.delivery = dup_or_null(evhttp_find_header(in, "Ordertrack-Delivery")),
-		.signature = dup_or_null(evhttp_find_header(in, "Ordertrack-Signature")),
-		.body = malloc(len + 1),
+	    .post = evhttp_request_get_command(req) == EVHTTP_REQ_POST,
+	    .uri = dup_or_null(evhttp_request_get_uri(req)),
+	    .content_type = dup_or_null(evhttp_find_header(in, "Content-Type")),
+	    .delivery = dup_or_null(evhttp_find_header(in, "Ordertrack-Delivery")),
+	    .signature = dup_or_null(evhttp_find_header(in, "Ordertrack-Signature")),
+	    .body = malloc(len + 1),
 	};
 	if (r.body == NULL)
 		abort();
@@ -1055,7 +1061,8 @@ static void expect_signed(const struct hook_req *r, size_t i)
 	unsigned char md[EVP_MAX_MD_SIZE];
 	unsigned int mdlen = 0;
 	if (HMAC(EVP_sha256(), HOOK_SECRET, (int)strlen(HOOK_SECRET), (const unsigned char *)msg,
-	         (size_t)mlen, md, &mdlen) == NULL || mdlen != 32) {
+	         (size_t)mlen, md, &mdlen) == NULL ||
+	    mdlen != 32) {
 		free(msg);
 		it_fail("HMAC failed");
 	}
@@ -1064,7 +1071,8 @@ static void expect_signed(const struct hook_req *r, size_t i)
 	for (unsigned int k = 0; k < mdlen; k++)
 		snprintf(hex + 2 * k, 3, "%02x", md[k]);
 	if (strcmp(hex, end + 4) != 0)
-		it_fail("request %zu: v1=%s, but HMAC-SHA256 of \"<t>.<body>\" is %s", i, end + 4, hex);
+		it_fail("request %zu: v1=%s, but HMAC-SHA256 of \"<t>.<body>\" is %s", i, end + 4,
+		        hex);
 }
 
 /*
@@ -1100,18 +1108,22 @@ static size_t check_deliveries(const struct rows *want, size_t *failures)
 		json_decref(prev_b);
 		if (i > 0 && seq == prev_seq) {
 			if (reqs[i - 1].status < 300)
-				it_fail("request %zu: seq %lld delivered again after a 2xx", i, seq);
+				it_fail("request %zu: seq %lld delivered again after a 2xx", i,
+				        seq);
 		} else {
 			if (i > 0 && reqs[i - 1].status >= 300)
-				it_fail("request %zu: seq %lld sent after seq %lld failed (skipped it)", i,
-				        seq, prev_seq);
+				it_fail(
+				    "request %zu: seq %lld sent after seq %lld failed (skipped it)",
+				    i, seq, prev_seq);
 			if (next >= want->n)
-				it_fail("request %zu: seq %lld, but the table has no more rows for this "
+				it_fail("request %zu: seq %lld, but the table has no more rows for "
+				        "this "
 				        "webhook",
 				        i, seq);
 			if (seq != seq_of(want->v[next]))
-				it_fail("request %zu: seq %lld, expected %lld (row %zu of the webhook's)", i,
-				        seq, seq_of(want->v[next]), next);
+				it_fail("request %zu: seq %lld, expected %lld (row %zu of the "
+				        "webhook's)",
+				        i, seq, seq_of(want->v[next]), next);
 			next++;
 		}
 		expect_same_note(b, want->v[next - 1], next - 1, "webhook body");
@@ -1219,8 +1231,8 @@ static void test_webhook(void **state)
 
 	/* Up again, with the same database: it resumes at the cursor. */
 	rcv_fail_all(false);
-	struct it_config cfg2 = notify_config("notify_hook_restarted", db, NULL, hooks, extra,
-	                                      sizeof(extra));
+	struct it_config cfg2 =
+	    notify_config("notify_hook_restarted", db, NULL, hooks, extra, sizeof(extra));
 	d = it_daemon_start(&cfg2, true);
 	k = it_connect(d);
 	it_hello(k, KIVU, KIVU_TOKEN);
@@ -1241,8 +1253,8 @@ static void test_webhook(void **state)
 /* ------------------------------------------------------------------ */
 
 /* Read n alert notifications; each must be for AL-1/AL-A with from -> to. */
-static void expect_alerts(struct it_client *sub, const char *from, const char *to,
-                          bool *dwell, bool *stale)
+static void expect_alerts(struct it_client *sub, const char *from, const char *to, bool *dwell,
+                          bool *stale)
 {
 	*dwell = *stale = false;
 	for (int i = 0; i < 2; i++) {
@@ -1255,12 +1267,13 @@ static void expect_alerts(struct it_client *sub, const char *from, const char *t
 		char *text = json_dumps(o, JSON_COMPACT);
 		if (kind == NULL || !from_ok || t == NULL || strcmp(t, to) != 0 ||
 		    strcmp(it_json_str(o, "exporter"), KIVU) != 0 ||
-		    strcmp(it_json_str(o, "order"), "AL-1") != 0 || it_json_str(o, "shipment") == NULL ||
+		    strcmp(it_json_str(o, "order"), "AL-1") != 0 ||
+		    it_json_str(o, "shipment") == NULL ||
 		    strcmp(it_json_str(o, "shipment"), "AL-A") != 0 ||
 		    !json_is_null(json_object_get(o, "event")) ||
 		    !json_is_null(json_object_get(o, "occurred_at")))
-			it_fail("expected an alert %s -> %s for AL-1/AL-A, got %s", from ? from : "null",
-			        to, text);
+			it_fail("expected an alert %s -> %s for AL-1/AL-A, got %s",
+			        from ? from : "null", to, text);
 		if (strcmp(kind, "alert.customs_dwell") == 0 && !*dwell)
 			*dwell = true;
 		else if (strcmp(kind, "alert.stale") == 0 && !*stale)
@@ -1282,14 +1295,15 @@ static void test_alerts(void **state)
 	(void)state;
 	const char *db = "notify_alerts";
 	static const char alerts[] =
-		"alerts = { interval_s = 1; customs_hold_hours = 1; stale_hours = 1; };\n";
+	    "alerts = { interval_s = 1; customs_hold_hours = 1; stale_hours = 1; };\n";
 	static const char sub_line[] =
-		"{\"type\":\"subscribe\",\"after\":%lld,\"kinds\":[\"alert.customs_dwell\","
-		"\"alert.stale\",\"alert.overdue\"]}";
+	    "{\"type\":\"subscribe\",\"after\":%lld,\"kinds\":[\"alert.customs_dwell\","
+	    "\"alert.stale\",\"alert.overdue\"]}";
 	char extra[2048], line[256], t3[40], t2[40], now[40];
 	bool dwell, stale;
 	it_pg_createdb(db);
-	struct it_config cfg = notify_config("notify_alerts", db, alerts, NULL, extra, sizeof(extra));
+	struct it_config cfg =
+	    notify_config("notify_alerts", db, alerts, NULL, extra, sizeof(extra));
 	struct it_daemon *d = it_daemon_start(&cfg, true);
 	struct it_client *sub = it_connect(d);
 	it_hello(sub, KIVU, KIVU_TOKEN);
@@ -1301,9 +1315,9 @@ static void test_alerts(void **state)
 	struct it_client *c = it_connect(d);
 	it_hello(c, KIVU, KIVU_TOKEN);
 	char *evs[] = {
-		event_at("al-01", "order.created", "AL-1", NULL, t3),
-		event_at("al-02", "shipment.booked", "AL-1", "AL-A", t3),
-		event_at("al-03", "shipment.customs_hold", "AL-1", "AL-A", t2),
+	    event_at("al-01", "order.created", "AL-1", NULL, t3),
+	    event_at("al-02", "shipment.booked", "AL-1", "AL-A", t3),
+	    event_at("al-03", "shipment.customs_hold", "AL-1", "AL-A", t2),
 	};
 	for (size_t i = 0; i < 3; i++) {
 		send_event(c, evs[i], "stored");
@@ -1313,15 +1327,14 @@ static void test_alerts(void **state)
 	it_sleep_ms(3000);
 	assert_int_equal(note_count(db, "kind LIKE 'alert.%'"), 2);
 	expect_quiet(sub, 100, "alerts once raised");
-	assert_int_equal(it_db_long(db,
-	                            "SELECT count(*) FROM ordertrack.alerts WHERE cleared_at IS NULL",
-	                            NULL),
-	                 2);
+	assert_int_equal(
+	    it_db_long(db, "SELECT count(*) FROM ordertrack.alerts WHERE cleared_at IS NULL", NULL),
+	    2);
 
 	/* A restart does not raise them again. */
 	it_daemon_stop_clean(d);
-	struct it_config cfg2 = notify_config("notify_alerts_restarted", db, alerts, NULL, extra,
-	                                      sizeof(extra));
+	struct it_config cfg2 =
+	    notify_config("notify_alerts_restarted", db, alerts, NULL, extra, sizeof(extra));
 	d = it_daemon_start(&cfg2, true);
 	it_sleep_ms(3500);
 	assert_int_equal(note_count(db, "kind LIKE 'alert.%'"), 2);
@@ -1342,10 +1355,9 @@ static void test_alerts(void **state)
 	it_sleep_ms(3000);
 	assert_int_equal(note_count(db, "kind LIKE 'alert.%'"), 4);
 	expect_quiet(sub, 100, "alerts once cleared");
-	assert_int_equal(it_db_long(db,
-	                            "SELECT count(*) FROM ordertrack.alerts WHERE cleared_at IS NULL",
-	                            NULL),
-	                 0);
+	assert_int_equal(
+	    it_db_long(db, "SELECT count(*) FROM ordertrack.alerts WHERE cleared_at IS NULL", NULL),
+	    0);
 	assert_int_equal(it_db_long(db, "SELECT count(*) FROM ordertrack.alerts", NULL), 2);
 	expect_seq_contiguous(db);
 	it_daemon_stop_clean(d);
@@ -1361,15 +1373,15 @@ static int notify_teardown(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_teardown(test_subscribe_scenario, notify_teardown),
-		cmocka_unit_test_teardown(test_subscribe_resume, notify_teardown),
-		cmocka_unit_test_teardown(test_subscribe_under_load, notify_teardown),
-		cmocka_unit_test_teardown(test_rolled_back_batch, notify_teardown),
-		cmocka_unit_test_teardown(test_no_change_no_notification, notify_teardown),
-		cmocka_unit_test_teardown(test_listen_notify, notify_teardown),
-		cmocka_unit_test_teardown(test_filters, notify_teardown),
-		cmocka_unit_test_teardown(test_webhook, notify_teardown),
-		cmocka_unit_test_teardown(test_alerts, notify_teardown),
+	    cmocka_unit_test_teardown(test_subscribe_scenario, notify_teardown),
+	    cmocka_unit_test_teardown(test_subscribe_resume, notify_teardown),
+	    cmocka_unit_test_teardown(test_subscribe_under_load, notify_teardown),
+	    cmocka_unit_test_teardown(test_rolled_back_batch, notify_teardown),
+	    cmocka_unit_test_teardown(test_no_change_no_notification, notify_teardown),
+	    cmocka_unit_test_teardown(test_listen_notify, notify_teardown),
+	    cmocka_unit_test_teardown(test_filters, notify_teardown),
+	    cmocka_unit_test_teardown(test_webhook, notify_teardown),
+	    cmocka_unit_test_teardown(test_alerts, notify_teardown),
 	};
 	it_env_init("notify");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));

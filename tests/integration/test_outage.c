@@ -22,13 +22,13 @@
 
 #include "harness.h"
 
-#define CONNS 2
-#define PER_CONN 1500 /* 3,000 events in all */
-#define TICK_MS 10
-#define TICK_EVENTS 3 /* per connection per tick: ~300 events/s each */
-#define STOP_AT 400   /* events per connection queued when the stop begins */
-#define OUTAGE_MS 3000
-#define RECOVER_MS 120000
+#define CONNS       2
+#define PER_CONN    1500 /* 3,000 events in all */
+#define TICK_MS     10
+#define TICK_EVENTS 3   /* per connection per tick: ~300 events/s each */
+#define STOP_AT     400 /* events per connection queued when the stop begins */
+#define OUTAGE_MS   3000
+#define RECOVER_MS  120000
 
 /* The id of event i on connection k. */
 static void event_id(int k, int i, char *out, size_t cap)
@@ -43,8 +43,9 @@ static void queue_range(struct it_client **cs, int from, int to)
 		for (int i = from; i < to; i++) {
 			char id[32];
 			event_id(k, i, id, sizeof(id));
-			char *ev = it_event_line(id, i % 2 ? "shipment.checkpoint" : "shipment.arrived",
-			                         "PO-OUT", k ? "SH-OUT-B" : "SH-OUT-A");
+			char *ev =
+			    it_event_line(id, i % 2 ? "shipment.checkpoint" : "shipment.arrived",
+			                  "PO-OUT", k ? "SH-OUT-B" : "SH-OUT-A");
 			it_queue(cs[k], ev);
 			free(ev);
 		}
@@ -175,9 +176,9 @@ static void outage_mid_stream(const char *mode, int rounds)
 	fprintf(stderr, "outage (%s): %d acks were \"duplicate\"\n", mode, dups);
 
 	assert_int_equal(it_db_rows(db), CONNS * PER_CONN);
-	assert_int_equal(it_db_long(db, "SELECT count(DISTINCT event_id) FROM ordertrack.events",
-	                            NULL),
-	                 CONNS * PER_CONN);
+	assert_int_equal(
+	    it_db_long(db, "SELECT count(DISTINCT event_id) FROM ordertrack.events", NULL),
+	    CONNS * PER_CONN);
 	off_t lost = it_log_expect(d, off, "msg=\"database lost\"", 0);
 	it_log_expect(d, lost, "msg=\"database connected\"", IT_REPLY_MS);
 

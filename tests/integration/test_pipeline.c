@@ -25,8 +25,8 @@
 
 #include "harness.h"
 
-#define ONE_N 10000
-#define MANY_CONNS 100
+#define ONE_N       10000
+#define MANY_CONNS  100
 #define MANY_EVENTS 50
 #define READ_ALL_MS 120000
 
@@ -110,18 +110,17 @@ static void test_hundred_connections(void **state)
 
 	it_pg_createdb("pipe_many");
 	struct it_config cfg = {
-		.name = "pipe_many", .dbname = "pipe_many", .max_connections = 2 * MANY_CONNS};
+	    .name = "pipe_many", .dbname = "pipe_many", .max_connections = 2 * MANY_CONNS};
 	struct it_daemon *d = it_daemon_start(&cfg, true);
 
 	/* Connect all first so that every session is open while events flow. */
 	for (int k = 0; k < MANY_CONNS; k++)
 		cs[k] = it_connect(d);
 	for (int k = 0; k < MANY_CONNS; k++) {
-		const char *hello =
-			k % 2 ? "{\"type\":\"hello\",\"exporter\":\"" IT_EXPORTER2
-			        "\",\"token\":\"" IT_TOKEN2 "\"}"
-			      : "{\"type\":\"hello\",\"exporter\":\"" IT_EXPORTER
-			        "\",\"token\":\"" IT_TOKEN "\"}";
+		const char *hello = k % 2 ? "{\"type\":\"hello\",\"exporter\":\"" IT_EXPORTER2
+		                            "\",\"token\":\"" IT_TOKEN2 "\"}"
+		                          : "{\"type\":\"hello\",\"exporter\":\"" IT_EXPORTER
+		                            "\",\"token\":\"" IT_TOKEN "\"}";
 		it_queue(cs[k], hello);
 		cs[k]->want = 1;
 	}
@@ -361,8 +360,8 @@ static void test_small_window(void **state)
 			it_check_ack(cs[k]->lines[at++], id, "stored");
 			if (i % PING_EVERY == PING_EVERY - 1 &&
 			    strcmp(cs[k]->lines[at++], "{\"type\":\"pong\"}") != 0)
-				it_fail("connection %d: expected a pong after event %d, got %s", k, i,
-				        cs[k]->lines[at - 1]);
+				it_fail("connection %d: expected a pong after event %d, got %s", k,
+				        i, cs[k]->lines[at - 1]);
 		}
 	}
 	assert_int_equal(it_db_rows("pipe_window"), CONNS * N);

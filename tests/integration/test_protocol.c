@@ -64,8 +64,7 @@ static void expect_column(const char *id, const char *expr, const char *want)
 	if (want == NULL && got != NULL)
 		it_fail("event %s: %s should be NULL, is '%s'", id, expr, got);
 	if (want != NULL && (got == NULL || strcmp(got, want) != 0))
-		it_fail("event %s: %s should be '%s', is '%s'", id, expr, want,
-		        got ? got : "NULL");
+		it_fail("event %s: %s should be '%s', is '%s'", id, expr, want, got ? got : "NULL");
 	free(got);
 }
 
@@ -120,9 +119,11 @@ static void test_wrong_token(void **state)
 	it_send(c, "{\"type\":\"hello\",\"exporter\":\"" IT_EXPORTER "\",\"token\":\"\"}");
 	json_t *e = it_read_json(c, IT_REPLY_MS);
 	const char *code = it_json_str(e, "code");
-	if (code == NULL || (strcmp(code, "auth_failed") != 0 && strcmp(code, "invalid_request") != 0))
-		it_fail("hello with an empty token: expected auth_failed or invalid_request, got %s",
-		        code ? code : "(no code)");
+	if (code == NULL ||
+	    (strcmp(code, "auth_failed") != 0 && strcmp(code, "invalid_request") != 0))
+		it_fail(
+		    "hello with an empty token: expected auth_failed or invalid_request, got %s",
+		    code ? code : "(no code)");
 	json_decref(e);
 	it_expect_eof(c, IT_REPLY_MS);
 	it_daemon_stop_clean(d);
@@ -175,16 +176,17 @@ static void test_ping_pong(void **state)
 /* A stored event acks "stored" and leaves one row with the right columns. */
 static void test_event_stored(void **state)
 {
-	const char *line = "{\"type\":\"shipment.booked\",\"id\":\"p-stored-1\","
-	                   "\"occurred_at\":\"2026-11-20T09:15:30.250+02:00\","
-	                   "\"order\":\"PO-2026/0042\",\"shipment\":\"SH-KV-77.1\","
-	                   "\"mode\":\"sea\",\"carrier\":\"Maersk\",\"tracking\":\"MSKU1234565\","
-	                   "\"consignee\":\"Hangzhou Roasters Ltd\","
-	                   "\"eta\":\"2026-12-18T06:00:00+08:00\","
-	                   "\"location\":{\"code\":\"KEMBA\",\"name\":\"Mombasa\"},"
-	                   "\"note\":\"two boxes, \\\"keep dry\\\", caf\\u00e9 \u00e0 c\u00f4t\u00e9\","
-	                   "\"ext\":{\"containers\":[\"MSKU1234565\"],\"weight_kg\":18250.5,"
-	                   "\"hazmat\":false,\"remark\":null}}";
+	const char *line =
+	    "{\"type\":\"shipment.booked\",\"id\":\"p-stored-1\","
+	    "\"occurred_at\":\"2026-11-20T09:15:30.250+02:00\","
+	    "\"order\":\"PO-2026/0042\",\"shipment\":\"SH-KV-77.1\","
+	    "\"mode\":\"sea\",\"carrier\":\"Maersk\",\"tracking\":\"MSKU1234565\","
+	    "\"consignee\":\"Hangzhou Roasters Ltd\","
+	    "\"eta\":\"2026-12-18T06:00:00+08:00\","
+	    "\"location\":{\"code\":\"KEMBA\",\"name\":\"Mombasa\"},"
+	    "\"note\":\"two boxes, \\\"keep dry\\\", caf\\u00e9 \u00e0 c\u00f4t\u00e9\","
+	    "\"ext\":{\"containers\":[\"MSKU1234565\"],\"weight_kg\":18250.5,"
+	    "\"hazmat\":false,\"remark\":null}}";
 	struct it_daemon *d = start("stored");
 	struct it_client *c = session(d);
 	it_send(c, line);
@@ -194,8 +196,7 @@ static void test_event_stored(void **state)
 	expect_column("p-stored-1", "type", "shipment.booked");
 	expect_column("p-stored-1", "order_ref", "PO-2026/0042");
 	expect_column("p-stored-1", "shipment_ref", "SH-KV-77.1");
-	expect_column("p-stored-1", "occurred_at = '2026-11-20T07:15:30.25Z'::timestamptz",
-	              "true");
+	expect_column("p-stored-1", "occurred_at = '2026-11-20T07:15:30.25Z'::timestamptz", "true");
 	expect_column("p-stored-1", "received_at BETWEEN now() - interval '5 minutes' AND now()",
 	              "true");
 	expect_column("p-stored-1", "body", line);
@@ -237,8 +238,9 @@ static void test_body_numbers_exact(void **state)
 	                       IT_EXPORTER, "p-num-1", line, NULL);
 	if (strcmp(eq, "true") != 0) {
 		char *ext = column_of("p-num-1", "body->'ext'");
-		it_fail("numbers changed on the way to the database:\n  sent:   %s\n  stored ext: %s",
-		        line, ext);
+		it_fail(
+		    "numbers changed on the way to the database:\n  sent:   %s\n  stored ext: %s",
+		    line, ext);
 	}
 	free(eq);
 	/* Sending it again is still a duplicate, not a conflict. */
@@ -350,15 +352,15 @@ static void test_conflict(void **state)
 static void test_malformed_json(void **state)
 {
 	static const char *const bad[] = {
-		"{\"type\":\"ping\"",
-		"",
-		"not json at all",
-		"{\"type\":\"ping\"}}",
-		"{'type':'ping'}",
-		"{\"type\":\"ping\",\"type\":\"ping\"}",
-		"42",
-		"[{\"type\":\"ping\"}]",
-		"\"ping\"",
+	    "{\"type\":\"ping\"",
+	    "",
+	    "not json at all",
+	    "{\"type\":\"ping\"}}",
+	    "{'type':'ping'}",
+	    "{\"type\":\"ping\",\"type\":\"ping\"}",
+	    "42",
+	    "[{\"type\":\"ping\"}]",
+	    "\"ping\"",
 	};
 	struct it_daemon *d = start("malformed");
 	struct it_client *c = session(d);
@@ -395,51 +397,50 @@ static void test_invalid_event(void **state)
 	         "\",\"order\":\"PO-1\"}",
 	         long_id);
 	snprintf(line_long_order, sizeof(line_long_order),
-	         "{\"type\":\"order.confirmed\",\"id\":\"p-inv-lorder\",\"occurred_at\":\"" IT_OCCURRED_AT
-	         "\",\"order\":\"%s\"}",
+	         "{\"type\":\"order.confirmed\",\"id\":\"p-inv-lorder\",\"occurred_at\":"
+	         "\"" IT_OCCURRED_AT "\",\"order\":\"%s\"}",
 	         long_ref);
 	snprintf(line_long_ship, sizeof(line_long_ship),
-	         "{\"type\":\"shipment.departed\",\"id\":\"p-inv-lship\",\"occurred_at\":\"" IT_OCCURRED_AT
-	         "\",\"order\":\"PO-1\",\"shipment\":\"%s\"}",
+	         "{\"type\":\"shipment.departed\",\"id\":\"p-inv-lship\",\"occurred_at\":"
+	         "\"" IT_OCCURRED_AT "\",\"order\":\"PO-1\",\"shipment\":\"%s\"}",
 	         long_ref);
-#define EV(fields) "{\"type\":\"order.confirmed\"," fields "}"
+#define EV(fields)   "{\"type\":\"order.confirmed\"," fields "}"
 #define SHIP(fields) "{\"type\":\"shipment.departed\"," fields "}"
-#define AT "\"occurred_at\":\"" IT_OCCURRED_AT "\""
+#define AT           "\"occurred_at\":\"" IT_OCCURRED_AT "\""
 	const struct bad_event cases[] = {
-		{EV(AT ",\"order\":\"PO-1\""), NULL, "id"},
-		{EV("\"id\":\"\"," AT ",\"order\":\"PO-1\""), it_id_any, "id"},
-		{EV("\"id\":\"bad id\"," AT ",\"order\":\"PO-1\""), it_id_any, "id"},
-		{EV("\"id\":\"bad#id\"," AT ",\"order\":\"PO-1\""), it_id_any, "id"},
-		{EV("\"id\":17," AT ",\"order\":\"PO-1\""), it_id_any, "id"},
-		{line_long_id, it_id_any, "id"},
-		{EV("\"id\":\"p-inv-noat\",\"order\":\"PO-1\""), "p-inv-noat", "occurred_at"},
-		{EV("\"id\":\"p-inv-nooff\",\"occurred_at\":\"2026-11-20T09:15:30\","
-		    "\"order\":\"PO-1\""),
-		 "p-inv-nooff", "occurred_at"},
-		{EV("\"id\":\"p-inv-word\",\"occurred_at\":\"yesterday\",\"order\":\"PO-1\""),
-		 "p-inv-word", "occurred_at"},
-		{EV("\"id\":\"p-inv-feb30\",\"occurred_at\":\"2026-02-30T10:00:00Z\","
-		    "\"order\":\"PO-1\""),
-		 "p-inv-feb30", "occurred_at"},
-		{EV("\"id\":\"p-inv-num\",\"occurred_at\":1763630130,\"order\":\"PO-1\""),
-		 "p-inv-num", "occurred_at"},
-		{line_future, "p-inv-future", "occurred_at"},
-		{EV("\"id\":\"p-inv-noorder\"," AT), "p-inv-noorder", "order"},
-		{EV("\"id\":\"p-inv-eorder\"," AT ",\"order\":\"\""), "p-inv-eorder", "order"},
-		{EV("\"id\":\"p-inv-horder\"," AT ",\"order\":\"PO#1\""), "p-inv-horder", "order"},
-		{EV("\"id\":\"p-inv-norder\"," AT ",\"order\":42"), "p-inv-norder", "order"},
-		{line_long_order, "p-inv-lorder", "order"},
-		{SHIP("\"id\":\"p-inv-noship\"," AT ",\"order\":\"PO-1\""), "p-inv-noship",
-		 "shipment"},
-		{SHIP("\"id\":\"p-inv-sship\"," AT ",\"order\":\"PO-1\",\"shipment\":\"SH 1\""),
-		 "p-inv-sship", "shipment"},
-		{SHIP("\"id\":\"p-inv-eship\"," AT ",\"order\":\"PO-1\",\"shipment\":\"\""),
-		 "p-inv-eship", "shipment"},
-		{line_long_ship, "p-inv-lship", "shipment"},
-		{EV("\"id\":\"p-inv-oship\"," AT ",\"order\":\"PO-1\",\"shipment\":\"SH-1\""),
-		 "p-inv-oship", "shipment"},
-		{EV("\"id\":\"p-inv-typo\",\"ocurred_at\":\"" IT_OCCURRED_AT "\",\"order\":\"PO-1\""),
-		 "p-inv-typo", "ocurred_at"},
+	    {EV(AT ",\"order\":\"PO-1\""), NULL, "id"},
+	    {EV("\"id\":\"\"," AT ",\"order\":\"PO-1\""), it_id_any, "id"},
+	    {EV("\"id\":\"bad id\"," AT ",\"order\":\"PO-1\""), it_id_any, "id"},
+	    {EV("\"id\":\"bad#id\"," AT ",\"order\":\"PO-1\""), it_id_any, "id"},
+	    {EV("\"id\":17," AT ",\"order\":\"PO-1\""), it_id_any, "id"},
+	    {line_long_id, it_id_any, "id"},
+	    {EV("\"id\":\"p-inv-noat\",\"order\":\"PO-1\""), "p-inv-noat", "occurred_at"},
+	    {EV("\"id\":\"p-inv-nooff\",\"occurred_at\":\"2026-11-20T09:15:30\","
+	        "\"order\":\"PO-1\""),
+	     "p-inv-nooff", "occurred_at"},
+	    {EV("\"id\":\"p-inv-word\",\"occurred_at\":\"yesterday\",\"order\":\"PO-1\""),
+	     "p-inv-word", "occurred_at"},
+	    {EV("\"id\":\"p-inv-feb30\",\"occurred_at\":\"2026-02-30T10:00:00Z\","
+	        "\"order\":\"PO-1\""),
+	     "p-inv-feb30", "occurred_at"},
+	    {EV("\"id\":\"p-inv-num\",\"occurred_at\":1763630130,\"order\":\"PO-1\""), "p-inv-num",
+	     "occurred_at"},
+	    {line_future, "p-inv-future", "occurred_at"},
+	    {EV("\"id\":\"p-inv-noorder\"," AT), "p-inv-noorder", "order"},
+	    {EV("\"id\":\"p-inv-eorder\"," AT ",\"order\":\"\""), "p-inv-eorder", "order"},
+	    {EV("\"id\":\"p-inv-horder\"," AT ",\"order\":\"PO#1\""), "p-inv-horder", "order"},
+	    {EV("\"id\":\"p-inv-norder\"," AT ",\"order\":42"), "p-inv-norder", "order"},
+	    {line_long_order, "p-inv-lorder", "order"},
+	    {SHIP("\"id\":\"p-inv-noship\"," AT ",\"order\":\"PO-1\""), "p-inv-noship", "shipment"},
+	    {SHIP("\"id\":\"p-inv-sship\"," AT ",\"order\":\"PO-1\",\"shipment\":\"SH 1\""),
+	     "p-inv-sship", "shipment"},
+	    {SHIP("\"id\":\"p-inv-eship\"," AT ",\"order\":\"PO-1\",\"shipment\":\"\""),
+	     "p-inv-eship", "shipment"},
+	    {line_long_ship, "p-inv-lship", "shipment"},
+	    {EV("\"id\":\"p-inv-oship\"," AT ",\"order\":\"PO-1\",\"shipment\":\"SH-1\""),
+	     "p-inv-oship", "shipment"},
+	    {EV("\"id\":\"p-inv-typo\",\"ocurred_at\":\"" IT_OCCURRED_AT "\",\"order\":\"PO-1\""),
+	     "p-inv-typo", "ocurred_at"},
 	};
 #undef EV
 #undef SHIP
@@ -491,19 +492,22 @@ static void test_field_limits_accepted(void **state)
 	it_expect_ack(c, "p-lim-soon", "stored");
 	/* Every type of protocol v1 is accepted. */
 	static const char *const types[] = {
-		"order.created",           "order.confirmed",       "order.cancelled",
-		"shipment.booked",         "shipment.picked_up",    "shipment.export_cleared",
-		"shipment.departed",       "shipment.arrived",      "shipment.import_cleared",
-		"shipment.out_for_delivery", "shipment.delivered",  "shipment.checkpoint",
-		"shipment.customs_hold",   "shipment.customs_released", "shipment.exception",
-		"shipment.exception_resolved", "shipment.eta_changed", "document.issued",
-		"event.retracted",
+	    "order.created",           "order.confirmed",
+	    "order.cancelled",         "shipment.booked",
+	    "shipment.picked_up",      "shipment.export_cleared",
+	    "shipment.departed",       "shipment.arrived",
+	    "shipment.import_cleared", "shipment.out_for_delivery",
+	    "shipment.delivered",      "shipment.checkpoint",
+	    "shipment.customs_hold",   "shipment.customs_released",
+	    "shipment.exception",      "shipment.exception_resolved",
+	    "shipment.eta_changed",    "document.issued",
+	    "event.retracted",
 	};
 	for (size_t i = 0; i < sizeof(types) / sizeof(types[0]); i++) {
 		char tid[64];
 		snprintf(tid, sizeof(tid), "p-lim-type-%zu", i);
 		bool with_ship = strncmp(types[i], "shipment.", 9) == 0 ||
-		            strcmp(types[i], "document.issued") == 0;
+		                 strcmp(types[i], "document.issued") == 0;
 		ev = it_event_line(tid, types[i], "PO-T", with_ship ? "SH-T" : NULL);
 		it_send(c, ev);
 		it_expect_ack(c, tid, "stored");
@@ -622,8 +626,8 @@ static void test_too_many_connections(void **state)
 	for (;;) {
 		char *line;
 		struct it_client *n = it_connect(d);
-		it_send(n, "{\"type\":\"hello\",\"exporter\":\"" IT_EXPORTER "\",\"token\":\"" IT_TOKEN
-		           "\"}");
+		it_send(n, "{\"type\":\"hello\",\"exporter\":\"" IT_EXPORTER
+		           "\",\"token\":\"" IT_TOKEN "\"}");
 		if (it_try_read_line(n, IT_REPLY_MS, &line) != IT_READ_LINE)
 			it_fail("no reply to hello on a connection after one was freed");
 		if (strstr(line, "\"welcome\"") != NULL) {
@@ -647,7 +651,7 @@ static void test_crlf(void **state)
 	struct it_daemon *d = start("crlf");
 	struct it_client *c = it_connect(d);
 	const char *hello =
-		"{\"type\":\"hello\",\"exporter\":\"" IT_EXPORTER "\",\"token\":\"" IT_TOKEN "\"}\r\n";
+	    "{\"type\":\"hello\",\"exporter\":\"" IT_EXPORTER "\",\"token\":\"" IT_TOKEN "\"}\r\n";
 	it_send_raw(c, hello, strlen(hello));
 	json_t *w = it_read_json(c, IT_REPLY_MS);
 	assert_string_equal(it_json_str(w, "type"), "welcome");
@@ -700,8 +704,9 @@ static void test_pipelined_mix(void **state)
 	char *ev5 = it_event_line("p-mix-5", "shipment.booked", "PO-MIX", "SH-MIX");
 	char *ev7 = it_event_line("p-mix-7", "shipment.delivered", "PO-MIX", "SH-MIX");
 	char *all;
-	int n = asprintf(&all, "%s\n{\"type\":\n{\"type\":\"ping\"}\n%s\n%s\n%s\n{\"order\":1}\n%s\n",
-	                 ev1, ev3, ev4, ev5, ev7);
+	int n =
+	    asprintf(&all, "%s\n{\"type\":\n{\"type\":\"ping\"}\n%s\n%s\n%s\n{\"order\":1}\n%s\n",
+	             ev1, ev3, ev4, ev5, ev7);
 	assert_true(n > 0);
 
 	struct it_daemon *d = start("mix");
@@ -817,7 +822,7 @@ static void test_scenario_replay(void **state)
 		} else {
 			snprintf(tokens[i], sizeof(tokens[i]), "%s-scenario-token", exporters[i]);
 			cfg.extra[cfg.n_extra++] =
-				(struct it_exporter){exporters[i], exporters[i], tokens[i]};
+			    (struct it_exporter){exporters[i], exporters[i], tokens[i]};
 		}
 	}
 	struct it_daemon *d = it_daemon_start(&cfg, true);
@@ -844,14 +849,15 @@ static void test_scenario_replay(void **state)
 				    " WHERE exporter = $1 AND event_id = $2",
 				    exporters[i], id, lines[k], NULL);
 				if (strcmp(eq, "true") != 0) {
-					char *body = it_db_value(
-						IT_DB,
-						"SELECT body::text FROM ordertrack.events"
-						" WHERE exporter = $1 AND event_id = $2",
-						exporters[i], id, NULL);
-					it_fail("%s line %zu: the stored body differs from the line:\n"
-					        "  sent:   %s\n  stored: %s",
-					        g.gl_pathv[i], k + 1, lines[k], body);
+					char *body =
+					    it_db_value(IT_DB,
+					                "SELECT body::text FROM ordertrack.events"
+					                " WHERE exporter = $1 AND event_id = $2",
+					                exporters[i], id, NULL);
+					it_fail(
+					    "%s line %zu: the stored body differs from the line:\n"
+					    "  sent:   %s\n  stored: %s",
+					    g.gl_pathv[i], k + 1, lines[k], body);
 				}
 				free(eq);
 				json_decref(ev);

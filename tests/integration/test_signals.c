@@ -20,9 +20,9 @@
 
 #include "harness.h"
 
-#define TERM_N 2000
+#define TERM_N       2000
 #define NEW_EXPORTER "lake-tea"
-#define NEW_TOKEN "lake-tea-0b9e11-token"
+#define NEW_TOKEN    "lake-tea-0b9e11-token"
 
 /* Send hello as exporter and return the reply line (for expected refusals). */
 static char *try_hello(struct it_client *c, const char *exporter, const char *token)
@@ -97,8 +97,8 @@ static void test_sigterm_in_flight(void **state)
 	/* Lines the daemon read were answered, so no row lacks its ack. */
 	long rows = it_db_rows("sig_term");
 	if (rows != (long)acked)
-		it_fail("%ld rows stored but %zu acked: a line was committed without its ack",
-		        rows, acked);
+		it_fail("%ld rows stored but %zu acked: a line was committed without its ack", rows,
+		        acked);
 	free(arr);
 	for (int i = 0; i < TERM_N; i++)
 		free(ids[i]);
@@ -228,8 +228,8 @@ static void test_sighup_broken_config(void **state)
 	         " token_sha256 = \"not-a-digest\"; } );\n",
 	         it_conninfo(NULL));
 	const char *broken[] = {
-		"listen = [ \"127.0.0.1:0\" ];\nexporters = ( { id = \"kivu-coffee\"; \n",
-		bad_value,
+	    "listen = [ \"127.0.0.1:0\" ];\nexporters = ( { id = \"kivu-coffee\"; \n",
+	    bad_value,
 	};
 	for (size_t i = 0; i < sizeof(broken) / sizeof(broken[0]); i++) {
 		it_daemon_rewrite_raw(d, broken[i]);
@@ -317,12 +317,12 @@ static void test_sighup_token_rotation(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-		cmocka_unit_test_teardown(test_sigterm_in_flight, it_test_teardown),
-		cmocka_unit_test_teardown(test_sigint_idle, it_test_teardown),
-		cmocka_unit_test_teardown(test_sighup_add_exporter, it_test_teardown),
-		cmocka_unit_test_teardown(test_sighup_limits, it_test_teardown),
-		cmocka_unit_test_teardown(test_sighup_broken_config, it_test_teardown),
-		cmocka_unit_test_teardown(test_sighup_token_rotation, it_test_teardown),
+	    cmocka_unit_test_teardown(test_sigterm_in_flight, it_test_teardown),
+	    cmocka_unit_test_teardown(test_sigint_idle, it_test_teardown),
+	    cmocka_unit_test_teardown(test_sighup_add_exporter, it_test_teardown),
+	    cmocka_unit_test_teardown(test_sighup_limits, it_test_teardown),
+	    cmocka_unit_test_teardown(test_sighup_broken_config, it_test_teardown),
+	    cmocka_unit_test_teardown(test_sighup_token_rotation, it_test_teardown),
 	};
 	it_env_init("signals");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
