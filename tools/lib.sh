@@ -6,8 +6,9 @@
 
 # Debian 12 package names: build tools, libraries with headers, the
 # PostgreSQL server for the local and test clusters, nc for trying it out,
-# and for the fuzz build of tools/test-all clang with its libFuzzer and
-# sanitizer runtimes (libclang-rt-14-dev) and llvm-symbolizer (llvm).
+# for the fuzz build of tools/test-all clang with its libFuzzer and
+# sanitizer runtimes (libclang-rt-14-dev) and llvm-symbolizer (llvm), and
+# clang-format for the style check.
 OT_PACKAGES=(
 	build-essential
 	meson
@@ -25,6 +26,7 @@ OT_PACKAGES=(
 	python3
 	netcat-openbsd
 	clang
+	clang-format
 	libclang-rt-14-dev
 	llvm
 )
