@@ -156,12 +156,21 @@ static struct slot *slot_new(struct conn *c)
 	return s;
 }
 
+/* Drop a slot's parsed event: its tree goes with its blocks, untouched. */
+static void slot_drop_tree(struct slot *s)
+{
+	if (jarena_installed())
+		jarena_release(&s->s_mark);
+	else
+		json_decref(s->s_root);
+	s->s_root = NULL;
+}
+
 /* Release a slot's event data and the slot. */
 static void slot_free(struct slot *s)
 {
 	free(s->s_body);
-	if (s->s_root != NULL)
-		json_decref(s->s_root);
+	slot_drop_tree(s);
 	free(s);
 }
 
@@ -372,7 +381,8 @@ void conn_feed_write(struct conn *c, const char *line, size_t len)
 }
 
 /* Hand an event to the store; its reply comes after the commit. */
-static void conn_event(struct conn *c, struct request *rq, const char *line, size_t len)
+static void conn_event(struct conn *c, struct request *rq, struct jarena_mark *mark,
+                       const char *line, size_t len)
 {
 	struct slot *s = slot_new(c);
 	const struct request_event *ev = &rq->u.event;
@@ -386,8 +396,10 @@ static void conn_event(struct conn *c, struct request *rq, const char *line, siz
 	memcpy(s->s_body, line, len);
 	s->s_body[len] = '\0';
 	s->s_body_len = len;
-	s->s_root = rq->root; /* the slot now owns the tree */
+	s->s_root = rq->root; /* the slot now owns the tree and its blocks */
 	rq->root = NULL;
+	s->s_mark = *mark;
+	mark->first = mark->last = NULL;
 	s->s_type = ev->type;
 	s->s_id = ev->id;
 	s->s_order = ev->order;
@@ -406,9 +418,16 @@ static void conn_line(struct conn *c, const char *line, size_t len)
 {
 	struct request rq;
 	struct request_error err;
+	struct jarena_mark mark;
 
 	c->c_lines++;
-	if (!request_parse(line, len, now_ms(), &rq, &err)) {
+	/* The tree is cut from blocks: an event's goes with its slot, at
+	 * once, after the commit; any other request's right after it. */
+	jarena_open(&mark);
+	bool parsed = request_parse(line, len, now_ms(), &rq, &err);
+	jarena_close(&mark);
+	if (!parsed) {
+		jarena_release(&mark);
 		if (c->c_state == CONN_HELLO) {
 			/* A broken hello is told what is wrong with it; any
 			 * other line is told to say hello. */
@@ -439,9 +458,10 @@ static void conn_line(struct conn *c, const char *line, size_t len)
 	} else if (c->c_operator) {
 		conn_error(c, rq.u.event.id, ERR_FORBIDDEN, "operators may only subscribe");
 	} else {
-		conn_event(c, &rq, line, len);
+		conn_event(c, &rq, &mark, line, len);
 	}
 	request_clear(&rq);
+	jarena_release(&mark);
 }
 
 /*
@@ -683,8 +703,7 @@ void conn_slot_finished(struct slot *s, enum store_result r, const char *detail)
 	/* The event data is no longer needed; free it early. */
 	free(s->s_body);
 	s->s_body = NULL;
-	json_decref(s->s_root);
-	s->s_root = NULL;
+	slot_drop_tree(s);
 	s->s_id = NULL;
 	c->c_unacked--;
 	/* A commit finishes many slots at once: flush them together from

@@ -205,6 +205,11 @@ static void server_shutdown(void)
 	event_base_loop(server.base, EVLOOP_NONBLOCK);
 	event_base_free(server.base);
 	config_free(server.cfg);
+	jarena_shutdown();
+	/* Every tree's blocks went with its slot: anything left is a slot
+	 * that was never released. */
+	if (jarena_bytes() != 0)
+		log_warnx("memory still held at exit", "jansson_blocks_bytes=%zu", jarena_bytes());
 }
 
 int main(int argc, char **argv)
@@ -212,6 +217,9 @@ int main(int argc, char **argv)
 	const char *path = OT_DEFAULT_CONFIG;
 	bool check_only = false;
 	int ch;
+
+	/* Before anything jansson allocates: see jarena.h. */
+	jarena_install();
 
 	while ((ch = getopt(argc, argv, "c:tVh")) != -1) {
 		switch (ch) {

@@ -13,6 +13,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jarena.h"
 #include "jsondump.h"
 #include "log.h"
 #include "notify.h"
@@ -183,6 +184,10 @@ void project_build(const PGresult *load, const PGresult *states, struct slot **c
 	/* A stable order inside each group is not needed: the fold sorts. */
 	qsort(changed, n_changed, sizeof(*changed), slot_cmp);
 
+	/* Everything jansson allocates from here on is the fold's own and
+	 * goes at once at the end: see jarena.h. */
+	struct jarena_mark mark;
+	jarena_open(&mark);
 	json_t *orders = json_array();
 	json_t *note_list = json_array();
 	struct notify_cause *causes = calloc(n_changed, sizeof(*causes));
@@ -209,6 +214,10 @@ void project_build(const PGresult *load, const PGresult *states, struct slot **c
 		jsondump(apply, orders);
 	if (out->n_notes > 0)
 		jsondump(notes, note_list);
-	json_decref(orders);
-	json_decref(note_list);
+	jarena_close(&mark);
+	if (!jarena_installed()) {
+		json_decref(orders);
+		json_decref(note_list);
+	}
+	jarena_release(&mark);
 }

@@ -12,6 +12,7 @@
 #include <sys/queue.h>
 
 #include "config.h"
+#include "jarena.h"
 
 /* glibc's sys/queue.h lacks the _SAFE variant the BSDs have. */
 #ifndef TAILQ_FOREACH_SAFE
@@ -44,9 +45,10 @@ struct slot {
 	char s_reply[512];
 
 	/* The event, for storage (NULL fields when this is a plain reply). */
-	const char *s_exporter; /* the owner's exporter id */
-	json_t *s_root;         /* owns the strings below */
-	char *s_body;           /* canonical JSON, malloc'd */
+	const char *s_exporter;    /* the owner's exporter id */
+	json_t *s_root;            /* owns the strings below */
+	struct jarena_mark s_mark; /* the blocks s_root lives in */
+	char *s_body;              /* canonical JSON, malloc'd */
 	size_t s_body_len;
 	const char *s_type;
 	const char *s_id;

@@ -58,6 +58,7 @@
  * body.  Other members are read leniently: a value of the wrong kind reads
  * as absent.
  */
+#include "jarena.h"
 #include "model.h"
 
 #include <stdbool.h>
@@ -168,8 +169,8 @@ static int body_cmp(const json_t *a, const json_t *b)
 	if (sa == NULL || sb == NULL)
 		abort();
 	c = strcmp(sa, sb);
-	free(sa);
-	free(sb);
+	json_text_free(sa);
+	json_text_free(sb);
 	return c;
 }
 

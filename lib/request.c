@@ -46,6 +46,7 @@
  * "1e-7"): jansson's own 17 digits would turn 7.9 into 7.9000000000000004,
  * a different number for PostgreSQL.
  */
+#include "jarena.h"
 #include "request.h"
 
 #include <stdarg.h>
@@ -1098,7 +1099,7 @@ static void canon_dump(struct textbuf *b, const json_t *v, size_t flags)
 	if (s == NULL)
 		abort(); /* only out of memory gets here */
 	textbuf_add(b, s, strlen(s));
-	free(s);
+	json_text_free(s);
 }
 
 /*
@@ -1117,7 +1118,7 @@ static void canon_real(struct textbuf *b, const json_t *v)
 		bool exact = strtod(s, NULL) == d;
 		if (exact)
 			textbuf_add(b, s, strlen(s));
-		free(s);
+		json_text_free(s);
 		if (exact)
 			return;
 	}
