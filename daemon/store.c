@@ -648,16 +648,16 @@ static uint64_t ref_key(const char *exporter, const char *ref)
 #define BATCH_SET_SIZE 32768
 
 /*
- * Add s, whose ref_key() of (exporter, id) is id, to the batch's set of
- * events; false when an event with the same exporter and id is there
+ * Add s to the batch's set of events; false when an event with the same exporter and id is there
  * already.  The second occurrence must wait for the next batch, so that
  * one statement never holds the same id twice.
  */
-static bool batch_set_add(const struct slot **set, size_t mask, uint64_t id, const struct slot *s)
+static bool batch_set_add(const struct slot **set, size_t mask, const struct slot *s)
 {
-	size_t i = id & mask;
+	size_t i = s->s_id_key & mask;
 	for (; set[i] != NULL; i = (i + 1) & mask) {
-		if (strcmp(set[i]->s_id, s->s_id) == 0 &&
+		/* The strings only when the hashes agree: they are cold by now. */
+		if (set[i]->s_id_key == s->s_id_key && strcmp(set[i]->s_id, s->s_id) == 0 &&
 		    strcmp(set[i]->s_exporter, s->s_exporter) == 0)
 			return false;
 	}
@@ -733,11 +733,10 @@ static unsigned batch_take(struct store *st, struct lane *ln, unsigned max)
 	for (s = TAILQ_FIRST(&st->queue); s != NULL && n < max && looked < look_max; s = next) {
 		next = TAILQ_NEXT(s, s_store);
 		looked++;
-		uint64_t order = ref_key(s->s_exporter, s->s_order);
-		uint64_t id = ref_key(s->s_exporter, s->s_id);
+		uint64_t order = s->s_order_key, id = s->s_id_key;
 		if ((st->n_lanes > 1 &&
 		     (lanes_hold(st, ln, order, id) || key_set_has(st->passed_set, mask, id))) ||
-		    !batch_set_add(st->batch_set, mask, id, s)) {
+		    !batch_set_add(st->batch_set, mask, s)) {
 			key_set_add(st->passed_set, mask, id);
 			continue;
 		}
@@ -1468,6 +1467,10 @@ void store_apply_config(struct store *st, const struct config *cfg)
 
 void store_submit(struct store *st, struct slot *s)
 {
+	/* Hashed now, while the strings are in the caches: batch_take reads
+	 * them again only after the events queued ahead are gone. */
+	s->s_order_key = ref_key(s->s_exporter, s->s_order);
+	s->s_id_key = ref_key(s->s_exporter, s->s_id);
 	TAILQ_INSERT_TAIL(&st->queue, s, s_store);
 	st->n_queued++;
 	if (!store_lane_idle(st))
