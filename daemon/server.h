@@ -48,7 +48,7 @@ struct slot {
 	const char *s_exporter;    /* the owner's exporter id */
 	json_t *s_root;            /* owns the strings below */
 	struct jarena_mark s_mark; /* the blocks s_root lives in */
-	char *s_body;              /* canonical JSON, malloc'd */
+	char *s_body;              /* the line as sent, malloc'd */
 	size_t s_body_len;
 	const char *s_type;
 	const char *s_id;

@@ -648,9 +648,9 @@ static uint64_t ref_key(const char *exporter, const char *ref)
 #define BATCH_SET_SIZE 32768
 
 /*
- * Add s to the batch's set of events; false when an event with the same exporter and id is there
- * already.  The second occurrence must wait for the next batch, so that
- * one statement never holds the same id twice.
+ * Add s to the batch's set of events; false when an event with the same
+ * exporter and id is there already.  The second occurrence must wait for
+ * the next batch, so that one statement never holds the same id twice.
  */
 static bool batch_set_add(const struct slot **set, size_t mask, const struct slot *s)
 {

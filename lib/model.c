@@ -58,12 +58,13 @@
  * body.  Other members are read leniently: a value of the wrong kind reads
  * as absent.
  */
-#include "jarena.h"
 #include "model.h"
 
 #include <stdbool.h>
 #include <stdlib.h>
 #include <string.h>
+
+#include "jarena.h"
 
 /* The milestone types in rank order; rank = index + 1. */
 static const char *const milestone_types[] = {

@@ -46,7 +46,6 @@
  * "1e-7"): jansson's own 17 digits would turn 7.9 into 7.9000000000000004,
  * a different number for PostgreSQL.
  */
-#include "jarena.h"
 #include "request.h"
 
 #include <stdarg.h>
@@ -54,6 +53,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "jarena.h"
 #include "textbuf.h"
 #include "validate.h"
 
