@@ -1031,6 +1031,69 @@ void it_utc_time(char *out, size_t cap, long offset_s)
 		it_fail("cannot format the time %lld", (long long)t);
 }
 
+/* In the child of it_run: apply env, then exec; never returns. */
+static void run_child(const char *bin, const char *const argv[], const char *const env[])
+{
+	prctl(PR_SET_PDEATHSIG, SIGKILL);
+	for (size_t i = 0; env != NULL && env[i] != NULL; i++) {
+		const char *eq = strchr(env[i], '=');
+		if (eq == NULL) {
+			unsetenv(env[i]);
+		} else {
+			char name[256];
+			fmt_fixed(name, sizeof(name), "%.*s", (int)(eq - env[i]), env[i]);
+			setenv(name, eq + 1, 1);
+		}
+	}
+	execv(bin, (char *const *)argv);
+	dprintf(2, "exec %s: %s\n", bin, strerror(errno));
+	_exit(127);
+}
+
+int it_run(const char *bin, const char *const argv[], const char *const env[], int timeout_ms,
+           char **out)
+{
+	int fds[2];
+	if (pipe2(fds, O_CLOEXEC) != 0)
+		it_fail("pipe: %s", strerror(errno));
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid < 0)
+		it_fail("fork: %s", strerror(errno));
+	if (pid == 0) {
+		dup2(fds[1], 1);
+		run_child(bin, argv, env);
+	}
+	close(fds[1]);
+	char *buf = NULL, chunk[4096];
+	size_t len = 0, cap = 0;
+	long long deadline = it_now_ms() + timeout_ms;
+	for (;;) {
+		struct pollfd p = {.fd = fds[0], .events = POLLIN};
+		long long left = deadline - it_now_ms();
+		if (left <= 0 || poll(&p, 1, (int)left) == 0) {
+			kill(pid, SIGKILL);
+			waitpid(pid, NULL, 0);
+			close(fds[0]);
+			free(buf);
+			it_fail("%s did not finish within %d ms", argv[0], timeout_ms);
+		}
+		ssize_t r = read(fds[0], chunk, sizeof(chunk));
+		if (r < 0 && errno == EINTR)
+			continue;
+		if (r <= 0)
+			break;
+		buf_append(&buf, &len, &cap, chunk, (size_t)r);
+	}
+	close(fds[0]);
+	buf_append(&buf, &len, &cap, "", 1);
+	int st;
+	while (waitpid(pid, &st, 0) < 0 && errno == EINTR)
+		;
+	*out = buf;
+	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+}
+
 long long it_now_ms(void)
 {
 	struct timespec ts;

@@ -247,6 +247,19 @@ void it_hello_operator_(struct it_client *c, const char *operator_id, const char
 void it_fail_at(const char *file, int line, const char *fmt, ...)
     __attribute__((format(printf, 3, 4), noreturn));
 
+/* --- other programs --- */
+
+/*
+ * Run bin with argv (argv[0] first, NULL-terminated).  env, when not NULL,
+ * is a NULL-terminated list of "NAME=value" to set and "NAME" to unset in
+ * the program's environment.  Its standard output goes to *out (malloc'd,
+ * NUL-terminated); its standard error is the test's.  Fails the test when
+ * the program does not exit within timeout_ms (and kills it).  Returns its
+ * exit status, or -1 when a signal ended it.
+ */
+int it_run(const char *bin, const char *const argv[], const char *const env[], int timeout_ms,
+           char **out);
+
 /* --- events --- */
 
 /* occurred_at used by it_event_line; an instant well in the past. */

@@ -174,7 +174,7 @@ static int ctl(char **out, const char *token, ...)
 {
 	const char *bin = getenv("OT_CTL");
 	const char *argv[32];
-	int argc = 0, fds[2];
+	int argc = 0;
 	va_list ap;
 
 	if (bin == NULL || bin[0] == '\0')
@@ -185,57 +185,17 @@ static int ctl(char **out, const char *token, ...)
 		argv[argc++] = a;
 	va_end(ap);
 	argv[argc] = NULL;
-	if (pipe2(fds, O_CLOEXEC) != 0)
-		it_fail("pipe: %s", strerror(errno));
-	fflush(NULL);
-	pid_t pid = fork();
-	if (pid < 0)
-		it_fail("fork: %s", strerror(errno));
-	if (pid == 0) {
-		prctl(PR_SET_PDEATHSIG, SIGKILL);
-		dup2(fds[1], 1);
-		if (token != NULL)
-			setenv("ORDERTRACK_TOKEN", token, 1);
-		else
-			unsetenv("ORDERTRACK_TOKEN");
-		execv(bin, (char *const *)argv);
-		dprintf(2, "exec %s: %s\n", bin, strerror(errno));
-		_exit(127);
-	}
-	close(fds[1]);
-	size_t len = 0, cap = 4096;
-	char *buf = malloc(cap);
-	long long deadline = it_now_ms() + CTL_MS;
-	for (;;) {
-		struct pollfd p = {.fd = fds[0], .events = POLLIN};
-		long long left = deadline - it_now_ms();
-		if (left <= 0 || poll(&p, 1, (int)left) == 0) {
-			kill(pid, SIGKILL);
-			waitpid(pid, NULL, 0);
-			it_fail("ordertrackctl %s did not finish within %d ms", argv[1], CTL_MS);
-		}
-		if (len + 1 == cap) {
-			cap *= 2;
-			buf = realloc(buf, cap);
-		}
-		if (buf == NULL)
-			abort();
-		ssize_t r = read(fds[0], buf + len, cap - len - 1);
-		if (r < 0 && errno == EINTR)
-			continue;
-		if (r <= 0)
-			break;
-		len += (size_t)r;
-	}
-	close(fds[0]);
-	buf[len] = '\0';
-	int st;
-	waitpid(pid, &st, 0);
+
+	char tok[256];
+	snprintf(tok, sizeof(tok), "ORDERTRACK_TOKEN=%s", token != NULL ? token : "");
+	const char *env[] = {token != NULL ? tok : "ORDERTRACK_TOKEN", NULL};
+	char *buf;
+	int status = it_run(bin, argv, env, CTL_MS, &buf);
 	if (out != NULL)
 		*out = buf;
 	else
 		free(buf);
-	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
+	return status;
 }
 
 /* Parse ordertrackctl's output as JSON, failing the test when it is not. */
