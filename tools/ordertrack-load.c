@@ -809,6 +809,7 @@ struct loader {
 	uint64_t sent, bytes_sent, stored, duplicate, errors, lost, mismatched, unexpected;
 	unsigned errors_shown;
 	struct hist hist;
+	struct hist sec_hist; /* -v: the replies of the current second only */
 	struct event tick_ev; /* once a second: progress and the watchdog */
 	struct event send_ev; /* open loop with --tick-us: pump every connection */
 	struct event stop_ev; /* closed loop with --duration: stop sending */
@@ -927,6 +928,8 @@ static void lconn_event_reply(struct lconn *c, const char *line, size_t len, int
 	f = &c->lc_ring[c->lc_answered % ld->opt->window];
 	c->lc_answered++;
 	hist_add(&ld->hist, now - f->start_ns);
+	if (ld->opt->verbose)
+		hist_add(&ld->sec_hist, now - f->start_ns);
 	ld->t_last_ack = now;
 
 	if (!reply_str(line, len, "type", &type, &type_len)) {
@@ -1255,12 +1258,18 @@ static void loader_tick_cb(evutil_socket_t fd, short what, void *arg)
 		}
 		return;
 	}
-	if (ld->opt->verbose)
+	if (ld->opt->verbose) {
+		/* Per second, so a stall shows when it happened, not only in
+		 * the run's tail. */
+		const struct hist *h = &ld->sec_hist;
 		fprintf(stderr,
 		        "%6.1f s  answered %10" PRIu64 "  last second %8" PRIu64
-		        "/s  in flight %6" PRIu64 "\n",
+		        "/s  in flight %6" PRIu64 "  latency ms p50 %.2f p99 %.2f max %.2f\n",
 		        (double)(mono_ns() - ld->t_start) / 1e9, answered,
-		        answered - ld->last_acked, inflight);
+		        answered - ld->last_acked, inflight, hist_quantile_ms(h, 0.50),
+		        hist_quantile_ms(h, 0.99), (double)h->max_us / 1000.0);
+		memset(&ld->sec_hist, 0, sizeof(ld->sec_hist));
+	}
 	if (answered == ld->last_acked && inflight > 0)
 		ld->quiet_ticks++;
 	else
@@ -1570,7 +1579,7 @@ static void usage(FILE *f)
 	      "      --out FILE         write the events to FILE ('-': stdout) and exit\n"
 	      "      --dry-run          the same as --out -\n"
 	      "      --self-check       check every event with the daemon's parser and exit\n"
-	      "  -v, --verbose          progress every second, connection states\n"
+	      "  -v, --verbose          progress and latency every second, connection states\n"
 	      "  -h, --help             this text\n"
 	      "Exit status: 0 all events acked, 1 errors or lost events, 64 usage error.\n",
 	      f);
