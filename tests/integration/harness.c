@@ -1094,6 +1094,21 @@ int it_run(const char *bin, const char *const argv[], const char *const env[], i
 	return WIFEXITED(st) ? WEXITSTATUS(st) : -1;
 }
 
+int it_runv(const char *bin, const char *name, const char *const env[], int timeout_ms, char **out,
+            va_list ap)
+{
+	const char *argv[40];
+	int argc = 0;
+	argv[argc++] = name;
+	for (const char *a; (a = va_arg(ap, const char *)) != NULL;) {
+		if (argc == 39)
+			it_fail("%s: more than 38 arguments", name);
+		argv[argc++] = a;
+	}
+	argv[argc] = NULL;
+	return it_run(bin, argv, env, timeout_ms, out);
+}
+
 long long it_now_ms(void)
 {
 	struct timespec ts;

@@ -23,6 +23,7 @@
 
 #include <jansson.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <sys/types.h>
@@ -259,6 +260,9 @@ void it_fail_at(const char *file, int line, const char *fmt, ...)
  */
 int it_run(const char *bin, const char *const argv[], const char *const env[], int timeout_ms,
            char **out);
+/* it_run with argv[0] = name and the rest from ap, NULL-terminated (at most 38). */
+int it_runv(const char *bin, const char *name, const char *const env[], int timeout_ms, char **out,
+            va_list ap);
 
 /* --- events --- */
 

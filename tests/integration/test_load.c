@@ -41,19 +41,13 @@
 static int load(char **out, ...)
 {
 	const char *bin = getenv("OT_LOAD");
-	const char *argv[40];
-	int argc = 0;
-	va_list ap;
-
 	if (bin == NULL || bin[0] == '\0')
 		it_fail("OT_LOAD is not set (meson test sets it)");
-	argv[argc++] = "ordertrack-load";
+	va_list ap;
 	va_start(ap, out);
-	for (const char *a; argc < 39 && (a = va_arg(ap, const char *)) != NULL;)
-		argv[argc++] = a;
+	int status = it_runv(bin, "ordertrack-load", NULL, LOAD_MS, out, ap);
 	va_end(ap);
-	argv[argc] = NULL;
-	return it_run(bin, argv, NULL, LOAD_MS, out);
+	return status;
 }
 
 /* Parse a --json report, failing the test when it is not one object. */

@@ -173,24 +173,16 @@ static char *http_expect(int port, const char *path, int want)
 static int ctl(char **out, const char *token, ...)
 {
 	const char *bin = getenv("OT_CTL");
-	const char *argv[32];
-	int argc = 0;
-	va_list ap;
-
 	if (bin == NULL || bin[0] == '\0')
 		it_fail("OT_CTL is not set (meson test sets it)");
-	argv[argc++] = "ordertrackctl";
-	va_start(ap, token);
-	for (const char *a; argc < 31 && (a = va_arg(ap, const char *)) != NULL;)
-		argv[argc++] = a;
-	va_end(ap);
-	argv[argc] = NULL;
-
 	char tok[256];
 	snprintf(tok, sizeof(tok), "ORDERTRACK_TOKEN=%s", token != NULL ? token : "");
 	const char *env[] = {token != NULL ? tok : "ORDERTRACK_TOKEN", NULL};
 	char *buf;
-	int status = it_run(bin, argv, env, CTL_MS, &buf);
+	va_list ap;
+	va_start(ap, token);
+	int status = it_runv(bin, "ordertrackctl", env, CTL_MS, &buf, ap);
+	va_end(ap);
 	if (out != NULL)
 		*out = buf;
 	else
