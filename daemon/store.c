@@ -271,6 +271,7 @@ static const char emit_sql[] =
 static const char apply_sql[] = "SELECT ordertrack.apply_orders($1::jsonb)";
 
 static void store_io_cb(evutil_socket_t fd, short what, void *arg);
+static void store_answer(struct slot *s, enum store_result r, const char *why);
 static void store_lost(struct lane *ln, const char *why);
 static void store_send_batch(struct store *st);
 
@@ -1220,6 +1221,12 @@ static void store_finish(struct lane *ln, struct slot *s, enum store_result r, c
 {
 	TAILQ_REMOVE(&ln->batch, s, s_store);
 	ln->n_batch--;
+	store_answer(s, r, why);
+}
+
+/* Count and answer one slot that is out of every list. */
+static void store_answer(struct slot *s, enum store_result r, const char *why)
+{
 	if (r == STORE_STORED)
 		server.events_stored++;
 	else if (r == STORE_DUPLICATE)
@@ -1230,35 +1237,70 @@ static void store_finish(struct lane *ln, struct slot *s, enum store_result r, c
 	conn_slot_finished(s, r, why);
 }
 
-/* The batch committed: answer every event from its statement's verdict. */
+/* Did the batch's statement give this event a verdict ('s', 'd', 'c', 'r')? */
+static bool has_verdict(const struct slot *s)
+{
+	return s->s_outcome != '\0' && strchr("sdcr", s->s_outcome) != NULL;
+}
+
+/* Answer one event of a committed batch from its statement's verdict. */
+static void store_answer_committed(struct slot *s)
+{
+	switch (s->s_outcome) {
+	case 's':
+		store_answer(s, STORE_STORED, NULL);
+		break;
+	case 'd':
+		store_answer(s, s->s_in_doubt ? STORE_STORED : STORE_DUPLICATE, NULL);
+		break;
+	case 'c':
+		store_answer(s, STORE_CONFLICT, NULL);
+		break;
+	case 'r':
+		store_answer(s, STORE_REJECTED,
+		             "field \"retracts\": the event it names is a retraction or "
+		             "belongs to another order");
+		break;
+	default:
+		break; /* has_verdict() left it in the batch, to ask again */
+	}
+}
+
+/*
+ * The batch committed: answer every event from its statement's verdict.
+ * The lane is handed its next batch first, and the answers are written
+ * while the server works on it: answering first left the server waiting
+ * for the daemon at every commit.  An event without a verdict (its id is
+ * taken by a transaction not visible yet) goes back to the head of the
+ * queue, to be asked about again.
+ */
 static void store_batch_committed(struct lane *ln)
 {
-	metrics_batch_committed(&ln->sent_at);
-	metrics_notifications(ln->out.emitted);
-	feed_report(ln->out.emitted);
+	struct timespec sent_at = ln->sent_at;
+	PGresult *emitted = ln->out.emitted;
+	struct slot_list done;
 	struct slot *s, *next;
+
+	ln->out.emitted = NULL;
+	TAILQ_INIT(&done);
 	TAILQ_FOREACH_SAFE(s, &ln->batch, s_store, next)
 	{
-		switch (s->s_outcome) {
-		case 's':
-			store_finish(ln, s, STORE_STORED, NULL);
-			break;
-		case 'd':
-			store_finish(ln, s, s->s_in_doubt ? STORE_STORED : STORE_DUPLICATE, NULL);
-			break;
-		case 'c':
-			store_finish(ln, s, STORE_CONFLICT, NULL);
-			break;
-		case 'r':
-			store_finish(ln, s, STORE_REJECTED,
-			             "field \"retracts\": the event it names is a retraction or "
-			             "belongs to another order");
-			break;
-		default:
-			/* Stored by a concurrent transaction we could not see
-			 * yet: ask again in the next batch. */
-			break;
+		if (has_verdict(s)) {
+			TAILQ_REMOVE(&ln->batch, s, s_store);
+			ln->n_batch--;
+			TAILQ_INSERT_TAIL(&done, s, s_store);
 		}
+	}
+	store_requeue_batch(ln, false);
+	store_send_batch(ln->st);
+	metrics_batch_committed(&sent_at);
+	metrics_notifications(emitted);
+	feed_report(emitted);
+	PQclear(emitted);
+	TAILQ_FOREACH_SAFE(s, &done, s_store, next)
+	{
+		TAILQ_REMOVE(&done, s, s_store);
+		store_answer_committed(s);
 	}
 }
 
@@ -1321,8 +1363,8 @@ static void store_batch_done(struct lane *ln)
 		fault_point_soon("after_acks");
 	} else {
 		store_batch_failed(ln);
+		store_requeue_batch(ln, false); /* whatever is left goes again */
 	}
-	store_requeue_batch(ln, false); /* whatever is left goes again */
 	store_send_batch(ln->st);
 	conn_resume_paused();
 }

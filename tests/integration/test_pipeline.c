@@ -525,6 +525,70 @@ static void test_copy_meets_concurrent_insert(void **state)
 }
 
 /*
+ * The INSERT (here because the batch holds a retraction) meets an id that
+ * another transaction stores meanwhile: ON CONFLICT waits for it and then
+ * skips the row, but the statement's snapshot cannot show the stored row,
+ * so the event gets no verdict.  The daemon must answer the rest of the
+ * batch and ask about that event again in a batch of its own: duplicate,
+ * as the other transaction stored the same event.
+ */
+static void test_insert_meets_concurrent_insert(void **state)
+{
+	(void)state;
+	it_pg_createdb("pipe_race_ins");
+	struct it_config cfg = {.name = "pipe_race_ins",
+	                        .dbname = "pipe_race_ins",
+	                        .db_connections = 1,
+	                        .batch_max_delay_ms = 20};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	char *same = it_event_line("race-ins-same", "order.created", "PO-RACE-INS", NULL);
+	char *retraction = it_event_line("race-ins-retr", "event.retracted", "PO-RACE-INS", NULL);
+
+	PGconn *conn = session_begin("pipe_race_ins");
+	const char *params[2] = {same, IT_OCCURRED_AT};
+	PGresult *r = PQexecParams(conn,
+	                           "INSERT INTO ordertrack.events (exporter, event_id, type,"
+	                           " order_ref, occurred_at, body) VALUES"
+	                           " ('" IT_EXPORTER "', 'race-ins-same', 'order.created',"
+	                           " 'PO-RACE-INS', $2, $1::jsonb)",
+	                           2, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(r) != PGRES_COMMAND_OK)
+		it_fail("insert: %s", PQresultErrorMessage(r));
+	PQclear(r);
+
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	char *lines = NULL;
+	if (asprintf(&lines, "%s\n%s\n", same, retraction) < 0)
+		abort();
+	it_send_raw(c, lines, strlen(lines));
+	free(lines);
+
+	long long deadline = it_now_ms() + 10000;
+	while (it_db_long("pipe_race_ins",
+	                  "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+	                  " AND query LIKE 'WITH input AS%'",
+	                  NULL) == 0) {
+		if (it_now_ms() > deadline)
+			it_fail("the daemon's INSERT never waited for the uncommitted row");
+		it_sleep_ms(20);
+	}
+	off_t at = it_log_offset(d);
+	pg_ok(conn, "COMMIT");
+	PQfinish(conn);
+
+	/* Answers come in the order the lines were sent. */
+	it_expect_ack(c, "race-ins-same", "duplicate");
+	it_expect_ack(c, "race-ins-retr", "stored");
+	/* The first event was asked about again, alone. */
+	it_log_expect(d, at, "msg=\"batch sent\" link=1 events=1 ", 5000);
+	assert_int_equal(it_db_rows("pipe_race_ins"), 2);
+	it_daemon_stop_clean(d);
+	free(same);
+	free(retraction);
+}
+
+/*
  * Events of 1.5 MB (a memo in "ext"), with escapes of every kind in their strings, in one
  * batch: the COPY data is written in pieces and escaped for COPY's text
  * format, and each stored body must be the event sent, to the byte's
@@ -668,6 +732,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_lanes_same_as_one, it_test_teardown),
 	    cmocka_unit_test_teardown(test_second_lane_waits_for_backlog, it_test_teardown),
 	    cmocka_unit_test_teardown(test_copy_meets_concurrent_insert, it_test_teardown),
+	    cmocka_unit_test_teardown(test_insert_meets_concurrent_insert, it_test_teardown),
 	    cmocka_unit_test_teardown(test_large_events, it_test_teardown),
 	    cmocka_unit_test_teardown(test_ids_reused_across_orders, it_test_teardown),
 	};
