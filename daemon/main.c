@@ -212,6 +212,24 @@ static void server_shutdown(void)
 		log_warnx("memory still held at exit", "jansson_blocks_bytes=%zu", jarena_bytes());
 }
 
+/* The event loop, with the priorities of server.h. */
+static struct event_base *event_loop_new(void)
+{
+	struct event_config *ec = event_config_new();
+	struct event_base *base = NULL;
+	if (ec == NULL)
+		return NULL;
+	if (event_config_set_max_dispatch_interval(ec, NULL, LOOP_CHECK_CALLBACKS, PRIO_NORMAL) ==
+	    0)
+		base = event_base_new_with_config(ec);
+	event_config_free(ec);
+	if (base != NULL && event_base_priority_init(base, N_PRIORITIES) != 0) {
+		event_base_free(base);
+		base = NULL;
+	}
+	return base;
+}
+
 int main(int argc, char **argv)
 {
 	const char *path = OT_DEFAULT_CONFIG;
@@ -273,7 +291,7 @@ int main(int argc, char **argv)
 	TAILQ_INIT(&server.conns);
 	server.cfg = cfg;
 	server.config_path = path;
-	server.base = event_base_new();
+	server.base = event_loop_new();
 	if (server.base == NULL)
 		fatalx(EX_SOFTWARE_, "cannot create the event loop", NULL);
 	log_info("starting", "version=%s config=%s pid=%d libevent=%s malloc=%s", OT_VERSION,

@@ -70,6 +70,22 @@ enum store_result {
 	STORE_FAILED,    /* gave up after repeated unexplained failures */
 };
 
+/*
+ * Event priorities.  The database sessions' sockets go first: every turn
+ * the daemon takes to answer its session is time the server waits, and
+ * the server is the pipeline's bottleneck.  Everything else (clients,
+ * timers, HTTP) runs at PRIO_NORMAL, and the loop looks for a ready
+ * database socket again after every LOOP_CHECK_CALLBACKS of those
+ * callbacks rather than after all of them (each can parse up to a few
+ * hundred lines).
+ */
+enum {
+	PRIO_DATABASE,
+	PRIO_NORMAL,
+	N_PRIORITIES,
+	LOOP_CHECK_CALLBACKS = 8,
+};
+
 struct server {
 	struct event_base *base;
 	struct config *cfg;

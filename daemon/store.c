@@ -304,6 +304,7 @@ static void store_watch(struct lane *ln, short what)
 	if (fd < 0)
 		return;
 	event_assign(&ln->ev_sock, ln->st->base, fd, what | EV_PERSIST, store_io_cb, ln);
+	event_priority_set(&ln->ev_sock, PRIO_DATABASE);
 	event_add(&ln->ev_sock, NULL);
 	ln->ev_sock_added = true;
 	ln->sock_fd = fd;
