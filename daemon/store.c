@@ -111,6 +111,7 @@ struct batch_outcome {
 	bool part2_sent;
 	bool folded;      /* apply and notes hold the batch's part two */
 	bool copy_sent;   /* COPY's rows and end are with libpq */
+	bool rows_built;  /* the lane's events buffer holds COPY's rows */
 	bool copy_failed; /* the failure was COPY's */
 	bool has_apply;
 	bool has_emit;
@@ -808,6 +809,7 @@ static void batch_insert_params(struct lane *ln)
 	const struct slot *s;
 	textbuf_reset(events);
 	textbuf_reset(bodies);
+	ln->out.rows_built = false;
 	TAILQ_FOREACH(s, &ln->batch, s_store)
 	{
 		const char *cols[N_HEAD_COLS];
@@ -833,6 +835,7 @@ static void batch_copy_rows(struct lane *ln)
 	struct textbuf *rows = &ln->events;
 	const struct slot *s;
 	textbuf_reset(rows);
+	ln->out.rows_built = true;
 	TAILQ_FOREACH(s, &ln->batch, s_store)
 	{
 		const char *cols[N_HEAD_COLS];
@@ -989,24 +992,35 @@ static void store_send_part2(struct lane *ln)
 }
 
 /*
- * Must the batch go by the INSERT?  It must when an event retracts another
- * (the INSERT checks the target), when a COPY refused one of its events
- * before, and when LOAD, which returns every stored event of the batch's
- * orders, holds one of its ids: a resent event, a duplicate or a
- * conflict within the order.  An id stored under another order is not
- * seen here; COPY meets it and the batch comes back (store_batch_failed).
- * id_set holds hashes, so a collision only costs the INSERT.
+ * Must the batch go by the INSERT, as far as its own events tell?  It must
+ * while COPY is paused, when an event retracts another (the INSERT checks
+ * the target) and when a COPY refused one of its events before.
  */
-static bool batch_needs_insert(const struct lane *ln)
+static bool batch_insert_known(const struct lane *ln)
 {
 	const struct slot *s;
-	const PGresult *load = ln->out.load;
+	if (ln->st->copy_pause > 0)
+		return true;
 	TAILQ_FOREACH(s, &ln->batch, s_store)
 	{
 		if (s->s_retracts != NULL || s->s_copy_refused)
 			return true;
 	}
-	if (load == NULL)
+	return false;
+}
+
+/*
+ * Must the batch go by the INSERT?  As batch_insert_known() says, and when
+ * LOAD, which returns every stored event of the batch's orders, holds one
+ * of its ids: a resent event, a duplicate or a conflict within the order.
+ * An id stored under another order is not seen here; COPY meets it and the
+ * batch comes back (store_batch_failed).  id_set holds hashes, so a
+ * collision only costs the INSERT.
+ */
+static bool batch_needs_insert(const struct lane *ln)
+{
+	const PGresult *load = ln->out.load;
+	if (batch_insert_known(ln) || load == NULL)
 		return true;
 	for (int row = 0; row < PQntuples(load); row++) {
 		uint64_t id = ref_key(PQgetvalue(load, row, 0), PQgetvalue(load, row, 2));
@@ -1027,10 +1041,10 @@ static void store_write_events(struct lane *ln)
 {
 	struct batch_outcome *o = &ln->out;
 	struct slot *s;
-	bool paused = ln->st->copy_pause > 0;
-	if (paused)
+	bool insert = batch_needs_insert(ln);
+	if (ln->st->copy_pause > 0)
 		ln->st->copy_pause--;
-	if (paused || batch_needs_insert(ln)) {
+	if (insert) {
 		batch_insert_params(ln);
 		const char *v[2] = {ln->events.p, ln->bodies.p};
 		o->expect = BQ_INSERT;
@@ -1048,7 +1062,8 @@ static void store_write_events(struct lane *ln)
 		store_lost(ln, PQerrorMessage(ln->pg));
 		return;
 	}
-	batch_copy_rows(ln);
+	if (!o->rows_built)
+		batch_copy_rows(ln);
 }
 
 /*
@@ -1451,6 +1466,11 @@ static void store_io_cb(evutil_socket_t fd, short what, void *arg)
 	struct batch_outcome *o = &ln->out;
 	if (ln->batch_in_flight && o->copy_sent && !o->folded && o->sqlstate[0] == '\0')
 		batch_fold(ln);
+	/* Part one is with the server: write COPY's rows while it works, so
+	 * that they are ready when LOAD is in and COPY asks for them. */
+	else if (ln->batch_in_flight && o->expect < BQ_INSERT && !o->rows_built &&
+	         !batch_insert_known(ln))
+		batch_copy_rows(ln);
 }
 
 /* Flush timer: start a batch now. */
