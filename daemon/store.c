@@ -272,7 +272,6 @@ static const char emit_sql[] =
 static const char apply_sql[] = "SELECT ordertrack.apply_orders($1::jsonb)";
 
 static void store_io_cb(evutil_socket_t fd, short what, void *arg);
-static void store_answer(struct slot *s, enum store_result r, const char *why);
 static void store_lost(struct lane *ln, const char *why);
 static void store_send_batch(struct store *st);
 
@@ -1232,14 +1231,6 @@ static bool sqlstate_data(const char *s)
 	return strncmp(s, "22", 2) == 0 || strncmp(s, "23", 2) == 0;
 }
 
-/* Answer one slot and take it out of the batch. */
-static void store_finish(struct lane *ln, struct slot *s, enum store_result r, const char *why)
-{
-	TAILQ_REMOVE(&ln->batch, s, s_store);
-	ln->n_batch--;
-	store_answer(s, r, why);
-}
-
 /* Count and answer one slot that is out of every list. */
 static void store_answer(struct slot *s, enum store_result r, const char *why)
 {
@@ -1251,6 +1242,14 @@ static void store_answer(struct slot *s, enum store_result r, const char *why)
 		server.events_rejected++;
 	metrics_event_result(s->s_type, r);
 	conn_slot_finished(s, r, why);
+}
+
+/* Answer one slot and take it out of the batch. */
+static void store_finish(struct lane *ln, struct slot *s, enum store_result r, const char *why)
+{
+	TAILQ_REMOVE(&ln->batch, s, s_store);
+	ln->n_batch--;
+	store_answer(s, r, why);
 }
 
 /* Did the batch's statement give this event a verdict ('s', 'd', 'c', 'r')? */
