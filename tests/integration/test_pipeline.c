@@ -389,6 +389,47 @@ static PGconn *session_begin(const char *db)
 }
 
 /*
+ * A session that has inserted rows into ordertrack.events and holds them
+ * uncommitted: values is the VALUES list, where $1 is body (an event
+ * line) and $2 is IT_OCCURRED_AT.
+ */
+static PGconn *hold_uncommitted(const char *db, const char *values, const char *body)
+{
+	PGconn *conn = session_begin(db);
+	const char *params[2] = {body, IT_OCCURRED_AT};
+	char *sql = NULL;
+	if (asprintf(&sql,
+	             "INSERT INTO ordertrack.events (exporter, event_id, type, order_ref,"
+	             " occurred_at, body) VALUES %s",
+	             values) < 0)
+		abort();
+	PGresult *r = PQexecParams(conn, sql, 2, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(r) != PGRES_COMMAND_OK)
+		it_fail("insert: %s", PQresultErrorMessage(r));
+	PQclear(r);
+	free(sql);
+	return conn;
+}
+
+/* Wait until a statement of the daemon that starts with prefix waits for a lock. */
+static void wait_for_lock(const char *db, const char *prefix, const char *what)
+{
+	char *sql = NULL;
+	if (asprintf(&sql,
+	             "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+	             " AND starts_with(query, '%s')",
+	             prefix) < 0)
+		abort();
+	long long deadline = it_now_ms() + 10000;
+	while (it_db_long(db, sql, NULL) == 0) {
+		if (it_now_ms() > deadline)
+			it_fail("the daemon's %s never waited for the uncommitted rows", what);
+		it_sleep_ms(20);
+	}
+	free(sql);
+}
+
+/*
  * A second database session takes a batch only while a backlog waits (half
  * of batch.max_events or more); below that it would only split batches.  A
  * session of the test holds the advisory lock of order PO-GATE-A, so the
@@ -478,19 +519,13 @@ static void test_copy_meets_concurrent_insert(void **state)
 	char *other = it_event_line("race-other", "shipment.booked", "PO-RACE", "SH-RACE");
 	char *fresh = it_event_line("race-fresh", "shipment.checkpoint", "PO-RACE", "SH-RACE");
 
-	PGconn *conn = session_begin("pipe_race");
-	const char *params[2] = {same, IT_OCCURRED_AT};
-	PGresult *r = PQexecParams(conn,
-	                           "INSERT INTO ordertrack.events (exporter, event_id, type,"
-	                           " order_ref, occurred_at, body) VALUES"
-	                           " ('" IT_EXPORTER "', 'race-same', 'order.created', 'PO-RACE',"
-	                           " $2, $1::jsonb),"
-	                           " ('" IT_EXPORTER "', 'race-other', 'order.created', 'PO-RACE',"
-	                           " $2, '{\"not\": \"the same\"}')",
-	                           2, NULL, params, NULL, NULL, 0);
-	if (PQresultStatus(r) != PGRES_COMMAND_OK)
-		it_fail("insert: %s", PQresultErrorMessage(r));
-	PQclear(r);
+	PGconn *conn =
+	    hold_uncommitted("pipe_race",
+	                     "('" IT_EXPORTER "', 'race-same', 'order.created', 'PO-RACE',"
+	                     " $2, $1::jsonb),"
+	                     " ('" IT_EXPORTER "', 'race-other', 'order.created',"
+	                     " 'PO-RACE', $2, '{\"not\": \"the same\"}')",
+	                     same);
 
 	struct it_client *c = it_connect(d);
 	it_hello(c, IT_EXPORTER, IT_TOKEN);
@@ -501,15 +536,7 @@ static void test_copy_meets_concurrent_insert(void **state)
 	free(lines);
 
 	/* The daemon's COPY waits for the session's rows. */
-	long long deadline = it_now_ms() + 10000;
-	while (it_db_long("pipe_race",
-	                  "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-	                  " AND query LIKE 'COPY ordertrack.events%'",
-	                  NULL) == 0) {
-		if (it_now_ms() > deadline)
-			it_fail("the daemon's COPY never waited for the uncommitted rows");
-		it_sleep_ms(20);
-	}
+	wait_for_lock("pipe_race", "COPY ordertrack.events", "COPY");
 	pg_ok(conn, "COMMIT");
 	PQfinish(conn);
 
@@ -544,17 +571,10 @@ static void test_insert_meets_concurrent_insert(void **state)
 	char *same = it_event_line("race-ins-same", "order.created", "PO-RACE-INS", NULL);
 	char *retraction = it_event_line("race-ins-retr", "event.retracted", "PO-RACE-INS", NULL);
 
-	PGconn *conn = session_begin("pipe_race_ins");
-	const char *params[2] = {same, IT_OCCURRED_AT};
-	PGresult *r = PQexecParams(conn,
-	                           "INSERT INTO ordertrack.events (exporter, event_id, type,"
-	                           " order_ref, occurred_at, body) VALUES"
-	                           " ('" IT_EXPORTER "', 'race-ins-same', 'order.created',"
-	                           " 'PO-RACE-INS', $2, $1::jsonb)",
-	                           2, NULL, params, NULL, NULL, 0);
-	if (PQresultStatus(r) != PGRES_COMMAND_OK)
-		it_fail("insert: %s", PQresultErrorMessage(r));
-	PQclear(r);
+	PGconn *conn = hold_uncommitted("pipe_race_ins",
+	                                "('" IT_EXPORTER "', 'race-ins-same', 'order.created',"
+	                                " 'PO-RACE-INS', $2, $1::jsonb)",
+	                                same);
 
 	struct it_client *c = it_connect(d);
 	it_hello(c, IT_EXPORTER, IT_TOKEN);
@@ -564,15 +584,7 @@ static void test_insert_meets_concurrent_insert(void **state)
 	it_send_raw(c, lines, strlen(lines));
 	free(lines);
 
-	long long deadline = it_now_ms() + 10000;
-	while (it_db_long("pipe_race_ins",
-	                  "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
-	                  " AND query LIKE 'WITH input AS%'",
-	                  NULL) == 0) {
-		if (it_now_ms() > deadline)
-			it_fail("the daemon's INSERT never waited for the uncommitted row");
-		it_sleep_ms(20);
-	}
+	wait_for_lock("pipe_race_ins", "WITH input AS", "INSERT");
 	off_t at = it_log_offset(d);
 	pg_ok(conn, "COMMIT");
 	PQfinish(conn);
