@@ -86,8 +86,9 @@ static const char *const db_state_names[DB_STATE_MAX] = {
  * one is sent at once and ends with a flush request.  When LOAD's rows are
  * in, the events are written: by COPY when none of their ids is among the
  * stored events of their orders and none is a retraction (the common case,
- * and COPY costs the server about half of what the INSERT does), else by
- * the INSERT, which tells duplicates and conflicts apart.  Part two (APPLY, EMIT, COMMIT, or only
+ * and COPY costs the server about half of what the INSERT does; its rows
+ * are written while part one runs), else by the INSERT, which tells
+ * duplicates and conflicts apart.  Part two (APPLY, EMIT, COMMIT, or only
  * the Sync after a failure) follows once the changed orders are folded.
  */
 enum batch_query {
