@@ -407,6 +407,7 @@ static void conn_event(struct conn *c, struct request *rq, struct jarena_mark *m
 	s->s_occurred_at = ev->occurred_at;
 	s->s_retracts = ev->retracts;
 	s->s_occurred_ms = ev->occurred_ms;
+	s->s_occurred_us = ev->occurred_us;
 	c->c_unacked++;
 	c->c_events++;
 	metrics_event_received();

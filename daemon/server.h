@@ -56,6 +56,7 @@ struct slot {
 	const char *s_shipment;
 	const char *s_occurred_at;
 	int64_t s_occurred_ms;
+	int64_t s_occurred_us;          /* for COPY's timestamptz */
 	uint64_t s_order_key, s_id_key; /* hashes of (exporter, order) and (exporter, id) */
 	const char *s_retracts;
 };

@@ -411,18 +411,18 @@ static const char *check_ref(const json_t *v, struct check_ctx *cx)
 /* Check occurred_at, record its instant and offset, and refuse times over 24 h ahead. */
 static const char *check_occurred_at(const json_t *v, struct check_ctx *cx)
 {
-	int64_t ms;
-	int off;
-	const char *why = validate_rfc3339(json_string_value(v), &ms, &off);
+	struct rfc3339_instant t;
+	const char *why = validate_rfc3339_instant(json_string_value(v), &t);
 
 	if (why != NULL)
 		return why;
 	/* Unsigned difference: now_ms comes from outside and may be anything. */
-	if (ms > cx->now_ms && (uint64_t)ms - (uint64_t)cx->now_ms > (uint64_t)FUTURE_MAX_MS)
+	if (t.ms > cx->now_ms && (uint64_t)t.ms - (uint64_t)cx->now_ms > (uint64_t)FUTURE_MAX_MS)
 		return "is more than 24 h ahead of the server clock";
 	if (cx->ev != NULL) {
-		cx->ev->occurred_ms = ms;
-		cx->ev->offset_min = off;
+		cx->ev->occurred_ms = t.ms;
+		cx->ev->occurred_us = t.us;
+		cx->ev->offset_min = t.offset_min;
 	}
 	return NULL;
 }

@@ -50,6 +50,7 @@ struct request_event {
 	const char *occurred_at; /* as given, offset kept */
 	const char *retracts;    /* event.retracted: the id it retracts, else NULL */
 	int64_t occurred_ms;     /* the instant, UTC milliseconds */
+	int64_t occurred_us;     /* the instant, UTC microseconds, as PostgreSQL stores it */
 	int offset_min;          /* the offset given, minutes east of UTC */
 };
 

@@ -10,11 +10,12 @@
  * allows, "t" and "z" are accepted in lower case; no other variation is
  * (no space for "T", no "+hhmm", no missing seconds).  Years run 0001-9999,
  * dates are checked against the real calendar (Gregorian leap years), and
- * offsets are limited to -23:59..+23:59.  A leap second (":60") is refused:
- * it cannot be told apart from the next second in epoch milliseconds, and
- * none has been scheduled since 2016.  Digits of the fraction after the
- * third are dropped (truncated, not rounded).  The epoch value is computed
- * with plain day arithmetic, never through libc's timezone code.
+ * offsets are limited to -15:59..+15:59, as PostgreSQL limits them.  A leap second (":60") is
+ * refused: it cannot be told apart from the next second in epoch milliseconds, and none has been
+ * scheduled since 2016.  Digits of the fraction after the third are dropped (truncated, not
+ * rounded) for the millisecond instant the model sorts by; the microsecond instant keeps six,
+ * rounded as PostgreSQL rounds them.  The epoch values are computed with plain day arithmetic,
+ * never through libc's timezone code.
  *
  * Trade codes are checked against the real lists, kept compact: ISO 3166-1
  * alpha-2 as the officially assigned codes (249, as of 2024; user-assigned
@@ -27,6 +28,8 @@
  * subheading) or the 8- and 10-digit national extensions.
  */
 #include "validate.h"
+
+#include <math.h>
 
 #include <string.h>
 
@@ -41,7 +44,13 @@ static const char reason_year[] = "year must be 0001-9999";
 static const char reason_date[] = "no such date (month 01-12, day within the month)";
 static const char reason_time[] = "no such time (hour 00-23, minute and second 00-59)";
 static const char reason_leap[] = "leap second :60 is not accepted";
-static const char reason_offset[] = "offset must be within -23:59..+23:59";
+/*
+ * PostgreSQL refuses offsets of 16 hours or more ("time zone displacement
+ * out of range"); the world's run from -12:00 to +14:00.  Refused here, an
+ * event hears why at once instead of failing its batch in the database.
+ */
+#define MAX_OFFSET_HOURS 15
+static const char reason_offset[] = "offset must be within -15:59..+15:59";
 static const char reason_date_format[] = "must be a date YYYY-MM-DD, e.g. 2026-11-20";
 static const char reason_hs_code[] = "must be a string of 6, 8 or 10 digits";
 static const char reason_hs_prefix[] = "must be 2-10 digits";
@@ -216,11 +225,44 @@ static int64_t days_since_epoch(int y, int m, int d)
 	return days - epoch_days;
 }
 
-/* Parse an RFC 3339 date-time with offset into epoch milliseconds and offset minutes. */
+/*
+ * A fraction's microseconds as PostgreSQL computes them for timestamptz:
+ * the nearest double to 0.ddd, times 10^6, rounded to nearest (ties to
+ * even, rint).  digits is the fraction's ndig digits as an integer.  Up to
+ * six digits that is exact, so integers do; beyond, the double steps are
+ * kept, since they decide ties (".0000005" is 0 us, ".0000015" 2 us) and
+ * the daemon's binary COPY must store what PostgreSQL's own parse of the
+ * text would.  The division of two exact doubles is correctly rounded, as
+ * strtod is, so both give the same double.
+ */
+static int64_t fraction_us(int64_t digits, int ndig)
+{
+	static const int64_t pow10[10] = {1,      10,      100,      1000,      10000,
+	                                  100000, 1000000, 10000000, 100000000, 1000000000};
+	if (ndig <= 6)
+		return digits * pow10[6 - ndig];
+	return (int64_t)rint((double)digits / (double)pow10[ndig] * 1000000.0);
+}
+
 const char *validate_rfc3339(const char *s, int64_t *epoch_ms, int *offset_min)
 {
+	struct rfc3339_instant t;
+	const char *why = validate_rfc3339_instant(s, &t);
+	if (why != NULL)
+		return why;
+	if (epoch_ms != NULL)
+		*epoch_ms = t.ms;
+	if (offset_min != NULL)
+		*offset_min = t.offset_min;
+	return NULL;
+}
+
+/* Parse an RFC 3339 date-time with offset; see validate.h. */
+const char *validate_rfc3339_instant(const char *s, struct rfc3339_instant *out)
+{
 	const char *p = s;
-	int year, mon, day, hour, min, sec, ms = 0;
+	int year, mon, day, hour, min, sec, ms = 0, ndig = 0;
+	int64_t digits = 0;
 	int off = 0;
 
 	if (s == NULL)
@@ -235,11 +277,12 @@ const char *validate_rfc3339(const char *s, int64_t *epoch_ms, int *offset_min)
 	    !read_char(&p, ':') || !read_digits(&p, 2, &sec))
 		return reason_format;
 	if (*p == '.') {
-		int ndig = 0;
 		p++;
 		while (*p >= '0' && *p <= '9') {
 			if (ndig < 3)
 				ms = ms * 10 + (*p - '0');
+			if (ndig < 9)
+				digits = digits * 10 + (*p - '0');
 			ndig++;
 			p++;
 		}
@@ -257,7 +300,7 @@ const char *validate_rfc3339(const char *s, int64_t *epoch_ms, int *offset_min)
 		p++;
 		if (!read_digits(&p, 2, &oh) || !read_char(&p, ':') || !read_digits(&p, 2, &om))
 			return reason_format;
-		if (oh > 23 || om > 59)
+		if (oh > MAX_OFFSET_HOURS || om > 59)
 			return reason_offset;
 		off = sign * (oh * 60 + om);
 	} else {
@@ -279,10 +322,9 @@ const char *validate_rfc3339(const char *s, int64_t *epoch_ms, int *offset_min)
 	                  (int64_t)min * 60 + sec;
 	/* Local time minus the offset east of UTC gives UTC. */
 	int64_t utc_s = local_s - (int64_t)off * 60;
-	if (epoch_ms != NULL)
-		*epoch_ms = utc_s * 1000 + ms;
-	if (offset_min != NULL)
-		*offset_min = off;
+	out->ms = utc_s * 1000 + ms;
+	out->us = utc_s * 1000000 + fraction_us(digits, ndig);
+	out->offset_min = off;
 	return NULL;
 }
 

@@ -22,9 +22,19 @@ const char *validate_ref(const char *s);
 /*
  * RFC 3339 date-time with an explicit offset ("Z" or "+hh:mm"/"-hh:mm"),
  * optional fraction.  On success *epoch_ms is the instant (UTC milliseconds)
- * and *offset_min the offset given.
+ * and *offset_min the offset given; either may be NULL.
  */
 const char *validate_rfc3339(const char *s, int64_t *epoch_ms, int *offset_min);
+
+/* The instant of an RFC 3339 time, two ways. */
+struct rfc3339_instant {
+	int64_t ms; /* Unix epoch milliseconds, fraction digits after the third dropped */
+	int64_t us; /* Unix epoch microseconds, as PostgreSQL's timestamptz holds the text */
+	int offset_min;
+};
+
+/* validate_rfc3339, filling *out (left alone when s is refused). */
+const char *validate_rfc3339_instant(const char *s, struct rfc3339_instant *out);
 
 /* A calendar date "YYYY-MM-DD" that exists (Gregorian, years 0001-9999). */
 const char *validate_date(const char *s);

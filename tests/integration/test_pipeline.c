@@ -601,10 +601,10 @@ static void test_insert_meets_concurrent_insert(void **state)
 }
 
 /*
- * Events of 1.5 MB (a memo in "ext"), with escapes of every kind in their strings, in one
- * batch: the COPY data is written in pieces and escaped for COPY's text
- * format, and each stored body must be the event sent, to the byte's
- * meaning (compared as jsonb).
+ * Events of 1.5 MB (a memo in "ext"), with escapes of every kind in their
+ * strings, in one batch: the COPY data is written in pieces, and each
+ * stored body must be the event sent, to the byte's meaning (compared as
+ * jsonb).
  */
 static void test_large_events(void **state)
 {
@@ -678,6 +678,77 @@ static void test_large_events(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/*
+ * COPY takes occurred_at as microseconds the daemon computed: each must be
+ * what PostgreSQL's own parse of the text gives, for fractions of every
+ * length (ties rounded to even, a carry into the next second and year),
+ * offsets either side, and dates far back.
+ */
+static void test_occurred_at_as_stored(void **state)
+{
+	static const char *const times[] = {
+	    "2026-11-20T09:15:30Z",           "2026-11-20T09:15:30.5+02:00",
+	    "2026-11-20T09:15:30.25-05:30",   "2026-11-20T09:15:30.123+14:00",
+	    "2026-11-20T09:15:30.123456Z",    "2026-11-20T09:15:30.1234564Z",
+	    "2026-11-20T09:15:30.1234565Z",   "2026-11-20T09:15:30.1234575Z",
+	    "2026-11-20T09:15:30.0000005Z",   "2026-11-20T09:15:30.0000015Z",
+	    "2026-11-20T09:15:30.000000500Z", "2026-11-20T09:15:30.123456789-15:59",
+	    "2025-12-31T23:59:59.9999996Z",   "2025-12-31t23:59:59.999999999z",
+	    "2000-01-01T00:00:00Z",           "1999-12-31T23:59:59.999999Z",
+	    "1969-12-31T23:59:59.5Z",         "1900-03-01T00:00:00.000001+15:59",
+	    "0001-01-01T00:00:00+15:59",
+	};
+	enum { N = sizeof(times) / sizeof(times[0]) };
+	(void)state;
+	it_pg_createdb("pipe_time");
+	struct it_config cfg = {
+	    .name = "pipe_time", .dbname = "pipe_time", .batch_max_delay_ms = 50};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	char *all = NULL;
+	size_t all_len = 0;
+	FILE *f = open_memstream(&all, &all_len);
+	for (int i = 0; i < N; i++) {
+		char id[32];
+		snprintf(id, sizeof(id), "time-%02d", i);
+		char *ev = it_event_line(id, "shipment.checkpoint", "PO-TIME", "SH-TIME");
+		char *at = strstr(ev, IT_OCCURRED_AT);
+		assert_non_null(at);
+		fprintf(f, "%.*s%s%s\n", (int)(at - ev), ev, times[i], at + strlen(IT_OCCURRED_AT));
+		free(ev);
+	}
+	fclose(f);
+	it_send_raw(c, all, all_len);
+	free(all);
+	for (int i = 0; i < N; i++) {
+		char id[32];
+		snprintf(id, sizeof(id), "time-%02d", i);
+		it_expect_ack(c, id, "stored");
+	}
+	assert_int_equal(it_db_rows("pipe_time"), N);
+	long wrong =
+	    it_db_long("pipe_time",
+	               "SELECT count(*) FROM ordertrack.events"
+	               " WHERE occurred_at IS DISTINCT FROM (body->>'occurred_at')::timestamptz",
+	               NULL);
+	if (wrong != 0) {
+		/* Name them, to see which rounding went astray. */
+		PGconn *conn = PQconnectdb(it_conninfo("pipe_time"));
+		PGresult *r =
+		    PQexec(conn, "SELECT body->>'occurred_at', occurred_at,"
+		                 " (body->>'occurred_at')::timestamptz FROM ordertrack.events"
+		                 " WHERE occurred_at <> (body->>'occurred_at')::timestamptz");
+		for (int i = 0; i < PQntuples(r); i++)
+			print_error("%s stored as %s, not %s\n", PQgetvalue(r, i, 0),
+			            PQgetvalue(r, i, 1), PQgetvalue(r, i, 2));
+		PQclear(r);
+		PQfinish(conn);
+	}
+	assert_int_equal(wrong, 0);
+	it_daemon_stop_clean(d);
+}
+
 /* How many complete log lines of d hold needle. */
 static int log_count(struct it_daemon *d, const char *needle)
 {
@@ -746,6 +817,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_copy_meets_concurrent_insert, it_test_teardown),
 	    cmocka_unit_test_teardown(test_insert_meets_concurrent_insert, it_test_teardown),
 	    cmocka_unit_test_teardown(test_large_events, it_test_teardown),
+	    cmocka_unit_test_teardown(test_occurred_at_as_stored, it_test_teardown),
 	    cmocka_unit_test_teardown(test_ids_reused_across_orders, it_test_teardown),
 	};
 	it_env_init("pipeline");

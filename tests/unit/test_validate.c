@@ -144,10 +144,10 @@ static void test_rfc3339_accepted(void **state)
 	expect_time("2000-02-29T00:00:00Z", INT64_C(951782400000), 0);
 	/* Range ends: 0001-01-01 is 719162 days before 1970. */
 	expect_time("0001-01-01T00:00:00Z", -INT64_C(719162) * 86400000, 0);
-	expect_time("0001-01-01T00:00:00+23:59", -INT64_C(719162) * 86400000 - 1439 * 60000, 1439);
+	expect_time("0001-01-01T00:00:00+15:59", -INT64_C(719162) * 86400000 - 959 * 60000, 959);
 	/* 9999-12-31 is 2932896 days after 1970. */
-	expect_time("9999-12-31T23:59:59-23:59",
-	            INT64_C(2932896) * 86400000 + 86399000 + 1439 * 60000, -1439);
+	expect_time("9999-12-31T23:59:59-15:59",
+	            INT64_C(2932896) * 86400000 + 86399000 + 959 * 60000, -959);
 	/* 1900 is not a leap year: 1900-03-01 = -25508 days. */
 	expect_time("1900-03-01T00:00:00Z", -INT64_C(25508) * 86400000, 0);
 }
@@ -157,6 +157,52 @@ static void test_rfc3339_null_outputs(void **state)
 {
 	(void)state;
 	assert_null(validate_rfc3339("2026-03-01T08:00:00+02:00", NULL, NULL));
+}
+
+/* The microsecond instant of s, which must be accepted. */
+static int64_t instant_us(const char *s)
+{
+	struct rfc3339_instant t;
+	const char *why = validate_rfc3339_instant(s, &t);
+	if (why != NULL)
+		fail_msg("\"%s\" refused: %s", s, why);
+	return t.us;
+}
+
+/*
+ * Microseconds, as PostgreSQL's timestamptz holds the same text: six
+ * digits exactly, more rounded to nearest with ties to even on the double
+ * PostgreSQL computes (the integration test pipeline/test_occurred_at_as_stored
+ * compares with a real server's parse).
+ */
+static void test_rfc3339_microseconds(void **state)
+{
+	(void)state;
+	struct rfc3339_instant t;
+	assert_null(validate_rfc3339_instant("2026-03-01T08:00:00.123456+02:00", &t));
+	assert_int_equal(t.us, INT64_C(1772344800123456));
+	assert_int_equal(t.ms, INT64_C(1772344800123));
+	assert_int_equal(t.offset_min, 120);
+	assert_int_equal(instant_us("1970-01-01T00:00:00Z"), 0);
+	assert_int_equal(instant_us("1970-01-01T00:00:00.5Z"), 500000);
+	assert_int_equal(instant_us("1970-01-01T00:00:00.1234564Z"), 123456);
+	assert_int_equal(instant_us("1970-01-01T00:00:00.1234566Z"), 123457);
+	assert_int_equal(instant_us("1970-01-01T00:00:00.123456789Z"), 123457);
+	/* Ties go to the even neighbour: 0.5 us to 0, 1.5 and 2.5 us to 2. */
+	assert_int_equal(instant_us("1970-01-01T00:00:00.0000005Z"), 0);
+	assert_int_equal(instant_us("1970-01-01T00:00:00.0000015Z"), 2);
+	assert_int_equal(instant_us("1970-01-01T00:00:00.0000025Z"), 2);
+	/* Rounding may carry into the next second, where the milliseconds,
+	 * truncated, stay in this one. */
+	assert_null(validate_rfc3339_instant("1969-12-31T23:59:59.9999996Z", &t));
+	assert_int_equal(t.us, 0);
+	assert_int_equal(t.ms, -1);
+	assert_int_equal(instant_us("1969-12-31T23:59:59.5Z"), -500000);
+	assert_int_equal(instant_us("0001-01-01T00:00:00Z"), -INT64_C(719162) * 86400000000);
+	/* A refused time leaves the output alone. */
+	t.us = 777;
+	assert_non_null(validate_rfc3339_instant("2026-03-01T08:00:00.1234567890Z", &t));
+	assert_int_equal(t.us, 777);
 }
 
 /* Parse s, which must be refused, and check that the outputs were left alone. */
@@ -208,6 +254,8 @@ static void test_rfc3339_refused(void **state)
 	expect_refused("2016-12-31T23:59:60Z"); /* leap second refused, see validate.c */
 	expect_refused("2026-03-01T08:00:00+24:00");
 	expect_refused("2026-03-01T08:00:00-24:00");
+	expect_refused("2026-03-01T08:00:00+16:00"); /* PostgreSQL refuses 16 h */
+	expect_refused("2026-03-01T08:00:00-23:59");
 	expect_refused("2026-03-01T08:00:00+02:60");
 	expect_refused("0000-01-01T00:00:00Z"); /* year 0 */
 	expect_refused("+2026-03-01T08:00:00Z");
@@ -228,7 +276,10 @@ static void test_rfc3339_reasons(void **state)
 	assert_string_equal(validate_rfc3339("2026-03-01T24:00:00Z", NULL, NULL),
 	                    "no such time (hour 00-23, minute and second 00-59)");
 	assert_string_equal(validate_rfc3339("2026-03-01T08:00:00+24:00", NULL, NULL),
-	                    "offset must be within -23:59..+23:59");
+	                    "offset must be within -15:59..+15:59");
+	/* PostgreSQL's limit: 16 hours is out, either way. */
+	assert_string_equal(validate_rfc3339("2026-03-01T08:00:00-16:00", NULL, NULL),
+	                    "offset must be within -15:59..+15:59");
 }
 
 /* Dates: real calendar days only, in the one YYYY-MM-DD form. */
@@ -393,6 +444,7 @@ int main(void)
 	    cmocka_unit_test(test_ref_charset),
 	    cmocka_unit_test(test_rfc3339_accepted),
 	    cmocka_unit_test(test_rfc3339_null_outputs),
+	    cmocka_unit_test(test_rfc3339_microseconds),
 	    cmocka_unit_test(test_rfc3339_refused),
 	    cmocka_unit_test(test_rfc3339_reasons),
 	    cmocka_unit_test(test_date),
