@@ -270,6 +270,12 @@ static void check_event(const struct request *rq)
 	            (long long)ev->occurred_ms, ev->offset_min, (long long)ms, off);
 	FUZZ_ASSERT(ev->occurred_ms <= FUZZ_NOW_MS + FUTURE_MS, "occurred_at %s is too far ahead",
 	            ev->occurred_at);
+	/* The microseconds COPY stores round what the milliseconds truncate,
+	 * so they lie within the millisecond or on its end. */
+	FUZZ_ASSERT(ev->occurred_us >= ev->occurred_ms * 1000 &&
+	                ev->occurred_us <= ev->occurred_ms * 1000 + 1000,
+	            "occurred_at %s: %lld us against %lld ms", ev->occurred_at,
+	            (long long)ev->occurred_us, (long long)ev->occurred_ms);
 }
 
 /* The canonical form reads back as the same event, with the same canonical form. */
