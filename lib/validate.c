@@ -10,12 +10,14 @@
  * allows, "t" and "z" are accepted in lower case; no other variation is
  * (no space for "T", no "+hhmm", no missing seconds).  Years run 0001-9999,
  * dates are checked against the real calendar (Gregorian leap years), and
- * offsets are limited to -15:59..+15:59, as PostgreSQL limits them.  A leap second (":60") is
- * refused: it cannot be told apart from the next second in epoch milliseconds, and none has been
- * scheduled since 2016.  Digits of the fraction after the third are dropped (truncated, not
- * rounded) for the millisecond instant the model sorts by; the microsecond instant keeps six,
- * rounded as PostgreSQL rounds them.  The epoch values are computed with plain day arithmetic,
- * never through libc's timezone code.
+ * offsets are limited to -15:59..+15:59, as PostgreSQL limits them.  A
+ * leap second (":60") is refused: it cannot be told apart from the next
+ * second in epoch milliseconds, and none has been scheduled since 2016.
+ * Digits of the fraction after the third are dropped (truncated, not
+ * rounded) for the millisecond instant the model sorts by; the
+ * microsecond instant keeps six, rounded as PostgreSQL rounds them.  The
+ * epoch values are computed with plain day arithmetic, never through
+ * libc's timezone code.
  *
  * Trade codes are checked against the real lists, kept compact: ISO 3166-1
  * alpha-2 as the officially assigned codes (249, as of 2024; user-assigned
@@ -30,7 +32,6 @@
 #include "validate.h"
 
 #include <math.h>
-
 #include <string.h>
 
 #define EVENT_ID_MAX 128
