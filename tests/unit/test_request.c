@@ -724,6 +724,7 @@ static void expect_event(const char *line, const char *type, struct request *rq)
 	assert_string_equal(rq->u.event.order, "PO-2026/17");
 	assert_string_equal(rq->u.event.occurred_at, "2026-03-01T08:00:00+02:00");
 	assert_int_equal(rq->u.event.occurred_ms, NOW);
+	assert_int_equal(rq->u.event.occurred_us, NOW * 1000);
 	assert_int_equal(rq->u.event.offset_min, 120);
 	assert_ptr_equal(rq->u.event.order, json_string_value(json_object_get(rq->root, "order")));
 }
@@ -1233,6 +1234,9 @@ static void test_envelope_errors(void **state)
 	expect_event_error(
 	    "order.confirmed", "\"e1\"", "\"2026-02-29T08:00:00Z\"", "\"PO-1\"", NULL,
 	    "field \"occurred_at\": no such date (month 01-12, day within the month)");
+	/* PostgreSQL's limit, told to the sender rather than met in a batch. */
+	expect_event_error("order.confirmed", "\"e1\"", "\"2026-03-01T08:00:00+16:00\"", "\"PO-1\"",
+	                   NULL, "field \"occurred_at\": offset must be within -15:59..+15:59");
 
 	/* order */
 	expect_event_error("order.confirmed", "\"e1\"", at, NULL, NULL,
