@@ -18,6 +18,7 @@
 #include "log.h"
 #include "notify.h"
 #include "project.h"
+#include "validate.h"
 
 /* Order slots by (exporter, order) for bsearch. */
 static int slot_cmp(const void *a, const void *b)
@@ -55,16 +56,24 @@ static json_t *fold_order(const PGresult *load, int from, int to, struct slot *c
 	json_t **owned = (json_t **)(void *)(evs + n);
 	for (int row = from; row < to; row++) {
 		json_error_t err;
-		json_t *body = json_loads(PQgetvalue(load, row, 5), 0, &err);
-		if (body == NULL) {
-			/* Stored bodies were valid JSON when stored; this is a bug. */
+		json_t *body = json_loads(PQgetvalue(load, row, 4), 0, &err);
+		const char *why = body == NULL ? err.text : "no valid occurred_at";
+		/* The instant from the text sent, truncated to the millisecond
+		 * as the batch's own events are (lib/validate.c), so that every
+		 * fold orders an order's events alike.  The column holds
+		 * PostgreSQL's rounding to the microsecond, which can fall in
+		 * the next millisecond. */
+		if (body == NULL ||
+		    validate_rfc3339(json_string_value(json_object_get(body, "occurred_at")),
+		                     &evs[k].occurred_ms, NULL) != NULL) {
+			/* Stored bodies were valid events when stored; this is a bug. */
 			log_error("stored event unreadable", "event=%s reason=%s",
-			          lq(PQgetvalue(load, row, 2)), lq(err.text));
+			          lq(PQgetvalue(load, row, 2)), lq(why));
+			json_decref(body);
 			continue;
 		}
 		evs[k].id = PQgetvalue(load, row, 2);
 		evs[k].type = PQgetvalue(load, row, 3);
-		evs[k].occurred_ms = strtoll(PQgetvalue(load, row, 4), NULL, 10);
 		evs[k].body = body;
 		k++;
 	}

@@ -254,8 +254,7 @@ static const char lock_sql[] = "SELECT count(pg_advisory_xact_lock(k)) FROM ("
  * out: the daemon holds those events parsed already.
  */
 static const char load_sql[] =
-    "SELECT e.exporter, e.order_ref, e.event_id, e.type,"
-    " (extract(epoch FROM e.occurred_at) * 1000)::bigint, e.body::text"
+    "SELECT e.exporter, e.order_ref, e.event_id, e.type, e.body::text"
     " FROM (SELECT DISTINCT x, o FROM unnest($1::text[], $2::text[]) AS t(x, o)) t"
     " CROSS JOIN LATERAL (SELECT * FROM ordertrack.events e"
     " WHERE e.exporter = t.x AND e.order_ref = t.o"

@@ -625,6 +625,40 @@ static void test_retractions(void **state)
 }
 
 /*
+ * Times finer than a millisecond order an order's events the same way in
+ * every fold.  The model sorts by the millisecond as sent (".1236" is
+ * millisecond 123, ".1240" is 124), the id breaking ties.  A later fold
+ * reads both back from the database; had it rounded the first to 124,
+ * the ids ("z-" after "a-") would make the departure the latest event,
+ * and the shipment's last location would move back to Kigali.
+ */
+static void test_sub_millisecond_times(void **state)
+{
+	static const char both[] =
+	    "{\"type\":\"shipment.departed\",\"id\":\"z-dep\",\"occurred_at\":"
+	    "\"2026-11-20T09:15:30.1236Z\",\"order\":\"SM-1\",\"shipment\":\"SM-1A\","
+	    "\"location\":{\"name\":\"Kigali\"}}\n"
+	    "{\"type\":\"shipment.arrived\",\"id\":\"a-arr\",\"occurred_at\":"
+	    "\"2026-11-20T09:15:30.1240Z\",\"order\":\"SM-1\",\"shipment\":\"SM-1A\","
+	    "\"location\":{\"name\":\"Shanghai\"}}\n";
+	(void)state;
+	const char *db = "model_submilli";
+	struct it_daemon *d = model_daemon(db, false);
+	struct it_client *c = it_connect(d);
+	it_hello(c, KIVU, KIVU_TOKEN);
+	it_send_raw(c, both, strlen(both));
+	it_expect_ack(c, "z-dep", "stored");
+	it_expect_ack(c, "a-arr", "stored");
+	expect_text(ship_summary(db, KIVU, "SM-1", "SM-1A"), "arrived|arrived|-|-|Shanghai",
+	            "SM-1A after its departure and arrival");
+	/* Any later event of the order folds both again, from the database. */
+	send_ok(c, "sm-conf", "order.confirmed", "SM-1", NULL, "stored");
+	expect_text(ship_summary(db, KIVU, "SM-1", "SM-1A"), "arrived|arrived|-|-|Shanghai",
+	            "SM-1A folded again from the stored events");
+	it_daemon_stop_clean(d);
+}
+
+/*
  * Two exporters, the same order ref and the same event ids: separate rows.
  * A retraction naming the other exporter's event id finds nothing in its
  * own namespace: stored, no effect anywhere.
@@ -686,6 +720,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_scenarios_in_order, it_test_teardown),
 	    cmocka_unit_test_teardown(test_scenarios_shuffled, it_test_teardown),
 	    cmocka_unit_test_teardown(test_retractions, it_test_teardown),
+	    cmocka_unit_test_teardown(test_sub_millisecond_times, it_test_teardown),
 	    cmocka_unit_test_teardown(test_exporter_isolation, it_test_teardown),
 	};
 	it_env_init("model");
