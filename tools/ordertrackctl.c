@@ -386,13 +386,16 @@ static const char lines_sql[] =
 	" WHERE r.exporter = e.exporter AND r.order_ref = e.order_ref"                             \
 	" AND r.type = 'event.retracted' AND r.body->>'retracts' = e.event_id))"
 
+/* SQL built with macros reads best a clause a line, which clang-format would undo. */
+/* clang-format off */
 static const char shipments_sql[] =
     "SELECT s.shipment_ref, s.status, s.milestone, s.hold, s.exception, s.mode, s.carrier,"
-    " s.tracking, s.consignee, " UTC("s.eta") ", " UTC(
-        "s.last_event_at") ", s.last_location,"
-                           " " UTC(HELD_SINCE("s")) " FROM ordertrack.shipments s"
-                                                    " WHERE s.exporter = $1 AND s.order_ref = $2 "
-                                                    "ORDER BY s.shipment_ref COLLATE \"C\"";
+    " s.tracking, s.consignee, " UTC("s.eta") ", " UTC("s.last_event_at") ","
+    " s.last_location, " UTC(HELD_SINCE("s"))
+    " FROM ordertrack.shipments s"
+    " WHERE s.exporter = $1 AND s.order_ref = $2"
+    " ORDER BY s.shipment_ref COLLATE \"C\"";
+/* clang-format on */
 
 /* Print an order for people. */
 static void status_print(const char *exporter, const char *order, const PGresult *o,
@@ -606,6 +609,21 @@ static void sql_add(char *buf, size_t cap, const char *fmt, ...)
 	va_end(ap);
 }
 
+/* The worklist's columns and joins (laid out as shipments_sql); cmd_list adds the
+ * filters and the order. */
+/* clang-format off */
+static const char list_sql[] =
+    "SELECT o.exporter, o.order_ref, s.shipment_ref, o.status, s.status, s.hold,"
+    " s.exception, " UTC("s.eta") ", " UTC("coalesce(s.last_event_at, o.last_event_at)") ","
+    " s.last_location, array_to_json(o.anomalies)::text, o.buyer, " UTC("h.since") ","
+    " round((extract(epoch FROM now() - h.since) / 86400)::numeric, 1)"
+    " FROM ordertrack.orders o"
+    " LEFT JOIN ordertrack.shipments s"
+    "  ON s.exporter = o.exporter AND s.order_ref = o.order_ref"
+    " LEFT JOIN LATERAL (SELECT " HELD_SINCE("s") " AS since) h ON s.hold IS NOT NULL"
+    " WHERE true";
+/* clang-format on */
+
 /* list: the worklist, one row per shipment (or per order without one). */
 static int cmd_list(struct ctl *c, int argc, char **argv)
 {
@@ -617,35 +635,7 @@ static int cmd_list(struct ctl *c, int argc, char **argv)
 	char sql[4096] = "";
 	const char *params[2];
 	int np = 0;
-	sql_add(
-	    sql, sizeof(sql),
-	    "SELECT o.exporter, o.order_ref, s.shipment_ref, o.status, s.status, s.hold,"
-	    " s.exception, " UTC("s.eta") ", " UTC(
-	        "coalesce(s.last_event_at, o.last_event_at)") ", s.last_location, "
-	                                                      "array_to_json(o.anomalies)::text, "
-	                                                      "o.buyer,"
-	                                                      " " UTC(
-	                                                          "h.since") ", "
-	                                                                     "round((extract(epoch "
-	                                                                     "FROM now() - "
-	                                                                     "h.since) / "
-	                                                                     "86400)::numeric, 1)"
-	                                                                     " FROM "
-	                                                                     "ordertrack.orders o"
-	                                                                     " LEFT JOIN "
-	                                                                     "ordertrack.shipments "
-	                                                                     "s"
-	                                                                     "  ON s.exporter = "
-	                                                                     "o.exporter AND "
-	                                                                     "s.order_ref = "
-	                                                                     "o.order_ref"
-	                                                                     " LEFT JOIN LATERAL "
-	                                                                     "(SELECT " HELD_SINCE(
-	                                                                         "s") " AS since) "
-	                                                                              "h ON s.hold "
-	                                                                              "IS NOT NULL"
-	                                                                              " WHERE "
-	                                                                              "true");
+	sql_add(sql, sizeof(sql), "%s", list_sql);
 	if (c->o.exporter != NULL) {
 		params[np++] = c->o.exporter;
 		sql_add(sql, sizeof(sql), " AND o.exporter = $%d", np);
