@@ -17,9 +17,10 @@ static void put_be(struct textbuf *b, uint64_t v, int bytes)
 
 void copybin_header(struct textbuf *b)
 {
-	/* "PGCOPY\n\377\r\n\0", then flags 0 (no OIDs) and no extension. */
-	static const char head[19] = "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0";
-	textbuf_add(b, head, sizeof(head));
+	/* "PGCOPY\n\377\r\n\0", then flags 0 (no OIDs) and no extension:
+	 * 19 bytes, without the literal's own terminating NUL. */
+	static const char head[] = "PGCOPY\n\377\r\n\0\0\0\0\0\0\0\0\0";
+	textbuf_add(b, head, sizeof(head) - 1);
 }
 
 void copybin_row(struct textbuf *b, uint16_t nfields)
