@@ -226,6 +226,15 @@ static int64_t days_since_epoch(int y, int m, int d)
 	return days - epoch_days;
 }
 
+static const int64_t pow10[10] = {1,      10,      100,      1000,      10000,
+                                  100000, 1000000, 10000000, 100000000, 1000000000};
+
+/* A fraction's milliseconds, digits after the third dropped. */
+static int64_t fraction_ms(int64_t digits, int ndig)
+{
+	return ndig <= 3 ? digits * pow10[3 - ndig] : digits / pow10[ndig - 3];
+}
+
 /*
  * A fraction's microseconds as PostgreSQL computes them for timestamptz:
  * the nearest double to 0.ddd, times 10^6, rounded to nearest (ties to
@@ -238,8 +247,6 @@ static int64_t days_since_epoch(int y, int m, int d)
  */
 static int64_t fraction_us(int64_t digits, int ndig)
 {
-	static const int64_t pow10[10] = {1,      10,      100,      1000,      10000,
-	                                  100000, 1000000, 10000000, 100000000, 1000000000};
 	if (ndig <= 6)
 		return digits * pow10[6 - ndig];
 	return (int64_t)rint((double)digits / (double)pow10[ndig] * 1000000.0);
@@ -262,7 +269,7 @@ const char *validate_rfc3339(const char *s, int64_t *epoch_ms, int *offset_min)
 const char *validate_rfc3339_instant(const char *s, struct rfc3339_instant *out)
 {
 	const char *p = s;
-	int year, mon, day, hour, min, sec, ms = 0, ndig = 0;
+	int year, mon, day, hour, min, sec, ndig = 0;
 	int64_t digits = 0;
 	int off = 0;
 
@@ -280,8 +287,6 @@ const char *validate_rfc3339_instant(const char *s, struct rfc3339_instant *out)
 	if (*p == '.') {
 		p++;
 		while (*p >= '0' && *p <= '9') {
-			if (ndig < 3)
-				ms = ms * 10 + (*p - '0');
 			if (ndig < 9)
 				digits = digits * 10 + (*p - '0');
 			ndig++;
@@ -289,9 +294,6 @@ const char *validate_rfc3339_instant(const char *s, struct rfc3339_instant *out)
 		}
 		if (ndig == 0 || ndig > 9)
 			return reason_format;
-		/* Scale "5" to 500 ms and "25" to 250 ms. */
-		for (int i = ndig; i < 3; i++)
-			ms *= 10;
 	}
 	if (*p == 'Z' || *p == 'z') {
 		p++;
@@ -323,7 +325,7 @@ const char *validate_rfc3339_instant(const char *s, struct rfc3339_instant *out)
 	                  (int64_t)min * 60 + sec;
 	/* Local time minus the offset east of UTC gives UTC. */
 	int64_t utc_s = local_s - (int64_t)off * 60;
-	out->ms = utc_s * 1000 + ms;
+	out->ms = utc_s * 1000 + fraction_ms(digits, ndig);
 	out->us = utc_s * 1000000 + fraction_us(digits, ndig);
 	out->offset_min = off;
 	return NULL;
