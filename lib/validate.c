@@ -226,13 +226,13 @@ static int64_t days_since_epoch(int y, int m, int d)
 	return days - epoch_days;
 }
 
-static const int64_t pow10[10] = {1,      10,      100,      1000,      10000,
-                                  100000, 1000000, 10000000, 100000000, 1000000000};
+static const int64_t ten_to_the[10] = {1,      10,      100,      1000,      10000,
+                                       100000, 1000000, 10000000, 100000000, 1000000000};
 
 /* A fraction's milliseconds, digits after the third dropped. */
 static int64_t fraction_ms(int64_t digits, int ndig)
 {
-	return ndig <= 3 ? digits * pow10[3 - ndig] : digits / pow10[ndig - 3];
+	return ndig <= 3 ? digits * ten_to_the[3 - ndig] : digits / ten_to_the[ndig - 3];
 }
 
 /*
@@ -248,8 +248,8 @@ static int64_t fraction_ms(int64_t digits, int ndig)
 static int64_t fraction_us(int64_t digits, int ndig)
 {
 	if (ndig <= 6)
-		return digits * pow10[6 - ndig];
-	return (int64_t)rint((double)digits / (double)pow10[ndig] * 1000000.0);
+		return digits * ten_to_the[6 - ndig];
+	return (int64_t)rint((double)digits / (double)ten_to_the[ndig] * 1000000.0);
 }
 
 const char *validate_rfc3339(const char *s, int64_t *epoch_ms, int *offset_min)
