@@ -121,8 +121,7 @@ static void aux_retry_cb(evutil_socket_t fd, short what, void *arg)
 static void aux_lost(struct aux *a, const char *why)
 {
 	char buf[256];
-	snprintf(buf, sizeof(buf), "%s", why ? why : "");
-	buf[strcspn(buf, "\n")] = '\0';
+	log_first_line(why, buf, sizeof(buf));
 	if (a->ev_added)
 		event_del(&a->ev_sock);
 	a->ev_added = false;

@@ -154,3 +154,10 @@ void fatalx(int code, const char *msg, const char *kvfmt, ...)
 	va_end(ap);
 	exit(code);
 }
+
+const char *log_first_line(const char *msg, char *buf, size_t cap)
+{
+	snprintf(buf, cap, "%s", msg ? msg : "");
+	buf[strcspn(buf, "\n")] = '\0';
+	return buf;
+}

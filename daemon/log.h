@@ -43,4 +43,8 @@ void fatalx(int code, const char *msg, const char *kvfmt, ...) LOG_PRINTF(3, 4)
 const char *lq(const char *s);
 const char *lqn(const char *s, size_t len);
 
+/* The first line of msg (libpq's errors run on over several), copied into
+ * buf for a one-line record; "" for NULL.  Returns buf. */
+const char *log_first_line(const char *msg, char *buf, size_t cap);
+
 #endif

@@ -4,8 +4,9 @@
  * systemd.
  *
  * The daemon is one thread, so the counters are plain integers updated by
- * one-line hooks where things happen: conn.c (connections, lines), store.c
- * (batches, event results, reconnects, notifications) and main.c (reloads).
+ * one-line hooks where things happen: conn.c (connections, lines), the
+ * store (batches, event results, reconnects, notifications) and main.c
+ * (reloads).
  * Gauges that the daemon already knows (connections open, events pending,
  * subscribers, the database state) are read from their owners when a
  * scrape asks, never copied.

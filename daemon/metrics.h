@@ -3,7 +3,7 @@
  * periodic stats line of the log and the systemd STATUS; see metrics.c.
  *
  * The hooks are one-line calls from the modules where things happen
- * (conn.c, store.c, main.c); the readers render what they hold.
+ * (conn.c, store.c and its lane.c and batch.c, main.c); the readers render what they hold.
  */
 #ifndef OT_METRICS_H
 #define OT_METRICS_H
@@ -35,13 +35,13 @@ void metrics_conn_rejected(void);
 void metrics_event_received(void);
 /* conn.c: a line was answered with an error (code is an ERR_* word). */
 void metrics_line_rejected(const char *code);
-/* store.c: a batch of this many events was sent to PostgreSQL. */
+/* batch.c: a batch of this many events was sent to PostgreSQL. */
 void metrics_batch_sent(unsigned events);
 /* store.c: a batch committed; sent_at (CLOCK_MONOTONIC) is when it was sent. */
 void metrics_batch_committed(const struct timespec *sent_at);
 /* store.c: the store answered one event of this type. */
 void metrics_event_result(const char *type, enum store_result r);
-/* store.c: the database connection is ready; again is true after an outage. */
+/* lane.c: a database session is ready; again is true after an outage. */
 void metrics_db_connected(bool again);
 /* store.c: notifications committed by a batch (rows of seq, kind, ...). */
 void metrics_notifications(const PGresult *r);

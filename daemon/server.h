@@ -1,7 +1,7 @@
 /*
  * server.h - the daemon's shared state and the interfaces between its
- * modules: connections (conn.c), listeners (listener.c), storage (store.c),
- * and the top-level wiring (main.c).
+ * modules: connections (conn.c), listeners (listener.c), storage (store.c,
+ * with lane.c and batch.c behind store.h), and the top-level wiring (main.c).
  */
 #ifndef OT_SERVER_H
 #define OT_SERVER_H

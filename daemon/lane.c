@@ -1,0 +1,424 @@
+/*
+ * lane.c - one session with PostgreSQL, from connecting to ready.
+ *
+ * A lane connects without blocking (PQconnectStartParams, then
+ * PQconnectPoll on each readiness of its socket), checks the server's
+ * version, brings the schema up to date and prepares the batch's
+ * statements; then it is ready for batches (batch.c).  The migrations
+ * built into the binary are applied in one transaction under an advisory
+ * lock, so two daemons starting at once cannot race.  When the session
+ * fails or is lost, the batch in flight goes back to the queue and the
+ * lane tries again after a backoff that doubles from 100 ms to 5 s; the
+ * first failure of an outage is logged as a warning, the others at debug
+ * level.
+ *
+ * The socket is watched by one event at PRIO_DATABASE: for reading
+ * always, for writing while libpq holds output it could not send.
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "log.h"
+#include "metrics.h"
+#include "migrations.h"
+#include "store.h"
+
+#define BACKOFF_MIN_MS     100
+#define BACKOFF_MAX_MS     5000
+#define MIGRATION_LOCK_KEY "7433001"
+#define MIN_SERVER_VERSION 130000
+
+static const char *const db_state_names[DB_STATE_MAX] = {
+    "down", "connecting", "migrating", "preparing", "ready",
+};
+
+static void lane_io_cb(evutil_socket_t fd, short what, void *arg);
+
+/* Move to a new state, logging the transition at debug level. */
+static void lane_set_state(struct lane *ln, enum db_state s)
+{
+	if (s >= DB_STATE_MAX)
+		abort();
+	log_debug("database state", "from=%s to=%s", db_state_names[ln->state], db_state_names[s]);
+	ln->state = s;
+}
+
+/* Watch the connection's socket for what; re-reads PQsocket every time. */
+static void lane_watch(struct lane *ln, short what)
+{
+	int fd = PQsocket(ln->pg);
+	if (ln->ev_sock_added && fd == ln->sock_fd && what == ln->sock_what)
+		return;
+	if (ln->ev_sock_added)
+		event_del(&ln->ev_sock);
+	ln->ev_sock_added = false;
+	if (fd < 0)
+		return;
+	event_assign(&ln->ev_sock, ln->st->base, fd, what | EV_PERSIST, lane_io_cb, ln);
+	event_priority_set(&ln->ev_sock, PRIO_DATABASE);
+	event_add(&ln->ev_sock, NULL);
+	ln->ev_sock_added = true;
+	ln->sock_fd = fd;
+	ln->sock_what = what;
+}
+
+/*
+ * Push buffered output; keep watching for write while some is left.
+ * Returns PQflush()'s answer: 0 all sent, 1 some left, -1 the lane was lost.
+ */
+int lane_flush(struct lane *ln)
+{
+	int r = PQflush(ln->pg);
+	if (r < 0) {
+		lane_lost(ln, PQerrorMessage(ln->pg));
+		return -1;
+	}
+	lane_watch(ln, r == 1 ? EV_READ | EV_WRITE : EV_READ);
+	return r;
+}
+
+/* Server notices ("already exists, skipping") go to the debug log. */
+static void lane_notice(void *arg, const PGresult *r)
+{
+	char buf[256];
+	(void)arg;
+	log_debug("database notice", "detail=%s",
+	          lq(log_first_line(PQresultErrorMessage(r), buf, sizeof(buf))));
+}
+
+/* Start a connection attempt. */
+static void lane_connect(struct lane *ln)
+{
+	const char *keys[] = {"dbname", "fallback_application_name", NULL};
+	const char *vals[] = {ln->st->conninfo, "ordertrackd", NULL};
+
+	ln->pg = PQconnectStartParams(keys, vals, 1);
+	if (ln->pg == NULL)
+		abort();
+	PQsetNoticeReceiver(ln->pg, lane_notice, ln);
+	if (PQstatus(ln->pg) == CONNECTION_BAD) {
+		lane_lost(ln, PQerrorMessage(ln->pg));
+		return;
+	}
+	lane_set_state(ln, DB_CONNECTING);
+	lane_watch(ln, EV_WRITE);
+}
+
+/* Reconnect timer. */
+static void lane_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	lane_connect(arg);
+}
+
+/*
+ * The connection failed or was lost: keep every unanswered event, drop the
+ * connection, and try again after a backoff that doubles up to a cap.
+ */
+void lane_lost(struct lane *ln, const char *why)
+{
+	char buf[256];
+	const char *reason = log_first_line(why, buf, sizeof(buf));
+
+	if (ln->batch_in_flight) {
+		batch_requeue(ln, true);
+		/* Another lane may be up and able to take them; from the loop,
+		 * since this can run inside store_send_batch. */
+		event_active(ln->st->ev_flush, EV_TIMEOUT, 0);
+	}
+	if (ln->ev_sock_added)
+		event_del(&ln->ev_sock);
+	ln->ev_sock_added = false;
+	if (ln->pg != NULL)
+		PQfinish(ln->pg);
+	ln->pg = NULL;
+
+	if (ln->state == DB_READY || ln->state == DB_PREPARING) {
+		log_warnx("database lost", "link=%u reason=%s pending=%u", ln->id, lq(reason),
+		          ln->st->n_queued);
+		ln->down_logged = true;
+	} else if (!ln->down_logged) {
+		log_warnx("database unavailable", "link=%u reason=%s retry_ms=%d", ln->id,
+		          lq(reason), ln->backoff_ms);
+		ln->down_logged = true;
+	} else {
+		log_debug("database still unavailable", "link=%u reason=%s", ln->id, lq(reason));
+	}
+	lane_set_state(ln, DB_DOWN);
+	struct timeval tv = {ln->backoff_ms / 1000, (ln->backoff_ms % 1000) * 1000};
+	evtimer_add(ln->ev_retry, &tv);
+	ln->backoff_ms *= 2;
+	if (ln->backoff_ms > BACKOFF_MAX_MS)
+		ln->backoff_ms = BACKOFF_MAX_MS;
+}
+
+/* Step 1 of start-up: lock out other daemons and read the schema version. */
+static void lane_migrate_begin(struct lane *ln)
+{
+	static const char sql[] =
+	    "SET synchronous_commit = on;"
+	    "BEGIN;"
+	    "SELECT pg_advisory_xact_lock(" MIGRATION_LOCK_KEY ");"
+	    "CREATE SCHEMA IF NOT EXISTS ordertrack;"
+	    "CREATE TABLE IF NOT EXISTS ordertrack.schema_migrations ("
+	    " version integer PRIMARY KEY,"
+	    " name text NOT NULL,"
+	    " applied_at timestamptz NOT NULL DEFAULT now());"
+	    "SELECT coalesce(max(version), 0) FROM ordertrack.schema_migrations";
+
+	lane_set_state(ln, DB_MIGRATING);
+	ln->needs_rollback = false; /* a new session has no open block */
+	ln->mig_step = 1;
+	ln->mig_failed = false;
+	ln->schema_version = -1;
+	if (!PQsendQuery(ln->pg, sql)) {
+		lane_lost(ln, PQerrorMessage(ln->pg));
+		return;
+	}
+	lane_flush(ln);
+}
+
+/* Step 2: apply what is missing and commit, releasing the lock. */
+static void lane_migrate_apply(struct lane *ln)
+{
+	size_t cap = 64, len = 0;
+	int have = ln->schema_version;
+
+	if (have > migrations_count) {
+		snprintf(ln->mig_error, sizeof(ln->mig_error),
+		         "database schema version %d is newer than this daemon's %d", have,
+		         migrations_count);
+		ln->mig_failed = true;
+	}
+	for (int i = have; i < migrations_count && !ln->mig_failed; i++)
+		cap += strlen(migrations[i].sql) + 200;
+	char *sql = malloc(cap);
+	if (sql == NULL)
+		abort();
+	for (int i = have; i < migrations_count && !ln->mig_failed; i++) {
+		len +=
+		    (size_t)snprintf(sql + len, cap - len,
+		                     "%s;\nINSERT INTO ordertrack.schema_migrations"
+		                     " (version, name) VALUES (%d, '%s');\n",
+		                     migrations[i].sql, migrations[i].version, migrations[i].name);
+	}
+	snprintf(sql + len, cap - len, "%s", ln->mig_failed ? "ROLLBACK" : "COMMIT");
+	ln->mig_step = 2;
+	int ok = PQsendQuery(ln->pg, sql);
+	free(sql);
+	if (!ok) {
+		lane_lost(ln, PQerrorMessage(ln->pg));
+		return;
+	}
+	lane_flush(ln);
+}
+
+/*
+ * Set after the migrations, which keep the server's defaults.  Plan each
+ * statement once per session.  Custom plans, remade on every
+ * batch, were a third of the server's CPU at low load.  A plan kept for
+ * the session must not depend on the tables' sizes when it was made, or a
+ * plan made while a table was nearly empty keeps scanning it whole as it
+ * grows; so sequential scans are off too.  Every lookup of a batch is
+ * written as a LATERAL subquery per key (here and in migration 006), whose
+ * only other plan is the index probe.  JIT is off: disabled scans count a
+ * huge cost, which would compile the one-row counter UPDATE (100 ms), and
+ * a batch's statements never run long enough for JIT to pay off anyway.
+ */
+static const char *const session_settings[] = {
+    "SET plan_cache_mode = force_generic_plan",
+    "SET enable_seqscan = off",
+    "SET jit = off",
+};
+
+/* Send the session's settings; their results are read with the PREPAREs'. */
+static bool lane_send_settings(struct lane *ln)
+{
+	for (size_t i = 0; i < sizeof(session_settings) / sizeof(session_settings[0]); i++)
+		if (!PQsendQueryParams(ln->pg, session_settings[i], 0, NULL, NULL, NULL, NULL, 0))
+			return false;
+	return true;
+}
+
+/* Schema done: enter pipeline mode, set the session up and prepare the statements. */
+static void lane_prepare(struct lane *ln)
+{
+	lane_set_state(ln, DB_PREPARING);
+	if (!PQenterPipelineMode(ln->pg) || !lane_send_settings(ln) ||
+	    !batch_send_prepares(ln->pg) || !PQpipelineSync(ln->pg)) {
+		lane_lost(ln, PQerrorMessage(ln->pg));
+		return;
+	}
+	lane_flush(ln);
+}
+
+/* Read the results of the start-up queries (no pipeline yet). */
+static void lane_migrate_results(struct lane *ln)
+{
+	char buf[256];
+	for (;;) {
+		if (PQisBusy(ln->pg))
+			return; /* more to come */
+		PGresult *r = PQgetResult(ln->pg);
+		if (r == NULL)
+			break; /* every statement of the string has answered */
+		ExecStatusType t = PQresultStatus(r);
+		if (t == PGRES_TUPLES_OK && ln->mig_step == 1 && PQntuples(r) == 1)
+			ln->schema_version = atoi(PQgetvalue(r, 0, 0));
+		else if (t != PGRES_COMMAND_OK && t != PGRES_TUPLES_OK && !ln->mig_failed) {
+			ln->mig_failed = true;
+			snprintf(ln->mig_error, sizeof(ln->mig_error), "%s",
+			         log_first_line(PQresultErrorMessage(r), buf, sizeof(buf)));
+		}
+		PQclear(r);
+	}
+	/* The query string is finished. */
+	if (ln->mig_failed) {
+		log_error("database schema not ready", "link=%u reason=%s", ln->id,
+		          lq(ln->mig_error));
+		lane_lost(ln, ln->mig_error);
+		return;
+	}
+	if (ln->mig_step == 1) {
+		lane_migrate_apply(ln);
+		return;
+	}
+	for (int i = ln->schema_version; i < migrations_count; i++)
+		log_info("migration applied", "version=%d name=%s", migrations[i].version,
+		         migrations[i].name);
+	log_info("schema ready", "link=%u version=%d", ln->id, migrations_count);
+	lane_prepare(ln);
+}
+
+/* Read the results of the PREPARE pipeline. */
+static void lane_prepare_results(struct lane *ln)
+{
+	int nulls = 0;
+	while (!PQisBusy(ln->pg)) {
+		PGresult *r = PQgetResult(ln->pg);
+		if (r == NULL) {
+			if (++nulls > 1)
+				return; /* nothing more has arrived */
+			continue;       /* end of the PREPARE's results */
+		}
+		nulls = 0;
+		ExecStatusType t = PQresultStatus(r);
+		if (t == PGRES_PIPELINE_SYNC) {
+			PQclear(r);
+			lane_set_state(ln, DB_READY);
+			ln->backoff_ms = BACKOFF_MIN_MS;
+			ln->down_logged = false;
+			log_info("database connected", "link=%u server_version=%d pending=%u",
+			         ln->id, PQserverVersion(ln->pg), ln->st->n_queued);
+			metrics_db_connected(ln->ever_ready);
+			ln->ever_ready = true;
+			server_db_ready();
+			if (ln->st->n_queued > 0)
+				store_send_batch(ln->st);
+			return;
+		}
+		if (t != PGRES_COMMAND_OK) {
+			char buf[256];
+			log_error("prepare failed", "link=%u reason=%s", ln->id,
+			          lq(log_first_line(PQresultErrorMessage(r), buf, sizeof(buf))));
+			PQclear(r);
+			lane_lost(ln, "prepare failed");
+			return;
+		}
+		PQclear(r);
+	}
+}
+
+/* Socket readiness for every state after the first connect call. */
+static void lane_io_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct lane *ln = arg;
+	(void)fd;
+
+	if (ln->state == DB_CONNECTING) {
+		switch (PQconnectPoll(ln->pg)) {
+		case PGRES_POLLING_READING:
+			lane_watch(ln, EV_READ);
+			return;
+		case PGRES_POLLING_WRITING:
+			lane_watch(ln, EV_WRITE);
+			return;
+		case PGRES_POLLING_FAILED:
+			lane_lost(ln, PQerrorMessage(ln->pg));
+			return;
+		default:
+			if (PQsetnonblocking(ln->pg, 1) != 0) {
+				lane_lost(ln, PQerrorMessage(ln->pg));
+				return;
+			}
+			if (PQserverVersion(ln->pg) < MIN_SERVER_VERSION) {
+				/* Said once per outage, like any reason the server
+				 * cannot be used; retried, since it may be upgraded. */
+				lane_lost(ln, "PostgreSQL 13 or later is needed"
+				              " (the batches use pg_current_xact_id())");
+				return;
+			}
+			lane_migrate_begin(ln);
+			return;
+		}
+	}
+
+	/* Always read before writing more (a full socket both ways would
+	 * otherwise deadlock). */
+	if ((what & EV_READ) && !PQconsumeInput(ln->pg)) {
+		lane_lost(ln, PQerrorMessage(ln->pg));
+		return;
+	}
+	if (ln->state == DB_MIGRATING)
+		lane_migrate_results(ln);
+	else if (ln->state == DB_PREPARING)
+		lane_prepare_results(ln);
+	else if (ln->state == DB_READY)
+		batch_results(ln);
+	if (ln->state == DB_DOWN)
+		return;
+	if (PQstatus(ln->pg) == CONNECTION_BAD) {
+		lane_lost(ln, PQerrorMessage(ln->pg));
+		return;
+	}
+	if (lane_flush(ln) != 0)
+		return;
+	batch_after_flush(ln);
+}
+
+/* Set up lane i and start its first connection attempt. */
+void lane_init(struct store *st, unsigned i)
+{
+	struct lane *ln = &st->lanes[i];
+	ln->st = st;
+	ln->id = i + 1;
+	ln->state = DB_DOWN;
+	ln->backoff_ms = BACKOFF_MIN_MS;
+	TAILQ_INIT(&ln->batch);
+	ln->ev_retry = evtimer_new(st->base, lane_retry_cb, ln);
+	ln->order_set = calloc(BATCH_SET_SIZE, sizeof(*ln->order_set));
+	ln->id_set = calloc(BATCH_SET_SIZE, sizeof(*ln->id_set));
+	if (ln->ev_retry == NULL || ln->order_set == NULL || ln->id_set == NULL)
+		abort();
+	lane_connect(ln);
+}
+
+/* Close the session and free what the lane holds. */
+void lane_free(struct lane *ln)
+{
+	if (ln->ev_sock_added)
+		event_del(&ln->ev_sock);
+	if (ln->pg != NULL)
+		PQfinish(ln->pg);
+	event_free(ln->ev_retry);
+	textbuf_free(&ln->events);
+	textbuf_free(&ln->bodies);
+	textbuf_free(&ln->exporters);
+	textbuf_free(&ln->orders);
+	textbuf_free(&ln->apply);
+	textbuf_free(&ln->notes);
+	free(ln->order_set);
+	free(ln->id_set);
+}
