@@ -40,7 +40,8 @@ static void lane_set_state(struct lane *ln, enum db_state s)
 {
 	if (s >= DB_STATE_MAX)
 		abort();
-	log_debug("database state", "from=%s to=%s", db_state_names[ln->state], db_state_names[s]);
+	log_debug("database state", "link=%u from=%s to=%s", ln->id, db_state_names[ln->state],
+	          db_state_names[s]);
 	ln->state = s;
 }
 
