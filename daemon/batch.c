@@ -250,14 +250,18 @@ static unsigned batch_take(struct store *st, struct lane *ln, unsigned max)
 {
 	struct slot *s, *next;
 	unsigned n = 0, looked = 0;
-	/* Looking far past events that must wait costs more than it gains. */
+	/* Looking far past events that must wait costs more than it gains,
+	 * and there is nothing to look at past the queue's end. */
 	unsigned look_max = 4 * max + 64;
+	if (look_max > st->n_queued)
+		look_max = st->n_queued;
 	if (look_max > BATCH_SET_SIZE / 2)
 		look_max = BATCH_SET_SIZE / 2;
 	size_t size = 64;
 	while (size < 2 * (size_t)look_max)
 		size *= 2;
-	/* Clear only what this batch uses: small batches come often. */
+	/* Clear only what this batch uses: small batches come often, and
+	 * sets sized for a full batch were 256 kB of memset each time. */
 	size_t mask = size - 1;
 	ln->set_mask = mask;
 	memset(st->batch_set, 0, size * sizeof(*st->batch_set));
