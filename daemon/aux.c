@@ -7,13 +7,14 @@
  * trip each is fine, and keeping them apart from the ingest connection
  * means a slow feed reader never delays a commit.
  */
-#include <event2/event_struct.h>
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
 
 #include "aux.h"
 #include "log.h"
+#include "pgsock.h"
+#include "server.h"
 
 #define AUX_BACKOFF_MIN_MS 200
 #define AUX_BACKOFF_MAX_MS 5000
@@ -35,16 +36,9 @@ enum aux_state {
 };
 
 struct aux {
-	struct event_base *base;
 	char *conninfo;
-	PGconn *pg;
+	struct pgsock sock; /* sock.pg is the connection */
 	enum aux_state state;
-	struct event ev_sock;
-	bool ev_added;
-	int sock_fd;
-	short sock_what;
-	struct event *ev_retry;
-	int backoff_ms;
 	bool down_logged;
 	STAILQ_HEAD(, aux_query) queue;
 	char *listen_channel; /* LISTEN runs as an internal query */
@@ -56,24 +50,6 @@ struct aux {
 static void aux_io_cb(evutil_socket_t fd, short what, void *arg);
 static void aux_lost(struct aux *a, const char *why);
 static void aux_next(struct aux *a);
-
-/* Watch the socket for what; PQsocket is read again every time. */
-static void aux_watch(struct aux *a, short what)
-{
-	int fd = PQsocket(a->pg);
-	if (a->ev_added && fd == a->sock_fd && what == a->sock_what)
-		return;
-	if (a->ev_added)
-		event_del(&a->ev_sock);
-	a->ev_added = false;
-	if (fd < 0)
-		return;
-	event_assign(&a->ev_sock, a->base, fd, what | EV_PERSIST, aux_io_cb, a);
-	event_add(&a->ev_sock, NULL);
-	a->ev_added = true;
-	a->sock_fd = fd;
-	a->sock_what = what;
-}
 
 /* Release one queued query. */
 static void query_free(struct aux_query *q)
@@ -95,18 +71,11 @@ static void aux_notice(void *arg, const PGresult *r)
 /* Start connecting. */
 static void aux_connect(struct aux *a)
 {
-	const char *keys[] = {"dbname", "fallback_application_name", NULL};
-	const char *vals[] = {a->conninfo, "ordertrackd-aux", NULL};
-	a->pg = PQconnectStartParams(keys, vals, 1);
-	if (a->pg == NULL)
-		abort();
-	PQsetNoticeReceiver(a->pg, aux_notice, a);
-	if (PQstatus(a->pg) == CONNECTION_BAD) {
-		aux_lost(a, PQerrorMessage(a->pg));
+	if (!pgsock_start(&a->sock, a->conninfo, "ordertrackd-aux", aux_notice, a)) {
+		aux_lost(a, PQerrorMessage(a->sock.pg));
 		return;
 	}
 	a->state = AUX_CONNECTING;
-	aux_watch(a, EV_WRITE);
 }
 
 /* Retry timer. */
@@ -122,12 +91,7 @@ static void aux_lost(struct aux *a, const char *why)
 {
 	char buf[256];
 	log_first_line(why, buf, sizeof(buf));
-	if (a->ev_added)
-		event_del(&a->ev_sock);
-	a->ev_added = false;
-	if (a->pg != NULL)
-		PQfinish(a->pg);
-	a->pg = NULL;
+	pgsock_close_retry(&a->sock);
 	if (!a->down_logged) {
 		log_warnx("database unavailable", "conn=aux reason=%s", lq(buf));
 		a->down_logged = true;
@@ -141,33 +105,23 @@ static void aux_lost(struct aux *a, const char *why)
 		query_free(q);
 	}
 	a->state = AUX_DOWN;
-	struct timeval tv = {a->backoff_ms / 1000, (a->backoff_ms % 1000) * 1000};
-	evtimer_add(a->ev_retry, &tv);
-	a->backoff_ms =
-	    a->backoff_ms * 2 > AUX_BACKOFF_MAX_MS ? AUX_BACKOFF_MAX_MS : a->backoff_ms * 2;
 }
 
 /* Push output; watch for write while some is left. */
 static bool aux_flush(struct aux *a)
 {
-	int r = PQflush(a->pg);
-	if (r < 0) {
-		aux_lost(a, PQerrorMessage(a->pg));
+	if (pgsock_flush(&a->sock) < 0) {
+		aux_lost(a, PQerrorMessage(a->sock.pg));
 		return false;
 	}
-	aux_watch(a, r == 1 ? EV_READ | EV_WRITE : EV_READ);
 	return true;
 }
 
 /* Connected: LISTEN first (an internal query), then the queue. */
 static void aux_connected(struct aux *a)
 {
-	if (PQsetnonblocking(a->pg, 1) != 0) {
-		aux_lost(a, PQerrorMessage(a->pg));
-		return;
-	}
 	a->state = AUX_IDLE;
-	a->backoff_ms = AUX_BACKOFF_MIN_MS;
+	pgsock_ready(&a->sock);
 	if (a->down_logged)
 		log_info("database connected", "conn=aux");
 	a->down_logged = false;
@@ -192,9 +146,9 @@ static void aux_next(struct aux *a)
 	struct aux_query *q = STAILQ_FIRST(&a->queue);
 	if (a->state != AUX_IDLE || q == NULL)
 		return;
-	if (!PQsendQueryParams(a->pg, q->sql, q->nparams, NULL, (const char *const *)q->params,
+	if (!PQsendQueryParams(a->sock.pg, q->sql, q->nparams, NULL, (const char *const *)q->params,
 	                       NULL, NULL, 0)) {
-		aux_lost(a, PQerrorMessage(a->pg));
+		aux_lost(a, PQerrorMessage(a->sock.pg));
 		return;
 	}
 	a->state = AUX_BUSY;
@@ -205,7 +159,7 @@ static void aux_next(struct aux *a)
 static void aux_notifies(struct aux *a)
 {
 	PGnotify *n;
-	while (a->pg != NULL && (n = PQnotifies(a->pg)) != NULL) {
+	while (a->sock.pg != NULL && (n = PQnotifies(a->sock.pg)) != NULL) {
 		if (a->notify_fn)
 			a->notify_fn(a->listen_arg, n->extra);
 		PQfreemem(n);
@@ -215,8 +169,8 @@ static void aux_notifies(struct aux *a)
 /* Read the result of the query in flight when it is complete. */
 static void aux_results(struct aux *a)
 {
-	while (a->state == AUX_BUSY && !PQisBusy(a->pg)) {
-		PGresult *r = PQgetResult(a->pg);
+	while (a->state == AUX_BUSY && !PQisBusy(a->sock.pg)) {
+		PGresult *r = PQgetResult(a->sock.pg);
 		struct aux_query *q = STAILQ_FIRST(&a->queue);
 		if (r == NULL) {
 			/* The query is finished. */
@@ -243,31 +197,27 @@ static void aux_io_cb(evutil_socket_t fd, short what, void *arg)
 	struct aux *a = arg;
 	(void)fd;
 	if (a->state == AUX_CONNECTING) {
-		switch (PQconnectPoll(a->pg)) {
-		case PGRES_POLLING_READING:
-			aux_watch(a, EV_READ);
+		switch (pgsock_connect_poll(&a->sock)) {
+		case PGSOCK_WAITING:
 			return;
-		case PGRES_POLLING_WRITING:
-			aux_watch(a, EV_WRITE);
+		case PGSOCK_FAILED:
+			aux_lost(a, PQerrorMessage(a->sock.pg));
 			return;
-		case PGRES_POLLING_FAILED:
-			aux_lost(a, PQerrorMessage(a->pg));
-			return;
-		default:
+		case PGSOCK_CONNECTED:
 			aux_connected(a);
 			return;
 		}
 	}
-	if ((what & EV_READ) && !PQconsumeInput(a->pg)) {
-		aux_lost(a, PQerrorMessage(a->pg));
+	if ((what & EV_READ) && !PQconsumeInput(a->sock.pg)) {
+		aux_lost(a, PQerrorMessage(a->sock.pg));
 		return;
 	}
 	aux_results(a);
 	if (a->state == AUX_DOWN)
 		return;
 	aux_notifies(a);
-	if (PQstatus(a->pg) == CONNECTION_BAD) {
-		aux_lost(a, PQerrorMessage(a->pg));
+	if (PQstatus(a->sock.pg) == CONNECTION_BAD) {
+		aux_lost(a, PQerrorMessage(a->sock.pg));
 		return;
 	}
 	aux_flush(a);
@@ -278,11 +228,10 @@ struct aux *aux_new(struct event_base *base, const char *conninfo)
 	struct aux *a = calloc(1, sizeof(*a));
 	if (a == NULL)
 		abort();
-	a->base = base;
 	a->conninfo = strdup(conninfo);
-	a->backoff_ms = AUX_BACKOFF_MIN_MS;
-	a->ev_retry = evtimer_new(base, aux_retry_cb, a);
-	if (a->conninfo == NULL || a->ev_retry == NULL)
+	pgsock_init(&a->sock, base, PRIO_NORMAL, aux_io_cb, aux_retry_cb, a, AUX_BACKOFF_MIN_MS,
+	            AUX_BACKOFF_MAX_MS);
+	if (a->conninfo == NULL)
 		abort();
 	STAILQ_INIT(&a->queue);
 	aux_connect(a);
@@ -343,11 +292,7 @@ void aux_free(struct aux *a)
 		STAILQ_REMOVE_HEAD(&a->queue, q_entry);
 		query_free(q);
 	}
-	if (a->ev_added)
-		event_del(&a->ev_sock);
-	if (a->pg != NULL)
-		PQfinish(a->pg);
-	event_free(a->ev_retry);
+	pgsock_free(&a->sock);
 	free(a->listen_channel);
 	free(a->conninfo);
 	free(a);

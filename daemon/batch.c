@@ -390,7 +390,7 @@ static void batch_copy_rows(struct lane *ln)
  */
 void batch_send(struct store *st, struct lane *ln)
 {
-	PGconn *pg = ln->pg;
+	PGconn *pg = ln->sock.pg;
 	bool solo = st->solo > 0;
 	unsigned n = batch_take(st, ln, solo ? 1 : (unsigned)st->max_events);
 	if (n == 0) {
@@ -473,20 +473,20 @@ static void batch_send_part2(struct lane *ln)
 		 * for the next batch right after. */
 		if (o->has_apply) {
 			const char *v[1] = {ln->apply.p};
-			ok = PQsendQueryPrepared(ln->pg, "apply", 1, v, NULL, NULL, 0);
+			ok = PQsendQueryPrepared(ln->sock.pg, "apply", 1, v, NULL, NULL, 0);
 		}
 		if (ok && o->has_emit) {
 			const char *v[1] = {ln->notes.p};
-			ok = PQsendQueryPrepared(ln->pg, "emit", 1, v, NULL, NULL, 0);
+			ok = PQsendQueryPrepared(ln->sock.pg, "emit", 1, v, NULL, NULL, 0);
 		}
-		ok = ok && PQsendQueryParams(ln->pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0);
+		ok = ok && PQsendQueryParams(ln->sock.pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0);
 	} else {
 		o->has_apply = o->has_emit = false;
 	}
 	batch_results_clear(o, false);
-	ok = ok && PQpipelineSync(ln->pg);
+	ok = ok && PQpipelineSync(ln->sock.pg);
 	if (!ok)
-		lane_lost(ln, PQerrorMessage(ln->pg));
+		lane_lost(ln, PQerrorMessage(ln->sock.pg));
 }
 
 /*
@@ -546,9 +546,9 @@ static void batch_write_events(struct lane *ln)
 		batch_insert_params(ln);
 		const char *v[2] = {ln->events.p, ln->bodies.p};
 		o->expect = BQ_INSERT;
-		if (!PQsendQueryPrepared(ln->pg, "ins", 2, v, NULL, NULL, 0) ||
-		    !PQsendFlushRequest(ln->pg))
-			lane_lost(ln, PQerrorMessage(ln->pg));
+		if (!PQsendQueryPrepared(ln->sock.pg, "ins", 2, v, NULL, NULL, 0) ||
+		    !PQsendFlushRequest(ln->sock.pg))
+			lane_lost(ln, PQerrorMessage(ln->sock.pg));
 		return;
 	}
 	TAILQ_FOREACH(s, &ln->batch, s_store)
@@ -556,8 +556,8 @@ static void batch_write_events(struct lane *ln)
 		s->s_outcome = 's';
 	}
 	o->expect = BQ_COPY;
-	if (!PQexitPipelineMode(ln->pg) || !PQsendQuery(ln->pg, copy_sql)) {
-		lane_lost(ln, PQerrorMessage(ln->pg));
+	if (!PQexitPipelineMode(ln->sock.pg) || !PQsendQuery(ln->sock.pg, copy_sql)) {
+		lane_lost(ln, PQerrorMessage(ln->sock.pg));
 		return;
 	}
 	if (!o->rows_built)
@@ -576,13 +576,13 @@ static void batch_copy_send(struct lane *ln)
 	enum { PIECE = 1 << 20 };
 	for (size_t at = 0; at < ln->events.len; at += PIECE) {
 		size_t n = ln->events.len - at < PIECE ? ln->events.len - at : PIECE;
-		if (PQputCopyData(ln->pg, ln->events.p + at, (int)n) != 1) {
-			lane_lost(ln, PQerrorMessage(ln->pg));
+		if (PQputCopyData(ln->sock.pg, ln->events.p + at, (int)n) != 1) {
+			lane_lost(ln, PQerrorMessage(ln->sock.pg));
 			return;
 		}
 	}
-	if (PQputCopyEnd(ln->pg, NULL) != 1) {
-		lane_lost(ln, PQerrorMessage(ln->pg));
+	if (PQputCopyEnd(ln->sock.pg, NULL) != 1) {
+		lane_lost(ln, PQerrorMessage(ln->sock.pg));
 		return;
 	}
 	ln->out.copy_sent = true;
@@ -591,8 +591,8 @@ static void batch_copy_send(struct lane *ln)
 /* COPY is over: back to pipeline mode for part two. */
 static void batch_copy_done(struct lane *ln)
 {
-	if (!PQenterPipelineMode(ln->pg)) {
-		lane_lost(ln, PQerrorMessage(ln->pg));
+	if (!PQenterPipelineMode(ln->sock.pg)) {
+		lane_lost(ln, PQerrorMessage(ln->sock.pg));
 		return;
 	}
 	batch_send_part2(ln);
@@ -721,8 +721,8 @@ static void batch_advance(struct lane *ln)
 void batch_results(struct lane *ln)
 {
 	struct batch_outcome *o = &ln->out;
-	while (ln->batch_in_flight && ln->state == DB_READY && !PQisBusy(ln->pg)) {
-		PGresult *r = PQgetResult(ln->pg);
+	while (ln->batch_in_flight && ln->state == DB_READY && !PQisBusy(ln->sock.pg)) {
+		PGresult *r = PQgetResult(ln->sock.pg);
 		if (r == NULL) {
 			if (!o->have_result)
 				break; /* nothing more has arrived */

@@ -45,37 +45,15 @@ static void lane_set_state(struct lane *ln, enum db_state s)
 	ln->state = s;
 }
 
-/* Watch the connection's socket for what; re-reads PQsocket every time. */
-static void lane_watch(struct lane *ln, short what)
-{
-	int fd = PQsocket(ln->pg);
-	if (ln->ev_sock_added && fd == ln->sock_fd && what == ln->sock_what)
-		return;
-	if (ln->ev_sock_added)
-		event_del(&ln->ev_sock);
-	ln->ev_sock_added = false;
-	if (fd < 0)
-		return;
-	event_assign(&ln->ev_sock, ln->st->base, fd, what | EV_PERSIST, lane_io_cb, ln);
-	event_priority_set(&ln->ev_sock, PRIO_DATABASE);
-	event_add(&ln->ev_sock, NULL);
-	ln->ev_sock_added = true;
-	ln->sock_fd = fd;
-	ln->sock_what = what;
-}
-
 /*
  * Push buffered output; keep watching for write while some is left.
  * Returns PQflush()'s answer: 0 all sent, 1 some left, -1 the lane was lost.
  */
 int lane_flush(struct lane *ln)
 {
-	int r = PQflush(ln->pg);
-	if (r < 0) {
-		lane_lost(ln, PQerrorMessage(ln->pg));
-		return -1;
-	}
-	lane_watch(ln, r == 1 ? EV_READ | EV_WRITE : EV_READ);
+	int r = pgsock_flush(&ln->sock);
+	if (r < 0)
+		lane_lost(ln, PQerrorMessage(ln->sock.pg));
 	return r;
 }
 
@@ -91,19 +69,11 @@ static void lane_notice(void *arg, const PGresult *r)
 /* Start a connection attempt. */
 static void lane_connect(struct lane *ln)
 {
-	const char *keys[] = {"dbname", "fallback_application_name", NULL};
-	const char *vals[] = {ln->st->conninfo, "ordertrackd", NULL};
-
-	ln->pg = PQconnectStartParams(keys, vals, 1);
-	if (ln->pg == NULL)
-		abort();
-	PQsetNoticeReceiver(ln->pg, lane_notice, ln);
-	if (PQstatus(ln->pg) == CONNECTION_BAD) {
-		lane_lost(ln, PQerrorMessage(ln->pg));
+	if (!pgsock_start(&ln->sock, ln->st->conninfo, "ordertrackd", lane_notice, ln)) {
+		lane_lost(ln, PQerrorMessage(ln->sock.pg));
 		return;
 	}
 	lane_set_state(ln, DB_CONNECTING);
-	lane_watch(ln, EV_WRITE);
 }
 
 /* Reconnect timer. */
@@ -129,30 +99,19 @@ void lane_lost(struct lane *ln, const char *why)
 		 * since this can run inside store_send_batch. */
 		event_active(ln->st->ev_flush, EV_TIMEOUT, 0);
 	}
-	if (ln->ev_sock_added)
-		event_del(&ln->ev_sock);
-	ln->ev_sock_added = false;
-	if (ln->pg != NULL)
-		PQfinish(ln->pg);
-	ln->pg = NULL;
-
+	int retry_ms = pgsock_close_retry(&ln->sock);
 	if (ln->state == DB_READY || ln->state == DB_PREPARING) {
 		log_warnx("database lost", "link=%u reason=%s pending=%u", ln->id, lq(reason),
 		          ln->st->n_queued);
 		ln->down_logged = true;
 	} else if (!ln->down_logged) {
 		log_warnx("database unavailable", "link=%u reason=%s retry_ms=%d", ln->id,
-		          lq(reason), ln->backoff_ms);
+		          lq(reason), retry_ms);
 		ln->down_logged = true;
 	} else {
 		log_debug("database still unavailable", "link=%u reason=%s", ln->id, lq(reason));
 	}
 	lane_set_state(ln, DB_DOWN);
-	struct timeval tv = {ln->backoff_ms / 1000, (ln->backoff_ms % 1000) * 1000};
-	evtimer_add(ln->ev_retry, &tv);
-	ln->backoff_ms *= 2;
-	if (ln->backoff_ms > BACKOFF_MAX_MS)
-		ln->backoff_ms = BACKOFF_MAX_MS;
 }
 
 /* Step 1 of start-up: lock out other daemons and read the schema version. */
@@ -174,8 +133,8 @@ static void lane_migrate_begin(struct lane *ln)
 	ln->mig_step = 1;
 	ln->mig_failed = false;
 	ln->schema_version = -1;
-	if (!PQsendQuery(ln->pg, sql)) {
-		lane_lost(ln, PQerrorMessage(ln->pg));
+	if (!PQsendQuery(ln->sock.pg, sql)) {
+		lane_lost(ln, PQerrorMessage(ln->sock.pg));
 		return;
 	}
 	lane_flush(ln);
@@ -207,10 +166,10 @@ static void lane_migrate_apply(struct lane *ln)
 	}
 	snprintf(sql + len, cap - len, "%s", ln->mig_failed ? "ROLLBACK" : "COMMIT");
 	ln->mig_step = 2;
-	int ok = PQsendQuery(ln->pg, sql);
+	int ok = PQsendQuery(ln->sock.pg, sql);
 	free(sql);
 	if (!ok) {
-		lane_lost(ln, PQerrorMessage(ln->pg));
+		lane_lost(ln, PQerrorMessage(ln->sock.pg));
 		return;
 	}
 	lane_flush(ln);
@@ -238,7 +197,8 @@ static const char *const session_settings[] = {
 static bool lane_send_settings(struct lane *ln)
 {
 	for (size_t i = 0; i < sizeof(session_settings) / sizeof(session_settings[0]); i++)
-		if (!PQsendQueryParams(ln->pg, session_settings[i], 0, NULL, NULL, NULL, NULL, 0))
+		if (!PQsendQueryParams(ln->sock.pg, session_settings[i], 0, NULL, NULL, NULL, NULL,
+		                       0))
 			return false;
 	return true;
 }
@@ -247,9 +207,9 @@ static bool lane_send_settings(struct lane *ln)
 static void lane_prepare(struct lane *ln)
 {
 	lane_set_state(ln, DB_PREPARING);
-	if (!PQenterPipelineMode(ln->pg) || !lane_send_settings(ln) ||
-	    !batch_send_prepares(ln->pg) || !PQpipelineSync(ln->pg)) {
-		lane_lost(ln, PQerrorMessage(ln->pg));
+	if (!PQenterPipelineMode(ln->sock.pg) || !lane_send_settings(ln) ||
+	    !batch_send_prepares(ln->sock.pg) || !PQpipelineSync(ln->sock.pg)) {
+		lane_lost(ln, PQerrorMessage(ln->sock.pg));
 		return;
 	}
 	lane_flush(ln);
@@ -260,9 +220,9 @@ static void lane_migrate_results(struct lane *ln)
 {
 	char buf[256];
 	for (;;) {
-		if (PQisBusy(ln->pg))
+		if (PQisBusy(ln->sock.pg))
 			return; /* more to come */
-		PGresult *r = PQgetResult(ln->pg);
+		PGresult *r = PQgetResult(ln->sock.pg);
 		if (r == NULL)
 			break; /* every statement of the string has answered */
 		ExecStatusType t = PQresultStatus(r);
@@ -297,8 +257,8 @@ static void lane_migrate_results(struct lane *ln)
 static void lane_prepare_results(struct lane *ln)
 {
 	int nulls = 0;
-	while (!PQisBusy(ln->pg)) {
-		PGresult *r = PQgetResult(ln->pg);
+	while (!PQisBusy(ln->sock.pg)) {
+		PGresult *r = PQgetResult(ln->sock.pg);
 		if (r == NULL) {
 			if (++nulls > 1)
 				return; /* nothing more has arrived */
@@ -309,10 +269,10 @@ static void lane_prepare_results(struct lane *ln)
 		if (t == PGRES_PIPELINE_SYNC) {
 			PQclear(r);
 			lane_set_state(ln, DB_READY);
-			ln->backoff_ms = BACKOFF_MIN_MS;
+			pgsock_ready(&ln->sock);
 			ln->down_logged = false;
 			log_info("database connected", "link=%u server_version=%d pending=%u",
-			         ln->id, PQserverVersion(ln->pg), ln->st->n_queued);
+			         ln->id, PQserverVersion(ln->sock.pg), ln->st->n_queued);
 			metrics_db_connected(ln->ever_ready);
 			ln->ever_ready = true;
 			server_db_ready();
@@ -339,37 +299,30 @@ static void lane_io_cb(evutil_socket_t fd, short what, void *arg)
 	(void)fd;
 
 	if (ln->state == DB_CONNECTING) {
-		switch (PQconnectPoll(ln->pg)) {
-		case PGRES_POLLING_READING:
-			lane_watch(ln, EV_READ);
+		switch (pgsock_connect_poll(&ln->sock)) {
+		case PGSOCK_WAITING:
 			return;
-		case PGRES_POLLING_WRITING:
-			lane_watch(ln, EV_WRITE);
+		case PGSOCK_FAILED:
+			lane_lost(ln, PQerrorMessage(ln->sock.pg));
 			return;
-		case PGRES_POLLING_FAILED:
-			lane_lost(ln, PQerrorMessage(ln->pg));
-			return;
-		default:
-			if (PQsetnonblocking(ln->pg, 1) != 0) {
-				lane_lost(ln, PQerrorMessage(ln->pg));
-				return;
-			}
-			if (PQserverVersion(ln->pg) < MIN_SERVER_VERSION) {
-				/* Said once per outage, like any reason the server
-				 * cannot be used; retried, since it may be upgraded. */
-				lane_lost(ln, "PostgreSQL 13 or later is needed"
-				              " (the batches use pg_current_xact_id())");
-				return;
-			}
-			lane_migrate_begin(ln);
+		case PGSOCK_CONNECTED:
+			break;
+		}
+		if (PQserverVersion(ln->sock.pg) < MIN_SERVER_VERSION) {
+			/* Said once per outage, like any reason the server
+			 * cannot be used; retried, since it may be upgraded. */
+			lane_lost(ln, "PostgreSQL 13 or later is needed"
+			              " (the batches use pg_current_xact_id())");
 			return;
 		}
+		lane_migrate_begin(ln);
+		return;
 	}
 
 	/* Always read before writing more (a full socket both ways would
 	 * otherwise deadlock). */
-	if ((what & EV_READ) && !PQconsumeInput(ln->pg)) {
-		lane_lost(ln, PQerrorMessage(ln->pg));
+	if ((what & EV_READ) && !PQconsumeInput(ln->sock.pg)) {
+		lane_lost(ln, PQerrorMessage(ln->sock.pg));
 		return;
 	}
 	if (ln->state == DB_MIGRATING)
@@ -380,8 +333,8 @@ static void lane_io_cb(evutil_socket_t fd, short what, void *arg)
 		batch_results(ln);
 	if (ln->state == DB_DOWN)
 		return;
-	if (PQstatus(ln->pg) == CONNECTION_BAD) {
-		lane_lost(ln, PQerrorMessage(ln->pg));
+	if (PQstatus(ln->sock.pg) == CONNECTION_BAD) {
+		lane_lost(ln, PQerrorMessage(ln->sock.pg));
 		return;
 	}
 	if (lane_flush(ln) != 0)
@@ -396,12 +349,12 @@ void lane_init(struct store *st, unsigned i)
 	ln->st = st;
 	ln->id = i + 1;
 	ln->state = DB_DOWN;
-	ln->backoff_ms = BACKOFF_MIN_MS;
 	TAILQ_INIT(&ln->batch);
-	ln->ev_retry = evtimer_new(st->base, lane_retry_cb, ln);
+	pgsock_init(&ln->sock, st->base, PRIO_DATABASE, lane_io_cb, lane_retry_cb, ln,
+	            BACKOFF_MIN_MS, BACKOFF_MAX_MS);
 	ln->order_set = calloc(BATCH_SET_SIZE, sizeof(*ln->order_set));
 	ln->id_set = calloc(BATCH_SET_SIZE, sizeof(*ln->id_set));
-	if (ln->ev_retry == NULL || ln->order_set == NULL || ln->id_set == NULL)
+	if (ln->order_set == NULL || ln->id_set == NULL)
 		abort();
 	lane_connect(ln);
 }
@@ -409,11 +362,7 @@ void lane_init(struct store *st, unsigned i)
 /* Close the session and free what the lane holds. */
 void lane_free(struct lane *ln)
 {
-	if (ln->ev_sock_added)
-		event_del(&ln->ev_sock);
-	if (ln->pg != NULL)
-		PQfinish(ln->pg);
-	event_free(ln->ev_retry);
+	pgsock_free(&ln->sock);
 	textbuf_free(&ln->events);
 	textbuf_free(&ln->bodies);
 	textbuf_free(&ln->exporters);

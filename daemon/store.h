@@ -25,6 +25,7 @@
 #include <time.h>
 
 #include "model.h"
+#include "pgsock.h"
 #include "server.h"
 #include "textbuf.h"
 
@@ -92,15 +93,9 @@ struct batch_outcome {
  */
 struct lane {
 	struct store *st;
-	unsigned id; /* 1, 2, ... in the logs */
-	PGconn *pg;
+	unsigned id;        /* 1, 2, ... in the logs */
+	struct pgsock sock; /* sock.pg is the session */
 	enum db_state state;
-	struct event ev_sock;
-	bool ev_sock_added;
-	int sock_fd;
-	short sock_what;
-	struct event *ev_retry;
-	int backoff_ms;
 	bool down_logged; /* "database unavailable" said for this outage */
 	bool ever_ready;
 

@@ -1,0 +1,74 @@
+/*
+ * pgsock.h - one libpq connection in the event loop: connecting without
+ * blocking, watching its socket, flushing, and reconnecting after a
+ * backoff.  The ingest lanes (lane.c) and the auxiliary connection (aux.c)
+ * each hold one and keep their own protocol on top.
+ */
+#ifndef OT_PGSOCK_H
+#define OT_PGSOCK_H
+
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <libpq-fe.h>
+#include <stdbool.h>
+
+struct pgsock {
+	PGconn *pg; /* NULL while down */
+	struct event_base *base;
+	event_callback_fn io_cb; /* on readiness of the socket */
+	void *arg;               /* for io_cb and the retry callback */
+	int priority;            /* of the socket's event */
+	struct event ev;         /* the socket's readiness */
+	bool ev_added;
+	int fd;     /* the socket ev watches; libpq may change it while connecting */
+	short what; /* what ev watches for */
+	struct event *ev_retry;
+	int backoff_ms, backoff_min_ms, backoff_max_ms;
+};
+
+/* What a step of connecting came to. */
+enum pgsock_step {
+	PGSOCK_WAITING,   /* the socket is watched for what libpq needs next */
+	PGSOCK_CONNECTED, /* up, and in non-blocking mode */
+	PGSOCK_FAILED,    /* the reason is in PQerrorMessage(ps->pg) */
+};
+
+/* Set ps up; retry_cb runs when the backoff after a failure is over. */
+void pgsock_init(struct pgsock *ps, struct event_base *base, int priority, event_callback_fn io_cb,
+                 event_callback_fn retry_cb, void *arg, int backoff_min_ms, int backoff_max_ms);
+
+/*
+ * Start connecting to conninfo (a libpq connection string or a database
+ * name), as app_name unless conninfo names another; notices go to notice.
+ * False when the attempt failed at once; the reason is in
+ * PQerrorMessage(ps->pg).
+ */
+bool pgsock_start(struct pgsock *ps, const char *conninfo, const char *app_name,
+                  PQnoticeReceiver notice, void *notice_arg);
+
+/* One step of PQconnectPoll, on readiness of the socket. */
+enum pgsock_step pgsock_connect_poll(struct pgsock *ps);
+
+/* Watch the socket for what (EV_READ, EV_WRITE or both). */
+void pgsock_watch(struct pgsock *ps, short what);
+
+/*
+ * Send what libpq holds, then watch for reading, and for writing too while
+ * some is left.  Returns PQflush()'s answer: 0 all sent, 1 some left, -1
+ * failed (the caller closes).
+ */
+int pgsock_flush(struct pgsock *ps);
+
+/* The connection is ready for work: the next failure backs off from the start. */
+void pgsock_ready(struct pgsock *ps);
+
+/*
+ * Close the connection and arm the retry timer; returns the delay in ms.
+ * Each failure in a row doubles the next delay, up to the maximum.
+ */
+int pgsock_close_retry(struct pgsock *ps);
+
+/* Close the connection and free the timer. */
+void pgsock_free(struct pgsock *ps);
+
+#endif
