@@ -437,6 +437,59 @@ static void test_subscribe_resume(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/*
+ * A subscriber keeps its feed across a PostgreSQL restart.  What this
+ * daemon commits it hands to its subscribers itself; what another daemon
+ * on the same database commits reaches them through the auxiliary
+ * connection: its LISTEN, then a read of the new rows.  After the restart
+ * that connection must have reconnected and listened again: the
+ * notification of an event another daemon stores then reaches a subscriber
+ * that subscribed before the restart, next in seq after the last one it had.
+ */
+static void test_subscriber_across_outage(void **state)
+{
+	(void)state;
+	const char *db = "notify_outage";
+	struct it_daemon *d = notify_daemon(db, NULL, NULL);
+	struct it_client *sub = it_connect(d);
+	it_hello(sub, KIVU, KIVU_TOKEN);
+	subscribe_after(sub, 0);
+	struct it_client *c = it_connect(d);
+	it_hello(c, KIVU, KIVU_TOKEN);
+	send_simple(c, "outage-01", "order.created", "OUTAGE-1", NULL, "stored");
+	json_t *before = read_note(sub, NOTE_MS);
+
+	off_t off = it_log_offset(d);
+	it_pg_stop("fast");
+	it_log_expect(d, off, "msg=\"database unavailable\" conn=aux", IT_REPLY_MS);
+	it_pg_start();
+	/* Said only when the aux connection was down before. */
+	it_log_expect(d, off, "msg=\"database connected\" conn=aux", 30000);
+
+	char extra[2048];
+	struct it_config cfg =
+	    notify_config("notify_outage_other", db, NULL, NULL, extra, sizeof(extra));
+	struct it_daemon *other = it_daemon_start(&cfg, true);
+	other->cfg.extra_text = NULL;
+	struct it_client *oc = it_connect(other);
+	it_hello(oc, KIVU, KIVU_TOKEN);
+	send_simple(oc, "outage-02", "order.created", "OUTAGE-2", NULL, "stored");
+
+	json_t *after = read_note(sub, NOTE_MS);
+	const char *order = it_json_str(after, "order");
+	if (seq_of(after) != seq_of(before) + 1 || order == NULL ||
+	    strcmp(order, "OUTAGE-2") != 0) {
+		char *t = json_dumps(after, JSON_COMPACT);
+		it_fail("after the restart expected OUTAGE-2's notification at seq %lld, got %s",
+		        seq_of(before) + 1, t);
+	}
+	expect_quiet(sub, QUIET_MS, "after the restart");
+	json_decref(before);
+	json_decref(after);
+	it_daemon_stop_clean(other);
+	it_daemon_stop_clean(d);
+}
+
 /* Event i of load connection k: 100 orders of 5 events each. */
 static char *load_event(int k, int i, char *id, size_t cap)
 {
@@ -1375,6 +1428,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(test_subscribe_scenario, notify_teardown),
 	    cmocka_unit_test_teardown(test_subscribe_resume, notify_teardown),
+	    cmocka_unit_test_teardown(test_subscriber_across_outage, notify_teardown),
 	    cmocka_unit_test_teardown(test_subscribe_under_load, notify_teardown),
 	    cmocka_unit_test_teardown(test_rolled_back_batch, notify_teardown),
 	    cmocka_unit_test_teardown(test_no_change_no_notification, notify_teardown),
