@@ -614,7 +614,10 @@ static void test_large_events(void **state)
 	struct it_config cfg = {.name = "pipe_large",
 	                        .dbname = "pipe_large",
 	                        .max_line_bytes = 4 << 20,
-	                        .batch_max_delay_ms = 50,
+	                        /* Long enough for the three to be read and parsed
+	                         * before the first batch goes, even under ASan on a
+	                         * busy machine (50 ms was not, once). */
+	                        .batch_max_delay_ms = 1000,
 	                        .log_level = "info"};
 	struct it_daemon *d = it_daemon_start(&cfg, true);
 	struct it_client *c = it_connect(d);
