@@ -1306,7 +1306,11 @@ static const char *opt_name(unsigned bit)
 	return "?";
 }
 
-int main(int argc, char **argv)
+/*
+ * Read the options before the command into o.  Returns -1 to go on, or
+ * the exit code when they asked for help or the version, or were wrong.
+ */
+static int parse_options(int argc, char **argv, struct opts *o)
 {
 	enum {
 		L_JSON = 256,
@@ -1346,16 +1350,14 @@ int main(int argc, char **argv)
 	    {"address", required_argument, NULL, L_ADDRESS},
 	    {NULL, 0, NULL, 0},
 	};
-	struct ctl c;
 	int ch;
 
-	memset(&c, 0, sizeof(c));
-	c.o.config = OT_DEFAULT_CONFIG;
+	o->config = OT_DEFAULT_CONFIG;
 	opterr = 0;
 	while ((ch = getopt_long(argc, argv, "c:hV", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
-			c.o.config = optarg;
+			o->config = optarg;
 			break;
 		case 'h':
 			usage(stdout);
@@ -1364,67 +1366,67 @@ int main(int argc, char **argv)
 			printf("ordertrackctl %s\n", OT_VERSION);
 			return EX_OK_;
 		case L_JSON:
-			c.o.json = true;
+			o->json = true;
 			break;
 		case L_EXPORTER:
-			c.o.exporter = optarg;
-			c.o.given |= O_EXPORTER;
+			o->exporter = optarg;
+			o->given |= O_EXPORTER;
 			break;
 		case L_STATUS:
-			c.o.status = optarg;
-			c.o.given |= O_STATUS;
+			o->status = optarg;
+			o->given |= O_STATUS;
 			break;
 		case L_HELD:
-			c.o.held = true;
-			c.o.given |= O_HELD;
+			o->held = true;
+			o->given |= O_HELD;
 			break;
 		case L_ANOMALIES:
-			c.o.anomalies = true;
-			c.o.given |= O_ANOMALIES;
+			o->anomalies = true;
+			o->given |= O_ANOMALIES;
 			break;
 		case L_OVERDUE:
-			c.o.overdue = true;
-			c.o.given |= O_OVERDUE;
+			o->overdue = true;
+			o->given |= O_OVERDUE;
 			break;
 		case L_AFTER:
-			if (!parse_count(optarg, &c.o.after))
+			if (!parse_count(optarg, &o->after))
 				return usage_error("--after wants a seq, 0 or more (got \"%s\")",
 				                   optarg);
-			c.o.given |= O_AFTER;
+			o->given |= O_AFTER;
 			break;
 		case L_TOKEN:
-			c.o.token = optarg;
-			c.o.given |= O_TOKEN;
+			o->token = optarg;
+			o->given |= O_TOKEN;
 			break;
 		case L_OPERATOR:
-			c.o.operator_id = optarg;
-			c.o.given |= O_OPERATOR;
+			o->operator_id = optarg;
+			o->given |= O_OPERATOR;
 			break;
 		case L_LIMIT:
-			if (!parse_count(optarg, &c.o.limit) || c.o.limit == 0)
+			if (!parse_count(optarg, &o->limit) || o->limit == 0)
 				return usage_error("--limit wants a count, 1 or more (got \"%s\")",
 				                   optarg);
-			c.o.given |= O_LIMIT;
+			o->given |= O_LIMIT;
 			break;
 		case L_FROM:
-			c.o.from = optarg;
-			c.o.given |= O_FROM;
+			o->from = optarg;
+			o->given |= O_FROM;
 			break;
 		case L_TO:
-			c.o.to = optarg;
-			c.o.given |= O_TO;
+			o->to = optarg;
+			o->given |= O_TO;
 			break;
 		case L_BY:
-			c.o.by = optarg;
-			c.o.given |= O_BY;
+			o->by = optarg;
+			o->given |= O_BY;
 			break;
 		case L_NAME:
-			c.o.name = optarg;
-			c.o.given |= O_NAME;
+			o->name = optarg;
+			o->given |= O_NAME;
 			break;
 		case L_ADDRESS:
-			c.o.address = optarg;
-			c.o.given |= O_ADDRESS;
+			o->address = optarg;
+			o->given |= O_ADDRESS;
 			break;
 		default:
 			if (optopt != 0 && optopt < 256)
@@ -1434,6 +1436,16 @@ int main(int argc, char **argv)
 			                   argv[optind - 1]);
 		}
 	}
+	return -1;
+}
+
+int main(int argc, char **argv)
+{
+	struct ctl c;
+	memset(&c, 0, sizeof(c));
+	int rc = parse_options(argc, argv, &c.o);
+	if (rc >= 0)
+		return rc;
 	if (optind >= argc)
 		return usage_error("no command given");
 	const char *name = argv[optind];
@@ -1450,7 +1462,7 @@ int main(int argc, char **argv)
 	if (extra != 0)
 		return usage_error("%s does not apply to %s", opt_name(extra & -extra), cmd->name);
 
-	int rc = cmd->run(&c, nargs, argv + optind + 1);
+	rc = cmd->run(&c, nargs, argv + optind + 1);
 	if (c.pg != NULL)
 		PQfinish(c.pg);
 	config_free(c.cfg);
