@@ -314,6 +314,16 @@ static void subscribe_after(struct it_client *c, long long after)
 	subscribe(c, line, after);
 }
 
+/* A new connection of exporter that said hello and subscribed after seq after. */
+static struct it_client *subscriber(struct it_daemon *d, const char *exporter, const char *token,
+                                    long long after)
+{
+	struct it_client *c = it_connect(d);
+	it_hello(c, exporter, token);
+	subscribe_after(c, after);
+	return c;
+}
+
 /* Fail if anything arrives within ms. */
 static void expect_quiet(struct it_client *c, int ms, const char *what)
 {
@@ -372,9 +382,7 @@ static void test_subscribe_scenario(void **state)
 	(void)state;
 	const char *db = "notify_scenario";
 	struct it_daemon *d = notify_daemon(db, NULL, NULL);
-	struct it_client *live = it_connect(d);
-	it_hello(live, KIVU, KIVU_TOKEN);
-	subscribe_after(live, 0);
+	struct it_client *live = subscriber(d, KIVU, KIVU_TOKEN, 0);
 	expect_quiet(live, 200, "subscriber before any event");
 
 	send_scenarios(d);
@@ -389,9 +397,7 @@ static void test_subscribe_scenario(void **state)
 	expect_stream(live, &kivu, 0, "live kivu-coffee subscriber");
 	expect_quiet(live, QUIET_MS, "live kivu-coffee subscriber after its rows");
 
-	struct it_client *back = it_connect(d);
-	it_hello(back, CHILI, CHILI_TOKEN);
-	subscribe_after(back, 0);
+	struct it_client *back = subscriber(d, CHILI, CHILI_TOKEN, 0);
 	expect_stream(back, &chili, 0, "backlog akagera-chili subscriber");
 	expect_quiet(back, QUIET_MS, "backlog akagera-chili subscriber after its rows");
 
@@ -420,18 +426,14 @@ static void test_subscribe_resume(void **state)
 	size_t ks[] = {1, kivu.n / 2, kivu.n - 1};
 	for (size_t j = 0; j < sizeof(ks) / sizeof(ks[0]); j++) {
 		size_t k = ks[j];
-		struct it_client *c = it_connect(d);
-		it_hello(c, KIVU, KIVU_TOKEN);
-		subscribe_after(c, seq_of(kivu.v[k - 1]));
+		struct it_client *c = subscriber(d, KIVU, KIVU_TOKEN, seq_of(kivu.v[k - 1]));
 		char what[64];
 		snprintf(what, sizeof(what), "resumed after notification %zu", k);
 		expect_stream(c, &kivu, k, what);
 		expect_quiet(c, QUIET_MS, what);
 		it_close(c);
 	}
-	struct it_client *c = it_connect(d);
-	it_hello(c, KIVU, KIVU_TOKEN);
-	subscribe_after(c, seq_of(kivu.v[kivu.n - 1]));
+	struct it_client *c = subscriber(d, KIVU, KIVU_TOKEN, seq_of(kivu.v[kivu.n - 1]));
 	expect_quiet(c, QUIET_MS, "resumed after the last one");
 	rows_free(&kivu);
 	it_daemon_stop_clean(d);
@@ -451,9 +453,7 @@ static void test_subscriber_across_outage(void **state)
 	(void)state;
 	const char *db = "notify_outage";
 	struct it_daemon *d = notify_daemon(db, NULL, NULL);
-	struct it_client *sub = it_connect(d);
-	it_hello(sub, KIVU, KIVU_TOKEN);
-	subscribe_after(sub, 0);
+	struct it_client *sub = subscriber(d, KIVU, KIVU_TOKEN, 0);
 	struct it_client *c = it_connect(d);
 	it_hello(c, KIVU, KIVU_TOKEN);
 	send_simple(c, "outage-01", "order.created", "OUTAGE-1", NULL, "stored");
@@ -685,9 +685,7 @@ static void test_no_change_no_notification(void **state)
 	struct it_daemon *d = notify_daemon(db, NULL, NULL);
 	send_scenarios(d);
 	long before = note_count(db, "true");
-	struct it_client *sub = it_connect(d);
-	it_hello(sub, KIVU, KIVU_TOKEN);
-	subscribe_after(sub, max_seq(db));
+	struct it_client *sub = subscriber(d, KIVU, KIVU_TOKEN, max_seq(db));
 
 	/* The whole coffee scenario again: all duplicates. */
 	send_file(d, KIVU_FILE, KIVU, KIVU_TOKEN, false, "duplicate");
