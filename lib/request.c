@@ -570,7 +570,7 @@ static const char *check_token(const json_t *v, struct check_ctx *cx)
 
 /*
  * Check an exporter id in a subscribe filter: the characters a configured
- * id may have (see config.c), since no other id can ever match.
+ * id may have (see cfg_id_check() in config.c), since no other id can ever match.
  */
 static const char *check_exporter_id(const json_t *v, struct check_ctx *cx)
 {

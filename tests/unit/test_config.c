@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: ISC */
 /*
- * test_config.c - unit tests for lib/config.c.
+ * test_config.c - unit tests for lib/config.c and the handlers of its
+ * list-valued settings (lib/config_*.c), all through the public API.
  *
  * Every case parses text with config_parse_string(), so nothing here touches
  * the file system except one open of a path that cannot exist.  Error cases
