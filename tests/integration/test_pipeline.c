@@ -311,6 +311,54 @@ static void test_lanes_same_as_one(void **state)
 }
 
 /*
+ * Migration 008: keys compare byte by byte whatever the database's locale.
+ * On a database whose default collation is linguistic (C.UTF-8, which every
+ * Debian has), every text column of an index in the ordertrack schema must
+ * be in "C", and the batches must still find rows by key: a query whose
+ * comparison took the database's collation could not use those indexes.
+ */
+static void test_keys_in_c_collation(void **state)
+{
+	const char *db = "pipe_collate";
+	(void)state;
+
+	it_db_command("ordertrack",
+	              "CREATE DATABASE pipe_collate TEMPLATE template0"
+	              " LC_COLLATE 'C.UTF-8' LC_CTYPE 'C.UTF-8'",
+	              NULL);
+	char *coll = it_db_value(
+	    db, "SELECT datcollate FROM pg_database WHERE datname = current_database()", NULL);
+	assert_string_equal(coll, "C.UTF-8");
+	free(coll);
+
+	struct it_config cfg = {
+	    .name = db, .dbname = db, .db_connections = 2, .batch_max_events = 16};
+	struct it_daemon *d = it_daemon_start(&cfg, true); /* migrates */
+	it_daemon_stop_clean(d);
+	long scans = table_scans(db);
+	d = it_daemon_start(&cfg, true);
+	lanes_send(d);
+	it_daemon_stop_clean(d);
+	assert_int_equal(table_scans(db), scans);
+	assert_int_equal(it_db_rows(db), LANE_ORDERS * (1 + 3 * LANE_CONNS));
+
+	static const char indexed_text[] =
+	    "FROM pg_index i JOIN pg_class t ON t.oid = i.indrelid"
+	    " JOIN pg_namespace n ON n.oid = t.relnamespace"
+	    " JOIN pg_attribute a ON a.attrelid = t.oid AND a.attnum = ANY (i.indkey)"
+	    " WHERE n.nspname = 'ordertrack' AND a.atttypid = 'text'::regtype";
+	char sql[512];
+	snprintf(sql, sizeof(sql), "SELECT count(*) %s", indexed_text);
+	long keys = it_db_long(db, sql, NULL);
+	assert_true(keys >= 10); /* ids of the events, the read model, the feed */
+	snprintf(sql, sizeof(sql),
+	         "SELECT count(*) %s AND a.attcollation = (SELECT oid FROM pg_collation"
+	         " WHERE collname = 'C')",
+	         indexed_text);
+	assert_int_equal(it_db_long(db, sql, NULL), keys);
+}
+
+/*
  * Tight limits: window 8 per connection, 16 pending in all, batches of 3.
  * Four connections pipeline 500 events each with a ping every 50: the
  * daemon must pause and resume reading without losing or reordering.
@@ -816,6 +864,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_hundred_connections, it_test_teardown),
 	    cmocka_unit_test_teardown(test_small_window, it_test_teardown),
 	    cmocka_unit_test_teardown(test_lanes_same_as_one, it_test_teardown),
+	    cmocka_unit_test_teardown(test_keys_in_c_collation, it_test_teardown),
 	    cmocka_unit_test_teardown(test_second_lane_waits_for_backlog, it_test_teardown),
 	    cmocka_unit_test_teardown(test_copy_meets_concurrent_insert, it_test_teardown),
 	    cmocka_unit_test_teardown(test_insert_meets_concurrent_insert, it_test_teardown),
