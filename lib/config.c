@@ -616,6 +616,47 @@ bool cfg_unknown_member(struct loader *ld, const config_setting_t *s, const char
 	return cfg_unknown_key(ld, s, sub, NULL);
 }
 
+int cfg_group_list(struct loader *ld, const config_setting_t *s, const char *path, int max,
+                   const char *example)
+{
+	if (!config_setting_is_list(s) && !config_setting_is_array(s)) {
+		cfg_fail(ld, s, path, "must be a list of groups, e.g. %s (got %s)", example,
+		         cfg_type_name(config_setting_type(s)));
+		return -1;
+	}
+	int n = config_setting_length(s);
+	if (max > 0 && n > max) {
+		cfg_fail(ld, s, path, "must have at most %d entries (got %d)", max, n);
+		return -1;
+	}
+	return n;
+}
+
+const config_setting_t *cfg_group_entry(struct loader *ld, const config_setting_t *s,
+                                        const char *path, int i, const char *shape, char *key,
+                                        size_t cap)
+{
+	const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+	cfg_key(key, cap, "%s[%d]", path, i);
+	if (!config_setting_is_group(e)) {
+		cfg_fail(ld, e, key, "must be a group %s (got %s)", shape,
+		         cfg_type_name(config_setting_type(e)));
+		return NULL;
+	}
+	return e;
+}
+
+bool cfg_duplicate(struct loader *ld, const config_setting_t *e, const char *key,
+                   const char *member, const char *what, const char *value, const char *path,
+                   size_t j)
+{
+	char sub[KEY_MAX];
+	cfg_key(sub, sizeof(sub), "%s.%s", key, member);
+	const config_setting_t *m = config_setting_get_member(e, member);
+	return cfg_fail(ld, m ? m : e, sub, "duplicate %s \"%s\" (already used by %s[%zu])", what,
+	                value, path, j);
+}
+
 /* Walk the members of a group, sending each to its row or to a nested walk. */
 static bool group_walk(struct loader *ld, const config_setting_t *group, const char *prefix)
 {

@@ -13,6 +13,9 @@
 
 #define EXPORTER_NAME_MAX 128 /* characters (code points) in an exporter name */
 
+/* One entry of exporters or operators as written, for messages. */
+#define ACCOUNT_SHAPE "{ id = \"...\"; name = \"...\"; token_sha256 = \"...\"; }"
+
 /* exporters: none unless configured. */
 void cfg_exporters_default(struct config *cfg)
 {
@@ -157,36 +160,27 @@ static bool exporter_parse(struct loader *ld, const config_setting_t *e, const c
 static bool accounts_parse(struct loader *ld, const struct setting *row, const config_setting_t *s,
                            const char *noun, struct config_exporter **list, size_t *n_list)
 {
-	if (!config_setting_is_list(s) && !config_setting_is_array(s))
-		return cfg_fail(ld, s, row->path,
-		                "must be a list of groups, e.g. ( { id = \"...\"; name = \"...\"; "
-		                "token_sha256 = \"...\"; } ) (got %s)",
-		                cfg_type_name(config_setting_type(s)));
-	int n = config_setting_length(s);
+	int n = cfg_group_list(ld, s, row->path, 0, "( " ACCOUNT_SHAPE " )");
+	if (n < 0)
+		return false;
 	accounts_release(list, n_list);
 	*list = cfg_calloc((size_t)n, sizeof(**list));
 	for (int i = 0; i < n; i++) {
-		const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
 		char key[KEY_MAX];
-		cfg_key(key, sizeof(key), "%s[%d]", row->path, i);
-		if (!config_setting_is_group(e))
-			return cfg_fail(ld, e, key,
-			                "must be a group { id = \"...\"; name = \"...\"; "
-			                "token_sha256 = \"...\"; } (got %s)",
-			                cfg_type_name(config_setting_type(e)));
+		const config_setting_t *e =
+		    cfg_group_entry(ld, s, row->path, i, ACCOUNT_SHAPE, key, sizeof(key));
+		if (e == NULL)
+			return false;
 		/* Count the entry first so that config_free releases what it holds. */
 		struct config_exporter *x = &(*list)[(*n_list)++];
 		if (!exporter_parse(ld, e, key, noun, x))
 			return false;
 		for (size_t j = 0; j + 1 < *n_list; j++) {
-			if (strcmp((*list)[j].id, x->id) != 0)
-				continue;
-			char idkey[KEY_MAX];
-			cfg_key(idkey, sizeof(idkey), "%s.id", key);
-			const config_setting_t *ids = config_setting_get_member(e, "id");
-			return cfg_fail(ld, ids ? ids : e, idkey,
-			                "duplicate %s id \"%s\" (already used by %s[%zu])", noun,
-			                x->id, row->path, j);
+			if (strcmp((*list)[j].id, x->id) == 0) {
+				char what[32];
+				cfg_key(what, sizeof(what), "%s id", noun);
+				return cfg_duplicate(ld, e, key, "id", what, x->id, row->path, j);
+			}
 		}
 	}
 	return true;

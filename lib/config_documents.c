@@ -140,42 +140,27 @@ static bool doc_rule_parse(struct loader *ld, const config_setting_t *e, const c
 bool cfg_doc_rules_parse(struct loader *ld, const struct setting *row, const config_setting_t *s)
 {
 	struct config *cfg = ld->cfg;
-	if (!config_setting_is_list(s) && !config_setting_is_array(s))
-		return cfg_fail(
-		    ld, s, row->path,
-		    "must be a list of groups, e.g. ( { hs_prefix = \"0901\"; documents = "
-		    "[\"phytosanitary\"]; } ) (got %s)",
-		    cfg_type_name(config_setting_type(s)));
-	int n = config_setting_length(s);
-	if (n > DOC_RULES_MAX)
-		return cfg_fail(ld, s, row->path, "must have at most %d entries (got %d)",
-		                DOC_RULES_MAX, n);
+	int n = cfg_group_list(ld, s, row->path, DOC_RULES_MAX,
+	                       "( { hs_prefix = \"0901\"; documents = [\"phytosanitary\"]; } )");
+	if (n < 0)
+		return false;
 	cfg_doc_rules_release(cfg);
 	cfg->doc_rules = cfg_calloc((size_t)n, sizeof(*cfg->doc_rules));
 	for (int i = 0; i < n; i++) {
-		const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
 		char key[KEY_MAX];
-		cfg_key(key, sizeof(key), "%s[%d]", row->path, i);
-		if (!config_setting_is_group(e))
-			return cfg_fail(
-			    ld, e, key,
-			    "must be a group { hs_prefix = \"...\"; documents = [...]; } "
-			    "(got %s)",
-			    cfg_type_name(config_setting_type(e)));
+		const config_setting_t *e = cfg_group_entry(
+		    ld, s, row->path, i, "{ hs_prefix = \"...\"; documents = [...]; }", key,
+		    sizeof(key));
+		if (e == NULL)
+			return false;
 		/* Count the entry first so that config_free releases what it holds. */
 		struct model_doc_rule *r = &cfg->doc_rules[cfg->n_doc_rules++];
 		if (!doc_rule_parse(ld, e, key, r))
 			return false;
-		for (size_t j = 0; j + 1 < cfg->n_doc_rules; j++) {
-			if (strcmp(cfg->doc_rules[j].hs_prefix, r->hs_prefix) != 0)
-				continue;
-			char pkey[KEY_MAX];
-			cfg_key(pkey, sizeof(pkey), "%s.hs_prefix", key);
-			const config_setting_t *p = config_setting_get_member(e, "hs_prefix");
-			return cfg_fail(ld, p ? p : e, pkey,
-			                "duplicate hs_prefix \"%s\" (already used by %s[%zu])",
-			                r->hs_prefix, row->path, j);
-		}
+		for (size_t j = 0; j + 1 < cfg->n_doc_rules; j++)
+			if (strcmp(cfg->doc_rules[j].hs_prefix, r->hs_prefix) == 0)
+				return cfg_duplicate(ld, e, key, "hs_prefix", "hs_prefix",
+				                     r->hs_prefix, row->path, j);
 	}
 	return true;
 }

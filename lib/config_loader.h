@@ -108,6 +108,33 @@ const char *cfg_type_name(int type);
 unsigned cfg_string_line(const struct loader *ld, const config_setting_t *e,
                          const config_setting_t *list);
 
+/*
+ * A list-valued setting whose entries are groups (exporters, webhooks, ...):
+ * s, the value of path, must be a list or array of at most max entries (0:
+ * any number).  example is such a list as written, for the message.  Its
+ * length, or -1 with the error recorded.
+ */
+int cfg_group_list(struct loader *ld, const config_setting_t *s, const char *path, int max,
+                   const char *example);
+
+/*
+ * Entry i of such a list, which must be a group (shape is one as written,
+ * for the message), with its name "path[i]" in key; NULL with the error
+ * recorded.
+ */
+const config_setting_t *cfg_group_entry(struct loader *ld, const config_setting_t *s,
+                                        const char *path, int i, const char *shape, char *key,
+                                        size_t cap);
+
+/*
+ * Refuse entry e, named key, whose member repeats the value of entry j of
+ * path: "duplicate <what> "<value>" (already used by path[j])", dated at
+ * the member; returns false.
+ */
+bool cfg_duplicate(struct loader *ld, const config_setting_t *e, const char *key,
+                   const char *member, const char *what, const char *value, const char *path,
+                   size_t j);
+
 /* Require s to be a string; its value, or NULL after recording the error. */
 const char *cfg_string_of(struct loader *ld, const config_setting_t *s, const char *key);
 

@@ -423,42 +423,27 @@ static bool webhook_parse(struct loader *ld, const config_setting_t *e, const ch
 bool cfg_webhooks_parse(struct loader *ld, const struct setting *row, const config_setting_t *s)
 {
 	struct config *cfg = ld->cfg;
-	if (!config_setting_is_list(s) && !config_setting_is_array(s))
-		return cfg_fail(
-		    ld, s, row->path,
-		    "must be a list of groups, e.g. ( { id = \"...\"; url = \"https://...\"; "
-		    "secret = \"...\"; } ) (got %s)",
-		    cfg_type_name(config_setting_type(s)));
-	int n = config_setting_length(s);
-	if (n > WEBHOOKS_MAX)
-		return cfg_fail(ld, s, row->path, "must have at most %d entries (got %d)",
-		                WEBHOOKS_MAX, n);
+	int n = cfg_group_list(ld, s, row->path, WEBHOOKS_MAX,
+	                       "( { id = \"...\"; url = \"https://...\"; secret = \"...\"; } )");
+	if (n < 0)
+		return false;
 	cfg_webhooks_release(cfg);
 	cfg->webhooks = cfg_calloc((size_t)n, sizeof(*cfg->webhooks));
 	for (int i = 0; i < n; i++) {
-		const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
 		char key[KEY_MAX];
-		cfg_key(key, sizeof(key), "%s[%d]", row->path, i);
-		if (!config_setting_is_group(e))
-			return cfg_fail(
-			    ld, e, key,
-			    "must be a group { id = \"...\"; url = \"...\"; secret = \"...\"; } "
-			    "(got %s)",
-			    cfg_type_name(config_setting_type(e)));
+		const config_setting_t *e = cfg_group_entry(
+		    ld, s, row->path, i, "{ id = \"...\"; url = \"...\"; secret = \"...\"; }", key,
+		    sizeof(key));
+		if (e == NULL)
+			return false;
 		/* Count the entry first so that config_free releases what it holds. */
 		struct config_webhook *w = &cfg->webhooks[cfg->n_webhooks++];
 		if (!webhook_parse(ld, e, key, w))
 			return false;
-		for (size_t j = 0; j + 1 < cfg->n_webhooks; j++) {
-			if (strcmp(cfg->webhooks[j].id, w->id) != 0)
-				continue;
-			char idkey[KEY_MAX];
-			cfg_key(idkey, sizeof(idkey), "%s.id", key);
-			const config_setting_t *ids = config_setting_get_member(e, "id");
-			return cfg_fail(ld, ids ? ids : e, idkey,
-			                "duplicate webhook id \"%s\" (already used by %s[%zu])",
-			                w->id, row->path, j);
-		}
+		for (size_t j = 0; j + 1 < cfg->n_webhooks; j++)
+			if (strcmp(cfg->webhooks[j].id, w->id) == 0)
+				return cfg_duplicate(ld, e, key, "id", "webhook id", w->id,
+				                     row->path, j);
 	}
 	return true;
 }
