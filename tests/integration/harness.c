@@ -400,6 +400,29 @@ void it_db_command(const char *dbname, const char *sql, ...)
 	PQfinish(conn);
 }
 
+void it_db_script(const char *dbname, const char *sql)
+{
+	PGconn *conn = PQconnectdb(it_conninfo(dbname));
+	if (PQstatus(conn) != CONNECTION_OK) {
+		char msg[512];
+		snprintf(msg, sizeof(msg), "%s", PQerrorMessage(conn));
+		PQfinish(conn);
+		it_fail("connect to %s: %s", it_conninfo(dbname), msg);
+	}
+	/* The simple protocol: one call may hold many statements. */
+	PGresult *r = PQexec(conn, sql);
+	ExecStatusType t = PQresultStatus(r);
+	if (t != PGRES_COMMAND_OK && t != PGRES_TUPLES_OK) {
+		char msg[512];
+		snprintf(msg, sizeof(msg), "%s", PQresultErrorMessage(r));
+		PQclear(r);
+		PQfinish(conn);
+		it_fail("script failed: %s\n  %.200s", msg, sql);
+	}
+	PQclear(r);
+	PQfinish(conn);
+}
+
 void it_config_write(const struct it_config *cfg, const char *path)
 {
 	char *text = config_text(cfg);

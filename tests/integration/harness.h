@@ -153,6 +153,8 @@ long it_db_rows(const char *dbname);
 char *it_pg_array(char *const *items, size_t n);
 /* Run a statement that returns no rows (DDL, UPDATE); NULL-terminated text params. */
 void it_db_command(const char *dbname, const char *sql, ...) __attribute__((sentinel));
+/* Run a script of several statements, without parameters (a migration file). */
+void it_db_script(const char *dbname, const char *sql);
 
 /* --- the daemon --- */
 

@@ -16,6 +16,7 @@
  *
  * Environment, besides the harness's: OT_CTL, the ordertrackctl binary.
  */
+#include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
 #include <netinet/in.h>
@@ -959,6 +960,146 @@ static void test_shipped_files(void **state)
 	free(out);
 }
 
+/* qsort's comparison of two strings through their pointers. */
+static int strcmp_ptr(const void *a, const void *b)
+{
+	return strcmp(*(char *const *)a, *(char *const *)b);
+}
+
+/* The migration files in sql/ ("NNN_name.sql"), oldest first, malloc'd. */
+static size_t migration_files(char ***out)
+{
+	char dir[PATH_MAX];
+	snprintf(dir, sizeof(dir), "%s/sql", getenv("OT_SOURCE_ROOT"));
+	DIR *d = opendir(dir);
+	if (d == NULL)
+		it_fail("open %s: %s", dir, strerror(errno));
+	char **names = NULL;
+	size_t n = 0;
+	struct dirent *e;
+	while ((e = readdir(d)) != NULL) {
+		size_t len = strlen(e->d_name);
+		if (len < 9 || strspn(e->d_name, "0123456789") != 3 || e->d_name[3] != '_' ||
+		    strcmp(e->d_name + len - 4, ".sql") != 0)
+			continue;
+		names = realloc(names, (n + 1) * sizeof(*names));
+		if (names == NULL || (names[n] = strdup(e->d_name)) == NULL)
+			abort();
+		n++;
+	}
+	closedir(d);
+	qsort(names, n, sizeof(*names), strcmp_ptr);
+	*out = names;
+	return n;
+}
+
+/* The read model of a database as one text: each order's fold and its shipments. */
+static char *read_model(const char *db)
+{
+	return it_db_value(
+	    db,
+	    "SELECT (SELECT string_agg(order_ref || '=' || status || ' ' || state::text,"
+	    "   E'\n' ORDER BY order_ref) FROM ordertrack.orders) || E'\n' ||"
+	    " (SELECT string_agg(shipment_ref || '=' || status || '/' || milestone,"
+	    "   E'\n' ORDER BY shipment_ref) FROM ordertrack.shipments)",
+	    NULL);
+}
+
+/*
+ * Upgrading: a database left by the previous release (every migration but
+ * the newest, recorded as the daemon records them) holds half of the Kivu
+ * scenario's events, stored as that release stored them.  The daemon must
+ * apply the newest migration at start, answer the old events "duplicate"
+ * and the others "stored", and fold them together into the read model a
+ * fresh database gets from the whole scenario.
+ */
+static void test_upgrade_keeps_stored_events(void **state)
+{
+	(void)state;
+	const char *db = "ops_upgrade";
+	char **files;
+	size_t n = migration_files(&files);
+	assert_true(n >= 2);
+
+	it_pg_createdb(db);
+	it_db_script(db, "CREATE SCHEMA ordertrack;"
+	                 "CREATE TABLE ordertrack.schema_migrations (version integer PRIMARY KEY,"
+	                 " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())");
+	for (size_t i = 0; i + 1 < n; i++) {
+		char rel[PATH_MAX], version[8], name[256];
+		snprintf(rel, sizeof(rel), "sql/%s", files[i]);
+		char *sql = it_source_file(rel);
+		it_db_script(db, sql);
+		free(sql);
+		snprintf(version, sizeof(version), "%d", atoi(files[i]));
+		snprintf(name, sizeof(name), "%.*s", (int)(strlen(files[i]) - 8), files[i] + 4);
+		it_db_command(db,
+		              "INSERT INTO ordertrack.schema_migrations (version, name)"
+		              " VALUES ($1::integer, $2)",
+		              version, name, NULL);
+	}
+	char *scenario = it_source_file("tests/data/scenario-kivu-coffee.jsonl");
+	it_db_command(db,
+	              "INSERT INTO ordertrack.events"
+	              " (exporter, event_id, type, order_ref, shipment_ref, occurred_at, body)"
+	              " SELECT $1, j->>'id', j->>'type', j->>'order', j->>'shipment',"
+	              " (j->>'occurred_at')::timestamptz, j"
+	              " FROM unnest(string_to_array(rtrim($2, E'\n'), E'\n'))"
+	              "  WITH ORDINALITY AS l(line, n), LATERAL (SELECT line::json AS j) x"
+	              " WHERE n % 2 = 1",
+	              IT_EXPORTER, scenario, NULL);
+	long old_events = it_db_rows(db);
+	assert_true(old_events >= 10);
+
+	struct it_config cfg = ops_config("upgrade", db);
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	char applied[128];
+	snprintf(applied, sizeof(applied), "msg=\"migration applied\" version=%d",
+	         atoi(files[n - 1]));
+	it_log_expect(d, 0, applied, IT_START_MS);
+
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	it_send_raw(c, scenario, strlen(scenario));
+	long lines = 0, duplicates = 0;
+	for (const char *p = scenario; *p != '\0'; p++)
+		lines += *p == '\n';
+	for (long i = 0; i < lines; i++) {
+		json_t *r = it_read_json(c, IT_REPLY_MS);
+		const char *want = i % 2 == 0 ? "duplicate" : "stored",
+		           *got = it_json_str(r, "result");
+		if (got == NULL || strcmp(got, want) != 0) {
+			char *s = json_dumps(r, JSON_COMPACT);
+			it_fail("line %ld: wanted an ack \"%s\", got %s", i + 1, want, s);
+		}
+		duplicates += i % 2 == 0;
+		json_decref(r);
+	}
+	it_close(c);
+	it_daemon_stop_clean(d);
+	assert_int_equal(duplicates, old_events);
+	assert_int_equal(it_db_rows(db), lines);
+	assert_int_equal(
+	    it_db_long(db, "SELECT max(version) FROM ordertrack.schema_migrations", NULL),
+	    atoi(files[n - 1]));
+
+	/* The same scenario through a fresh database, for the read model. */
+	it_pg_createdb("ops_upgrade_ref");
+	struct it_config ref_cfg = ops_config("upgrade_ref", "ops_upgrade_ref");
+	d = it_daemon_start(&ref_cfg, true);
+	send_scenario(d, IT_EXPORTER, IT_TOKEN);
+	it_daemon_stop_clean(d);
+	char *got = read_model(db), *want = read_model("ops_upgrade_ref");
+	assert_non_null(want);
+	assert_string_equal(got, want);
+	free(got);
+	free(want);
+	free(scenario);
+	for (size_t i = 0; i < n; i++)
+		free(files[i]);
+	free(files);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -968,6 +1109,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_readyz_outage, ops_teardown),
 	    cmocka_unit_test_teardown(test_sd_notify, ops_teardown),
 	    cmocka_unit_test_teardown(test_shipped_files, ops_teardown),
+	    cmocka_unit_test_teardown(test_upgrade_keeps_stored_events, ops_teardown),
 	};
 	it_env_init("ops");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
