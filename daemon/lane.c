@@ -126,7 +126,8 @@ static void lane_migrate_begin(struct lane *ln)
 	    " version integer PRIMARY KEY,"
 	    " name text NOT NULL,"
 	    " applied_at timestamptz NOT NULL DEFAULT now());"
-	    "SELECT coalesce(max(version), 0) FROM ordertrack.schema_migrations";
+	    "SELECT coalesce(max(version), 0), current_setting('fsync'),"
+	    " current_setting('full_page_writes') FROM ordertrack.schema_migrations";
 
 	lane_set_state(ln, DB_MIGRATING);
 	ln->needs_rollback = false; /* a new session has no open block */
@@ -215,6 +216,20 @@ static void lane_prepare(struct lane *ln)
 	lane_flush(ln);
 }
 
+/*
+ * Step 1's row: the schema version, and the two server settings without
+ * which a commit, and so an ack, is not on disk.  The daemon sets
+ * synchronous_commit itself; these it can only report.
+ */
+static void lane_read_version(struct lane *ln, const PGresult *r)
+{
+	ln->schema_version = atoi(PQgetvalue(r, 0, 0));
+	const char *fsync = PQgetvalue(r, 0, 1), *fpw = PQgetvalue(r, 0, 2);
+	ln->durable = strcmp(fsync, "on") == 0 && strcmp(fpw, "on") == 0;
+	snprintf(ln->durability, sizeof(ln->durability), "fsync=%.8s full_page_writes=%.8s", fsync,
+	         fpw);
+}
+
 /* Read the results of the start-up queries (no pipeline yet). */
 static void lane_migrate_results(struct lane *ln)
 {
@@ -226,8 +241,10 @@ static void lane_migrate_results(struct lane *ln)
 		if (r == NULL)
 			break; /* every statement of the string has answered */
 		ExecStatusType t = PQresultStatus(r);
-		if (t == PGRES_TUPLES_OK && ln->mig_step == 1 && PQntuples(r) == 1)
-			ln->schema_version = atoi(PQgetvalue(r, 0, 0));
+		/* Step 1's string also selects the advisory lock: one column. */
+		if (t == PGRES_TUPLES_OK && ln->mig_step == 1 && PQntuples(r) == 1 &&
+		    PQnfields(r) == 3)
+			lane_read_version(ln, r);
 		else if (t != PGRES_COMMAND_OK && t != PGRES_TUPLES_OK && !ln->mig_failed) {
 			ln->mig_failed = true;
 			snprintf(ln->mig_error, sizeof(ln->mig_error), "%s",
@@ -250,6 +267,11 @@ static void lane_migrate_results(struct lane *ln)
 		log_info("migration applied", "version=%d name=%s", migrations[i].version,
 		         migrations[i].name);
 	log_info("schema ready", "link=%u version=%d", ln->id, migrations_count);
+	if (!ln->durable)
+		log_warnx("database not durable",
+		          "link=%u %s reason=\"an acked event may be lost if the database host "
+		          "crashes\"",
+		          ln->id, ln->durability);
 	lane_prepare(ln);
 }
 

@@ -114,8 +114,10 @@ struct lane {
 	bool blocked;    /* found nothing it could take; see batch_send */
 	size_t set_mask; /* of order_set and id_set, as batch_take last sized them */
 
-	int mig_step;       /* 1: lock and read version, 2: apply */
-	int schema_version; /* read in step 1 */
+	int mig_step;        /* 1: lock and read version, 2: apply */
+	int schema_version;  /* read in step 1 */
+	bool durable;        /* read in step 1: fsync and full_page_writes are on */
+	char durability[64]; /* those settings as key=value, for the log */
 	bool mig_failed;
 	char mig_error[256];
 };

@@ -917,10 +917,20 @@ static int cmd_check(struct ctl *c, int argc, char **argv)
 	char version[32];
 	int sv = PQserverVersion(c->pg);
 	snprintf(version, sizeof(version), "%d.%d", sv / 10000, sv % 10000);
+	/* Reported, not failed: a test or scratch cluster may run without them. */
+	char fsync[16] = "?", fpw[16] = "?";
+	r = PQexec(c->pg, "SELECT current_setting('fsync'), current_setting('full_page_writes')");
+	if (PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1) {
+		snprintf(fsync, sizeof(fsync), "%s", PQgetvalue(r, 0, 0));
+		snprintf(fpw, sizeof(fpw), "%s", PQgetvalue(r, 0, 1));
+	}
+	PQclear(r);
+	bool durable = strcmp(fsync, "on") == 0 && strcmp(fpw, "on") == 0;
 	json_object_set_new(j, "database",
-	                    json_pack("{s:b, s:s, s:i, s:i, s:s}", "ok", 1, "server_version",
-	                              version, "schema_version", have, "expected_schema_version",
-	                              want, "schema", verdict));
+	                    json_pack("{s:b, s:s, s:i, s:i, s:s, s:b, s:s, s:s}", "ok", 1,
+	                              "server_version", version, "schema_version", have,
+	                              "expected_schema_version", want, "schema", verdict, "durable",
+	                              durable, "fsync", fsync, "full_page_writes", fpw));
 	json_object_set_new(j, "ok", json_boolean(ok));
 	if (c->o.json) {
 		json_out(j);
@@ -928,6 +938,9 @@ static int cmd_check(struct ctl *c, int argc, char **argv)
 		json_decref(j);
 		printf("database  ok (PostgreSQL %s)\n", version);
 		printf("schema    version %d of %d: %s\n", have, want, verdict);
+		printf("durable   fsync=%s full_page_writes=%s: %s\n", fsync, fpw,
+		       durable ? "yes"
+		               : "NO, an acked event may be lost if the database host crashes");
 	}
 	return ok ? EX_OK_ : EX_NOTFOUND_;
 }

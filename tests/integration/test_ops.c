@@ -1100,6 +1100,75 @@ static void test_upgrade_keeps_stored_events(void **state)
 	free(files);
 }
 
+/* Set fsync and full_page_writes for the whole cluster and wait until they read so. */
+static void set_durability(const char *db, const char *fsync, const char *fpw)
+{
+	char sql[96];
+	snprintf(sql, sizeof(sql), "ALTER SYSTEM SET fsync = %s", fsync);
+	it_db_command(db, sql, NULL);
+	snprintf(sql, sizeof(sql), "ALTER SYSTEM SET full_page_writes = %s", fpw);
+	it_db_command(db, sql, NULL);
+	free(it_db_value(db, "SELECT pg_reload_conf()", NULL));
+	char want[64];
+	snprintf(want, sizeof(want), "%s %s", fsync, fpw);
+	long long deadline = it_now_ms() + 10000;
+	for (;;) {
+		char *got = it_db_value(
+		    db,
+		    "SELECT current_setting('fsync') || ' ' || current_setting('full_page_writes')",
+		    NULL);
+		bool done = strcmp(got, want) == 0;
+		free(got);
+		if (done)
+			return;
+		if (it_now_ms() > deadline)
+			it_fail("the server did not take fsync and full_page_writes = %s", want);
+		it_sleep_ms(50);
+	}
+}
+
+/*
+ * Durability: with fsync or full_page_writes off a commit, and so an ack,
+ * may not survive a crash of the database host, and the daemon cannot
+ * change that.  It must say so for every session it opens, and
+ * ordertrackctl check must report it; with both on, neither says a word.
+ */
+static void test_durability_reported(void **state)
+{
+	(void)state;
+	const char *db = "ops_durable";
+	it_pg_createdb(db);
+	struct it_config cfg = ops_config("durable", db);
+
+	set_durability(db, "off", "on");
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	it_log_expect(d, 0, "msg=\"database not durable\" link=1 fsync=off full_page_writes=on",
+	              IT_START_MS);
+	it_log_expect(d, 0, "msg=\"database not durable\" link=2", IT_START_MS);
+	json_t *j = CTL_JSON("-c", d->conf_path, "check");
+	const json_t *dbj = json_object_get(j, "database");
+	assert_true(json_is_false(json_object_get(dbj, "durable")));
+	expect_str(dbj, "fsync", "off");
+	json_decref(j);
+	it_daemon_stop_clean(d);
+
+	set_durability(db, "on", "on");
+	d = it_daemon_start(&cfg, true);
+	it_log_expect(d, 0, "msg=\"database connected\" link=2", IT_START_MS);
+	j = CTL_JSON("-c", d->conf_path, "check");
+	dbj = json_object_get(j, "database");
+	assert_true(json_is_true(json_object_get(dbj, "durable")));
+	expect_str(dbj, "full_page_writes", "on");
+	json_decref(j);
+	it_daemon_stop_clean(d);
+	assert_int_equal(it_log_wait(d, 0, "database not durable", 0), -1);
+
+	/* Back to the test cluster's own settings for the tests after this one. */
+	it_db_command(db, "ALTER SYSTEM RESET fsync", NULL);
+	it_db_command(db, "ALTER SYSTEM RESET full_page_writes", NULL);
+	free(it_db_value(db, "SELECT pg_reload_conf()", NULL));
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1110,6 +1179,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_sd_notify, ops_teardown),
 	    cmocka_unit_test_teardown(test_shipped_files, ops_teardown),
 	    cmocka_unit_test_teardown(test_upgrade_keeps_stored_events, ops_teardown),
+	    cmocka_unit_test_teardown(test_durability_reported, ops_teardown),
 	};
 	it_env_init("ops");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
