@@ -134,6 +134,7 @@ static void lane_migrate_begin(struct lane *ln)
 	ln->mig_step = 1;
 	ln->mig_failed = false;
 	ln->schema_version = -1;
+	ln->durable = true; /* until step 1's row says otherwise */
 	if (!PQsendQuery(ln->sock.pg, sql)) {
 		lane_lost(ln, PQerrorMessage(ln->sock.pg));
 		return;
