@@ -87,7 +87,9 @@ static int fill(struct it_client *c, long long deadline);
 static bool take_line(struct it_client *c, char **line);
 static void lines_push(struct it_client *c, char *line);
 static json_t *parse_reply(const char *line);
-static PGresult *db_exec(const char *dbname, const char *sql, va_list ap);
+static PGconn *db_open(const char *dbname);
+static PGresult *db_check(PGconn *conn, PGresult *r, bool rows, const char *what, const char *sql);
+static PGresult *db_run(const char *dbname, const char *sql, va_list ap, bool rows);
 
 /* ------------------------------------------------------------------ */
 /* Public functions                                                    */
@@ -309,7 +311,7 @@ char *it_db_value(const char *dbname, const char *sql, ...)
 {
 	va_list ap;
 	va_start(ap, sql);
-	PGresult *r = db_exec(dbname, sql, ap);
+	PGresult *r = db_run(dbname, sql, ap, true);
 	va_end(ap);
 	if (PQntuples(r) != 1 || PQnfields(r) != 1) {
 		int rows = PQntuples(r), cols = PQnfields(r);
@@ -326,7 +328,7 @@ long it_db_long(const char *dbname, const char *sql, ...)
 {
 	va_list ap;
 	va_start(ap, sql);
-	PGresult *r = db_exec(dbname, sql, ap);
+	PGresult *r = db_run(dbname, sql, ap, true);
 	va_end(ap);
 	if (PQntuples(r) != 1 || PQnfields(r) != 1 || PQgetisnull(r, 0, 0)) {
 		PQclear(r);
@@ -369,58 +371,17 @@ char *it_pg_array(char *const *items, size_t n)
 
 void it_db_command(const char *dbname, const char *sql, ...)
 {
-	const char *params[MAX_PARAMS];
-	int n = 0;
-	const char *p;
 	va_list ap;
-
 	va_start(ap, sql);
-	while ((p = va_arg(ap, const char *)) != NULL && n < MAX_PARAMS)
-		params[n++] = p;
+	PQclear(db_run(dbname, sql, ap, false));
 	va_end(ap);
-	if (p != NULL)
-		it_fail("more than %d query parameters", MAX_PARAMS);
-	PGconn *conn = PQconnectdb(it_conninfo(dbname));
-	if (PQstatus(conn) != CONNECTION_OK) {
-		char msg[512];
-		snprintf(msg, sizeof(msg), "%s", PQerrorMessage(conn));
-		PQfinish(conn);
-		it_fail("connect to %s: %s", it_conninfo(dbname), msg);
-	}
-	PGresult *r = PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
-	ExecStatusType t = PQresultStatus(r);
-	if (t != PGRES_COMMAND_OK && t != PGRES_TUPLES_OK) {
-		char msg[512];
-		snprintf(msg, sizeof(msg), "%s", PQresultErrorMessage(r));
-		PQclear(r);
-		PQfinish(conn);
-		it_fail("statement failed: %s\n  %s", msg, sql);
-	}
-	PQclear(r);
-	PQfinish(conn);
 }
 
 void it_db_script(const char *dbname, const char *sql)
 {
-	PGconn *conn = PQconnectdb(it_conninfo(dbname));
-	if (PQstatus(conn) != CONNECTION_OK) {
-		char msg[512];
-		snprintf(msg, sizeof(msg), "%s", PQerrorMessage(conn));
-		PQfinish(conn);
-		it_fail("connect to %s: %s", it_conninfo(dbname), msg);
-	}
+	PGconn *conn = db_open(dbname);
 	/* The simple protocol: one call may hold many statements. */
-	PGresult *r = PQexec(conn, sql);
-	ExecStatusType t = PQresultStatus(r);
-	if (t != PGRES_COMMAND_OK && t != PGRES_TUPLES_OK) {
-		char msg[512];
-		snprintf(msg, sizeof(msg), "%s", PQresultErrorMessage(r));
-		PQclear(r);
-		PQfinish(conn);
-		it_fail("script failed: %s\n  %.200s", msg, sql);
-	}
-	PQclear(r);
-	PQfinish(conn);
+	PQclear(db_check(conn, PQexec(conn, sql), false, "script", sql));
 }
 
 void it_config_write(const struct it_config *cfg, const char *path)
@@ -1647,7 +1608,39 @@ static json_t *parse_reply(const char *line)
 }
 
 /* Connect, run sql with NULL-terminated text params, and demand rows back. */
-static PGresult *db_exec(const char *dbname, const char *sql, va_list ap)
+/* A connection to dbname, or the test fails. */
+static PGconn *db_open(const char *dbname)
+{
+	PGconn *conn = PQconnectdb(it_conninfo(dbname));
+	if (PQstatus(conn) != CONNECTION_OK) {
+		char msg[512];
+		snprintf(msg, sizeof(msg), "%s", PQerrorMessage(conn));
+		PQfinish(conn);
+		it_fail("connect to %s: %s", it_conninfo(dbname), msg);
+	}
+	return conn;
+}
+
+/*
+ * Close conn and return r, which must hold rows (rows) or at least have
+ * succeeded; otherwise the test fails with what failed, why, and the SQL.
+ */
+static PGresult *db_check(PGconn *conn, PGresult *r, bool rows, const char *what, const char *sql)
+{
+	ExecStatusType t = PQresultStatus(r);
+	if (t != PGRES_TUPLES_OK && (rows || t != PGRES_COMMAND_OK)) {
+		char msg[512];
+		snprintf(msg, sizeof(msg), "%s", PQresultErrorMessage(r));
+		PQclear(r);
+		PQfinish(conn);
+		it_fail("%s failed: %s\n  %.300s", what, msg, sql);
+	}
+	PQfinish(conn);
+	return r;
+}
+
+/* Run sql with the NULL-terminated text parameters in ap on a fresh connection. */
+static PGresult *db_run(const char *dbname, const char *sql, va_list ap, bool rows)
 {
 	const char *params[MAX_PARAMS];
 	int n = 0;
@@ -1658,21 +1651,7 @@ static PGresult *db_exec(const char *dbname, const char *sql, va_list ap)
 			it_fail("more than %d query parameters", MAX_PARAMS);
 		params[n++] = p;
 	}
-	PGconn *conn = PQconnectdb(it_conninfo(dbname));
-	if (PQstatus(conn) != CONNECTION_OK) {
-		char msg[512];
-		snprintf(msg, sizeof(msg), "%s", PQerrorMessage(conn));
-		PQfinish(conn);
-		it_fail("connect to %s: %s", it_conninfo(dbname), msg);
-	}
+	PGconn *conn = db_open(dbname);
 	PGresult *r = PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
-	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
-		char msg[512];
-		snprintf(msg, sizeof(msg), "%s", PQresultErrorMessage(r));
-		PQclear(r);
-		PQfinish(conn);
-		it_fail("query failed: %s\n  %s", msg, sql);
-	}
-	PQfinish(conn);
-	return r;
+	return db_check(conn, r, rows, rows ? "query" : "statement", sql);
 }
