@@ -709,8 +709,9 @@ static const char *kind_reason(enum field_kind kind)
 /* True when s is one of the words of a NULL-ended list. */
 static bool word_in(const char *s, const char *const *words)
 {
+	/* The first byte before the call: most candidates differ there. */
 	for (; *words != NULL; words++)
-		if (strcmp(*words, s) == 0)
+		if ((*words)[0] == s[0] && strcmp(*words, s) == 0)
 			return true;
 	return false;
 }
@@ -750,7 +751,7 @@ static void path_cat(char *buf, const char *a, const char *b)
 static bool rules_name(const struct field_rule *rules, const char *key)
 {
 	for (const struct field_rule *r = rules; r != NULL && r->name != NULL; r++)
-		if (strcmp(r->name, key) == 0)
+		if (r->name[0] == key[0] && strcmp(r->name, key) == 0)
 			return true;
 	return false;
 }
