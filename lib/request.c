@@ -3,15 +3,17 @@
  *
  * jansson does the JSON work: it rejects invalid UTF-8, "\u0000", duplicate
  * keys, numbers it cannot hold, nesting deeper than its own limit and
- * anything after the value.  This file then sorts the object by "type" and
- * checks its fields against tables of rules: one table for the envelope
- * every event carries, one per event type for what that type adds, and one
- * each for hello, ping and subscribe.  A rule gives the field's JSON kind,
- * whether it is required, and what else its value must be (a length in
- * characters, a word from a list, a check function, the members of a nested
- * object, the item count of an array and the rule every item meets); one
- * walker applies every table, and an optional per-type function checks what
- * spans fields.
+ * anything after the value.  It reads a real too small for a double as 0,
+ * though, and knows nothing of PostgreSQL's limits, so one quick pass over
+ * the line refuses those numbers too (numbers_in_range).  This file then
+ * sorts the object by "type" and checks its fields against tables of rules:
+ * one table for the envelope every event carries, one per event type for
+ * what that type adds, and one each for hello, ping and subscribe.  A rule
+ * gives the field's JSON kind, whether it is required, and what else its
+ * value must be (a length in characters, a word from a list, a check
+ * function, the members of a nested object, the item count of an array and
+ * the rule every item meets); one walker applies every table, and an
+ * optional per-type function checks what spans fields.
  *
  * A hello names an exporter or an operator, never both and never neither;
  * which of the two it was is all the parser decides.  A subscribe carries
@@ -49,6 +51,7 @@
 #include "request.h"
 
 #include <stdarg.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -66,6 +69,17 @@
 #define SUB_KINDS_MAX      16                /* items in a subscribe's kinds */
 #define SUB_FILTER_MAX     1000              /* items in a subscribe's orders or exporters */
 #define EXPORTER_ID_MAX    64                /* characters of an exporter id in a filter */
+
+/*
+ * Numbers jansson accepts but the rest of the way cannot hold.  A double
+ * underflows to 0 below about 2.2e-308 (jansson refuses only overflow), so
+ * a number that is not zero must be 1e-307 or more in magnitude.  The body
+ * is stored as sent and compared as jsonb, whose numeric refuses more
+ * than 16383 decimal places (0e-16384, 1.5e-16383) and exponents far out
+ * even on a zero; exponents are held to the same 16383.
+ */
+#define NUMBER_POW_MIN   (-307) /* power of ten of the smallest non-zero number */
+#define NUMBER_SCALE_MAX 16383  /* decimal places, and exponent either way */
 
 /* The JSON type a field's value must have. */
 enum field_kind {
@@ -666,6 +680,109 @@ static void set_json_error(struct request_error *err, const json_error_t *je)
 	set_error(err, ERR_MALFORMED_JSON, "invalid JSON at position %d: %s", je->position, text);
 }
 
+/* The end of the string whose opening quote is just before p: past its closing quote. */
+static const char *string_end(const char *p, const char *end)
+{
+	const char *start = p;
+
+	for (;;) {
+		const char *q = memchr(p, '"', (size_t)(end - p));
+		size_t bs = 0;
+
+		if (q == NULL)
+			return end;
+		/* A quote after an odd run of backslashes is escaped. */
+		while (q - bs > start && q[-1 - (ptrdiff_t)bs] == '\\')
+			bs++;
+		if (bs % 2 == 0)
+			return q + 1;
+		p = q + 1;
+	}
+}
+
+/*
+ * Check the number at p against what both a double and PostgreSQL's
+ * numeric hold; NULL when fine, else why not.  *endp is set past it
+ * either way.  Integers are done at once: jansson has refused any that
+ * int64 cannot hold.
+ */
+static const char *number_range(const char *p, const char *end, const char **endp)
+{
+	long ndig = 0, nfrac = 0, exp = 0;
+	long first = -1; /* index of the first non-zero digit before the point */
+	long mag = 0;    /* power of ten of the first non-zero digit, exponent aside */
+	bool nonzero = false, neg = false;
+
+	if (*p == '-')
+		p++;
+	for (; p < end && *p >= '0' && *p <= '9'; p++, ndig++)
+		if (first < 0 && *p != '0')
+			first = ndig;
+	if (p == end || (*p != '.' && *p != 'e' && *p != 'E')) {
+		*endp = p;
+		return NULL;
+	}
+	if (first >= 0) {
+		nonzero = true;
+		mag = ndig - 1 - first;
+	}
+	if (*p == '.')
+		for (p++; p < end && *p >= '0' && *p <= '9'; p++) {
+			nfrac++;
+			if (!nonzero && *p != '0') {
+				nonzero = true;
+				mag = -nfrac;
+			}
+		}
+	if (p < end && (*p == 'e' || *p == 'E')) {
+		p++;
+		if (p < end && (*p == '+' || *p == '-'))
+			neg = *p++ == '-';
+		/* Stop growing once past the bound: the verdict is known, no overflow. */
+		for (; p < end && *p >= '0' && *p <= '9'; p++)
+			if (exp <= NUMBER_SCALE_MAX)
+				exp = exp * 10 + (*p - '0');
+		if (neg)
+			exp = -exp;
+	}
+	*endp = p;
+	if (exp > NUMBER_SCALE_MAX || exp < -NUMBER_SCALE_MAX)
+		return "real number exponent out of range";
+	if (nfrac - exp > NUMBER_SCALE_MAX)
+		return "real number has more than 16383 decimal places";
+	if (nonzero && mag + exp < NUMBER_POW_MIN)
+		return "real number underflow";
+	return NULL;
+}
+
+/*
+ * Refuse a number that jansson took but that a double or PostgreSQL's
+ * numeric cannot hold (see NUMBER_POW_MIN): one pass over the line that
+ * jumps from quote to quote with memchr, so only the few bytes outside
+ * strings are looked at one by one.
+ */
+static bool numbers_in_range(const char *line, size_t len, struct request_error *err)
+{
+	const char *p = line, *end = line + len;
+
+	while (p < end) {
+		if (*p == '"') {
+			p = string_end(p + 1, end);
+		} else if (*p == '-' || (*p >= '0' && *p <= '9')) {
+			const char *why = number_range(p, end, &p);
+			if (why != NULL) {
+				set_error(err, ERR_MALFORMED_JSON,
+				          "invalid JSON at position %zu: %s", (size_t)(p - line),
+				          why);
+				return false;
+			}
+		} else {
+			p++;
+		}
+	}
+	return true;
+}
+
 /* True when v has the JSON type kind asks for. */
 static bool kind_matches(const json_t *v, enum field_kind kind)
 {
@@ -1040,6 +1157,8 @@ bool request_parse(const char *line, size_t len, int64_t now_ms, struct request 
 		set_json_error(err, &je);
 		return false;
 	}
+	if (!numbers_in_range(line, len, err))
+		goto fail;
 	if (!json_is_object(root)) {
 		set_error(err, ERR_MALFORMED_JSON, "a line must be one JSON object");
 		goto fail;

@@ -1152,6 +1152,75 @@ static void test_lines_bounds(void **state)
 	json_decref(root);
 }
 
+/* A line that must parse. */
+static void expect_ok(const char *line)
+{
+	struct request rq;
+	struct request_error err;
+
+	if (!parse(line, &rq, &err))
+		fail_msg("refused: %s: %s\n%s", err.code, err.message, line);
+	request_clear(&rq);
+}
+
+/*
+ * Numbers jansson takes but a double or PostgreSQL's numeric cannot hold
+ * are malformed_json, at the position just past the number, as jansson
+ * gives it; the bounds were read from PostgreSQL 15 ('1e-16383'::jsonb is
+ * taken, '1e-16384' and '0e-20000' are not).
+ */
+static void test_number_range(void **state)
+{
+	char *line;
+	size_t n;
+	(void)state;
+
+	/* Too small for a double: it would read back as 0. */
+	expect_error(ENV("order.confirmed", "e1") ",\"ext\":{\"x\":1e-20000}}", ERR_MALFORMED_JSON,
+	             "invalid JSON at position 118: real number exponent out of range");
+	expect_error(ENV("order.confirmed", "e1") ",\"ext\":{\"x\":1e-400}}", ERR_MALFORMED_JSON,
+	             "invalid JSON at position 116: real number underflow");
+	expect_error(ENV("order.confirmed", "e1") ",\"ext\":{\"x\":[-0.00000012e-301]}}",
+	             ERR_MALFORMED_JSON, "invalid JSON at position 127: real number underflow");
+	expect_error("{\"a\":4e-324}", ERR_MALFORMED_JSON,
+	             "invalid JSON at position 11: real number underflow");
+	expect_error("{\"a\":1E-308}", ERR_MALFORMED_JSON,
+	             "invalid JSON at position 11: real number underflow");
+	expect_error("{\"type\":\"order.created\",\"lines\":[{\"unit_price\":1e-20000}]}",
+	             ERR_MALFORMED_JSON,
+	             "invalid JSON at position 55: real number exponent out of range");
+	/* PostgreSQL's numeric: zero too, and at most 16383 decimal places. */
+	expect_error("{\"a\":0e-20000}", ERR_MALFORMED_JSON,
+	             "invalid JSON at position 13: real number exponent out of range");
+	expect_error("{\"a\":0.0e99999999999999999999}", ERR_MALFORMED_JSON,
+	             "invalid JSON at position 29: real number exponent out of range");
+	expect_error("{\"a\":0e-16384}", ERR_MALFORMED_JSON,
+	             "invalid JSON at position 13: real number exponent out of range");
+	expect_error("{\"a\":1.5e-16383}", ERR_MALFORMED_JSON,
+	             "invalid JSON at position 15: real number has more than 16383 decimal places");
+	/* 1. and 16384 zeros is 1.0 to a double, too many places to PostgreSQL; 16383 fit. */
+	line = malloc(16384 + 256);
+	assert_non_null(line);
+	n = (size_t)sprintf(line, "%s", ENV("order.confirmed", "e1") ",\"ext\":{\"a\":1.");
+	assert_int_equal(n, 112);
+	memset(line + n, '0', 16384);
+	strcpy(line + n + 16384, "}}");
+	expect_error(line, ERR_MALFORMED_JSON,
+	             "invalid JSON at position 16496: real number has more than 16383 decimal "
+	             "places");
+	strcpy(line + n + 16383, "}}");
+	expect_ok(line);
+	free(line);
+
+	/* What both hold is taken, and numbers inside strings are text. */
+	expect_ok(ENV("order.confirmed", "e1") ",\"ext\":{\"a\":1e-307,\"b\":-1.5e-306,"
+	                                       "\"c\":1.7e308,\"d\":0e-16383,\"e\":0.0,\"f\":-0,"
+	                                       "\"g\":0e16383,\"h\":123.456e-300,\"i\":10E+2,"
+	                                       "\"j\":0.001e-304,\"k\":9223372036854775807}}");
+	expect_ok(ENV("order.confirmed", "e1") ",\"note\":\"1e-20000 \\\"1e-20000\\\\\","
+	                                       "\"ext\":{\"1e-400\":\"\\\\\\\"0e-99999\"}}");
+}
+
 /* With several problems, the first in the fixed order is the one reported. */
 static void test_check_order(void **state)
 {
@@ -1476,11 +1545,11 @@ static void test_canonical(void **state)
 	    "{\"type\":\"order.confirmed\",\"id\":\"e1\",\"order\":\"PO-1\","
 	    "\"occurred_at\":\"2026-03-01T08:00:00Z\",\"ext\":{\"p\":7.9,\"q\":0.1,\"r\":0.115,"
 	    "\"t\":1e-7,\"n\":1896.0,\"i\":240,\"z\":-0.0,\"x\":0.30000000000000004,"
-	    "\"m\":1.7976931348623157e308,\"s\":5e-324,\"k\":1E+3,\"w\":[2.50,{\"b\":1,\"a\":0.5}]}"
+	    "\"m\":1.7976931348623157e308,\"s\":1e-307,\"k\":1E+3,\"w\":[2.50,{\"b\":1,\"a\":0.5}]}"
 	    "}",
 	    &la);
 	assert_string_equal(e, "{\"ext\":{\"i\":240,\"k\":1e3,\"m\":1.7976931348623157e308,"
-	                       "\"n\":1896.0,\"p\":7.9,\"q\":0.1,\"r\":0.115,\"s\":5e-324,"
+	                       "\"n\":1896.0,\"p\":7.9,\"q\":0.1,\"r\":0.115,\"s\":1e-307,"
 	                       "\"t\":1e-7,\"w\":[2.5,{\"a\":0.5,\"b\":1}],"
 	                       "\"x\":0.30000000000000004,\"z\":-0.0},\"id\":\"e1\","
 	                       "\"occurred_at\":\"2026-03-01T08:00:00Z\",\"order\":\"PO-1\","
@@ -1513,6 +1582,7 @@ int main(void)
 	    cmocka_unit_test(test_subscribe_errors),
 	    cmocka_unit_test(test_ping),
 	    cmocka_unit_test(test_malformed_json),
+	    cmocka_unit_test(test_number_range),
 	    cmocka_unit_test(test_deep_nesting),
 	    cmocka_unit_test(test_not_an_object),
 	    cmocka_unit_test(test_type_field),
