@@ -24,7 +24,8 @@
  * Checks run in a fixed order, so a line with several problems always gets
  * the same error: first unknown members (a typo such as "ocurred_at" is
  * reported as itself, not as a missing "occurred_at"), then the envelope
- * fields, then the type's fields in table order, then the cross-field rules.
+ * fields, then "shipment" (required, allowed or refused by the type), then
+ * the type's fields in table order, then the cross-field rules.
  * Objects nested in an event (location, lines[i]) are strict as well; only
  * "ext" is free-form.  Messages name the field by its path, e.g.
  * field "lines[2].hs_code": must be a string of 6, 8 or 10 digits.
@@ -1043,6 +1044,9 @@ static bool check_event(const json_t *root, const struct event_type *et, struct 
 	const char *field = NULL;
 	const char *why;
 
+	if (!check_no_unknown(root, envelope_rules, et->fields, event_top_names, "", code, err) ||
+	    !check_rules(root, envelope_rules, "", code, cx, err))
+		return false;
 	if (et->ship == SHIP_NONE && json_object_get(root, "shipment") != NULL) {
 		set_error(err, code,
 		          "field \"shipment\": not allowed on %s (only on shipment.* and "
@@ -1050,9 +1054,6 @@ static bool check_event(const json_t *root, const struct event_type *et, struct 
 		          et->name);
 		return false;
 	}
-	if (!check_no_unknown(root, envelope_rules, et->fields, event_top_names, "", code, err) ||
-	    !check_rules(root, envelope_rules, "", code, cx, err))
-		return false;
 	if (et->ship == SHIP_REQUIRED && !check_rules(root, ship_required_rules, "", code, cx, err))
 		return false;
 	if (et->ship == SHIP_OPTIONAL && !check_rules(root, ship_optional_rules, "", code, cx, err))

@@ -1242,6 +1242,19 @@ static void test_check_order(void **state)
 	expect_error("{\"type\":\"order.created\",\"id\":\"e1\",\"occurred_at\":"
 	             "\"2026-03-01T08:00:00Z\",\"order\":\"PO-1\",\"buyer\":\"B\"}",
 	             ERR_INVALID_EVENT, "field \"origin\": required");
+	/* A shipment where none is allowed: unknown members and the envelope come first. */
+	expect_error("{\"type\":\"order.confirmed\",\"id\":\"e1\",\"ocurred_at\":"
+	             "\"2026-03-01T08:00:00Z\",\"order\":\"PO-1\",\"shipment\":\"S1\"}",
+	             ERR_INVALID_EVENT, "unknown field \"ocurred_at\"");
+	expect_error("{\"type\":\"order.cancelled\",\"id\":\"e1\",\"occurred_at\":"
+	             "\"2026-03-01T08:00:00Z\",\"order\":\"PO 1\",\"shipment\":\"S1\"}",
+	             ERR_INVALID_EVENT,
+	             "field \"order\": must be 1-64 characters of A-Za-z0-9._/-");
+	expect_error("{\"type\":\"event.retracted\",\"id\":\"e1\",\"occurred_at\":"
+	             "\"2026-03-01T08:00:00Z\",\"order\":\"PO-1\",\"shipment\":\"S1\"}",
+	             ERR_INVALID_EVENT,
+	             "field \"shipment\": not allowed on event.retracted (only on shipment.* and "
+	             "document.issued)");
 	/* Shipment after the envelope, before the type's own fields. */
 	expect_error("{\"type\":\"shipment.booked\",\"id\":\"e1\",\"occurred_at\":"
 	             "\"2026-03-01T08:00:00Z\",\"order\":\"PO-1\"}",
