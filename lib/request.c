@@ -1088,8 +1088,9 @@ static bool parse_event(json_t *root, const struct event_type *et, int64_t now_m
 }
 
 /*
- * Check a hello: members, then who it speaks for (exactly one of exporter
- * and operator), then the token; fill rq->u.hello from the tree.
+ * Check a hello: members, then that it names exactly one of exporter and
+ * operator, then that one's id, then the token; fill rq->u.hello from the
+ * tree.
  */
 static bool parse_hello(const json_t *root, struct check_ctx *cx, struct request *rq,
                         struct request_error *err)
@@ -1097,9 +1098,9 @@ static bool parse_hello(const json_t *root, struct check_ctx *cx, struct request
 	const char *code = ERR_INVALID_REQUEST;
 	const json_t *exporter, *op;
 
-	if (!check_no_unknown(root, hello_who_rules, hello_token_rules, top_names, "", code, err) ||
-	    !check_rules(root, hello_who_rules, "", code, cx, err))
+	if (!check_no_unknown(root, hello_who_rules, hello_token_rules, top_names, "", code, err))
 		return false;
+	/* Which of the two before what it holds: both is one mistake, not a bad id. */
 	exporter = json_object_get(root, "exporter");
 	op = json_object_get(root, "operator");
 	if (exporter == NULL && op == NULL) {
@@ -1110,7 +1111,8 @@ static bool parse_hello(const json_t *root, struct check_ctx *cx, struct request
 		set_error(err, code, "field \"operator\": not allowed together with \"exporter\"");
 		return false;
 	}
-	if (!check_rules(root, hello_token_rules, "", code, cx, err))
+	if (!check_rules(root, hello_who_rules, "", code, cx, err) ||
+	    !check_rules(root, hello_token_rules, "", code, cx, err))
 		return false;
 	rq->kind = REQ_HELLO;
 	rq->u.hello.exporter = json_string_value(exporter);

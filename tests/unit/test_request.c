@@ -224,11 +224,18 @@ static void test_hello_operator(void **state)
 	             "field \"exporter\": required (or \"operator\")");
 	expect_error("{\"type\":\"hello\",\"operator\":\"ops\"}", ERR_INVALID_REQUEST,
 	             "field \"token\": required");
-	/* The id's own checks run before the pair is looked at. */
+	/* The pair is looked at before either id's own checks (section 7.1). */
+	expect_error("{\"type\":\"hello\",\"exporter\":\"k\",\"operator\":\"\",\"token\":\"t\"}",
+	             ERR_INVALID_REQUEST,
+	             "field \"operator\": not allowed together with \"exporter\"");
+	expect_error("{\"type\":\"hello\",\"exporter\":\"\",\"operator\":\"ops\",\"token\":\"t\"}",
+	             ERR_INVALID_REQUEST,
+	             "field \"operator\": not allowed together with \"exporter\"");
+	expect_error("{\"type\":\"hello\",\"operator\":7,\"exporter\":\"kivu\",\"token\":\"t\"}",
+	             ERR_INVALID_REQUEST,
+	             "field \"operator\": not allowed together with \"exporter\"");
 	expect_error("{\"type\":\"hello\",\"operator\":\"\",\"token\":\"t\"}", ERR_INVALID_REQUEST,
 	             "field \"operator\": must be 1-64 characters");
-	expect_error("{\"type\":\"hello\",\"operator\":7,\"exporter\":\"kivu\",\"token\":\"t\"}",
-	             ERR_INVALID_REQUEST, "field \"operator\": must be a string");
 	expect_error("{\"type\":\"hello\",\"operator\":null,\"token\":\"t\"}", ERR_INVALID_REQUEST,
 	             "field \"operator\": must be a string");
 	expect_error("{\"type\":\"hello\",\"operator\":\"ops\",\"token\":\"t\",\"role\":\"x\"}",
