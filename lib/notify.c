@@ -79,7 +79,19 @@ static bool cause_later(const struct notify_cause *a, const struct notify_cause 
 	return strcmp(a->id, b->id) > 0;
 }
 
-/* The latest cause of shipment ref (any shipment for NULL), or NULL when none. */
+/*
+ * Can cause c have changed shipment ref?  Only a shipment.* event of it
+ * can (lib/model.c): a document.issued may name the shipment too but
+ * changes no status, eta or location of it.
+ */
+static bool cause_moves_shipment(const struct notify_cause *c, const char *ref)
+{
+	if (c->shipment == NULL || strcmp(c->shipment, ref) != 0)
+		return false;
+	return c->type == NULL || strncmp(c->type, "shipment.", 9) == 0;
+}
+
+/* The latest cause of shipment ref (any cause of the order for NULL), or NULL when none. */
 static const struct notify_cause *cause_latest(const struct notify_cause *causes, size_t n,
                                                const char *ref)
 {
@@ -91,7 +103,7 @@ static const struct notify_cause *cause_latest(const struct notify_cause *causes
 		/* A cause without an id names no event; it cannot be cited. */
 		if (c->id == NULL)
 			continue;
-		if (ref != NULL && (c->shipment == NULL || strcmp(c->shipment, ref) != 0))
+		if (ref != NULL && !cause_moves_shipment(c, ref))
 			continue;
 		if (best == NULL || cause_later(c, best))
 			best = c;

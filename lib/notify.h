@@ -28,14 +28,17 @@ struct notify_cause {
 	const char *shipment;    /* NULL for order-wide events */
 	const char *occurred_at; /* as sent, offset kept */
 	int64_t occurred_ms;
+	const char *type; /* "shipment.departed", ...; NULL: not known, taken as shipment.* */
 };
 
 /*
  * Append to out (a JSON array) one item per change between old_state (NULL
  * for an order seen for the first time) and new_state, both model_fold()
  * results.  A shipment change is attributed to the latest (by occurred_ms,
- * then id) cause of that shipment, else the latest cause of the order; an
- * order change to the latest cause of the order.  Items come in a fixed
+ * then id) shipment.* cause of that shipment (only those can change a
+ * shipment in lib/model.c: a document.issued naming it cannot), else the
+ * latest cause of the order; an order change to the latest cause of the
+ * order.  Items come in a fixed
  * order: shipments by ref (status, then eta), then order.status, then
  * order.anomaly.  Returns the number of items appended.
  */

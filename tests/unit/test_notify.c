@@ -94,6 +94,7 @@ static void add(struct evset *s, const char *type, const char *id, int h, const 
 	s->cause[s->n].shipment = rq.u.event.shipment;
 	s->cause[s->n].occurred_at = rq.u.event.occurred_at;
 	s->cause[s->n].occurred_ms = rq.u.event.occurred_ms;
+	s->cause[s->n].type = rq.u.event.type;
 	s->n++;
 }
 
@@ -565,6 +566,37 @@ static void test_late_events(void **state)
 	evset_clear(&s);
 }
 
+/*
+ * A document.issued for a shipment, later in the same batch than its
+ * departure, changes nothing of the shipment: the departure is the cause.
+ * The order's own change goes to the latest event of the order, the document.
+ */
+static void test_shipment_cause_not_document(void **state)
+{
+	struct evset s = {.n = 0};
+	json_t *was, *now, *items;
+	size_t mark;
+	(void)state;
+
+	add(&s, "order.created", "o1", 0, NULL, COFFEE);
+	add(&s, "shipment.booked", "b1", 2, "S", "\"mode\":\"air\"");
+	was = fold(&s, NULL);
+	mark = s.n;
+	add(&s, "shipment.departed", "d1", 10, "S", NULL);
+	add(&s, "document.issued", "doc1", 11, "S", "\"document\":\"phytosanitary\"");
+	now = fold(&s, NULL);
+	items = diff_since(was, now, &s, mark);
+	expect_count(items, 2);
+	expect_item(items, 0, "shipment.status", "S", "booked", "departed", "d1",
+	            "2026-10-01T10:00:00Z");
+	expect_item(items, 1, "order.status", NULL, "booked", "in_transit", "doc1",
+	            "2026-10-01T11:00:00Z");
+	json_decref(items);
+	json_decref(was);
+	json_decref(now);
+	evset_clear(&s);
+}
+
 /* Shipment changes go to that shipment's latest cause, ties broken by the greater id. */
 static void test_attribution_shipment(void **state)
 {
@@ -578,11 +610,11 @@ static void test_attribution_shipment(void **state)
 	                   "{\"shipment_ref\":\"C\",\"status\":\"departed\",\"eta\":null}]}");
 	/* A: a later and an earlier event; B: two at the same instant; C: none. */
 	const struct notify_cause causes[] = {
-	    {"a-2", "A", "2026-10-01T13:00:00+08:00", 5 * 3600000},
-	    {"a-9", "A", "2026-10-01T03:00:00Z", 3 * 3600000},
-	    {"b-x", "B", "2026-10-01T06:00:00Z", 6 * 3600000},
-	    {"b-y", "B", "2026-10-01T06:00:00Z", 6 * 3600000},
-	    {"o-1", NULL, "2026-10-01T04:00:00Z", 4 * 3600000},
+	    {"a-2", "A", "2026-10-01T13:00:00+08:00", 5 * 3600000, "shipment.departed"},
+	    {"a-9", "A", "2026-10-01T03:00:00Z", 3 * 3600000, "shipment.departed"},
+	    {"b-x", "B", "2026-10-01T06:00:00Z", 6 * 3600000, "shipment.departed"},
+	    {"b-y", "B", "2026-10-01T06:00:00Z", 6 * 3600000, "shipment.departed"},
+	    {"o-1", NULL, "2026-10-01T04:00:00Z", 4 * 3600000, "order.confirmed"},
 	};
 	json_t *items = json_array();
 	(void)state;
@@ -623,9 +655,9 @@ static void test_attribution_order(void **state)
 	json_t *now = load("{\"order\":{\"status\":\"cancelled\",\"anomalies\":[\"x\"]},"
 	                   "\"shipments\":[]}");
 	const struct notify_cause causes[] = {
-	    {"o-5", NULL, "2026-10-01T05:00:00Z", 5 * 3600000},
-	    {"s-7", "A", "2026-10-01T07:00:00Z", 7 * 3600000},
-	    {"o-6", NULL, "2026-10-01T06:00:00Z", 6 * 3600000},
+	    {"o-5", NULL, "2026-10-01T05:00:00Z", 5 * 3600000, "order.confirmed"},
+	    {"s-7", "A", "2026-10-01T07:00:00Z", 7 * 3600000, "shipment.departed"},
+	    {"o-6", NULL, "2026-10-01T06:00:00Z", 6 * 3600000, "order.confirmed"},
 	};
 	json_t *items = json_array();
 	(void)state;
@@ -650,8 +682,8 @@ static void test_attribution_order(void **state)
 	/* A cause without an id cannot be cited: the next latest is. */
 	{
 		const struct notify_cause partial[] = {
-		    {NULL, NULL, "2026-10-01T09:00:00Z", 9 * 3600000},
-		    {"o-5", NULL, "2026-10-01T05:00:00Z", 5 * 3600000},
+		    {NULL, NULL, "2026-10-01T09:00:00Z", 9 * 3600000, "order.confirmed"},
+		    {"o-5", NULL, "2026-10-01T05:00:00Z", 5 * 3600000, "order.confirmed"},
 		};
 
 		items = json_array();
@@ -950,6 +982,7 @@ int main(void)
 	    cmocka_unit_test(test_shipment_disappears),
 	    cmocka_unit_test(test_nothing_changed),
 	    cmocka_unit_test(test_late_events),
+	    cmocka_unit_test(test_shipment_cause_not_document),
 	    cmocka_unit_test(test_attribution_shipment),
 	    cmocka_unit_test(test_attribution_order),
 	    cmocka_unit_test(test_item_order),
