@@ -3,6 +3,7 @@
 
 #include <stdbool.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 
 /* Bytes a string may hold as they are: not a quote, a backslash or a control. */
@@ -63,13 +64,21 @@ static void dump_string(struct textbuf *b, const char *s, size_t len)
 }
 
 /*
- * %.15g, then the same touches as jansson: ".0" on what would read as an
- * integer, and no '+' or leading zeros in the exponent (1e-5, 1e300).
+ * The fewest of 15, 16 or 17 significant digits that read back as the
+ * same double (%.15g alone made 1.0000000000000002 into 1.0, another
+ * number), then the same touches as jansson: ".0" on what would read as
+ * an integer, and no '+' or leading zeros in the exponent (1e-5, 1e300).
  */
 static void dump_real(struct textbuf *b, double d)
 {
 	char buf[40];
-	int n = snprintf(buf, sizeof(buf), "%.15g", d);
+	int n = -1;
+	/* 17 digits always read back; most reals are done at 15. */
+	for (int prec = 15; prec <= 17; prec++) {
+		n = snprintf(buf, sizeof(buf), "%.*g", prec, d);
+		if (n < 0 || (size_t)n >= sizeof(buf) || strtod(buf, NULL) == d)
+			break;
+	}
 	if (n < 0 || (size_t)n >= sizeof(buf))
 		n = snprintf(buf, sizeof(buf), "0.0");
 	size_t len = (size_t)n;

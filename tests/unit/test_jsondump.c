@@ -1,9 +1,11 @@
 /*
  * test_jsondump.c - jsondump() writes exactly what json_dumps() writes with
- * the flags the daemon used, and textbuf grows and resets.
+ * the flags the daemon used (reals with the fewest of 15, 16 and 17 digits
+ * that read back), and textbuf grows and resets.
  */
 #include <setjmp.h>
 #include <stdarg.h>
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 #include <stdlib.h>
@@ -14,13 +16,27 @@
 #include "jsondump.h"
 #include "textbuf.h"
 
-#define FLAGS (JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(15))
+#define FLAGS(p) (JSON_COMPACT | JSON_ENCODE_ANY | JSON_REAL_PRECISION(p))
 
-/* jsondump(v) must equal json_dumps(v, FLAGS), byte for byte. */
+/* A real with its jansson text at precision p reads back as itself, or is no real. */
+static bool reads_back(const json_t *v, const char *text)
+{
+	return !json_is_real(v) || strtod(text, NULL) == json_real_value(v);
+}
+
+/*
+ * jsondump(v) must equal json_dumps(v, FLAGS(p)), byte for byte, for the
+ * first p of 15, 16 and 17 whose text of a real reads back as it (the
+ * containers below hold only reals that 15 digits carry).
+ */
 static void same_as_jansson(const json_t *v)
 {
-	char *want = json_dumps(v, FLAGS);
+	char *want = json_dumps(v, FLAGS(15));
 	struct textbuf b = {0};
+	for (int p = 16; p <= 17 && want != NULL && !reads_back(v, want); p++) {
+		free(want);
+		want = json_dumps(v, FLAGS(p));
+	}
 	assert_non_null(want);
 	jsondump(&b, v);
 	assert_string_equal(b.p, want);
@@ -32,9 +48,26 @@ static void same_as_jansson(const json_t *v)
 static void test_scalars(void **state)
 {
 	(void)state;
-	static const double reals[] = {
-	    7.9,      1e300, 1e-5, -0.0, 1.0,     123456789012345.0, 1.5e18, 0.1,
-	    2.5e-310, 100.0, 1e15, 1e16, -42.125, 3.14159265358979,  1e-100, 9.99e99};
+	static const double reals[] = {7.9,
+	                               1e300,
+	                               1e-5,
+	                               -0.0,
+	                               1.0,
+	                               123456789012345.0,
+	                               1.5e18,
+	                               0.1,
+	                               2.5e-310,
+	                               100.0,
+	                               1e15,
+	                               1e16,
+	                               -42.125,
+	                               3.14159265358979,
+	                               1e-100,
+	                               9.99e99,
+	                               1.0000000000000002,
+	                               0.30000000000000004,
+	                               5e-324,
+	                               4503599627370497.5};
 	static const json_int_t ints[] = {0, 1, -1, 42, INT64_MAX, INT64_MIN};
 	for (size_t i = 0; i < sizeof(reals) / sizeof(reals[0]); i++) {
 		json_t *r = json_real(reals[i]);
@@ -49,6 +82,49 @@ static void test_scalars(void **state)
 	same_as_jansson(json_true());
 	same_as_jansson(json_false());
 	same_as_jansson(json_null());
+}
+
+/* The text of one real, as jsondump writes it; the caller frees it. */
+static char *real_text(double d)
+{
+	json_t *r = json_real(d);
+	struct textbuf b = {0};
+
+	assert_non_null(r);
+	jsondump(&b, r);
+	json_decref(r);
+	return b.p;
+}
+
+/* Reals that 15 digits do not carry keep 16 or 17; the rest keep their short form. */
+static void test_real_precision(void **state)
+{
+	static const struct {
+		double d;
+		const char *text;
+	} cases[] = {
+	    {1.0000000000000002, "1.0000000000000002"},
+	    {0.30000000000000004, "0.30000000000000004"},
+	    {0.1 + 0.2, "0.30000000000000004"},
+	    {0.3, "0.3"},
+	    {7.9, "7.9"},
+	    {1.0, "1.0"},
+	    {1896.0, "1896.0"},
+	    {-0.0, "-0.0"},
+	    {1e21, "1e21"},
+	    {1.7976931348623157e308, "1.7976931348623157e308"},
+	    {2.2250738585072014e-308, "2.2250738585072014e-308"},
+	    {9007199254740993.0, "9007199254740992.0"}, /* 2^53 + 1 is no double */
+	    {123456789.12345679, "123456789.12345679"},
+	};
+	(void)state;
+
+	for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
+		char *got = real_text(cases[i].d);
+		assert_string_equal(got, cases[i].text);
+		assert_true(strtod(got, NULL) == cases[i].d);
+		free(got);
+	}
 }
 
 /* Every ASCII byte, alone and between plain text, and some UTF-8. */
@@ -145,9 +221,9 @@ static void test_textbuf(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_scalars),    cmocka_unit_test(test_strings),
-	    cmocka_unit_test(test_containers), cmocka_unit_test(test_parsed),
-	    cmocka_unit_test(test_textbuf),
+	    cmocka_unit_test(test_scalars), cmocka_unit_test(test_real_precision),
+	    cmocka_unit_test(test_strings), cmocka_unit_test(test_containers),
+	    cmocka_unit_test(test_parsed),  cmocka_unit_test(test_textbuf),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
