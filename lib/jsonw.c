@@ -121,6 +121,39 @@ size_t json_escape(char *out, size_t cap, const char *s, size_t len)
 	return escape_into(out, cap, s, len, &used);
 }
 
+/* Bytes a UTF-8 sequence led by c takes (1 for ASCII and stray bytes). */
+static size_t utf8_seq_len(unsigned char c)
+{
+	if (c >= 0xf0)
+		return 4;
+	if (c >= 0xe0)
+		return 3;
+	if (c >= 0xc0)
+		return 2;
+	return 1;
+}
+
+size_t json_escape_fit(const char *s, size_t len, size_t max)
+{
+	size_t i = 0, out = 0;
+
+	while (i < len) {
+		unsigned char c = (unsigned char)s[i];
+		size_t seq = utf8_seq_len(c), n = seq;
+
+		/* The sizes escape_into() writes. */
+		if (c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t')
+			n = 2;
+		else if (c < 0x20 || c == 0x7f)
+			n = 6;
+		if (i + seq > len || out + n > max)
+			break;
+		out += n;
+		i += seq;
+	}
+	return i;
+}
+
 /* Drop a member that did not fit: back to mark, and to the separator state before it. */
 static void drop_member(struct jsonw *w, size_t mark, bool first)
 {

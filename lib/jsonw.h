@@ -35,4 +35,11 @@ size_t jsonw_close(struct jsonw *w);
 /* Escape s into out (cap bytes incl. NUL) as the inside of a JSON string. */
 size_t json_escape(char *out, size_t cap, const char *s, size_t len);
 
+/*
+ * How many bytes of s, cut on a UTF-8 character, escape to at most max
+ * bytes as json_escape() and jsonw_str() write them; for bounding text
+ * quoted inside a reply by what it will take there.
+ */
+size_t json_escape_fit(const char *s, size_t len, size_t max);
+
 #endif

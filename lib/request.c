@@ -58,13 +58,15 @@
 #include <string.h>
 
 #include "jarena.h"
+#include "jsonw.h"
 #include "textbuf.h"
 #include "validate.h"
 
 #define HELLO_EXPORTER_MAX 64                /* characters */
 #define HELLO_TOKEN_MAX    256               /* characters */
 #define FUTURE_MAX_MS      INT64_C(86400000) /* occurred_at may lead the clock by 24 h */
-#define QUOTE_MAX          64                /* bytes of line text quoted in a message */
+#define QUOTE_MAX          64                /* bytes line text quoted in a message takes escaped */
+#define JSON_TEXT_MAX      128               /* bytes of jansson's error text, escaped */
 #define PATH_MAX_LEN       96                /* bytes of a field path, e.g. "lines[999].unit" */
 #define LINES_MAX          1000              /* items in order.created lines */
 #define SUB_KINDS_MAX      16                /* items in a subscribe's kinds */
@@ -633,19 +635,31 @@ static size_t utf8_whole_prefix(const char *s, size_t len)
 	return (len - (i - 1) >= need) ? len : i - 1;
 }
 
-/* Copy at most QUOTE_MAX bytes of line text into out, cut on a character, "..." if cut. */
-static void quote_text(char out[QUOTE_MAX + 4], const char *s, size_t len)
+/*
+ * Copy line text into out, cut on a character where its escaped form in a
+ * reply would pass max bytes (max <= QUOTE_MAX), with "..." if cut.
+ * Bounding the escaped form, not the bytes, is what keeps every message
+ * whole in the reply: a \u0001 takes six bytes there.  The longest
+ * message, an unknown field with a 95-byte path and a quote, escapes to
+ * under 200 bytes; the daemon's 512-byte error reply leaves 315 for it
+ * beside a 128-character id and the longest code.
+ */
+static void quote_text_max(char *out, const char *s, size_t len, size_t max)
 {
-	size_t n = len;
+	size_t n = json_escape_fit(s, len, max);
 
-	if (n > QUOTE_MAX)
-		n = utf8_whole_prefix(s, QUOTE_MAX);
 	memcpy(out, s, n);
 	if (n < len) {
 		memcpy(out + n, "...", 3);
 		n += 3;
 	}
 	out[n] = '\0';
+}
+
+/* quote_text_max() to QUOTE_MAX bytes. */
+static void quote_text(char out[QUOTE_MAX + 4], const char *s, size_t len)
+{
+	quote_text_max(out, s, len, QUOTE_MAX);
 }
 
 /* Fill err with a code and a printf-style message, kept valid UTF-8 if cut. */
@@ -670,7 +684,7 @@ set_error(struct request_error *err, const char *code, const char *fmt, ...)
 /* Report jansson's parse error with its byte position, as printable ASCII only. */
 static void set_json_error(struct request_error *err, const json_error_t *je)
 {
-	char text[sizeof(je->text)];
+	char text[sizeof(je->text)], cut[JSON_TEXT_MAX + 4];
 	size_t i;
 
 	for (i = 0; i + 1 < sizeof(text) && je->text[i] != '\0'; i++) {
@@ -678,7 +692,9 @@ static void set_json_error(struct request_error *err, const json_error_t *je)
 		text[i] = (c < 0x20 || c >= 0x7f) ? '?' : (char)c;
 	}
 	text[i] = '\0';
-	set_error(err, ERR_MALFORMED_JSON, "invalid JSON at position %d: %s", je->position, text);
+	/* Its "near '...'" quotes the line (20 bytes at most in jansson 2.14): bound it all. */
+	quote_text_max(cut, text, i, JSON_TEXT_MAX);
+	set_error(err, ERR_MALFORMED_JSON, "invalid JSON at position %d: %s", je->position, cut);
 }
 
 /* The end of the string whose opening quote is just before p: past its closing quote. */

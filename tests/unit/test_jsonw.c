@@ -114,6 +114,37 @@ static void test_empty_object(void **state)
 	assert_false(w.truncated);
 }
 
+/* json_escape_fit counts what json_escape writes, and never cuts a character. */
+static void test_escape_fit(void **state)
+{
+	static const char *const texts[] = {"plain", "a\"b\\c", "\n\r\t\x01\x1f\x7f", "咖啡 café",
+	                                    "\x01\x01\x01😀\""};
+	char out[128];
+	(void)state;
+
+	/* For every bound, the prefix it gives escapes to at most that many bytes, and one
+	 * character more would not. */
+	for (size_t t = 0; t < sizeof(texts) / sizeof(texts[0]); t++) {
+		const char *s = texts[t];
+		size_t len = strlen(s);
+		for (size_t max = 0; max < 40; max++) {
+			size_t n = json_escape_fit(s, len, max);
+			assert_true(json_escape(out, sizeof(out), s, n) <= max);
+			json_escape(out, sizeof(out), s, len);
+			if (n < len) {
+				size_t next = n + 1;
+				while (next < len && ((unsigned char)s[next] & 0xc0) == 0x80)
+					next++;
+				assert_true(json_escape(out, sizeof(out), s, next) > max);
+			}
+		}
+	}
+	assert_int_equal(json_escape_fit("\x01\x01\x01", 3, 12), 2);
+	assert_int_equal(json_escape_fit("a咖", strlen("a咖"), 3), 1);
+	assert_int_equal(json_escape_fit("a咖", strlen("a咖"), 4), 4);
+	assert_int_equal(json_escape_fit("abc", 3, 0), 0);
+}
+
 /* json_escape produces the exact escapes expected. */
 static void test_escape_exact(void **state)
 {
@@ -318,10 +349,11 @@ static void test_tiny_buffer(void **state)
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
-	    cmocka_unit_test(test_ack_round_trip),    cmocka_unit_test(test_error_round_trip),
-	    cmocka_unit_test(test_empty_object),      cmocka_unit_test(test_escape_exact),
-	    cmocka_unit_test(test_escape_round_trip), cmocka_unit_test(test_cut_never_overflows),
-	    cmocka_unit_test(test_cut_last_string),   cmocka_unit_test(test_tiny_buffer),
+	    cmocka_unit_test(test_ack_round_trip),      cmocka_unit_test(test_error_round_trip),
+	    cmocka_unit_test(test_empty_object),        cmocka_unit_test(test_escape_exact),
+	    cmocka_unit_test(test_escape_fit),          cmocka_unit_test(test_escape_round_trip),
+	    cmocka_unit_test(test_cut_never_overflows), cmocka_unit_test(test_cut_last_string),
+	    cmocka_unit_test(test_tiny_buffer),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }

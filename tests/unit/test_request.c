@@ -18,6 +18,7 @@
 
 #include <cmocka.h>
 
+#include "jsonw.h"
 #include "request.h"
 
 #define NOW    INT64_C(1772344800000) /* 2026-03-01T06:00:00Z */
@@ -1228,6 +1229,87 @@ static void test_number_range(void **state)
 	                                       "\"ext\":{\"1e-400\":\"\\\\\\\"0e-99999\"}}");
 }
 
+/*
+ * The error reply to line, written as the daemon writes it (conn.c
+ * format_error: a 512-byte buffer, type, id, code, message), must come
+ * out whole and carry exactly message.
+ */
+static void expect_whole_reply(const char *line, const char *code, const char *message)
+{
+	char buf[512];
+	struct jsonw w;
+	struct request rq;
+	struct request_error err;
+	json_t *reply;
+
+	if (parse(line, &rq, &err))
+		fail_msg("accepted: %s", line);
+	assert_string_equal(err.code, code);
+	assert_string_equal(err.message, message);
+	jsonw_init(&w, buf, sizeof(buf));
+	jsonw_open(&w);
+	jsonw_str(&w, "type", "error");
+	jsonw_str(&w, "id", err.has_id ? err.id : NULL);
+	jsonw_str(&w, "code", "too_many_connections"); /* the longest code */
+	jsonw_str(&w, "message", err.message);
+	jsonw_close(&w);
+	assert_false(w.truncated);
+	reply = json_loads(buf, 0, NULL);
+	assert_non_null(reply);
+	assert_string_equal(json_string_value(json_object_get(reply, "message")), message);
+	json_decref(reply);
+}
+
+/*
+ * Quoted line text is bounded by what it takes escaped in the reply, so
+ * a message quoting control characters beside the longest id is whole:
+ * 64 \u0001 once came to 384 bytes and cut the reply before the closing
+ * quote.
+ */
+static void test_message_fits_reply(void **state)
+{
+	char id[129], ctl[64 * 6 + 1], line[1024], want[256];
+	(void)state;
+
+	memset(id, 'i', 128);
+	id[128] = '\0';
+	for (size_t i = 0; i < 64; i++)
+		memcpy(ctl + 6 * i, "\\u0001", 6);
+	ctl[64 * 6] = '\0';
+	/* 10 of them take 60 bytes escaped; an 11th would pass 64. */
+	snprintf(want, sizeof(want), "unknown field \"%s...\"",
+	         "\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01");
+	snprintf(line, sizeof(line),
+	         "{\"type\":\"order.confirmed\",\"id\":\"%s\",\"occurred_at\":"
+	         "\"2026-03-01T08:00:00Z\",\"order\":\"PO-1\",\"%s\":1}",
+	         id, ctl);
+	expect_whole_reply(line, ERR_INVALID_EVENT, want);
+	/* Nested, with a path in front. */
+	snprintf(want, sizeof(want), "unknown field \"location.%s...\"",
+	         "\x01\x01\x01\x01\x01\x01\x01\x01\x01\x01");
+	snprintf(
+	    line, sizeof(line),
+	    "{\"type\":\"order.confirmed\",\"id\":\"%s\",\"occurred_at\":"
+	    "\"2026-03-01T08:00:00Z\",\"order\":\"PO-1\",\"location\":{\"name\":\"x\",\"%s\":1}}",
+	    id, ctl);
+	expect_whole_reply(line, ERR_INVALID_EVENT, want);
+	/* Quotes and backslashes take two bytes each: 32 of them fit. */
+	snprintf(line, sizeof(line), "{\"type\":\"%s\",\"id\":\"%s\"}",
+	         "\\\"\\\"\\\"\\\"\\\"\\\"\\\"\\\"\\\"\\\"\\\"\\\"\\\"\\\"\\\"\\\"\\\"\\\"\\\"\\\""
+	         "\\\"\\\""
+	         "\\\"\\\"\\\"\\\"\\\"\\\"\\\"\\\"\\\"\\\"\\\"\\\"\\\"\\\"\\\"\\\"\\\"\\\"",
+	         id);
+	expect_whole_reply(
+	    line, ERR_UNKNOWN_TYPE,
+	    "unknown type \"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"\"...\"");
+	/* Plain text is cut at 64 bytes as before. */
+	memset(ctl, 'k', 70);
+	ctl[70] = '\0';
+	snprintf(line, sizeof(line), "{\"type\":\"%s\"}", ctl);
+	snprintf(want, sizeof(want), "unknown type \"%.64s...\"", ctl);
+	expect_whole_reply(line, ERR_UNKNOWN_TYPE, want);
+}
+
 /* With several problems, the first in the fixed order is the one reported. */
 static void test_check_order(void **state)
 {
@@ -1612,6 +1694,7 @@ int main(void)
 	    cmocka_unit_test(test_event_accepts),
 	    cmocka_unit_test(test_lines_bounds),
 	    cmocka_unit_test(test_check_order),
+	    cmocka_unit_test(test_message_fits_reply),
 	    cmocka_unit_test(test_envelope_errors),
 	    cmocka_unit_test(test_shipment_policy),
 	    cmocka_unit_test(test_future_limit),
