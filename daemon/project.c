@@ -128,6 +128,7 @@ static void order_causes(struct slot *const *slots, size_t ns, struct notify_cau
 {
 	for (size_t i = 0; i < ns; i++) {
 		out[i].id = slots[i]->s_id;
+		out[i].type = slots[i]->s_type;
 		out[i].shipment = slots[i]->s_shipment;
 		out[i].occurred_at = slots[i]->s_occurred_at;
 		out[i].occurred_ms = slots[i]->s_occurred_ms;
