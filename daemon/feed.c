@@ -41,9 +41,9 @@ struct sub {
 static struct {
 	struct aux *aux;
 	LIST_HEAD(, sub) subs;
-	bool in_flight; /* a page query is running */
-	bool again;     /* woken while it ran: look again after */
-	long long page_after;
+	bool in_flight;       /* a page query is running */
+	bool again;           /* woken while it ran: look again after */
+	long long page_after; /* the page being read holds the rows after this seq */
 } feed;
 
 static const char page_sql[] =
@@ -98,13 +98,24 @@ static bool sub_wants(const struct sub *sb, const char *exporter, const char *ki
 	       filter_has(sb->sb_orders, order);
 }
 
-/* Give one page of rows to every subscriber that is ready for them. */
+/*
+ * Give one page of rows to every subscriber that is ready for them.  The
+ * page holds the rows after feed.page_after only: a subscriber whose cursor
+ * is below that (one that joined, or drained, while the page was read)
+ * would jump over the rows in between, so it waits for the next page,
+ * which is read from its cursor.
+ */
 static void feed_deliver(const PGresult *r)
 {
 	int rows = PQntuples(r);
 	struct sub *sb;
 	LIST_FOREACH(sb, &feed.subs, sb_entry)
 	{
+		if (sb->sb_cursor < feed.page_after) {
+			if (conn_feed_ready(sb->sb_conn))
+				feed.again = true;
+			continue;
+		}
 		for (int i = 0; i < rows; i++) {
 			long long seq = strtoll(PQgetvalue(r, i, 0), NULL, 10);
 			if (seq <= sb->sb_cursor)

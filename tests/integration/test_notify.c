@@ -583,6 +583,86 @@ static void test_subscribe_under_load(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/* A test connection that holds ordertrack.notifications locked against readers. */
+static PGconn *lock_notifications(const char *db)
+{
+	PGconn *pg = PQconnectdb(it_conninfo(db));
+	PGresult *r =
+	    PQexec(pg, "BEGIN; LOCK TABLE ordertrack.notifications IN ACCESS EXCLUSIVE MODE");
+	bool ok = PQresultStatus(r) == PGRES_COMMAND_OK;
+	PQclear(r);
+	if (!ok) {
+		char msg[256];
+		snprintf(msg, sizeof(msg), "%s", PQerrorMessage(pg));
+		PQfinish(pg);
+		it_fail("locking the notifications table: %s", msg);
+	}
+	return pg;
+}
+
+/* Wait until some query waits for the lock of lock_notifications(). */
+static void wait_lock_waiter(const char *db)
+{
+	long long deadline = it_now_ms() + IT_REPLY_MS;
+	while (it_db_long(db,
+	                  "SELECT count(*) FROM pg_locks WHERE NOT granted"
+	                  " AND relation = 'ordertrack.notifications'::regclass",
+	                  NULL) == 0) {
+		if (it_now_ms() > deadline)
+			it_fail("no query waited for the notifications table within %d ms",
+			        IT_REPLY_MS);
+		it_sleep_ms(20);
+	}
+}
+
+/*
+ * A subscriber that joins while the page of another one is being read
+ * gets its own rows from its cursor on: here an operator far ahead (after
+ * the last seq but two) has its page read held back by a lock, a second
+ * operator subscribes from 0 meanwhile, and once the page comes it must
+ * not take those two rows as if they followed its cursor; it gets every
+ * seq from 1, once each, and the first one still gets its two.
+ */
+static void test_subscribe_during_page(void **state)
+{
+	(void)state;
+	const char *db = "notify_join";
+	struct it_daemon *d = notify_daemon(db, NULL, NULL);
+	send_scenarios(d);
+	struct rows table;
+	table_rows(db, "true", NULL, NULL, &table);
+	expect_seq_contiguous(db);
+	assert_true(table.n >= 10);
+
+	PGconn *lock = lock_notifications(db);
+	struct it_client *ahead = it_connect(d);
+	it_hello_operator(ahead, OPS, OPS_TOKEN);
+	subscribe_after(ahead, (long long)table.n - 2);
+	wait_lock_waiter(db); /* the page after n - 2 is on its way */
+	struct it_client *from0 = it_connect(d);
+	it_hello_operator(from0, OPS, OPS_TOKEN);
+	subscribe_after(from0, 0);
+	PGresult *r = PQexec(lock, "ROLLBACK");
+	PQclear(r);
+	PQfinish(lock);
+
+	expect_stream(from0, &table, 0, "operator subscribed from 0 during a page");
+	expect_quiet(from0, QUIET_MS, "operator subscribed from 0, after the table");
+	expect_stream(ahead, &table, table.n - 2, "operator subscribed ahead");
+	expect_quiet(ahead, QUIET_MS, "operator subscribed ahead, after its two");
+
+	/* And both go on live. */
+	struct it_client *c = it_connect(d);
+	it_hello(c, KIVU, KIVU_TOKEN);
+	send_simple(c, "join-01", "order.created", "JOIN-1", NULL, "stored");
+	rows_free(&table);
+	table_rows(db, "true", NULL, NULL, &table);
+	expect_stream(from0, &table, table.n - 1, "operator subscribed from 0, live");
+	expect_stream(ahead, &table, table.n - 1, "operator subscribed ahead, live");
+	rows_free(&table);
+	it_daemon_stop_clean(d);
+}
+
 /* ------------------------------------------------------------------ */
 /* What must not notify                                                */
 /* ------------------------------------------------------------------ */
@@ -1428,6 +1508,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_subscribe_resume, notify_teardown),
 	    cmocka_unit_test_teardown(test_subscriber_across_outage, notify_teardown),
 	    cmocka_unit_test_teardown(test_subscribe_under_load, notify_teardown),
+	    cmocka_unit_test_teardown(test_subscribe_during_page, notify_teardown),
 	    cmocka_unit_test_teardown(test_rolled_back_batch, notify_teardown),
 	    cmocka_unit_test_teardown(test_no_change_no_notification, notify_teardown),
 	    cmocka_unit_test_teardown(test_listen_notify, notify_teardown),
