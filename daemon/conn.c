@@ -856,7 +856,8 @@ void conn_apply_config(void)
 	TAILQ_FOREACH_SAFE(c, &server.conns, c_entry, next)
 	{
 		framer_set_max(&c->c_framer, (size_t)server.cfg->max_line_bytes);
-		if (c->c_bev != NULL) {
+		/* A subscriber has no idle timeout (see conn_subscribe). */
+		if (c->c_bev != NULL && c->c_sub == NULL) {
 			struct timeval tv = {server.cfg->idle_timeout_s, 0};
 			bufferevent_set_timeouts(c->c_bev,
 			                         server.cfg->idle_timeout_s > 0 ? &tv : NULL, NULL);

@@ -314,6 +314,57 @@ static void test_sighup_token_rotation(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/*
+ * A subscriber has no idle timeout (PROTOCOL.md 7.3), and a reload must not
+ * give it one: with a one-second idle timeout, a subscription made before
+ * a SIGHUP is still open, and fed, well past a second after it.
+ */
+static void test_sighup_keeps_subscriber(void **state)
+{
+	(void)state;
+	struct it_config cfg = {.name = "sighup_subscriber", .idle_timeout_s = 1};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct it_client *sub = it_connect(d);
+	it_hello(sub, IT_EXPORTER, IT_TOKEN);
+	/* The database is the other tests' too: only what comes next. */
+	long top =
+	    it_db_long(NULL, "SELECT coalesce(max(seq), 0) FROM ordertrack.notifications", NULL);
+	it_sendf(sub, "{\"type\":\"subscribe\",\"after\":%ld}", top);
+	json_t *o = it_read_json(sub, IT_REPLY_MS);
+	assert_string_equal(it_json_str(o, "type"), "subscribed");
+	json_decref(o);
+
+	off_t off = it_log_offset(d);
+	kill(d->pid, SIGHUP);
+	it_log_expect(d, off, "msg=\"config reloaded\"", IT_REPLY_MS);
+	it_sleep_ms(2500);
+
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	char *ev = it_event_line("sighup-sub-01", "order.created", "SIGHUP-SUB-1", NULL);
+	it_send(c, ev);
+	free(ev);
+	it_expect_ack(c, "sighup-sub-01", "stored");
+
+	char *line = NULL;
+	switch (it_try_read_line(sub, IT_REPLY_MS, &line)) {
+	case IT_READ_EOF:
+		it_fail("the subscriber was closed after the reload");
+	case IT_READ_TIMEOUT:
+		it_fail("no notification for the subscriber within %d ms", IT_REPLY_MS);
+	case IT_READ_LINE:
+		break;
+	}
+	o = json_loads(line, 0, NULL);
+	if (o == NULL || it_json_str(o, "type") == NULL ||
+	    strcmp(it_json_str(o, "type"), "notification") != 0 ||
+	    it_json_str(o, "order") == NULL || strcmp(it_json_str(o, "order"), "SIGHUP-SUB-1") != 0)
+		it_fail("expected the notification of SIGHUP-SUB-1, got %s", line);
+	json_decref(o);
+	free(line);
+	it_daemon_stop_clean(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -323,6 +374,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_sighup_limits, it_test_teardown),
 	    cmocka_unit_test_teardown(test_sighup_broken_config, it_test_teardown),
 	    cmocka_unit_test_teardown(test_sighup_token_rotation, it_test_teardown),
+	    cmocka_unit_test_teardown(test_sighup_keeps_subscriber, it_test_teardown),
 	};
 	it_env_init("signals");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
