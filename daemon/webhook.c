@@ -20,11 +20,15 @@
  * bufferevents with the system's trusted certificates (OpenSSL's default
  * paths; SSL_CERT_FILE overrides them), the host name checked against the
  * certificate, TLS 1.2 at least.  Since libevent cannot reconnect a TLS
- * bufferevent, each https delivery uses a fresh connection.
+ * bufferevent, each https delivery uses a fresh connection.  Host names
+ * are resolved with libevent's evdns (the system's resolv.conf and hosts
+ * file, read once at start-up): getaddrinfo() would block the whole loop
+ * for as long as a name server takes to answer.
  */
 #include <arpa/inet.h>
 #include <event2/buffer.h>
 #include <event2/bufferevent_ssl.h>
+#include <event2/dns.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <stdio.h>
@@ -78,6 +82,7 @@ struct hook {
 
 static struct hook **hooks;
 static size_t n_hooks;
+static struct evdns_base *dns; /* resolves the endpoints' host names */
 
 static const char load_sql[] =
     "WITH ins AS (INSERT INTO ordertrack.webhook_cursors (webhook) VALUES ($1)"
@@ -280,7 +285,7 @@ static struct evhttp_connection *https_connection(struct hook *h)
 	}
 	bufferevent_openssl_set_allow_dirty_shutdown(bev, 1);
 	struct evhttp_connection *evcon = evhttp_connection_base_bufferevent_new(
-	    server.base, NULL, bev, h->host, (unsigned short)h->port);
+	    server.base, dns, bev, h->host, (unsigned short)h->port);
 	if (evcon == NULL) {
 		bufferevent_free(bev);
 		return NULL;
@@ -358,7 +363,7 @@ static struct hook *hook_new(const struct config_webhook *w)
 		abort();
 	if (!h->https) {
 		h->evcon =
-		    evhttp_connection_base_new(server.base, NULL, h->host, (unsigned short)h->port);
+		    evhttp_connection_base_new(server.base, dns, h->host, (unsigned short)h->port);
 		if (h->evcon == NULL)
 			abort();
 		evhttp_connection_set_timeout(h->evcon, HOOK_TIMEOUT_S);
@@ -411,6 +416,16 @@ static void hook_free(struct hook *h)
 
 void webhooks_start(void)
 {
+	if (dns == NULL) {
+		/* Idle, it holds no socket and no timer open. */
+		dns = evdns_base_new(server.base, EVDNS_BASE_INITIALIZE_NAMESERVERS |
+		                                      EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+		/* Only short of memory or randomness: deliveries still go out,
+		 * resolved by libevent with getaddrinfo(). */
+		if (dns == NULL)
+			log_warnx("webhook resolver not set up", "reason=%s",
+			          lq("host names are resolved blocking the loop"));
+	}
 	for (size_t i = 0; i < n_hooks; i++)
 		hook_stop(hooks[i]);
 	free(hooks);
@@ -436,6 +451,10 @@ void webhooks_stop(void)
 	free(parked);
 	parked = NULL;
 	n_parked = 0;
+	/* The connections are gone, and their lookups with them. */
+	if (dns != NULL)
+		evdns_base_free(dns, 0);
+	dns = NULL;
 	SSL_CTX_free(client_ctx);
 	client_ctx = NULL;
 }

@@ -45,7 +45,7 @@ static int count_lines(const char *path)
 	return n;
 }
 
-/* Make a certificate for 127.0.0.1 and start the receiver; returns its port. */
+/* Make a certificate for 127.0.0.1 and localhost and start the receiver; returns its port. */
 static int start_receiver(const char *dir, const char *out, int fails)
 {
 	char cmd[2048], cert[512], key[512], portfile[512], script[512];
@@ -54,13 +54,15 @@ static int start_receiver(const char *dir, const char *out, int fails)
 	snprintf(portfile, sizeof(portfile), "%s/hook.port", dir);
 	snprintf(script, sizeof(script), "%s/tests/integration/https_receiver.py",
 	         getenv("OT_SOURCE_ROOT"));
-	snprintf(cmd, sizeof(cmd),
-	         "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1"
-	         " -addext subjectAltName=IP:127.0.0.1 -keyout %s -out %s 2>/dev/null",
-	         key, cert);
+	snprintf(
+	    cmd, sizeof(cmd),
+	    "openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=127.0.0.1"
+	    " -addext subjectAltName=IP:127.0.0.1,DNS:localhost -keyout %s -out %s 2>/dev/null",
+	    key, cert);
 	run(cmd);
 	char fails_s[16];
 	snprintf(fails_s, sizeof(fails_s), "%d", fails);
+	unlink(portfile); /* an earlier receiver's */
 	receiver = fork();
 	assert_true(receiver >= 0);
 	if (receiver == 0) {
@@ -108,20 +110,24 @@ static bool wait_lines(const char *path, int n, int timeout_ms)
 	return false;
 }
 
-/* Every notification of the exporter reaches the https endpoint, in order. */
-static void test_https_webhook(void **state)
+/*
+ * Every notification of the exporter reaches the https endpoint at host
+ * (an address, or a name the daemon resolves), in order; db is a new
+ * database for it.
+ */
+static void https_webhook(const char *host, const char *db)
 {
-	(void)state;
 	char out[512], extra[1024];
-	snprintf(out, sizeof(out), "%s/hook.deliveries", it_tmpdir());
+	stop_receiver(); /* one a failed test left */
+	snprintf(out, sizeof(out), "%s/%s.deliveries", it_tmpdir(), db);
 	int port = start_receiver(it_tmpdir(), out, 2);
 	snprintf(extra, sizeof(extra),
-	         "webhooks = ( { id = \"secure\"; url = \"https://127.0.0.1:%d/hook\";"
+	         "webhooks = ( { id = \"secure\"; url = \"https://%s:%d/hook\";"
 	         " secret = \"" SECRET "\"; exporters = [\"" IT_EXPORTER "\"]; } );\n"
 	         "alerts = { interval_s = 86400; };",
-	         port);
-	it_pg_createdb("https");
-	struct it_config cfg = {.name = "https", .dbname = "https", .extra_text = extra};
+	         host, port);
+	it_pg_createdb(db);
+	struct it_config cfg = {.name = db, .dbname = db, .extra_text = extra};
 	struct it_daemon *d = it_daemon_start(&cfg, true);
 	unsetenv("SSL_CERT_FILE");
 
@@ -136,9 +142,8 @@ static void test_https_webhook(void **state)
 		free(ev);
 		it_expect_ack(c, id, "stored");
 	}
-	long n =
-	    it_db_long("https", "SELECT count(*) FROM ordertrack.notifications WHERE exporter = $1",
-	               IT_EXPORTER, NULL);
+	long n = it_db_long(db, "SELECT count(*) FROM ordertrack.notifications WHERE exporter = $1",
+	                    IT_EXPORTER, NULL);
 	assert_true(n >= 2);
 	/* Two failures first (retried after 1 s and 2 s), then every one. */
 	assert_true(wait_lines(out, (int)n + 2, 30000));
@@ -166,7 +171,7 @@ static void test_https_webhook(void **state)
 	fclose(f);
 	assert_int_equal(failed, 2);
 	assert_int_equal(delivered, n);
-	assert_int_equal(it_db_long("https",
+	assert_int_equal(it_db_long(db,
 	                            "SELECT last_seq FROM ordertrack.webhook_cursors"
 	                            " WHERE webhook = 'secure'",
 	                            NULL),
@@ -175,10 +180,25 @@ static void test_https_webhook(void **state)
 	stop_receiver();
 }
 
+/* To an IP address: the certificate must name that address. */
+static void test_https_webhook(void **state)
+{
+	(void)state;
+	https_webhook("127.0.0.1", "https");
+}
+
+/* To a host name, resolved by the daemon (from the hosts file here). */
+static void test_https_webhook_by_name(void **state)
+{
+	(void)state;
+	https_webhook("localhost", "https_name");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(test_https_webhook, it_test_teardown),
+	    cmocka_unit_test_teardown(test_https_webhook_by_name, it_test_teardown),
 	};
 	it_env_init("https");
 	int rc = it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));

@@ -1306,8 +1306,9 @@ static void wait_cursor(const char *db, long long seq, int ms)
 /*
  * A webhook for kivu-coffee whose endpoint fails the first attempts: every
  * kivu notification arrives in seq order after the retries, signed, and
- * nothing of akagera-chili.  Stopped while failing and started again, the
- * daemon resumes at the cursor: nothing is skipped.
+ * nothing of akagera-chili.  Stopped while failing and started again (the
+ * endpoint now named localhost), the daemon resumes at the cursor: nothing
+ * is skipped.
  */
 static void test_webhook(void **state)
 {
@@ -1360,8 +1361,13 @@ static void test_webhook(void **state)
 	                            NULL),
 	                 cursor);
 
-	/* Up again, with the same database: it resumes at the cursor. */
+	/* Up again, with the same database: it resumes at the cursor.  The
+	 * endpoint is named by host name now, which the daemon resolves. */
 	rcv_fail_all(false);
+	snprintf(hooks, sizeof(hooks),
+	         "webhooks = ( { id = \"erp\"; url = \"http://localhost:%d/hook\";"
+	         " secret = \"" HOOK_SECRET "\"; exporters = [ \"" KIVU "\" ]; } );\n",
+	         rcv.port);
 	struct it_config cfg2 =
 	    notify_config("notify_hook_restarted", db, NULL, hooks, extra, sizeof(extra));
 	d = it_daemon_start(&cfg2, true);
