@@ -24,6 +24,7 @@
 #include "feed.h"
 #include "log.h"
 #include "notify.h"
+#include "webhook.h"
 
 #define FEED_PAGE     500
 #define FEED_PAGE_STR "500"
@@ -194,13 +195,20 @@ static void feed_notify_cb(void *arg, const char *payload)
 	if (seq > server.last_seq)
 		server.last_seq = seq;
 	feed_wake();
+	/* Another daemon's commit wakes no webhook of this one otherwise. */
+	webhooks_wake();
 }
 
-/* The auxiliary connection is (back) up: catch up on what was missed. */
+/*
+ * The auxiliary connection is (back) up: catch up on what was missed.
+ * Webhooks too: one whose query the outage failed went idle, and the
+ * NOTIFYs sent while nobody listened are lost.
+ */
 static void feed_up_cb(void *arg)
 {
 	(void)arg;
 	feed_wake();
+	webhooks_wake();
 }
 
 void feed_init(struct aux *aux)

@@ -9,7 +9,10 @@
 /* (Re)create the deliverers from the running config. */
 void webhooks_start(void);
 void webhooks_stop(void);
-/* New notifications were committed: idle deliverers look again. */
+/*
+ * New notifications were committed (here, or by another daemon: its
+ * NOTIFY), or the auxiliary connection is back: idle deliverers look again.
+ */
 void webhooks_wake(void);
 
 #endif

@@ -1385,6 +1385,97 @@ static void test_webhook(void **state)
 	rcv_stop();
 }
 
+/* A connection of the test to db, or fail. */
+static PGconn *db_connect(const char *db)
+{
+	PGconn *pg = PQconnectdb(it_conninfo(db));
+	if (PQstatus(pg) != CONNECTION_OK) {
+		char msg[256];
+		snprintf(msg, sizeof(msg), "%s", PQerrorMessage(pg));
+		PQfinish(pg);
+		it_fail("connect: %s", msg);
+	}
+	return pg;
+}
+
+/* Run sql on pg; fail unless it succeeds. */
+static void db_exec(PGconn *pg, const char *sql)
+{
+	PGresult *r = PQexec(pg, sql);
+	ExecStatusType st = PQresultStatus(r);
+	PQclear(r);
+	if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+		it_fail("%s: %s", sql, PQerrorMessage(pg));
+}
+
+/*
+ * Store a notification for order as another daemon on the database does:
+ * emit_notifications(), which also says NOTIFY ordertrack.
+ */
+static void emit_elsewhere(PGconn *pg, const char *order)
+{
+	char sql[1024];
+	snprintf(sql, sizeof(sql),
+	         "SELECT ordertrack.emit_notifications('[{\"kind\": \"order.status\","
+	         " \"exporter\": \"" KIVU "\", \"order\": \"%s\", \"shipment\": null,"
+	         " \"from\": null, \"to\": \"created\", \"event\": \"%s-ev\","
+	         " \"occurred_at\": \"" IT_OCCURRED_AT "\"}]'::jsonb)",
+	         order, order);
+	db_exec(pg, sql);
+}
+
+/*
+ * A webhook hears of what it did not see committed: a notification
+ * another daemon stores reaches the endpoint through its NOTIFY alone, and
+ * one stored while this daemon's auxiliary connection was down (so its
+ * NOTIFY went to nobody) once that connection is back.  No event is
+ * ingested here, so no local commit wakes the webhook.
+ */
+static void test_webhook_woken_from_outside(void **state)
+{
+	(void)state;
+	const char *db = "notify_hook_remote";
+	char hooks[512], extra[2048];
+	rcv_start(0);
+	snprintf(hooks, sizeof(hooks),
+	         "webhooks = ( { id = \"erp\"; url = \"http://127.0.0.1:%d/hook\";"
+	         " secret = \"" HOOK_SECRET "\"; } );\n",
+	         rcv.port);
+	it_pg_createdb(db);
+	struct it_config cfg = notify_config(db, db, NULL, hooks, extra, sizeof(extra));
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	it_log_expect(d, 0, "msg=\"webhook ready\"", IT_REPLY_MS);
+	it_sleep_ms(500); /* it has looked, found nothing, and is idle */
+	PGconn *pg = db_connect(db);
+
+	emit_elsewhere(pg, "REMOTE-1");
+	struct rows all;
+	table_rows(db, "true", NULL, NULL, &all);
+	assert_int_equal(all.n, 1);
+	wait_delivered(&all, 10000);
+	rows_free(&all);
+
+	/* The auxiliary connection goes, and cannot come back for a while. */
+	off_t off = it_log_offset(d);
+	char sql[256];
+	snprintf(sql, sizeof(sql), "ALTER DATABASE %s ALLOW_CONNECTIONS false", db);
+	it_db_command("postgres", sql, NULL);
+	db_exec(pg, "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+	            " WHERE datname = current_database() AND application_name = 'ordertrackd-aux'");
+	it_log_expect(d, off, "msg=\"database unavailable\" conn=aux", IT_REPLY_MS);
+	emit_elsewhere(pg, "REMOTE-2");
+	snprintf(sql, sizeof(sql), "ALTER DATABASE %s ALLOW_CONNECTIONS true", db);
+	it_db_command("postgres", sql, NULL);
+	PQfinish(pg);
+	it_log_expect(d, off, "msg=\"database connected\" conn=aux", 30000);
+	table_rows(db, "true", NULL, NULL, &all);
+	assert_int_equal(all.n, 2);
+	wait_delivered(&all, 10000);
+	rows_free(&all);
+	it_daemon_stop_clean(d);
+	rcv_stop();
+}
+
 /* ------------------------------------------------------------------ */
 /* Alerts                                                              */
 /* ------------------------------------------------------------------ */
@@ -1520,6 +1611,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_listen_notify, notify_teardown),
 	    cmocka_unit_test_teardown(test_filters, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook, notify_teardown),
+	    cmocka_unit_test_teardown(test_webhook_woken_from_outside, notify_teardown),
 	    cmocka_unit_test_teardown(test_alerts, notify_teardown),
 	};
 	it_env_init("notify");
