@@ -31,7 +31,10 @@ bool privdrop(const char *user, char *err, size_t cap)
 		snprintf(err, cap, "must be started as root to become \"%s\"", user);
 		return false;
 	}
-	if (setgroups(1, &pw->pw_gid) != 0 || setresgid(pw->pw_gid, pw->pw_gid, pw->pw_gid) != 0 ||
+	/* The user's supplementary groups too (a config file or certificate
+	 * readable by one of them must stay readable for a reload). */
+	if (initgroups(pw->pw_name, pw->pw_gid) != 0 ||
+	    setresgid(pw->pw_gid, pw->pw_gid, pw->pw_gid) != 0 ||
 	    setresuid(pw->pw_uid, pw->pw_uid, pw->pw_uid) != 0) {
 		snprintf(err, cap, "cannot become \"%s\": %s", user, strerror(errno));
 		return false;

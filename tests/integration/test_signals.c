@@ -6,6 +6,8 @@
  * while old ones carry on, and keep the old config when the new one is
  * broken.
  */
+#include <grp.h>
+#include <pwd.h>
 #include <setjmp.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -14,7 +16,9 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -365,6 +369,80 @@ static void test_sighup_keeps_subscriber(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/*
+ * A user that is a member of a group other than its primary one, found in
+ * the group database: its name and that group's id.  False when none is.
+ */
+static bool user_with_extra_group(char *user, size_t cap, gid_t *gid)
+{
+	bool found = false;
+	setgrent();
+	for (struct group *g = getgrent(); g != NULL && !found; g = getgrent()) {
+		for (char **m = g->gr_mem; *m != NULL && !found; m++) {
+			struct passwd *pw = getpwnam(*m);
+			if (pw != NULL && pw->pw_uid != 0 && pw->pw_gid != g->gr_gid) {
+				snprintf(user, cap, "%s", *m);
+				*gid = g->gr_gid;
+				found = true;
+			}
+		}
+	}
+	endgrent();
+	return found;
+}
+
+/* Is gid among the supplementary groups of process pid (/proc/<pid>/status)? */
+static bool proc_has_group(pid_t pid, gid_t gid)
+{
+	char path[64], line[1024];
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	FILE *f = fopen(path, "r");
+	bool has = false;
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f) != NULL) {
+		if (strncmp(line, "Groups:", 7) != 0)
+			continue;
+		char *save = NULL;
+		for (char *t = strtok_r(line + 7, " \t\n", &save); t != NULL;
+		     t = strtok_r(NULL, " \t\n", &save))
+			has = has || strtoul(t, NULL, 10) == (unsigned long)gid;
+	}
+	fclose(f);
+	return has;
+}
+
+/*
+ * Started as root with `user` set, the daemon keeps that user's
+ * supplementary groups (CONFIG.md, user): a config file readable only by
+ * root and one of them (mode 0640) still reloads on SIGHUP once root is
+ * gone.
+ */
+static void test_sighup_as_user_group_file(void **state)
+{
+	(void)state;
+	char user[64];
+	gid_t gid = 0;
+	if (geteuid() != 0 || !user_with_extra_group(user, sizeof(user), &gid)) {
+		print_message("needs root and a user with a supplementary group; skipped\n");
+		skip();
+	}
+	char extra[128];
+	snprintf(extra, sizeof(extra), "user = \"%s\";", user);
+	struct it_config cfg = {.name = "sighup_user_group", .extra_text = extra};
+	/* Not waiting for ready: the cluster's socket is only for its own user. */
+	struct it_daemon *d = it_daemon_start(&cfg, false);
+	if (!proc_has_group(d->pid, gid))
+		it_fail("running as %s, the daemon lacks its supplementary group %u", user,
+		        (unsigned)gid);
+
+	if (chown(d->conf_path, 0, gid) != 0 || chmod(d->conf_path, 0640) != 0)
+		it_fail("cannot make %s root:%u 0640", d->conf_path, (unsigned)gid);
+	off_t off = it_log_offset(d);
+	kill(d->pid, SIGHUP);
+	it_log_expect(d, off, "msg=\"config reloaded\"", IT_REPLY_MS);
+	it_daemon_stop_clean(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -375,6 +453,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_sighup_broken_config, it_test_teardown),
 	    cmocka_unit_test_teardown(test_sighup_token_rotation, it_test_teardown),
 	    cmocka_unit_test_teardown(test_sighup_keeps_subscriber, it_test_teardown),
+	    cmocka_unit_test_teardown(test_sighup_as_user_group_file, it_test_teardown),
 	};
 	it_env_init("signals");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
