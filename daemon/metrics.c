@@ -444,7 +444,7 @@ void metrics_render(struct evbuffer *out)
 	sample(out, "ordertrack_database_reconnects_total", m.reconnects);
 
 	family(out, "ordertrack_notifications_total", "counter",
-	       "Notifications committed by this daemon's ingest batches, by kind.");
+	       "Notifications committed by this daemon (ingest batches, alerts), by kind.");
 	for (size_t k = 0; k < N_KINDS; k++)
 		evbuffer_add_printf(out, "ordertrack_notifications_total{kind=\"%s\"} %llu\n",
 		                    kinds[k], (unsigned long long)m.notifications[k]);

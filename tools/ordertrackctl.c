@@ -19,7 +19,8 @@
  * Exit status (sysexits): 0 done; 1 not found, or the check failed; 64
  * usage; 69 the database or the daemon cannot be reached; 70 an
  * unexpected database error; 78 the configuration is wrong (or the daemon
- * refused the operator's token).
+ * refused the operator's token).  A hello refused for another reason (a
+ * connection limit) is 69: the daemon cannot take us now.
  *
  * Limits: one blocking libpq connection, one query at a time; it is a
  * command line tool, not a service.
@@ -1205,6 +1206,14 @@ static int cmd_tail(struct ctl *c, int argc, char **argv)
 		if (rc != EX_OK_)
 			return rc;
 	}
+	/* tail speaks plain text only: a daemon that takes TLS alone would
+	 * close the connection unanswered, which looks like one that is down. */
+	if (c->o.address == NULL && c->cfg->tls_enabled && c->cfg->tls_require) {
+		warnx_("%s takes only TLS (tls.require = true) and tail speaks plain text: give "
+		       "--address HOST:PORT of a port that takes plain text",
+		       c->o.config);
+		return EX_UNAVAILABLE_;
+	}
 	const char *addr = c->o.address ? c->o.address : c->cfg->listen[0];
 	size_t alen = strlen(addr);
 	if (alen >= 2 && strcmp(addr + alen - 2, ":0") == 0)
@@ -1225,6 +1234,7 @@ static int cmd_tail(struct ctl *c, int argc, char **argv)
 	struct reader *rd = calloc(1, sizeof(*rd));
 	char *line = xmalloc(LINE_MAX_);
 	int rc = EX_UNAVAILABLE_;
+	bool refused = false;
 	long long shown = 0;
 	if (rd == NULL || h == NULL || s == NULL)
 		abort();
@@ -1239,7 +1249,10 @@ static int cmd_tail(struct ctl *c, int argc, char **argv)
 			const char *code = jtext(w, "code");
 			warnx_("ordertrackd refused the hello of operator %s: %s: %s", op, code,
 			       jtext(w, "message"));
-			rc = strcmp(code, "auth_failed") == 0 ? EX_CONFIG_ : EX_NOTFOUND_;
+			/* A wrong token is the config's; anything else (a connection
+			 * limit, a drain) is the daemon not taking us now. */
+			rc = strcmp(code, "auth_failed") == 0 ? EX_CONFIG_ : EX_UNAVAILABLE_;
+			refused = true;
 			sent = false;
 		}
 		json_decref(w);
@@ -1249,8 +1262,11 @@ static int cmd_tail(struct ctl *c, int argc, char **argv)
 	}
 	free(h);
 	free(s);
-	if (!sent && rc == EX_UNAVAILABLE_)
-		warnx_("ordertrackd at %s closed the connection", addr);
+	if (!sent && !refused)
+		warnx_("ordertrackd at %s closed the connection%s", addr,
+		       c->cfg->tls_enabled
+		           ? " (if that port takes only TLS: tail speaks plain text)"
+		           : "");
 	while (sent && read_line(rd, line, LINE_MAX_)) {
 		json_t *j = json_loads(line, 0, NULL);
 		const char *type = json_string_value(json_object_get(j, "type"));
