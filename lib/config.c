@@ -1037,6 +1037,9 @@ void config_keep_restart_keys(struct config *neu, struct config *old)
 	old->admin_listen = admin_listen;
 	neu->user = old->user;
 	old->user = user;
+	int db_connections = neu->db_connections;
+	neu->db_connections = old->db_connections;
+	old->db_connections = db_connections;
 }
 
 const char *log_level_name(enum log_level l)

@@ -1065,6 +1065,17 @@ static void test_admin_listen(void **state)
 	config_free(d);
 	config_free(e);
 
+	/* database.connections too: the lanes are made once, at start. */
+	c = parse_ok("database = { connections = 2; };\n");
+	d = parse_ok("database = { connections = 5; };\n");
+	assert_int_equal(config_restart_keys(c, d, out, sizeof(out)), 1);
+	assert_string_equal(out, "database.connections");
+	config_keep_restart_keys(d, c);
+	assert_int_equal(d->db_connections, 2);
+	assert_int_equal(c->db_connections, 5);
+	config_free(c);
+	config_free(d);
+
 	parse_bad("admin = {\n  listen = \"127.0.0.1\";\n};\n",
 	          "t.conf:2: admin.listen: \"127.0.0.1\" has no port (want \"host:port\")");
 	parse_bad("admin = { listen = \"::1:9433\"; };\n",
