@@ -294,8 +294,11 @@ static void lane_prepare_results(struct lane *ln)
 			lane_set_state(ln, DB_READY);
 			pgsock_ready(&ln->sock);
 			ln->down_logged = false;
-			log_info("database connected", "link=%u server_version=%d pending=%u",
-			         ln->id, PQserverVersion(ln->sock.pg), ln->st->n_queued);
+			/* The backend's pid finds the session in pg_stat_activity. */
+			log_info("database connected",
+			         "link=%u server_version=%d backend_pid=%d pending=%u", ln->id,
+			         PQserverVersion(ln->sock.pg), PQbackendPID(ln->sock.pg),
+			         ln->st->n_queued);
 			metrics_db_connected(ln->ever_ready);
 			ln->ever_ready = true;
 			server_db_ready();

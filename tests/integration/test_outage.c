@@ -4,7 +4,8 @@
  * PostgreSQL is stopped for about three seconds in the middle of a stream
  * on two connections, and in a second test is down when the daemon starts;
  * in a third, one of the daemon's two ingest sessions is terminated while
- * PostgreSQL stays up.
+ * PostgreSQL stays up; in a fourth, the first session cannot come back
+ * while the second is up.
  * The daemon must keep running, hold acks until a commit, and end with
  * every event stored exactly once.  An event whose batch was in flight when
  * the connection dropped may be acked "stored" or "duplicate"; an error is
@@ -254,6 +255,71 @@ static void test_one_session_lost(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/* The backend pid of a link's last "database connected" line, as text. */
+static void log_backend_pid(const struct it_daemon *d, unsigned link, char *out, size_t cap)
+{
+	char needle[64], line[4096];
+	snprintf(needle, sizeof(needle), "msg=\"database connected\" link=%u ", link);
+	FILE *f = fopen(d->log_path, "r");
+	assert_non_null(f);
+	out[0] = '\0';
+	while (fgets(line, sizeof(line), f) != NULL) {
+		const char *p = strstr(line, needle);
+		if (p != NULL && (p = strstr(p, "backend_pid=")) != NULL)
+			snprintf(out, cap, "%.*s", (int)strspn(p + 12, "0123456789"), p + 12);
+	}
+	fclose(f);
+	if (out[0] == '\0')
+		it_fail("no backend_pid for link=%u in the log", link);
+}
+
+/*
+ * The first of two ingest sessions is lost and cannot come back (its role
+ * has no connection left), the second stays up: a lone event, far below a
+ * backlog, is stored and acked by the second session at once.
+ */
+static void test_first_session_down(void **state)
+{
+	const char *db = "outage_first_down";
+	(void)state;
+
+	it_pg_createdb(db);
+	/* Not a superuser: a role's connection limit does not bind those. */
+	it_db_command(NULL, "CREATE ROLE ot_first_down LOGIN", NULL);
+	it_db_command(NULL, "ALTER DATABASE outage_first_down OWNER TO ot_first_down", NULL);
+	/* The daemon's conninfo ends "dbname=<dbname>"; a later key wins. */
+	struct it_config cfg = {.name = db,
+	                        .dbname = "outage_first_down user=ot_first_down",
+	                        .db_connections = 2,
+	                        .batch_max_delay_ms = 5};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	off_t off = it_log_offset(d);
+	/* Both ingest sessions and the auxiliary one are in; no fourth fits. */
+	it_log_expect(d, 0, "msg=\"database connected\" link=2", IT_REPLY_MS);
+	it_db_command(NULL, "ALTER ROLE ot_first_down CONNECTION LIMIT 2", NULL);
+	char pid[16];
+	log_backend_pid(d, 1, pid, sizeof(pid));
+	char *killed = it_db_value(NULL, "SELECT pg_terminate_backend($1::int)::text", pid, NULL);
+	assert_string_equal(killed, "true");
+	free(killed);
+	off = it_log_expect(d, off, "msg=\"database lost\" link=1", IT_REPLY_MS);
+	it_log_expect(d, off, "msg=\"database still unavailable\" link=1", IT_REPLY_MS);
+
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	char *ev = it_event_line("first-down-1", "order.created", "PO-FIRST-DOWN", NULL);
+	long long t0 = it_now_ms();
+	it_send(c, ev);
+	free(ev);
+	it_expect_ack(c, "first-down-1", "stored");
+	long long took = it_now_ms() - t0;
+	fprintf(stderr, "first session down: acked in %lld ms\n", took);
+	assert_true(took < 2000);
+	assert_int_equal(it_db_rows(db), 1);
+	it_daemon_stop_clean(d);
+	it_db_command(NULL, "ALTER ROLE ot_first_down CONNECTION LIMIT -1", NULL);
+}
+
 /* The outage of the brief: a fast shutdown, sessions terminated cleanly. */
 static void test_outage_fast(void **state)
 {
@@ -317,6 +383,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_outage_immediate, it_test_teardown),
 	    cmocka_unit_test_teardown(test_start_while_down, it_test_teardown),
 	    cmocka_unit_test_teardown(test_one_session_lost, it_test_teardown),
+	    cmocka_unit_test_teardown(test_first_session_down, it_test_teardown),
 	};
 	it_env_init("outage");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
