@@ -22,14 +22,16 @@
  * 22 and 23, or anything that names no event), it is sent again one event
  * at a time, so the event at fault is answered with an error and the
  * others commit; the next batch starts with ROLLBACK, since Sync does not
- * end an explicit transaction block.  A lost connection or a transient
- * failure (08, 40, 53, 57, 58) sends the whole batch again after
- * reconnecting, and so does a COPY that met a stored id (23505: the id is
- * stored under another order, or another transaction stored it after LOAD
- * read), and then by the INSERT.  Events of a batch whose COMMIT outcome
- * was lost with the connection are marked in doubt; when the INSERT finds
- * them stored with the same content, it was this daemon that stored them,
- * so they are acked "stored".
+ * end an explicit transaction block.  A lost connection sends the whole
+ * batch again after reconnecting, and so does a COPY that met a stored id
+ * (23505: the id is stored under another order, or another transaction
+ * stored it after LOAD read), then by the INSERT.  A transient failure
+ * (08, 40, 53, 57, 58) sends the batch again at once after a deadlock or
+ * a serialization failure (40), else after a pause that grows while the
+ * failures last; an event tried too often is answered internal_error.
+ * Events of a batch whose COMMIT outcome was lost with the connection are
+ * marked in doubt; when the INSERT finds them stored with the same
+ * content, it was this daemon that stored them, so they are acked "stored".
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -48,6 +50,15 @@
  */
 #define COPY_PAUSE_BATCHES 32
 #define MAX_ATTEMPTS       5 /* for failures that are neither data nor transient */
+/*
+ * Transient failures: the batches wait 100 ms after the first, doubling up
+ * to 5 s, so that a full disk or a failing device is not asked hundreds of
+ * times a second; an event still unstored after this many tries (about
+ * 11 s of them) is answered internal_error, and its sender tries later.
+ */
+#define MAX_TRANSIENT_ATTEMPTS 8
+#define PAUSE_MIN_MS           100
+#define PAUSE_MAX_MS           5000
 
 /*
  * May lane i start a batch now?  The first ready lane may whenever events
@@ -74,6 +85,8 @@ static bool lane_may_start(const struct store *st, unsigned i)
 /* Start a batch on every idle lane while events wait. */
 void store_send_batch(struct store *st)
 {
+	if (evtimer_pending(st->ev_pause, NULL))
+		return; /* after a transient failure: store_pause_cb sends */
 	for (unsigned i = 0; i < st->n_lanes && st->n_queued > 0; i++) {
 		struct lane *ln = &st->lanes[i];
 		if (ln->state == DB_READY && !ln->batch_in_flight && !ln->blocked &&
@@ -85,6 +98,8 @@ void store_send_batch(struct store *st)
 /* Is a lane ready for a batch now? */
 static bool store_lane_idle(const struct store *st)
 {
+	if (evtimer_pending(st->ev_pause, NULL))
+		return false;
 	for (unsigned i = 0; i < st->n_lanes; i++)
 		if (st->lanes[i].state == DB_READY && !st->lanes[i].batch_in_flight &&
 		    !st->lanes[i].blocked && lane_may_start(st, i))
@@ -97,6 +112,12 @@ static bool sqlstate_transient(const char *s)
 {
 	return strncmp(s, "08", 2) == 0 || strncmp(s, "40", 2) == 0 || strncmp(s, "53", 2) == 0 ||
 	       strncmp(s, "57", 2) == 0 || strncmp(s, "58", 2) == 0;
+}
+
+/* Is this SQLSTATE a deadlock or a serialization failure, worth an at-once retry? */
+static bool sqlstate_rollback(const char *s)
+{
+	return strncmp(s, "40", 2) == 0;
 }
 
 /* Is this SQLSTATE a verdict on the event's data? */
@@ -171,6 +192,12 @@ static void store_batch_committed(struct lane *ln)
 	struct slot *s, *next;
 
 	ln->out.emitted = NULL;
+	if (ln->st->failing) {
+		log_info("database failing no more", "link=%u retries=%u", ln->id,
+		         ln->st->failing_retries);
+		ln->st->failing = false;
+	}
+	ln->st->pause_ms = PAUSE_MIN_MS;
 	TAILQ_INIT(&done);
 	TAILQ_FOREACH_SAFE(s, &ln->batch, s_store, next)
 	{
@@ -191,6 +218,56 @@ static void store_batch_committed(struct lane *ln)
 		TAILQ_REMOVE(&done, s, s_store);
 		store_answer_committed(s);
 	}
+}
+
+/*
+ * The batch failed for a reason that may pass (a deadlock, a full disk, an
+ * I/O error): it goes again, at once after a deadlock or a serialization
+ * failure, else after a pause that doubles while the failures go on.  The
+ * first failure of such an episode is a warning, the others debug lines.
+ * An event that has been tried MAX_TRANSIENT_ATTEMPTS times gets
+ * internal_error.
+ */
+static void store_batch_transient(struct lane *ln)
+{
+	struct store *st = ln->st;
+	struct batch_outcome *o = &ln->out;
+	struct slot *s, *next;
+	unsigned failed = 0;
+
+	TAILQ_FOREACH_SAFE(s, &ln->batch, s_store, next)
+	{
+		if (s->s_attempts >= MAX_TRANSIENT_ATTEMPTS) {
+			store_finish(ln, s, STORE_FAILED,
+			             "the database failed to store this event");
+			failed++;
+		}
+	}
+	if (failed > 0)
+		log_error("events failed", "link=%u sqlstate=%s reason=%s events=%u attempts=%d",
+		          ln->id, o->sqlstate, lq(o->message), failed, MAX_TRANSIENT_ATTEMPTS);
+	if (ln->n_batch == 0)
+		return; /* nothing to try again; the next batch finds out */
+	if (sqlstate_rollback(o->sqlstate)) {
+		log_info("batch retried", "link=%u sqlstate=%s reason=%s events=%u", ln->id,
+		         o->sqlstate, lq(o->message), ln->n_batch);
+		return;
+	}
+	int delay = st->pause_ms;
+	if (!st->failing) {
+		log_warnx("database failing", "link=%u sqlstate=%s reason=%s events=%u retry_ms=%d",
+		          ln->id, o->sqlstate, lq(o->message), ln->n_batch, delay);
+		st->failing = true;
+		st->failing_retries = 0;
+	} else {
+		log_debug("database still failing", "link=%u sqlstate=%s reason=%s retry_ms=%d",
+		          ln->id, o->sqlstate, lq(o->message), delay);
+	}
+	st->failing_retries++;
+	/* Every lane waits: the failure is the server's, not this batch's. */
+	struct timeval tv = {delay / 1000, (delay % 1000) * 1000};
+	evtimer_add(st->ev_pause, &tv);
+	st->pause_ms = delay * 2 > PAUSE_MAX_MS ? PAUSE_MAX_MS : delay * 2;
 }
 
 /* The batch rolled back: answer the guilty event, resend the others. */
@@ -214,8 +291,7 @@ static void store_batch_failed(struct lane *ln)
 		return;
 	}
 	if (sqlstate_transient(o->sqlstate)) {
-		log_info("batch retried", "link=%u sqlstate=%s reason=%s events=%u", ln->id,
-		         o->sqlstate, lq(o->message), ln->n_batch);
+		store_batch_transient(ln);
 		return;
 	}
 	/* A failure outside the INSERTs (the fold's rows, say) names no
@@ -266,6 +342,14 @@ static void store_flush_cb(evutil_socket_t fd, short what, void *arg)
 	store_send_batch(arg);
 }
 
+/* Pause timer: the wait after a transient failure is over. */
+static void store_pause_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	store_send_batch(arg);
+}
+
 struct store *store_new(struct event_base *base, const struct config *cfg)
 {
 	struct store *st = calloc(1, sizeof(*st));
@@ -275,12 +359,14 @@ struct store *store_new(struct event_base *base, const struct config *cfg)
 	TAILQ_INIT(&st->queue);
 	st->conninfo = strdup(cfg->conninfo);
 	st->ev_flush = evtimer_new(base, store_flush_cb, st);
+	st->ev_pause = evtimer_new(base, store_pause_cb, st);
+	st->pause_ms = PAUSE_MIN_MS;
 	st->batch_set = calloc(BATCH_SET_SIZE, sizeof(*st->batch_set));
 	st->passed_set = calloc(BATCH_SET_SIZE, sizeof(*st->passed_set));
 	st->n_lanes = (unsigned)cfg->db_connections;
 	st->lanes = calloc(st->n_lanes, sizeof(*st->lanes));
-	if (st->conninfo == NULL || st->ev_flush == NULL || st->batch_set == NULL ||
-	    st->passed_set == NULL || st->lanes == NULL)
+	if (st->conninfo == NULL || st->ev_flush == NULL || st->ev_pause == NULL ||
+	    st->batch_set == NULL || st->passed_set == NULL || st->lanes == NULL)
 		abort();
 	store_apply_config(st, cfg);
 	for (unsigned i = 0; i < st->n_lanes; i++)
@@ -340,6 +426,7 @@ void store_free(struct store *st)
 		lane_free(&st->lanes[i]);
 	free(st->lanes);
 	event_free(st->ev_flush);
+	event_free(st->ev_pause);
 	free(st->conninfo);
 	free(st->batch_set);
 	free(st->passed_set);

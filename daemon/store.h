@@ -132,6 +132,10 @@ struct store {
 	struct slot_list queue; /* waiting for a batch */
 	unsigned n_queued;
 	struct event *ev_flush;
+	struct event *ev_pause;        /* pending: no batch starts (a transient failure) */
+	int pause_ms;                  /* the next pause's length */
+	bool failing;                  /* "database failing" said; until a commit */
+	unsigned failing_retries;      /* batches retried since */
 	unsigned solo;                 /* events still to send one per batch */
 	unsigned copy_pause;           /* batches still to send by the INSERT */
 	const struct slot **batch_set; /* (exporter, id) of the batch being built */

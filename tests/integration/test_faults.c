@@ -1,7 +1,7 @@
 /*
  * test_faults.c - faults from outside the daemon: poison events that pass
- * our validation but fail inside PostgreSQL, and clients that vanish
- * mid-stream.
+ * our validation but fail inside PostgreSQL, clients that vanish
+ * mid-stream, and a database that keeps failing with a transient error.
  */
 #include <setjmp.h>
 #include <signal.h>
@@ -68,6 +68,85 @@ static void test_poison_events(void **state)
 	it_send(c, ev);
 	free(ev);
 	it_expect_ack(c, "poison-after", "stored");
+	it_daemon_stop_clean(d);
+}
+
+/*
+ * Count the lines of the daemon's log holding needle.
+ */
+static int log_count(const struct it_daemon *d, const char *needle)
+{
+	FILE *f = fopen(d->log_path, "r");
+	char line[4096];
+	int n = 0;
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (strstr(line, needle) != NULL)
+			n++;
+	fclose(f);
+	return n;
+}
+
+/*
+ * The database fails every try of one event with a transient SQLSTATE
+ * (53100, disk_full, raised by a trigger the test adds; a sequence, which
+ * no rollback undoes, counts the tries): the batch is tried again after
+ * growing pauses, not at once; the log says so in one warning; after the
+ * last try the event is answered internal_error, and the next event is
+ * stored at once.
+ */
+static void test_transient_failure(void **state)
+{
+	(void)state;
+	it_pg_createdb("transient");
+	struct it_config cfg = {.name = "transient", .dbname = "transient", .log_level = "info"};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	it_db_script("transient",
+	             "CREATE SEQUENCE test_tries;"
+	             "CREATE FUNCTION test_disk_full() RETURNS trigger LANGUAGE plpgsql AS $$"
+	             " BEGIN"
+	             "  IF NEW.event_id LIKE 'full-%' THEN"
+	             "   PERFORM nextval('test_tries');"
+	             "   RAISE EXCEPTION 'could not extend file: No space left on device'"
+	             "    USING ERRCODE = 'disk_full';"
+	             "  END IF;"
+	             "  RETURN NEW;"
+	             " END $$;"
+	             "CREATE TRIGGER test_disk_full BEFORE INSERT ON ordertrack.events"
+	             " FOR EACH ROW EXECUTE FUNCTION test_disk_full();");
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	char *ev = it_event_line("full-1", "order.created", "PO-FULL", NULL);
+	long long t0 = it_now_ms();
+	it_send(c, ev);
+	free(ev);
+	/* Spaced tries: after 2 s, a handful, not thousands. */
+	it_sleep_ms(2000);
+	long tries = it_db_long("transient", "SELECT last_value FROM test_tries", NULL);
+	fprintf(stderr, "transient failure: %ld tries in the first 2 s\n", tries);
+	assert_true(tries >= 3 && tries <= 8);
+	json_t *err = it_expect_error(c, "full-1", "internal_error");
+	json_decref(err);
+	long long took = it_now_ms() - t0;
+	tries = it_db_long("transient", "SELECT last_value FROM test_tries", NULL);
+	fprintf(stderr, "transient failure: internal_error after %ld tries, %lld ms\n", tries,
+	        took);
+	assert_int_equal(tries, 8);
+	assert_true(took >= 5000);
+	/* One warning for the episode, naming the SQLSTATE and the reason. */
+	assert_int_equal(log_count(d, "msg=\"database failing\""), 1);
+	assert_int_equal(log_count(d, "msg=\"database failing\" link=1 sqlstate=53100"
+	                              " reason=\"could not extend file"),
+	                 1);
+	/* The daemon is not paused any longer than the failures last. */
+	ev = it_event_line("fine-1", "order.created", "PO-FINE", NULL);
+	t0 = it_now_ms();
+	it_send(c, ev);
+	free(ev);
+	it_expect_ack(c, "fine-1", "stored");
+	assert_true(it_now_ms() - t0 < 1000);
+	it_log_expect(d, 0, "msg=\"database failing no more\"", 0);
+	assert_int_equal(it_db_rows("transient"), 1);
 	it_daemon_stop_clean(d);
 }
 
@@ -151,6 +230,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(test_poison_events, it_test_teardown),
 	    cmocka_unit_test_teardown(test_clients_vanish, it_test_teardown),
+	    cmocka_unit_test_teardown(test_transient_failure, it_test_teardown),
 	};
 	it_env_init("faults");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
