@@ -36,7 +36,10 @@
  * order: 's' stored, 'd' the same event was already stored, 'c' another
  * event holds the id, 'r' a retraction that may not be stored (its target
  * is a retraction or belongs to another order), or NULL: the id is taken
- * by a transaction not visible yet (the daemon asks again).  "The same"
+ * by a transaction not visible yet (the daemon asks again).  A stored
+ * event is answered 'd' or 'c' before the retraction rules apply: a
+ * retraction stored before its target came (under another order, say) is
+ * a duplicate when sent again, not a refusal.  "The same"
  * compares the bodies as jsonb: key order and spacing do not count.  A
  * batch never holds the same (exporter, id) twice (batch_take sees
  * to it), so each row's verdict is unambiguous.  The final SELECT reads
@@ -64,9 +67,9 @@ static const char insert_sql[] =
     " FROM input WHERE n NOT IN (SELECT n FROM bad) ORDER BY n"
     " ON CONFLICT (exporter, event_id) DO NOTHING RETURNING exporter, event_id)"
     " SELECT CASE WHEN ins.event_id IS NOT NULL THEN 's'"
-    " WHEN b.n IS NOT NULL THEN 'r'"
-    " ELSE (SELECT CASE WHEN e.body::jsonb = i.body::jsonb THEN 'd' ELSE 'c' END"
-    " FROM ordertrack.events e WHERE e.exporter = i.exporter AND e.event_id = i.event_id)"
+    " ELSE coalesce((SELECT CASE WHEN e.body::jsonb = i.body::jsonb THEN 'd' ELSE 'c' END"
+    " FROM ordertrack.events e WHERE e.exporter = i.exporter AND e.event_id = i.event_id),"
+    " CASE WHEN b.n IS NOT NULL THEN 'r' END)"
     " END"
     " FROM input i"
     " LEFT JOIN ins ON ins.exporter = i.exporter AND ins.event_id = i.event_id"

@@ -542,7 +542,8 @@ static long stored(const char *db, const char *exporter, const char *id)
  * Retractions over the wire: the status goes back; one that comes before
  * its target waits for it; one naming a stored retraction, or an event of
  * another order, is refused; a retraction of a retraction that got in
- * first (its target came later) counts for nothing.
+ * first (its target came later) counts for nothing; a stored retraction
+ * sent again is a duplicate, whatever came after it.
  */
 static void test_retractions(void **state)
 {
@@ -621,6 +622,24 @@ static void test_retractions(void **state)
 	it_send(c, again);
 	free(again);
 	it_expect_ack(c, "rt-04", "duplicate");
+
+	/*
+	 * rt-13 is stored before its target, which then comes under another
+	 * order: sending rt-13 again is a duplicate still (it is stored), and
+	 * other content under its id a conflict, not a refusal.
+	 */
+	retract_ok(c, "rt-13", "R-1", "rt-14");
+	send_ok(c, "rt-14", "order.created", "R-3", NULL, "stored");
+	again = retract_line("rt-13", "R-1", "rt-14");
+	it_send(c, again);
+	free(again);
+	it_expect_ack(c, "rt-13", "duplicate");
+	again = retract_line("rt-13", "R-1", "rt-01");
+	it_send(c, again);
+	free(again);
+	json_t *e = it_expect_error(c, "rt-13", "conflict");
+	json_decref(e);
+	assert_int_equal(stored(db, KIVU, "rt-13"), 1);
 	it_daemon_stop_clean(d);
 }
 
