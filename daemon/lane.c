@@ -7,10 +7,10 @@
  * statements; then it is ready for batches (batch.c).  The migrations
  * built into the binary are applied in one transaction under an advisory
  * lock, so two daemons starting at once cannot race.  When the session
- * fails or is lost, the batch in flight goes back to the queue and the
- * lane tries again after a backoff that doubles from 100 ms to 5 s; the
- * first failure of an outage is logged as a warning, the others at debug
- * level.
+ * fails or is lost, the batch in flight goes back to the queue (store.c
+ * answers internal_error for an event sent too often) and the lane tries
+ * again after a backoff that doubles from 100 ms to 5 s; the first
+ * failure of an outage is logged as a warning, the others at debug level.
  *
  * The socket is watched by one event at PRIO_DATABASE: for reading
  * always, for writing while libpq holds output it could not send.
@@ -94,7 +94,7 @@ void lane_lost(struct lane *ln, const char *why)
 	const char *reason = log_first_line(why, buf, sizeof(buf));
 
 	if (ln->batch_in_flight) {
-		batch_requeue(ln, true);
+		store_batch_lost(ln, reason);
 		/* Another lane may be up and able to take them; from the loop,
 		 * since this can run inside store_send_batch. */
 		event_active(ln->st->ev_flush, EV_TIMEOUT, 0);

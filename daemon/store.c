@@ -23,9 +23,10 @@
  * at a time, so the event at fault is answered with an error and the
  * others commit; the next batch starts with ROLLBACK, since Sync does not
  * end an explicit transaction block.  A lost connection sends the whole
- * batch again after reconnecting, and so does a COPY that met a stored id
- * (23505: the id is stored under another order, or another transaction
- * stored it after LOAD read), then by the INSERT.  A transient failure
+ * batch again after reconnecting (an event sent too often is answered
+ * internal_error), and so does a COPY that met a stored id (23505: the id
+ * is stored under another order, or another transaction stored it after
+ * LOAD read), then by the INSERT.  A transient failure
  * (08, 40, 53, 57, 58) sends the batch again at once after a deadlock or
  * a serialization failure (40), else after a pause that grows while the
  * failures last; an event tried too often is answered internal_error.
@@ -49,7 +50,7 @@
  * with others be written twice.
  */
 #define COPY_PAUSE_BATCHES 32
-#define MAX_ATTEMPTS       5 /* for failures that are neither data nor transient */
+#define MAX_ATTEMPTS       5 /* failures neither data nor transient, lost sessions */
 /*
  * Transient failures: the batches wait 100 ms after the first, doubling up
  * to 5 s, so that a full disk or a failing device is not asked hundreds of
@@ -314,6 +315,34 @@ static void store_batch_failed(struct lane *ln)
 	          o->sqlstate, lq(o->message), ln->n_batch, lq(bad->s_id));
 	if (bad->s_attempts >= MAX_ATTEMPTS)
 		store_finish(ln, bad, STORE_FAILED, "the database failed to store this event");
+}
+
+/*
+ * The session was lost with the batch in flight: its events go back to
+ * the queue, in doubt, to be sent again on a session that works.  A batch
+ * that takes its session down each time it is sent (a server crash it
+ * provokes, say) would be sent forever: an event sent MAX_ATTEMPTS times
+ * is answered internal_error instead.  Its COMMIT may have been sent, so
+ * it may be stored; a resend is then answered "duplicate".
+ */
+void store_batch_lost(struct lane *ln, const char *why)
+{
+	struct slot *s, *next;
+	unsigned failed = 0;
+
+	TAILQ_FOREACH_SAFE(s, &ln->batch, s_store, next)
+	{
+		if (s->s_attempts >= MAX_ATTEMPTS) {
+			store_finish(ln, s, STORE_FAILED,
+			             "the database session was lost each time this event was sent;"
+			             " it may be stored: send it again");
+			failed++;
+		}
+	}
+	if (failed > 0)
+		log_error("events failed", "link=%u reason=%s events=%u attempts=%d", ln->id,
+		          lq(why), failed, MAX_ATTEMPTS);
+	batch_requeue(ln, true);
 }
 
 /* The Sync arrived: settle the batch and start the next one. */

@@ -148,6 +148,7 @@ struct store {
 /* store.c */
 void store_send_batch(struct store *st);
 void store_batch_done(struct lane *ln);
+void store_batch_lost(struct lane *ln, const char *why);
 
 /* lane.c */
 void lane_init(struct store *st, unsigned i);

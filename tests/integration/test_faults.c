@@ -1,7 +1,8 @@
 /*
  * test_faults.c - faults from outside the daemon: poison events that pass
  * our validation but fail inside PostgreSQL, clients that vanish
- * mid-stream, and a database that keeps failing with a transient error.
+ * mid-stream, a database that keeps failing with a transient error, and
+ * an event whose write takes the session down.
  */
 #include <setjmp.h>
 #include <signal.h>
@@ -150,6 +151,53 @@ static void test_transient_failure(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/*
+ * One event takes the daemon's session down each time it is written (a
+ * trigger the test adds terminates its own backend; a sequence counts the
+ * tries): the daemon sends it 5 times, then answers internal_error with a
+ * log line naming the reason, instead of sending it forever.  The next
+ * event is stored.
+ */
+static void test_session_killer(void **state)
+{
+	(void)state;
+	it_pg_createdb("killer");
+	struct it_config cfg = {.name = "killer", .dbname = "killer", .log_level = "info"};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	it_db_script("killer",
+	             "CREATE SEQUENCE test_tries;"
+	             "CREATE FUNCTION test_killer() RETURNS trigger LANGUAGE plpgsql AS $$"
+	             " BEGIN"
+	             "  IF NEW.event_id LIKE 'kill-%' THEN"
+	             "   PERFORM nextval('test_tries');"
+	             "   PERFORM pg_terminate_backend(pg_backend_pid());"
+	             "   PERFORM pg_sleep(5);"
+	             "  END IF;"
+	             "  RETURN NEW;"
+	             " END $$;"
+	             "CREATE TRIGGER test_killer BEFORE INSERT ON ordertrack.events"
+	             " FOR EACH ROW EXECUTE FUNCTION test_killer();");
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	char *ev = it_event_line("kill-1", "order.created", "PO-KILL", NULL);
+	it_send(c, ev);
+	free(ev);
+	json_t *err = it_expect_error(c, "kill-1", "internal_error");
+	assert_non_null(strstr(it_json_str(err, "message"), "session was lost"));
+	json_decref(err);
+	assert_int_equal(it_db_long("killer", "SELECT last_value FROM test_tries", NULL), 5);
+	assert_int_equal(log_count(d, "msg=\"events failed\""), 1);
+	assert_int_equal(log_count(d, "reason=\"FATAL:  terminating connection due to administrator"
+	                              " command\" events=1 attempts=5"),
+	                 1);
+	ev = it_event_line("fine-1", "order.created", "PO-FINE", NULL);
+	it_send(c, ev);
+	free(ev);
+	it_expect_ack(c, "fine-1", "stored");
+	assert_int_equal(it_db_rows("killer"), 1);
+	it_daemon_stop_clean(d);
+}
+
 /* Close a client's socket with a reset (SO_LINGER 0), as a killed process would. */
 static void vanish(struct it_client *c)
 {
@@ -231,6 +279,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_poison_events, it_test_teardown),
 	    cmocka_unit_test_teardown(test_clients_vanish, it_test_teardown),
 	    cmocka_unit_test_teardown(test_transient_failure, it_test_teardown),
+	    cmocka_unit_test_teardown(test_session_killer, it_test_teardown),
 	};
 	it_env_init("faults");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
