@@ -70,7 +70,7 @@ static void lane_notice(void *arg, const PGresult *r)
 static void lane_connect(struct lane *ln)
 {
 	if (!pgsock_start(&ln->sock, ln->st->conninfo, "ordertrackd", lane_notice, ln)) {
-		lane_lost(ln, PQerrorMessage(ln->sock.pg));
+		lane_lost(ln, pgsock_error(&ln->sock));
 		return;
 	}
 	lane_set_state(ln, DB_CONNECTING);
@@ -329,7 +329,7 @@ static void lane_io_cb(evutil_socket_t fd, short what, void *arg)
 		case PGSOCK_WAITING:
 			return;
 		case PGSOCK_FAILED:
-			lane_lost(ln, PQerrorMessage(ln->sock.pg));
+			lane_lost(ln, pgsock_error(&ln->sock));
 			return;
 		case PGSOCK_CONNECTED:
 			break;

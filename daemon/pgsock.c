@@ -5,8 +5,15 @@
  * for or the socket itself changes: libpq may open a new socket while
  * connecting (trying the next address of a host), so PQsocket() is read
  * every time.
+ *
+ * Connecting has a deadline, kept as the timeout of the socket's event:
+ * PQconnectPoll never gives up by itself, and a server (or a firewall)
+ * that accepts and then says nothing would hold a session in connecting
+ * for good.  Keepalives catch a peer that vanishes later, on TCP.
  */
+#include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include "pgsock.h"
 
@@ -22,30 +29,81 @@ void pgsock_init(struct pgsock *ps, struct event_base *base, int priority, event
 	ps->backoff_min_ms = backoff_min_ms;
 	ps->backoff_max_ms = backoff_max_ms;
 	ps->backoff_ms = backoff_min_ms;
+	ps->connecting = false;
+	ps->timed_out = false;
 	ps->ev_retry = evtimer_new(base, retry_cb, arg);
 	if (ps->ev_retry == NULL)
 		abort();
 }
 
+/* The connect_timeout in effect for pg (conninfo or PGCONNECT_TIMEOUT), in seconds. */
+static int pgsock_connect_timeout(PGconn *pg)
+{
+	PQconninfoOption *opts = PQconninfo(pg);
+	int s = 0;
+	for (PQconninfoOption *o = opts; o != NULL && o->keyword != NULL; o++)
+		if (strcmp(o->keyword, "connect_timeout") == 0 && o->val != NULL)
+			s = atoi(o->val);
+	PQconninfoFree(opts);
+	if (s <= 0)
+		return PGSOCK_CONNECT_TIMEOUT_S;
+	return s < 2 ? 2 : s; /* libpq's own minimum */
+}
+
 bool pgsock_start(struct pgsock *ps, const char *conninfo, const char *app_name,
                   PQnoticeReceiver notice, void *notice_arg)
 {
-	/* expand_dbname: conninfo may be a whole connection string. */
-	const char *keys[] = {"dbname", "fallback_application_name", NULL};
-	const char *vals[] = {conninfo, app_name, NULL};
+	/*
+	 * expand_dbname: conninfo may be a whole connection string.  A key
+	 * later in the list wins, so the keepalives before dbname are only
+	 * defaults: with the kernel's own (two hours idle), a server host
+	 * that vanished would hold a batch in flight for hours.  libpq
+	 * ignores them on Unix sockets.
+	 */
+	const char *keys[] = {"keepalives",
+	                      "keepalives_idle",
+	                      "keepalives_interval",
+	                      "keepalives_count",
+	                      "dbname",
+	                      "fallback_application_name",
+	                      NULL};
+	const char *vals[] = {"1", "30", "10", "3", conninfo, app_name, NULL};
 
 	ps->pg = PQconnectStartParams(keys, vals, 1);
 	if (ps->pg == NULL)
 		abort(); /* libpq could not allocate */
 	PQsetNoticeReceiver(ps->pg, notice, notice_arg);
+	ps->timed_out = false;
 	if (PQstatus(ps->pg) == CONNECTION_BAD)
 		return false;
+	ps->connect_timeout_s = pgsock_connect_timeout(ps->pg);
+	clock_gettime(CLOCK_MONOTONIC, &ps->deadline);
+	ps->deadline.tv_sec += ps->connect_timeout_s;
+	ps->connecting = true;
 	pgsock_watch(ps, EV_WRITE);
 	return true;
 }
 
+/* Time left until the deadline of connecting; zero once it has passed. */
+static struct timeval pgsock_time_left(const struct pgsock *ps)
+{
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	long long us = (long long)(ps->deadline.tv_sec - now.tv_sec) * 1000000 +
+	               (ps->deadline.tv_nsec - now.tv_nsec) / 1000;
+	if (us < 0)
+		us = 0;
+	struct timeval tv = {(time_t)(us / 1000000), (suseconds_t)(us % 1000000)};
+	return tv;
+}
+
 enum pgsock_step pgsock_connect_poll(struct pgsock *ps)
 {
+	struct timeval left = pgsock_time_left(ps);
+	if (left.tv_sec == 0 && left.tv_usec == 0) {
+		ps->timed_out = true;
+		return PGSOCK_FAILED;
+	}
 	switch (PQconnectPoll(ps->pg)) {
 	case PGRES_POLLING_READING:
 		pgsock_watch(ps, EV_READ);
@@ -56,14 +114,30 @@ enum pgsock_step pgsock_connect_poll(struct pgsock *ps)
 	case PGRES_POLLING_FAILED:
 		return PGSOCK_FAILED;
 	default:
+		/* Connected: the socket's event loses its timeout. */
+		ps->connecting = false;
+		if (ps->ev_added)
+			event_del(&ps->ev);
+		ps->ev_added = false;
+		pgsock_watch(ps, ps->what);
 		return PQsetnonblocking(ps->pg, 1) == 0 ? PGSOCK_CONNECTED : PGSOCK_FAILED;
 	}
+}
+
+const char *pgsock_error(struct pgsock *ps)
+{
+	if (!ps->timed_out)
+		return PQerrorMessage(ps->pg);
+	snprintf(ps->error, sizeof(ps->error), "timeout expired: not connected within %d s",
+	         ps->connect_timeout_s);
+	return ps->error;
 }
 
 void pgsock_watch(struct pgsock *ps, short what)
 {
 	int fd = PQsocket(ps->pg);
-	if (ps->ev_added && fd == ps->fd && what == ps->what)
+	/* While connecting, set again each time: the timeout is what is left. */
+	if (ps->ev_added && fd == ps->fd && what == ps->what && !ps->connecting)
 		return;
 	if (ps->ev_added)
 		event_del(&ps->ev);
@@ -72,7 +146,12 @@ void pgsock_watch(struct pgsock *ps, short what)
 		return;
 	event_assign(&ps->ev, ps->base, fd, what | EV_PERSIST, ps->io_cb, ps->arg);
 	event_priority_set(&ps->ev, ps->priority);
-	event_add(&ps->ev, NULL);
+	if (ps->connecting) {
+		struct timeval left = pgsock_time_left(ps);
+		event_add(&ps->ev, &left);
+	} else {
+		event_add(&ps->ev, NULL);
+	}
 	ps->ev_added = true;
 	ps->fd = fd;
 	ps->what = what;
@@ -97,6 +176,7 @@ static void pgsock_close(struct pgsock *ps)
 	if (ps->ev_added)
 		event_del(&ps->ev);
 	ps->ev_added = false;
+	ps->connecting = false;
 	if (ps->pg != NULL)
 		PQfinish(ps->pg);
 	ps->pg = NULL;

@@ -11,6 +11,10 @@
 #include <event2/event_struct.h>
 #include <libpq-fe.h>
 #include <stdbool.h>
+#include <time.h>
+
+/* The deadline of connecting when the conninfo sets no connect_timeout. */
+#define PGSOCK_CONNECT_TIMEOUT_S 10
 
 struct pgsock {
 	PGconn *pg; /* NULL while down */
@@ -24,6 +28,11 @@ struct pgsock {
 	short what; /* what ev watches for */
 	struct event *ev_retry;
 	int backoff_ms, backoff_min_ms, backoff_max_ms;
+	bool connecting;          /* pgsock_start was called, pgsock_connect_poll not done */
+	struct timespec deadline; /* of connecting, on CLOCK_MONOTONIC */
+	int connect_timeout_s;    /* what the deadline was set from, for the reason */
+	bool timed_out;           /* connecting passed its deadline */
+	char error[96];           /* pgsock_error's text after a timeout */
 };
 
 /* What a step of connecting came to. */
@@ -40,14 +49,23 @@ void pgsock_init(struct pgsock *ps, struct event_base *base, int priority, event
 /*
  * Start connecting to conninfo (a libpq connection string or a database
  * name), as app_name unless conninfo names another; notices go to notice.
- * False when the attempt failed at once; the reason is in
- * PQerrorMessage(ps->pg).
+ * TCP keepalives are on (idle 30 s, then every 10 s, 3 probes) unless
+ * conninfo sets them.  Connecting must be done within conninfo's
+ * connect_timeout, or PGSOCK_CONNECT_TIMEOUT_S when it sets none; libpq
+ * applies connect_timeout only when it blocks.  False when the attempt
+ * failed at once; the reason is in pgsock_error().
  */
 bool pgsock_start(struct pgsock *ps, const char *conninfo, const char *app_name,
                   PQnoticeReceiver notice, void *notice_arg);
 
-/* One step of PQconnectPoll, on readiness of the socket. */
+/*
+ * One step of PQconnectPoll, on readiness of the socket or when the
+ * deadline has passed (the socket's event times out: what holds EV_TIMEOUT).
+ */
 enum pgsock_step pgsock_connect_poll(struct pgsock *ps);
+
+/* Why connecting or the connection failed: the deadline, or libpq's message. */
+const char *pgsock_error(struct pgsock *ps);
 
 /* Watch the socket for what (EV_READ, EV_WRITE or both). */
 void pgsock_watch(struct pgsock *ps, short what);

@@ -5,7 +5,8 @@
  * on two connections, and in a second test is down when the daemon starts;
  * in a third, one of the daemon's two ingest sessions is terminated while
  * PostgreSQL stays up; in a fourth, the first session cannot come back
- * while the second is up.
+ * while the second is up; in a fifth, the database's address never
+ * answers.
  * The daemon must keep running, hold acks until a commit, and end with
  * every event stored exactly once.  An event whose batch was in flight when
  * the connection dropped may be acked "stored" or "duplicate"; an error is
@@ -18,6 +19,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -320,6 +325,44 @@ static void test_first_session_down(void **state)
 	it_db_command(NULL, "ALTER ROLE ot_first_down CONNECTION LIMIT -1", NULL);
 }
 
+/*
+ * The database's address accepts TCP connections and never answers (a
+ * listening socket of the test's that nobody accepts on): each attempt
+ * to connect is given up at the conninfo's connect_timeout, said in the
+ * log, and made again.
+ */
+static void test_connect_deadline(void **state)
+{
+	(void)state;
+	int lfd = socket(AF_INET, SOCK_STREAM, 0);
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(sa);
+	assert_true(lfd >= 0);
+	assert_int_equal(bind(lfd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+	assert_int_equal(listen(lfd, 64), 0);
+	assert_int_equal(getsockname(lfd, (struct sockaddr *)&sa, &len), 0);
+
+	char dbname[128];
+	snprintf(dbname, sizeof(dbname),
+	         "outage_deadline host=127.0.0.1 port=%d connect_timeout=2 sslmode=disable",
+	         ntohs(sa.sin_port));
+	struct it_config cfg = {.name = "outage_deadline", .dbname = dbname, .db_connections = 1};
+	long long t0 = it_now_ms();
+	struct it_daemon *d = it_daemon_start(&cfg, false);
+	off_t off =
+	    it_log_expect(d, 0,
+	                  "msg=\"database unavailable\" link=1 reason=\"timeout expired: not"
+	                  " connected within 2 s\"",
+	                  6000);
+	long long took = it_now_ms() - t0;
+	fprintf(stderr, "connect deadline: given up after %lld ms\n", took);
+	assert_true(took >= 1500);
+	it_log_expect(d, off, "msg=\"database still unavailable\" link=1 reason=\"timeout expired",
+	              6000);
+	it_daemon_stop_clean(d);
+	close(lfd);
+}
+
 /* The outage of the brief: a fast shutdown, sessions terminated cleanly. */
 static void test_outage_fast(void **state)
 {
@@ -384,6 +427,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_start_while_down, it_test_teardown),
 	    cmocka_unit_test_teardown(test_one_session_lost, it_test_teardown),
 	    cmocka_unit_test_teardown(test_first_session_down, it_test_teardown),
+	    cmocka_unit_test_teardown(test_connect_deadline, it_test_teardown),
 	};
 	it_env_init("outage");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
