@@ -8,7 +8,8 @@
  * committed.
  *
  * Back-pressure: a connection stops reading when it has `limits.window`
- * unacked events, when all connections together have `limits.max_pending`,
+ * replies queued (unacked events and the pongs and errors waiting behind
+ * them), when all connections together have `limits.max_pending` events,
  * or when its peer does not read its replies.  It never drops a line.
  *
  * Lifetime: a connection whose socket is gone stays allocated until the
@@ -63,7 +64,7 @@ struct conn {
 	struct sub *c_sub;                       /* subscribed to the feed */
 	struct slot_list c_slots;                /* replies in line order */
 	unsigned c_unacked;                      /* event slots not yet finished */
-	unsigned c_nslots;                       /* slots alive, including those in the store */
+	unsigned c_nslots;                       /* slots alive, in the store too; <= window */
 	bool c_paused;                           /* reading stopped for back-pressure */
 	bool c_eof;                              /* the peer sent EOF; answer, then close */
 	bool c_unlinked;                         /* socket gone, off the server's list */
@@ -235,7 +236,11 @@ static void conn_error(struct conn *c, const char *id, const char *code, const c
 /* Is this connection over one of its back-pressure limits? */
 static bool conn_must_pause(const struct conn *c)
 {
-	if (c->c_unacked >= (unsigned)server.cfg->window)
+	/* Every queued reply counts, not only events: a pong or an error
+	 * behind an event that cannot commit holds a whole slot, and a peer
+	 * sending pings during an outage would otherwise grow memory without
+	 * bound. */
+	if (c->c_nslots >= (unsigned)server.cfg->window)
 		return true;
 	if (store_pending(server.store) >= (unsigned)server.cfg->max_pending)
 		return true;
@@ -251,7 +256,8 @@ static void conn_pause(struct conn *c)
 	if (!c->c_paused && c->c_bev != NULL) {
 		c->c_paused = true;
 		bufferevent_disable(c->c_bev, EV_READ);
-		log_debug("connection paused", "conn=%u unacked=%u", c->c_id, c->c_unacked);
+		log_debug("connection paused", "conn=%u unacked=%u queued=%u", c->c_id,
+		          c->c_unacked, c->c_nslots);
 	}
 }
 

@@ -1,7 +1,8 @@
 /*
  * test_limits.c - the connection limits of the real daemon: per-address
  * cap, hello and line deadlines (slow-loris), the failed-hello rate limit,
- * and 2,000 idle connections held while an active one is served.
+ * the window over queued replies, and 2,000 idle connections held while an
+ * active one is served.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -10,8 +11,11 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <errno.h>
+#include <poll.h>
 #include <pwd.h>
 #include <sys/resource.h>
+#include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -152,6 +156,97 @@ static void test_failed_hellos(void **state)
 	json_decref(err);
 	it_expect_eof(c, IT_REPLY_MS);
 	it_close(c);
+	it_daemon_stop_clean(d);
+}
+
+/* The daemon's resident memory in KiB, from /proc. */
+static long proc_rss_kb(pid_t pid)
+{
+	char path[64], line[256];
+	long kb = -1;
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	FILE *f = fopen(path, "r");
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f) != NULL) {
+		if (strncmp(line, "VmRSS:", 6) == 0)
+			kb = strtol(line + 6, NULL, 10);
+	}
+	fclose(f);
+	return kb;
+}
+
+/*
+ * Send what the socket takes without blocking, for up to ms; returns the
+ * bytes sent.  Used where the daemon is expected to stop reading.
+ */
+static size_t send_until_blocked(struct it_client *c, const char *buf, size_t len, int ms)
+{
+	size_t off = 0;
+	long long deadline = it_now_ms() + ms;
+	while (off < len && it_now_ms() < deadline) {
+		ssize_t w = send(c->fd, buf + off, len - off, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (w > 0) {
+			off += (size_t)w;
+			continue;
+		}
+		if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+			it_fail("send: %s", strerror(errno));
+		struct pollfd pfd = {.fd = c->fd, .events = POLLOUT};
+		poll(&pfd, 1, 50);
+	}
+	return off;
+}
+
+/*
+ * Pongs and errors queued behind an event that cannot commit count against
+ * limits.window: with PostgreSQL down, one event and then 65,536 pings
+ * make the daemon stop reading after a window's worth of replies, not
+ * allocate a reply slot per ping.  Once PostgreSQL is back, every line is
+ * answered, in order.
+ */
+static void test_window_counts_replies(void **state)
+{
+	(void)state;
+	enum { PINGS = 65536, WINDOW = 16 };
+	static const char ping[] = "{\"type\":\"ping\"}\n";
+	it_pg_createdb("win_replies");
+	struct it_config cfg = {.name = "win_replies", .dbname = "win_replies", .window = WINDOW};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+
+	it_pg_stop("fast");
+	off_t off = it_log_offset(d);
+	char *ev = event("winrep", 0);
+	it_send(c, ev);
+	free(ev);
+	size_t len = (sizeof(ping) - 1) * PINGS;
+	char *flood = malloc(len);
+	assert_non_null(flood);
+	for (size_t i = 0; i < PINGS; i++)
+		memcpy(flood + i * (sizeof(ping) - 1), ping, sizeof(ping) - 1);
+	it_sleep_ms(300);
+	long rss0 = proc_rss_kb(d->pid);
+	size_t sent = send_until_blocked(c, flood, len, 3000);
+	it_sleep_ms(1000); /* time for the daemon to read what it will */
+	long rss1 = proc_rss_kb(d->pid);
+	print_message("%zu of %zu bytes of pings taken with PostgreSQL down; daemon RSS %ld -> "
+	              "%ld KiB\n",
+	              sent, len, rss0, rss1);
+	/* A slot per ping would be some 700 bytes each: tens of megabytes. */
+	assert_true(rss1 - rss0 < 8 * 1024);
+	it_log_expect(d, off, "msg=\"connection paused\"", IT_REPLY_MS);
+
+	it_pg_start();
+	it_send_raw(c, flood + sent, len - sent);
+	free(flood);
+	char *line = it_read_line(c, 60000);
+	it_check_ack(line, "winrep-00000", "stored");
+	free(line);
+	for (int i = 0; i < PINGS; i++)
+		it_expect_pong(c);
+	it_send(c, "{\"type\":\"ping\"}");
+	it_expect_pong(c);
 	it_daemon_stop_clean(d);
 }
 
@@ -314,6 +409,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_hello_timeout, it_test_teardown),
 	    cmocka_unit_test_teardown(test_line_timeout, it_test_teardown),
 	    cmocka_unit_test_teardown(test_failed_hellos, it_test_teardown),
+	    cmocka_unit_test_teardown(test_window_counts_replies, it_test_teardown),
 	    cmocka_unit_test_teardown(test_many_idle, it_test_teardown),
 	    cmocka_unit_test_teardown(test_privilege_drop, it_test_teardown),
 	    cmocka_unit_test_teardown(test_emfile_pause, it_test_teardown),
