@@ -256,6 +256,12 @@ static void conn_pause(struct conn *c)
 	if (!c->c_paused && c->c_bev != NULL) {
 		c->c_paused = true;
 		bufferevent_disable(c->c_bev, EV_READ);
+		/* The daemon, not the peer, holds the line up now: its deadline
+		 * starts again when reading resumes (conn_arm_line_timer). */
+		if (c->c_line_timer) {
+			evtimer_del(c->c_timer);
+			c->c_line_timer = false;
+		}
 		log_debug("connection paused", "conn=%u unacked=%u queued=%u", c->c_id,
 		          c->c_unacked, c->c_nslots);
 	}
@@ -478,7 +484,7 @@ static void conn_line(struct conn *c, const char *line, size_t len)
  */
 static void conn_arm_line_timer(struct conn *c, bool lines_done)
 {
-	if (c->c_state != CONN_READY || c->c_timer == NULL)
+	if (c->c_state != CONN_READY || c->c_timer == NULL || c->c_paused)
 		return;
 	if (lines_done && c->c_line_timer) {
 		/* The line it was running for is finished; a new one starts. */

@@ -134,6 +134,56 @@ static void test_line_timeout(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/*
+ * A connection paused because the database is stalled (all connections
+ * together reached limits.max_pending) while it holds half a line is not
+ * cut off by the line deadline: the daemon is the one not reading.  The
+ * deadline runs again once reading resumes.
+ */
+static void test_line_timeout_paused(void **state)
+{
+	(void)state;
+	it_pg_createdb("line_paused");
+	struct it_config cfg = {
+	    .name = "line_paused", .dbname = "line_paused", .line_timeout_s = 2, .max_pending = 2};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct it_client *a = it_connect(d);
+	it_hello(a, IT_EXPORTER, IT_TOKEN);
+	struct it_client *b = it_connect(d);
+	it_hello(b, IT_EXPORTER2, IT_TOKEN2);
+
+	it_pg_stop("fast");
+	off_t off = it_log_offset(d);
+	/* a starts a line: its deadline runs. */
+	it_send_raw(a, "{\"type\":\"pi", 11);
+	it_sleep_ms(200);
+	/* b fills max_pending with events that cannot commit. */
+	for (int i = 0; i < 2; i++) {
+		char *ev = event("paused", i);
+		it_send(b, ev);
+		free(ev);
+	}
+	it_sleep_ms(300);
+	/* a's next byte finds the daemon over max_pending: a is paused. */
+	it_send_raw(a, "n", 1);
+	it_log_expect(d, off, "msg=\"connection paused\"", IT_REPLY_MS);
+	it_sleep_ms(3500); /* well past a's line deadline */
+	if (it_log_wait(d, off, "reason=\"line timeout\"", 0) >= 0)
+		it_fail("a connection paused by the daemon was closed for its line deadline");
+
+	it_pg_start();
+	for (int i = 0; i < 2; i++) {
+		char id[48];
+		snprintf(id, sizeof(id), "paused-%05d", i);
+		char *line = it_read_line(b, 60000);
+		it_check_ack(line, id, "stored");
+		free(line);
+	}
+	it_send_raw(a, "g\"}\n", 4);
+	it_expect_pong(a);
+	it_daemon_stop_clean(d);
+}
+
 /* After limits.max_failed_hellos failures, the address must wait. */
 static void test_failed_hellos(void **state)
 {
@@ -408,6 +458,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_per_ip_cap, it_test_teardown),
 	    cmocka_unit_test_teardown(test_hello_timeout, it_test_teardown),
 	    cmocka_unit_test_teardown(test_line_timeout, it_test_teardown),
+	    cmocka_unit_test_teardown(test_line_timeout_paused, it_test_teardown),
 	    cmocka_unit_test_teardown(test_failed_hellos, it_test_teardown),
 	    cmocka_unit_test_teardown(test_window_counts_replies, it_test_teardown),
 	    cmocka_unit_test_teardown(test_many_idle, it_test_teardown),
