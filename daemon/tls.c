@@ -133,6 +133,13 @@ static SSL_CTX *ctx_build(const struct config *cfg, char **errstr)
 	}
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE |
 	                             SSL_OP_NO_RENEGOTIATION);
+#ifdef SSL_OP_IGNORE_UNEXPECTED_EOF
+	/* OpenSSL 3 reports a peer closing without close_notify as an error,
+	 * and libevent 2.1's allow_dirty_shutdown (bev_tls) does not catch
+	 * that error: the connection would be dropped with its lines unread.
+	 * Our lines carry their own framing, so a plain EOF is a clean end. */
+	SSL_CTX_set_options(ctx, SSL_OP_IGNORE_UNEXPECTED_EOF);
+#endif
 	/* libevent may hand SSL_write a moved buffer after a WANT_WRITE. */
 	SSL_CTX_set_mode(ctx, SSL_MODE_ACCEPT_MOVING_WRITE_BUFFER);
 	if (SSL_CTX_use_certificate_chain_file(ctx, cfg->tls_cert) != 1) {

@@ -316,6 +316,61 @@ static void test_tls_event(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/*
+ * A TLS client that sends its events and then shuts its socket's sending
+ * side without close_notify (what many clients do on exit) has ended its
+ * stream, not failed: every event is stored and acked, and the daemon logs
+ * "peer closed", not a socket error.  OpenSSL 3 reports such an EOF as an
+ * error unless told not to.
+ */
+static void test_eof_without_close_notify(void **state)
+{
+	(void)state;
+	enum { EVENTS = 50 };
+	certs_make();
+	it_pg_createdb("tls_eof");
+	struct it_config cfg = {.name = "tls_eof",
+	                        .dbname = "tls_eof",
+	                        .extra_text = tls_text("server.pem", "server.key", false, true)};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct tc *t = tc_open(d, NULL, NULL);
+	if (t == NULL)
+		fail_msg("TLS handshake failed");
+	tc_hello(t);
+	off_t off = it_log_offset(d);
+	for (int i = 0; i < EVENTS; i++) {
+		char id[32];
+		snprintf(id, sizeof(id), "tls-eof-%02d", i);
+		char *ev = it_event_line(id, "shipment.checkpoint", "PO-TLS", "SH-TLS");
+		assert_true(tc_send(t, ev));
+		free(ev);
+	}
+	/* No SSL_shutdown: the TCP stream just ends. */
+	assert_int_equal(shutdown(t->fd, SHUT_WR), 0);
+	for (int i = 0; i < EVENTS; i++) {
+		char id[32];
+		snprintf(id, sizeof(id), "tls-eof-%02d", i);
+		char *line = tc_read_line(t);
+		if (line == NULL)
+			it_fail("no ack for %s after the client's EOF", id);
+		it_check_ack(line, id, "stored");
+		free(line);
+	}
+	it_log_expect(d, off, "reason=\"peer closed\"", IT_REPLY_MS);
+	if (it_log_wait(d, off, "reason=\"socket error\"", 0) >= 0)
+		it_fail("an EOF without close_notify was logged as a socket error");
+	assert_int_equal(it_db_long("tls_eof",
+	                            "SELECT count(*) FROM ordertrack.events WHERE event_id LIKE "
+	                            "'tls-eof-%'",
+	                            NULL),
+	                 EVENTS);
+	SSL_free(t->ssl);
+	SSL_CTX_free(t->ctx);
+	close(t->fd);
+	free(t);
+	it_daemon_stop_clean(d);
+}
+
 /* Plain text to a TLS-only port: no JSON back, closed, logged; the daemon serves on. */
 static void test_plain_refused(void **state)
 {
@@ -614,6 +669,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(test_tls_event, it_test_teardown),
+	    cmocka_unit_test_teardown(test_eof_without_close_notify, it_test_teardown),
 	    cmocka_unit_test_teardown(test_plain_refused, it_test_teardown),
 	    cmocka_unit_test_teardown(test_refusal_over_tls, it_test_teardown),
 	    cmocka_unit_test_teardown(test_mixed, it_test_teardown),
