@@ -594,12 +594,12 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 	(void)bev;
 	if (what & BEV_EVENT_EOF) {
 		/* The peer may have only shut down its sending side: answer
-		 * what it sent, then close. */
+		 * what it sent, then close.  One pass may stop early (a pause,
+		 * LINES_PER_WAKEUP); the passes that follow go on with the
+		 * buffered lines, and the one that drains them closes. */
 		c->c_eof = true;
 		bufferevent_disable(c->c_bev, EV_READ);
 		conn_process_input(c);
-		if (c->c_bev != NULL)
-			conn_close(c, "peer closed");
 	} else if (what & BEV_EVENT_TIMEOUT) {
 		conn_close(c, "idle timeout");
 	} else if (what & BEV_EVENT_ERROR) {

@@ -1,8 +1,8 @@
 /*
  * test_limits.c - the connection limits of the real daemon: per-address
  * cap, hello and line deadlines (slow-loris), the failed-hello rate limit,
- * the window over queued replies, and 2,000 idle connections held while an
- * active one is served.
+ * the window over queued replies, line deadlines and half-closes during a
+ * pause, and 2,000 idle connections held while an active one is served.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -181,6 +181,56 @@ static void test_line_timeout_paused(void **state)
 	}
 	it_send_raw(a, "g\"}\n", 4);
 	it_expect_pong(a);
+	it_daemon_stop_clean(d);
+}
+
+/*
+ * A client sends 1,500 lines and half-closes at once while the daemon is
+ * paused over limits.max_pending.  When the pause ends, the daemon reads
+ * the EOF while most lines still wait in its buffer (more than one wake-up
+ * handles): every line still gets its reply, in order, before the close.
+ */
+static void test_half_close_while_paused(void **state)
+{
+	(void)state;
+	enum { LINES = 1500 };
+	it_pg_createdb("half_paused");
+	struct it_config cfg = {.name = "half_paused", .dbname = "half_paused", .max_pending = 1};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct it_client *a = it_connect(d);
+	it_hello(a, IT_EXPORTER, IT_TOKEN);
+	struct it_client *b = it_connect(d);
+	it_hello(b, IT_EXPORTER2, IT_TOKEN2);
+
+	it_pg_stop("fast");
+	off_t off = it_log_offset(d);
+	char *ev = event("halfp", 0);
+	it_send(b, ev); /* max_pending reached until PostgreSQL is back */
+	free(ev);
+	it_sleep_ms(300);
+	/* Empty lines: the shortest lines there are (each is malformed_json). */
+	char *all = malloc(LINES);
+	assert_non_null(all);
+	memset(all, '\n', LINES);
+	it_send_raw(a, all, LINES);
+	free(all);
+	assert_int_equal(shutdown(a->fd, SHUT_WR), 0);
+	it_log_expect(d, off, "msg=\"connection paused\"", IT_REPLY_MS);
+
+	it_pg_start();
+	char *line = it_read_line(b, 60000);
+	it_check_ack(line, "halfp-00000", "stored");
+	free(line);
+	for (int i = 0; i < LINES; i++) {
+		enum it_read r = it_try_read_line(a, IT_REPLY_MS, &line);
+		if (r != IT_READ_LINE)
+			it_fail("%d of %d replies before the daemon closed the connection", i,
+			        LINES);
+		json_decref(it_check_error(line, NULL, "malformed_json"));
+		free(line);
+	}
+	it_expect_eof(a, IT_REPLY_MS);
+	it_log_expect(d, off, "reason=\"peer closed\"", IT_REPLY_MS);
 	it_daemon_stop_clean(d);
 }
 
@@ -459,6 +509,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_hello_timeout, it_test_teardown),
 	    cmocka_unit_test_teardown(test_line_timeout, it_test_teardown),
 	    cmocka_unit_test_teardown(test_line_timeout_paused, it_test_teardown),
+	    cmocka_unit_test_teardown(test_half_close_while_paused, it_test_teardown),
 	    cmocka_unit_test_teardown(test_failed_hellos, it_test_teardown),
 	    cmocka_unit_test_teardown(test_window_counts_replies, it_test_teardown),
 	    cmocka_unit_test_teardown(test_many_idle, it_test_teardown),
