@@ -695,6 +695,42 @@ static void test_split_writes(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/*
+ * An event PostgreSQL refuses (here a CHECK the test adds for one id) gets
+ * invalid_event whose message has the form PROTOCOL.md documents for it:
+ * "refused by the database: " and PostgreSQL's reason, naming no field.
+ */
+static void test_refused_by_database(void **state)
+{
+	it_db_command(IT_DB,
+	              "ALTER TABLE ordertrack.events ADD CONSTRAINT test_dbref"
+	              " CHECK (event_id <> 'p-dbref-bad')",
+	              NULL);
+	struct it_daemon *d = start("dbref");
+	struct it_client *c = session(d);
+	char *ev = it_event_line("p-dbref-bad", "order.created", "PO-DBREF", NULL);
+	it_send(c, ev);
+	free(ev);
+	json_t *err = it_expect_error(c, "p-dbref-bad", "invalid_event");
+	const char *msg = it_json_str(err, "message");
+	static const char prefix[] = "refused by the database: ";
+	assert_non_null(msg);
+	assert_int_equal(strncmp(msg, prefix, sizeof(prefix) - 1), 0);
+	assert_non_null(strstr(msg, "test_dbref"));
+	json_decref(err);
+	it_db_command(IT_DB, "ALTER TABLE ordertrack.events DROP CONSTRAINT test_dbref", NULL);
+	/* Section 4 says what the message looks like (lines rewrapped as one). */
+	char *doc = it_source_file("docs/PROTOCOL.md");
+	for (char *p = doc; *p != '\0'; p++) {
+		if (*p == '\n')
+			*p = ' ';
+	}
+	if (strstr(doc, "`refused by the database: ") == NULL)
+		it_fail("PROTOCOL.md does not document the message \"%s...\"", prefix);
+	free(doc);
+	it_daemon_stop_clean(d);
+}
+
 /* One write of good and bad lines: one reply per line, in the order sent. */
 static void test_pipelined_mix(void **state)
 {
@@ -895,6 +931,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_crlf, it_test_teardown),
 	    cmocka_unit_test_teardown(test_split_writes, it_test_teardown),
 	    cmocka_unit_test_teardown(test_pipelined_mix, it_test_teardown),
+	    cmocka_unit_test_teardown(test_refused_by_database, it_test_teardown),
 	    cmocka_unit_test_teardown(test_pipelined_duplicate_conflict, it_test_teardown),
 	    cmocka_unit_test_teardown(test_scenario_replay, it_test_teardown),
 	};
