@@ -11,6 +11,8 @@
  * replies queued (unacked events and the pongs and errors waiting behind
  * them), when all connections together have `limits.max_pending` events,
  * or when its peer does not read its replies.  It never drops a line.
+ * A peer that leaves its replies unread past the write deadline (paused
+ * on its output, or closing with replies still to send) is dropped.
  *
  * Lifetime: a connection whose socket is gone stays allocated until the
  * store has finished with its last event (its slots point to it), then is
@@ -44,6 +46,8 @@
 #define OUTPUT_HIGH_WATER (256 * 1024)
 /* Lines handled per read callback before yielding to other connections. */
 #define LINES_PER_WAKEUP 256
+/* The write deadline when limits.idle_timeout_s is 0 (never idle-closed). */
+#define WRITE_TIMEOUT_NO_IDLE_S 300
 
 enum conn_state {
 	CONN_HELLO,   /* waiting for hello; exits: READY, CLOSING */
@@ -74,6 +78,7 @@ struct conn {
 	uint64_t c_lines, c_events, c_errors;
 	struct event *c_resume_ev; /* runs buffered lines after a pause */
 	struct event *c_timer;     /* hello deadline, then the line deadline */
+	struct event *c_out_timer; /* the peer must take its replies by then */
 	bool c_line_timer;         /* c_timer is running for a started line */
 	struct peer *c_peer_rec;   /* per-address limits */
 	bool c_counted;            /* counted in c_peer_rec's connections */
@@ -250,6 +255,34 @@ static bool conn_must_pause(const struct conn *c)
 	return false;
 }
 
+/* Seconds the peer has to take its waiting replies. */
+static int conn_write_timeout_s(void)
+{
+	return server.cfg->idle_timeout_s > 0 ? server.cfg->idle_timeout_s
+	                                      : WRITE_TIMEOUT_NO_IDLE_S;
+}
+
+/*
+ * Start the write deadline unless it runs already.  Reading has stopped
+ * (or the connection is closing), so the idle timeout, a read timeout,
+ * no longer watches this peer.
+ */
+static void conn_write_deadline(struct conn *c, int seconds)
+{
+	if (c->c_bev == NULL || evtimer_pending(c->c_out_timer, NULL))
+		return;
+	struct timeval tv = {seconds, 0};
+	evtimer_add(c->c_out_timer, &tv);
+}
+
+/* A paused connection whose peer is not reading gets the write deadline. */
+static void conn_watch_output(struct conn *c)
+{
+	if (c->c_bev != NULL &&
+	    evbuffer_get_length(bufferevent_get_output(c->c_bev)) > OUTPUT_HIGH_WATER)
+		conn_write_deadline(c, conn_write_timeout_s());
+}
+
 /* Stop reading from the socket until conn_resume(). */
 static void conn_pause(struct conn *c)
 {
@@ -262,6 +295,7 @@ static void conn_pause(struct conn *c)
 			evtimer_del(c->c_timer);
 			c->c_line_timer = false;
 		}
+		conn_watch_output(c);
 		log_debug("connection paused", "conn=%u unacked=%u queued=%u", c->c_id,
 		          c->c_unacked, c->c_nslots);
 	}
@@ -270,8 +304,12 @@ static void conn_pause(struct conn *c)
 /* Start reading again and run lines already buffered. */
 static void conn_resume(struct conn *c)
 {
-	if (!c->c_paused || c->c_bev == NULL || conn_must_pause(c))
+	if (!c->c_paused || c->c_bev == NULL)
 		return;
+	if (conn_must_pause(c)) {
+		conn_watch_output(c); /* replies may have filled it meanwhile */
+		return;
+	}
 	c->c_paused = false;
 	if (!c->c_eof && !server.draining && c->c_state != CONN_CLOSING)
 		bufferevent_enable(c->c_bev, EV_READ);
@@ -290,6 +328,7 @@ static void conn_resume_cb(evutil_socket_t fd, short what, void *arg)
 		framer_fini(&c->c_framer);
 		event_free(c->c_resume_ev);
 		event_free(c->c_timer);
+		event_free(c->c_out_timer);
 		free(c);
 		return;
 	}
@@ -578,6 +617,8 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
 {
 	struct conn *c = arg;
 	(void)bev;
+	/* The peer is taking its replies: its deadline starts again. */
+	evtimer_del(c->c_out_timer);
 	if (c->c_state == CONN_CLOSING && TAILQ_EMPTY(&c->c_slots)) {
 		conn_close(c, c->c_close_reason);
 		return;
@@ -586,6 +627,24 @@ static void conn_write_cb(struct bufferevent *bev, void *arg)
 		conn_resume(c);
 	if (c->c_sub != NULL)
 		feed_wake(); /* a paused subscriber has room again */
+}
+
+/* The peer left its replies unread past the deadline: drop it. */
+static void conn_write_timeout_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct conn *c = arg;
+	(void)fd;
+	(void)what;
+	if (c->c_bev == NULL)
+		return;
+	log_info("write timeout", "conn=%u peer=%s unsent=%zu", c->c_id, c->c_peer,
+	         evbuffer_get_length(bufferevent_get_output(c->c_bev)));
+	/* What it has not taken will never be written: free the socket now. */
+	bufferevent_free(c->c_bev);
+	c->c_bev = NULL;
+	if (c->c_state == CONN_CLOSING)
+		c->c_close_reason = "write timeout"; /* the reason it ends now */
+	conn_close(c, "write timeout");
 }
 
 static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
@@ -635,6 +694,8 @@ static void conn_close(struct conn *c, const char *reason)
 	}
 	if (c->c_bev != NULL) {
 		bool flushed = evbuffer_get_length(bufferevent_get_output(c->c_bev)) == 0;
+		if (!flushed)
+			conn_write_deadline(c, conn_write_timeout_s());
 		if (!TAILQ_EMPTY(&c->c_slots) || !flushed)
 			return; /* conn_write_cb or conn_slot_finished come back */
 		bufferevent_free(c->c_bev);
@@ -653,6 +714,7 @@ static void conn_close(struct conn *c, const char *reason)
 		peer_conn_closed(c->c_peer_rec);
 	c->c_counted = false;
 	evtimer_del(c->c_timer);
+	evtimer_del(c->c_out_timer);
 	c->c_unlinked = true;
 	server.n_conns--;
 	TAILQ_REMOVE(&server.conns, c, c_entry);
@@ -775,8 +837,10 @@ static void conn_start(struct bufferevent *bev, const struct sockaddr *sa, int s
 	framer_init(&c->c_framer, (size_t)server.cfg->max_line_bytes);
 	c->c_resume_ev = event_new(server.base, -1, 0, conn_resume_cb, c);
 	c->c_timer = evtimer_new(server.base, conn_timer_cb, c);
+	c->c_out_timer = evtimer_new(server.base, conn_write_timeout_cb, c);
 	c->c_bev = bev;
-	if (c->c_bev == NULL || c->c_resume_ev == NULL || c->c_timer == NULL)
+	if (c->c_bev == NULL || c->c_resume_ev == NULL || c->c_timer == NULL ||
+	    c->c_out_timer == NULL)
 		abort();
 	bufferevent_setcb(c->c_bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
 	/* The write callback fires when output drains: used for closing and

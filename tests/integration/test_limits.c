@@ -33,6 +33,47 @@ static char *event(const char *prefix, int n)
 	return it_event_line(id, "shipment.checkpoint", "PO-LIMITS", "SH-LIMITS");
 }
 
+/* The daemon's resident memory in KiB, from /proc. */
+static long proc_rss_kb(pid_t pid)
+{
+	char path[64], line[256];
+	long kb = -1;
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
+	FILE *f = fopen(path, "r");
+	assert_non_null(f);
+	while (fgets(line, sizeof(line), f) != NULL) {
+		if (strncmp(line, "VmRSS:", 6) == 0)
+			kb = strtol(line + 6, NULL, 10);
+	}
+	fclose(f);
+	return kb;
+}
+
+/*
+ * Send what the socket takes without blocking, for up to ms or until the
+ * daemon closes; returns the bytes sent.  Used where the daemon is
+ * expected to stop reading.
+ */
+static size_t send_until_blocked(struct it_client *c, const char *buf, size_t len, int ms)
+{
+	size_t off = 0;
+	long long deadline = it_now_ms() + ms;
+	while (off < len && it_now_ms() < deadline) {
+		ssize_t w = send(c->fd, buf + off, len - off, MSG_DONTWAIT | MSG_NOSIGNAL);
+		if (w > 0) {
+			off += (size_t)w;
+			continue;
+		}
+		if (w < 0 && (errno == ECONNRESET || errno == EPIPE))
+			break; /* the daemon closed the connection */
+		if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
+			it_fail("send: %s", strerror(errno));
+		struct pollfd pfd = {.fd = c->fd, .events = POLLOUT};
+		poll(&pfd, 1, 50);
+	}
+	return off;
+}
+
 /* Connection number limits.max_connections_per_ip + 1 is refused and closed. */
 static void test_per_ip_cap(void **state)
 {
@@ -234,6 +275,45 @@ static void test_half_close_while_paused(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/*
+ * A client that sends pings but never reads its pongs fills its output
+ * and is paused; paused, it is no longer idle-timed (reading has stopped),
+ * so the write deadline (limits.idle_timeout_s) must close it.  Another
+ * client is served meanwhile and afterwards.
+ */
+static void test_write_timeout(void **state)
+{
+	(void)state;
+	enum { PINGS = 500000 };
+	static const char ping[] = "{\"type\":\"ping\"}\n";
+	it_pg_createdb("write_to");
+	struct it_config cfg = {.name = "write_to", .dbname = "write_to", .idle_timeout_s = 2};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	off_t off = it_log_offset(d);
+	size_t len = (sizeof(ping) - 1) * PINGS;
+	char *flood = malloc(len);
+	assert_non_null(flood);
+	for (size_t i = 0; i < PINGS; i++)
+		memcpy(flood + i * (sizeof(ping) - 1), ping, sizeof(ping) - 1);
+	/* Never read: the pongs fill the sockets, then the daemon's output. */
+	size_t sent = send_until_blocked(c, flood, len, 4000);
+	free(flood);
+	print_message(
+	    "%zu of %zu bytes of pings taken before the daemon stopped reading or closed\n", sent,
+	    len);
+	assert_true(sent < len);
+	it_log_expect(d, off, "msg=\"connection paused\"", IT_REPLY_MS);
+	it_log_expect(d, off, "reason=\"write timeout\"", 10000);
+
+	struct it_client *ok = it_connect(d);
+	it_hello(ok, IT_EXPORTER, IT_TOKEN);
+	it_send(ok, "{\"type\":\"ping\"}");
+	it_expect_pong(ok);
+	it_daemon_stop_clean(d);
+}
+
 /* After limits.max_failed_hellos failures, the address must wait. */
 static void test_failed_hellos(void **state)
 {
@@ -257,44 +337,6 @@ static void test_failed_hellos(void **state)
 	it_expect_eof(c, IT_REPLY_MS);
 	it_close(c);
 	it_daemon_stop_clean(d);
-}
-
-/* The daemon's resident memory in KiB, from /proc. */
-static long proc_rss_kb(pid_t pid)
-{
-	char path[64], line[256];
-	long kb = -1;
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	FILE *f = fopen(path, "r");
-	assert_non_null(f);
-	while (fgets(line, sizeof(line), f) != NULL) {
-		if (strncmp(line, "VmRSS:", 6) == 0)
-			kb = strtol(line + 6, NULL, 10);
-	}
-	fclose(f);
-	return kb;
-}
-
-/*
- * Send what the socket takes without blocking, for up to ms; returns the
- * bytes sent.  Used where the daemon is expected to stop reading.
- */
-static size_t send_until_blocked(struct it_client *c, const char *buf, size_t len, int ms)
-{
-	size_t off = 0;
-	long long deadline = it_now_ms() + ms;
-	while (off < len && it_now_ms() < deadline) {
-		ssize_t w = send(c->fd, buf + off, len - off, MSG_DONTWAIT | MSG_NOSIGNAL);
-		if (w > 0) {
-			off += (size_t)w;
-			continue;
-		}
-		if (w < 0 && errno != EAGAIN && errno != EWOULDBLOCK && errno != EINTR)
-			it_fail("send: %s", strerror(errno));
-		struct pollfd pfd = {.fd = c->fd, .events = POLLOUT};
-		poll(&pfd, 1, 50);
-	}
-	return off;
 }
 
 /*
@@ -510,6 +552,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_line_timeout, it_test_teardown),
 	    cmocka_unit_test_teardown(test_line_timeout_paused, it_test_teardown),
 	    cmocka_unit_test_teardown(test_half_close_while_paused, it_test_teardown),
+	    cmocka_unit_test_teardown(test_write_timeout, it_test_teardown),
 	    cmocka_unit_test_teardown(test_failed_hellos, it_test_teardown),
 	    cmocka_unit_test_teardown(test_window_counts_replies, it_test_teardown),
 	    cmocka_unit_test_teardown(test_many_idle, it_test_teardown),
