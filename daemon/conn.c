@@ -809,6 +809,10 @@ static void conn_refuse(struct conn *c, const char *code, const char *message, c
 	log_warnx("connection refused", "conn=%u peer=%s reason=%s", c->c_id, c->c_peer, reason);
 	metrics_conn_rejected();
 	conn_write(c, buf, n);
+	/* Over TLS the line waits for a handshake that may never come, while
+	 * the connection counts against limits.max_connections: it gets the
+	 * hello deadline to take its refusal, not the longer write one. */
+	conn_write_deadline(c, server.cfg->hello_timeout_s);
 	conn_close(c, reason);
 }
 

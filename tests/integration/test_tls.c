@@ -439,6 +439,50 @@ static void test_refusal_over_tls(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/*
+ * Refused TLS sockets that never handshake cannot be sent their refusal
+ * line; they must still go at limits.hello_timeout_s rather than hold
+ * places of limits.max_connections, so a normal client gets in afterwards.
+ */
+static void test_refused_without_handshake(void **state)
+{
+	(void)state;
+	enum { SILENT = 3 };
+	certs_make();
+	it_pg_createdb("tls_refused");
+	struct it_config cfg = {.name = "tls_refused",
+	                        .dbname = "tls_refused",
+	                        .max_connections = 4,
+	                        .max_connections_per_ip = 2,
+	                        .hello_timeout_s = 1,
+	                        .extra_text = tls_text("server.pem", "server.key", false, true)};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct tc *a = tc_open(d, NULL, NULL);
+	struct tc *b = tc_open(d, NULL, NULL);
+	assert_non_null(a);
+	assert_non_null(b);
+	tc_hello(a);
+	tc_hello(b);
+	/* Over the per-address cap, and silent: no ClientHello ever comes. */
+	off_t off = it_log_offset(d);
+	int silent[SILENT];
+	for (int i = 0; i < SILENT; i++) {
+		silent[i] = tcp_open(d);
+		off = it_log_expect(d, off, "msg=\"connection refused\"", IT_REPLY_MS);
+	}
+	tc_close(b);
+	it_sleep_ms(2500); /* past the hello deadline of the refused sockets */
+	struct tc *c = tc_open(d, NULL, NULL);
+	if (c == NULL)
+		fail_msg("TLS handshake failed after the refused sockets' deadline");
+	tc_hello(c); /* a welcome, not too_many_connections */
+	tc_close(c);
+	for (int i = 0; i < SILENT; i++)
+		close(silent[i]);
+	tc_close(a);
+	it_daemon_stop_clean(d);
+}
+
 /* require = false: a plain and a TLS client on the same port both work. */
 static void test_mixed(void **state)
 {
@@ -672,6 +716,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_eof_without_close_notify, it_test_teardown),
 	    cmocka_unit_test_teardown(test_plain_refused, it_test_teardown),
 	    cmocka_unit_test_teardown(test_refusal_over_tls, it_test_teardown),
+	    cmocka_unit_test_teardown(test_refused_without_handshake, it_test_teardown),
 	    cmocka_unit_test_teardown(test_mixed, it_test_teardown),
 	    cmocka_unit_test_teardown(test_sniff_limit, it_test_teardown),
 	    cmocka_unit_test_teardown(test_client_certs, it_test_teardown),
