@@ -25,6 +25,7 @@ OT_PACKAGES=(
 	postgresql
 	python3
 	netcat-openbsd
+	openssl
 	clang
 	clang-format
 	libclang-rt-14-dev
