@@ -425,6 +425,7 @@ void batch_send(struct store *st, struct lane *ln)
 	log_debug("batch sent", "link=%u events=%u queued=%u", ln->id, n, st->n_queued);
 	metrics_batch_sent(n);
 	clock_gettime(CLOCK_MONOTONIC, &ln->sent_at);
+	ln->fail_gen_sent = ln->st->fail_gen;
 	lane_flush(ln);
 }
 

@@ -40,6 +40,8 @@ struct slot {
 	bool s_in_doubt;           /* a batch holding it died before COMMIT's answer */
 	bool s_copy_refused;       /* a COPY holding it met its id: go by the INSERT */
 	int s_attempts;            /* batches it was sent in */
+	uint8_t s_transient;       /* transient failures of batches holding it */
+	uint8_t s_lost;            /* sessions lost with it in a batch */
 	char s_outcome;            /* from its statement: 's'tored 'd'up 'c'onflict, 0 */
 	size_t s_reply_len;
 	char s_reply[512];
@@ -106,7 +108,8 @@ struct server {
 
 	struct event *ev_sigterm, *ev_sigint, *ev_sighup, *ev_drain_tick;
 
-	long long last_seq; /* newest notification this daemon committed or heard of */
+	long long last_seq;       /* newest notification this daemon committed or heard of */
+	long long last_local_seq; /* the newest this daemon's own commits emitted */
 
 	/* Counters for logs and stats. */
 	uint64_t events_stored, events_duplicate, events_rejected;

@@ -50,7 +50,8 @@
  * with others be written twice.
  */
 #define COPY_PAUSE_BATCHES 32
-#define MAX_ATTEMPTS       5 /* failures neither data nor transient, lost sessions */
+#define MAX_ATTEMPTS       5 /* failures neither data nor transient */
+#define MAX_LOST           5 /* sessions lost with the event in flight */
 /*
  * Transient failures: the batches wait 100 ms after the first, doubling up
  * to 5 s, so that a full disk or a failing device is not asked hundreds of
@@ -193,12 +194,16 @@ static void store_batch_committed(struct lane *ln)
 	struct slot *s, *next;
 
 	ln->out.emitted = NULL;
-	if (ln->st->failing) {
-		log_info("database failing no more", "link=%u retries=%u", ln->id,
-		         ln->st->failing_retries);
+	/* Only a batch sent after the last transient failure shows the
+	 * server works again; one that was in flight on another lane
+	 * meanwhile shows nothing, and must not cut the backoff short. */
+	if (ln->fail_gen_sent == ln->st->fail_gen) {
+		if (ln->st->failing)
+			log_info("database failing no more", "link=%u retries=%u", ln->id,
+			         ln->st->failing_retries);
 		ln->st->failing = false;
+		ln->st->pause_ms = PAUSE_MIN_MS;
 	}
-	ln->st->pause_ms = PAUSE_MIN_MS;
 	TAILQ_INIT(&done);
 	TAILQ_FOREACH_SAFE(s, &ln->batch, s_store, next)
 	{
@@ -226,7 +231,7 @@ static void store_batch_committed(struct lane *ln)
  * I/O error): it goes again, at once after a deadlock or a serialization
  * failure, else after a pause that doubles while the failures go on.  The
  * first failure of such an episode is a warning, the others debug lines.
- * An event that has been tried MAX_TRANSIENT_ATTEMPTS times gets
+ * An event whose batches failed so MAX_TRANSIENT_ATTEMPTS times gets
  * internal_error.
  */
 static void store_batch_transient(struct lane *ln)
@@ -236,9 +241,12 @@ static void store_batch_transient(struct lane *ln)
 	struct slot *s, *next;
 	unsigned failed = 0;
 
+	st->fail_gen++;
 	TAILQ_FOREACH_SAFE(s, &ln->batch, s_store, next)
 	{
-		if (s->s_attempts >= MAX_TRANSIENT_ATTEMPTS) {
+		/* Counted apart from s_attempts, which also counts harmless
+		 * retakes (COPY's fallback to the INSERT, a verdict asked again). */
+		if (++s->s_transient >= MAX_TRANSIENT_ATTEMPTS) {
 			store_finish(ln, s, STORE_FAILED,
 			             "the database failed to store this event");
 			failed++;
@@ -321,8 +329,8 @@ static void store_batch_failed(struct lane *ln)
  * The session was lost with the batch in flight: its events go back to
  * the queue, in doubt, to be sent again on a session that works.  A batch
  * that takes its session down each time it is sent (a server crash it
- * provokes, say) would be sent forever: an event sent MAX_ATTEMPTS times
- * is answered internal_error instead.  Its COMMIT may have been sent, so
+ * provokes, say) would be sent forever: an event whose session was lost
+ * MAX_LOST times is answered internal_error instead.  Its COMMIT may have been sent, so
  * it may be stored; a resend is then answered "duplicate".
  */
 void store_batch_lost(struct lane *ln, const char *why)
@@ -332,7 +340,7 @@ void store_batch_lost(struct lane *ln, const char *why)
 
 	TAILQ_FOREACH_SAFE(s, &ln->batch, s_store, next)
 	{
-		if (s->s_attempts >= MAX_ATTEMPTS) {
+		if (++s->s_lost >= MAX_LOST) {
 			store_finish(ln, s, STORE_FAILED,
 			             "the database session was lost each time this event was sent;"
 			             " it may be stored: send it again");
@@ -341,8 +349,11 @@ void store_batch_lost(struct lane *ln, const char *why)
 	}
 	if (failed > 0)
 		log_error("events failed", "link=%u reason=%s events=%u attempts=%d", ln->id,
-		          lq(why), failed, MAX_ATTEMPTS);
+		          lq(why), failed, MAX_LOST);
 	batch_requeue(ln, true);
+	/* Their answers may have freed room under limits.max_pending. */
+	if (failed > 0)
+		conn_resume_paused();
 }
 
 /* The Sync arrived: settle the batch and start the next one. */

@@ -103,6 +103,7 @@ struct lane {
 	unsigned n_batch;
 	bool batch_in_flight;
 	struct timespec sent_at; /* of the batch in flight, for its commit time */
+	unsigned fail_gen_sent;  /* the store's fail_gen when that batch was sent */
 	struct batch_outcome out;
 	/* The last batch failed: its transaction block is still open (and
 	 * aborted) on the server, since Sync ends only implicit ones. */
@@ -136,6 +137,7 @@ struct store {
 	int pause_ms;                  /* the next pause's length */
 	bool failing;                  /* "database failing" said; until a commit */
 	unsigned failing_retries;      /* batches retried since */
+	unsigned fail_gen;             /* transient failures so far, to date commits by */
 	unsigned solo;                 /* events still to send one per batch */
 	unsigned copy_pause;           /* batches still to send by the INSERT */
 	const struct slot **batch_set; /* (exporter, id) of the batch being built */
