@@ -195,8 +195,11 @@ static void feed_notify_cb(void *arg, const char *payload)
 	if (seq > server.last_seq)
 		server.last_seq = seq;
 	feed_wake();
-	/* Another daemon's commit wakes no webhook of this one otherwise. */
-	webhooks_wake();
+	/* Another daemon's commit wakes no webhook of this one otherwise.
+	 * This daemon's own commits woke them already: one NOTIFY per
+	 * notification must not cost a webhook a second fetch each. */
+	if (seq > server.last_local_seq)
+		webhooks_wake();
 }
 
 /*

@@ -78,6 +78,8 @@ void server_db_ready(void)
 
 void server_notifications_committed(long long seq)
 {
+	if (seq > server.last_local_seq)
+		server.last_local_seq = seq;
 	if (seq > server.last_seq)
 		server.last_seq = seq;
 	feed_wake();
