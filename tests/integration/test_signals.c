@@ -431,6 +431,8 @@ static void test_sighup_as_user_group_file(void **state)
 	struct it_config cfg = {.name = "sighup_user_group", .extra_text = extra};
 	/* Not waiting for ready: the cluster's socket is only for its own user. */
 	struct it_daemon *d = it_daemon_start(&cfg, false);
+	/* Started means listening, which comes before the privileges drop. */
+	it_log_expect(d, 0, "msg=\"running as\"", IT_REPLY_MS);
 	if (!proc_has_group(d->pid, gid))
 		it_fail("running as %s, the daemon lacks its supplementary group %u", user,
 		        (unsigned)gid);
