@@ -201,7 +201,8 @@ static void aux_io_cb(evutil_socket_t fd, short what, void *arg)
 		case PGSOCK_WAITING:
 			return;
 		case PGSOCK_FAILED:
-			aux_lost(a, PQerrorMessage(a->sock.pg));
+			/* pgsock_error: a connect deadline has no libpq message. */
+			aux_lost(a, pgsock_error(&a->sock));
 			return;
 		case PGSOCK_CONNECTED:
 			aux_connected(a);

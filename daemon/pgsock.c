@@ -84,14 +84,19 @@ bool pgsock_start(struct pgsock *ps, const char *conninfo, const char *app_name,
 	return true;
 }
 
-/* Time left until the deadline of connecting; zero once it has passed. */
+/*
+ * Time left until the deadline of connecting; zero once it has passed, or
+ * nearly: libevent times the event from its cached clock and may wake a
+ * little early, and a poll then would meet a socket not ready yet (libpq
+ * would take a connect in progress for done and fail on another reason).
+ */
 static struct timeval pgsock_time_left(const struct pgsock *ps)
 {
 	struct timespec now;
 	clock_gettime(CLOCK_MONOTONIC, &now);
 	long long us = (long long)(ps->deadline.tv_sec - now.tv_sec) * 1000000 +
 	               (ps->deadline.tv_nsec - now.tv_nsec) / 1000;
-	if (us < 0)
+	if (us < 10000)
 		us = 0;
 	struct timeval tv = {(time_t)(us / 1000000), (suseconds_t)(us % 1000000)};
 	return tv;
