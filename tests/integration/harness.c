@@ -1435,6 +1435,25 @@ static void append_exporter(char **buf, size_t *len, size_t *cap, const struct i
 	append_fmt(buf, len, cap, "; token_sha256 = \"%s\"; }", hex);
 }
 
+/*
+ * Does config text set the top-level group name ("admin = {" or
+ * "admin: {")?  Not a mere substring: a temporary path in a TLS
+ * setting may contain the word.
+ */
+static bool config_sets_group(const char *text, const char *name)
+{
+	size_t n = strlen(name);
+	for (const char *p = strstr(text, name); p != NULL; p = strstr(p + 1, name)) {
+		bool starts = p == text || strchr(" \t\n;{", p[-1]) != NULL;
+		const char *q = p + n;
+		while (*q == ' ' || *q == '\t')
+			q++;
+		if (starts && (*q == '=' || *q == ':'))
+			return true;
+	}
+	return false;
+}
+
 /* The libconfig text of a daemon config. */
 static char *config_text(const struct it_config *cfg)
 {
@@ -1506,7 +1525,7 @@ static char *config_text(const struct it_config *cfg)
 		append_fmt(&b, &len, &cap, "%s\n", cfg->extra_text);
 	/* Tests run in parallel: unless a test wants the admin endpoint,
 	 * keep it off rather than have every daemon race for port 9433. */
-	if (cfg->extra_text == NULL || strstr(cfg->extra_text, "admin") == NULL)
+	if (cfg->extra_text == NULL || !config_sets_group(cfg->extra_text, "admin"))
 		append_fmt(&b, &len, &cap, "admin = { listen = \"\"; };\n");
 	buf_append(&b, &len, &cap, "", 1);
 	return b;
