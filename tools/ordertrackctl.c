@@ -378,14 +378,10 @@ static const char lines_sql[] =
     "SELECT line_no, sku, product, hs_code, quantity::text, unit, unit_price::text, currency"
     " FROM ordertrack.order_lines WHERE exporter = $1 AND order_ref = $2 ORDER BY line_no";
 
-/* The start of the current customs hold of shipment s (an alias), not counting retracted holds. */
+/* The start of the current customs hold of shipment s (an alias): the rule the customs dwell
+ * alert uses (sql/009_alerts_episodes.sql). */
 #define HELD_SINCE(s)                                                                              \
-	"(SELECT max(e.occurred_at) FROM ordertrack.events e"                                      \
-	" WHERE e.exporter = " s ".exporter AND e.order_ref = " s ".order_ref"                     \
-	" AND e.shipment_ref = " s ".shipment_ref AND e.type = 'shipment.customs_hold'"            \
-	" AND e.body->>'stage' = " s ".hold AND NOT EXISTS (SELECT 1 FROM ordertrack.events r"     \
-	" WHERE r.exporter = e.exporter AND r.order_ref = e.order_ref"                             \
-	" AND r.type = 'event.retracted' AND r.body->>'retracts' = e.event_id))"
+	"ordertrack.held_since(" s ".exporter, " s ".order_ref, " s ".shipment_ref, " s ".hold)"
 
 /* SQL built with macros reads best a clause a line, which clang-format would undo. */
 /* clang-format off */

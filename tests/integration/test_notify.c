@@ -1591,6 +1591,276 @@ static void test_alerts(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/* The wall-clock time now + offset_s in UTC with fraction frac (".0004", or ""). */
+static void utc_at(char *out, size_t cap, long offset_s, const char *frac)
+{
+	char t[40];
+	it_utc_time(t, sizeof(t), offset_s);
+	t[strlen(t) - 1] = '\0'; /* the 'Z' */
+	snprintf(out, cap, "%s%sZ", t, frac);
+}
+
+/* Store an event of KIVU at when, with the member key = value when key is not NULL. */
+static void send_when(struct it_client *c, const char *id, const char *type, const char *order,
+                      const char *ship, const char *when, const char *key, const char *value)
+{
+	char *line = event_at(id, type, order, ship, when);
+	if (key != NULL) {
+		json_t *o = json_loads(line, JSON_PRESERVE_ORDER, NULL);
+		free(line);
+		json_object_set_new(o, key, json_string(value));
+		line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+		json_decref(o);
+		if (line == NULL)
+			abort();
+	}
+	send_event(c, line, "stored");
+	free(line);
+}
+
+/* Store an event of KIVU offset_s from now (negative: in the past). */
+static void send_ago(struct it_client *c, const char *id, const char *type, const char *order,
+                     const char *ship, long offset_s, const char *key, const char *value)
+{
+	char when[48];
+	utc_at(when, sizeof(when), offset_s, "");
+	send_when(c, id, type, order, ship, when, key, value);
+}
+
+/* Open alerts of kind for KIVU's order. */
+static long open_alerts(const char *db, const char *order, const char *kind)
+{
+	return it_db_long(db,
+	                  "SELECT count(*) FROM ordertrack.alerts WHERE exporter = '" KIVU "'"
+	                  " AND order_ref = $1 AND kind = $2 AND cleared_at IS NULL",
+	                  order, kind, NULL);
+}
+
+/* Require held_since() of KIVU's order/ship at the export stage to be want (to the second). */
+static void expect_held_since(const char *db, const char *order, const char *ship, long offset_s)
+{
+	char want[40];
+	it_utc_time(want, sizeof(want), offset_s);
+	char *got = it_db_value(db,
+	                        "SELECT to_char(ordertrack.held_since('" KIVU "', $1, $2, 'export')"
+	                        " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
+	                        order, ship, NULL);
+	/* The clock may tick between sending the event and reading it back. */
+	char later[40];
+	it_utc_time(later, sizeof(later), offset_s + 1);
+	if (got == NULL || (strcmp(got, want) != 0 && strcmp(got, later) != 0))
+		it_fail("%s/%s: held since %s, wanted %s", order, ship, got ? got : "null", want);
+	free(got);
+}
+
+/*
+ * The customs dwell counts from the start of the hold episode, as the fold
+ * decides the hold: the first customs_hold of the stage after its last
+ * customs_released, retracted events counting for nothing, in the fold's
+ * order (instant to the millisecond, then id).  ordertrackctl's "held
+ * since" is the same function.  evaluate_alerts() is called directly with
+ * a 2-hour threshold; the daemon's own timer is off.
+ */
+static void test_alert_episodes(void **state)
+{
+	(void)state;
+	const char *db = "notify_episodes";
+	struct it_daemon *d = notify_daemon(db, NULL, NULL);
+	struct it_client *c = it_connect(d);
+	it_hello(c, KIVU, KIVU_TOKEN);
+	const char *hold = "shipment.customs_hold", *rel = "shipment.customs_released";
+
+	/* EP-1: a second hold (a new reason) in the same episode does not restart it. */
+	send_ago(c, "ep1-1", "order.created", "EP-1", NULL, -6 * 3600, NULL, NULL);
+	send_ago(c, "ep1-2", hold, "EP-1", "EP-A", -3 * 3600, "reason", "inspection");
+	send_ago(c, "ep1-3", hold, "EP-1", "EP-A", -600, "reason", "duty unpaid");
+	/* EP-2: a retracted release does not end the episode. */
+	send_ago(c, "ep2-1", "order.created", "EP-2", NULL, -6 * 3600, NULL, NULL);
+	send_ago(c, "ep2-2", hold, "EP-2", "EP-B", -3 * 3600, NULL, NULL);
+	send_ago(c, "ep2-3", rel, "EP-2", "EP-B", -150 * 60, NULL, NULL);
+	send_ago(c, "ep2-4", hold, "EP-2", "EP-B", -3600, NULL, NULL);
+	send_ago(c, "ep2-5", "event.retracted", "EP-2", NULL, 0, "retracts", "ep2-3");
+	/* EP-3: after a release, a new episode starts. */
+	send_ago(c, "ep3-1", "order.created", "EP-3", NULL, -6 * 3600, NULL, NULL);
+	send_ago(c, "ep3-2", hold, "EP-3", "EP-C", -5 * 3600, NULL, NULL);
+	send_ago(c, "ep3-3", rel, "EP-3", "EP-C", -4 * 3600, NULL, NULL);
+	send_ago(c, "ep3-4", hold, "EP-3", "EP-C", -3600, NULL, NULL);
+	/* EP-4: a retracted hold does not start one. */
+	send_ago(c, "ep4-1", "order.created", "EP-4", NULL, -6 * 3600, NULL, NULL);
+	send_ago(c, "ep4-2", hold, "EP-4", "EP-D", -3 * 3600, NULL, NULL);
+	send_ago(c, "ep4-3", hold, "EP-4", "EP-D", -3600, NULL, NULL);
+	send_ago(c, "ep4-4", "event.retracted", "EP-4", NULL, 0, "retracts", "ep4-2");
+	/* EP-5: a release and a hold in the same millisecond: the fold reads
+	 * them by id (release ep5-2a, then hold ep5-2b), not by the microsecond. */
+	char hold_at[48], rel_at[48];
+	utc_at(hold_at, sizeof(hold_at), -3 * 3600, ".0001");
+	utc_at(rel_at, sizeof(rel_at), -3 * 3600, ".0004");
+	send_ago(c, "ep5-1", "order.created", "EP-5", NULL, -6 * 3600, NULL, NULL);
+	send_when(c, "ep5-2a", rel, "EP-5", "EP-E", rel_at, NULL, NULL);
+	send_when(c, "ep5-2b", hold, "EP-5", "EP-E", hold_at, NULL, NULL);
+	it_close(c);
+	assert_int_equal(it_db_long(db,
+	                            "SELECT count(*) FROM ordertrack.shipments"
+	                            " WHERE hold = 'export' AND order_ref LIKE 'EP-%'",
+	                            NULL),
+	                 5);
+
+	it_db_long(db, "SELECT count(*) FROM ordertrack.evaluate_alerts(2, 1000)", NULL);
+	assert_int_equal(open_alerts(db, "EP-1", "alert.customs_dwell"), 1);
+	assert_int_equal(open_alerts(db, "EP-2", "alert.customs_dwell"), 1);
+	assert_int_equal(open_alerts(db, "EP-3", "alert.customs_dwell"), 0);
+	assert_int_equal(open_alerts(db, "EP-4", "alert.customs_dwell"), 0);
+	assert_int_equal(open_alerts(db, "EP-5", "alert.customs_dwell"), 1);
+	expect_held_since(db, "EP-1", "EP-A", -3 * 3600);
+	expect_held_since(db, "EP-2", "EP-B", -3 * 3600);
+	expect_held_since(db, "EP-3", "EP-C", -3600);
+	expect_held_since(db, "EP-4", "EP-D", -3600);
+	expect_held_since(db, "EP-5", "EP-E", -3 * 3600);
+
+	/* The next check keeps them: no clear-and-raise within the episode. */
+	assert_int_equal(
+	    it_db_long(db, "SELECT count(*) FROM ordertrack.evaluate_alerts(2, 1000)", NULL), 0);
+	assert_int_equal(note_count(db, "kind = 'alert.customs_dwell'"), 3);
+	it_daemon_stop_clean(d);
+}
+
+/*
+ * Shipments of a cancelled order get no more events, so their alerts end
+ * with the cancellation: each open one is cleared once at the next check,
+ * and none is raised for them again.
+ */
+static void test_alerts_cancelled(void **state)
+{
+	(void)state;
+	const char *db = "notify_cancelled";
+	struct it_daemon *d = notify_daemon(db, NULL, NULL);
+	struct it_client *c = it_connect(d);
+	it_hello(c, KIVU, KIVU_TOKEN);
+	char eta[40];
+	it_utc_time(eta, sizeof(eta), -3600);
+	const char *orders[] = {"CX-1", "CX-2"};
+	for (int i = 0; i < 2; i++) {
+		char id[32], ship[32];
+		snprintf(ship, sizeof(ship), "%s-A", orders[i]);
+		snprintf(id, sizeof(id), "cx%d-1", i + 1);
+		send_ago(c, id, "order.created", orders[i], NULL, -6 * 3600, NULL, NULL);
+		snprintf(id, sizeof(id), "cx%d-2", i + 1);
+		send_ago(c, id, "shipment.eta_changed", orders[i], ship, -4 * 3600, "eta", eta);
+		snprintf(id, sizeof(id), "cx%d-3", i + 1);
+		send_ago(c, id, "shipment.customs_hold", orders[i], ship, -3 * 3600, NULL, NULL);
+	}
+	/* CX-2 is cancelled before any check, CX-1 after its alerts are raised. */
+	send_ago(c, "cx2-4", "order.cancelled", "CX-2", NULL, -1800, NULL, NULL);
+	it_db_long(db, "SELECT count(*) FROM ordertrack.evaluate_alerts(2, 2)", NULL);
+	assert_int_equal(note_count(db, "kind LIKE 'alert.%' AND to_status = 'raised'"
+	                                " AND order_ref = 'CX-1'"),
+	                 3);
+	assert_int_equal(note_count(db, "kind LIKE 'alert.%' AND order_ref = 'CX-2'"), 0);
+
+	send_ago(c, "cx1-4", "order.cancelled", "CX-1", NULL, -1800, NULL, NULL);
+	it_close(c);
+	char *status =
+	    it_db_value(db, "SELECT status FROM ordertrack.orders WHERE order_ref = 'CX-1'", NULL);
+	assert_string_equal(status, "cancelled");
+	free(status);
+	assert_int_equal(
+	    it_db_long(db, "SELECT count(*) FROM ordertrack.evaluate_alerts(2, 2)", NULL), 3);
+	assert_int_equal(note_count(db, "kind LIKE 'alert.%' AND from_status = 'raised'"
+	                                " AND to_status = 'cleared' AND order_ref = 'CX-1'"),
+	                 3);
+	assert_int_equal(
+	    it_db_long(db, "SELECT count(*) FROM ordertrack.alerts WHERE cleared_at IS NULL", NULL),
+	    0);
+	assert_int_equal(
+	    it_db_long(db, "SELECT count(*) FROM ordertrack.evaluate_alerts(2, 2)", NULL), 0);
+	assert_int_equal(note_count(db, "kind LIKE 'alert.%'"), 6);
+	it_daemon_stop_clean(d);
+}
+
+/* Send sql on pg without waiting for the answer; fail when it cannot be sent. */
+static void db_send(PGconn *pg, const char *sql)
+{
+	if (!PQsendQuery(pg, sql))
+		it_fail("%s: %s", sql, PQerrorMessage(pg));
+}
+
+/* Collect the answers of db_send(); fail unless all succeeded. */
+static void db_finish(PGconn *pg, const char *what)
+{
+	PGresult *r;
+	while ((r = PQgetResult(pg)) != NULL) {
+		ExecStatusType st = PQresultStatus(r);
+		PQclear(r);
+		if (st != PGRES_COMMAND_OK && st != PGRES_TUPLES_OK)
+			it_fail("%s: %s", what, PQerrorMessage(pg));
+	}
+}
+
+/*
+ * `at` is read when the seq is taken, not when the transaction began: a
+ * transaction that began first but got the counter row second (it waited
+ * for the first one's commit) gets the higher seq and a later `at`.
+ * created_at is the same instant.
+ */
+static void test_at_follows_seq(void **state)
+{
+	(void)state;
+	const char *db = "notify_at";
+	struct it_daemon *d = notify_daemon(db, NULL, NULL);
+	PGconn *early = db_connect(db), *first = db_connect(db);
+	db_exec(early, "BEGIN");
+	db_exec(early, "SELECT now()"); /* its snapshot, and now(), are taken here */
+	it_sleep_ms(50);
+	db_exec(first, "BEGIN");
+	emit_elsewhere(first, "AT-FIRST");
+	db_send(early, "SELECT ordertrack.emit_notifications('[{\"kind\": \"order.status\","
+	               " \"exporter\": \"" KIVU "\", \"order\": \"AT-EARLY\", \"shipment\": null,"
+	               " \"from\": null, \"to\": \"created\", \"event\": \"at-early-ev\","
+	               " \"occurred_at\": \"" IT_OCCURRED_AT "\"}]'::jsonb)");
+	long long deadline = it_now_ms() + IT_REPLY_MS;
+	while (it_db_long(db,
+	                  "SELECT count(*) FROM pg_locks WHERE NOT granted"
+	                  " AND relation = 'ordertrack.notification_counter'::regclass",
+	                  NULL) == 0 &&
+	       it_db_long(db,
+	                  "SELECT count(*) FROM pg_stat_activity WHERE wait_event_type = 'Lock'"
+	                  " AND datname = current_database()",
+	                  NULL) == 0) {
+		if (it_now_ms() > deadline)
+			it_fail("the second emitter never waited for the counter row");
+		it_sleep_ms(20);
+	}
+	it_sleep_ms(50);
+	db_exec(first, "COMMIT");
+	db_finish(early, "emit after the wait");
+	db_exec(early, "COMMIT");
+	PQfinish(early);
+	PQfinish(first);
+
+	assert_int_equal(
+	    it_db_long(db, "SELECT seq FROM ordertrack.notifications WHERE order_ref = 'AT-FIRST'",
+	               NULL),
+	    1);
+	assert_int_equal(
+	    it_db_long(db, "SELECT seq FROM ordertrack.notifications WHERE order_ref = 'AT-EARLY'",
+	               NULL),
+	    2);
+	/* at grows with seq, and created_at is at. */
+	assert_int_equal(
+	    it_db_long(db,
+	               "SELECT count(*) FROM ordertrack.notifications a"
+	               " JOIN ordertrack.notifications b ON b.seq = a.seq + 1"
+	               " WHERE (b.body->>'at')::timestamptz > (a.body->>'at')::timestamptz",
+	               NULL),
+	    1);
+	assert_int_equal(it_db_long(db,
+	                            "SELECT count(*) FROM ordertrack.notifications"
+	                            " WHERE (body->>'at')::timestamptz = created_at",
+	                            NULL),
+	                 2);
+	it_daemon_stop_clean(d);
+}
+
 /* Teardown of every test: the receiver too, when a failed test left it running. */
 static int notify_teardown(void **state)
 {
@@ -1613,6 +1883,9 @@ int main(void)
 	    cmocka_unit_test_teardown(test_webhook, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_woken_from_outside, notify_teardown),
 	    cmocka_unit_test_teardown(test_alerts, notify_teardown),
+	    cmocka_unit_test_teardown(test_alert_episodes, notify_teardown),
+	    cmocka_unit_test_teardown(test_alerts_cancelled, notify_teardown),
+	    cmocka_unit_test_teardown(test_at_follows_seq, notify_teardown),
 	};
 	it_env_init("notify");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
