@@ -2,7 +2,8 @@
  * alerts.c - the timer that raises and clears alerts for stuck shipments.
  *
  * Every alerts.interval_s the auxiliary connection runs
- * ordertrack.evaluate_alerts() (sql/003_notifications.sql), which keeps
+ * ordertrack.evaluate_alerts() (sql/003_notifications.sql, replaced by
+ * sql/009_alerts_episodes.sql), which keeps
  * the episodes in ordertrack.alerts, so an alert fires once per episode
  * and a restart does not fire it again.  The notifications it emits are
  * logged at warning level and fed like any other.
@@ -17,6 +18,7 @@
 #include "metrics.h"
 
 static struct event *alerts_timer;
+static int alerts_interval_s; /* what alerts_timer was added with */
 static bool alerts_in_flight;
 
 static const char evaluate_sql[] =
@@ -57,8 +59,20 @@ void alerts_start(void)
 		alerts_timer = event_new(server.base, -1, EV_PERSIST, alerts_tick_cb, NULL);
 	if (alerts_timer == NULL)
 		abort();
-	struct timeval tv = {server.cfg->alerts_interval_s, 0};
+	alerts_interval_s = server.cfg->alerts_interval_s;
+	struct timeval tv = {alerts_interval_s, 0};
 	event_add(alerts_timer, &tv); /* re-adding applies a new interval */
+}
+
+void alerts_apply_config(void)
+{
+	/* Re-adding the timer starts its wait over, so doing it on every
+	 * reload would keep alerts from ever being evaluated while reloads
+	 * come more often than the interval.  The thresholds are read at each
+	 * tick and need nothing here. */
+	if (alerts_timer != NULL && alerts_interval_s == server.cfg->alerts_interval_s)
+		return;
+	alerts_start();
 }
 
 void alerts_stop(void)

@@ -6,8 +6,10 @@
 
 #include "server.h"
 
-/* Start the timer, or restart it with the configured interval (reload). */
+/* Start the timer with the configured interval. */
 void alerts_start(void);
+/* After a reload: restart the timer only when the interval changed. */
+void alerts_apply_config(void);
 void alerts_stop(void);
 
 #endif

@@ -157,7 +157,7 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 	server.cfg = neu;
 	log_set_level(neu->log_level);
 	store_apply_config(server.store, neu);
-	alerts_start();
+	alerts_apply_config();
 	webhooks_start();
 	/* New certificates for new connections; the old context stays on a failure. */
 	tls_reload(neu);

@@ -12,8 +12,9 @@
  * thread with an event_base of its own: the thread alone touches that base
  * once it runs, so libevent needs no locking; the test thread reads what it
  * recorded under a mutex.  Alerts are switched off (a one-day interval) in
- * every test but the alerts test, since the scenarios' shipments are old
- * enough to raise them and extra rows would upset the counts.
+ * every test but the alerts tests, since the scenarios' shipments are old
+ * enough to raise them and extra rows would upset the counts; some alerts
+ * tests call ordertrack.evaluate_alerts() themselves instead.
  */
 #include <arpa/inet.h>
 #include <errno.h>
@@ -27,6 +28,7 @@
 #include <poll.h>
 #include <pthread.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stdatomic.h>
 #include <stddef.h>
@@ -1861,6 +1863,63 @@ static void test_at_follows_seq(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/* SIGHUP the daemon and wait until it says it reloaded. */
+static void reload(struct it_daemon *d)
+{
+	off_t off = it_log_offset(d);
+	kill(d->pid, SIGHUP);
+	it_log_expect(d, off, "msg=\"config reloaded\"", IT_REPLY_MS);
+}
+
+/* Store order (created 6 hours ago) with shipment ship held at customs for 2 hours. */
+static void send_held(struct it_client *c, const char *order, const char *ship)
+{
+	char id[64];
+	snprintf(id, sizeof(id), "%s-created", order);
+	send_ago(c, id, "order.created", order, NULL, -6 * 3600, NULL, NULL);
+	snprintf(id, sizeof(id), "%s-hold", order);
+	send_ago(c, id, "shipment.customs_hold", order, ship, -2 * 3600, NULL, NULL);
+}
+
+/*
+ * A reload that changes alerts.interval_s applies it; one that leaves it
+ * alone does not start the wait over, so reloads more frequent than the
+ * interval do not keep alerts from being evaluated.
+ */
+static void test_alerts_reload(void **state)
+{
+	(void)state;
+	const char *db = "notify_alerts_reload";
+	static const char alerts[] =
+	    "alerts = { interval_s = 2; customs_hold_hours = 1; stale_hours = 1000; };\n";
+	char extra[2048];
+	struct it_daemon *d = notify_daemon(db, NULL, NULL);
+	struct it_client *c = it_connect(d);
+	it_hello(c, KIVU, KIVU_TOKEN);
+
+	/* From a one-day interval to 2 s: the alert comes within seconds. */
+	send_held(c, "RL-1", "RL-A");
+	struct it_config cfg = notify_config(db, db, alerts, NULL, extra, sizeof(extra));
+	it_daemon_rewrite(d, &cfg);
+	reload(d);
+	long long deadline = it_now_ms() + 10000;
+	while (open_alerts(db, "RL-1", "alert.customs_dwell") == 0) {
+		if (it_now_ms() > deadline)
+			it_fail("no alert within 10 s of a reload to interval_s = 2");
+		it_sleep_ms(100);
+	}
+
+	/* Reloads every half second, the interval unchanged: checks go on. */
+	send_held(c, "RL-2", "RL-B");
+	for (int i = 0; i < 12; i++) {
+		reload(d);
+		it_sleep_ms(500);
+	}
+	assert_int_equal(open_alerts(db, "RL-2", "alert.customs_dwell"), 1);
+	it_close(c);
+	it_daemon_stop_clean(d);
+}
+
 /* Teardown of every test: the receiver too, when a failed test left it running. */
 static int notify_teardown(void **state)
 {
@@ -1886,6 +1945,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_alert_episodes, notify_teardown),
 	    cmocka_unit_test_teardown(test_alerts_cancelled, notify_teardown),
 	    cmocka_unit_test_teardown(test_at_follows_seq, notify_teardown),
+	    cmocka_unit_test_teardown(test_alerts_reload, notify_teardown),
 	};
 	it_env_init("notify");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
