@@ -129,9 +129,34 @@ static void test_hello_timeout(void **state)
 }
 
 /*
+ * Watch the loris's socket for up to ms: true once the daemon has closed
+ * it (end of file or a reset), with the time in *closed_at.  It is sent
+ * nothing to read, so anything else is unexpected.
+ */
+static bool loris_closed(int fd, int ms, long long *closed_at)
+{
+	long long end = it_now_ms() + ms;
+	for (long long left = ms; left > 0; left = end - it_now_ms()) {
+		struct pollfd pfd = {.fd = fd, .events = POLLIN};
+		if (poll(&pfd, 1, (int)left) <= 0)
+			continue;
+		char buf[256];
+		ssize_t r = recv(fd, buf, sizeof(buf), MSG_DONTWAIT);
+		if (r == 0 || (r < 0 && errno != EAGAIN && errno != EINTR)) {
+			*closed_at = it_now_ms();
+			return true;
+		}
+		if (r > 0)
+			it_fail("the slow client got a reply: %.*s", (int)r, buf);
+	}
+	return false;
+}
+
+/*
  * Slow loris: a line started and fed one byte every 300 ms is cut off at
- * limits.line_timeout_s, although bytes keep arriving; a client whose
- * writes often end mid-line but whose lines do finish is not.
+ * limits.line_timeout_s, although bytes keep arriving past that deadline;
+ * a client whose writes often end mid-line but whose lines do finish is
+ * not.
  */
 static void test_line_timeout(void **state)
 {
@@ -145,26 +170,55 @@ static void test_line_timeout(void **state)
 	struct it_client *loris = it_connect(d);
 	it_hello(loris, IT_EXPORTER, IT_TOKEN);
 	off_t off = it_log_offset(d);
+	char slow[64] = "{\"type\":\"ping\",\"pad\":\"";
+	memset(slow + strlen(slow), 'x', sizeof(slow) - 1 - strlen(slow));
+	/* The loris's deadline starts with its first byte, sent now. */
 	long long t0 = it_now_ms();
-	const char *slow = "{\"type\":\"ping\"";
 	size_t fed = 0;
+	long long closed_at = 0;
+	bool closed = false;
 	int sent_busy = 0;
-	/* For 3.5 s: the busy client splits each line across two writes;
-	 * the loris gets a byte per round until just before its deadline. */
-	while (it_now_ms() - t0 < 3500) {
-		if (fed < strlen(slow) && it_now_ms() - t0 < 1200)
-			it_send_raw(loris, slow + fed++, 1);
+	/*
+	 * For 4.5 s: the busy client splits each line across two writes; the
+	 * loris gets a byte per round until the daemon closes it.  A daemon
+	 * that restarted the deadline on every byte would keep it open for as
+	 * long as bytes come, and close it only 2 s after the last one.
+	 */
+	while (it_now_ms() - t0 < 4500) {
+		if (!closed) {
+			assert_true(fed < sizeof(slow) - 1);
+			ssize_t w = send(loris->fd, slow + fed, 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+			if (w == 1) {
+				fed++;
+			} else if (errno != EAGAIN && errno != EINTR) {
+				/* A reset: the daemon closed it already. */
+				closed = true;
+				closed_at = it_now_ms();
+			}
+		}
 		char *ev = event("busy", sent_busy++);
 		size_t half = strlen(ev) / 2;
 		it_send_raw(busy, ev, half);
-		it_sleep_ms(150);
+		if (!closed)
+			closed = loris_closed(loris->fd, 150, &closed_at);
+		else
+			it_sleep_ms(150);
 		it_send_raw(busy, ev + half, strlen(ev) - half);
 		it_send_raw(busy, "\n", 1);
 		free(ev);
-		it_sleep_ms(150);
+		if (!closed)
+			closed = loris_closed(loris->fd, 150, &closed_at);
+		else
+			it_sleep_ms(150);
 	}
-	assert_true(fed > 3);
-	it_expect_eof(loris, 5000);
+	if (!closed)
+		it_fail("the slow client was still open after %lld ms (%zu bytes fed)",
+		        it_now_ms() - t0, fed);
+	long long after = closed_at - t0;
+	/* Cut off at the 2 s deadline: not before, and not after bytes stop. */
+	if (after < 1900 || after > 3500)
+		it_fail("the slow client was closed after %lld ms, not at about 2000", after);
+	assert_true(fed > 5);
 	it_log_expect(d, off, "reason=\"line timeout\"", IT_REPLY_MS);
 	for (int i = 0; i < sent_busy; i++) {
 		char id[48];
