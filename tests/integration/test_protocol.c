@@ -173,6 +173,42 @@ static void test_ping_pong(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/*
+ * A second hello on a welcomed connection, whatever it names (the same
+ * exporter, another exporter with its own token, a wrong token, a broken
+ * hello): invalid_request with a null id, the connection stays open and
+ * its events still belong to the first exporter.
+ */
+static void test_second_hello(void **state)
+{
+	struct it_daemon *d = start("second_hello");
+	struct it_client *c = session(d);
+	off_t off = it_log_offset(d);
+	const char *again[] = {
+	    "{\"type\":\"hello\",\"exporter\":\"" IT_EXPORTER "\",\"token\":\"" IT_TOKEN "\"}",
+	    "{\"type\":\"hello\",\"exporter\":\"" IT_EXPORTER2 "\",\"token\":\"" IT_TOKEN2 "\"}",
+	    "{\"type\":\"hello\",\"exporter\":\"" IT_EXPORTER "\",\"token\":\"not-the-token\"}",
+	    "{\"type\":\"hello\",\"exporter\":\"" IT_EXPORTER2 "\"}",
+	};
+	for (size_t i = 0; i < sizeof(again) / sizeof(again[0]); i++) {
+		it_send(c, again[i]);
+		json_t *err = it_expect_error(c, NULL, "invalid_request");
+		assert_true(json_is_null(json_object_get(err, "id")));
+		json_decref(err);
+		it_send(c, "{\"type\":\"ping\"}");
+		it_expect_pong(c);
+	}
+	char *ev = it_event_line("p-rehello-1", "order.created", "PO-REHELLO", NULL);
+	it_send(c, ev);
+	free(ev);
+	it_expect_ack(c, "p-rehello-1", "stored");
+	assert_int_equal(rows_for(IT_EXPORTER, "p-rehello-1"), 1);
+	assert_int_equal(rows_for(IT_EXPORTER2, "p-rehello-1"), 0);
+	/* Not a failed hello: the wrong token is not held against the address. */
+	assert_true(it_log_wait(d, off, "msg=\"hello refused\"", 0) < 0);
+	it_daemon_stop_clean(d);
+}
+
 /* A stored event acks "stored" and leaves one row with the right columns. */
 static void test_event_stored(void **state)
 {
@@ -916,6 +952,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_unknown_exporter, it_test_teardown),
 	    cmocka_unit_test_teardown(test_line_before_hello, it_test_teardown),
 	    cmocka_unit_test_teardown(test_ping_pong, it_test_teardown),
+	    cmocka_unit_test_teardown(test_second_hello, it_test_teardown),
 	    cmocka_unit_test_teardown(test_event_stored, it_test_teardown),
 	    cmocka_unit_test_teardown(test_body_numbers_exact, it_test_teardown),
 	    cmocka_unit_test_teardown(test_body_kept_as_sent, it_test_teardown),
