@@ -34,6 +34,7 @@
 #define TICK_EVENTS 3   /* per connection per tick: ~300 events/s each */
 #define STOP_AT     400 /* events per connection queued when the stop begins */
 #define OUTAGE_MS   3000
+#define SETTLE_MS   500 /* after the stop, for acks of the last commits to arrive */
 #define RECOVER_MS  120000
 
 /* The id of event i on connection k. */
@@ -120,7 +121,7 @@ static void outage_mid_stream(const char *mode, int rounds)
 	 * STOP_AT events per connection are queued; the cluster starts again
 	 * OUTAGE_MS after the stop has finished.
 	 */
-	enum { BEFORE, STOPPING, DOWN, UP } phase = BEFORE;
+	enum { BEFORE, STOPPING, SETTLING, DOWN, UP } phase = BEFORE;
 	int queued = 0;
 	long long t0 = it_now_ms(), t_stop = 0, t_down = 0, t_up = 0;
 	size_t acked_down = 0, acked_before = 0;
@@ -149,6 +150,11 @@ static void outage_mid_stream(const char *mode, int rounds)
 			phase = STOPPING;
 		} else if (phase == STOPPING && it_pg_stop_done(stopper)) {
 			t_down = it_now_ms();
+			phase = SETTLING;
+		} else if (phase == SETTLING && it_now_ms() - t_down >= SETTLE_MS) {
+			/* A batch that committed just before the server went
+			 * may have its acks still on the way (a slow sanitizer
+			 * build): count from here. */
 			acked_down = acked;
 			phase = DOWN;
 		} else if (phase == DOWN && it_now_ms() - t_down >= OUTAGE_MS) {
