@@ -33,20 +33,27 @@ static char *event(const char *prefix, int n)
 	return it_event_line(id, "shipment.checkpoint", "PO-LIMITS", "SH-LIMITS");
 }
 
-/* The daemon's resident memory in KiB, from /proc. */
-static long proc_rss_kb(pid_t pid)
+/* The number after field (e.g. "VmRSS:") in /proc/<pid>/status, or -1. */
+static long proc_status_long(pid_t pid, const char *field)
 {
 	char path[64], line[256];
-	long kb = -1;
+	long v = -1;
+	size_t n = strlen(field);
 	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
 	FILE *f = fopen(path, "r");
 	assert_non_null(f);
 	while (fgets(line, sizeof(line), f) != NULL) {
-		if (strncmp(line, "VmRSS:", 6) == 0)
-			kb = strtol(line + 6, NULL, 10);
+		if (strncmp(line, field, n) == 0)
+			v = strtol(line + n, NULL, 10);
 	}
 	fclose(f);
-	return kb;
+	return v;
+}
+
+/* The daemon's resident memory in KiB. */
+static long proc_rss_kb(pid_t pid)
+{
+	return proc_status_long(pid, "VmRSS:");
 }
 
 /* The CPU time the daemon has used (user and system), in ms, from /proc. */
@@ -530,17 +537,7 @@ static void test_many_idle(void **state)
 /* The uid the kernel reports for a process (its real uid). */
 static long proc_uid(pid_t pid)
 {
-	char path[64], line[256];
-	long uid = -1;
-	snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-	FILE *f = fopen(path, "r");
-	assert_non_null(f);
-	while (fgets(line, sizeof(line), f) != NULL) {
-		if (strncmp(line, "Uid:", 4) == 0)
-			uid = strtol(line + 4, NULL, 10);
-	}
-	fclose(f);
-	return uid;
+	return proc_status_long(pid, "Uid:");
 }
 
 /*
