@@ -136,7 +136,10 @@ static void batch_results_clear(struct batch_outcome *o, bool emitted)
 	}
 }
 
-/* Put the in-flight batch back at the head of the queue, in order. */
+/*
+ * Put the in-flight batch back at the head of the queue, in order; its
+ * events in doubt when asked (a session lost after COMMIT was sent).
+ */
 void batch_requeue(struct lane *ln, bool in_doubt)
 {
 	struct slot *s;
@@ -483,6 +486,10 @@ static void batch_send_part2(struct lane *ln)
 			const char *v[1] = {ln->notes.p};
 			ok = PQsendQueryPrepared(ln->sock.pg, "emit", 1, v, NULL, NULL, 0);
 		}
+		/* Set before COMMIT is queued: libpq may send it at once, and
+		 * the server runs it without waiting for the Sync, so from here
+		 * on a lost session may follow a commit. */
+		o->commit_sent = ok;
 		ok = ok && PQsendQueryParams(ln->sock.pg, "COMMIT", 0, NULL, NULL, NULL, NULL, 0);
 	} else {
 		o->has_apply = o->has_emit = false;

@@ -37,7 +37,7 @@ struct slot {
 	TAILQ_ENTRY(slot) s_store; /* in the store's queue or batch */
 	struct conn *s_owner;      /* the connection; it outlives its slots */
 	bool s_done;               /* s_reply is final */
-	bool s_in_doubt;           /* a batch holding it died before COMMIT's answer */
+	bool s_in_doubt;           /* a batch holding it died after sending COMMIT */
 	bool s_copy_refused;       /* a COPY holding it met its id: go by the INSERT */
 	int s_attempts;            /* batches it was sent in */
 	uint8_t s_transient;       /* transient failures of batches holding it */

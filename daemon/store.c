@@ -30,9 +30,11 @@
  * (08, 40, 53, 57, 58) sends the batch again at once after a deadlock or
  * a serialization failure (40), else after a pause that grows while the
  * failures last; an event tried too often is answered internal_error.
- * Events of a batch whose COMMIT outcome was lost with the connection are
- * marked in doubt; when the INSERT finds them stored with the same
- * content, it was this daemon that stored them, so they are acked "stored".
+ * Events of a batch whose COMMIT was sent but whose outcome was lost with
+ * the connection are marked in doubt; when the INSERT finds them stored
+ * with the same content, it may have been this daemon that stored them,
+ * so they are acked "stored".  A batch lost before its COMMIT went out
+ * rolled back: its events are not in doubt.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -327,11 +329,15 @@ static void store_batch_failed(struct lane *ln)
 
 /*
  * The session was lost with the batch in flight: its events go back to
- * the queue, in doubt, to be sent again on a session that works.  A batch
- * that takes its session down each time it is sent (a server crash it
+ * the queue, to be sent again on a session that works.  They are in doubt
+ * only when the batch's COMMIT had been sent: it may have committed, and
+ * the next try then finds them stored by this daemon.  Lost before that,
+ * the server rolled the batch back, and an event found stored is an
+ * exporter's resend of one stored earlier: "duplicate".  A batch that
+ * takes its session down each time it is sent (a server crash it
  * provokes, say) would be sent forever: an event whose session was lost
- * MAX_LOST times is answered internal_error instead.  Its COMMIT may have been sent, so
- * it may be stored; a resend is then answered "duplicate".
+ * MAX_LOST times is answered internal_error instead.  Its COMMIT may have
+ * been sent, so it may be stored; a resend is then answered "duplicate".
  */
 void store_batch_lost(struct lane *ln, const char *why)
 {
@@ -350,7 +356,7 @@ void store_batch_lost(struct lane *ln, const char *why)
 	if (failed > 0)
 		log_error("events failed", "link=%u reason=%s events=%u attempts=%d", ln->id,
 		          lq(why), failed, MAX_LOST);
-	batch_requeue(ln, true);
+	batch_requeue(ln, ln->out.commit_sent);
 	/* Their answers may have freed room under limits.max_pending. */
 	if (failed > 0)
 		conn_resume_paused();

@@ -71,6 +71,7 @@ struct batch_outcome {
 	enum batch_query expect; /* the query whose results come next */
 	bool have_result;        /* a result of that query has been read */
 	bool part2_sent;
+	bool commit_sent; /* COMMIT may be with the server: the batch may commit */
 	bool folded;      /* apply and notes hold the batch's part two */
 	bool copy_sent;   /* COPY's rows and end are with libpq */
 	bool rows_built;  /* the lane's events buffer holds COPY's rows */

@@ -2,7 +2,8 @@
  * test_faults.c - faults from outside the daemon: poison events that pass
  * our validation but fail inside PostgreSQL, clients that vanish
  * mid-stream, a database that keeps failing with a transient error, and
- * an event whose write takes the session down.
+ * an event whose write takes the session down (each time, or once before
+ * its batch's COMMIT).
  */
 #include <setjmp.h>
 #include <signal.h>
@@ -213,6 +214,59 @@ static void test_session_killer(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/*
+ * An exporter resends an event stored long ago, in the same batch as a
+ * new event whose write takes the session down once (a trigger the test
+ * adds terminates its own backend the first time): the session is lost
+ * before COMMIT was sent, so the batch rolled back and nothing of it can
+ * be this daemon's commit.  The resend is answered "duplicate", not
+ * "stored" as an event in doubt would be, and the new event "stored".
+ */
+static void test_lost_before_commit(void **state)
+{
+	(void)state;
+	it_pg_createdb("lostearly");
+	/* A long delay: the two lines sent together go in one batch. */
+	struct it_config cfg = {.name = "lostearly",
+	                        .dbname = "lostearly",
+	                        .log_level = "info",
+	                        .batch_max_delay_ms = 200};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	it_db_script("lostearly",
+	             "CREATE SEQUENCE test_tries;"
+	             "CREATE FUNCTION test_killer() RETURNS trigger LANGUAGE plpgsql AS $$"
+	             " BEGIN"
+	             "  IF NEW.event_id LIKE 'early-kill-%' THEN"
+	             "   IF nextval('test_tries') = 1 THEN"
+	             "    PERFORM pg_terminate_backend(pg_backend_pid());"
+	             "    PERFORM pg_sleep(5);"
+	             "   END IF;"
+	             "  END IF;"
+	             "  RETURN NEW;"
+	             " END $$;"
+	             "CREATE TRIGGER test_killer BEFORE INSERT ON ordertrack.events"
+	             " FOR EACH ROW EXECUTE FUNCTION test_killer();");
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	char *old = it_event_line("early-old-1", "order.created", "PO-EARLY", NULL);
+	it_send(c, old);
+	it_expect_ack(c, "early-old-1", "stored");
+	off_t off = it_log_offset(d);
+	char *kill = it_event_line("early-kill-1", "shipment.booked", "PO-EARLY", "SH-1");
+	it_send(c, old);
+	it_send(c, kill);
+	free(old);
+	free(kill);
+	it_log_expect(d, off, "msg=\"database lost\"", IT_REPLY_MS);
+	it_expect_ack(c, "early-old-1", "duplicate");
+	it_expect_ack(c, "early-kill-1", "stored");
+	/* One lost session, and the retry was the second try. */
+	assert_int_equal(it_db_long("lostearly", "SELECT last_value FROM test_tries", NULL), 2);
+	assert_int_equal(log_count(d, "msg=\"database lost\""), 1);
+	assert_int_equal(it_db_rows("lostearly"), 2);
+	it_daemon_stop_clean(d);
+}
+
 /* Close a client's socket with a reset (SO_LINGER 0), as a killed process would. */
 static void vanish(struct it_client *c)
 {
@@ -309,6 +363,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_clients_vanish, it_test_teardown),
 	    cmocka_unit_test_teardown(test_transient_failure, it_test_teardown),
 	    cmocka_unit_test_teardown(test_session_killer, it_test_teardown),
+	    cmocka_unit_test_teardown(test_lost_before_commit, it_test_teardown),
 	};
 	it_env_init("faults");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
