@@ -1273,7 +1273,12 @@ static int cmd_tail(struct ctl *c, int argc, char **argv)
 		if (strcmp(type, "error") == 0) {
 			const char *code = jtext(j, "code");
 			warnx_("ordertrackd refused: %s: %s", code, jtext(j, "message"));
-			rc = strcmp(code, "auth_failed") == 0 ? EX_CONFIG_ : EX_NOTFOUND_;
+			/* invalid_request names an option the daemon would not take
+			 * (an --exporter that is no exporter id, say); anything else
+			 * is the daemon not serving us.  1 is for "not found" only. */
+			rc = strcmp(code, "auth_failed") == 0       ? EX_CONFIG_
+			     : strcmp(code, "invalid_request") == 0 ? EX_USAGE_
+			                                            : EX_UNAVAILABLE_;
 			json_decref(j);
 			break;
 		}

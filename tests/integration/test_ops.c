@@ -518,6 +518,12 @@ static void test_ctl_scenario(void **state)
 	                     addr, (char *)NULL),
 	                 78);
 	free(out);
+	/* The daemon refuses the subscription (no exporter has this id): a
+	 * usage error, not "not found". */
+	assert_int_equal(ctl(&out, OPS_TOKEN, "-c", conf, "tail", "--after", "0", "--exporter",
+	                     "No Such/Exporter", "--address", addr, (char *)NULL),
+	                 64);
+	free(out);
 	/* The config listens on port 0 (any free port): tail cannot guess it. */
 	assert_int_equal(ctl(&out, OPS_TOKEN, "-c", conf, "tail", "--after", "0", (char *)NULL),
 	                 64);
