@@ -523,6 +523,13 @@ static int cmd_status(struct ctl *c, int argc, char **argv)
 
 /* --- history --- */
 
+/*
+ * Column 5 names the retraction that took the event out, as the fold
+ * counts them (lib/model.c): one of the order's event.retracted naming
+ * it, unless the event is itself a retraction.  A retraction of a
+ * retraction counts for nothing, so it marks nothing either, and a
+ * retraction that counts is never taken out itself.
+ */
 static const char history_sql[] =
     "SELECT e.event_id, e.type, e.shipment_ref, e.body->>'occurred_at',"
     " " UTC(
@@ -530,7 +537,8 @@ static const char history_sql[] =
                          " (SELECT min(r.event_id) FROM ordertrack.events r WHERE r.exporter = "
                          "e.exporter"
                          "  AND r.order_ref = e.order_ref AND r.type = 'event.retracted'"
-                         "  AND r.body->>'retracts' = e.event_id),"
+                         "  AND r.body->>'retracts' = e.event_id"
+                         "  AND e.type <> 'event.retracted'),"
                          " concat_ws(' ', e.body->'location'->>'code', "
                          "e.body->'location'->>'name'),"
                          " concat_ws(' ', e.body->>'stage', e.body->>'reason', e.body->>'document',"

@@ -534,6 +534,64 @@ static void test_ctl_scenario(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/*
+ * history marks an event retracted only as the fold counts retractions: a
+ * retraction stored before its target came, whose target turns out to be
+ * a retraction itself, counts for nothing and marks nothing.
+ */
+static void test_history_retraction_of_retraction(void **state)
+{
+	(void)state;
+	it_pg_createdb("ops_history");
+	struct it_config cfg = ops_config("history", "ops_history");
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	char *ev = it_event_line("hr-1", "order.created", "PO-HR", NULL);
+	it_send(c, ev);
+	free(ev);
+	it_expect_ack(c, "hr-1", "stored");
+	ev = it_event_line("hr-2", "shipment.booked", "PO-HR", "SH-1");
+	it_send(c, ev);
+	free(ev);
+	it_expect_ack(c, "hr-2", "stored");
+	/* hr-4 names hr-3 before it is there; hr-3 then retracts hr-2. */
+	static const char retraction[] = "{\"type\":\"event.retracted\",\"id\":\"%s\","
+	                                 "\"occurred_at\":\"" IT_OCCURRED_AT "\","
+	                                 "\"order\":\"PO-HR\",\"retracts\":\"%s\"}";
+	it_sendf(c, retraction, "hr-4", "hr-3");
+	it_expect_ack(c, "hr-4", "stored");
+	it_sendf(c, retraction, "hr-3", "hr-2");
+	it_expect_ack(c, "hr-3", "stored");
+	it_close(c);
+
+	json_t *h = CTL_JSON("-c", d->conf_path, "history", IT_EXPORTER, "PO-HR");
+	const json_t *evs = json_object_get(h, "events");
+	assert_int_equal(json_array_size(evs), 4);
+	size_t i;
+	json_t *e;
+	json_array_foreach(evs, i, e)
+	{
+		const char *id = it_json_str(e, "id");
+		bool retracted = json_is_true(json_object_get(e, "retracted"));
+		if (retracted != (strcmp(id, "hr-2") == 0))
+			it_fail("history: %s is%s marked retracted", id, retracted ? "" : " not");
+	}
+	expect_str(find_by(evs, "id", "hr-2"), "retracted_by", "hr-3");
+	assert_true(json_is_null(json_object_get(find_by(evs, "id", "hr-3"), "retracted_by")));
+	json_decref(h);
+	/* The table says the same: one mark, on hr-2. */
+	char *out;
+	assert_int_equal(
+	    ctl(&out, NULL, "-c", d->conf_path, "history", IT_EXPORTER, "PO-HR", (char *)NULL), 0);
+	const char *mark = strstr(out, "[RETRACTED by ");
+	assert_non_null(mark);
+	assert_true(strncmp(mark, "[RETRACTED by hr-3]", 19) == 0);
+	assert_null(strstr(mark + 1, "[RETRACTED by "));
+	free(out);
+	it_daemon_stop_clean(d);
+}
+
 /* token new: the printed line, put into the config, admits the token after SIGHUP. */
 static void test_token_new(void **state)
 {
@@ -1209,6 +1267,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(test_ctl_scenario, ops_teardown),
+	    cmocka_unit_test_teardown(test_history_retraction_of_retraction, ops_teardown),
 	    cmocka_unit_test_teardown(test_token_new, ops_teardown),
 	    cmocka_unit_test_teardown(test_metrics, ops_teardown),
 	    cmocka_unit_test_teardown(test_readyz_outage, ops_teardown),
