@@ -728,10 +728,59 @@ static void batch_advance(struct lane *ln)
 	}
 }
 
+/*
+ * A failed batch left its transaction block open and aborted, and no batch
+ * followed at once to start with ROLLBACK: end the block now, with a Sync
+ * of its own.  Left open, the session would sit "idle in transaction
+ * (aborted)" until the next event, and a server with
+ * idle_in_transaction_session_timeout would end it.
+ */
+void batch_send_rollback(struct lane *ln)
+{
+	PGconn *pg = ln->sock.pg;
+	ln->needs_rollback = false;
+	ln->rollback_in_flight = true;
+	if (!PQsendQueryParams(pg, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0) ||
+	    !PQpipelineSync(pg)) {
+		lane_lost(ln, PQerrorMessage(pg));
+		return;
+	}
+	lane_flush(ln);
+}
+
+/*
+ * Read the results of batch_send_rollback's ROLLBACK, up to its Sync;
+ * false while they are not all in.  A ROLLBACK that failed leaves the
+ * block to the next batch's ROLLBACK.
+ */
+static bool batch_rollback_results(struct lane *ln)
+{
+	int nulls = 0;
+	while (ln->rollback_in_flight && !PQisBusy(ln->sock.pg)) {
+		PGresult *r = PQgetResult(ln->sock.pg);
+		if (r == NULL) {
+			if (++nulls > 1)
+				break; /* nothing more has arrived */
+			continue;      /* the end of ROLLBACK's results */
+		}
+		nulls = 0;
+		ExecStatusType t = PQresultStatus(r);
+		if (t == PGRES_PIPELINE_SYNC)
+			ln->rollback_in_flight = false;
+		else if (t != PGRES_COMMAND_OK)
+			ln->needs_rollback = true;
+		PQclear(r);
+	}
+	return !ln->rollback_in_flight;
+}
+
 /* Read every result that is ready for the batch in flight. */
 void batch_results(struct lane *ln)
 {
 	struct batch_outcome *o = &ln->out;
+	/* A lone ROLLBACK went before the batch: its results come first. */
+	if (ln->rollback_in_flight && !batch_rollback_results(ln))
+		return;
 	while (ln->batch_in_flight && ln->state == DB_READY && !PQisBusy(ln->sock.pg)) {
 		PGresult *r = PQgetResult(ln->sock.pg);
 		if (r == NULL) {

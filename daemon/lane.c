@@ -99,6 +99,7 @@ void lane_lost(struct lane *ln, const char *why)
 		 * since this can run inside store_send_batch. */
 		event_active(ln->st->ev_flush, EV_TIMEOUT, 0);
 	}
+	ln->rollback_in_flight = false; /* the new session has no block */
 	int retry_ms = pgsock_close_retry(&ln->sock);
 	if (ln->state == DB_READY || ln->state == DB_PREPARING) {
 		log_warnx("database lost", "link=%u reason=%s pending=%u", ln->id, lq(reason),

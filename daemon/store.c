@@ -22,7 +22,9 @@
  * 22 and 23, or anything that names no event), it is sent again one event
  * at a time, so the event at fault is answered with an error and the
  * others commit; the next batch starts with ROLLBACK, since Sync does not
- * end an explicit transaction block.  A lost connection sends the whole
+ * end an explicit transaction block (or, when none starts at once, a
+ * ROLLBACK goes alone, so the session is not left idle in an aborted
+ * transaction).  A lost connection sends the whole
  * batch again after reconnecting (an event sent too often is answered
  * internal_error), and so does a COPY that met a stored id (23505: the id
  * is stored under another order, or another transaction stored it after
@@ -366,7 +368,7 @@ void store_batch_lost(struct lane *ln, const char *why)
 void store_batch_done(struct lane *ln)
 {
 	/* A failed batch leaves its BEGIN block aborted: the next batch
-	 * starts with ROLLBACK. */
+	 * starts with ROLLBACK, or one is sent alone (below). */
 	ln->needs_rollback = !ln->out.commit_ok;
 	if (ln->out.commit_ok) {
 		fault_point("after_commit");
@@ -377,6 +379,10 @@ void store_batch_done(struct lane *ln)
 		batch_requeue(ln, false); /* whatever is left goes again */
 	}
 	store_send_batch(ln->st);
+	/* No batch took over the aborted block (the queue is empty, another
+	 * lane took the events, or a pause runs): end it now. */
+	if (ln->needs_rollback && !ln->batch_in_flight && ln->state == DB_READY)
+		batch_send_rollback(ln);
 	conn_resume_paused();
 }
 

@@ -109,6 +109,10 @@ struct lane {
 	/* The last batch failed: its transaction block is still open (and
 	 * aborted) on the server, since Sync ends only implicit ones. */
 	bool needs_rollback;
+	/* A ROLLBACK of its own and its Sync are with the server (no batch
+	 * followed the failed one at once); a batch sent meanwhile has its
+	 * results after theirs. */
+	bool rollback_in_flight;
 	struct textbuf events, bodies, exporters, orders; /* parameters, reused */
 	struct textbuf apply, notes;                      /* part two's, likewise */
 	uint64_t *id_set;                                 /* ref_key() of the batch's event ids */
@@ -165,6 +169,7 @@ void batch_send(struct store *st, struct lane *ln);
 void batch_results(struct lane *ln);
 void batch_after_flush(struct lane *ln);
 void batch_requeue(struct lane *ln, bool in_doubt);
+void batch_send_rollback(struct lane *ln);
 uint64_t ref_key(const char *exporter, const char *ref);
 
 #endif

@@ -3,7 +3,8 @@
  * our validation but fail inside PostgreSQL, clients that vanish
  * mid-stream, a database that keeps failing with a transient error, and
  * an event whose write takes the session down (each time, or once before
- * its batch's COMMIT).
+ * its batch's COMMIT), and a failed batch's transaction that must not be
+ * left open.
  */
 #include <setjmp.h>
 #include <signal.h>
@@ -87,6 +88,49 @@ static int log_count(const struct it_daemon *d, const char *needle)
 			n++;
 	fclose(f);
 	return n;
+}
+
+/*
+ * The server ends sessions left idle in a transaction for a second
+ * (idle_in_transaction_session_timeout, set for the daemon's database).
+ * One event fails inside PostgreSQL and no other follows: the failed
+ * batch's aborted transaction is ended at once, not left to the next
+ * batch, so the server never ends the session ("database lost").
+ */
+static void test_failed_batch_not_left_open(void **state)
+{
+	(void)state;
+	it_pg_createdb("idletx");
+	it_db_command(NULL, "ALTER DATABASE idletx SET idle_in_transaction_session_timeout = '1s'",
+	              NULL);
+	struct it_config cfg = {.name = "idletx", .dbname = "idletx", .log_level = "info"};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	it_db_command("idletx",
+	              "ALTER TABLE ordertrack.events ADD CONSTRAINT test_poison"
+	              " CHECK (event_id NOT LIKE 'idle-bad-%')",
+	              NULL);
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	char *ev = it_event_line("idle-bad-1", "order.created", "PO-IDLE", NULL);
+	it_send(c, ev);
+	free(ev);
+	json_decref(it_expect_error(c, "idle-bad-1", "invalid_event"));
+	/* Well past the timeout, with nothing else to send. */
+	it_sleep_ms(2500);
+	assert_int_equal(log_count(d, "msg=\"database lost\""), 0);
+	assert_int_equal(it_db_long("idletx",
+	                            "SELECT count(*) FROM pg_stat_activity WHERE datname = 'idletx'"
+	                            " AND application_name = 'ordertrackd' AND state <> 'idle'",
+	                            NULL),
+	                 0);
+	ev = it_event_line("idle-good-1", "order.created", "PO-IDLE", NULL);
+	it_send(c, ev);
+	free(ev);
+	it_expect_ack(c, "idle-good-1", "stored");
+	assert_int_equal(log_count(d, "msg=\"database lost\""), 0);
+	it_daemon_stop_clean(d);
+	it_db_command(NULL, "ALTER DATABASE idletx RESET idle_in_transaction_session_timeout",
+	              NULL);
 }
 
 /*
@@ -364,6 +408,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_transient_failure, it_test_teardown),
 	    cmocka_unit_test_teardown(test_session_killer, it_test_teardown),
 	    cmocka_unit_test_teardown(test_lost_before_commit, it_test_teardown),
+	    cmocka_unit_test_teardown(test_failed_batch_not_left_open, it_test_teardown),
 	};
 	it_env_init("faults");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
