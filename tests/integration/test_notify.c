@@ -1497,6 +1497,67 @@ static void test_webhook(void **state)
 	rcv_stop();
 }
 
+/*
+ * A webhook with kinds = [shipment.status, order.anomaly] gets exactly the
+ * rows of those kinds, in seq order, and none of the others; rows of other
+ * kinds between them do not hold its cursor back.  After the last of them,
+ * more rows of other kinds and then one of its kinds: it gets that one
+ * alone, and its cursor is that row's seq.
+ */
+static void test_webhook_kinds(void **state)
+{
+	(void)state;
+	const char *db = "notify_hook_kinds";
+	static const char where[] = "kind = ANY ($1::text[])";
+	static const char kinds[] = "{shipment.status,order.anomaly}";
+	char hooks[512];
+	rcv_start(0);
+	snprintf(hooks, sizeof(hooks),
+	         "webhooks = ( { id = \"erp\"; url = \"http://127.0.0.1:%d/hook\";"
+	         " secret = \"" HOOK_SECRET "\";"
+	         " kinds = [ \"shipment.status\", \"order.anomaly\" ]; } );\n",
+	         rcv.port);
+	struct it_daemon *d = notify_daemon(db, NULL, hooks);
+	send_scenarios(d);
+
+	struct rows want;
+	table_rows(db, where, kinds, NULL, &want);
+	long others = note_count(db, "kind NOT IN ('shipment.status', 'order.anomaly')");
+	if (want.n < 5 || others < 5)
+		it_fail("the scenarios made %zu rows of the webhook's kinds and %ld of others",
+		        want.n, others);
+	wait_delivered(&want, 60000);
+	wait_cursor(db, seq_of(want.v[want.n - 1]), 10000);
+
+	/* Rows of other kinds only (order.status; an ETA), then a shipment.status. */
+	struct it_client *c = it_connect(d);
+	it_hello(c, KIVU, KIVU_TOKEN);
+	long long before = max_seq(db);
+	send_simple(c, "hkk-01", "order.created", "KVH-2026-0950", NULL, "stored");
+	send_simple(c, "hkk-02", "order.confirmed", "KVH-2026-0950", NULL, "stored");
+	long long skipped = max_seq(db);
+	if (skipped - before < 2 ||
+	    note_count(db, "seq > (SELECT max(seq) - 2 FROM ordertrack.notifications)"
+	                   " AND kind = 'order.status'") != 2)
+		it_fail("hkk-01 and hkk-02 did not make two order.status rows");
+	send_simple(c, "hkk-03", "shipment.booked", "KVH-2026-0950", "KVH-0950-A", "stored");
+	it_close(c);
+	rows_free(&want);
+	table_rows(db, where, kinds, NULL, &want);
+	if (seq_of(want.v[want.n - 1]) <= skipped)
+		it_fail("hkk-03 made no shipment.status row after seq %lld", skipped);
+	wait_delivered(&want, 30000);
+	wait_cursor(db, seq_of(want.v[want.n - 1]), 10000);
+	/* Nothing more comes: check_deliveries fails on any request past want. */
+	it_sleep_ms(QUIET_MS);
+	size_t failures;
+	assert_int_equal(check_deliveries(&want, &failures), want.n);
+	assert_int_equal(failures, 0);
+	rows_free(&want);
+	it_daemon_stop_clean(d);
+	rcv_stop();
+}
+
 /* A connection of the test to db, or fail. */
 static PGconn *db_connect(const char *db)
 {
@@ -2051,6 +2112,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_listen_notify, notify_teardown),
 	    cmocka_unit_test_teardown(test_filters, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook, notify_teardown),
+	    cmocka_unit_test_teardown(test_webhook_kinds, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_woken_from_outside, notify_teardown),
 	    cmocka_unit_test_teardown(test_alerts, notify_teardown),
 	    cmocka_unit_test_teardown(test_alert_episodes, notify_teardown),
