@@ -1826,6 +1826,89 @@ static void expect_held_since(const char *db, const char *order, const char *shi
 	free(got);
 }
 
+/* Read one alert.overdue notification for OD-1/OD-A, from -> to, equal to the table's row. */
+static void expect_overdue(struct it_client *sub, const char *db, const char *from, const char *to)
+{
+	json_t *o = read_note(sub, NOTE_MS);
+	const char *f = it_json_str(o, "from");
+	const char *t = it_json_str(o, "to");
+	const char *kind = it_json_str(o, "kind");
+	const char *ship = it_json_str(o, "shipment");
+	bool from_ok = from == NULL ? json_is_null(json_object_get(o, "from"))
+	                            : f != NULL && strcmp(f, from) == 0;
+	if (kind == NULL || strcmp(kind, "alert.overdue") != 0 || !from_ok || t == NULL ||
+	    strcmp(t, to) != 0 || ship == NULL || strcmp(ship, "OD-A") != 0 ||
+	    !json_is_null(json_object_get(o, "event")) ||
+	    !json_is_null(json_object_get(o, "occurred_at"))) {
+		char *text = json_dumps(o, JSON_COMPACT);
+		it_fail("expected alert.overdue %s -> %s for OD-1/OD-A, got %s",
+		        from ? from : "null", to, text);
+	}
+	char seq[32];
+	snprintf(seq, sizeof(seq), "%lld", seq_of(o));
+	struct rows row;
+	table_rows(db, "seq = $1::bigint", seq, NULL, &row);
+	assert_int_equal(row.n, 1);
+	expect_same_note(o, row.v[0], 0, "alert.overdue");
+	rows_free(&row);
+	json_decref(o);
+}
+
+/*
+ * A shipment whose ETA has passed and that is not delivered raises one
+ * alert.overdue at a check, and the next check raises no other; once it
+ * is delivered, the check after clears it, once.  A shipment due later
+ * and one delivered after its ETA raise nothing.  evaluate_alerts() is
+ * called directly, with customs and stale thresholds no shipment reaches.
+ */
+static void test_alert_overdue(void **state)
+{
+	(void)state;
+	const char *db = "notify_overdue";
+	static const char evaluate[] =
+	    "SELECT count(*) FROM ordertrack.evaluate_alerts(1000, 1000)";
+	char past[40], later[40], line[160];
+	struct it_daemon *d = notify_daemon(db, NULL, NULL);
+	struct it_client *c = it_connect(d);
+	it_hello(c, KIVU, KIVU_TOKEN);
+	it_utc_time(past, sizeof(past), -3600);
+	it_utc_time(later, sizeof(later), 24 * 3600);
+	send_ago(c, "od1-1", "order.created", "OD-1", NULL, -6 * 3600, NULL, NULL);
+	send_ago(c, "od1-2", "shipment.booked", "OD-1", "OD-A", -5 * 3600, "eta", past);
+	send_ago(c, "od2-1", "order.created", "OD-2", NULL, -6 * 3600, NULL, NULL);
+	send_ago(c, "od2-2", "shipment.booked", "OD-2", "OD-B", -5 * 3600, "eta", later);
+	send_ago(c, "od3-1", "order.created", "OD-3", NULL, -6 * 3600, NULL, NULL);
+	send_ago(c, "od3-2", "shipment.booked", "OD-3", "OD-C", -5 * 3600, "eta", past);
+	send_ago(c, "od3-3", "shipment.delivered", "OD-3", "OD-C", -1800, NULL, NULL);
+
+	long long top = max_seq(db);
+	struct it_client *sub = it_connect(d);
+	it_hello(sub, KIVU, KIVU_TOKEN);
+	snprintf(line, sizeof(line),
+	         "{\"type\":\"subscribe\",\"after\":%lld,\"kinds\":[\"alert.overdue\"]}", top);
+	subscribe(sub, line, top);
+
+	assert_int_equal(it_db_long(db, evaluate, NULL), 1);
+	expect_overdue(sub, db, NULL, "raised");
+	assert_int_equal(open_alerts(db, "OD-1", "alert.overdue"), 1);
+	assert_int_equal(it_db_long(db, evaluate, NULL), 0);
+	expect_quiet(sub, QUIET_MS, "overdue once raised");
+
+	send_ago(c, "od1-3", "shipment.delivered", "OD-1", "OD-A", 0, NULL, NULL);
+	it_close(c);
+	assert_int_equal(it_db_long(db, evaluate, NULL), 1);
+	expect_overdue(sub, db, "raised", "cleared");
+	assert_int_equal(open_alerts(db, "OD-1", "alert.overdue"), 0);
+	assert_int_equal(it_db_long(db, evaluate, NULL), 0);
+	expect_quiet(sub, QUIET_MS, "overdue once cleared");
+	assert_int_equal(note_count(db, "kind LIKE 'alert.%'"), 2);
+	assert_int_equal(
+	    it_db_long(db, "SELECT count(*) FROM ordertrack.alerts WHERE order_ref <> 'OD-1'",
+	               NULL),
+	    0);
+	it_daemon_stop_clean(d);
+}
+
 /*
  * The customs dwell counts from the start of the hold episode, as the fold
  * decides the hold: the first customs_hold of the stage after its last
@@ -2116,6 +2199,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_webhook_woken_from_outside, notify_teardown),
 	    cmocka_unit_test_teardown(test_alerts, notify_teardown),
 	    cmocka_unit_test_teardown(test_alert_episodes, notify_teardown),
+	    cmocka_unit_test_teardown(test_alert_overdue, notify_teardown),
 	    cmocka_unit_test_teardown(test_alerts_cancelled, notify_teardown),
 	    cmocka_unit_test_teardown(test_at_follows_seq, notify_teardown),
 	    cmocka_unit_test_teardown(test_alerts_reload, notify_teardown),
