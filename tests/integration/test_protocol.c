@@ -1,8 +1,9 @@
 /*
  * test_protocol.c - protocol v1 as a client sees it, against the real daemon
  * and a real database: authentication, ping, stored/duplicate/conflict acks
- * with the rows they leave, every error code, CRLF, split writes and the
- * order of replies to a pipelined mix.
+ * with the rows they leave, every error code, CRLF, split writes, a
+ * half-close after an unfinished line and the order of replies to a
+ * pipelined mix.
  *
  * Every test starts its own daemon on the shared "ordertrack" database and
  * uses event ids with its own prefix, so the row checks of one test cannot
@@ -17,6 +18,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <time.h>
 
 #include <cmocka.h>
@@ -732,6 +734,36 @@ static void test_split_writes(void **state)
 }
 
 /*
+ * Half-close after a last line without its newline: the complete lines
+ * before it are answered in order, the unfinished one (a whole event but
+ * for the "\n") gets no reply and is not stored, and the daemon closes.
+ */
+static void test_half_close_partial_line(void **state)
+{
+	struct it_daemon *d = start("half_partial");
+	struct it_client *c = session(d);
+	off_t off = it_log_offset(d);
+	char *done = it_event_line("p-half-1", "order.created", "PO-HALF", NULL);
+	char *cut = it_event_line("p-half-2", "order.confirmed", "PO-HALF", NULL);
+	char *all;
+	int len = asprintf(&all, "{\"type\":\"ping\"}\n%s\n{\"type\":\"ping\"}\n%s", done, cut);
+	assert_true(len > 0);
+	it_send_raw(c, all, (size_t)len);
+	assert_int_equal(shutdown(c->fd, SHUT_WR), 0);
+	it_expect_pong(c);
+	it_expect_ack(c, "p-half-1", "stored");
+	it_expect_pong(c);
+	it_expect_eof(c, IT_REPLY_MS);
+	it_log_expect(d, off, "reason=\"peer closed\"", IT_REPLY_MS);
+	assert_int_equal(rows_for(IT_EXPORTER, "p-half-1"), 1);
+	assert_int_equal(rows_for(IT_EXPORTER, "p-half-2"), 0);
+	free(all);
+	free(cut);
+	free(done);
+	it_daemon_stop_clean(d);
+}
+
+/*
  * An event PostgreSQL refuses (here a CHECK the test adds for one id) gets
  * invalid_event whose message has the form PROTOCOL.md documents for it:
  * "refused by the database: " and PostgreSQL's reason, naming no field.
@@ -967,6 +999,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_too_many_connections, it_test_teardown),
 	    cmocka_unit_test_teardown(test_crlf, it_test_teardown),
 	    cmocka_unit_test_teardown(test_split_writes, it_test_teardown),
+	    cmocka_unit_test_teardown(test_half_close_partial_line, it_test_teardown),
 	    cmocka_unit_test_teardown(test_pipelined_mix, it_test_teardown),
 	    cmocka_unit_test_teardown(test_refused_by_database, it_test_teardown),
 	    cmocka_unit_test_teardown(test_pipelined_duplicate_conflict, it_test_teardown),
