@@ -1674,3 +1674,21 @@ static PGresult *db_run(const char *dbname, const char *sql, va_list ap, bool ro
 	PGresult *r = PQexecParams(conn, sql, n, NULL, params, NULL, NULL, 0);
 	return db_check(conn, r, rows, rows ? "query" : "statement", sql);
 }
+
+void it_webhook_wait_cursor(const char *db, const char *webhook, long long seq, int ms)
+{
+	long long deadline = it_now_ms() + ms;
+	long long got = -1;
+	for (;;) {
+		got = it_db_long(db,
+		                 "SELECT coalesce((SELECT last_seq FROM ordertrack.webhook_cursors"
+		                 " WHERE webhook = $1), -1)",
+		                 webhook, NULL);
+		if (got == seq)
+			return;
+		if (it_now_ms() > deadline)
+			break;
+		it_sleep_ms(50);
+	}
+	it_fail("webhook_cursors.last_seq of %s is %lld, expected %lld", webhook, got, seq);
+}

@@ -288,5 +288,7 @@ void it_utc_time(char *out, size_t cap, long offset_s);
 /* Milliseconds on the monotonic clock. */
 long long it_now_ms(void);
 void it_sleep_ms(int ms);
+/* Wait until webhook's cursor in db (webhook_cursors.last_seq) is seq; fail after ms. */
+void it_webhook_wait_cursor(const char *db, const char *webhook, long long seq, int ms);
 
 #endif

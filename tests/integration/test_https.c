@@ -110,25 +110,6 @@ static bool wait_lines(const char *path, int n, int timeout_ms)
 	return false;
 }
 
-/* Wait until the cursor of the webhook "secure" in db is seq; fail after ms. */
-static void wait_cursor(const char *db, long long seq, int ms)
-{
-	long long deadline = it_now_ms() + ms;
-	long long got = -1;
-	for (;;) {
-		got = it_db_long(db,
-		                 "SELECT coalesce((SELECT last_seq FROM ordertrack.webhook_cursors"
-		                 " WHERE webhook = 'secure'), -1)",
-		                 NULL);
-		if (got == seq)
-			return;
-		if (it_now_ms() > deadline)
-			break;
-		it_sleep_ms(50);
-	}
-	it_fail("webhook_cursors.last_seq of secure is %lld, expected %lld", got, seq);
-}
-
 /*
  * Every notification of the exporter reaches the https endpoint at host
  * (an address, or a name the daemon resolves), in order; db is a new
@@ -191,7 +172,7 @@ static void https_webhook(const char *host, const char *db)
 	assert_int_equal(failed, 2);
 	assert_int_equal(delivered, n);
 	/* The receiver logs before it answers 204; the cursor moves after. */
-	wait_cursor(db, last_ok, 30000);
+	it_webhook_wait_cursor(db, "secure", last_ok, 30000);
 	it_daemon_stop_clean(d);
 	stop_receiver();
 }

@@ -1396,25 +1396,6 @@ static size_t wait_delivered(const struct rows *want, int ms)
 	return failures;
 }
 
-/* Wait until webhook_cursors says the webhook has got to seq. */
-static void wait_cursor(const char *db, long long seq, int ms)
-{
-	long long deadline = it_now_ms() + ms;
-	long long got = -1;
-	for (;;) {
-		got = it_db_long(db,
-		                 "SELECT coalesce((SELECT last_seq FROM ordertrack.webhook_cursors"
-		                 " WHERE webhook = 'erp'), -1)",
-		                 NULL);
-		if (got == seq)
-			return;
-		if (it_now_ms() > deadline)
-			break;
-		it_sleep_ms(50);
-	}
-	it_fail("webhook_cursors.last_seq of erp is %lld, expected %lld", got, seq);
-}
-
 /*
  * A webhook for kivu-coffee whose endpoint fails the first attempts: every
  * kivu notification arrives in seq order after the retries, signed, and
@@ -1446,7 +1427,7 @@ static void test_webhook(void **state)
 	        failures, it_now_ms() - t0);
 	assert_int_equal(failures, HOOK_FAILURES);
 	it_log_expect(d, 0, "msg=\"webhook delivery failed\"", 1000);
-	wait_cursor(db, seq_of(kivu.v[kivu.n - 1]), 10000);
+	it_webhook_wait_cursor(db, "erp", seq_of(kivu.v[kivu.n - 1]), 10000);
 	long long cursor = seq_of(kivu.v[kivu.n - 1]);
 
 	/* Now the endpoint is down; two new notifications wait behind it. */
@@ -1489,7 +1470,7 @@ static void test_webhook(void **state)
 	rows_free(&kivu);
 	table_rows(db, "exporter = $1", KIVU, NULL, &kivu);
 	wait_delivered(&kivu, 30000);
-	wait_cursor(db, seq_of(kivu.v[kivu.n - 1]), 10000);
+	it_webhook_wait_cursor(db, "erp", seq_of(kivu.v[kivu.n - 1]), 10000);
 	/* The rows that are not kivu-coffee's never went out (check_deliveries saw to it). */
 	assert_true(note_count(db, "exporter <> 'kivu-coffee'") > 0);
 	rows_free(&kivu);
@@ -1527,7 +1508,7 @@ static void test_webhook_kinds(void **state)
 		it_fail("the scenarios made %zu rows of the webhook's kinds and %ld of others",
 		        want.n, others);
 	wait_delivered(&want, 60000);
-	wait_cursor(db, seq_of(want.v[want.n - 1]), 10000);
+	it_webhook_wait_cursor(db, "erp", seq_of(want.v[want.n - 1]), 10000);
 
 	/* Rows of other kinds only (order.status; an ETA), then a shipment.status. */
 	struct it_client *c = it_connect(d);
@@ -1547,7 +1528,7 @@ static void test_webhook_kinds(void **state)
 	if (seq_of(want.v[want.n - 1]) <= skipped)
 		it_fail("hkk-03 made no shipment.status row after seq %lld", skipped);
 	wait_delivered(&want, 30000);
-	wait_cursor(db, seq_of(want.v[want.n - 1]), 10000);
+	it_webhook_wait_cursor(db, "erp", seq_of(want.v[want.n - 1]), 10000);
 	/* Nothing more comes: check_deliveries fails on any request past want. */
 	it_sleep_ms(QUIET_MS);
 	size_t failures;
