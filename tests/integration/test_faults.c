@@ -74,20 +74,25 @@ static void test_poison_events(void **state)
 	it_daemon_stop_clean(d);
 }
 
-/*
- * Count the lines of the daemon's log holding needle.
- */
-static int log_count(const struct it_daemon *d, const char *needle)
+/* Lines of the daemon's log holding needle (and also and, unless NULL). */
+static int count_log_lines(const struct it_daemon *d, const char *needle, const char *and)
 {
 	FILE *f = fopen(d->log_path, "r");
+	assert_non_null(f);
 	char line[4096];
 	int n = 0;
-	assert_non_null(f);
-	while (fgets(line, sizeof(line), f) != NULL)
-		if (strstr(line, needle) != NULL)
+	while (fgets(line, sizeof(line), f) != NULL) {
+		if (strstr(line, needle) != NULL && (and == NULL || strstr(line, and) != NULL))
 			n++;
+	}
 	fclose(f);
 	return n;
+}
+
+/* Lines of the daemon's log holding needle. */
+static int log_count(const struct it_daemon *d, const char *needle)
+{
+	return count_log_lines(d, needle, NULL);
 }
 
 /*
@@ -319,21 +324,6 @@ static void vanish(struct it_client *c)
 	close(c->fd);
 	c->fd = -1;
 	c->eof = true;
-}
-
-/* Lines of the daemon's log holding needle (and also and, unless NULL). */
-static int count_log_lines(const struct it_daemon *d, const char *needle, const char *and)
-{
-	FILE *f = fopen(d->log_path, "r");
-	assert_non_null(f);
-	char line[4096];
-	int n = 0;
-	while (fgets(line, sizeof(line), f) != NULL) {
-		if (strstr(line, needle) != NULL && (and == NULL || strstr(line, and) != NULL))
-			n++;
-	}
-	fclose(f);
-	return n;
 }
 
 /*
