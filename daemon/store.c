@@ -29,7 +29,8 @@
  * internal_error), and so does a COPY that met a stored id (23505: the id
  * is stored under another order, or another transaction stored it after
  * LOAD read), then by the INSERT.  A transient failure
- * (08, 40, 53, 57, 58) sends the batch again at once after a deadlock or
+ * (08, 40, 53, 57, 58; a read-only server, a revoked privilege, a lock
+ * timeout) sends the batch again at once after a deadlock or
  * a serialization failure (40), else after a pause that grows while the
  * failures last; an event tried too often is answered internal_error.
  * Events of a batch whose COMMIT was sent but whose outcome was lost with
@@ -113,11 +114,21 @@ static bool store_lane_idle(const struct store *st)
 	return false;
 }
 
-/* Is this SQLSTATE worth retrying the whole batch for? */
+/*
+ * Is this SQLSTATE worth retrying the whole batch for?  The classes 08,
+ * 40, 53, 57 and 58, and three states of the server that every event meets
+ * alike and that end without the daemon: a read-only server (25006: a
+ * standby, default_transaction_read_only), a privilege taken away (42501)
+ * and a lock another session holds past lock_timeout (55P03).  Taken for
+ * failures of one event, those three had every event isolated and sent
+ * five times at once: thousands of tries and log lines a second, and
+ * internal_error for every event that arrived meanwhile.
+ */
 static bool sqlstate_transient(const char *s)
 {
 	return strncmp(s, "08", 2) == 0 || strncmp(s, "40", 2) == 0 || strncmp(s, "53", 2) == 0 ||
-	       strncmp(s, "57", 2) == 0 || strncmp(s, "58", 2) == 0;
+	       strncmp(s, "57", 2) == 0 || strncmp(s, "58", 2) == 0 || strcmp(s, "25006") == 0 ||
+	       strcmp(s, "42501") == 0 || strcmp(s, "55P03") == 0;
 }
 
 /* Is this SQLSTATE a deadlock or a serialization failure, worth an at-once retry? */

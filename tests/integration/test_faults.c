@@ -3,8 +3,9 @@
  * our validation but fail inside PostgreSQL, clients that vanish
  * mid-stream, a database that keeps failing with a transient error, and
  * an event whose write takes the session down (each time, or once before
- * its batch's COMMIT), and a failed batch's transaction that must not be
- * left open.
+ * its batch's COMMIT), a failed batch's transaction that must not be
+ * left open, and a server that refuses every batch for a while (a
+ * privilege revoked, a lock held past lock_timeout, read-only).
  */
 #include <setjmp.h>
 #include <signal.h>
@@ -18,12 +19,14 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <libpq-fe.h>
 
 #include "harness.h"
 
 #define POISON_N      40
 #define VANISH_CONNS  20
 #define VANISH_EVENTS 300
+#define STATE_EVENTS  20
 
 /*
  * Every other event of a batch fails inside PostgreSQL (a CHECK added by
@@ -316,6 +319,99 @@ static void test_lost_before_commit(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/*
+ * Send STATE_EVENTS new events tagged tag; while the server refuses every
+ * batch, none may be answered: the events wait for it.
+ */
+static void send_held(struct it_client *c, const char *tag)
+{
+	char *line;
+	for (int i = 0; i < STATE_EVENTS; i++) {
+		char id[48], order[48];
+		snprintf(id, sizeof(id), "state-%s-%02d", tag, i);
+		snprintf(order, sizeof(order), "PO-STATE-%s-%02d", tag, i);
+		char *ev = it_event_line(id, "order.created", order, NULL);
+		it_send(c, ev);
+		free(ev);
+	}
+	if (it_try_read_line(c, 1500, &line) == IT_READ_LINE)
+		it_fail("%s: answered while the server refused every batch: %s", tag, line);
+}
+
+/* The server works again: every event of send_held is stored, and said so in the log. */
+static off_t expect_stored(struct it_daemon *d, off_t off, struct it_client *c, const char *tag,
+                           const char *sqlstate)
+{
+	for (int i = 0; i < STATE_EVENTS; i++) {
+		char id[48];
+		snprintf(id, sizeof(id), "state-%s-%02d", tag, i);
+		it_expect_ack(c, id, "stored");
+	}
+	char needle[96];
+	snprintf(needle, sizeof(needle), "msg=\"database failing\" link=1 sqlstate=%s", sqlstate);
+	off = it_log_expect(d, off, needle, 0);
+	return it_log_expect(d, off, "msg=\"database failing no more\"", IT_REPLY_MS);
+}
+
+/*
+ * The server refuses every batch for a state of its own that ends without
+ * the daemon: INSERT on the events revoked (42501), a lock on the
+ * notification counter held past lock_timeout (55P03), the server made
+ * read-only (25006).  Each is a failure that may pass, as a full disk is:
+ * the events wait (neither internal_error nor a try per event at once),
+ * one warning per episode and no line per batch, and every event is
+ * stored once the state ends.
+ */
+static void test_server_refuses(void **state)
+{
+	const char *db = "refuses";
+	(void)state;
+
+	it_pg_createdb(db);
+	/* Not a superuser: a REVOKE does not bind those. */
+	it_db_command(NULL, "CREATE ROLE ot_refused LOGIN", NULL);
+	it_db_command(NULL, "ALTER DATABASE refuses OWNER TO ot_refused", NULL);
+	it_db_command(NULL, "ALTER DATABASE refuses SET lock_timeout = '100ms'", NULL);
+	struct it_config cfg = {
+	    .name = db, .dbname = "refuses user=ot_refused", .log_level = "info"};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	off_t off = it_log_offset(d);
+
+	it_db_command(db, "REVOKE INSERT ON ordertrack.events FROM ot_refused", NULL);
+	send_held(c, "revoked");
+	it_db_command(db, "GRANT INSERT ON ordertrack.events TO ot_refused", NULL);
+	off = expect_stored(d, off, c, "revoked", "42501");
+
+	PGconn *holder = PQconnectdb(it_conninfo(db));
+	assert_int_equal(PQstatus(holder), CONNECTION_OK);
+	PQclear(PQexec(holder, "SET lock_timeout = 0"));
+	PQclear(PQexec(holder, "BEGIN"));
+	PGresult *r = PQexec(holder, "SELECT 1 FROM ordertrack.notification_counter FOR UPDATE");
+	assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+	PQclear(r);
+	send_held(c, "locked");
+	PQclear(PQexec(holder, "COMMIT"));
+	PQfinish(holder);
+	off = expect_stored(d, off, c, "locked", "55P03");
+
+	it_db_command(NULL, "ALTER SYSTEM SET default_transaction_read_only = on", NULL);
+	free(it_db_value(NULL, "SELECT pg_reload_conf()::text", NULL));
+	it_sleep_ms(300); /* the server's sessions take the reload */
+	send_held(c, "readonly");
+	it_db_command(NULL, "ALTER SYSTEM RESET default_transaction_read_only", NULL);
+	free(it_db_value(NULL, "SELECT pg_reload_conf()::text", NULL));
+	expect_stored(d, off, c, "readonly", "25006");
+
+	/* One warning per episode; no line per failed batch or event. */
+	assert_int_equal(log_count(d, "msg=\"database failing\""), 3);
+	assert_int_equal(log_count(d, "msg=\"batch failed"), 0);
+	assert_int_equal(log_count(d, "msg=\"events failed\""), 0);
+	assert_int_equal(it_db_rows(db), 3 * STATE_EVENTS);
+	it_daemon_stop_clean(d);
+}
+
 /* Close a client's socket with a reset (SO_LINGER 0), as a killed process would. */
 static void vanish(struct it_client *c)
 {
@@ -399,6 +495,8 @@ int main(void)
 	    cmocka_unit_test_teardown(test_session_killer, it_test_teardown),
 	    cmocka_unit_test_teardown(test_lost_before_commit, it_test_teardown),
 	    cmocka_unit_test_teardown(test_failed_batch_not_left_open, it_test_teardown),
+	    /* Last: it makes the whole cluster read-only for a while. */
+	    cmocka_unit_test_teardown(test_server_refuses, it_test_teardown),
 	};
 	it_env_init("faults");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
