@@ -138,14 +138,18 @@ static void batch_results_clear(struct batch_outcome *o, bool emitted)
 
 /*
  * Put the in-flight batch back at the head of the queue, in order; its
- * events in doubt when asked (a session lost after COMMIT was sent).
+ * events in doubt when asked (a session lost after COMMIT was sent).  Only
+ * those the batch was storing ('s') are: COMMIT goes out after every
+ * verdict is in, and an event the INSERT found stored already ('d') was
+ * stored by an earlier commit, whatever became of this one; its next try
+ * answers it duplicate.
  */
 void batch_requeue(struct lane *ln, bool in_doubt)
 {
 	struct slot *s;
 	while ((s = TAILQ_LAST(&ln->batch, slot_list)) != NULL) {
 		TAILQ_REMOVE(&ln->batch, s, s_store);
-		if (in_doubt)
+		if (in_doubt && s->s_outcome == 's')
 			s->s_in_doubt = true;
 		TAILQ_INSERT_HEAD(&ln->st->queue, s, s_store);
 		ln->st->n_queued++;

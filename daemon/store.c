@@ -33,11 +33,12 @@
  * timeout) sends the batch again at once after a deadlock or
  * a serialization failure (40), else after a pause that grows while the
  * failures last; an event tried too often is answered internal_error.
- * Events of a batch whose COMMIT was sent but whose outcome was lost with
- * the connection are marked in doubt; when the INSERT finds them stored
- * with the same content, it may have been this daemon that stored them,
- * so they are acked "stored".  A batch lost before its COMMIT went out
- * rolled back: its events are not in doubt.
+ * Events a batch was storing whose COMMIT was sent but whose outcome was
+ * lost with the connection are marked in doubt; when the INSERT finds them
+ * stored with the same content, it may have been this daemon that stored
+ * them, so they are acked "stored".  A batch lost before its COMMIT went
+ * out rolled back: its events are not in doubt; nor are those its INSERT
+ * found stored already.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -342,9 +343,10 @@ static void store_batch_failed(struct lane *ln)
 
 /*
  * The session was lost with the batch in flight: its events go back to
- * the queue, to be sent again on a session that works.  They are in doubt
- * only when the batch's COMMIT had been sent: it may have committed, and
- * the next try then finds them stored by this daemon.  Lost before that,
+ * the queue, to be sent again on a session that works.  Those it was
+ * storing are in doubt only when the batch's COMMIT had been sent: it may
+ * have committed, and the next try then finds them stored by this daemon
+ * (batch_requeue).  Lost before that,
  * the server rolled the batch back, and an event found stored is an
  * exporter's resend of one stored earlier: "duplicate".  A batch that
  * takes its session down each time it is sent (a server crash it

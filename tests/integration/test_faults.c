@@ -3,8 +3,8 @@
  * our validation but fail inside PostgreSQL, clients that vanish
  * mid-stream, a database that keeps failing with a transient error, and
  * an event whose write takes the session down (each time, or once before
- * its batch's COMMIT), a failed batch's transaction that must not be
- * left open, and a server that refuses every batch for a while (a
+ * or during its batch's COMMIT), a failed batch's transaction that must
+ * not be left open, and a server that refuses every batch for a while (a
  * privilege revoked, a lock held past lock_timeout, read-only).
  */
 #include <setjmp.h>
@@ -320,6 +320,58 @@ static void test_lost_before_commit(void **state)
 }
 
 /*
+ * As test_lost_before_commit, but the session is lost during COMMIT (a
+ * deferred constraint trigger the test adds terminates its own backend the
+ * first time it runs, which is at COMMIT): the batch's events are in
+ * doubt, yet the resend was found stored by that batch's INSERT, before
+ * COMMIT went out, so no commit of this daemon can have stored it.  It is
+ * answered "duplicate", the new event "stored".
+ */
+static void test_lost_at_commit(void **state)
+{
+	(void)state;
+	it_pg_createdb("lostcommit");
+	struct it_config cfg = {.name = "lostcommit",
+	                        .dbname = "lostcommit",
+	                        .log_level = "info",
+	                        .batch_max_delay_ms = 200};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	it_db_script("lostcommit",
+	             "CREATE SEQUENCE test_tries;"
+	             "CREATE FUNCTION test_killer() RETURNS trigger LANGUAGE plpgsql AS $$"
+	             " BEGIN"
+	             "  IF NEW.event_id LIKE 'commit-kill-%' THEN"
+	             "   IF nextval('test_tries') = 1 THEN"
+	             "    PERFORM pg_terminate_backend(pg_backend_pid());"
+	             "    PERFORM pg_sleep(5);"
+	             "   END IF;"
+	             "  END IF;"
+	             "  RETURN NULL;"
+	             " END $$;"
+	             "CREATE CONSTRAINT TRIGGER test_killer AFTER INSERT ON ordertrack.events"
+	             " DEFERRABLE INITIALLY DEFERRED"
+	             " FOR EACH ROW EXECUTE FUNCTION test_killer();");
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	char *old = it_event_line("commit-old-1", "order.created", "PO-COMMIT", NULL);
+	it_send(c, old);
+	it_expect_ack(c, "commit-old-1", "stored");
+	off_t off = it_log_offset(d);
+	char *kill = it_event_line("commit-kill-1", "shipment.booked", "PO-COMMIT", "SH-1");
+	it_send(c, old);
+	it_send(c, kill);
+	free(old);
+	free(kill);
+	it_log_expect(d, off, "msg=\"database lost\"", IT_REPLY_MS);
+	it_expect_ack(c, "commit-old-1", "duplicate");
+	it_expect_ack(c, "commit-kill-1", "stored");
+	assert_int_equal(it_db_long("lostcommit", "SELECT last_value FROM test_tries", NULL), 2);
+	assert_int_equal(log_count(d, "msg=\"database lost\""), 1);
+	assert_int_equal(it_db_rows("lostcommit"), 2);
+	it_daemon_stop_clean(d);
+}
+
+/*
  * Send STATE_EVENTS new events tagged tag; while the server refuses every
  * batch, none may be answered: the events wait for it.
  */
@@ -494,6 +546,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_transient_failure, it_test_teardown),
 	    cmocka_unit_test_teardown(test_session_killer, it_test_teardown),
 	    cmocka_unit_test_teardown(test_lost_before_commit, it_test_teardown),
+	    cmocka_unit_test_teardown(test_lost_at_commit, it_test_teardown),
 	    cmocka_unit_test_teardown(test_failed_batch_not_left_open, it_test_teardown),
 	    /* Last: it makes the whole cluster read-only for a while. */
 	    cmocka_unit_test_teardown(test_server_refuses, it_test_teardown),
