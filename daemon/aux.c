@@ -117,7 +117,7 @@ static bool aux_flush(struct aux *a)
 	return true;
 }
 
-/* Connected: LISTEN first (an internal query), then the queue. */
+/* Connected: no idle timeout, then LISTEN (internal queries), then the queue. */
 static void aux_connected(struct aux *a)
 {
 	a->state = AUX_IDLE;
@@ -136,6 +136,13 @@ static void aux_connected(struct aux *a)
 		STAILQ_INSERT_HEAD(&a->queue, q, q_entry);
 		if (a->up_fn)
 			a->up_fn(a->listen_arg);
+	}
+	const char *keep = pgsock_keep_idle_sql(a->sock.pg);
+	if (keep != NULL) {
+		struct aux_query *q = calloc(1, sizeof(*q));
+		if (q == NULL || (q->sql = strdup(keep)) == NULL)
+			abort();
+		STAILQ_INSERT_HEAD(&a->queue, q, q_entry);
 	}
 	aux_next(a);
 }

@@ -203,7 +203,8 @@ static bool lane_send_settings(struct lane *ln)
 		if (!PQsendQueryParams(ln->sock.pg, session_settings[i], 0, NULL, NULL, NULL, NULL,
 		                       0))
 			return false;
-	return true;
+	const char *keep = pgsock_keep_idle_sql(ln->sock.pg);
+	return keep == NULL || PQsendQueryParams(ln->sock.pg, keep, 0, NULL, NULL, NULL, NULL, 0);
 }
 
 /* Schema done: enter pipeline mode, set the session up and prepare the statements. */

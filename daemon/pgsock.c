@@ -84,6 +84,11 @@ bool pgsock_start(struct pgsock *ps, const char *conninfo, const char *app_name,
 	return true;
 }
 
+const char *pgsock_keep_idle_sql(const PGconn *pg)
+{
+	return PQserverVersion(pg) >= 140000 ? "SET idle_session_timeout = 0" : NULL;
+}
+
 /*
  * Time left until the deadline of connecting; zero once it has passed, or
  * nearly: libevent times the event from its cached clock and may wake a

@@ -64,6 +64,15 @@ bool pgsock_start(struct pgsock *ps, const char *conninfo, const char *app_name,
  */
 enum pgsock_step pgsock_connect_poll(struct pgsock *ps);
 
+/*
+ * The statement that keeps the server from ending the session while it
+ * waits for work ("SET idle_session_timeout = 0"), or NULL on a server
+ * before 14, which has no such setting.  The daemon's sessions are meant to
+ * be idle for long spells; a timeout meant for forgotten sessions would end
+ * them again and again, each time logged as the database lost.
+ */
+const char *pgsock_keep_idle_sql(const PGconn *pg);
+
 /* Why connecting or the connection failed: the deadline, or libpq's message. */
 const char *pgsock_error(struct pgsock *ps);
 

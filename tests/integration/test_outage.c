@@ -6,7 +6,7 @@
  * in a third, one of the daemon's two ingest sessions is terminated while
  * PostgreSQL stays up; in a fourth, the first session cannot come back
  * while the second is up; in a fifth, the database's address never
- * answers.
+ * answers; in a sixth, the server ends idle sessions.
  * The daemon must keep running, hold acks until a commit, and end with
  * every event stored exactly once.  An event whose batch was in flight when
  * the connection dropped may be acked "stored" or "duplicate"; an error is
@@ -369,6 +369,49 @@ static void test_connect_deadline(void **state)
 	close(lfd);
 }
 
+/*
+ * A server that ends idle sessions (idle_session_timeout, PostgreSQL 14 and
+ * later) leaves the daemon's alone: they wait for work by design, and being
+ * ended every few hundred milliseconds was logged as the database lost, in
+ * every session, for as long as the daemon ran.
+ */
+static void test_idle_session_timeout(void **state)
+{
+	const char *db = "outage_idle_timeout";
+	(void)state;
+
+	if (it_db_long(NULL, "SELECT current_setting('server_version_num')::int", NULL) < 140000)
+		skip();
+	it_pg_createdb(db);
+	it_db_command(NULL, "ALTER DATABASE outage_idle_timeout SET idle_session_timeout = 200",
+	              NULL);
+	struct it_config cfg = {.name = db, .dbname = db, .db_connections = 2};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	off_t off = it_log_expect(d, 0, "msg=\"database connected\" link=2", IT_REPLY_MS);
+	char *in_force = it_db_value(db, "SELECT current_setting('idle_session_timeout')", NULL);
+	assert_string_equal(in_force, "200ms");
+	free(in_force);
+	it_sleep_ms(1500);
+	assert_true(it_log_wait(d, off, "msg=\"database lost\"", 0) < 0);
+	assert_true(it_log_wait(d, off, "msg=\"database unavailable\"", 0) < 0);
+	/* The two ingest sessions and the auxiliary one, each the first. */
+	assert_int_equal(
+	    it_db_long(db,
+	               "SELECT count(*) FROM pg_stat_activity WHERE application_name"
+	               " LIKE 'ordertrackd%' AND backend_start < now() - interval '1 s'",
+	               NULL),
+	    3);
+
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	char *ev = it_event_line("idle-timeout-1", "order.created", "PO-IDLE-TIMEOUT", NULL);
+	it_send(c, ev);
+	free(ev);
+	it_expect_ack(c, "idle-timeout-1", "stored");
+	assert_int_equal(it_db_rows(db), 1);
+	it_daemon_stop_clean(d);
+}
+
 /* The outage of the brief: a fast shutdown, sessions terminated cleanly. */
 static void test_outage_fast(void **state)
 {
@@ -434,6 +477,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_one_session_lost, it_test_teardown),
 	    cmocka_unit_test_teardown(test_first_session_down, it_test_teardown),
 	    cmocka_unit_test_teardown(test_connect_deadline, it_test_teardown),
+	    cmocka_unit_test_teardown(test_idle_session_timeout, it_test_teardown),
 	};
 	it_env_init("outage");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
