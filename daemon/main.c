@@ -20,6 +20,7 @@
  */
 #include <errno.h>
 #include <getopt.h>
+#include <pwd.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -28,6 +29,7 @@
 #include "admin.h"
 #include "alerts.h"
 #include "aux.h"
+#include "conninfo.h"
 #include "feed.h"
 #include "log.h"
 #include "privdrop.h"
@@ -61,6 +63,30 @@ static void usage(FILE *f)
 	        "  -V       print the version and exit\n"
 	        "  -h       print this help and exit\n",
 	        OT_DEFAULT_CONFIG);
+}
+
+/*
+ * What config_load cannot check without libpq or the system: that libpq
+ * can parse database.conninfo (else every connection attempt fails alike,
+ * and the daemon would retry for ever), and, for -t, that user names a
+ * system user (start-up finds that out only once the listeners are
+ * bound).  False with the reason, naming the file and the key, in *err.
+ */
+static bool config_check_more(const struct config *cfg, bool check_user, char **err)
+{
+	char *why = NULL;
+	int n = 0;
+	if (!conninfo_check(cfg->conninfo, &why)) {
+		n = asprintf(err, "%s: database.conninfo: %s", cfg->path, why);
+		free(why);
+	} else if (check_user && cfg->user[0] != '\0' && getpwnam(cfg->user) == NULL) {
+		n = asprintf(err, "%s: user: no such user \"%s\"", cfg->path, cfg->user);
+	} else {
+		return true;
+	}
+	if (n < 0)
+		abort();
+	return false;
 }
 
 /* The first time the database is reached, start-up is over: tell systemd. */
@@ -137,6 +163,10 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 	if (tell)
 		sdnotify_reloading();
 	struct config *neu = config_load(server.config_path, &err);
+	if (neu != NULL && !config_check_more(neu, false, &err)) {
+		config_free(neu);
+		neu = NULL;
+	}
 	if (neu == NULL) {
 		log_error("config reload failed", "file=%s reason=%s", lq(server.config_path),
 		          lq(err));
@@ -268,6 +298,10 @@ int main(int argc, char **argv)
 
 	char *err = NULL;
 	struct config *cfg = config_load(path, &err);
+	if (cfg != NULL && !config_check_more(cfg, check_only, &err)) {
+		config_free(cfg);
+		cfg = NULL;
+	}
 	if (cfg == NULL) {
 		fprintf(stderr, "ordertrackd: %s\n", err);
 		free(err);

@@ -41,6 +41,7 @@
 
 #include "auth.h"
 #include "config.h"
+#include "conninfo.h"
 #include "migrations.h"
 #include "ot_build.h"
 #include "validate.h"
@@ -285,11 +286,30 @@ static void table_print(struct table *t)
 
 /* --- configuration and database --- */
 
+/*
+ * Load and check the configuration file as the daemon does, conninfo
+ * included (a string libpq cannot parse is the file's fault, not the
+ * database's); NULL with the reason in *err (free() it).
+ */
+static struct config *ctl_load(const char *path, char **err)
+{
+	struct config *cfg = config_load(path, err);
+	char *why = NULL;
+	if (cfg != NULL && !conninfo_check(cfg->conninfo, &why)) {
+		if (asprintf(err, "%s: database.conninfo: %s", path, why) < 0)
+			abort();
+		free(why);
+		config_free(cfg);
+		cfg = NULL;
+	}
+	return cfg;
+}
+
 /* Load the configuration file; on failure say why and return false. */
 static bool ctl_config(struct ctl *c)
 {
 	char *err = NULL;
-	c->cfg = config_load(c->o.config, &err);
+	c->cfg = ctl_load(c->o.config, &err);
 	if (c->cfg == NULL) {
 		warnx_("%s", err);
 		free(err);
@@ -865,7 +885,7 @@ static int cmd_check(struct ctl *c, int argc, char **argv)
 	(void)argv;
 	json_t *j = json_object();
 	char *err = NULL;
-	c->cfg = config_load(c->o.config, &err);
+	c->cfg = ctl_load(c->o.config, &err);
 	if (c->cfg == NULL) {
 		if (c->o.json) {
 			json_object_set_new(j, "config",

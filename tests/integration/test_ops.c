@@ -1054,6 +1054,68 @@ static void test_shipped_files(void **state)
 	free(out);
 }
 
+/* Write text as the file tmpdir/name; its path in path. */
+static void write_tmp(char *path, size_t cap, const char *name, const char *text)
+{
+	snprintf(path, cap, "%s/%s", it_tmpdir(), name);
+	FILE *f = fopen(path, "w");
+	if (f == NULL || fputs(text, f) < 0 || fclose(f) != 0)
+		it_fail("cannot write %s", path);
+}
+
+/*
+ * What -t cannot leave to start-up: a conninfo libpq cannot parse fails
+ * every connection alike (the daemon would retry for ever, never ready,
+ * and systemd would restart it after TimeoutStartSec), so -t, start-up
+ * and ordertrackctl refuse it as a configuration error naming the key;
+ * -t also refuses a user that does not exist, which start-up would only
+ * find once bound.
+ */
+static void test_check_mode_conninfo_user(void **state)
+{
+	(void)state;
+	const char *bin = getenv("OT_DAEMON");
+	char conf[PATH_MAX], cmd[3 * PATH_MAX], *out;
+
+	write_tmp(conf, sizeof(conf), "typo_conninfo.conf",
+	          "listen = [ \"127.0.0.1:0\" ];\n"
+	          "admin = { listen = \"\"; };\n"
+	          "database = { conninfo = \"dbnme=ordertrack\"; };\n");
+	snprintf(cmd, sizeof(cmd), "'%s' -t -c '%s' 2>&1", bin, conf);
+	assert_int_equal(shell(cmd, &out), 78);
+	if (strstr(out, "typo_conninfo.conf: database.conninfo: invalid connection option "
+	                "\"dbnme\"") == NULL)
+		it_fail("ordertrackd -t does not name the key and the reason: %s", out);
+	free(out);
+	/* Started for real it stops at once, before it listens. */
+	snprintf(cmd, sizeof(cmd), "timeout 10 '%s' -c '%s' 2>&1", bin, conf);
+	assert_int_equal(shell(cmd, &out), 78);
+	if (strstr(out, "database.conninfo") == NULL || strstr(out, "msg=listening") != NULL)
+		it_fail("start-up with a bad conninfo: %s", out);
+	free(out);
+	assert_int_equal(ctl(&out, NULL, "-c", conf, "check", (char *)NULL), 78);
+	free(out);
+
+	write_tmp(conf, sizeof(conf), "no_user.conf", "user = \"no-such-user-here\";\n");
+	snprintf(cmd, sizeof(cmd), "'%s' -t -c '%s' 2>&1", bin, conf);
+	assert_int_equal(shell(cmd, &out), 78);
+	if (strstr(out, "no_user.conf: user: no such user \"no-such-user-here\"") == NULL)
+		it_fail("ordertrackd -t does not name the user: %s", out);
+	free(out);
+
+	/* A database name alone, or a URI, is no connection string to reject. */
+	write_tmp(conf, sizeof(conf), "plain_conninfo.conf",
+	          "database = { conninfo = \"ordertrack\"; };\n");
+	snprintf(cmd, sizeof(cmd), "'%s' -t -c '%s' 2>&1", bin, conf);
+	assert_int_equal(shell(cmd, &out), 0);
+	free(out);
+	write_tmp(conf, sizeof(conf), "uri_conninfo.conf",
+	          "database = { conninfo = \"postgresql:///ordertrack?connect_timeout=5\"; };\n");
+	snprintf(cmd, sizeof(cmd), "'%s' -t -c '%s' 2>&1", bin, conf);
+	assert_int_equal(shell(cmd, &out), 0);
+	free(out);
+}
+
 /* qsort's comparison of two strings through their pointers. */
 static int strcmp_ptr(const void *a, const void *b)
 {
@@ -1273,6 +1335,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_readyz_outage, ops_teardown),
 	    cmocka_unit_test_teardown(test_sd_notify, ops_teardown),
 	    cmocka_unit_test_teardown(test_shipped_files, ops_teardown),
+	    cmocka_unit_test_teardown(test_check_mode_conninfo_user, ops_teardown),
 	    cmocka_unit_test_teardown(test_upgrade_keeps_stored_events, ops_teardown),
 	    cmocka_unit_test_teardown(test_durability_reported, ops_teardown),
 	};

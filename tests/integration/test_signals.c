@@ -223,7 +223,12 @@ static void test_sighup_broken_config(void **state)
 	struct it_client *old = it_connect(d);
 	it_hello(old, IT_EXPORTER, IT_TOKEN);
 
-	/* A syntax error, then a well-formed file whose only exporter has a bad digest. */
+	/*
+	 * A syntax error, then a well-formed file whose only exporter has a bad
+	 * digest, then a conninfo libpq cannot parse: restart-only, but refused
+	 * too, or the next restart would retry it for ever.  The reason of each
+	 * must name what is wrong.
+	 */
 	char bad_value[2048];
 	snprintf(bad_value, sizeof(bad_value),
 	         "listen = [ \"127.0.0.1:0\" ];\n"
@@ -234,12 +239,17 @@ static void test_sighup_broken_config(void **state)
 	const char *broken[] = {
 	    "listen = [ \"127.0.0.1:0\" ];\nexporters = ( { id = \"kivu-coffee\"; \n",
 	    bad_value,
+	    "listen = [ \"127.0.0.1:0\" ];\ndatabase = { conninfo = \"dbnme=ordertrack\"; };\n",
 	};
+	const char *why[] = {"msg=\"config reload failed\"", "exporters[0].token_sha256",
+	                     "database.conninfo: invalid connection option \\\"dbnme\\\""};
 	for (size_t i = 0; i < sizeof(broken) / sizeof(broken[0]); i++) {
 		it_daemon_rewrite_raw(d, broken[i]);
 		off_t off = it_log_offset(d);
 		kill(d->pid, SIGHUP);
-		it_log_expect(d, off, "msg=\"config reload failed\"", IT_REPLY_MS);
+		off_t end = it_log_expect(d, off, "msg=\"config reload failed\"", IT_REPLY_MS);
+		if (it_log_wait(d, off, why[i], 0) != end)
+			it_fail("broken config %zu: the reason does not name %s", i, why[i]);
 		if (it_log_wait(d, off, "msg=\"config reloaded\"", 0) >= 0)
 			it_fail("broken config %zu was reported as reloaded", i);
 		if (!it_daemon_alive(d))
