@@ -225,6 +225,16 @@ static void conn_flush_slots(struct conn *c)
 		feed_wake();
 }
 
+/*
+ * The log field that names who is connected: an operator may share its id
+ * with an exporter, so "exporter=" alone would not say which it is.  Before
+ * the hello it is "exporter=-".
+ */
+static const char *conn_role(const struct conn *c)
+{
+	return c->c_operator ? "operator" : "exporter";
+}
+
 /* Reply to a line with an error; logs the rejection. */
 static void conn_error(struct conn *c, const char *id, const char *code, const char *message)
 {
@@ -232,9 +242,9 @@ static void conn_error(struct conn *c, const char *id, const char *code, const c
 	size_t n = format_error(buf, sizeof(buf), id, code, message);
 	c->c_errors++;
 	metrics_line_rejected(code);
-	log_info("line rejected", "conn=%u peer=%s exporter=%s code=%s event=%s reason=%s", c->c_id,
-	         c->c_peer, c->c_exporter[0] ? c->c_exporter : "-", code, id ? lq(id) : "-",
-	         lq(message));
+	log_info("line rejected", "conn=%u peer=%s %s=%s code=%s event=%s reason=%s", c->c_id,
+	         c->c_peer, conn_role(c), c->c_exporter[0] ? c->c_exporter : "-", code,
+	         id ? lq(id) : "-", lq(message));
 	conn_reply(c, buf, n);
 }
 
@@ -702,10 +712,10 @@ static void conn_close(struct conn *c, const char *reason)
 		c->c_bev = NULL;
 	}
 	log_info("connection closed",
-	         "conn=%u peer=%s exporter=%s reason=%s lines=%llu events=%llu errors=%llu",
-	         c->c_id, c->c_peer, c->c_exporter[0] ? c->c_exporter : "-", lq(c->c_close_reason),
-	         (unsigned long long)c->c_lines, (unsigned long long)c->c_events,
-	         (unsigned long long)c->c_errors);
+	         "conn=%u peer=%s %s=%s reason=%s lines=%llu events=%llu errors=%llu", c->c_id,
+	         c->c_peer, conn_role(c), c->c_exporter[0] ? c->c_exporter : "-",
+	         lq(c->c_close_reason), (unsigned long long)c->c_lines,
+	         (unsigned long long)c->c_events, (unsigned long long)c->c_errors);
 	if (c->c_sub != NULL) {
 		feed_unsubscribe(c->c_sub);
 		c->c_sub = NULL;

@@ -1054,6 +1054,31 @@ static void test_shipped_files(void **state)
 	free(out);
 }
 
+/*
+ * The log names an operator's connection as the operator's: an operator
+ * may share its id with an exporter, and "exporter=ops" would count its
+ * refused lines and its close against an exporter of that name.
+ */
+static void test_operator_log_lines(void **state)
+{
+	(void)state;
+	it_pg_createdb("ops_oplog");
+	struct it_config cfg = ops_config("oplog", "ops_oplog");
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct it_client *c = it_connect(d);
+	it_hello_operator(c, OPS, OPS_TOKEN);
+	char *ev = it_event_line("oplog-1", "order.cancelled", "PO-OPLOG", NULL);
+	it_send(c, ev);
+	free(ev);
+	json_decref(it_expect_error(c, "oplog-1", "forbidden"));
+	it_close(c);
+	it_log_expect(d, 0, "msg=\"line rejected\"", IT_REPLY_MS);
+	it_log_expect(d, 0, "operator=" OPS " code=forbidden event=oplog-1", IT_REPLY_MS);
+	it_log_expect(d, 0, "operator=" OPS " reason=\"peer closed\"", IT_REPLY_MS);
+	it_daemon_stop_clean(d);
+	assert_int_equal(it_log_wait(d, 0, "exporter=" OPS " ", 0), -1);
+}
+
 /* Write text as the file tmpdir/name; its path in path. */
 static void write_tmp(char *path, size_t cap, const char *name, const char *text)
 {
@@ -1336,6 +1361,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_sd_notify, ops_teardown),
 	    cmocka_unit_test_teardown(test_shipped_files, ops_teardown),
 	    cmocka_unit_test_teardown(test_check_mode_conninfo_user, ops_teardown),
+	    cmocka_unit_test_teardown(test_operator_log_lines, ops_teardown),
 	    cmocka_unit_test_teardown(test_upgrade_keeps_stored_events, ops_teardown),
 	    cmocka_unit_test_teardown(test_durability_reported, ops_teardown),
 	};
