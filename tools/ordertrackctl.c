@@ -1073,24 +1073,35 @@ static int cmd_token(struct ctl *c, int argc, char **argv)
 
 /* --- tail --- */
 
-/* Open a TCP connection to "host:port" ("[v6]:port"); -1 with a message on failure. */
-static int tcp_connect(const char *spec)
+/* Split "host:port" ("[v6]:port") into its parts; false when it is not that shape. */
+static bool address_split(const char *spec, char *host, size_t host_cap, char *port,
+                          size_t port_cap)
 {
-	char host[256], port[16];
 	const char *colon;
 	if (spec[0] == '[') {
 		const char *end = strchr(spec, ']');
 		if (end == NULL || end[1] != ':')
-			return -1;
-		snprintf(host, sizeof(host), "%.*s", (int)(end - spec - 1), spec + 1);
+			return false;
+		snprintf(host, host_cap, "%.*s", (int)(end - spec - 1), spec + 1);
 		colon = end + 1;
 	} else {
 		colon = strrchr(spec, ':');
 		if (colon == NULL)
-			return -1;
-		snprintf(host, sizeof(host), "%.*s", (int)(colon - spec), spec);
+			return false;
+		snprintf(host, host_cap, "%.*s", (int)(colon - spec), spec);
 	}
-	snprintf(port, sizeof(port), "%s", colon + 1);
+	if (colon[1] == '\0' || strlen(colon + 1) >= port_cap)
+		return false;
+	snprintf(port, port_cap, "%s", colon + 1);
+	return true;
+}
+
+/* Open a TCP connection to "host:port" (address_split's shape); -1 with a message on failure. */
+static int tcp_connect(const char *spec)
+{
+	char host[256], port[16];
+	if (!address_split(spec, host, sizeof(host), port, sizeof(port)))
+		abort(); /* the caller checked the shape */
 	/* A wildcard listen address is reached on the loopback. */
 	if (strcmp(host, "0.0.0.0") == 0 || host[0] == '\0')
 		snprintf(host, sizeof(host), "127.0.0.1");
@@ -1224,12 +1235,6 @@ static int cmd_tail(struct ctl *c, int argc, char **argv)
 		}
 		op = c->cfg->operators[0].id;
 	}
-	long long after = c->o.after;
-	if (!(c->o.given & O_AFTER)) {
-		int rc = tail_default_after(c, &after);
-		if (rc != EX_OK_)
-			return rc;
-	}
 	/* tail speaks plain text only: a daemon that takes TLS alone would
 	 * close the connection unanswered, which looks like one that is down. */
 	if (c->o.address == NULL && c->cfg->tls_enabled && c->cfg->tls_require) {
@@ -1239,10 +1244,19 @@ static int cmd_tail(struct ctl *c, int argc, char **argv)
 		return EX_UNAVAILABLE_;
 	}
 	const char *addr = c->o.address ? c->o.address : c->cfg->listen[0];
+	char host_part[256], port_part[16];
+	if (!address_split(addr, host_part, sizeof(host_part), port_part, sizeof(port_part)))
+		return usage_error("--address wants HOST:PORT or [IPV6]:PORT (got \"%s\")", addr);
 	size_t alen = strlen(addr);
 	if (alen >= 2 && strcmp(addr + alen - 2, ":0") == 0)
 		return usage_error("%s listens on port 0 (any free port): give --address HOST:PORT",
 		                   c->o.config);
+	long long after = c->o.after;
+	if (!(c->o.given & O_AFTER)) {
+		int rc = tail_default_after(c, &after);
+		if (rc != EX_OK_)
+			return rc;
+	}
 	int fd = tcp_connect(addr);
 	if (fd < 0)
 		return EX_UNAVAILABLE_;
@@ -1269,7 +1283,19 @@ static int cmd_tail(struct ctl *c, int argc, char **argv)
 	if (sent && read_line(rd, line, LINE_MAX_)) {
 		json_t *w = json_loads(line, 0, NULL);
 		const char *type = json_string_value(json_object_get(w, "type"));
-		if (type == NULL || strcmp(type, "welcome") != 0) {
+		if (type == NULL) {
+			/* Another service on that port (the admin endpoint answers
+			 * HTTP): say what came back, not an empty refusal. */
+			for (char *p = line; *p != '\0'; p++)
+				if ((unsigned char)*p < 0x20 || *p == 0x7f)
+					*p = ' ';
+			warnx_(
+			    "%s did not answer the hello as ordertrackd does (got \"%.80s\"): is "
+			    "it one of ordertrackd's listen addresses?",
+			    addr, line);
+			refused = true;
+			sent = false;
+		} else if (strcmp(type, "welcome") != 0) {
 			const char *code = jtext(w, "code");
 			warnx_("ordertrackd refused the hello of operator %s: %s: %s", op, code,
 			       jtext(w, "message"));

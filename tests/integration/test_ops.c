@@ -1079,6 +1079,39 @@ static void test_operator_log_lines(void **state)
 	assert_int_equal(it_log_wait(d, 0, "exporter=" OPS " ", 0), -1);
 }
 
+/*
+ * tail --address that is no HOST:PORT is a usage error that says so (it
+ * was exit 69 without a word); a port that answers something else than
+ * ordertrackd's protocol (the admin endpoint answers HTTP) is named with
+ * what came back, not as an empty refusal ("-: -").
+ */
+static void test_tail_wrong_address(void **state)
+{
+	(void)state;
+	it_pg_createdb("ops_tailaddr");
+	struct it_config cfg = ops_config("tailaddr", "ops_tailaddr");
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	char *out;
+	assert_int_equal(ctl(&out, OPS_TOKEN, "-c", d->conf_path, "tail", "--after", "0",
+	                     "--address", "localhost", (char *)NULL),
+	                 64);
+	free(out);
+	assert_int_equal(ctl(&out, OPS_TOKEN, "-c", d->conf_path, "tail", "--after", "0",
+	                     "--address", "127.0.0.1:", (char *)NULL),
+	                 64);
+	free(out);
+
+	char cmd[3 * PATH_MAX];
+	snprintf(cmd, sizeof(cmd),
+	         "ORDERTRACK_TOKEN=%s '%s' -c '%s' tail --after 0 --address 127.0.0.1:%d 2>&1",
+	         OPS_TOKEN, getenv("OT_CTL"), d->conf_path, admin_port(d));
+	assert_int_equal(shell(cmd, &out), 69);
+	if (strstr(out, "did not answer the hello as ordertrackd does (got \"HTTP/1.1 400") == NULL)
+		it_fail("tail against the admin port: %s", out);
+	free(out);
+	it_daemon_stop_clean(d);
+}
+
 /* Write text as the file tmpdir/name; its path in path. */
 static void write_tmp(char *path, size_t cap, const char *name, const char *text)
 {
@@ -1362,6 +1395,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_shipped_files, ops_teardown),
 	    cmocka_unit_test_teardown(test_check_mode_conninfo_user, ops_teardown),
 	    cmocka_unit_test_teardown(test_operator_log_lines, ops_teardown),
+	    cmocka_unit_test_teardown(test_tail_wrong_address, ops_teardown),
 	    cmocka_unit_test_teardown(test_upgrade_keeps_stored_events, ops_teardown),
 	    cmocka_unit_test_teardown(test_durability_reported, ops_teardown),
 	};
