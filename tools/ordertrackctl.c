@@ -151,7 +151,7 @@ static void usage(FILE *f)
 	        "  --json    JSON output for scripts\n"
 	        "  -V        print the version; -h this help\n"
 	        "Exit status: 0 ok, 1 not found or check failed, 64 usage, 69 database or "
-	        "daemon unavailable, 78 configuration.\n",
+	        "daemon unavailable, 70 unexpected database error, 78 configuration.\n",
 	        OT_DEFAULT_CONFIG);
 }
 
