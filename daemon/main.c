@@ -58,10 +58,10 @@ static void usage(FILE *f)
 {
 	fprintf(f,
 	        "usage: ordertrackd [-c FILE] [-t] [-V] [-h]\n"
-	        "  -c FILE  configuration file (default %s)\n"
-	        "  -t       check the configuration and exit: 0 if good, 78 if not\n"
-	        "  -V       print the version and exit\n"
-	        "  -h       print this help and exit\n",
+	        "  -c, --config FILE  configuration file (default %s)\n"
+	        "  -t, --check        check the configuration and exit: 0 if good, 78 if not\n"
+	        "  -V, --version      print the version and exit\n"
+	        "  -h, --help         print this help and exit\n",
 	        OT_DEFAULT_CONFIG);
 }
 
@@ -271,7 +271,15 @@ int main(int argc, char **argv)
 	/* Before anything jansson allocates: see jarena.h. */
 	jarena_install();
 
-	while ((ch = getopt(argc, argv, "c:tVh")) != -1) {
+	/* The long names are those of ordertrackctl, which operators use too. */
+	static const struct option longopts[] = {
+	    {"config", required_argument, NULL, 'c'},
+	    {"check", no_argument, NULL, 't'},
+	    {"version", no_argument, NULL, 'V'},
+	    {"help", no_argument, NULL, 'h'},
+	    {NULL, 0, NULL, 0},
+	};
+	while ((ch = getopt_long(argc, argv, "c:tVh", longopts, NULL)) != -1) {
 		switch (ch) {
 		case 'c':
 			path = optarg;

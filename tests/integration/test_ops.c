@@ -1112,6 +1112,36 @@ static void test_tail_wrong_address(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/*
+ * The daemon's long options are ordertrackctl's: --version and --help
+ * answer (they were "invalid option -- '-'", exit 64), --check --config
+ * checks a file, and an unknown one is still a usage error.
+ */
+static void test_daemon_long_options(void **state)
+{
+	(void)state;
+	const char *bin = getenv("OT_DAEMON");
+	char cmd[3 * PATH_MAX], *out;
+	snprintf(cmd, sizeof(cmd), "'%s' --version 2>&1", bin);
+	assert_int_equal(shell(cmd, &out), 0);
+	assert_string_equal(out, "ordertrackd " OT_VERSION "\n");
+	free(out);
+	snprintf(cmd, sizeof(cmd), "'%s' --help 2>&1", bin);
+	assert_int_equal(shell(cmd, &out), 0);
+	if (strncmp(out, "usage: ordertrackd ", 19) != 0 || strstr(out, "--check") == NULL)
+		it_fail("ordertrackd --help: %s", out);
+	free(out);
+	snprintf(cmd, sizeof(cmd), "'%s' --check --config '%s/conf/ordertrackd.conf' 2>&1", bin,
+	         getenv("OT_SOURCE_ROOT"));
+	assert_int_equal(shell(cmd, &out), 0);
+	if (strstr(out, "configuration OK") == NULL)
+		it_fail("ordertrackd --check --config: %s", out);
+	free(out);
+	snprintf(cmd, sizeof(cmd), "'%s' --no-such-option 2>&1", bin);
+	assert_int_equal(shell(cmd, &out), 64);
+	free(out);
+}
+
 /* Write text as the file tmpdir/name; its path in path. */
 static void write_tmp(char *path, size_t cap, const char *name, const char *text)
 {
@@ -1396,6 +1426,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_check_mode_conninfo_user, ops_teardown),
 	    cmocka_unit_test_teardown(test_operator_log_lines, ops_teardown),
 	    cmocka_unit_test_teardown(test_tail_wrong_address, ops_teardown),
+	    cmocka_unit_test_teardown(test_daemon_long_options, ops_teardown),
 	    cmocka_unit_test_teardown(test_upgrade_keeps_stored_events, ops_teardown),
 	    cmocka_unit_test_teardown(test_durability_reported, ops_teardown),
 	};
