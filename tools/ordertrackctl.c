@@ -1043,9 +1043,21 @@ static int cmd_token(struct ctl *c, int argc, char **argv)
 	char line[1400];
 	snprintf(line, sizeof(line), "{ id = \"%s\"; name = \"%s\"; token_sha256 = \"%s\"; }", id,
 	         quoted, hex);
+	/* The entry must load as the daemon loads it (a --name that is not
+	 * UTF-8, say): check it with the same loader before printing it. */
+	char text[1500], *err = NULL;
+	snprintf(text, sizeof(text), "exporters = ( %s );\n", line);
+	struct config *probe = config_parse_string(text, "entry", &err);
+	if (probe == NULL) {
+		explicit_bzero(token, sizeof(token));
+		const char *why = strncmp(err, "entry:1: ", 9) == 0 ? err + 9 : err;
+		int rc = usage_error("the entry for %s would not load: %s", id, why);
+		free(err);
+		return rc;
+	}
+	config_free(probe);
 
 	/* Say whether this replaces an entry, when the config can be read. */
-	char *err = NULL;
 	struct config *cfg = config_load(c->o.config, &err);
 	free(err);
 	bool exporter_exists = cfg != NULL && config_find_exporter(cfg, id) != NULL;

@@ -637,6 +637,14 @@ static void test_token_new(void **state)
 	it_close(c);
 	json_decref(t);
 	assert_int_equal(ctl(NULL, NULL, "token", "new", "bad id!", (char *)NULL), 64);
+	/* A --name that is not UTF-8 would print an entry the daemon refuses
+	 * ("must be valid UTF-8"), and --json aborted on it: a usage error. */
+	assert_int_equal(ctl(NULL, NULL, "-c", d->conf_path, "token", "new", "--name",
+	                     "Caf\xe9 Rwanda", "cafe-rw", (char *)NULL),
+	                 64);
+	assert_int_equal(ctl(NULL, NULL, "-c", d->conf_path, "--json", "token", "new", "--name",
+	                     "Caf\xe9 Rwanda", "cafe-rw", (char *)NULL),
+	                 64);
 	it_daemon_stop_clean(d);
 }
 
