@@ -1226,6 +1226,14 @@ static int tail_default_after(struct ctl *c, long long *after)
 	return EX_OK_;
 }
 
+/* True when s can be a JSON string: jansson takes UTF-8 only. */
+static bool json_text_ok(const char *s)
+{
+	json_t *j = json_string(s);
+	json_decref(j);
+	return j != NULL;
+}
+
 /* tail: follow the notification feed of the daemon as an operator. */
 static int cmd_tail(struct ctl *c, int argc, char **argv)
 {
@@ -1247,6 +1255,14 @@ static int cmd_tail(struct ctl *c, int argc, char **argv)
 		}
 		op = c->cfg->operators[0].id;
 	}
+	/* The hello and the subscription are JSON: a value that is not UTF-8
+	 * cannot go in (the filter would be dropped, the hello not built). */
+	if (!json_text_ok(token))
+		return usage_error("the token (--token or ORDERTRACK_TOKEN) must be UTF-8 text");
+	if (!json_text_ok(op))
+		return usage_error("--operator must be UTF-8 text");
+	if (c->o.exporter != NULL && !json_text_ok(c->o.exporter))
+		return usage_error("--exporter must be UTF-8 text");
 	/* tail speaks plain text only: a daemon that takes TLS alone would
 	 * close the connection unanswered, which looks like one that is down. */
 	if (c->o.address == NULL && c->cfg->tls_enabled && c->cfg->tls_require) {

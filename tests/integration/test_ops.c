@@ -1089,7 +1089,8 @@ static void test_operator_log_lines(void **state)
 
 /*
  * tail --address that is no HOST:PORT is a usage error that says so (it
- * was exit 69 without a word); a port that answers something else than
+ * was exit 69 without a word), and so is an --exporter, --operator or
+ * token that is not UTF-8; a port that answers something else than
  * ordertrackd's protocol (the admin endpoint answers HTTP) is named with
  * what came back, not as an empty refusal ("-: -").
  */
@@ -1106,6 +1107,24 @@ static void test_tail_wrong_address(void **state)
 	free(out);
 	assert_int_equal(ctl(&out, OPS_TOKEN, "-c", d->conf_path, "tail", "--after", "0",
 	                     "--address", "127.0.0.1:", (char *)NULL),
+	                 64);
+	free(out);
+
+	/* Values that cannot go into the JSON hello or subscription: the
+	 * exporter filter was dropped (every exporter followed), the others
+	 * aborted the tool. */
+	char addr[64];
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d", d->port);
+	assert_int_equal(ctl(&out, OPS_TOKEN, "-c", d->conf_path, "tail", "--after", "0", "--limit",
+	                     "1", "--address", addr, "--exporter", "caf\xe9", (char *)NULL),
+	                 64);
+	free(out);
+	assert_int_equal(ctl(&out, OPS_TOKEN, "-c", d->conf_path, "tail", "--after", "0",
+	                     "--address", addr, "--operator", "op\xe9", (char *)NULL),
+	                 64);
+	free(out);
+	assert_int_equal(ctl(&out, "tok\xe9n", "-c", d->conf_path, "tail", "--after", "0",
+	                     "--address", addr, (char *)NULL),
 	                 64);
 	free(out);
 
