@@ -923,14 +923,31 @@ static int cmd_check(struct ctl *c, int argc, char **argv)
 		return EX_UNAVAILABLE_;
 	}
 	int have = 0;
+	char unreadable[512] = "";
 	PGresult *r = PQexec(c->pg, "SELECT coalesce(max(version), 0) FROM "
 	                            "ordertrack.schema_migrations");
-	if (PQresultStatus(r) == PGRES_TUPLES_OK)
+	if (PQresultStatus(r) == PGRES_TUPLES_OK) {
 		have = atoi(PQgetvalue(r, 0, 0));
+	} else {
+		/* Only a missing schema or table means "no schema yet": a role
+		 * without the grants of OPERATIONS.md, say, must not be told
+		 * that the daemon has never run. */
+		const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+		const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+		if (state == NULL || (strcmp(state, "42P01") != 0 && strcmp(state, "3F000") != 0))
+			snprintf(unreadable, sizeof(unreadable), "cannot be read: %s%s",
+			         msg ? msg : PQerrorMessage(c->pg),
+			         state != NULL && strcmp(state, "42501") == 0
+			             ? " (this role needs USAGE on schema ordertrack and SELECT on "
+			               "its tables)"
+			             : "");
+	}
 	PQclear(r);
 	int want = migrations_count;
 	const char *verdict;
-	if (have == want)
+	if (unreadable[0] != '\0')
+		verdict = unreadable;
+	else if (have == want)
 		verdict = "up to date";
 	else if (have == 0)
 		verdict = "no schema yet: ordertrackd creates it when it first starts";
@@ -938,7 +955,7 @@ static int cmd_check(struct ctl *c, int argc, char **argv)
 		verdict = "older than this release: ordertrackd migrates it at its next start";
 	else
 		verdict = "newer than this release: upgrade ordertrackctl and ordertrackd";
-	bool ok = have == want;
+	bool ok = have == want && unreadable[0] == '\0';
 	char version[32];
 	int sv = PQserverVersion(c->pg);
 	snprintf(version, sizeof(version), "%d.%d", sv / 10000, sv % 10000);
@@ -952,8 +969,9 @@ static int cmd_check(struct ctl *c, int argc, char **argv)
 	PQclear(r);
 	bool durable = strcmp(fsync, "on") == 0 && strcmp(fpw, "on") == 0;
 	json_object_set_new(j, "database",
-	                    json_pack("{s:b, s:s, s:i, s:i, s:s, s:b, s:s, s:s}", "ok", 1,
-	                              "server_version", version, "schema_version", have,
+	                    json_pack("{s:b, s:s, s:o, s:i, s:s, s:b, s:s, s:s}", "ok", 1,
+	                              "server_version", version, "schema_version",
+	                              unreadable[0] ? json_null() : json_integer(have),
 	                              "expected_schema_version", want, "schema", verdict, "durable",
 	                              durable, "fsync", fsync, "full_page_writes", fpw));
 	json_object_set_new(j, "ok", json_boolean(ok));
@@ -962,7 +980,10 @@ static int cmd_check(struct ctl *c, int argc, char **argv)
 	} else {
 		json_decref(j);
 		printf("database  ok (PostgreSQL %s)\n", version);
-		printf("schema    version %d of %d: %s\n", have, want, verdict);
+		char have_s[16] = "?";
+		if (unreadable[0] == '\0')
+			snprintf(have_s, sizeof(have_s), "%d", have);
+		printf("schema    version %s of %d: %s\n", have_s, want, verdict);
 		printf("durable   fsync=%s full_page_writes=%s: %s\n", fsync, fpw,
 		       durable ? "yes"
 		               : "NO, an acked event may be lost if the database host crashes");

@@ -1231,6 +1231,44 @@ static void test_check_mode_conninfo_user(void **state)
 	free(out);
 }
 
+/*
+ * check as a staff role (OPERATIONS.md, "Running ordertrackctl"): without
+ * the grants it must say it cannot read the schema (it said "no schema
+ * yet: ordertrackd creates it when it first starts" of a schema at the
+ * newest version); with the documented grants it is up to date.
+ */
+static void test_check_role_without_grants(void **state)
+{
+	(void)state;
+	const char *db = "ops_roles";
+	it_pg_createdb(db);
+	struct it_config cfg = ops_config("roles", db);
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	it_daemon_stop_clean(d);
+	it_db_command(db, "DROP ROLE IF EXISTS ops_alice", NULL);
+	it_db_command(db, "CREATE ROLE ops_alice LOGIN", NULL);
+
+	char conf[PATH_MAX], text[2048];
+	snprintf(text, sizeof(text), "database = { conninfo = \"%s user=ops_alice\"; };\n",
+	         it_conninfo(db));
+	write_tmp(conf, sizeof(conf), "alice.conf", text);
+	char *out;
+	assert_int_equal(ctl(&out, NULL, "-c", conf, "--json", "check", (char *)NULL), 1);
+	json_t *j = parse_out("check as ops_alice", out);
+	const json_t *dbj = json_object_get(j, "database");
+	const char *schema = it_json_str(dbj, "schema");
+	if (schema == NULL || strstr(schema, "cannot be read: permission denied") == NULL)
+		it_fail("check without grants says: %s", schema ? schema : "nothing");
+	assert_true(json_is_null(json_object_get(dbj, "schema_version")));
+	json_decref(j);
+
+	it_db_command(db, "GRANT USAGE ON SCHEMA ordertrack TO ops_alice", NULL);
+	it_db_command(db, "GRANT SELECT ON ALL TABLES IN SCHEMA ordertrack TO ops_alice", NULL);
+	j = CTL_JSON("-c", conf, "check");
+	expect_str(json_object_get(j, "database"), "schema", "up to date");
+	json_decref(j);
+}
+
 /* qsort's comparison of two strings through their pointers. */
 static int strcmp_ptr(const void *a, const void *b)
 {
@@ -1454,6 +1492,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_operator_log_lines, ops_teardown),
 	    cmocka_unit_test_teardown(test_tail_wrong_address, ops_teardown),
 	    cmocka_unit_test_teardown(test_daemon_long_options, ops_teardown),
+	    cmocka_unit_test_teardown(test_check_role_without_grants, ops_teardown),
 	    cmocka_unit_test_teardown(test_upgrade_keeps_stored_events, ops_teardown),
 	    cmocka_unit_test_teardown(test_durability_reported, ops_teardown),
 	};
