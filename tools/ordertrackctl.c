@@ -649,11 +649,49 @@ static const char list_sql[] =
     " WHERE true";
 /* clang-format on */
 
+/*
+ * Every order status and shipment status the read model writes (lib/model.c,
+ * docs/SCHEMA.md): a --status outside them would list nothing, which reads
+ * as "nothing in that state" when it is a typo.
+ */
+static const char *const list_statuses[] = {
+    "pending",
+    "created",
+    "confirmed",
+    "booked",
+    "in_transit",
+    "partially_delivered",
+    "delivered",
+    "cancelled",
+    "exception",
+    "customs_hold",
+    "none",
+    "picked_up",
+    "export_cleared",
+    "departed",
+    "arrived",
+    "import_cleared",
+    "out_for_delivery",
+};
+
 /* list: the worklist, one row per shipment (or per order without one). */
 static int cmd_list(struct ctl *c, int argc, char **argv)
 {
 	(void)argc;
 	(void)argv;
+	if (c->o.status != NULL) {
+		size_t n = sizeof(list_statuses) / sizeof(list_statuses[0]), i = 0;
+		while (i < n && strcmp(list_statuses[i], c->o.status) != 0)
+			i++;
+		if (i == n) {
+			char all[512] = "";
+			for (i = 0; i < n; i++)
+				sql_add(all, sizeof(all), "%s%s", i ? ", " : "", list_statuses[i]);
+			return usage_error("--status must be an order or shipment status: %s (got "
+			                   "\"%s\")",
+			                   all, c->o.status);
+		}
+	}
 	int rc = ctl_open(c);
 	if (rc != EX_OK_)
 		return rc;

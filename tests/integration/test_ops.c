@@ -497,6 +497,26 @@ static void test_ctl_scenario(void **state)
 	free(out);
 	assert_int_equal(ctl(&out, NULL, "-c", conf, "list", "--after", "3", (char *)NULL), 64);
 	free(out);
+	/* A --status that no order or shipment can have is a typo, not an
+	 * empty worklist; every status the scenario produced is taken. */
+	assert_int_equal(ctl(&out, NULL, "-c", conf, "list", "--status", "exeption", (char *)NULL),
+	                 64);
+	free(out);
+	char *seen = it_db_value("ops_ctl",
+	                         "SELECT string_agg(DISTINCT st, ' ') FROM (SELECT status AS st"
+	                         " FROM ordertrack.orders UNION SELECT status FROM"
+	                         " ordertrack.shipments UNION SELECT milestone FROM"
+	                         " ordertrack.shipments) x",
+	                         NULL);
+	char *save_st = NULL;
+	for (char *st = strtok_r(seen, " ", &save_st); st != NULL;
+	     st = strtok_r(NULL, " ", &save_st)) {
+		int rc = ctl(&out, NULL, "-c", conf, "list", "--status", st, (char *)NULL);
+		if (rc != 0)
+			it_fail("list --status %s: exit %d", st, rc);
+		free(out);
+	}
+	free(seen);
 
 	/* tail: the feed as an operator, from the beginning, one JSON line each. */
 	char addr[64];
