@@ -29,6 +29,7 @@
 #include "config.h"
 #include "config_loader.h"
 
+#include <ctype.h>
 #include <errno.h>
 #include <libconfig.h>
 #include <stdarg.h>
@@ -820,14 +821,72 @@ static bool setting_same(const struct setting *row, const struct config *a, cons
 	return false;
 }
 
-/* Report a libconfig syntax error as "file:line: text". */
-static char *syntax_error(const config_t *lc, const char *name)
+/*
+ * The one setting name on line `line` of src (counted from 1), written
+ * "name =" or "name :", outside strings and comments: what libconfig's
+ * "duplicate setting name", which names none, is about.  False when the
+ * line holds no such name or several (then the line alone must do).
+ */
+static bool line_setting_name(const char *src, int line, char *out, size_t cap)
+{
+	for (int n = 1; n < line && src != NULL; n++) {
+		src = strchr(src, '\n');
+		if (src != NULL)
+			src++;
+	}
+	if (src == NULL)
+		return false;
+	int found = 0;
+	const char *p = src;
+	while (*p != '\0' && *p != '\n' && *p != '#' && !(p[0] == '/' && p[1] == '/')) {
+		if (*p == '"') {
+			for (p++; *p != '\0' && *p != '\n' && *p != '"'; p++)
+				if (*p == '\\' && p[1] != '\0' && p[1] != '\n')
+					p++;
+			if (*p == '"')
+				p++;
+			continue;
+		}
+		bool starts = (*p >= 'A' && *p <= 'Z') || (*p >= 'a' && *p <= 'z') || *p == '*';
+		if (!starts || (p > src && (isalnum((unsigned char)p[-1]) || p[-1] == '_' ||
+		                            p[-1] == '-' || p[-1] == '*' || p[-1] == '.'))) {
+			p++;
+			continue;
+		}
+		/* A dotted name is no libconfig name: libconfig read its first part,
+		 * so naming either would mislead; such a line is left unnamed. */
+		const char *b = p;
+		while (isalnum((unsigned char)*p) || *p == '_' || *p == '-' || *p == '*' ||
+		       *p == '.')
+			p++;
+		const char *e = p;
+		while (*e == ' ' || *e == '\t')
+			e++;
+		if (*e == '=' || *e == ':') {
+			if (found++ == 0)
+				snprintf(out, cap, "%.*s", (int)(p - b), b);
+		}
+	}
+	return found == 1 && strchr(out, '.') == NULL;
+}
+
+/*
+ * Report a libconfig syntax error as "file:line: text"; src is the text
+ * parsed, to name the key of a duplicate.
+ */
+static char *syntax_error(const config_t *lc, const char *name, const char *src)
 {
 	const char *file = config_error_file(lc);
 	const char *text = config_error_text(lc);
 	int line = config_error_line(lc);
+	char key[KEY_MAX];
 	if (text == NULL)
 		text = "syntax error";
+	if (line > 0 && file == NULL && strcmp(text, "duplicate setting name") == 0 &&
+	    line_setting_name(src, line, key, sizeof(key)))
+		return cfg_printf("%s:%d: duplicate setting name \"%s\" (a key may be given "
+		                  "once in its group)",
+		                  name, line, key);
 	if (line > 0)
 		return cfg_printf("%s:%d: %s", file ? file : name, line, text);
 	return cfg_printf("%s: %s", file ? file : name, text);
@@ -850,7 +909,7 @@ struct config *config_parse_string(const char *text, const char *name, char **er
 	if (text == NULL) {
 		loader_error(&ld, cfg_printf("%s: no configuration text", name));
 	} else if (!config_read_string(&lc, text)) {
-		loader_error(&ld, syntax_error(&lc, name));
+		loader_error(&ld, syntax_error(&lc, name, text));
 	} else if (group_walk(&ld, config_root_setting(&lc), "")) {
 		/* What spans keys, once every key has been read. */
 		cfg_webhooks_check_exporters(&ld, config_root_setting(&lc));

@@ -198,6 +198,18 @@ static void test_syntax_error(void **state)
 	          "t.conf:3: syntax error");
 	parse_bad("batch = { max_events = 1; };\nbatch = { max_events = 2; };\n",
 	          "t.conf:2: duplicate setting name");
+	/* A key given twice on lines of its own is named; a string or a
+	 * comment that looks like one is not counted. */
+	parse_bad("limits = {\n  window = 1;\n  window = 2; # window = 3\n};\n",
+	          "t.conf:3: duplicate setting name \"window\" (a key may be given once in its "
+	          "group)");
+	parse_bad("database = { conninfo = \"a=b\"; };\nuser = \"x\";\n"
+	          "user = \"name: = \\\" y = z\"; // user = w\n",
+	          "t.conf:3: duplicate setting name \"user\" (a key may be given once in its "
+	          "group)");
+	/* "database.conninfo" is no libconfig name: not named, to mislead no one. */
+	parse_bad("database = { conninfo = \"a=b\"; };\ndatabase.conninfo = \"c=d\";\n",
+	          "t.conf:2: duplicate setting name");
 }
 
 /* Unknown keys are errors at every level, with a suggestion when one is close. */
