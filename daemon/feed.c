@@ -204,14 +204,15 @@ static void feed_notify_cb(void *arg, const char *payload)
 
 /*
  * The auxiliary connection is (back) up: catch up on what was missed.
- * Webhooks too: one whose query the outage failed went idle, and the
- * NOTIFYs sent while nobody listened are lost.
+ * Webhooks too: one whose query the outage failed went idle, the NOTIFYs
+ * sent while nobody listened are lost, and the webhook locks went with
+ * the old session.
  */
 static void feed_up_cb(void *arg)
 {
 	(void)arg;
 	feed_wake();
-	webhooks_wake();
+	webhooks_aux_up();
 }
 
 void feed_init(struct aux *aux)

@@ -4,6 +4,9 @@
  * One deliverer per configured webhook, each a small state machine on the
  * event loop:
  *
+ *   LOCKING  try for the webhook's advisory lock on the auxiliary session
+ *   STANDBY  another daemon on the database holds it; a timer tries again
+ *            every HOOK_STANDBY_S
  *   LOADING  read (or create) its row in ordertrack.webhook_cursors
  *   FETCHING ask for the first matching notification after the cursor
  *   IDLE     nothing to send; webhooks_wake() moves it to FETCHING
@@ -14,12 +17,17 @@
  *
  * Deliveries happen in seq order and the cursor moves only after a 2xx, so
  * a crash between the 2xx and the cursor write repeats one delivery (at
- * least once); nothing is ever skipped or dropped.  A slow or dead
- * endpoint holds up only its own deliverer: ingest and the other webhooks
- * do not wait for it.  https endpoints are reached over OpenSSL
- * bufferevents with the system's trusted certificates (OpenSSL's default
- * paths; SSL_CERT_FILE overrides them), the host name checked against the
- * certificate, TLS 1.2 at least.  Since libevent cannot reconnect a TLS
+ * least once); nothing is ever skipped or dropped.  The cursor row is
+ * shared by every daemon on the database that has a webhook of that id:
+ * only the holder of the webhook's session advisory lock delivers, or two
+ * daemons would each POST every notification and write the one cursor
+ * back and forth.  The lock goes with the auxiliary session (a stop, a
+ * crash, a lost connection), and a daemon in STANDBY then takes over from
+ * the cursor.  A slow or dead endpoint holds up only its own deliverer:
+ * ingest and the other webhooks do not wait for it.  https endpoints are
+ * reached over OpenSSL bufferevents with the system's trusted certificates
+ * (OpenSSL's default paths; SSL_CERT_FILE overrides them), the host name
+ * checked against the certificate, TLS 1.2 at least.  Since libevent cannot reconnect a TLS
  * bufferevent, each https delivery uses a fresh connection.  Host names
  * are resolved with libevent's evdns (the system's resolv.conf and hosts
  * file, read once at start-up): getaddrinfo() would block the whole loop
@@ -47,8 +55,11 @@
 #include "webhook.h"
 
 #define HOOK_TIMEOUT_S 10
+#define HOOK_STANDBY_S 5 /* how often a standby tries for the lock */
 
 enum hook_state {
+	HOOK_LOCKING,
+	HOOK_STANDBY,
 	HOOK_LOADING,
 	HOOK_FETCHING,
 	HOOK_IDLE,
@@ -70,6 +81,8 @@ struct hook {
 	char *kinds;     /* likewise */
 
 	enum hook_state state;
+	bool owner; /* holds the webhook's lock on the current aux session */
+	bool standby_logged;
 	bool wake;        /* woken while busy: fetch again after */
 	long long cursor; /* last seq acknowledged by the endpoint */
 	long long seq;    /* the notification being delivered */
@@ -96,9 +109,14 @@ static const char next_sql[] =
     " AND ($3::text[] IS NULL OR kind = ANY ($3::text[]))"
     " ORDER BY seq LIMIT 1";
 
+/* The two-key form keeps these locks apart from the bigint keys 7433001/2. */
+static const char lock_sql[] = "SELECT pg_try_advisory_lock(7433003, hashtext($1))";
+static const char unlock_sql[] = "SELECT pg_advisory_unlock(7433003, hashtext($1))";
+
+/* Only forward: a save from a session that has lost the lock may come late. */
 static const char save_sql[] =
     "UPDATE ordertrack.webhook_cursors SET last_seq = $2::bigint, updated_at = now()"
-    " WHERE webhook = $1";
+    " WHERE webhook = $1 AND last_seq < $2::bigint";
 
 static void hook_fetch(struct hook *h);
 static void hook_post(struct hook *h);
@@ -157,6 +175,52 @@ static void hook_load(struct hook *h)
 	aux_query(server.aux, load_sql, 1, params, hook_loaded_cb, h);
 }
 
+/* Give the lock back (a stopped deliverer's; the result is not needed). */
+static void hook_unlock(const struct hook *h)
+{
+	const char *params[1] = {h->id};
+	aux_query(server.aux, unlock_sql, 1, params, NULL, NULL);
+}
+
+/* The lock was tried: deliver from the cursor, or stand by. */
+static void hook_locked_cb(void *arg, const PGresult *r)
+{
+	struct hook *h = arg;
+	bool got = r != NULL && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+	           strcmp(PQgetvalue(r, 0, 0), "t") == 0;
+	if (h->dead) {
+		if (got)
+			hook_unlock(h); /* stopped while asking: not ours to keep */
+		return;
+	}
+	if (r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK) {
+		h->state = HOOK_IDLE; /* again at the next wake */
+		return;
+	}
+	if (!got) {
+		if (!h->standby_logged)
+			log_info("webhook standby", "webhook=%s reason=%s", h->id,
+			         lq("another daemon on the database delivers it"));
+		h->standby_logged = true;
+		h->state = HOOK_STANDBY;
+		struct timeval tv = {HOOK_STANDBY_S, 0};
+		evtimer_add(h->retry, &tv);
+		return;
+	}
+	h->owner = true;
+	h->standby_logged = false;
+	h->cursor = -1; /* another daemon may have moved it */
+	hook_load(h);
+}
+
+/* Try for the webhook's lock. */
+static void hook_lock(struct hook *h)
+{
+	const char *params[1] = {h->id};
+	h->state = HOOK_LOCKING;
+	aux_query(server.aux, lock_sql, 1, params, hook_locked_cb, h);
+}
+
 /* The next notification after the cursor, or none. */
 static void hook_fetched_cb(void *arg, const PGresult *r)
 {
@@ -181,6 +245,10 @@ static void hook_fetched_cb(void *arg, const PGresult *r)
 /* Ask for the first matching notification after the cursor. */
 static void hook_fetch(struct hook *h)
 {
+	if (!h->owner) {
+		hook_lock(h);
+		return;
+	}
 	if (h->cursor < 0) {
 		hook_load(h);
 		return;
@@ -209,12 +277,16 @@ static void hook_saved_cb(void *arg, const PGresult *r)
 	hook_fetch(h);
 }
 
-/* Retry timer. */
+/* Retry timer: the failed POST again, or, standing by, the lock. */
 static void hook_retry_cb(evutil_socket_t fd, short what, void *arg)
 {
+	struct hook *h = arg;
 	(void)fd;
 	(void)what;
-	hook_post(arg);
+	if (h->state == HOOK_STANDBY || !h->owner)
+		hook_lock(h); /* a retry after the session changed: lock first */
+	else
+		hook_post(h);
 }
 
 /* The endpoint answered, or the request failed (req NULL or code 0). */
@@ -382,9 +454,16 @@ static struct hook *hook_new(const struct config_webhook *w)
 static struct hook **parked;
 static size_t n_parked;
 
-/* Stop a deliverer; its memory is released at exit. */
-static void hook_stop(struct hook *h)
+/*
+ * Stop a deliverer; its memory is released at exit.  On a reload its lock
+ * is given back, so that a daemon still configured with this webhook can
+ * take it (a webhook kept by the reload takes it again at once).
+ */
+static void hook_stop(struct hook *h, bool release)
 {
+	if (release && h->owner)
+		hook_unlock(h);
+	h->owner = false;
 	h->dead = true;
 	if (h->retry)
 		event_del(h->retry);
@@ -427,7 +506,7 @@ void webhooks_start(void)
 			          lq("host names are resolved blocking the loop"));
 	}
 	for (size_t i = 0; i < n_hooks; i++)
-		hook_stop(hooks[i]);
+		hook_stop(hooks[i], true);
 	free(hooks);
 	n_hooks = server.cfg->n_webhooks;
 	hooks = calloc(n_hooks + 1, sizeof(*hooks));
@@ -441,8 +520,9 @@ void webhooks_start(void)
 
 void webhooks_stop(void)
 {
+	/* The auxiliary session is gone already, and its locks with it. */
 	for (size_t i = 0; i < n_hooks; i++)
-		hook_stop(hooks[i]);
+		hook_stop(hooks[i], false);
 	free(hooks);
 	hooks = NULL;
 	n_hooks = 0;
@@ -457,6 +537,21 @@ void webhooks_stop(void)
 	dns = NULL;
 	SSL_CTX_free(client_ctx);
 	client_ctx = NULL;
+}
+
+void webhooks_aux_up(void)
+{
+	/* A new session holds no lock: each deliverer tries again once its
+	 * work in hand is done (hook_fetch), a standby at once. */
+	for (size_t i = 0; i < n_hooks; i++) {
+		struct hook *h = hooks[i];
+		h->owner = false;
+		if (h->state == HOOK_STANDBY) {
+			evtimer_del(h->retry);
+			h->state = HOOK_IDLE;
+		}
+	}
+	webhooks_wake();
 }
 
 void webhooks_wake(void)

@@ -14,5 +14,10 @@ void webhooks_stop(void);
  * NOTIFY), or the auxiliary connection is back: idle deliverers look again.
  */
 void webhooks_wake(void);
+/*
+ * The auxiliary connection is (back) up, on a new session that holds no
+ * webhook's lock: try for them again, then as webhooks_wake().
+ */
+void webhooks_aux_up(void);
 
 #endif

@@ -1630,6 +1630,73 @@ static void test_webhook_woken_from_outside(void **state)
 	rcv_stop();
 }
 
+/*
+ * Two daemons on one database, both configured with the same webhook
+ * (one cursor row): one delivers and the other stands by, so every
+ * notification, whichever daemon stored it, reaches the endpoint once and
+ * in seq order.  When the delivering daemon stops, the other takes over
+ * from the cursor.
+ */
+static void test_webhook_two_daemons(void **state)
+{
+	(void)state;
+	const char *db = "notify_hook_two";
+	char hooks[512], extra_a[2048], extra_b[2048];
+	rcv_start(0);
+	snprintf(hooks, sizeof(hooks),
+	         "webhooks = ( { id = \"erp\"; url = \"http://127.0.0.1:%d/hook\";"
+	         " secret = \"" HOOK_SECRET "\"; } );\n",
+	         rcv.port);
+	it_pg_createdb(db);
+	struct it_config cfg_a =
+	    notify_config("notify_hook_two_a", db, NULL, hooks, extra_a, sizeof(extra_a));
+	struct it_daemon *a = it_daemon_start(&cfg_a, true);
+	a->cfg.extra_text = NULL;
+	it_log_expect(a, 0, "msg=\"webhook ready\"", IT_REPLY_MS);
+	struct it_config cfg_b =
+	    notify_config("notify_hook_two_b", db, NULL, hooks, extra_b, sizeof(extra_b));
+	struct it_daemon *b = it_daemon_start(&cfg_b, true);
+	b->cfg.extra_text = NULL;
+
+	/* Orders stored by both daemons, in turn. */
+	struct it_client *ca = it_connect(a), *cb = it_connect(b);
+	it_hello(ca, KIVU, KIVU_TOKEN);
+	it_hello(cb, KIVU, KIVU_TOKEN);
+	for (int i = 0; i < 20; i++) {
+		char id[32], order[32];
+		snprintf(id, sizeof(id), "two-%02d", i);
+		snprintf(order, sizeof(order), "TWO-%02d", i);
+		send_simple(i % 2 ? cb : ca, id, "order.created", order, NULL, "stored");
+	}
+	struct rows all;
+	table_rows(db, "true", NULL, NULL, &all);
+	assert_int_equal(all.n, 20);
+	/* check_deliveries fails on a second delivery of a row, or one out of order. */
+	wait_delivered(&all, 30000);
+	it_webhook_wait_cursor(db, "erp", seq_of(all.v[all.n - 1]), 10000);
+	it_sleep_ms(QUIET_MS);
+	size_t failures;
+	assert_int_equal(check_deliveries(&all, &failures), all.n);
+	assert_int_equal(failures, 0);
+	it_log_expect(b, 0, "msg=\"webhook standby\"", IT_REPLY_MS);
+	rows_free(&all);
+
+	/* The delivering daemon stops: the other one takes over from the cursor. */
+	it_close(ca);
+	it_daemon_stop_clean(a);
+	send_simple(cb, "two-20", "order.created", "TWO-20", NULL, "stored");
+	send_simple(cb, "two-21", "order.created", "TWO-21", NULL, "stored");
+	table_rows(db, "true", NULL, NULL, &all);
+	assert_int_equal(all.n, 22);
+	wait_delivered(&all, 30000);
+	it_webhook_wait_cursor(db, "erp", seq_of(all.v[all.n - 1]), 10000);
+	it_log_expect(b, 0, "msg=\"webhook ready\"", IT_REPLY_MS);
+	rows_free(&all);
+	it_close(cb);
+	it_daemon_stop_clean(b);
+	rcv_stop();
+}
+
 /* ------------------------------------------------------------------ */
 /* Alerts                                                              */
 /* ------------------------------------------------------------------ */
@@ -2186,6 +2253,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_webhook, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_kinds, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_woken_from_outside, notify_teardown),
+	    cmocka_unit_test_teardown(test_webhook_two_daemons, notify_teardown),
 	    cmocka_unit_test_teardown(test_alerts, notify_teardown),
 	    cmocka_unit_test_teardown(test_alert_episodes, notify_teardown),
 	    cmocka_unit_test_teardown(test_alert_overdue, notify_teardown),
