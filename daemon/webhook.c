@@ -89,6 +89,7 @@ struct hook {
 	char *body;       /* its JSON */
 	unsigned attempt; /* failed POSTs of this notification */
 	struct evhttp_connection *evcon;
+	bool moved; /* a reload changed the endpoint: a new evcon at the next POST */
 	struct event *retry;
 	bool dead; /* stopped while a callback was pending */
 };
@@ -366,6 +367,16 @@ static struct evhttp_connection *https_connection(struct hook *h)
 	return evcon;
 }
 
+/* A plain http connection to the hook's endpoint, kept between deliveries. */
+static struct evhttp_connection *http_connection(struct hook *h)
+{
+	struct evhttp_connection *evcon =
+	    evhttp_connection_base_new(server.base, dns, h->host, (unsigned short)h->port);
+	if (evcon != NULL)
+		evhttp_connection_set_timeout(evcon, HOOK_TIMEOUT_S);
+	return evcon;
+}
+
 /* POST the current notification, signed. */
 static void hook_post(struct hook *h)
 {
@@ -392,14 +403,16 @@ static void hook_post(struct hook *h)
 	evhttp_add_header(hdr, "Ordertrack-Delivery", seq);
 	evhttp_add_header(hdr, "Ordertrack-Signature", sig);
 	evbuffer_add(evhttp_request_get_output_buffer(req), h->body, len);
-	if (h->https) {
+	if (h->https || h->moved || h->evcon == NULL) {
 		/* Not inside the old connection's callbacks here: free it. */
 		if (h->evcon != NULL)
 			evhttp_connection_free(h->evcon);
-		h->evcon = https_connection(h);
+		h->moved = false;
+		h->evcon = h->https ? https_connection(h) : http_connection(h);
 		if (h->evcon == NULL) {
-			log_error("webhook connection failed", "webhook=%s reason=%s", h->id,
-			          lq("cannot set up TLS"));
+			log_error(
+			    "webhook connection failed", "webhook=%s reason=%s", h->id,
+			    lq(h->https ? "cannot set up TLS" : "cannot set up the connection"));
 			evhttp_request_free(req);
 			hook_response_cb(NULL, h);
 			return;
@@ -410,15 +423,35 @@ static void hook_post(struct hook *h)
 		hook_response_cb(NULL, h); /* libevent freed req; retry later */
 }
 
-/* Build a deliverer from its config. */
-static struct hook *hook_new(const struct config_webhook *w)
+/* Free the settings hook_configure() made. */
+static void hook_unconfigure(struct hook *h)
 {
-	struct hook *h = calloc(1, sizeof(*h));
-	if (h == NULL)
-		abort();
-	h->id = xstrdup(w->id);
+	for (size_t i = 0; i < h->n_secrets; i++)
+		free(h->secrets[i]);
+	free(h->secrets);
+	free(h->host);
+	free(h->path);
+	free(h->exporters);
+	free(h->kinds);
+	h->secrets = NULL;
+	h->n_secrets = 0;
+	h->host = h->path = h->exporters = h->kinds = NULL;
+}
+
+/*
+ * Take w's settings, for a new deliverer or one kept by a reload.  A POST
+ * on the wire goes on as it was (its answer still moves the cursor); the
+ * new settings apply from the next one.
+ */
+static void hook_configure(struct hook *h, const struct config_webhook *w)
+{
+	if (h->host == NULL || strcmp(h->host, w->host) != 0 || h->port != w->port ||
+	    h->https != w->https)
+		h->moved = true;
+	hook_unconfigure(h);
 	h->host = xstrdup(w->host);
 	h->port = w->port;
+	h->https = w->https;
 	h->path = xstrdup(w->path);
 	h->n_secrets = w->n_secrets;
 	h->secrets = calloc(w->n_secrets + 1, sizeof(char *));
@@ -428,18 +461,20 @@ static struct hook *hook_new(const struct config_webhook *w)
 		h->secrets[i] = xstrdup(w->secrets[i]);
 	h->exporters = array_literal(w->exporters, w->n_exporters);
 	h->kinds = array_literal(w->kinds, w->n_kinds);
+}
+
+/* Build a deliverer from its config; it connects at its first POST. */
+static struct hook *hook_new(const struct config_webhook *w)
+{
+	struct hook *h = calloc(1, sizeof(*h));
+	if (h == NULL)
+		abort();
+	h->id = xstrdup(w->id);
+	hook_configure(h, w);
 	h->cursor = -1;
 	h->retry = evtimer_new(server.base, hook_retry_cb, h);
-	h->https = w->https;
 	if (h->retry == NULL)
 		abort();
-	if (!h->https) {
-		h->evcon =
-		    evhttp_connection_base_new(server.base, dns, h->host, (unsigned short)h->port);
-		if (h->evcon == NULL)
-			abort();
-		evhttp_connection_set_timeout(h->evcon, HOOK_TIMEOUT_S);
-	}
 	/* The cursor is read once the schema is there: webhooks_wake() from
 	 * server_db_ready(), or the first notification. */
 	h->state = HOOK_IDLE;
@@ -455,9 +490,9 @@ static struct hook **parked;
 static size_t n_parked;
 
 /*
- * Stop a deliverer; its memory is released at exit.  On a reload its lock
- * is given back, so that a daemon still configured with this webhook can
- * take it (a webhook kept by the reload takes it again at once).
+ * Stop a deliverer; its memory is released at exit.  When a reload removed
+ * it, its lock is given back, so that a daemon still configured with this
+ * webhook can take it.
  */
 static void hook_stop(struct hook *h, bool release)
 {
@@ -479,16 +514,10 @@ static void hook_stop(struct hook *h, bool release)
 /* Release a stopped deliverer. */
 static void hook_free(struct hook *h)
 {
-	for (size_t i = 0; i < h->n_secrets; i++)
-		free(h->secrets[i]);
-	free(h->secrets);
+	hook_unconfigure(h);
 	if (h->retry)
 		event_free(h->retry);
 	free(h->id);
-	free(h->host);
-	free(h->path);
-	free(h->exporters);
-	free(h->kinds);
 	free(h->body);
 	free(h);
 }
@@ -505,15 +534,31 @@ void webhooks_start(void)
 			log_warnx("webhook resolver not set up", "reason=%s",
 			          lq("host names are resolved blocking the loop"));
 	}
-	for (size_t i = 0; i < n_hooks; i++)
-		hook_stop(hooks[i], true);
-	free(hooks);
+	/* A webhook the reload keeps (same id) keeps its deliverer: its POST
+	 * on the wire, its retry timer and its lock.  Stopping it would throw
+	 * away an answer already on its way and deliver that one again. */
+	struct hook **old = hooks;
+	size_t n_old = n_hooks;
 	n_hooks = server.cfg->n_webhooks;
 	hooks = calloc(n_hooks + 1, sizeof(*hooks));
 	if (hooks == NULL)
 		abort();
-	for (size_t i = 0; i < n_hooks; i++)
-		hooks[i] = hook_new(&server.cfg->webhooks[i]);
+	for (size_t i = 0; i < n_hooks; i++) {
+		const struct config_webhook *w = &server.cfg->webhooks[i];
+		for (size_t j = 0; j < n_old && hooks[i] == NULL; j++) {
+			if (old[j] != NULL && strcmp(old[j]->id, w->id) == 0) {
+				hooks[i] = old[j];
+				old[j] = NULL;
+				hook_configure(hooks[i], w);
+			}
+		}
+		if (hooks[i] == NULL)
+			hooks[i] = hook_new(w);
+	}
+	for (size_t j = 0; j < n_old; j++)
+		if (old[j] != NULL)
+			hook_stop(old[j], true);
+	free(old);
 	if (store_db_up(server.store))
 		webhooks_wake();
 }

@@ -1132,6 +1132,7 @@ static struct {
 	size_t n, cap;
 	int fail_next; /* answer 500 to this many more requests */
 	bool fail_all; /* answer 500 to every request */
+	int delay_ms;  /* answer each request this late (its thread sleeps) */
 } rcv = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 /* strdup that keeps NULL. */
@@ -1180,7 +1181,10 @@ static void rcv_request_cb(struct evhttp_request *req, void *arg)
 			abort();
 	}
 	rcv.reqs[rcv.n++] = r;
+	int delay_ms = rcv.delay_ms;
 	pthread_mutex_unlock(&rcv.mu);
+	if (delay_ms > 0)
+		it_sleep_ms(delay_ms);
 	evhttp_send_reply(req, r.status, r.status == 204 ? "No Content" : "Internal Server Error",
 	                  NULL);
 }
@@ -1225,6 +1229,7 @@ static void rcv_start(int fail_next)
 		it_fail("webhook receiver: cannot add its timer");
 	rcv.fail_next = fail_next;
 	rcv.fail_all = false;
+	rcv.delay_ms = 0;
 	atomic_store(&rcv.stop, false);
 	if (pthread_create(&rcv.thread, NULL, rcv_main, NULL) != 0)
 		it_fail("webhook receiver: pthread_create failed");
@@ -1694,6 +1699,76 @@ static void test_webhook_two_daemons(void **state)
 	rows_free(&all);
 	it_close(cb);
 	it_daemon_stop_clean(b);
+	rcv_stop();
+}
+
+static void reload(struct it_daemon *d);
+
+/*
+ * A reload while a POST is on the wire lets it finish: its 2xx moves the
+ * cursor and the notification is not delivered again, also when the
+ * reload changes the webhook (a second secret) and when it changes
+ * nothing.  The endpoint answers each POST a second late, so the reloads
+ * come while one waits for its answer.
+ */
+static void test_webhook_reload_in_flight(void **state)
+{
+	(void)state;
+	const char *db = "notify_hook_reload";
+	char hooks[512];
+	rcv_start(0);
+	pthread_mutex_lock(&rcv.mu);
+	rcv.delay_ms = 1000;
+	pthread_mutex_unlock(&rcv.mu);
+	snprintf(hooks, sizeof(hooks),
+	         "webhooks = ( { id = \"erp\"; url = \"http://127.0.0.1:%d/hook\";"
+	         " secret = \"" HOOK_SECRET "\"; } );\n",
+	         rcv.port);
+	struct it_daemon *d = notify_daemon(db, NULL, hooks);
+	struct it_client *c = it_connect(d);
+	it_hello(c, KIVU, KIVU_TOKEN);
+	send_simple(c, "rl-01", "order.created", "RELOAD-1", NULL, "stored");
+	send_simple(c, "rl-02", "order.created", "RELOAD-2", NULL, "stored");
+	send_simple(c, "rl-03", "order.created", "RELOAD-3", NULL, "stored");
+	struct rows all;
+	table_rows(db, "true", NULL, NULL, &all);
+	assert_int_equal(all.n, 3);
+
+	for (size_t i = 1; i <= 2; i++) {
+		/* Wait until POST number i is on the wire, then reload. */
+		struct hook_req *snap;
+		long long deadline = it_now_ms() + 10000;
+		while (rcv_snapshot(&snap) < i) {
+			free(snap);
+			if (it_now_ms() > deadline)
+				it_fail("webhook: no POST %zu within 10 s", i);
+			it_sleep_ms(20);
+		}
+		free(snap);
+		if (i == 2) {
+			/* The same webhook with a second secret: a change. */
+			char text[4096];
+			snprintf(text, sizeof(text),
+			         "%s%s"
+			         "webhooks = ( { id = \"erp\"; url = \"http://localhost:%d/hook\";"
+			         " secret = \"" HOOK_SECRET "\"; } );\n",
+			         documents_required, alerts_off, rcv.port);
+			d->cfg.extra_text = text;
+			it_daemon_rewrite(d, &d->cfg);
+			d->cfg.extra_text = NULL;
+		}
+		reload(d);
+	}
+	/* check_deliveries fails on a row delivered again after its 2xx. */
+	wait_delivered(&all, 30000);
+	it_webhook_wait_cursor(db, "erp", seq_of(all.v[all.n - 1]), 10000);
+	it_sleep_ms(QUIET_MS);
+	size_t failures;
+	assert_int_equal(check_deliveries(&all, &failures), all.n);
+	assert_int_equal(failures, 0);
+	rows_free(&all);
+	it_close(c);
+	it_daemon_stop_clean(d);
 	rcv_stop();
 }
 
@@ -2254,6 +2329,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_webhook_kinds, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_woken_from_outside, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_two_daemons, notify_teardown),
+	    cmocka_unit_test_teardown(test_webhook_reload_in_flight, notify_teardown),
 	    cmocka_unit_test_teardown(test_alerts, notify_teardown),
 	    cmocka_unit_test_teardown(test_alert_episodes, notify_teardown),
 	    cmocka_unit_test_teardown(test_alert_overdue, notify_teardown),
