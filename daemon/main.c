@@ -48,10 +48,12 @@
 
 #define DRAIN_TICK_MS           50
 #define DRAIN_FLUSH_GRACE_TICKS 100 /* 5 s for peers to read their last acks */
+#define DRAIN_WEBHOOK_TICKS     300 /* 15 s, past a POST's 10 s timeout */
 
 struct server server;
 
 static int drain_ticks_idle;
+static int drain_ticks_hooks;
 
 /* Print the usage text to f. */
 static void usage(FILE *f)
@@ -123,6 +125,10 @@ static void drain_tick_cb(evutil_socket_t fd, short what, void *arg)
 		drain_ticks_idle = 0;
 		return;
 	}
+	/* A webhook POST on the wire is answered, and its cursor written,
+	 * first: cut off, it would be delivered again after the restart. */
+	if (webhooks_busy() && ++drain_ticks_hooks < DRAIN_WEBHOOK_TICKS)
+		return;
 	/* Everything is committed; give peers a moment to read the acks. */
 	if (!conn_all_idle() && ++drain_ticks_idle < DRAIN_FLUSH_GRACE_TICKS)
 		return;

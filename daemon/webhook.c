@@ -380,6 +380,11 @@ static struct evhttp_connection *http_connection(struct hook *h)
 /* POST the current notification, signed. */
 static void hook_post(struct hook *h)
 {
+	if (server.draining) {
+		/* Stopping: it waits at the cursor for the next start. */
+		h->state = HOOK_IDLE;
+		return;
+	}
 	struct evhttp_request *req = evhttp_request_new(hook_response_cb, h);
 	size_t len = strlen(h->body);
 	char sig[512], seq[32], host[300];
@@ -582,6 +587,17 @@ void webhooks_stop(void)
 	dns = NULL;
 	SSL_CTX_free(client_ctx);
 	client_ctx = NULL;
+}
+
+bool webhooks_busy(void)
+{
+	for (size_t i = 0; i < n_hooks; i++) {
+		const struct hook *h = hooks[i];
+		/* A cursor write waits for the database only while it is up. */
+		if (h->state == HOOK_POSTING || (h->state == HOOK_SAVING && aux_up(server.aux)))
+			return true;
+	}
+	return false;
 }
 
 void webhooks_aux_up(void)

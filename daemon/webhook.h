@@ -6,6 +6,8 @@
 #ifndef OT_WEBHOOK_H
 #define OT_WEBHOOK_H
 
+#include <stdbool.h>
+
 /* (Re)create the deliverers from the running config. */
 void webhooks_start(void);
 void webhooks_stop(void);
@@ -19,5 +21,11 @@ void webhooks_wake(void);
  * webhook's lock: try for them again, then as webhooks_wake().
  */
 void webhooks_aux_up(void);
+/*
+ * A POST is on the wire, or the cursor after a 2xx is being written: a
+ * stop now would deliver that notification again after the restart.
+ * While the daemon drains no new POST starts.
+ */
+bool webhooks_busy(void);
 
 #endif

@@ -1772,6 +1772,63 @@ static void test_webhook_reload_in_flight(void **state)
 	rcv_stop();
 }
 
+/*
+ * SIGTERM while a POST waits for its answer: the daemon finishes it and
+ * writes the cursor before it exits, so the restarted daemon does not
+ * deliver that notification again.
+ */
+static void test_webhook_stop_in_flight(void **state)
+{
+	(void)state;
+	const char *db = "notify_hook_stop";
+	char hooks[512], extra[2048];
+	rcv_start(0);
+	pthread_mutex_lock(&rcv.mu);
+	rcv.delay_ms = 1000;
+	pthread_mutex_unlock(&rcv.mu);
+	snprintf(hooks, sizeof(hooks),
+	         "webhooks = ( { id = \"erp\"; url = \"http://127.0.0.1:%d/hook\";"
+	         " secret = \"" HOOK_SECRET "\"; } );\n",
+	         rcv.port);
+	struct it_daemon *d = notify_daemon(db, NULL, hooks);
+	struct it_client *c = it_connect(d);
+	it_hello(c, KIVU, KIVU_TOKEN);
+	send_simple(c, "st-01", "order.created", "STOP-1", NULL, "stored");
+	it_close(c);
+	struct rows all;
+	table_rows(db, "true", NULL, NULL, &all);
+	assert_int_equal(all.n, 1);
+	struct hook_req *snap;
+	long long deadline = it_now_ms() + 10000;
+	while (rcv_snapshot(&snap) < 1) {
+		free(snap);
+		if (it_now_ms() > deadline)
+			it_fail("webhook: no POST within 10 s");
+		it_sleep_ms(20);
+	}
+	free(snap);
+	it_daemon_stop_clean(d);
+	/* Its 2xx came while the daemon drained, and the cursor was written. */
+	assert_int_equal(it_db_long(db,
+	                            "SELECT last_seq FROM ordertrack.webhook_cursors"
+	                            " WHERE webhook = 'erp'",
+	                            NULL),
+	                 seq_of(all.v[0]));
+
+	struct it_config cfg =
+	    notify_config("notify_hook_stop_again", db, NULL, hooks, extra, sizeof(extra));
+	d = it_daemon_start(&cfg, true);
+	d->cfg.extra_text = NULL;
+	it_log_expect(d, 0, "msg=\"webhook ready\"", IT_REPLY_MS);
+	it_sleep_ms(QUIET_MS);
+	size_t failures;
+	assert_int_equal(check_deliveries(&all, &failures), all.n);
+	assert_int_equal(failures, 0);
+	rows_free(&all);
+	it_daemon_stop_clean(d);
+	rcv_stop();
+}
+
 /* ------------------------------------------------------------------ */
 /* Alerts                                                              */
 /* ------------------------------------------------------------------ */
@@ -2330,6 +2387,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_webhook_woken_from_outside, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_two_daemons, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_reload_in_flight, notify_teardown),
+	    cmocka_unit_test_teardown(test_webhook_stop_in_flight, notify_teardown),
 	    cmocka_unit_test_teardown(test_alerts, notify_teardown),
 	    cmocka_unit_test_teardown(test_alert_episodes, notify_teardown),
 	    cmocka_unit_test_teardown(test_alert_overdue, notify_teardown),
