@@ -733,6 +733,62 @@ static void test_exporter_isolation(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/*
+ * The read model's time columns are instants; the folded state keeps the
+ * text as sent.  orders.last_event_at is the latest event that counts: a
+ * retraction that takes nothing out and a retracted event leave it alone,
+ * an effective retraction sets it.  A leap second is refused.
+ */
+static void test_times_and_last_event(void **state)
+{
+	static const char departed_late[] =
+	    "{\"type\":\"shipment.departed\",\"id\":\"tl-04\",\"occurred_at\":"
+	    "\"2026-11-22T08:00:00+08:00\",\"order\":\"TL-1\",\"shipment\":\"TL-1A\"}";
+	static const char leap[] = "{\"type\":\"order.confirmed\",\"id\":\"tl-06\",\"occurred_at\":"
+	                           "\"2016-12-31T23:59:60Z\",\"order\":\"TL-1\"}";
+	static const char last_sql[] =
+	    "SELECT last_event_at = $3::timestamptz FROM ordertrack.orders"
+	    " WHERE exporter = $1 AND order_ref = $2";
+	(void)state;
+	const char *db = "model_times";
+	struct it_daemon *d = model_daemon(db, false);
+	struct it_client *c = it_connect(d);
+	it_hello(c, KIVU, KIVU_TOKEN);
+
+	send_ok(c, "tl-01", "order.created", "TL-1", NULL, "stored");
+	send_ok(c, "tl-02", "shipment.booked", "TL-1", "TL-1A", "stored");
+	expect_text(it_db_value(db,
+	                        "SELECT (created_at = $3::timestamptz)::text || '|' ||"
+	                        " (state->'order'->>'created_at')"
+	                        " FROM ordertrack.orders WHERE exporter = $1 AND order_ref = $2",
+	                        KIVU, "TL-1", IT_OCCURRED_AT, NULL),
+	            "true|" IT_OCCURRED_AT, "TL-1 created_at: the instant; the state: as sent");
+
+	/* A retraction of an id never sent counts for nothing, so not here either. */
+	retract_ok(c, "tl-03", "TL-1", "never-sent");
+	expect_text(it_db_value(db, last_sql, KIVU, "TL-1", IT_OCCURRED_AT, NULL), "t",
+	            "TL-1 last_event_at after a retraction that takes nothing out");
+
+	/* A later event counts until it is retracted; the retraction then counts. */
+	it_send(c, departed_late);
+	it_expect_ack(c, "tl-04", "stored");
+	expect_text(it_db_value(db, last_sql, KIVU, "TL-1", "2026-11-22T08:00:00+08:00", NULL), "t",
+	            "TL-1 last_event_at after the departure");
+	retract_ok(c, "tl-05", "TL-1", "tl-04");
+	expect_text(it_db_value(db, last_sql, KIVU, "TL-1", "2026-11-21T10:00:00Z", NULL), "t",
+	            "TL-1 last_event_at: the retraction, not the retracted departure");
+
+	/* RFC 3339 allows a leap second; the protocol does not. */
+	it_send(c, leap);
+	json_t *e = it_expect_error(c, "tl-06", "invalid_event");
+	const char *msg = it_json_str(e, "message");
+	if (msg == NULL || strstr(msg, "\"occurred_at\"") == NULL)
+		it_fail("a leap second should be refused naming occurred_at: %s",
+		        msg ? msg : "(none)");
+	json_decref(e);
+	it_daemon_stop_clean(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -741,6 +797,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_retractions, it_test_teardown),
 	    cmocka_unit_test_teardown(test_sub_millisecond_times, it_test_teardown),
 	    cmocka_unit_test_teardown(test_exporter_isolation, it_test_teardown),
+	    cmocka_unit_test_teardown(test_times_and_last_event, it_test_teardown),
 	};
 	it_env_init("model");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
