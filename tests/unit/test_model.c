@@ -382,6 +382,42 @@ static void test_cancelled_after_departure(void **state)
 	evset_clear(&s);
 }
 
+/*
+ * Only a retraction lowers a milestone; the statuses that are not
+ * milestones follow their rules either way, as PROTOCOL.md section 6 says.
+ */
+static void test_status_back(void **state)
+{
+	struct evset s = {.n = 0};
+	json_t *res;
+	(void)state;
+
+	add(&s, "order.created", "o1", 0, NULL, COFFEE);
+	add(&s, "shipment.booked", "s1", 1, "A", "\"mode\":\"air\"");
+	add(&s, "shipment.import_cleared", "s2", 5, "A", NULL);
+	res = fold(&s, NULL);
+	expect_ship(res, "A", "import_cleared", "import_cleared", NULL, NULL);
+	json_decref(res);
+	/* Earlier milestones, late or after it, leave the milestone alone. */
+	add(&s, "shipment.departed", "s3", 3, "A", NULL);
+	add(&s, "shipment.picked_up", "s4", 6, "A", NULL);
+	res = fold(&s, NULL);
+	expect_ship(res, "A", "import_cleared", "import_cleared", NULL, NULL);
+	json_decref(res);
+	/* A late import hold with no release after it: held again. */
+	add(&s, "shipment.customs_hold", "s5", 4, "A", "\"stage\":\"import\"");
+	res = fold(&s, NULL);
+	expect_ship(res, "A", "customs_hold", "import_cleared", "import", NULL);
+	json_decref(res);
+
+	/* A delivered order with a new shipment is partially delivered. */
+	add(&s, "shipment.delivered", "s6", 7, "A", NULL);
+	check_status(&s, "delivered");
+	add(&s, "shipment.booked", "s7", 8, "B", "\"mode\":\"sea\"");
+	check_status(&s, "partially_delivered");
+	evset_clear(&s);
+}
+
 /* Every shipment status: none, each milestone, customs_hold, exception, delivered. */
 static void test_shipment_statuses(void **state)
 {
@@ -1331,6 +1367,7 @@ int main(void)
 	    cmocka_unit_test(test_shape),
 	    cmocka_unit_test(test_order_statuses),
 	    cmocka_unit_test(test_cancelled_after_departure),
+	    cmocka_unit_test(test_status_back),
 	    cmocka_unit_test(test_shipment_statuses),
 	    cmocka_unit_test(test_shipment_fields),
 	    cmocka_unit_test(test_order_fields),
