@@ -418,6 +418,25 @@ static void test_status_back(void **state)
 	evset_clear(&s);
 }
 
+/* A document naming a shipment is no event of it: last_event_at stays (alert.stale). */
+static void test_document_not_shipment_event(void **state)
+{
+	struct evset s = {.n = 0};
+	json_t *res;
+	(void)state;
+
+	add(&s, "shipment.booked", "b1", 0, "A", "\"mode\":\"sea\"");
+	add(&s, "shipment.departed", "b2", 2, "A", NULL);
+	add(&s, "document.issued", "d1", 9, "A",
+	    "\"document\":\"bill_of_lading\",\"location\":{\"code\":\"KEMBA\"}");
+	res = fold(&s, NULL);
+	expect_str(ship_str(res, "A", "last_event_at"), "2026-10-01T02:00:00Z", "last_event_at");
+	expect_str(ship_str(res, "A", "last_location"), NULL, "last_location");
+	expect_str(order_str(res, "updated_at"), "2026-10-01T09:00:00Z", "order updated_at");
+	json_decref(res);
+	evset_clear(&s);
+}
+
 /* Every shipment status: none, each milestone, customs_hold, exception, delivered. */
 static void test_shipment_statuses(void **state)
 {
@@ -1368,6 +1387,7 @@ int main(void)
 	    cmocka_unit_test(test_order_statuses),
 	    cmocka_unit_test(test_cancelled_after_departure),
 	    cmocka_unit_test(test_status_back),
+	    cmocka_unit_test(test_document_not_shipment_event),
 	    cmocka_unit_test(test_shipment_statuses),
 	    cmocka_unit_test(test_shipment_fields),
 	    cmocka_unit_test(test_order_fields),
