@@ -8,7 +8,9 @@
  * (tests/unit/test_model.c).  The same events sent shuffled, one at a time
  * over several connections, into a second database must give the very same
  * rows: the status is a function of the set of events, not of their
- * arrival.  Then retractions and exporter isolation over the wire.
+ * arrival.  Then retractions and exporter isolation over the wire, and
+ * rounds of random orders whose tables and notifications must agree with a
+ * fold of the events stored.
  *
  * Every test uses databases of its own, so counts mean what they say.
  */
@@ -23,6 +25,8 @@
 #include <cmocka.h>
 
 #include "harness.h"
+#include "model.h"
+#include "validate.h"
 
 #define KIVU        "kivu-coffee"
 #define KIVU_TOKEN  "demo-kivu-token"
@@ -789,9 +793,584 @@ static void test_times_and_last_event(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/*
+ * Random orders end to end.  Made-up stories of several orders (corrected
+ * order.created, documents for the order or a shipment, holds, exceptions,
+ * eta changes, cancellations, retractions of any event of any order or of
+ * ids never sent, times with every offset and fractions that tie to the
+ * millisecond) are sent shuffled, in bursts over three connections, some
+ * twice.  Then, per order, the read-model tables must hold what a fold of
+ * the stored events gives, ordertrack.held_since() the start of each held
+ * shipment's episode by the fold's rule, and the notifications of each
+ * value must chain from null to the value the fold gives, one per change.
+ */
+
+#define PROP_ORDERS 6
+#define PROP_MAX    400
+
+/* splitmix64, so a failing seed reproduces. */
+static uint64_t prop_next(uint64_t *st)
+{
+	uint64_t z = (*st += UINT64_C(0x9e3779b97f4a7c15));
+	z = (z ^ (z >> 30)) * UINT64_C(0xbf58476d1ce4e5b9);
+	z = (z ^ (z >> 27)) * UINT64_C(0x94d049bb133111eb);
+	return z ^ (z >> 31);
+}
+
+/* A number in 0..n-1. */
+static int prop_rnd(uint64_t *st, int n)
+{
+	return (int)(prop_next(st) % (uint64_t)n);
+}
+
+/* The lines of one round, with each event's id and order. */
+struct prop {
+	uint64_t rng;
+	char *lines[PROP_MAX];
+	char ids[PROP_MAX][24];
+	char orders[PROP_MAX][16];
+	size_t n;
+	int next_id;
+};
+
+/* An occurred_at near hour h, with a random offset and fraction (ties included). */
+static void prop_time(struct prop *p, int h, char *out, size_t cap)
+{
+	static const int offs[] = {0, 120, 480, -300, 840, -720};
+	int off = offs[prop_rnd(&p->rng, 6)];
+	int local_min = h * 60 + off + 24 * 60; /* from 2026-10-01T00:00 local */
+	static const char *const fr[] = {"", ".250", ".2501", ".2509", ".9", ".0000005"};
+	const char *f = fr[prop_rnd(&p->rng, 6)];
+	char o[24];
+	if (off == 0)
+		snprintf(o, sizeof(o), "Z");
+	else
+		snprintf(o, sizeof(o), "%c%02d:%02d", off < 0 ? '-' : '+', abs(off) / 60,
+		         abs(off) % 60);
+	snprintf(out, cap, "2026-10-%02dT%02d:%02d:00%s%s", 1 + local_min / 1440,
+	         (local_min / 60) % 24, local_min % 60, f, o);
+}
+
+/* Add an event of order at about hour h; shipment and extra members may be NULL. */
+static void prop_add(struct prop *p, const char *order, int h, const char *type,
+                     const char *shipment, const char *extra)
+{
+	char at[64];
+	char *line;
+	prop_time(p, h, at, sizeof(at));
+	snprintf(p->ids[p->n], sizeof(p->ids[0]), "p-%03d", p->next_id++);
+	snprintf(p->orders[p->n], sizeof(p->orders[0]), "%s", order);
+	if (asprintf(
+	        &line,
+	        "{\"type\":\"%s\",\"id\":\"%s\",\"occurred_at\":\"%s\",\"order\":\"%s\"%s%s%s%s%s}",
+	        type, p->ids[p->n], at, order, shipment ? ",\"shipment\":\"" : "",
+	        shipment ? shipment : "", shipment ? "\"" : "", extra ? "," : "",
+	        extra ? extra : "") < 0)
+		abort();
+	p->lines[p->n++] = line;
+}
+
+/* One order's random story: one or two order.created, documents, one or two shipments. */
+static void prop_order(struct prop *p, const char *order)
+{
+	static const char *const steps[] = {"shipment.picked_up",      "shipment.export_cleared",
+	                                    "shipment.departed",       "shipment.arrived",
+	                                    "shipment.import_cleared", "shipment.out_for_delivery",
+	                                    "shipment.delivered"};
+	static const char *const docs[] = {"phytosanitary", "certificate_of_origin",
+	                                   "quality_certificate"};
+	static const char *const reasons[] = {"damaged", "lost", "delayed"};
+	char extra[256];
+	int h = prop_rnd(&p->rng, 5);
+	for (int k = 1 + prop_rnd(&p->rng, 2); k > 0; k--) {
+		snprintf(extra, sizeof(extra),
+		         "\"buyer\":\"B%d\",\"origin\":\"RW\",\"destination\":\"CN\",\"currency\":"
+		         "\"USD\","
+		         "\"lines\":[{\"sku\":\"a\",\"product\":\"p\",\"hs_code\":\"%s\","
+		         "\"quantity\":%d,"
+		         "\"unit\":\"kg\",\"unit_price\":0.1}%s]",
+		         k, prop_rnd(&p->rng, 2) ? "090111" : "090421", 1 + prop_rnd(&p->rng, 9),
+		         k == 2 ? ",{\"sku\":\"b\",\"product\":\"q\",\"hs_code\":\"090421\","
+		                  "\"quantity\":2,\"unit\":\"bag\"}"
+		                : "");
+		prop_add(p, order, h + prop_rnd(&p->rng, 3), "order.created", NULL, extra);
+	}
+	if (prop_rnd(&p->rng, 2))
+		prop_add(p, order, h + 1, "order.confirmed", NULL, NULL);
+	for (int d = prop_rnd(&p->rng, 3); d > 0; d--) {
+		snprintf(extra, sizeof(extra), "\"document\":\"%s\"", docs[prop_rnd(&p->rng, 3)]);
+		prop_add(p, order, h + prop_rnd(&p->rng, 8), "document.issued",
+		         prop_rnd(&p->rng, 2) ? "S1" : NULL, extra);
+	}
+	for (int s = 1 + prop_rnd(&p->rng, 2); s > 0; s--) {
+		const char *ref = s == 1 ? "S1" : "S2";
+		int t = h + 2;
+		snprintf(extra, sizeof(extra),
+		         "\"mode\":\"sea\",\"eta\":\"2026-11-%02dT08:00:00+08:00\"",
+		         1 + prop_rnd(&p->rng, 20));
+		prop_add(p, order, t, "shipment.booked", ref, extra);
+		int last = prop_rnd(&p->rng, 8);
+		for (int i = 0; i < last; i++) {
+			t += prop_rnd(&p->rng, 3);
+			if (prop_rnd(&p->rng, 3))
+				prop_add(p, order, t, steps[i], ref,
+				         prop_rnd(&p->rng, 2) ? "\"location\":{\"code\":\"KEMBA\"}"
+				                              : "\"location\":{\"name\":\"Port\"}");
+			switch (prop_rnd(&p->rng, 6)) {
+			case 0:
+				snprintf(extra, sizeof(extra), "\"stage\":\"%s\"",
+				         prop_rnd(&p->rng, 2) ? "export" : "import");
+				prop_add(p, order, t + prop_rnd(&p->rng, 2),
+				         "shipment.customs_hold", ref, extra);
+				if (prop_rnd(&p->rng, 2))
+					prop_add(p, order, t + prop_rnd(&p->rng, 3),
+					         "shipment.customs_released", ref, extra);
+				break;
+			case 1:
+				snprintf(extra, sizeof(extra), "\"reason\":\"%s\"",
+				         reasons[prop_rnd(&p->rng, 3)]);
+				prop_add(p, order, t, "shipment.exception", ref, extra);
+				if (prop_rnd(&p->rng, 2))
+					prop_add(p, order, t + prop_rnd(&p->rng, 3),
+					         "shipment.exception_resolved", ref, NULL);
+				break;
+			case 2:
+				snprintf(extra, sizeof(extra),
+				         "\"eta\":\"2026-11-%02dT%02d:00:00Z\"",
+				         1 + prop_rnd(&p->rng, 28), prop_rnd(&p->rng, 24));
+				prop_add(p, order, t, "shipment.eta_changed", ref, extra);
+				break;
+			default:
+				break;
+			}
+		}
+	}
+	if (prop_rnd(&p->rng, 4) == 0)
+		prop_add(p, order, h + prop_rnd(&p->rng, 10), "order.cancelled", NULL, NULL);
+}
+
+/* Retractions of random events of any order (so some are refused), or of ids never sent. */
+static void prop_retractions(struct prop *p, int n)
+{
+	char extra[128];
+	for (int k = 0; k < n; k++) {
+		size_t victim = (size_t)prop_rnd(&p->rng, (int)p->n);
+		const char *order =
+		    p->orders[prop_rnd(&p->rng, 5) ? victim : (size_t)prop_rnd(&p->rng, (int)p->n)];
+		char order_copy[16];
+		snprintf(order_copy, sizeof(order_copy), "%s", order);
+		if (prop_rnd(&p->rng, 10) == 0)
+			snprintf(extra, sizeof(extra), "\"retracts\":\"never-%d\"", k);
+		else
+			snprintf(extra, sizeof(extra), "\"retracts\":\"%s\"", p->ids[victim]);
+		prop_add(p, order_copy, 30 + prop_rnd(&p->rng, 10), "event.retracted", NULL, extra);
+	}
+}
+
+/* The JSON of one SQL value (the query returns json text). */
+static json_t *prop_sql_json(const char *db, const char *sql, const char *a, const char *b)
+{
+	char *text = it_db_value(db, sql, a, b, NULL);
+	json_t *v = text ? json_loads(text, 0, NULL) : json_array();
+	if (v == NULL)
+		it_fail("not JSON: %s", text);
+	free(text);
+	return v;
+}
+
+/* The microsecond instant of an RFC 3339 time, INT64_MIN for NULL. */
+static int64_t prop_us(const char *t)
+{
+	struct rfc3339_instant in;
+	if (t == NULL)
+		return INT64_MIN;
+	if (validate_rfc3339_instant(t, &in) != NULL)
+		it_fail("bad time %s", t);
+	return in.us;
+}
+
+/* Fail unless a table's text equals the fold's (NULL for null). */
+static void prop_check_str(const char *what, const char *order, const char *got, const char *want)
+{
+	if ((got == NULL) != (want == NULL) || (got && strcmp(got, want) != 0))
+		it_fail("%s %s: table has %s, fold has %s", order, what, got ? got : "null",
+		        want ? want : "null");
+}
+
+/* A table's timestamptz (as microseconds text) against the fold's string. */
+static void prop_check_time(const char *what, const char *order, const json_t *got_us,
+                            const char *want)
+{
+	int64_t w = prop_us(want);
+	bool gnull = json_is_null(got_us) || got_us == NULL;
+	if (gnull != (want == NULL) || (!gnull && (int64_t)json_integer_value(got_us) != w))
+		it_fail("%s %s: table %lld, fold %s", order, what,
+		        gnull ? -1LL : (long long)json_integer_value(got_us), want ? want : "null");
+}
+
+static const char *prop_docs_0901[] = {"phytosanitary", "certificate_of_origin"};
+static const char *prop_docs_0904[] = {"phytosanitary", "certificate_of_origin",
+                                       "quality_certificate"};
+
+/* Is event id retracted by an event.retracted of evj (one order's events)? */
+static bool prop_retracted(const json_t *evj, const char *id)
+{
+	size_t i;
+	const json_t *e;
+	json_array_foreach(evj, i, e)
+	{
+		const json_t *b = json_object_get(e, "body");
+		if (strcmp(it_json_str(e, "type"), "event.retracted") == 0 &&
+		    strcmp(it_json_str(b, "retracts"), id) == 0)
+			return true;
+	}
+	return false;
+}
+
+/*
+ * When the hold of shipment ref at stage began, by the fold's rule: the
+ * first hold after the last release, in (millisecond, id) order; NULL when
+ * no hold follows the last release.
+ */
+static const char *prop_held_since(const json_t *evj, const char *ref, const char *stage)
+{
+	const char *best_rel_id = NULL, *first = NULL, *first_id = NULL;
+	int64_t best_rel = 0, first_ms = 0;
+	size_t i;
+	const json_t *e;
+	/* The last release. */
+	json_array_foreach(evj, i, e)
+	{
+		const json_t *b = json_object_get(e, "body");
+		const char *id = it_json_str(e, "id");
+		if (strcmp(it_json_str(e, "type"), "shipment.customs_released") != 0 ||
+		    strcmp(it_json_str(b, "shipment"), ref) != 0 ||
+		    strcmp(it_json_str(b, "stage"), stage) != 0 || prop_retracted(evj, id))
+			continue;
+		struct rfc3339_instant in;
+		validate_rfc3339_instant(it_json_str(b, "occurred_at"), &in);
+		int64_t ms = in.ms;
+		if (best_rel_id == NULL || ms > best_rel ||
+		    (ms == best_rel && strcmp(id, best_rel_id) > 0)) {
+			best_rel = ms;
+			best_rel_id = id;
+		}
+	}
+	json_array_foreach(evj, i, e)
+	{
+		const json_t *b = json_object_get(e, "body");
+		const char *id = it_json_str(e, "id");
+		if (strcmp(it_json_str(e, "type"), "shipment.customs_hold") != 0 ||
+		    strcmp(it_json_str(b, "shipment"), ref) != 0 ||
+		    strcmp(it_json_str(b, "stage"), stage) != 0 || prop_retracted(evj, id))
+			continue;
+		struct rfc3339_instant in;
+		validate_rfc3339_instant(it_json_str(b, "occurred_at"), &in);
+		if (best_rel_id != NULL &&
+		    (in.ms < best_rel || (in.ms == best_rel && strcmp(id, best_rel_id) < 0)))
+			continue;
+		if (first == NULL || in.ms < first_ms ||
+		    (in.ms == first_ms && strcmp(id, first_id) < 0)) {
+			first = it_json_str(b, "occurred_at");
+			first_ms = in.ms;
+			first_id = id;
+		}
+	}
+	return first;
+}
+
+/* Check one order: tables = fold of the stored events; notifications chain to the fold. */
+static void prop_check_order(const char *db, const char *order)
+{
+	static const struct model_doc_rule rule_list[] = {
+	    {"0901", prop_docs_0901, 2},
+	    {"0904", prop_docs_0904, 3},
+	};
+	static const struct model_rules rules = {rule_list, 2};
+	json_t *evj =
+	    prop_sql_json(db,
+	                  "SELECT coalesce(json_agg(json_build_object('id', event_id, 'type',"
+	                  " type, 'body', body)), '[]') FROM ordertrack.events"
+	                  " WHERE exporter = $1 AND order_ref = $2",
+	                  KIVU, order);
+	size_t n = json_array_size(evj);
+	if (n == 0) {
+		json_decref(evj);
+		return;
+	}
+	struct model_event *evs = calloc(n, sizeof(*evs));
+	for (size_t i = 0; i < n; i++) {
+		json_t *e = json_array_get(evj, i);
+		evs[i].id = json_string_value(json_object_get(e, "id"));
+		evs[i].type = json_string_value(json_object_get(e, "type"));
+		evs[i].body = json_object_get(e, "body");
+		struct rfc3339_instant in;
+		validate_rfc3339_instant(
+		    json_string_value(json_object_get(evs[i].body, "occurred_at")), &in);
+		evs[i].occurred_ms = in.ms;
+	}
+	json_t *f = model_fold(evs, n, &rules);
+	free(evs);
+
+	/* orders row */
+	json_t *o =
+	    prop_sql_json(db,
+	                  "SELECT json_build_object('status', status, 'buyer', buyer,"
+	                  " 'currency', currency, 'anomalies', array_to_string(anomalies, ','),"
+	                  " 'created_us', (extract(epoch FROM created_at) * 1000000)::bigint,"
+	                  " 'last_us', (extract(epoch FROM last_event_at) * 1000000)::bigint,"
+	                  " 'state', state)"
+	                  " FROM ordertrack.orders WHERE exporter = $1 AND order_ref = $2",
+	                  KIVU, order);
+	const json_t *fo = json_object_get(f, "order");
+	prop_check_str("status", order, it_json_str(o, "status"), it_json_str(fo, "status"));
+	prop_check_str("buyer", order, it_json_str(o, "buyer"), it_json_str(fo, "buyer"));
+	prop_check_str("currency", order, it_json_str(o, "currency"), it_json_str(fo, "currency"));
+	char an[256] = "";
+	size_t i;
+	json_t *w;
+	json_array_foreach(json_object_get(fo, "anomalies"), i, w)
+	{
+		if (i > 0)
+			strcat(an, ",");
+		strcat(an, json_string_value(w));
+	}
+	prop_check_str("anomalies", order, it_json_str(o, "anomalies"), an);
+	prop_check_time("created_at", order, json_object_get(o, "created_us"),
+	                it_json_str(fo, "created_at"));
+	prop_check_time("last_event_at", order, json_object_get(o, "last_us"),
+	                it_json_str(fo, "updated_at"));
+	json_t *st = json_object_get(o, "state");
+	if (!json_equal(json_object_get(st, "order"), (json_t *)fo) ||
+	    !json_equal(json_object_get(st, "shipments"), json_object_get(f, "shipments"))) {
+		char *a = json_dumps(st, JSON_SORT_KEYS), *b = json_dumps(f, JSON_SORT_KEYS);
+		it_fail("%s: stored state differs from the fold\n%s\n%s", order, a, b);
+	}
+
+	/* shipments */
+	json_t *sh =
+	    prop_sql_json(db,
+	                  "SELECT coalesce(json_agg(json_build_object('ref', shipment_ref,"
+	                  " 'status', status, 'milestone', milestone, 'hold', hold,"
+	                  " 'exception', exception, 'mode', mode, 'loc', last_location,"
+	                  " 'eta_us', (extract(epoch FROM eta) * 1000000)::bigint,"
+	                  " 'last_us', (extract(epoch FROM last_event_at) * 1000000)::bigint)"
+	                  " ORDER BY shipment_ref), '[]')"
+	                  " FROM ordertrack.shipments WHERE exporter = $1 AND order_ref = $2",
+	                  KIVU, order);
+	const json_t *fs = json_object_get(f, "shipments");
+	if (json_array_size(sh) != json_array_size(fs))
+		it_fail("%s: %zu shipment rows, fold has %zu", order, json_array_size(sh),
+		        json_array_size(fs));
+	for (i = 0; i < json_array_size(fs); i++) {
+		const json_t *a = json_array_get(sh, i), *b = json_array_get(fs, i);
+		prop_check_str("shipment_ref", order, it_json_str(a, "ref"),
+		               it_json_str(b, "shipment_ref"));
+		prop_check_str("ship status", order, it_json_str(a, "status"),
+		               it_json_str(b, "status"));
+		prop_check_str("milestone", order, it_json_str(a, "milestone"),
+		               it_json_str(b, "milestone"));
+		prop_check_str("hold", order, it_json_str(a, "hold"), it_json_str(b, "hold"));
+		prop_check_str("exception", order, it_json_str(a, "exception"),
+		               it_json_str(b, "exception"));
+		prop_check_str("mode", order, it_json_str(a, "mode"), it_json_str(b, "mode"));
+		prop_check_str("last_location", order, it_json_str(a, "loc"),
+		               it_json_str(b, "last_location"));
+		prop_check_time("eta", order, json_object_get(a, "eta_us"), it_json_str(b, "eta"));
+		prop_check_time("ship last_event_at", order, json_object_get(a, "last_us"),
+		                it_json_str(b, "last_event_at"));
+		const char *hold = it_json_str(b, "hold");
+		if (hold != NULL) {
+			char *us = it_db_value(
+			    db,
+			    "SELECT (extract(epoch FROM ordertrack.held_since($1, $2, $3,"
+			    " $4)) * 1000000)::bigint",
+			    KIVU, order, it_json_str(b, "shipment_ref"), hold, NULL);
+			const char *want =
+			    prop_held_since(evj, it_json_str(b, "shipment_ref"), hold);
+			json_t *got = us ? json_integer(strtoll(us, NULL, 10)) : json_null();
+			prop_check_time("held_since", order, got, want);
+			json_decref(got);
+			free(us);
+		}
+	}
+
+	/* lines and documents */
+	json_t *ln = prop_sql_json(
+	    db,
+	    "SELECT coalesce(json_agg(json_build_object('sku', sku, 'q', quantity::text,"
+	    " 'p', unit_price::text, 'c', currency) ORDER BY line_no), '[]')"
+	    " FROM ordertrack.order_lines WHERE exporter = $1 AND order_ref = $2",
+	    KIVU, order);
+	const json_t *fl = json_object_get(f, "lines");
+	if (json_array_size(ln) != json_array_size(fl))
+		it_fail("%s: %zu line rows, fold has %zu", order, json_array_size(ln),
+		        json_array_size(fl));
+	for (i = 0; i < json_array_size(fl); i++) {
+		prop_check_str("line sku", order, it_json_str(json_array_get(ln, i), "sku"),
+		               it_json_str(json_array_get(fl, i), "sku"));
+		prop_check_str("line currency", order, it_json_str(json_array_get(ln, i), "c"),
+		               it_json_str(json_array_get(fl, i), "currency"));
+	}
+	json_t *dc = prop_sql_json(
+	    db,
+	    "SELECT coalesce(json_agg(json_build_object('s', shipment_ref, 'd', document,"
+	    " 'us', (extract(epoch FROM issued_at) * 1000000)::bigint)"
+	    " ORDER BY shipment_ref NULLS FIRST, document, issued_at), '[]')"
+	    " FROM ordertrack.documents WHERE exporter = $1 AND order_ref = $2",
+	    KIVU, order);
+	const json_t *fd = json_object_get(f, "documents");
+	if (json_array_size(dc) != json_array_size(fd))
+		it_fail("%s: %zu document rows, fold has %zu", order, json_array_size(dc),
+		        json_array_size(fd));
+	for (i = 0; i < json_array_size(fd); i++) {
+		prop_check_str("doc", order, it_json_str(json_array_get(dc, i), "d"),
+		               it_json_str(json_array_get(fd, i), "document"));
+		prop_check_str("doc shipment", order, it_json_str(json_array_get(dc, i), "s"),
+		               it_json_str(json_array_get(fd, i), "shipment_ref"));
+	}
+
+	/* notifications: each value's chain starts at null and ends at the fold's value */
+	json_t *nt =
+	    prop_sql_json(db,
+	                  "SELECT coalesce(json_agg(body ORDER BY seq), '[]')"
+	                  " FROM ordertrack.notifications WHERE exporter = $1 AND order_ref = $2",
+	                  KIVU, order);
+	struct {
+		const char *kind, *ship, *want;
+	} keys[8];
+	size_t nk = 0;
+	keys[nk].kind = "order.status";
+	keys[nk].ship = NULL;
+	keys[nk++].want = it_json_str(fo, "status");
+	keys[nk].kind = "order.anomaly";
+	keys[nk].ship = NULL;
+	keys[nk++].want = an[0] ? an : NULL;
+	static const char *const refs[] = {"S1", "S2"};
+	for (int r = 0; r < 2; r++) {
+		const json_t *s = NULL, *x;
+		json_array_foreach(fs, i, x)
+		{
+			if (strcmp(it_json_str(x, "shipment_ref"), refs[r]) == 0)
+				s = x;
+		}
+		keys[nk].kind = "shipment.status";
+		keys[nk].ship = refs[r];
+		keys[nk++].want = s ? it_json_str(s, "status") : NULL;
+		keys[nk].kind = "shipment.eta";
+		keys[nk].ship = refs[r];
+		keys[nk++].want = s ? it_json_str(s, "eta") : NULL;
+	}
+	for (size_t k = 0; k < nk; k++) {
+		const char *cur = NULL;
+		json_array_foreach(nt, i, w)
+		{
+			const char *sh2 = it_json_str(w, "shipment");
+			if (strcmp(it_json_str(w, "kind"), keys[k].kind) != 0)
+				continue;
+			if ((sh2 == NULL) != (keys[k].ship == NULL) ||
+			    (sh2 && strcmp(sh2, keys[k].ship)))
+				continue;
+			const char *from = it_json_str(w, "from"), *to = it_json_str(w, "to");
+			if ((from == NULL) != (cur == NULL) || (from && strcmp(from, cur) != 0))
+				it_fail("%s %s %s: notification seq %lld from %s, was %s", order,
+				        keys[k].kind, keys[k].ship ? keys[k].ship : "",
+				        (long long)json_integer_value(json_object_get(w, "seq")),
+				        from ? from : "null", cur ? cur : "null");
+			if ((to == NULL) == (from == NULL) && (to == NULL || strcmp(to, from) == 0))
+				it_fail("%s %s: a notification of no change", order, keys[k].kind);
+			cur = to;
+		}
+		if ((cur == NULL) != (keys[k].want == NULL) ||
+		    (cur && strcmp(cur, keys[k].want) != 0))
+			it_fail("%s %s %s: notifications end at %s, fold says %s", order,
+			        keys[k].kind, keys[k].ship ? keys[k].ship : "", cur ? cur : "null",
+			        keys[k].want ? keys[k].want : "null");
+	}
+	json_decref(nt);
+	json_decref(dc);
+	json_decref(ln);
+	json_decref(sh);
+	json_decref(o);
+	json_decref(f);
+	json_decref(evj);
+}
+
+/* Rounds of random orders (OT_PROP_SEED, OT_PROP_ROUNDS to explore more). */
+static void test_random_orders(void **state)
+{
+	(void)state;
+	const char *db = "model_random";
+	struct it_daemon *d = model_daemon(db, true);
+	enum { CONNS = 3 };
+	struct it_client *c[CONNS];
+	for (int k = 0; k < CONNS; k++) {
+		c[k] = it_connect(d);
+		it_hello(c[k], KIVU, KIVU_TOKEN);
+	}
+	const char *seed_env = getenv("OT_PROP_SEED");
+	int rounds = getenv("OT_PROP_ROUNDS") ? atoi(getenv("OT_PROP_ROUNDS")) : 4;
+	for (int round = 0; round < rounds; round++) {
+		static struct prop p;
+		memset(&p, 0, sizeof(p));
+		p.next_id = round * 1000;
+		p.rng =
+		    (seed_env ? strtoull(seed_env, NULL, 0) : 20261129) + (uint64_t)round * 7919;
+		char orders[PROP_ORDERS][16];
+		for (int o = 0; o < PROP_ORDERS; o++) {
+			snprintf(orders[o], sizeof(orders[o]), "R%d-O%d", round, o);
+			prop_order(&p, orders[o]);
+		}
+		prop_retractions(&p, 1 + prop_rnd(&p.rng, 8));
+		/* shuffle */
+		for (size_t i = p.n; i > 1; i--) {
+			size_t j = (size_t)prop_rnd(&p.rng, (int)i);
+			char *t = p.lines[i - 1];
+			p.lines[i - 1] = p.lines[j];
+			p.lines[j] = t;
+		}
+		size_t i = 0;
+		int pending[CONNS] = {0};
+		while (i < p.n) {
+			int k = prop_rnd(&p.rng, CONNS);
+			size_t chunk = 1 + (size_t)prop_rnd(&p.rng, 12);
+			for (size_t j = 0; j < chunk && i < p.n; j++, i++) {
+				it_send(c[k], p.lines[i]);
+				pending[k]++;
+				if (prop_rnd(&p.rng, 20) == 0) { /* a resend */
+					it_send(c[k], p.lines[i]);
+					pending[k]++;
+				}
+			}
+			if (prop_rnd(&p.rng, 3) == 0 || i == p.n) {
+				for (int m = 0; m < CONNS; m++) {
+					for (; pending[m] > 0; pending[m]--) {
+						json_t *r = it_read_json(c[m], 20000);
+						const char *ty = it_json_str(r, "type");
+						const char *code = it_json_str(r, "code");
+						if (strcmp(ty, "ack") != 0 &&
+						    !(code && strcmp(code, "invalid_event") == 0))
+							it_fail("unexpected reply %s %s", ty,
+							        code ? code : "");
+						json_decref(r);
+					}
+				}
+			}
+		}
+		for (int o = 0; o < PROP_ORDERS; o++)
+			prop_check_order(db, orders[o]);
+		for (size_t j = 0; j < p.n; j++)
+			free(p.lines[j]);
+	}
+	for (int k = 0; k < CONNS; k++)
+		it_close(c[k]);
+	it_daemon_stop_clean(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
+	    cmocka_unit_test_teardown(test_random_orders, it_test_teardown),
 	    cmocka_unit_test_teardown(test_scenarios_in_order, it_test_teardown),
 	    cmocka_unit_test_teardown(test_scenarios_shuffled, it_test_teardown),
 	    cmocka_unit_test_teardown(test_retractions, it_test_teardown),
