@@ -257,7 +257,12 @@ static bool conn_must_pause(const struct conn *c)
 	 * bound. */
 	if (c->c_nslots >= (unsigned)server.cfg->window)
 		return true;
-	if (store_pending(server.store) >= (unsigned)server.cfg->max_pending)
+	/* A connection still owes its hello: the one line it may send adds
+	 * no event, so other connections' events must not hold it up past
+	 * its hello deadline (it would be closed for "hello timeout" when
+	 * the database is slow). */
+	if (c->c_state != CONN_HELLO &&
+	    store_pending(server.store) >= (unsigned)server.cfg->max_pending)
 		return true;
 	if (c->c_bev != NULL &&
 	    evbuffer_get_length(bufferevent_get_output(c->c_bev)) > OUTPUT_HIGH_WATER)

@@ -1,8 +1,9 @@
 /*
  * test_limits.c - the connection limits of the real daemon: per-address
  * cap, hello and line deadlines (slow-loris), the failed-hello rate limit,
- * the window over queued replies, line deadlines and half-closes during a
- * pause, and 2,000 idle connections held while an active one is served.
+ * the window over queued replies, line deadlines, half-closes and hellos
+ * during a pause, and 2,000 idle connections held while an active one is
+ * served.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -358,6 +359,50 @@ static void test_half_close_while_paused(void **state)
 }
 
 /*
+ * While other connections' events fill limits.max_pending (the database
+ * is stalled), a new client that says hello at once is welcomed, not
+ * left unread until its hello deadline closes it; its first event is
+ * then held back like everyone's.
+ */
+static void test_hello_over_max_pending(void **state)
+{
+	(void)state;
+	it_pg_createdb("hello_pending");
+	struct it_config cfg = {.name = "hello_pending",
+	                        .dbname = "hello_pending",
+	                        .max_pending = 1,
+	                        .hello_timeout_s = 1};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct it_client *b = it_connect(d);
+	it_hello(b, IT_EXPORTER2, IT_TOKEN2);
+
+	it_pg_stop("fast");
+	char *ev = event("hellop", 0);
+	it_send(b, ev); /* max_pending reached until PostgreSQL is back */
+	free(ev);
+	it_sleep_ms(300);
+
+	off_t off = it_log_offset(d);
+	struct it_client *a = it_connect(d);
+	it_hello(a, IT_EXPORTER, IT_TOKEN);
+	ev = event("hellop", 1);
+	it_send(a, ev);
+	free(ev);
+	it_sleep_ms(1500); /* past the hello deadline */
+	if (it_log_wait(d, off, "reason=\"hello timeout\"", 0) >= 0)
+		it_fail("a client that said hello in time was closed for its hello deadline");
+
+	it_pg_start();
+	char *line = it_read_line(b, 60000);
+	it_check_ack(line, "hellop-00000", "stored");
+	free(line);
+	line = it_read_line(a, 60000);
+	it_check_ack(line, "hellop-00001", "stored");
+	free(line);
+	it_daemon_stop_clean(d);
+}
+
+/*
  * A client that sends pings but never reads its pongs fills its output
  * and is paused; paused, it is no longer idle-timed (reading has stopped),
  * so the write deadline (limits.idle_timeout_s) must close it.  Another
@@ -636,6 +681,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_line_timeout, it_test_teardown),
 	    cmocka_unit_test_teardown(test_line_timeout_paused, it_test_teardown),
 	    cmocka_unit_test_teardown(test_half_close_while_paused, it_test_teardown),
+	    cmocka_unit_test_teardown(test_hello_over_max_pending, it_test_teardown),
 	    cmocka_unit_test_teardown(test_write_timeout, it_test_teardown),
 	    cmocka_unit_test_teardown(test_failed_hellos, it_test_teardown),
 	    cmocka_unit_test_teardown(test_window_counts_replies, it_test_teardown),
