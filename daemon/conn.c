@@ -568,6 +568,21 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 		conn_close(c, "line timeout");
 }
 
+/*
+ * The connection is about to have lines handled: it goes to the back of
+ * the list.  conn_resume_paused() walks the list from the front, so when
+ * room under limits.max_pending frees up, the connections that waited
+ * longest read first; otherwise those at the front would take the room
+ * each time and a connection behind them could wait for ever.
+ */
+static void conn_served(struct conn *c)
+{
+	if (TAILQ_NEXT(c, c_entry) == NULL)
+		return;
+	TAILQ_REMOVE(&server.conns, c, c_entry);
+	TAILQ_INSERT_TAIL(&server.conns, c, c_entry);
+}
+
 /* Frame and handle what the input buffer holds, within the limits. */
 static void conn_process_input(struct conn *c)
 {
@@ -593,6 +608,8 @@ static void conn_process_input(struct conn *c)
 		enum framer_status st;
 		struct frame fr;
 		size_t used = framer_scan(&c->c_framer, v.iov_base, v.iov_len, &st, &fr);
+		if (st != FRAMER_MORE && lines == 0)
+			conn_served(c);
 		if (st == FRAMER_LINE) {
 			conn_line(c, fr.data, fr.len);
 			lines++;

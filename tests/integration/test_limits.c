@@ -519,6 +519,75 @@ static void test_window_counts_replies(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/*
+ * Connections that keep limits.max_pending full take turns with one that
+ * comes later: its event is answered while they are still sending, not
+ * once they have sent everything they had.
+ */
+static void test_max_pending_fair(void **state)
+{
+	(void)state;
+	enum { STREAMERS = 8, EVENTS = 1500 };
+	it_pg_createdb("pending_fair");
+	struct it_config cfg = {.name = "pending_fair",
+	                        .dbname = "pending_fair",
+	                        .window = 10,
+	                        .max_pending = 20,
+	                        .log_level = "info"};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct it_client *all[STREAMERS + 1];
+	for (int i = 0; i <= STREAMERS; i++) {
+		all[i] = it_connect(d);
+		it_hello(all[i], IT_EXPORTER, IT_TOKEN);
+	}
+	struct it_client *late = all[STREAMERS];
+	for (int i = 0; i < STREAMERS; i++) {
+		for (int n = 0; n < EVENTS; n++) {
+			char id[48], order[48];
+			snprintf(id, sizeof(id), "fair-%d-%05d", i, n);
+			/* Orders of a few events: one order's batches would queue
+			 * behind each other. */
+			snprintf(order, sizeof(order), "PO-FAIR-%d-%d", i, n / 10);
+			char *ev = it_event_line(id, "order.confirmed", order, NULL);
+			it_queue(all[i], ev);
+			free(ev);
+		}
+		all[i]->want = EVENTS;
+	}
+	/* The streamers fill max_pending (their windows add up to four times it). */
+	size_t acked = 0;
+	while (acked < 200) {
+		it_pump(all, STREAMERS, 50);
+		acked = 0;
+		for (int i = 0; i < STREAMERS; i++)
+			acked += all[i]->n_lines;
+	}
+	char *ev = it_event_line("fair-late", "order.confirmed", "PO-FAIR-LATE", NULL);
+	it_queue(late, ev);
+	free(ev);
+	late->want = 1;
+	while (late->n_lines == 0 && !it_pump(all, STREAMERS + 1, 100))
+		;
+	acked = 0;
+	for (int i = 0; i < STREAMERS; i++)
+		acked += all[i]->n_lines;
+	if (late->n_lines == 0)
+		it_fail("the late connection got no reply");
+	it_check_ack(late->lines[0], "fair-late", "stored");
+	if (acked > STREAMERS * EVENTS / 2)
+		it_fail("the late event was answered only after %zu of the streamers' %d events",
+		        acked, STREAMERS * EVENTS);
+
+	assert_true(it_pump(all, STREAMERS, 60000));
+	for (int i = 0; i < STREAMERS; i++) {
+		assert_int_equal(all[i]->n_lines, EVENTS);
+		char id[48];
+		snprintf(id, sizeof(id), "fair-%d-%05d", i, EVENTS - 1);
+		it_check_ack(all[i]->lines[EVENTS - 1], id, "stored");
+	}
+	it_daemon_stop_clean(d);
+}
+
 /* 2,000 idle connections are held while an active one is served. */
 static void test_many_idle(void **state)
 {
@@ -685,6 +754,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_write_timeout, it_test_teardown),
 	    cmocka_unit_test_teardown(test_failed_hellos, it_test_teardown),
 	    cmocka_unit_test_teardown(test_window_counts_replies, it_test_teardown),
+	    cmocka_unit_test_teardown(test_max_pending_fair, it_test_teardown),
 	    cmocka_unit_test_teardown(test_many_idle, it_test_teardown),
 	    cmocka_unit_test_teardown(test_privilege_drop, it_test_teardown),
 	    cmocka_unit_test_teardown(test_emfile_pause, it_test_teardown),
