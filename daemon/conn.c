@@ -109,25 +109,20 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Render a peer address as host:port, and the host alone. */
+/* Render a peer address as host:port, and the host alone (peer_host()). */
 static void format_peer(const struct sockaddr *sa, char *out, size_t cap, char *host_out,
                         size_t host_cap)
 {
-	char host[INET6_ADDRSTRLEN] = "?";
-	int port = 0;
-	if (sa->sa_family == AF_INET) {
-		const struct sockaddr_in *in = (const struct sockaddr_in *)sa;
-		inet_ntop(AF_INET, &in->sin_addr, host, sizeof(host));
-		port = ntohs(in->sin_port);
-		snprintf(out, cap, "%s:%d", host, port);
-	} else if (sa->sa_family == AF_INET6) {
-		const struct sockaddr_in6 *in6 = (const struct sockaddr_in6 *)sa;
-		inet_ntop(AF_INET6, &in6->sin6_addr, host, sizeof(host));
-		port = ntohs(in6->sin6_port);
-		snprintf(out, cap, "[%s]:%d", host, port);
-	} else {
+	char host[INET6_ADDRSTRLEN];
+	peer_host(sa, host, sizeof(host));
+	if (sa->sa_family == AF_INET)
+		snprintf(out, cap, "%s:%d", host,
+		         ntohs(((const struct sockaddr_in *)sa)->sin_port));
+	else if (sa->sa_family == AF_INET6)
+		snprintf(out, cap, "[%s]:%d", host,
+		         ntohs(((const struct sockaddr_in6 *)sa)->sin6_port));
+	else
 		snprintf(out, cap, "unknown");
-	}
 	snprintf(host_out, host_cap, "%s", host);
 }
 

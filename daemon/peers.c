@@ -6,8 +6,12 @@
  * idle records are removed lazily when their slot is looked at, so the
  * table holds roughly the peers that are connected now.
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <sys/socket.h>
 
 #include "peers.h"
 
@@ -70,6 +74,17 @@ static void table_rebuild(size_t new_size, time_t now)
 		}
 	}
 	free(old);
+}
+
+void peer_host(const struct sockaddr *sa, char *out, size_t cap)
+{
+	char host[INET6_ADDRSTRLEN] = "?";
+	if (sa->sa_family == AF_INET)
+		inet_ntop(AF_INET, &((const struct sockaddr_in *)sa)->sin_addr, host, sizeof(host));
+	else if (sa->sa_family == AF_INET6)
+		inet_ntop(AF_INET6, &((const struct sockaddr_in6 *)sa)->sin6_addr, host,
+		          sizeof(host));
+	snprintf(out, cap, "%s", host);
 }
 
 struct peer *peer_get(const char *host)

@@ -7,10 +7,15 @@
 #define OT_PEERS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <time.h>
 
 struct peer;
 
+struct sockaddr;
+
+/* The host part of a peer's address as peer records key it ("?" when unknown). */
+void peer_host(const struct sockaddr *sa, char *out, size_t cap);
 /* The record of this address (host only, no port), created on first use. */
 struct peer *peer_get(const char *host);
 /* A connection from this peer opened or closed. */

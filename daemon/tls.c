@@ -11,9 +11,11 @@
  * a bufferevent exists, a one-shot read event waits (at most
  * limits.hello_timeout_s) for the peer's first byte and peeks at it.  A
  * TLS handshake record starts with 0x16; a line of JSON never does.
- * Sockets being sniffed count towards limits.max_connections like
- * connections do: one that would pass the limit is closed at once, without
- * a reply, since its protocol is not known yet.
+ * Sockets being sniffed count towards limits.max_connections and
+ * limits.max_connections_per_ip like connections do: one that would pass
+ * a limit is closed at once, without a reply, since its protocol is not
+ * known yet.  (Counted only as connections, one address could hold every
+ * place of max_connections with silent sockets.)
  *
  * Turning TLS on or off takes a restart: a reload that adds or removes the
  * tls group is logged and not applied, so a typo cannot silently open the
@@ -37,6 +39,7 @@
 
 #include "log.h"
 #include "metrics.h"
+#include "peers.h"
 #include "server.h"
 
 #define TLS_RECORD_HANDSHAKE 0x16 /* first byte of a ClientHello record */
@@ -49,6 +52,7 @@ struct sniff {
 	int sn_fd;
 	struct sockaddr_storage sn_sa;
 	int sn_salen;
+	struct peer *sn_peer; /* counts this socket in its address's connections */
 	tls_ready_fn *sn_ready;
 };
 
@@ -224,11 +228,12 @@ void tls_reload(const struct config *cfg)
 	         cfg->tls_ca ? lq(cfg->tls_ca) : "-", tls_require ? "true" : "false");
 }
 
-/* Free one sniff record (not its socket). */
+/* Free one sniff record (not its socket) and uncount it from its address. */
 static void sniff_free(struct sniff *sn)
 {
 	TAILQ_REMOVE(&sniffs, sn, sn_entry);
 	n_sniffs--;
+	peer_conn_closed(sn->sn_peer);
 	event_free(sn->sn_ev);
 	free(sn);
 }
@@ -316,7 +321,7 @@ static void sniff_cb(evutil_socket_t fd, short what, void *arg)
 	struct sockaddr_storage sa = sn->sn_sa;
 	int salen = sn->sn_salen;
 	tls_ready_fn *ready = sn->sn_ready;
-	sniff_free(sn);
+	sniff_free(sn); /* uncounted first: the connection counts itself */
 	ready(bev, (const struct sockaddr *)&sa, salen);
 }
 
@@ -338,16 +343,24 @@ void tls_accept(int fd, const struct sockaddr *sa, int salen, tls_ready_fn *read
 		salen = (int)sizeof(sn->sn_sa);
 	memcpy(&sn->sn_sa, sa, (size_t)salen);
 	sn->sn_salen = salen;
-	if (server.n_conns + n_sniffs >= (unsigned)server.cfg->max_connections) {
+	char host[INET6_ADDRSTRLEN];
+	peer_host(sa, host, sizeof(host));
+	sn->sn_peer = peer_get(host);
+	const char *refused = NULL;
+	if (server.n_conns + n_sniffs >= (unsigned)server.cfg->max_connections)
+		refused = "too_many_connections";
+	else if (peer_conns(sn->sn_peer) >= (unsigned)server.cfg->max_connections_per_ip)
+		refused = "too_many_connections_per_ip";
+	if (refused != NULL) {
 		char peer[NI_MAXHOST + NI_MAXSERV + 4];
 		sniff_peer(sn, peer, sizeof(peer));
-		log_warnx("connection refused", "peer=%s reason=too_many_connections stage=sniff",
-		          peer);
+		log_warnx("connection refused", "peer=%s reason=%s stage=sniff", peer, refused);
 		metrics_conn_rejected();
 		close(fd);
 		free(sn);
 		return;
 	}
+	peer_conn_opened(sn->sn_peer);
 	sn->sn_ready = ready;
 	sn->sn_ev = event_new(server.base, fd, EV_READ, sniff_cb, sn);
 	if (sn->sn_ev == NULL)

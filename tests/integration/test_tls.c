@@ -570,6 +570,62 @@ static void test_sniff_limit(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/*
+ * require = false: sockets being sniffed also count towards
+ * limits.max_connections_per_ip, so silent sockets from one address
+ * cannot take every place of limits.max_connections from the others.
+ */
+static void test_sniff_per_ip(void **state)
+{
+	(void)state;
+	enum { SILENT = 4 };
+	certs_make();
+	it_pg_createdb("tls_sniff_ip");
+	struct it_config cfg = {.name = "tls_sniff_ip",
+	                        .dbname = "tls_sniff_ip",
+	                        .hello_timeout_s = 30,
+	                        .max_connections = SILENT,
+	                        .max_connections_per_ip = 2,
+	                        .extra_text = tls_text("server.pem", "server.key", false, false)};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+
+	off_t off = it_log_offset(d);
+	int silent[SILENT];
+	for (int i = 0; i < SILENT; i++)
+		silent[i] = tcp_open(d);
+	it_sleep_ms(300); /* all accepted, two of them refused */
+
+	/* Another address still gets in, in plain text. */
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	assert_true(fd >= 0);
+	struct sockaddr_in sa;
+	memset(&sa, 0, sizeof(sa));
+	sa.sin_family = AF_INET;
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK + 1); /* 127.0.0.2 */
+	if (bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
+		fail_msg("cannot bind 127.0.0.2");
+	sa.sin_port = htons((uint16_t)d->port);
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
+		fail_msg("connect to 127.0.0.1:%d failed", d->port);
+	struct timeval tv = {READ_TIMEOUT_S, 0};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	static const char hello[] =
+	    "{\"type\":\"hello\",\"exporter\":\"" IT_EXPORTER "\",\"token\":\"" IT_TOKEN "\"}\n";
+	assert_int_equal(send(fd, hello, sizeof(hello) - 1, MSG_NOSIGNAL),
+	                 (ssize_t)(sizeof(hello) - 1));
+	char reply[512];
+	ssize_t n = recv(fd, reply, sizeof(reply) - 1, 0);
+	reply[n > 0 ? n : 0] = '\0';
+	if (strstr(reply, "\"welcome\"") == NULL)
+		fail_msg("a client from 127.0.0.2 got \"%s\" instead of a welcome", reply);
+	close(fd);
+	it_log_expect(d, off, "reason=too_many_connections_per_ip stage=sniff", IT_REPLY_MS);
+	for (int i = 0; i < SILENT; i++)
+		close(silent[i]);
+	it_daemon_stop_clean(d);
+}
+
 /* With ca: no certificate and a certificate from another CA are refused. */
 static void test_client_certs(void **state)
 {
@@ -719,6 +775,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_refused_without_handshake, it_test_teardown),
 	    cmocka_unit_test_teardown(test_mixed, it_test_teardown),
 	    cmocka_unit_test_teardown(test_sniff_limit, it_test_teardown),
+	    cmocka_unit_test_teardown(test_sniff_per_ip, it_test_teardown),
 	    cmocka_unit_test_teardown(test_client_certs, it_test_teardown),
 	    cmocka_unit_test_teardown(test_reload, it_test_teardown),
 	    cmocka_unit_test_teardown(test_bad_cert_at_start, it_test_teardown),
