@@ -678,17 +678,24 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 {
 	struct conn *c = arg;
 	(void)bev;
-	if (what & BEV_EVENT_EOF) {
+	if ((what & BEV_EVENT_EOF) && !(what & BEV_EVENT_WRITING)) {
 		/* The peer may have only shut down its sending side: answer
 		 * what it sent, then close.  One pass may stop early (a pause,
 		 * LINES_PER_WAKEUP); the passes that follow go on with the
 		 * buffered lines, and the one that drains them closes. */
 		c->c_eof = true;
 		bufferevent_disable(c->c_bev, EV_READ);
+		/* A TLS bufferevent stops writing at the end of its stream too
+		 * and would not start again while replies wait in its output:
+		 * start it (for a plain socket this changes nothing). */
+		bufferevent_enable(c->c_bev, EV_WRITE);
 		conn_process_input(c);
 	} else if (what & BEV_EVENT_TIMEOUT) {
 		conn_close(c, "idle timeout");
-	} else if (what & BEV_EVENT_ERROR) {
+	} else if (what & (BEV_EVENT_ERROR | BEV_EVENT_EOF)) {
+		/* EOF while writing: a TLS write that failed on a peer that
+		 * is gone (libevent reports it as EOF when dirty shutdowns are
+		 * allowed); like any error, nothing more can be written. */
 		int err = EVUTIL_SOCKET_ERROR();
 		/* A TLS peer that never finished its handshake is logged by tls.c. */
 		bool handshake = tls_handshake_failed(c->c_bev, c->c_peer);

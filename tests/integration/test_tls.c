@@ -371,6 +371,82 @@ static void test_eof_without_close_notify(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/*
+ * The same EOF while replies are still on their way out: libevent stops
+ * writing a TLS stream when it reads its end, yet every line sent is
+ * answered.  Then a client that closes its socket with acks still to come
+ * (the acks meet a reset) is let go at once, not kept until the write
+ * deadline.
+ */
+static void test_eof_with_replies_pending(void **state)
+{
+	(void)state;
+	enum { EVENTS = 300 };
+	certs_make();
+	it_pg_createdb("tls_eof_pending");
+	struct it_config cfg = {.name = "tls_eof_pending",
+	                        .dbname = "tls_eof_pending",
+	                        .window = 10,
+	                        .extra_text = tls_text("server.pem", "server.key", false, true)};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct tc *t = tc_open(d, NULL, NULL);
+	if (t == NULL)
+		fail_msg("TLS handshake failed");
+	tc_hello(t);
+	off_t off = it_log_offset(d);
+	/* All lines in full TLS records, as a buffered writer sends them. */
+	size_t len = 0, cap = (size_t)EVENTS * 512;
+	char *all = malloc(cap);
+	assert_non_null(all);
+	for (int i = 0; i < EVENTS; i++) {
+		char id[32];
+		snprintf(id, sizeof(id), "tls-eofp-%03d", i);
+		char *ev = it_event_line(id, "shipment.checkpoint", "PO-TLS", "SH-TLS");
+		len += (size_t)snprintf(all + len, cap - len, "%s\n", ev);
+		free(ev);
+	}
+	assert_true(len < cap);
+	for (size_t at = 0; at < len; at += 16384) {
+		int n = (int)(len - at < 16384 ? len - at : 16384);
+		assert_int_equal(SSL_write(t->ssl, all + at, n), n);
+	}
+	free(all);
+	assert_int_equal(shutdown(t->fd, SHUT_WR), 0);
+	for (int i = 0; i < EVENTS; i++) {
+		char id[32];
+		snprintf(id, sizeof(id), "tls-eofp-%03d", i);
+		char *line = tc_read_line(t);
+		if (line == NULL)
+			it_fail("no ack for %s after the client's EOF", id);
+		it_check_ack(line, id, "stored");
+		free(line);
+	}
+	off = it_log_expect(d, off, "reason=\"peer closed\"", IT_REPLY_MS);
+	SSL_free(t->ssl);
+	SSL_CTX_free(t->ctx);
+	close(t->fd);
+	free(t);
+
+	/* Gone before its acks: closed once writing them fails. */
+	t = tc_open(d, NULL, NULL);
+	if (t == NULL)
+		fail_msg("TLS handshake failed");
+	tc_hello(t);
+	for (int i = 0; i < EVENTS; i++) {
+		char id[32];
+		snprintf(id, sizeof(id), "tls-gone-%03d", i);
+		char *ev = it_event_line(id, "shipment.checkpoint", "PO-TLS", "SH-TLS");
+		assert_true(tc_send(t, ev));
+		free(ev);
+	}
+	SSL_free(t->ssl);
+	SSL_CTX_free(t->ctx);
+	close(t->fd);
+	free(t);
+	it_log_expect(d, off, "msg=\"connection closed\"", 5000);
+	it_daemon_stop_clean(d);
+}
+
 /* Plain text to a TLS-only port: no JSON back, closed, logged; the daemon serves on. */
 static void test_plain_refused(void **state)
 {
@@ -770,6 +846,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(test_tls_event, it_test_teardown),
 	    cmocka_unit_test_teardown(test_eof_without_close_notify, it_test_teardown),
+	    cmocka_unit_test_teardown(test_eof_with_replies_pending, it_test_teardown),
 	    cmocka_unit_test_teardown(test_plain_refused, it_test_teardown),
 	    cmocka_unit_test_teardown(test_refusal_over_tls, it_test_teardown),
 	    cmocka_unit_test_teardown(test_refused_without_handshake, it_test_teardown),
