@@ -48,6 +48,8 @@
 #define LINES_PER_WAKEUP 256
 /* The write deadline when limits.idle_timeout_s is 0 (never idle-closed). */
 #define WRITE_TIMEOUT_NO_IDLE_S 300
+/* Rejected lines and events logged per connection and second; the rest are counted. */
+#define REJECTS_LOGGED_PER_S 100
 
 enum conn_state {
 	CONN_HELLO,   /* waiting for hello; exits: READY, CLOSING */
@@ -76,6 +78,9 @@ struct conn {
 	bool c_flush_pending;                    /* finished slots wait to be written */
 	const char *c_close_reason;
 	uint64_t c_lines, c_events, c_errors;
+	time_t c_rej_second;       /* the second c_rej_logged counts in */
+	unsigned c_rej_logged;     /* rejections logged in that second */
+	unsigned c_rej_suppressed; /* rejections not logged since the last one logged */
 	struct event *c_resume_ev; /* runs buffered lines after a pause */
 	struct event *c_timer;     /* hello deadline, then the line deadline */
 	struct event *c_out_timer; /* the peer must take its replies by then */
@@ -230,6 +235,28 @@ static const char *conn_role(const struct conn *c)
 	return c->c_operator ? "operator" : "exporter";
 }
 
+/*
+ * May this rejection be logged?  A peer sending bad lines in a loop (an
+ * empty line is one byte, its log line two hundred) would otherwise fill
+ * the disk at many times its own rate; past REJECTS_LOGGED_PER_S in a
+ * second the rejections are only counted, and the next one logged says
+ * how many were left out (suppressed=).
+ */
+static bool conn_log_rejection(struct conn *c)
+{
+	time_t now = time(NULL);
+	if (now != c->c_rej_second) {
+		c->c_rej_second = now;
+		c->c_rej_logged = 0;
+	}
+	if (c->c_rej_logged >= REJECTS_LOGGED_PER_S) {
+		c->c_rej_suppressed++;
+		return false;
+	}
+	c->c_rej_logged++;
+	return true;
+}
+
 /* Reply to a line with an error; logs the rejection. */
 static void conn_error(struct conn *c, const char *id, const char *code, const char *message)
 {
@@ -237,9 +264,13 @@ static void conn_error(struct conn *c, const char *id, const char *code, const c
 	size_t n = format_error(buf, sizeof(buf), id, code, message);
 	c->c_errors++;
 	metrics_line_rejected(code);
-	log_info("line rejected", "conn=%u peer=%s %s=%s code=%s event=%s reason=%s", c->c_id,
-	         c->c_peer, conn_role(c), c->c_exporter[0] ? c->c_exporter : "-", code,
-	         id ? lq(id) : "-", lq(message));
+	if (conn_log_rejection(c)) {
+		log_info("line rejected",
+		         "conn=%u peer=%s %s=%s code=%s event=%s reason=%s suppressed=%u", c->c_id,
+		         c->c_peer, conn_role(c), c->c_exporter[0] ? c->c_exporter : "-", code,
+		         id ? lq(id) : "-", lq(message), c->c_rej_suppressed);
+		c->c_rej_suppressed = 0;
+	}
 	conn_reply(c, buf, n);
 }
 
@@ -799,12 +830,17 @@ void conn_slot_finished(struct slot *s, enum store_result r, const char *detail)
 	}
 	if (r != STORE_STORED && r != STORE_DUPLICATE) {
 		c->c_errors++;
-		log_info("event rejected", "conn=%u peer=%s exporter=%s event=%s code=%s reason=%s",
-		         c->c_id, c->c_peer, c->c_exporter, lq(s->s_id),
-		         r == STORE_CONFLICT   ? ERR_CONFLICT
-		         : r == STORE_REJECTED ? ERR_INVALID_EVENT
-		                               : ERR_INTERNAL,
-		         lq(detail));
+		if (conn_log_rejection(c)) {
+			log_info("event rejected",
+			         "conn=%u peer=%s exporter=%s event=%s code=%s reason=%s "
+			         "suppressed=%u",
+			         c->c_id, c->c_peer, c->c_exporter, lq(s->s_id),
+			         r == STORE_CONFLICT   ? ERR_CONFLICT
+			         : r == STORE_REJECTED ? ERR_INVALID_EVENT
+			                               : ERR_INTERNAL,
+			         lq(detail), c->c_rej_suppressed);
+			c->c_rej_suppressed = 0;
+		}
 	}
 	memcpy(s->s_reply, buf, n);
 	s->s_reply_len = n;

@@ -13,7 +13,8 @@
  * ClientHello and an HTTP request sent to the plain JSON Lines port are
  * refused and logged, and the next client is served; 10 MB without a
  * newline costs one line_too_long and no memory to speak of (VmRSS of the
- * daemon, from /proc).
+ * daemon, from /proc); 20,000 empty lines cost at most 100 log lines a
+ * second.
  *
  * The pre-hello tests (TLS, HTTP) make two refused connections each; none
  * of them is an auth_failed, so limits.max_failed_hellos is never reached.
@@ -685,6 +686,55 @@ static void test_ten_megabytes_no_newline(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/*
+ * 20,000 empty lines, each a byte, each answered malformed_json: the log
+ * gets at most 100 "line rejected" lines a second for the connection, not
+ * one each (two hundred bytes of log per byte sent), and the suppressed=
+ * counts of the lines it gets add up with them to every rejection.
+ */
+static void test_rejections_log_bounded(void **state)
+{
+	(void)state;
+	enum { LINES = 20000, PER_S = 100 };
+	struct it_config cfg = {.name = "rej_log", .log_level = "info"};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct it_client *c = session(d);
+	off_t from = it_log_offset(d);
+	long long t0 = it_now_ms();
+	char *empty = repeat('\n', LINES - 1);
+	it_queue(c, empty); /* and a newline of its own: LINES empty lines */
+	free(empty);
+	c->want = LINES;
+	assert_true(it_pump(&c, 1, 60000));
+	for (size_t i = 0; i < c->n_lines; i++)
+		json_decref(it_check_error(c->lines[i], NULL, "malformed_json"));
+	it_sleep_ms(1100); /* a new second: the next rejection is logged */
+	it_send(c, "");
+	json_decref(it_expect_error(c, NULL, "malformed_json"));
+	long long secs = (it_now_ms() - t0) / 1000 + 2;
+
+	char *log = log_range(d, from, it_log_offset(d));
+	long logged = 0, suppressed = 0, without = 0;
+	for (char *p = log; (p = strstr(p, "msg=\"line rejected\"")) != NULL; p++) {
+		char *s = strstr(p, " suppressed=");
+		char *eol = strchr(p, '\n');
+		logged++;
+		if (s == NULL || (eol != NULL && s > eol))
+			without++;
+		else
+			suppressed += strtol(s + 12, NULL, 10);
+	}
+	free(log);
+	printf("%ld lines rejected logged, %ld suppressed, in about %lld s\n", logged, suppressed,
+	       secs);
+	if (logged > PER_S * secs)
+		it_fail("%ld rejections logged in about %lld s", logged, secs);
+	if (without > 0)
+		it_fail("%ld of %ld line rejected records without suppressed=", without, logged);
+	assert_int_equal(logged + suppressed, LINES + 1);
+	it_daemon_stop_clean(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -693,6 +743,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_tls_client_hello, it_test_teardown),
 	    cmocka_unit_test_teardown(test_http_request, it_test_teardown),
 	    cmocka_unit_test_teardown(test_ten_megabytes_no_newline, it_test_teardown),
+	    cmocka_unit_test_teardown(test_rejections_log_bounded, it_test_teardown),
 	};
 	it_env_init("hostile");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
