@@ -17,15 +17,22 @@
  * the daemon logs why and runs on without the endpoint, so that a port
  * taken by something else never stops ingest; a monitor that scrapes it
  * sees the target down.
+ *
+ * Out of file descriptors, accept fails and the listening socket stays
+ * readable: evhttp's own listener would retry at once, forever, logging
+ * each failure.  Ours is switched off and on again from a one-second
+ * timer instead, as listener.c does for the event port.
  */
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <event2/listener.h>
 #include <netinet/in.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <arpa/inet.h>
+#include <errno.h>
 #include <sys/socket.h>
 
 #include "admin.h"
@@ -38,6 +45,8 @@
 #define ADMIN_MAX_BODY    1024
 
 static struct evhttp *admin_http;
+static struct event *admin_retry; /* switches accept back on after EMFILE */
+static char admin_addr[80];
 
 /* Answer with a status, a content type and the body already in buf. */
 static void admin_reply(struct evhttp_request *req, int code, const char *reason, const char *type,
@@ -96,10 +105,35 @@ static void admin_request_cb(struct evhttp_request *req, void *arg)
 	}
 }
 
+/* The pause after EMFILE is over: accept again. */
+static void admin_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	evconnlistener_enable(arg);
+}
+
+/* accept() failed: pause on descriptor exhaustion, log anything else. */
+static void admin_accept_error_cb(struct evconnlistener *evl, void *arg)
+{
+	(void)arg;
+	int err = EVUTIL_SOCKET_ERROR();
+	if (err == EMFILE || err == ENFILE || err == ENOBUFS || err == ENOMEM) {
+		struct timeval tv = {1, 0};
+		evconnlistener_disable(evl);
+		evtimer_add(admin_retry, &tv);
+		log_warnx("accept paused", "addr=%s reason=%s retry_s=1", admin_addr,
+		          lq(evutil_socket_error_to_string(err)));
+		return;
+	}
+	log_warnx("accept failed", "addr=%s reason=%s", admin_addr,
+	          lq(evutil_socket_error_to_string(err)));
+}
+
 void admin_start(void)
 {
 	const char *spec = server.cfg->admin_listen;
-	char host[256], port_s[16], addr[80];
+	char host[256], port_s[16];
 	unsigned short port;
 
 	if (spec == NULL || spec[0] == '\0') {
@@ -131,12 +165,21 @@ void admin_start(void)
 		admin_http = NULL;
 		return;
 	}
-	listen_bound_address(evhttp_bound_socket_get_fd(bs), addr, sizeof(addr));
-	log_info("admin listening", "addr=%s paths=/healthz,/readyz,/metrics", addr);
+	listen_bound_address(evhttp_bound_socket_get_fd(bs), admin_addr, sizeof(admin_addr));
+	struct evconnlistener *evl = evhttp_bound_socket_get_listener(bs);
+	admin_retry = evtimer_new(server.base, admin_retry_cb, evl);
+	if (admin_retry == NULL)
+		abort();
+	evconnlistener_set_error_cb(evl, admin_accept_error_cb);
+	log_info("admin listening", "addr=%s paths=/healthz,/readyz,/metrics", admin_addr);
 }
 
 void admin_stop(void)
 {
+	/* The timer first: it refers to evhttp's listener. */
+	if (admin_retry != NULL)
+		event_free(admin_retry);
+	admin_retry = NULL;
 	if (admin_http != NULL)
 		evhttp_free(admin_http);
 	admin_http = NULL;

@@ -31,6 +31,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/prctl.h>
+#include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <sys/wait.h>
@@ -742,6 +743,87 @@ static void check_exposition(const char *text)
 	for (int i = 0; i < 3; i++)
 		regfree(&re[i]);
 	assert_true(samples > 50);
+}
+
+/* CPU time (user + system) a process has used, in milliseconds. */
+static long long proc_cpu_ms(pid_t pid)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	FILE *f = fopen(path, "r");
+	assert_non_null(f);
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	/* The name in parentheses may hold spaces: fields count from its end. */
+	char *p = strrchr(buf, ')');
+	assert_non_null(p);
+	unsigned long long utime = 0, stime = 0;
+	assert_int_equal(
+	    sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime),
+	    2);
+	return (long long)(utime + stime) * 1000 / sysconf(_SC_CLK_TCK);
+}
+
+/*
+ * Out of file descriptors, the admin endpoint's accept pauses on a timer
+ * like the event port's, instead of retrying (and logging the failure) as
+ * fast as the loop turns; once descriptors are free it answers again.
+ * Anyone who can reach the port can open the connections that exhaust
+ * them.  The test lowers the running daemon's limit to 48.
+ */
+static void test_admin_emfile_pause(void **state)
+{
+	(void)state;
+	it_pg_createdb("ops_admin_emfile");
+	struct it_config cfg = ops_config("admin_emfile", "ops_admin_emfile");
+	cfg.log_level = "info";
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	int port = admin_port(d);
+	struct rlimit low = {48, 48};
+	if (prlimit(d->pid, RLIMIT_NOFILE, &low, NULL) != 0) {
+		print_message("cannot lower the daemon's RLIMIT_NOFILE; skipped\n");
+		it_daemon_stop_clean(d);
+		skip();
+	}
+
+	off_t off = it_log_offset(d);
+	enum { N = 60 };
+	int fds[N];
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)port)};
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	for (int i = 0; i < N; i++) {
+		fds[i] = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+		/* The kernel queues them; the daemon cannot take them all. */
+		if (fds[i] < 0 || connect(fds[i], (struct sockaddr *)&sa, sizeof(sa)) != 0)
+			it_fail("connect to the admin endpoint: %s", strerror(errno));
+	}
+	/* Paused, it retries once a second: a few ms of CPU in 2 s, not all of it. */
+	it_sleep_ms(500);
+	long long cpu0 = proc_cpu_ms(d->pid);
+	off_t log0 = it_log_offset(d);
+	it_sleep_ms(2000);
+	long long cpu = proc_cpu_ms(d->pid) - cpu0;
+	off_t logged = it_log_offset(d) - log0;
+	print_message("admin emfile: %lld ms of CPU and %lld bytes of log in 2 s\n", cpu,
+	              (long long)logged);
+	if (cpu > 300)
+		it_fail("the daemon used %lld ms of CPU in 2 s out of descriptors", cpu);
+	if (logged > 4096)
+		it_fail("the daemon logged %lld bytes in 2 s out of descriptors",
+		        (long long)logged);
+	char want[128];
+	snprintf(want, sizeof(want), "msg=\"accept paused\" addr=127.0.0.1:%d", port);
+	it_log_expect(d, off, want, IT_REPLY_MS);
+	assert_true(it_daemon_alive(d));
+	for (int i = 0; i < N; i++)
+		close(fds[i]);
+	/* Descriptors are back: the endpoint answers within the retry. */
+	it_sleep_ms(1500);
+	char *body = http_expect(port, "/healthz", 200);
+	assert_string_equal(body, "ok\n");
+	free(body);
+	it_daemon_stop_clean(d);
 }
 
 /* /healthz, /metrics in the exposition format, counters that move with traffic. */
@@ -1515,6 +1597,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_check_role_without_grants, ops_teardown),
 	    cmocka_unit_test_teardown(test_upgrade_keeps_stored_events, ops_teardown),
 	    cmocka_unit_test_teardown(test_durability_reported, ops_teardown),
+	    cmocka_unit_test_teardown(test_admin_emfile_pause, ops_teardown),
 	};
 	it_env_init("ops");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
