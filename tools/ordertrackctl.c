@@ -1478,6 +1478,23 @@ static const char *opt_name(unsigned bit)
 }
 
 /*
+ * --token: keep a copy and write over the argument, which ps and
+ * /proc/PID/cmdline show to every user of the host for as long as tail
+ * runs.  (Until this runs they see it all the same: ORDERTRACK_TOKEN,
+ * readable only by the same user, is the safer way.)
+ */
+static const char *token_from_argv(char *arg)
+{
+	static char *copy; /* a global, so a leak checker sees it reachable */
+	free(copy);
+	copy = strdup(arg);
+	if (copy == NULL)
+		abort();
+	memset(arg, 'x', strlen(arg));
+	return copy;
+}
+
+/*
  * Read the options before the command into o.  Returns -1 to go on, or
  * the exit code when they asked for help or the version, or were wrong.
  */
@@ -1566,7 +1583,7 @@ static int parse_options(int argc, char **argv, struct opts *o)
 			o->given |= O_AFTER;
 			break;
 		case L_TOKEN:
-			o->token = optarg;
+			o->token = token_from_argv(optarg);
 			o->given |= O_TOKEN;
 			break;
 		case L_OPERATOR:

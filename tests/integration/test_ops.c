@@ -1190,6 +1190,59 @@ static void test_operator_log_lines(void **state)
 }
 
 /*
+ * tail --token: the token does not stay in the command line that ps and
+ * /proc/PID/cmdline show every user of the host while tail follows the
+ * feed, and tail still says hello with it.
+ */
+static void test_tail_token_hidden(void **state)
+{
+	(void)state;
+	it_pg_createdb("ops_tail_token");
+	struct it_config cfg = ops_config("tail_token", "ops_tail_token");
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	const char *bin = getenv("OT_CTL");
+	if (bin == NULL || bin[0] == '\0')
+		it_fail("OT_CTL is not set (meson test sets it)");
+	char addr[64];
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d", d->port);
+	off_t off = it_log_offset(d);
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid < 0)
+		it_fail("fork: %s", strerror(errno));
+	if (pid == 0) {
+		prctl(PR_SET_PDEATHSIG, SIGKILL);
+		int null = open("/dev/null", O_WRONLY);
+		dup2(null, 1);
+		unsetenv("ORDERTRACK_TOKEN");
+		/* Nothing after seq 1000000: it follows the feed until killed. */
+		execl(bin, "ordertrackctl", "-c", d->conf_path, "tail", "--after", "1000000",
+		      "--address", addr, "--token", OPS_TOKEN, (char *)NULL);
+		_exit(127);
+	}
+	/* Subscribed: its options were read long ago. */
+	it_log_expect(d, off, "msg=subscribed", IT_REPLY_MS);
+	char path[64], cmdline[4096];
+	snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+	int fd = open(path, O_RDONLY);
+	if (fd < 0)
+		it_fail("open %s: %s", path, strerror(errno));
+	ssize_t n = read(fd, cmdline, sizeof(cmdline) - 1);
+	close(fd);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	assert_true(n > 0);
+	for (ssize_t i = 0; i < n; i++)
+		if (cmdline[i] == '\0')
+			cmdline[i] = ' ';
+	cmdline[n] = '\0';
+	if (strstr(cmdline, OPS_TOKEN) != NULL)
+		it_fail("the token is in tail's command line: %s", cmdline);
+	assert_non_null(strstr(cmdline, "--token"));
+	it_daemon_stop_clean(d);
+}
+
+/*
  * tail --address that is no HOST:PORT is a usage error that says so (it
  * was exit 69 without a word), and so is an --exporter, --operator or
  * token that is not UTF-8; a port that answers something else than
@@ -1593,6 +1646,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_check_mode_conninfo_user, ops_teardown),
 	    cmocka_unit_test_teardown(test_operator_log_lines, ops_teardown),
 	    cmocka_unit_test_teardown(test_tail_wrong_address, ops_teardown),
+	    cmocka_unit_test_teardown(test_tail_token_hidden, ops_teardown),
 	    cmocka_unit_test_teardown(test_daemon_long_options, ops_teardown),
 	    cmocka_unit_test_teardown(test_check_role_without_grants, ops_teardown),
 	    cmocka_unit_test_teardown(test_upgrade_keeps_stored_events, ops_teardown),
