@@ -227,6 +227,27 @@ static bool url_port(struct loader *ld, const config_setting_t *s, const char *k
 }
 
 /*
+ * A url quoted for a message, with any user and password (refused, see
+ * webhook_url) shown as "***": the message goes to the log and the
+ * terminal, and must not copy a secret out of the file.
+ */
+static const char *url_quote(const char *v, char *q, size_t cap)
+{
+	char shown[WEBHOOK_URL_MAX + 8];
+	const char *sep = strstr(v, "://");
+	const char *auth = sep != NULL ? sep + 3 : v;
+	size_t alen = strcspn(auth, "/?#");
+	const char *at = NULL;
+	for (const char *p = auth; p < auth + alen; p++)
+		if (*p == '@')
+			at = p;
+	if (at == NULL)
+		return cfg_quote(v, q, cap);
+	snprintf(shown, sizeof(shown), "%.*s***%s", (int)(auth - v), v, at);
+	return cfg_quote(shown, q, cap);
+}
+
+/*
  * webhooks[i].url: "http://" or "https://", a host (a name, an IPv4
  * address or an IPv6 address in brackets), an optional port and an optional
  * path with query; printable ASCII only, no user or password, no fragment.
@@ -247,7 +268,7 @@ static bool webhook_url(struct loader *ld, const config_setting_t *s, const char
 			return cfg_fail(ld, s, key,
 			                "%s may only hold printable ASCII without spaces "
 			                "(percent-encode the rest)",
-			                cfg_quote(v, q, sizeof(q)));
+			                url_quote(v, q, sizeof(q)));
 	const char *rest;
 	if (strncmp(v, "http://", 7) == 0) {
 		w->https = false;
@@ -259,7 +280,7 @@ static bool webhook_url(struct loader *ld, const config_setting_t *s, const char
 		rest = v + 8;
 	} else {
 		return cfg_fail(ld, s, key, "%s must start with http:// or https://",
-		                cfg_quote(v, q, sizeof(q)));
+		                url_quote(v, q, sizeof(q)));
 	}
 
 	/* The authority runs to the first "/", "?" or "#". */
@@ -270,31 +291,31 @@ static bool webhook_url(struct loader *ld, const config_setting_t *s, const char
 		return cfg_fail(
 		    ld, s, key,
 		    "%s must not hold a user or password (the secret signs each request)",
-		    cfg_quote(v, q, sizeof(q)));
+		    url_quote(v, q, sizeof(q)));
 	if (alen == 0)
-		return cfg_fail(ld, s, key, "%s has no host", cfg_quote(v, q, sizeof(q)));
+		return cfg_fail(ld, s, key, "%s has no host", url_quote(v, q, sizeof(q)));
 	if (rest[0] == '[') {
 		const char *rb = memchr(rest, ']', alen);
 		char buf[INET6_ADDRSTRLEN + 1];
 		struct in6_addr a6;
 		if (rb == NULL)
 			return cfg_fail(ld, s, key, "%s has no closing ']'",
-			                cfg_quote(v, q, sizeof(q)));
+			                url_quote(v, q, sizeof(q)));
 		host = rest + 1;
 		hlen = (size_t)(rb - host);
 		if (hlen == 0 || hlen >= sizeof(buf))
 			return cfg_fail(ld, s, key, "%s is not an IPv6 address in brackets",
-			                cfg_quote(v, q, sizeof(q)));
+			                url_quote(v, q, sizeof(q)));
 		memcpy(buf, host, hlen);
 		buf[hlen] = '\0';
 		if (inet_pton(AF_INET6, buf, &a6) != 1)
 			return cfg_fail(ld, s, key, "%s is not an IPv6 address in brackets",
-			                cfg_quote(v, q, sizeof(q)));
+			                url_quote(v, q, sizeof(q)));
 		if (rb + 1 < rest + alen) {
 			if (rb[1] != ':')
 				return cfg_fail(ld, s, key,
 				                "%s has something after ']' that is not a port",
-				                cfg_quote(v, q, sizeof(q)));
+				                url_quote(v, q, sizeof(q)));
 			port = rb + 2;
 		}
 	} else {
@@ -304,12 +325,12 @@ static bool webhook_url(struct loader *ld, const config_setting_t *s, const char
 			return cfg_fail(
 			    ld, s, key,
 			    "%s: an IPv6 address needs brackets, e.g. \"http://[::1]:8080/\"",
-			    cfg_quote(v, q, sizeof(q)));
+			    url_quote(v, q, sizeof(q)));
 		if (hlen == 0)
-			return cfg_fail(ld, s, key, "%s has no host", cfg_quote(v, q, sizeof(q)));
+			return cfg_fail(ld, s, key, "%s has no host", url_quote(v, q, sizeof(q)));
 		if (!cfg_host_ok(host, hlen))
 			return cfg_fail(ld, s, key, "%s does not have a valid host name or address",
-			                cfg_quote(v, q, sizeof(q)));
+			                url_quote(v, q, sizeof(q)));
 		if (colon != NULL)
 			port = colon + 1;
 	}
@@ -319,7 +340,7 @@ static bool webhook_url(struct loader *ld, const config_setting_t *s, const char
 	const char *path = rest + alen;
 	if (strchr(path, '#') != NULL)
 		return cfg_fail(ld, s, key, "%s must not have a fragment (#...)",
-		                cfg_quote(v, q, sizeof(q)));
+		                url_quote(v, q, sizeof(q)));
 	w->url = cfg_strdup(v);
 	w->host = cfg_printf("%.*s", (int)hlen, host);
 	w->path = cfg_printf("%s%s", path[0] == '/' ? "" : "/", path);

@@ -863,10 +863,16 @@ static void test_webhook_errors(void **state)
 	          "t.conf:2: webhooks[0].url: port must be a number (got \"http\")");
 	parse_bad(HOOK_URL("http://example.com:0000080/"),
 	          "t.conf:2: webhooks[0].url: port must be between 1 and 65535 (got \"0000080\")");
-	parse_bad(
-	    HOOK_URL("https://user:pw@example.com/"),
-	    "t.conf:2: webhooks[0].url: \"https://user:pw@example.com/\" must not hold a user "
-	    "or password (the secret signs each request)");
+	/* The password is not copied into the message (and so the log). */
+	parse_bad(HOOK_URL("https://user:pw@example.com/"),
+	          "t.conf:2: webhooks[0].url: \"https://***@example.com/\" must not hold a user "
+	          "or password (the secret signs each request)");
+	parse_bad(HOOK_URL("htps://user:s3cr3t@example.com/"),
+	          "t.conf:2: webhooks[0].url: \"htps://***@example.com/\" must start with http:// "
+	          "or https://");
+	parse_bad(HOOK_URL("https://user:s3 cr3t@example.com/"),
+	          "t.conf:2: webhooks[0].url: \"https://***@example.com/\" may only hold printable "
+	          "ASCII without spaces (percent-encode the rest)");
 	parse_bad(HOOK_URL("https://example.com/hook#frag"),
 	          "t.conf:2: webhooks[0].url: \"https://example.com/hook#frag\" must not have a "
 	          "fragment (#...)");
