@@ -11,7 +11,9 @@
  * attempt the same way, so it is a configuration error to report before
  * anything starts, not an outage to retry.  Only the syntax and the
  * option names are checked here: values (a host that does not resolve, a
- * bad sslmode) are known only by connecting.
+ * bad sslmode) are known only by connecting.  libpq's reason may quote
+ * the string; a password in it is shown as "***", since the reason goes
+ * to the terminal and the log.
  *
  * It lives in daemon/ because lib/ does not use libpq.
  */
@@ -26,6 +28,75 @@ static bool conninfo_is_string(const char *s)
 {
 	return strncmp(s, "postgresql://", 13) == 0 || strncmp(s, "postgres://", 11) == 0 ||
 	       strchr(s, '=') != NULL;
+}
+
+/* Replace every copy of secret[0..n) in the malloc'd *text with "***". */
+static void redact(char **text, const char *secret, size_t n)
+{
+	static const char mask[] = "***";
+	if (n == 0)
+		return;
+	char *out = malloc(strlen(*text) * sizeof(mask) + 1); /* a 1-byte secret becomes 3 */
+	if (out == NULL)
+		abort();
+	size_t o = 0;
+	for (const char *p = *text; *p != '\0';) {
+		if (strncmp(p, secret, n) == 0) {
+			memcpy(out + o, mask, sizeof(mask) - 1);
+			o += sizeof(mask) - 1;
+			p += n;
+		} else {
+			out[o++] = *p++;
+		}
+	}
+	out[o] = '\0';
+	free(*text);
+	*text = out;
+}
+
+/* The end of a keyword value starting at v: a quoted one's closing quote, or a space. */
+static const char *value_end(const char *v)
+{
+	if (*v != '\'')
+		return v + strcspn(v, " \t\n\r\f\v");
+	for (v++; *v != '\0' && *v != '\''; v++)
+		if (*v == '\\' && v[1] != '\0')
+			v++;
+	return v;
+}
+
+/*
+ * libpq quotes pieces of a string it cannot parse, a URI whole: take out
+ * of msg the passwords the string holds (user:password@ of a URI, a
+ * password= parameter or keyword), read as roughly as they are written.
+ */
+static void redact_passwords(const char *conninfo, char **msg)
+{
+	const char *uri = NULL;
+	if (strncmp(conninfo, "postgresql://", 13) == 0)
+		uri = conninfo + 10;
+	else if (strncmp(conninfo, "postgres://", 11) == 0)
+		uri = conninfo + 8;
+	if (uri != NULL) {
+		const char *user = uri + 3;
+		size_t n = strcspn(user, "@/");
+		const char *colon = memchr(user, ':', n);
+		if (user[n] == '@' && colon != NULL)
+			redact(msg, colon + 1, (size_t)(user + n - colon - 1));
+	}
+	for (const char *p = strstr(conninfo, "password"); p != NULL;
+	     p = strstr(p + 1, "password")) {
+		const char *v = p + 8;
+		v += strspn(v, " \t\n\r\f\v");
+		if (*v != '=')
+			continue;
+		v++;
+		v += strspn(v, " \t\n\r\f\v");
+		const char *end = uri != NULL ? v + strcspn(v, "&") : value_end(v);
+		if (*v == '\'' && uri == NULL)
+			v++;
+		redact(msg, v, (size_t)(end - v));
+	}
 }
 
 bool conninfo_check(const char *conninfo, char **errstr)
@@ -48,5 +119,6 @@ bool conninfo_check(const char *conninfo, char **errstr)
 	memcpy(*errstr, why, n);
 	(*errstr)[n] = '\0';
 	PQfreemem(msg);
+	redact_passwords(conninfo, errstr);
 	return false;
 }

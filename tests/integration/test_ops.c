@@ -1387,6 +1387,55 @@ static void test_check_mode_conninfo_user(void **state)
 }
 
 /*
+ * A conninfo libpq cannot parse is refused with libpq's reason, which may
+ * quote the string whole: the password in it must not reach the terminal
+ * (-t) or the log (a reload), which more people read than the file.
+ */
+static void test_conninfo_password_not_shown(void **state)
+{
+	(void)state;
+	const char *bin = getenv("OT_DAEMON");
+	char conf[PATH_MAX], cmd[3 * PATH_MAX], *out;
+	/* libpq: end of string reached when looking for matching "]" ... in URI: "<it>" */
+	static const char bad[] = "database = { conninfo = "
+	                          "\"postgresql://ordertrack:Pw-5ecret-77@[::1/ordertrack\"; };\n";
+
+	write_tmp(conf, sizeof(conf), "uri_password_conninfo.conf", bad);
+	snprintf(cmd, sizeof(cmd), "'%s' -t -c '%s' 2>&1", bin, conf);
+	assert_int_equal(shell(cmd, &out), 78);
+	if (strstr(out, "database.conninfo: ") == NULL || strstr(out, "in URI") == NULL)
+		it_fail("ordertrackd -t does not give libpq's reason: %s", out);
+	if (strstr(out, "5ecret") != NULL)
+		it_fail("ordertrackd -t shows the password: %s", out);
+	assert_non_null(strstr(out, "postgresql://ordertrack:***@[::1/ordertrack"));
+	free(out);
+
+	/* The same file on SIGHUP: refused, and logged without the password. */
+	it_pg_createdb("ops_conninfo_pw");
+	struct it_config cfg = ops_config("conninfo_pw", "ops_conninfo_pw");
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	off_t off = it_log_offset(d);
+	it_daemon_rewrite_raw(d, bad);
+	kill(d->pid, SIGHUP);
+	it_log_expect(d, off, "msg=\"config reload failed\"", IT_REPLY_MS);
+	FILE *f = fopen(d->log_path, "r");
+	if (f == NULL)
+		it_fail("open %s: %s", d->log_path, strerror(errno));
+	char line[4096];
+	bool refused = false;
+	while (fgets(line, sizeof(line), f) != NULL) {
+		if (strstr(line, "5ecret") != NULL)
+			it_fail("the log shows the password: %s", line);
+		if (strstr(line, "config reload failed") != NULL &&
+		    strstr(line, "postgresql://ordertrack:***@[::1/ordertrack") != NULL)
+			refused = true;
+	}
+	fclose(f);
+	assert_true(refused);
+	it_daemon_stop_clean(d);
+}
+
+/*
  * check as a staff role (OPERATIONS.md, "Running ordertrackctl"): without
  * the grants it must say it cannot read the schema (it said "no schema
  * yet: ordertrackd creates it when it first starts" of a schema at the
@@ -1644,6 +1693,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_sd_notify, ops_teardown),
 	    cmocka_unit_test_teardown(test_shipped_files, ops_teardown),
 	    cmocka_unit_test_teardown(test_check_mode_conninfo_user, ops_teardown),
+	    cmocka_unit_test_teardown(test_conninfo_password_not_shown, ops_teardown),
 	    cmocka_unit_test_teardown(test_operator_log_lines, ops_teardown),
 	    cmocka_unit_test_teardown(test_tail_wrong_address, ops_teardown),
 	    cmocka_unit_test_teardown(test_tail_token_hidden, ops_teardown),
