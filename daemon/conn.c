@@ -396,6 +396,23 @@ static void conn_hello(struct conn *c, const struct request *rq)
 	} else {
 		e = config_find_exporter(server.cfg, who);
 	}
+	/* conn_start refuses new connections from an address past its budget;
+	 * one opened before that must not get a guess either, or a peer that
+	 * opens many connections first would try one token on each. */
+	if (peer_failed_hellos(c->c_peer_rec, time(NULL)) >=
+	    (unsigned)server.cfg->max_failed_hellos) {
+		size_t n = format_error(buf, sizeof(buf), NULL, ERR_AUTH_FAILED,
+		                        "too many failed hellos from this address; try again "
+		                        "in a minute");
+		log_warnx("hello refused", "conn=%u peer=%s %s=%s code=%s reason=failed_hellos",
+		          c->c_id, c->c_peer, op ? "operator" : "exporter", lq(who),
+		          ERR_AUTH_FAILED);
+		c->c_errors++;
+		metrics_line_rejected(ERR_AUTH_FAILED);
+		conn_reply(c, buf, n);
+		conn_close(c, "failed_hellos");
+		return;
+	}
 	if (e == NULL || !auth_token_matches(e->token_sha256, tok, strlen(tok))) {
 		/* Same answer for an unknown id and a wrong token: the reply
 		 * must not tell which ids exist. */

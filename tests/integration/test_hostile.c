@@ -627,6 +627,50 @@ static void test_http_request(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/*
+ * Guessing tokens on connections opened beforehand: once an address has
+ * had limits.max_failed_hellos failed hellos in the minute, a hello on a
+ * connection it opened earlier is refused too, before its token is
+ * checked, so opening many connections first does not buy more guesses.
+ */
+static void test_failed_hellos_preopened(void **state)
+{
+	(void)state;
+	enum { OPEN = 6, BUDGET = 3 };
+	it_pg_createdb("preopened");
+	struct it_config cfg = {
+	    .name = "preopened", .dbname = "preopened", .max_failed_hellos = BUDGET};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct it_client *c[OPEN];
+	for (int i = 0; i < OPEN; i++)
+		c[i] = it_connect(d);
+	it_send(c[0], "{\"type\":\"ping\"}"); /* all six are accepted by now */
+	json_decref(it_expect_error(c[0], NULL, "auth_required"));
+	for (int i = 1; i <= BUDGET; i++) {
+		it_sendf(c[i],
+		         "{\"type\":\"hello\",\"exporter\":\"" IT_EXPORTER
+		         "\",\"token\":\"guess-%d\"}",
+		         i);
+		json_t *err = it_expect_error(c[i], NULL, "auth_failed");
+		assert_null(strstr(it_json_str(err, "message"), "too many"));
+		json_decref(err);
+	}
+	/* The budget is spent: even the right token is not checked. */
+	for (int i = BUDGET + 1; i < OPEN; i++) {
+		off_t off = it_log_offset(d);
+		it_send(c[i], "{\"type\":\"hello\",\"exporter\":\"" IT_EXPORTER
+		              "\",\"token\":\"" IT_TOKEN "\"}");
+		json_t *err = it_expect_error(c[i], NULL, "auth_failed");
+		assert_non_null(strstr(it_json_str(err, "message"), "too many failed hellos"));
+		json_decref(err);
+		it_expect_eof(c[i], IT_REPLY_MS);
+		it_log_expect(d, off, "reason=failed_hellos", IT_REPLY_MS);
+	}
+	for (int i = 0; i < OPEN; i++)
+		it_close(c[i]);
+	it_daemon_stop_clean(d);
+}
+
 /* 10 MB without a newline: one line_too_long, a usable connection, little memory. */
 static void test_ten_megabytes_no_newline(void **state)
 {
@@ -742,6 +786,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_sql_in_strings, it_test_teardown),
 	    cmocka_unit_test_teardown(test_tls_client_hello, it_test_teardown),
 	    cmocka_unit_test_teardown(test_http_request, it_test_teardown),
+	    cmocka_unit_test_teardown(test_failed_hellos_preopened, it_test_teardown),
 	    cmocka_unit_test_teardown(test_ten_megabytes_no_newline, it_test_teardown),
 	    cmocka_unit_test_teardown(test_rejections_log_bounded, it_test_teardown),
 	};
