@@ -33,6 +33,7 @@
 #include <sys/prctl.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <sys/un.h>
 #include <sys/wait.h>
 #include <time.h>
@@ -824,6 +825,53 @@ static void test_admin_emfile_pause(void **state)
 	assert_string_equal(body, "ok\n");
 	free(body);
 	it_daemon_stop_clean(d);
+}
+
+/*
+ * tools/pgcluster as root keeps a cluster that its user cannot reach in
+ * the fall-back folder, then hands it to that user: a fall-back folder
+ * that another user owns and may write to is refused, before root opens
+ * its .lock (here a symbolic link that user planted) or makes anything
+ * in it.
+ */
+static void test_pgcluster_fallback_base(void **state)
+{
+	(void)state;
+	if (geteuid() != 0) {
+		print_message("not root: pgcluster falls back only as root; skipped\n");
+		skip();
+	}
+	char base[PATH_MAX], lock[PATH_MAX + 8], planted[PATH_MAX], closed[PATH_MAX],
+	    dir[PATH_MAX + 8];
+	snprintf(base, sizeof(base), "%s/someone-elses-base", it_tmpdir());
+	snprintf(lock, sizeof(lock), "%s/.lock", base);
+	snprintf(planted, sizeof(planted), "%s/made-by-root", it_tmpdir());
+	snprintf(closed, sizeof(closed), "%s/closed", it_tmpdir());
+	snprintf(dir, sizeof(dir), "%s/pg", closed);
+	/* uid and gid 65534 (nobody): any user but root and the cluster's. */
+	if (mkdir(base, 0777) != 0 || chmod(base, 0777) != 0 || chown(base, 65534, 65534) != 0 ||
+	    symlink(planted, lock) != 0 || lchown(lock, 65534, 65534) != 0)
+		it_fail("cannot set up %s: %s", base, strerror(errno));
+	/* A folder the cluster's user cannot enter, so pgcluster falls back. */
+	if (mkdir(closed, 0700) != 0 || chmod(closed, 0700) != 0)
+		it_fail("mkdir %s: %s", closed, strerror(errno));
+
+	char fallback[PATH_MAX + 32];
+	snprintf(fallback, sizeof(fallback), "OT_PG_FALLBACK_DIR=%s", base);
+	const char *const env[] = {fallback, "OT_PG_FAST=1", NULL};
+	const char *const argv[] = {"pgcluster", "init", dir, NULL};
+	char *out;
+	int rc = it_run(getenv("OT_PGCLUSTER"), argv, env, 120000, &out);
+	free(out);
+	struct stat st;
+	bool made_planted = lstat(planted, &st) == 0;
+	bool made_dir = lstat(dir, &st) == 0;
+	if (rc == 0 || made_planted || made_dir)
+		it_fail("pgcluster init used a fall-back folder owned by another user: exit %d, "
+		        "%s %s, %s %s",
+		        rc, planted, made_planted ? "created" : "absent", dir,
+		        made_dir ? "created" : "absent");
+	assert_int_equal(rc, 1);
 }
 
 /* /healthz, /metrics in the exposition format, counters that move with traffic. */
@@ -1702,6 +1750,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_upgrade_keeps_stored_events, ops_teardown),
 	    cmocka_unit_test_teardown(test_durability_reported, ops_teardown),
 	    cmocka_unit_test_teardown(test_admin_emfile_pause, ops_teardown),
+	    cmocka_unit_test_teardown(test_pgcluster_fallback_base, ops_teardown),
 	};
 	it_env_init("ops");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
