@@ -12,6 +12,7 @@
 #include <glob.h>
 #include <limits.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -128,6 +129,54 @@ static void test_wrong_token(void **state)
 		    code ? code : "(no code)");
 	json_decref(e);
 	it_expect_eof(c, IT_REPLY_MS);
+	it_daemon_stop_clean(d);
+}
+
+/*
+ * A reload closes the open connections of an operator removed from the
+ * config, and of one whose token was replaced, as it does for exporters
+ * (SECURITY.md, "Rotating a token"); an operator left as it was keeps
+ * its subscription.
+ */
+static void test_operator_removed_on_reload(void **state)
+{
+	(void)state;
+	it_pg_createdb("op_reload");
+	struct it_config cfg = {.name = "op_reload", .dbname = "op_reload"};
+	cfg.operators[0] = (struct it_exporter){"ops-a", "Desk A", "ops-a-token-1"};
+	cfg.operators[1] = (struct it_exporter){"ops-b", "Desk B", "ops-b-token-1"};
+	cfg.operators[2] = (struct it_exporter){"ops-c", "Desk C", "ops-c-token-1"};
+	cfg.n_operators = 3;
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct it_client *c[3];
+	const char *const ids[] = {"ops-a", "ops-b", "ops-c"};
+	const char *const tokens[] = {"ops-a-token-1", "ops-b-token-1", "ops-c-token-1"};
+	for (int i = 0; i < 3; i++) {
+		c[i] = it_connect(d);
+		it_hello_operator(c[i], ids[i], tokens[i]);
+		it_send(c[i], "{\"type\":\"subscribe\",\"after\":0}");
+		char *line = it_read_line(c[i], IT_REPLY_MS);
+		assert_non_null(strstr(line, "\"subscribed\""));
+		free(line);
+	}
+
+	/* ops-a removed, ops-b re-keyed, ops-c as it was. */
+	cfg.operators[0] = (struct it_exporter){"ops-b", "Desk B", "ops-b-token-2"};
+	cfg.operators[1] = (struct it_exporter){"ops-c", "Desk C", "ops-c-token-1"};
+	cfg.n_operators = 2;
+	it_daemon_rewrite(d, &cfg);
+	off_t off = it_log_offset(d);
+	kill(d->pid, SIGHUP);
+	it_log_expect(d, off, "msg=\"config reloaded\"", IT_REPLY_MS);
+	it_expect_eof(c[0], IT_REPLY_MS);
+	it_log_expect(d, off, "operator=ops-a reason=\"operator removed from config\"",
+	              IT_REPLY_MS);
+	it_expect_eof(c[1], IT_REPLY_MS);
+	it_log_expect(d, off, "operator=ops-b reason=\"token changed in config\"", IT_REPLY_MS);
+	it_send(c[2], "{\"type\":\"ping\"}");
+	it_expect_pong(c[2]);
+	for (int i = 0; i < 3; i++)
+		it_close(c[i]);
 	it_daemon_stop_clean(d);
 }
 
@@ -982,6 +1031,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_hello_ok, it_test_teardown),
 	    cmocka_unit_test_teardown(test_wrong_token, it_test_teardown),
 	    cmocka_unit_test_teardown(test_unknown_exporter, it_test_teardown),
+	    cmocka_unit_test_teardown(test_operator_removed_on_reload, it_test_teardown),
 	    cmocka_unit_test_teardown(test_line_before_hello, it_test_teardown),
 	    cmocka_unit_test_teardown(test_ping_pong, it_test_teardown),
 	    cmocka_unit_test_teardown(test_second_hello, it_test_teardown),
