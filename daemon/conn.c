@@ -548,6 +548,13 @@ static void conn_line(struct conn *c, const char *line, size_t len)
 			conn_close(c, err.hello ? "bad hello" : "auth_required");
 			return;
 		}
+		if (c->c_operator && strcmp(err.code, ERR_INVALID_EVENT) == 0) {
+			/* An operator's event is refused for who sent it, however
+			 * it is written: what is wrong with it does not matter. */
+			conn_error(c, err.has_id ? err.id : NULL, ERR_FORBIDDEN,
+			           "operators may only subscribe");
+			return;
+		}
 		conn_error(c, err.has_id ? err.id : NULL, err.code, err.message);
 		return;
 	}

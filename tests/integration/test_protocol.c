@@ -133,6 +133,38 @@ static void test_wrong_token(void **state)
 }
 
 /*
+ * An event from an operator is answered forbidden, with its id, whether or
+ * not it is a valid event (PROTOCOL.md, section 7.1); nothing is stored.
+ */
+static void test_operator_event_forbidden(void **state)
+{
+	(void)state;
+	it_pg_createdb("op_event");
+	struct it_config cfg = {.name = "op_event", .dbname = "op_event"};
+	cfg.operators[0] = (struct it_exporter){"ops", "Operations desk", "ops-token-1"};
+	cfg.n_operators = 1;
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct it_client *c = it_connect(d);
+	it_hello_operator(c, "ops", "ops-token-1");
+	char *ev = it_event_line("op-valid", "order.cancelled", "OPS-1", NULL);
+	it_send(c, ev);
+	free(ev);
+	json_decref(it_expect_error(c, "op-valid", "forbidden"));
+	/* An order.created without its lines and buyer: still forbidden. */
+	it_send(c,
+	        "{\"type\":\"order.created\",\"id\":\"op-broken\",\"occurred_at\":\"" IT_OCCURRED_AT
+	        "\",\"order\":\"OPS-2\"}");
+	json_t *err = it_expect_error(c, "op-broken", "forbidden");
+	assert_string_equal(it_json_str(err, "message"), "operators may only subscribe");
+	json_decref(err);
+	it_send(c, "{\"type\":\"ping\"}");
+	it_expect_pong(c);
+	assert_int_equal(it_db_rows("op_event"), 0);
+	it_close(c);
+	it_daemon_stop_clean(d);
+}
+
+/*
  * A reload closes the open connections of an operator removed from the
  * config, and of one whose token was replaced, as it does for exporters
  * (SECURITY.md, "Rotating a token"); an operator left as it was keeps
@@ -1032,6 +1064,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_wrong_token, it_test_teardown),
 	    cmocka_unit_test_teardown(test_unknown_exporter, it_test_teardown),
 	    cmocka_unit_test_teardown(test_operator_removed_on_reload, it_test_teardown),
+	    cmocka_unit_test_teardown(test_operator_event_forbidden, it_test_teardown),
 	    cmocka_unit_test_teardown(test_line_before_hello, it_test_teardown),
 	    cmocka_unit_test_teardown(test_ping_pong, it_test_teardown),
 	    cmocka_unit_test_teardown(test_second_hello, it_test_teardown),
