@@ -874,6 +874,62 @@ static void test_pgcluster_fallback_base(void **state)
 	assert_int_equal(rc, 1);
 }
 
+/* Run tools/pgcluster with argv (NULL-terminated after the command); its exit status. */
+static int pgcluster(const char *const argv[])
+{
+	const char *const env[] = {"OT_PG_FAST=1", NULL};
+	char *out;
+	int rc = it_run(getenv("OT_PGCLUSTER"), argv, env, 120000, &out);
+	free(out);
+	return rc;
+}
+
+/*
+ * tools/pgcluster as root writes into the folders of a cluster, which
+ * belong to the cluster's user: a symbolic link that user left there
+ * (here data/pgcluster.conf.new, rewritten at every start) must not make
+ * root overwrite, or hand over, the file it points to.
+ */
+static void test_pgcluster_planted_link(void **state)
+{
+	(void)state;
+	if (geteuid() != 0) {
+		print_message("not root: pgcluster then writes as the cluster's user; skipped\n");
+		skip();
+	}
+	char dir[PATH_MAX], victim[PATH_MAX], link[PATH_MAX + 64];
+	snprintf(dir, sizeof(dir), "%s/planted", it_tmpdir());
+	snprintf(victim, sizeof(victim), "%s/roots-file", it_tmpdir());
+	snprintf(link, sizeof(link), "%s/data/pgcluster.conf.new", dir);
+	const char *const init[] = {"pgcluster", "init", dir, NULL};
+	assert_int_equal(pgcluster(init), 0);
+	FILE *f = fopen(victim, "w");
+	if (f == NULL || fputs("root's own\n", f) < 0 || fclose(f) != 0)
+		it_fail("cannot write %s", victim);
+	if (symlink(victim, link) != 0)
+		it_fail("symlink %s: %s", link, strerror(errno));
+
+	const char *const start[] = {"pgcluster", "start", dir, NULL};
+	int rc = pgcluster(start);
+	const char *const destroy[] = {"pgcluster", "destroy", dir, NULL};
+	struct stat st;
+	assert_int_equal(stat(victim, &st), 0);
+	char text[64] = "";
+	f = fopen(victim, "r");
+	assert_non_null(f);
+	if (fgets(text, sizeof(text), f) == NULL)
+		text[0] = '\0';
+	fclose(f);
+	if (st.st_uid != 0 || strcmp(text, "root's own\n") != 0) {
+		pgcluster(destroy);
+		it_fail(
+		    "pgcluster start wrote through the link: %s now has uid %d and starts \"%s\"",
+		    victim, (int)st.st_uid, text);
+	}
+	assert_int_equal(rc, 0);
+	assert_int_equal(pgcluster(destroy), 0);
+}
+
 /* /healthz, /metrics in the exposition format, counters that move with traffic. */
 static void test_metrics(void **state)
 {
@@ -1751,6 +1807,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_durability_reported, ops_teardown),
 	    cmocka_unit_test_teardown(test_admin_emfile_pause, ops_teardown),
 	    cmocka_unit_test_teardown(test_pgcluster_fallback_base, ops_teardown),
+	    cmocka_unit_test_teardown(test_pgcluster_planted_link, ops_teardown),
 	};
 	it_env_init("ops");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
