@@ -45,8 +45,9 @@
  *
  * --json prints one object: run_id, exporter, connections, window, orders,
  * rate, sent, acked, stored, duplicate, errors (error replies, replies out
- * of order, unexpected replies), lost (unanswered when a connection died,
- * plus never sent), bytes_sent, unsent, elapsed_s (first send to last
+ * of order, unexpected replies), lost (sent and unanswered when the run
+ * ended, because a connection died, the daemon stalled or the run was
+ * interrupted, plus never sent), bytes_sent, unsent, elapsed_s (first send to last
  * ack), events_per_s (acked), bytes_per_event, latency_{p50,p90,p99,p999,
  * max,mean}_ms, complete and ok.
  *
@@ -806,7 +807,7 @@ struct loader {
 	unsigned n_ready, n_closed;
 	bool started, stop_sending, interrupted, stalled, failed;
 	int64_t t_start, t_end, t_last_ack;
-	uint64_t sent, bytes_sent, stored, duplicate, errors, lost, mismatched, unexpected;
+	uint64_t sent, bytes_sent, stored, duplicate, errors, mismatched, unexpected;
 	unsigned errors_shown;
 	struct hist hist;
 	struct hist sec_hist; /* -v: the replies of the current second only */
@@ -1108,7 +1109,7 @@ static void lconn_pump(struct lconn *c)
 		lconn_finish(c, LC_DONE, NULL);
 }
 
-/* The one way a connection ends: close the socket, count what is lost. */
+/* The one way a connection ends: close the socket; a failure fails the run. */
 static void lconn_finish(struct lconn *c, enum lconn_state final, const char *reason)
 {
 	struct loader *ld = c->lc_ld;
@@ -1119,7 +1120,6 @@ static void lconn_finish(struct lconn *c, enum lconn_state final, const char *re
 	if (final == LC_FAILED) {
 		unsigned unacked = lconn_unacked(c);
 		ld->failed = true;
-		ld->lost += unacked;
 		fprintf(stderr, "conn %u: %s while %s", c->lc_id, reason, lconn_state_name(was));
 		if (was == LC_RUNNING)
 			fprintf(stderr, ", %u events unanswered", unacked);
@@ -1340,6 +1340,10 @@ static int loader_report(struct loader *ld)
 	const struct options *opt = ld->opt;
 	uint64_t answered = loader_answered(ld);
 	uint64_t acked = ld->stored + ld->duplicate;
+	/* Every reply to an event counts in answered, so the rest of what was
+	 * sent went unanswered: a connection died with them in flight, or the
+	 * run stalled or was interrupted before their replies came. */
+	uint64_t unanswered = ld->sent - answered;
 	double elapsed = ld->started ? (double)(ld->t_end - ld->t_start) / 1e9 : 0;
 	double eps = elapsed > 0 ? (double)acked / elapsed : 0;
 	uint64_t unsent =
@@ -1347,7 +1351,7 @@ static int loader_report(struct loader *ld)
 	bool complete = !ld->interrupted && !ld->stalled && !ld->failed && ld->started &&
 	                answered == ld->sent && (opt->duration > 0 || unsent == 0);
 	bool ok = complete && ld->errors == 0 && ld->mismatched == 0 && ld->unexpected == 0 &&
-	          ld->lost == 0;
+	          unanswered == 0;
 	double bpe = ld->sent > 0 ? (double)ld->bytes_sent / (double)ld->sent : 0;
 	double p50 = hist_quantile_ms(&ld->hist, 0.50), p90 = hist_quantile_ms(&ld->hist, 0.90);
 	double p99 = hist_quantile_ms(&ld->hist, 0.99), p999 = hist_quantile_ms(&ld->hist, 0.999);
@@ -1364,7 +1368,7 @@ static int loader_report(struct loader *ld)
 		    "acked", (json_int_t)acked, "stored", (json_int_t)ld->stored, "duplicate",
 		    (json_int_t)ld->duplicate, "errors",
 		    (json_int_t)(ld->errors + ld->mismatched + ld->unexpected), "lost",
-		    (json_int_t)(ld->lost + unsent), "bytes_sent", (json_int_t)ld->bytes_sent,
+		    (json_int_t)(unanswered + unsent), "bytes_sent", (json_int_t)ld->bytes_sent,
 		    "unsent", (json_int_t)unsent, "elapsed_s", elapsed, "events_per_s", eps,
 		    "bytes_per_event", bpe, "latency_p50_ms", p50, "latency_p90_ms", p90,
 		    "latency_p99_ms", p99, "latency_p999_ms", p999, "latency_max_ms", max,
@@ -1392,7 +1396,7 @@ static int loader_report(struct loader *ld)
 		       acked, ld->stored, ld->duplicate);
 		printf("  errors      %" PRIu64 " error replies, %" PRIu64 " out of order, %" PRIu64
 		       " unexpected, %" PRIu64 " lost, %" PRIu64 " not sent\n",
-		       ld->errors, ld->mismatched, ld->unexpected, ld->lost, unsent);
+		       ld->errors, ld->mismatched, ld->unexpected, unanswered, unsent);
 		printf("  elapsed     %.3f s\n", elapsed);
 		printf("  throughput  %.0f acked events/s (%.1f MB/s sent)\n", eps,
 		       elapsed > 0 ? (double)ld->bytes_sent / elapsed / 1e6 : 0);

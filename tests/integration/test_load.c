@@ -7,7 +7,8 @@
  * what it sends, so this file checks both: a closed-loop run stores every
  * event it says it sent, and a second run with the same --run-id and --seed
  * is answered `duplicate` throughout; an open-loop run keeps to its
- * schedule; a refused hello makes a failed run; --out writes the same lines
+ * schedule; a refused hello makes a failed run; a run that gets no
+ * answers reports every event it sent lost; --out writes the same lines
  * for the same seed, other lines for another, and those lines are the
  * realistic orders the issue asks for (every milestone, customs holds,
  * neighbouring events out of order); --self-check passes the daemon's own
@@ -15,13 +16,20 @@
  *
  * Environment, besides the harness's: OT_LOAD, the ordertrack-load binary.
  */
+#include <arpa/inet.h>
+#include <netinet/in.h>
+#include <poll.h>
 #include <setjmp.h>
+#include <signal.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
+#include <sys/wait.h>
 #include <time.h>
+#include <unistd.h>
 
 #include <cmocka.h>
 
@@ -245,6 +253,92 @@ static void test_refused_hello_fails(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/*
+ * The child of mute_daemon(): welcome every connection at its first bytes,
+ * then read and drop everything, answering nothing.  Never returns.
+ */
+static void mute_daemon_serve(int lfd)
+{
+	static const char welcome[] = "{\"type\":\"welcome\",\"protocol\":1}\n";
+	struct pollfd p[16] = {{.fd = lfd, .events = POLLIN}};
+	bool welcomed[16] = {false};
+	nfds_t n = 1;
+	char buf[65536];
+
+	for (;;) {
+		if (poll(p, n, -1) < 0)
+			_exit(1);
+		if ((p[0].revents & POLLIN) && n < 16) {
+			int fd = accept(lfd, NULL, NULL);
+			if (fd >= 0) {
+				welcomed[n] = false;
+				p[n++] = (struct pollfd){.fd = fd, .events = POLLIN};
+			}
+		}
+		for (nfds_t i = 1; i < n; i++) {
+			if (!(p[i].revents & (POLLIN | POLLHUP)))
+				continue;
+			ssize_t r = read(p[i].fd, buf, sizeof(buf));
+			if (r <= 0) {
+				p[i].fd = -1; /* poll skips it from now on */
+				continue;
+			}
+			if (!welcomed[i] && write(p[i].fd, welcome, sizeof(welcome) - 1) > 0)
+				welcomed[i] = true;
+		}
+	}
+}
+
+/*
+ * A stand-in for a daemon that says welcome and then never answers an
+ * event, listening on 127.0.0.1; its port as text in port.  Returns the
+ * pid of the process that serves it.
+ */
+static pid_t mute_daemon(char port[16])
+{
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(sa);
+	int lfd = socket(AF_INET, SOCK_STREAM, 0);
+	if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(lfd, 16) != 0 ||
+	    getsockname(lfd, (struct sockaddr *)&sa, &len) != 0)
+		it_fail("cannot listen on 127.0.0.1");
+	snprintf(port, 16, "%d", ntohs(sa.sin_port));
+	pid_t pid = fork();
+	if (pid < 0)
+		it_fail("fork failed");
+	if (pid == 0)
+		mute_daemon_serve(lfd);
+	close(lfd);
+	return pid;
+}
+
+/*
+ * A run whose events are never answered stalls, and every event it sent
+ * is reported lost: the report accounts for all it sent, as acked, an
+ * error or lost, not only for the replies that came.
+ */
+static void test_stall_reports_unanswered_as_lost(void **state)
+{
+	(void)state;
+	char port[16], *out;
+	pid_t mute = mute_daemon(port);
+
+	int rc = load(&out, "-p", port, "-c", "2", "-n", "100", "--timeout", "1", "--run-id", "itm",
+	              "--json", (char *)NULL);
+	kill(mute, SIGKILL);
+	waitpid(mute, NULL, 0);
+	json_t *r = report(out);
+	assert_int_equal(rc, 1);
+	assert_false(flag(r, "ok"));
+	assert_false(flag(r, "complete"));
+	assert_int_equal(num(r, "sent"), 100);
+	assert_int_equal(num(r, "acked"), 0);
+	assert_int_equal(num(r, "errors"), 0);
+	assert_int_equal(num(r, "unsent"), 0);
+	assert_int_equal(num(r, "lost"), 100);
+	json_decref(r);
+}
+
 /* The lines of --out for a seed (malloc'd); the run must exit 0. */
 static char *out_lines(const char *seed, const char *n)
 {
@@ -335,6 +429,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_closed_loop_then_resend, it_test_teardown),
 	    cmocka_unit_test_teardown(test_open_loop_keeps_its_schedule, it_test_teardown),
 	    cmocka_unit_test_teardown(test_refused_hello_fails, it_test_teardown),
+	    cmocka_unit_test_teardown(test_stall_reports_unanswered_as_lost, it_test_teardown),
 	    cmocka_unit_test_teardown(test_out_is_repeatable_and_realistic, it_test_teardown),
 	    cmocka_unit_test_teardown(test_self_check, it_test_teardown),
 	};
