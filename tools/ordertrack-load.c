@@ -41,7 +41,8 @@
  * COPY baseline of the benchmark): one event per line, no backslash or
  * tab in any of them, byte for byte what a run with the same --run-id
  * and --seed on the same UTC day sends.  --self-check runs every
- * generated event through libordertrack's own request_parse().
+ * generated event through libordertrack's own request_parse(), and
+ * checks the latency percentiles against a sort of synthetic samples.
  *
  * --json prints one object: run_id, exporter, connections, window, orders,
  * rate, sent, acked, stored, duplicate, errors (error replies, replies out
@@ -738,14 +739,20 @@ static void hist_add(struct hist *h, int64_t ns)
 		h->max_us = us;
 }
 
-/* The value at quantile q (0..1) in milliseconds, never above the maximum. */
+/*
+ * The value at quantile q (0..1) in milliseconds, never above the maximum:
+ * the nearest rank, the smallest value with at least q of all at or below
+ * it (the ceil(q n)-th), as the bucket's upper end.  The tolerance keeps a
+ * product such as 0.9 x 10 from rounding up to the next rank.
+ */
 static double hist_quantile_ms(const struct hist *h, double q)
 {
+	double want = q * (double)h->n - 1e-6;
 	uint64_t rank, seen = 0;
 
 	if (h->n == 0)
 		return 0;
-	rank = (uint64_t)(q * (double)h->n);
+	rank = want > 0 ? (uint64_t)want : 0; /* 0-based: ceil(want) - 1 */
 	if (rank >= h->n)
 		rank = h->n - 1;
 	for (unsigned i = 0; i < HIST_BUCKETS; i++) {
@@ -1504,6 +1511,59 @@ static int run_out(const struct options *opt)
 	return LOAD_EXIT_OK;
 }
 
+/* Order two latencies for qsort. */
+static int cmp_u64(const void *a, const void *b)
+{
+	uint64_t x = *(const uint64_t *)a, y = *(const uint64_t *)b;
+
+	return x < y ? -1 : x > y;
+}
+
+/*
+ * --self-check of the latency histogram: for samples of several sizes,
+ * every percentile the report prints must be the nearest-rank value of a
+ * sort of the same samples, up to its bucket's width (1/128 of it above
+ * 256 us, exact below).  Returns the number of mismatches.
+ */
+static unsigned hist_self_check(void)
+{
+	static const unsigned sizes[] = {1, 2, 3, 10, 100, 999, 1000, 12345, 200000};
+	static const unsigned per_mille[] = {500, 900, 990, 999, 1000};
+	uint64_t *v = xcalloc(200000, sizeof(*v));
+	struct hist *h = xcalloc(1, sizeof(*h));
+	struct rng r = {.s = 42};
+	unsigned bad = 0;
+
+	for (size_t s = 0; s < NELEM(sizes); s++) {
+		uint64_t n = sizes[s];
+		memset(h, 0, sizeof(*h));
+		for (uint64_t i = 0; i < n; i++) {
+			/* Exact microseconds, a body in milliseconds, a tail of seconds. */
+			static const uint64_t span[] = {300, 5000, 100000, 10000000};
+			v[i] = rng_next(&r) % span[rng_below(&r, NELEM(span))];
+			hist_add(h, (int64_t)v[i] * NS_PER_US);
+		}
+		qsort(v, n, sizeof(*v), cmp_u64);
+		for (size_t k = 0; k < NELEM(per_mille); k++) {
+			uint64_t rank = (per_mille[k] * n + 999) / 1000; /* ceil(q n), 1-based */
+			uint64_t want = v[(rank ? rank : 1) - 1];
+			double got = hist_quantile_ms(h, per_mille[k] / 1000.0) * 1000.0;
+			double hi = (double)want + (want < 256 ? 0.0 : (double)want / 128.0);
+			if (got < (double)want - 0.5 || got > hi + 0.5) {
+				if (bad++ < ERRORS_SHOWN)
+					fprintf(stderr,
+					        "histogram: p%.1f of %" PRIu64
+					        " samples is %.0f us,"
+					        " a sort says %" PRIu64 " us\n",
+					        per_mille[k] / 10.0, n, got, want);
+			}
+		}
+	}
+	free(h);
+	free(v);
+	return bad;
+}
+
 /* --self-check: run every event through the daemon's own parser. */
 static int run_self_check(const struct options *opt)
 {
@@ -1555,7 +1615,9 @@ static int run_self_check(const struct options *opt)
 	for (unsigned k = 0; k < 32 && type_names[k] != NULL; k++)
 		printf("  %-28s %" PRIu64 "\n", type_names[k], by_type[k]);
 	free(ob);
-	return bad == 0 ? LOAD_EXIT_OK : LOAD_EXIT_FAIL;
+	unsigned hist_bad = hist_self_check();
+	printf("self-check: latency percentiles against a sort: %u wrong\n", hist_bad);
+	return bad == 0 && hist_bad == 0 ? LOAD_EXIT_OK : LOAD_EXIT_FAIL;
 }
 
 /* ---------------------------------------------------------------------- */
@@ -1582,7 +1644,8 @@ static void usage(FILE *f)
 	      "      --json             print the result as one JSON object\n"
 	      "      --out FILE         write the events to FILE ('-': stdout) and exit\n"
 	      "      --dry-run          the same as --out -\n"
-	      "      --self-check       check every event with the daemon's parser and exit\n"
+	      "      --self-check       check every event with the daemon's parser, and the\n"
+	      "                         latency percentiles against a sort, and exit\n"
 	      "  -v, --verbose          progress and latency every second, connection states\n"
 	      "  -h, --help             this text\n"
 	      "Exit status: 0 all events acked, 1 errors or lost events, 64 usage error.\n",
