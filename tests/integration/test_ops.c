@@ -1717,6 +1717,99 @@ static void test_upgrade_keeps_stored_events(void **state)
 	free(files);
 }
 
+/*
+ * Upgrading from 004 or older: those releases stored the fold's whole
+ * result in orders.state, lines and documents included, where 005 and
+ * later store the order and its shipments only.  A database left at
+ * version 4 with the Kivu scenario folded as that release folded it must,
+ * once the daemon has migrated it, hold the read model of a fresh
+ * database, orders.state included, without a batch touching its orders.
+ */
+static void test_upgrade_from_whole_state(void **state)
+{
+	(void)state;
+	char **files;
+	size_t n = migration_files(&files);
+	assert_true(n >= 5);
+
+	/* The reference: the whole scenario through a fresh database. */
+	it_pg_createdb("ops_whole_ref");
+	struct it_config ref_cfg = ops_config("whole_ref", "ops_whole_ref");
+	struct it_daemon *d = it_daemon_start(&ref_cfg, true);
+	send_scenario(d, IT_EXPORTER, IT_TOKEN);
+	it_daemon_stop_clean(d);
+	/* What a release up to 004 sent apply_orders: state with the lines
+	 * and documents of the fold. */
+	char *batch = it_db_value(
+	    "ops_whole_ref",
+	    "SELECT jsonb_agg(jsonb_build_object('exporter', o.exporter, 'order_ref', o.order_ref,"
+	    " 'state', o.state || jsonb_build_object("
+	    "  'lines', (SELECT coalesce(jsonb_agg(jsonb_build_object('sku', l.sku,"
+	    "   'product', l.product, 'hs_code', l.hs_code, 'quantity', l.quantity,"
+	    "   'unit', l.unit, 'unit_price', l.unit_price, 'currency', l.currency)"
+	    "   ORDER BY l.line_no), '[]') FROM ordertrack.order_lines l"
+	    "   WHERE l.exporter = o.exporter AND l.order_ref = o.order_ref),"
+	    "  'documents', (SELECT coalesce(jsonb_agg(jsonb_build_object("
+	    "   'shipment_ref', x.shipment_ref, 'document', x.document, 'number', x.number,"
+	    "   'issued_at', x.issued_at)), '[]') FROM ordertrack.documents x"
+	    "   WHERE x.exporter = o.exporter AND x.order_ref = o.order_ref))))"
+	    " FROM ordertrack.orders o",
+	    NULL);
+
+	const char *db = "ops_whole";
+	it_pg_createdb(db);
+	it_db_script(db, "CREATE SCHEMA ordertrack;"
+	                 "CREATE TABLE ordertrack.schema_migrations (version integer PRIMARY KEY,"
+	                 " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())");
+	for (size_t i = 0; i < 4; i++) {
+		char rel[PATH_MAX], version[8], name[256];
+		snprintf(rel, sizeof(rel), "sql/%s", files[i]);
+		char *sql = it_source_file(rel);
+		it_db_script(db, sql);
+		free(sql);
+		snprintf(version, sizeof(version), "%d", atoi(files[i]));
+		snprintf(name, sizeof(name), "%.*s", (int)(strlen(files[i]) - 8), files[i] + 4);
+		it_db_command(db,
+		              "INSERT INTO ordertrack.schema_migrations (version, name)"
+		              " VALUES ($1::integer, $2)",
+		              version, name, NULL);
+	}
+	char *scenario = it_source_file("tests/data/scenario-kivu-coffee.jsonl");
+	it_db_command(db,
+	              "INSERT INTO ordertrack.events"
+	              " (exporter, event_id, type, order_ref, shipment_ref, occurred_at, body)"
+	              " SELECT $1, j->>'id', j->>'type', j->>'order', j->>'shipment',"
+	              " (j->>'occurred_at')::timestamptz, j"
+	              " FROM unnest(string_to_array(rtrim($2, E'\\n'), E'\\n')) AS l(line),"
+	              " LATERAL (SELECT line::jsonb AS j) x",
+	              IT_EXPORTER, scenario, NULL);
+	free(scenario);
+	free(it_db_value(db, "SELECT ordertrack.apply_orders($1::jsonb)", batch, NULL));
+	free(batch);
+	assert_int_equal(it_db_long(db,
+	                            "SELECT count(*) FROM ordertrack.orders"
+	                            " WHERE state ? 'lines' AND state ? 'documents'",
+	                            NULL),
+	                 2);
+
+	struct it_config cfg = ops_config("whole", db);
+	d = it_daemon_start(&cfg, true);
+	char applied[128];
+	snprintf(applied, sizeof(applied), "msg=\"migration applied\" version=%d",
+	         atoi(files[n - 1]));
+	it_log_expect(d, 0, applied, IT_START_MS);
+	it_daemon_stop_clean(d);
+
+	char *got = read_model(db), *want = read_model("ops_whole_ref");
+	assert_non_null(want);
+	assert_string_equal(got, want);
+	free(got);
+	free(want);
+	for (size_t i = 0; i < n; i++)
+		free(files[i]);
+	free(files);
+}
+
 /* Set fsync and full_page_writes for the whole cluster and wait until they read so. */
 static void set_durability(const char *db, const char *fsync, const char *fpw)
 {
@@ -1804,6 +1897,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_daemon_long_options, ops_teardown),
 	    cmocka_unit_test_teardown(test_check_role_without_grants, ops_teardown),
 	    cmocka_unit_test_teardown(test_upgrade_keeps_stored_events, ops_teardown),
+	    cmocka_unit_test_teardown(test_upgrade_from_whole_state, ops_teardown),
 	    cmocka_unit_test_teardown(test_durability_reported, ops_teardown),
 	    cmocka_unit_test_teardown(test_admin_emfile_pause, ops_teardown),
 	    cmocka_unit_test_teardown(test_pgcluster_fallback_base, ops_teardown),
