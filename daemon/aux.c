@@ -117,7 +117,7 @@ static bool aux_flush(struct aux *a)
 	return true;
 }
 
-/* Connected: no idle timeout, then LISTEN (internal queries), then the queue. */
+/* Connected: the session's settings, then LISTEN (internal queries), then the queue. */
 static void aux_connected(struct aux *a)
 {
 	a->state = AUX_IDLE;
@@ -137,10 +137,12 @@ static void aux_connected(struct aux *a)
 		if (a->up_fn)
 			a->up_fn(a->listen_arg);
 	}
-	const char *keep = pgsock_keep_idle_sql(a->sock.pg);
-	if (keep != NULL) {
+	const char *first[] = {pgsock_keep_idle_sql(a->sock.pg), PGSOCK_READ_COMMITTED_SQL};
+	for (size_t i = 0; i < sizeof(first) / sizeof(first[0]); i++) {
+		if (first[i] == NULL)
+			continue;
 		struct aux_query *q = calloc(1, sizeof(*q));
-		if (q == NULL || (q->sql = strdup(keep)) == NULL)
+		if (q == NULL || (q->sql = strdup(first[i])) == NULL)
 			abort();
 		STAILQ_INSERT_HEAD(&a->queue, q, q_entry);
 	}

@@ -119,8 +119,10 @@ void lane_lost(struct lane *ln, const char *why)
 static void lane_migrate_begin(struct lane *ln)
 {
 	static const char sql[] =
-	    "SET synchronous_commit = on;"
-	    "BEGIN;"
+	    "SET synchronous_commit = on;" PGSOCK_READ_COMMITTED_SQL ";"
+	    /* The SET is for the session's batches: this string's transaction
+	     * began with the statement before it. */
+	    "BEGIN ISOLATION LEVEL READ COMMITTED;"
 	    "SELECT pg_advisory_xact_lock(" MIGRATION_LOCK_KEY ");"
 	    "CREATE SCHEMA IF NOT EXISTS ordertrack;"
 	    "CREATE TABLE IF NOT EXISTS ordertrack.schema_migrations ("

@@ -73,6 +73,19 @@ enum pgsock_step pgsock_connect_poll(struct pgsock *ps);
  */
 const char *pgsock_keep_idle_sql(const PGconn *pg);
 
+/*
+ * The statement that gives the session's transactions READ COMMITTED,
+ * whatever default_transaction_isolation the server, the database or the
+ * role sets.  Each statement must see what was committed before it ran:
+ * the migrations read the schema version after taking the advisory lock,
+ * a batch loads an order's events after taking the order's lock, and
+ * evaluate_alerts() reads the open alerts after taking its own.  Under
+ * REPEATABLE READ the snapshot comes from before the wait, and a second
+ * daemon re-applies migration 1, refuses events with serialization
+ * failures and raises alerts that are already open.
+ */
+#define PGSOCK_READ_COMMITTED_SQL "SET default_transaction_isolation = 'read committed'"
+
 /* Why connecting or the connection failed: the deadline, or libpq's message. */
 const char *pgsock_error(struct pgsock *ps);
 

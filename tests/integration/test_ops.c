@@ -41,6 +41,7 @@
 
 #include <arpa/inet.h>
 #include <cmocka.h>
+#include <libpq-fe.h>
 
 #include "harness.h"
 #include "ot_build.h"
@@ -1810,6 +1811,127 @@ static void test_upgrade_from_whole_state(void **state)
 	free(files);
 }
 
+/* Run sql on a session of the test's own; fail unless it succeeds. */
+static void own_exec(PGconn *pg, const char *sql, const char *p1, const char *p2)
+{
+	const char *params[2] = {p1, p2};
+	PGresult *r = PQexecParams(pg, sql, p2 ? 2 : p1 ? 1 : 0, NULL, params, NULL, NULL, 0);
+	ExecStatusType t = PQresultStatus(r);
+	if (t != PGRES_COMMAND_OK && t != PGRES_TUPLES_OK)
+		it_fail("%s: %s", sql, PQresultErrorMessage(r));
+	PQclear(r);
+}
+
+/* Wait until some session of db waits for an advisory lock. */
+static void wait_advisory_waiter(const char *db)
+{
+	long long deadline = it_now_ms() + IT_REPLY_MS;
+	while (it_db_long(
+	           db, "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted",
+	           NULL) == 0) {
+		if (it_now_ms() > deadline)
+			it_fail("no session of %s came to wait for an advisory lock", db);
+		it_sleep_ms(20);
+	}
+}
+
+/*
+ * The daemon's statements count on READ COMMITTED: each takes a lock, then
+ * reads what was committed before it got the lock.  A database (or role,
+ * or server) whose default_transaction_isolation is repeatable read must
+ * change nothing.  The test's own session plays a second daemon holding
+ * each lock: the daemon's second lane at start-up must find the schema
+ * the first one made, a batch must fold the event committed while it
+ * waited for its order's lock, and the alert check must see the alerts
+ * raised while it waited for its lock.
+ */
+static void test_repeatable_read_default(void **state)
+{
+	(void)state;
+	const char *db = "ops_rr";
+	it_pg_createdb(db);
+	it_db_command(db,
+	              "ALTER DATABASE ops_rr SET default_transaction_isolation = 'repeatable read'",
+	              NULL);
+	struct it_config cfg = {.name = "rr",
+	                        .dbname = db,
+	                        .db_connections = 2,
+	                        .extra_text = "alerts = { interval_s = 86400; };\n"};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	it_log_expect(d, 0, "msg=\"schema ready\" link=1", IT_START_MS);
+	it_log_expect(d, 0, "msg=\"schema ready\" link=2", IT_START_MS);
+	assert_true(it_log_wait(d, 0, "msg=\"database schema not ready\"", 0) < 0);
+
+	/* The scenario's order.created, committed while the daemon waits to
+	 * fold its order.confirmed. */
+	char *scenario = it_source_file("tests/data/scenario-kivu-coffee.jsonl");
+	char *second = strchr(scenario, '\n') + 1, *rest = strchr(second, '\n') + 1;
+	second[-1] = '\0';
+	rest[-1] = '\0';
+	PGconn *pg = PQconnectdb(it_conninfo(db));
+	if (PQstatus(pg) != CONNECTION_OK)
+		it_fail("connect: %s", PQerrorMessage(pg));
+	own_exec(pg, "BEGIN", NULL, NULL);
+	own_exec(pg, "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2, 7433))",
+	         IT_EXPORTER, "KVH-2026-0142");
+	own_exec(pg,
+	         "INSERT INTO ordertrack.events"
+	         " (exporter, event_id, type, order_ref, shipment_ref, occurred_at, body)"
+	         " SELECT $1, j->>'id', j->>'type', j->>'order', j->>'shipment',"
+	         " (j->>'occurred_at')::timestamptz, j FROM (SELECT $2::json AS j) x",
+	         IT_EXPORTER, scenario);
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	it_send(c, second);
+	wait_advisory_waiter(db);
+	own_exec(pg, "COMMIT", NULL, NULL);
+	json_t *r = it_read_json(c, IT_REPLY_MS);
+	assert_string_equal(it_json_str(r, "result"), "stored");
+	json_decref(r);
+	char *status = it_db_value(
+	    db, "SELECT status FROM ordertrack.orders WHERE order_ref = 'KVH-2026-0142'", NULL);
+	assert_string_equal(status, "confirmed");
+	free(status);
+
+	/* The rest of the scenario leaves KVH-0157-A overdue and stale; another
+	 * daemon raises both while this one's check waits for the lock. */
+	size_t lines = 0;
+	for (const char *p = rest; *p != '\0'; p++)
+		lines += *p == '\n';
+	it_send_raw(c, rest, strlen(rest));
+	for (size_t i = 0; i < lines; i++) {
+		r = it_read_json(c, IT_REPLY_MS);
+		assert_string_equal(it_json_str(r, "result"), "stored");
+		json_decref(r);
+	}
+	it_close(c);
+	own_exec(pg, "BEGIN", NULL, NULL);
+	own_exec(pg, "SELECT pg_advisory_xact_lock(7433002)", NULL, NULL);
+	own_exec(pg,
+	         "INSERT INTO ordertrack.alerts (exporter, order_ref, shipment_ref, kind)"
+	         " SELECT $1, 'KVH-2026-0157', 'KVH-0157-A', k"
+	         " FROM unnest(ARRAY['alert.overdue', 'alert.stale']) AS k",
+	         IT_EXPORTER, NULL);
+	off_t off = it_log_offset(d);
+	cfg.extra_text = "alerts = { interval_s = 1; };\n";
+	it_daemon_rewrite(d, &cfg);
+	kill(d->pid, SIGHUP);
+	it_log_expect(d, off, "msg=\"config reloaded\"", IT_REPLY_MS);
+	wait_advisory_waiter(db);
+	own_exec(pg, "COMMIT", NULL, NULL);
+	PQfinish(pg);
+	/* That check and the next: neither raises what is open already. */
+	assert_true(it_log_wait(d, off, "msg=\"query failed\"", 2500) < 0);
+	assert_int_equal(it_db_long(db, "SELECT count(*) FROM ordertrack.alerts", NULL), 2);
+	assert_int_equal(it_db_long(db,
+	                            "SELECT count(*) FROM ordertrack.notifications"
+	                            " WHERE kind LIKE 'alert.%'",
+	                            NULL),
+	                 0);
+	it_daemon_stop_clean(d);
+	free(scenario);
+}
+
 /* Set fsync and full_page_writes for the whole cluster and wait until they read so. */
 static void set_durability(const char *db, const char *fsync, const char *fpw)
 {
@@ -1898,6 +2020,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_check_role_without_grants, ops_teardown),
 	    cmocka_unit_test_teardown(test_upgrade_keeps_stored_events, ops_teardown),
 	    cmocka_unit_test_teardown(test_upgrade_from_whole_state, ops_teardown),
+	    cmocka_unit_test_teardown(test_repeatable_read_default, ops_teardown),
 	    cmocka_unit_test_teardown(test_durability_reported, ops_teardown),
 	    cmocka_unit_test_teardown(test_admin_emfile_pause, ops_teardown),
 	    cmocka_unit_test_teardown(test_pgcluster_fallback_base, ops_teardown),
