@@ -3,7 +3,7 @@
  *
  * Every alerts.interval_s the auxiliary connection runs
  * ordertrack.evaluate_alerts() (sql/003_notifications.sql, replaced by
- * sql/009_alerts_episodes.sql), which keeps
+ * sql/009_alerts_episodes.sql and sql/011_alerts_open_shipments.sql), which keeps
  * the episodes in ordertrack.alerts, so an alert fires once per episode
  * and a restart does not fire it again.  The notifications it emits are
  * logged at warning level and fed like any other.

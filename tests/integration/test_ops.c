@@ -1932,6 +1932,53 @@ static void test_repeatable_read_default(void **state)
 	free(scenario);
 }
 
+/*
+ * The alert check runs every alerts.interval_s for good, while delivered
+ * shipments pile up: it must find the shipments not delivered without
+ * reading every row.  With 20,000 delivered shipments and one in transit
+ * (analyzed, as autovacuum would), the check must scan ordertrack.shipments
+ * through an index only, and still raise the in-transit one's alerts.
+ */
+static void test_alerts_skip_delivered(void **state)
+{
+	(void)state;
+	const char *db = "ops_delivered";
+	it_pg_createdb(db);
+	struct it_config cfg = {
+	    .name = "delivered", .dbname = db, .extra_text = "alerts = { interval_s = 86400; };\n"};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	it_daemon_stop_clean(d);
+	it_db_command(db,
+	              "INSERT INTO ordertrack.shipments"
+	              " (exporter, order_ref, shipment_ref, status, milestone, last_event_at)"
+	              " SELECT $1, 'OLD-' || i, 'S', 'delivered', 'delivered',"
+	              " now() - interval '300 days' FROM generate_series(1, 20000) AS i"
+	              " UNION ALL SELECT $1, 'NEW', 'S', 'in_transit', 'departed',"
+	              " now() - interval '30 days'",
+	              IT_EXPORTER, NULL);
+	it_db_command(db, "ANALYZE ordertrack.shipments", NULL);
+
+	PGconn *pg = PQconnectdb(it_conninfo(db));
+	if (PQstatus(pg) != CONNECTION_OK)
+		it_fail("connect: %s", PQerrorMessage(pg));
+	own_exec(pg, "BEGIN", NULL, NULL);
+	PGresult *r = PQexec(pg, "SELECT kind, order_ref FROM ordertrack.evaluate_alerts(48, 120)");
+	assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+	assert_int_equal(PQntuples(r), 1);
+	assert_string_equal(PQgetvalue(r, 0, 0), "alert.stale");
+	assert_string_equal(PQgetvalue(r, 0, 1), "NEW");
+	PQclear(r);
+	/* This transaction's own scans of the table. */
+	r = PQexec(pg, "SELECT seq_scan, idx_scan FROM pg_stat_xact_user_tables"
+	               " WHERE relid = 'ordertrack.shipments'::regclass");
+	assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+	assert_string_equal(PQgetvalue(r, 0, 0), "0");
+	assert_true(atol(PQgetvalue(r, 0, 1)) > 0);
+	PQclear(r);
+	own_exec(pg, "ROLLBACK", NULL, NULL);
+	PQfinish(pg);
+}
+
 /* Set fsync and full_page_writes for the whole cluster and wait until they read so. */
 static void set_durability(const char *db, const char *fsync, const char *fpw)
 {
@@ -2021,6 +2068,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_upgrade_keeps_stored_events, ops_teardown),
 	    cmocka_unit_test_teardown(test_upgrade_from_whole_state, ops_teardown),
 	    cmocka_unit_test_teardown(test_repeatable_read_default, ops_teardown),
+	    cmocka_unit_test_teardown(test_alerts_skip_delivered, ops_teardown),
 	    cmocka_unit_test_teardown(test_durability_reported, ops_teardown),
 	    cmocka_unit_test_teardown(test_admin_emfile_pause, ops_teardown),
 	    cmocka_unit_test_teardown(test_pgcluster_fallback_base, ops_teardown),
