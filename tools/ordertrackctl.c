@@ -334,7 +334,11 @@ static bool ctl_connect(struct ctl *c)
 		warnx_("cannot reach the database (database.conninfo of %s): %s", c->o.config, msg);
 		return false;
 	}
-	PGresult *r = PQexec(c->pg, "SET TimeZone = 'UTC'; SET default_transaction_read_only = on");
+	/* jit off as in the daemon's sessions: the reports read a few hundred
+	 * thousand rows at most, and compiling their plans took longer than
+	 * running them (0.6 of 1.1 s for a report over 200,000 events). */
+	PGresult *r = PQexec(c->pg, "SET TimeZone = 'UTC'; SET default_transaction_read_only = on;"
+	                            " SET jit = off");
 	PQclear(r);
 	return true;
 }
