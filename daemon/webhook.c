@@ -83,11 +83,12 @@ struct hook {
 	enum hook_state state;
 	bool owner; /* holds the webhook's lock on the current aux session */
 	bool standby_logged;
-	bool wake;        /* woken while busy: fetch again after */
-	long long cursor; /* last seq acknowledged by the endpoint */
-	long long seq;    /* the notification being delivered */
-	char *body;       /* its JSON */
-	unsigned attempt; /* failed POSTs of this notification */
+	bool wake;         /* woken while busy: fetch again after */
+	long long cursor;  /* last seq acknowledged by the endpoint */
+	long long scanned; /* none after cursor matched up to here; -1 unknown */
+	long long seq;     /* the notification being delivered */
+	char *body;        /* its JSON */
+	unsigned attempt;  /* failed POSTs of this notification */
 	struct evhttp_connection *evcon;
 	bool moved; /* a reload changed the endpoint: a new evcon at the next POST */
 	struct event *retry;
@@ -104,11 +105,21 @@ static const char load_sql[] =
     " SELECT last_seq FROM ins"
     " UNION ALL SELECT last_seq FROM ordertrack.webhook_cursors WHERE webhook = $1";
 
+/*
+ * The first matching notification after $1, or none, and the newest seq
+ * of the same snapshot.  Seqs are taken in commit order (003), so nothing
+ * at or below that top can still appear: when none matched, the next
+ * fetch starts there, and a filter that rarely matches does not read the
+ * same rows again at every batch (each wake would otherwise scan every
+ * notification since the last one delivered).
+ */
 static const char next_sql[] =
-    "SELECT seq, body::text FROM ordertrack.notifications"
+    "SELECT n.seq, n.body::text, t.top"
+    " FROM (SELECT max(seq) AS top FROM ordertrack.notifications) t"
+    " LEFT JOIN LATERAL (SELECT seq, body FROM ordertrack.notifications"
     " WHERE seq > $1::bigint AND ($2::text[] IS NULL OR exporter = ANY ($2::text[]))"
     " AND ($3::text[] IS NULL OR kind = ANY ($3::text[]))"
-    " ORDER BY seq LIMIT 1";
+    " ORDER BY seq LIMIT 1) n ON true";
 
 /* The two-key form keeps these locks apart from the bigint keys 7433001/2. */
 static const char lock_sql[] = "SELECT pg_try_advisory_lock(7433003, hashtext($1))";
@@ -228,7 +239,12 @@ static void hook_fetched_cb(void *arg, const PGresult *r)
 	struct hook *h = arg;
 	if (h->dead)
 		return;
-	if (r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) == 0) {
+	if (r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1 ||
+	    PQgetisnull(r, 0, 0)) {
+		/* Nothing matched up to the top: no need to read those again. */
+		if (r != NULL && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
+		    !PQgetisnull(r, 0, 2))
+			h->scanned = strtoll(PQgetvalue(r, 0, 2), NULL, 10);
 		h->state = HOOK_IDLE;
 		if (h->wake) {
 			h->wake = false;
@@ -255,7 +271,7 @@ static void hook_fetch(struct hook *h)
 		return;
 	}
 	char after[32];
-	snprintf(after, sizeof(after), "%lld", h->cursor);
+	snprintf(after, sizeof(after), "%lld", h->cursor > h->scanned ? h->cursor : h->scanned);
 	const char *params[3] = {after, h->exporters, h->kinds};
 	h->state = HOOK_FETCHING;
 	h->wake = false;
@@ -454,6 +470,7 @@ static void hook_configure(struct hook *h, const struct config_webhook *w)
 	    h->https != w->https)
 		h->moved = true;
 	hook_unconfigure(h);
+	h->scanned = -1; /* the filters may have changed */
 	h->host = xstrdup(w->host);
 	h->port = w->port;
 	h->https = w->https;

@@ -1544,6 +1544,70 @@ static void test_webhook_kinds(void **state)
 	rcv_stop();
 }
 
+/*
+ * A webhook whose kinds rarely match (here: never) reads each notification
+ * about once, not every notification since its cursor at every batch.  The
+ * table holds 100,000 notifications of other kinds first (written here, as
+ * a busy day would leave them; large enough that PostgreSQL reads it by
+ * its index), then 150 batches of one notification each; the rows
+ * PostgreSQL counts as read from the table must stay near 100,000 (one
+ * pass), where reading from the cursor at each batch reads 15 million.
+ */
+static void test_webhook_rare_kind_reads_once(void **state)
+{
+	(void)state;
+	enum { BATCHES = 150, EARLIER = 100000 };
+	const char *db = "notify_hook_rare";
+	char hooks[512];
+	rcv_start(0);
+	snprintf(hooks, sizeof(hooks),
+	         "webhooks = ( { id = \"rare\"; url = \"http://127.0.0.1:%d/hook\";"
+	         " secret = \"" HOOK_SECRET "\"; kinds = [ \"alert.overdue\" ]; } );\n",
+	         rcv.port);
+	struct it_daemon *d = notify_daemon(db, NULL, hooks);
+	it_db_script(db, "INSERT INTO ordertrack.notifications"
+	                 " (seq, kind, exporter, order_ref, to_status, body)"
+	                 " SELECT i, 'order.status', 'kivu-coffee', 'KVE-' || i, 'created',"
+	                 " jsonb_build_object('type', 'notification', 'seq', i)"
+	                 " FROM generate_series(1, 100000) i;"
+	                 "UPDATE ordertrack.notification_counter SET last_seq = 100000;"
+	                 "ANALYZE ordertrack.notifications;"
+	                 "SELECT pg_stat_reset();");
+	struct it_client *c = it_connect(d);
+	it_hello(c, KIVU, KIVU_TOKEN);
+	for (int i = 0; i < BATCHES; i++) {
+		char id[32], order[32];
+		snprintf(id, sizeof(id), "rare-%03d", i);
+		snprintf(order, sizeof(order), "KVR-2026-%03d", i);
+		send_simple(c, id, "order.created", order, NULL, "stored");
+	}
+	it_close(c);
+	it_sleep_ms(QUIET_MS);
+	it_daemon_stop_clean(d);
+	/* The daemon's sessions report their counts as they end. */
+	for (int i = 0; i < 100 && it_db_long(db,
+	                                      "SELECT count(*) FROM pg_stat_activity WHERE"
+	                                      " application_name LIKE 'ordertrackd%'",
+	                                      NULL) > 0;
+	     i++)
+		it_sleep_ms(50);
+	long read = it_db_long(db,
+	                       "SELECT coalesce(seq_tup_read, 0) + coalesce(idx_tup_fetch, 0)"
+	                       " FROM pg_stat_user_tables"
+	                       " WHERE relid = 'ordertrack.notifications'::regclass",
+	                       NULL);
+	printf("%d batches over %d notifications: %ld rows read from the table\n", BATCHES, EARLIER,
+	       read);
+	assert_true(max_seq(db) >= EARLIER + BATCHES);
+	if (read > 3L * EARLIER)
+		it_fail("%ld rows read by %d batches", read, BATCHES);
+	pthread_mutex_lock(&rcv.mu);
+	size_t posted = rcv.n;
+	pthread_mutex_unlock(&rcv.mu);
+	assert_int_equal(posted, 0);
+	rcv_stop();
+}
+
 /* A connection of the test to db, or fail. */
 static PGconn *db_connect(const char *db)
 {
@@ -2384,6 +2448,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_filters, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_kinds, notify_teardown),
+	    cmocka_unit_test_teardown(test_webhook_rare_kind_reads_once, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_woken_from_outside, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_two_daemons, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_reload_in_flight, notify_teardown),
