@@ -92,7 +92,8 @@ struct hook {
 	struct evhttp_connection *evcon;
 	bool moved; /* a reload changed the endpoint: a new evcon at the next POST */
 	struct event *retry;
-	bool dead; /* stopped while a callback was pending */
+	unsigned queries; /* its aux queries whose callbacks are still to come */
+	bool dead;        /* stopped while a callback was pending */
 };
 
 static struct hook **hooks;
@@ -132,6 +133,7 @@ static const char save_sql[] =
 
 static void hook_fetch(struct hook *h);
 static void hook_post(struct hook *h);
+static void hook_unpark(struct hook *h);
 
 /* strdup or abort. */
 static char *xstrdup(const char *s)
@@ -161,11 +163,35 @@ static char *array_literal(char **v, size_t n)
 	return out;
 }
 
+/* Queue one of h's aux queries; its callback must call hook_answered() first. */
+static void hook_query(struct hook *h, const char *sql, int nparams, const char *const *params,
+                       aux_result_fn *fn)
+{
+	h->queries++;
+	aux_query(server.aux, sql, nparams, params, fn, h);
+}
+
+/*
+ * One of h's aux queries has answered.  True when h was stopped: the
+ * caller only returns, and the last answer of a stopped deliverer frees
+ * it (a reload that drops webhooks would otherwise keep each one until
+ * exit, and a daemon reloaded for months would grow with every change).
+ */
+static bool hook_answered(struct hook *h)
+{
+	h->queries--;
+	if (!h->dead)
+		return false;
+	if (h->queries == 0)
+		hook_unpark(h);
+	return true;
+}
+
 /* The cursor row was read. */
 static void hook_loaded_cb(void *arg, const PGresult *r)
 {
 	struct hook *h = arg;
-	if (h->dead)
+	if (hook_answered(h))
 		return;
 	if (r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) < 1) {
 		/* Try again at the next wake: a notification, or the
@@ -184,7 +210,7 @@ static void hook_load(struct hook *h)
 {
 	const char *params[1] = {h->id};
 	h->state = HOOK_LOADING;
-	aux_query(server.aux, load_sql, 1, params, hook_loaded_cb, h);
+	hook_query(h, load_sql, 1, params, hook_loaded_cb);
 }
 
 /* Give the lock back (a stopped deliverer's; the result is not needed). */
@@ -200,11 +226,10 @@ static void hook_locked_cb(void *arg, const PGresult *r)
 	struct hook *h = arg;
 	bool got = r != NULL && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
 	           strcmp(PQgetvalue(r, 0, 0), "t") == 0;
-	if (h->dead) {
-		if (got)
-			hook_unlock(h); /* stopped while asking: not ours to keep */
+	if (h->dead && got)
+		hook_unlock(h); /* stopped while asking: not ours to keep */
+	if (hook_answered(h))
 		return;
-	}
 	if (r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK) {
 		h->state = HOOK_IDLE; /* again at the next wake */
 		return;
@@ -230,14 +255,14 @@ static void hook_lock(struct hook *h)
 {
 	const char *params[1] = {h->id};
 	h->state = HOOK_LOCKING;
-	aux_query(server.aux, lock_sql, 1, params, hook_locked_cb, h);
+	hook_query(h, lock_sql, 1, params, hook_locked_cb);
 }
 
 /* The next notification after the cursor, or none. */
 static void hook_fetched_cb(void *arg, const PGresult *r)
 {
 	struct hook *h = arg;
-	if (h->dead)
+	if (hook_answered(h))
 		return;
 	if (r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1 ||
 	    PQgetisnull(r, 0, 0)) {
@@ -275,14 +300,14 @@ static void hook_fetch(struct hook *h)
 	const char *params[3] = {after, h->exporters, h->kinds};
 	h->state = HOOK_FETCHING;
 	h->wake = false;
-	aux_query(server.aux, next_sql, 3, params, hook_fetched_cb, h);
+	hook_query(h, next_sql, 3, params, hook_fetched_cb);
 }
 
 /* The cursor is saved: on to the next notification. */
 static void hook_saved_cb(void *arg, const PGresult *r)
 {
 	struct hook *h = arg;
-	if (h->dead)
+	if (hook_answered(h))
 		return;
 	if (r == NULL || PQresultStatus(r) != PGRES_COMMAND_OK) {
 		/* Not saved: deliver this one again later (at least once). */
@@ -321,7 +346,7 @@ static void hook_response_cb(struct evhttp_request *req, void *arg)
 		snprintf(seq, sizeof(seq), "%lld", h->seq);
 		const char *params[2] = {h->id, seq};
 		h->state = HOOK_SAVING;
-		aux_query(server.aux, save_sql, 2, params, hook_saved_cb, h);
+		hook_query(h, save_sql, 2, params, hook_saved_cb);
 		return;
 	}
 	h->attempt++;
@@ -503,36 +528,6 @@ static struct hook *hook_new(const struct config_webhook *w)
 	return h;
 }
 
-/*
- * Stopped deliverers (config reload) may still have a query queued on the
- * auxiliary connection whose callback will look at them: they are marked
- * dead and parked, and freed only at exit.
- */
-static struct hook **parked;
-static size_t n_parked;
-
-/*
- * Stop a deliverer; its memory is released at exit.  When a reload removed
- * it, its lock is given back, so that a daemon still configured with this
- * webhook can take it.
- */
-static void hook_stop(struct hook *h, bool release)
-{
-	if (release && h->owner)
-		hook_unlock(h);
-	h->owner = false;
-	h->dead = true;
-	if (h->retry)
-		event_del(h->retry);
-	if (h->evcon)
-		evhttp_connection_free(h->evcon);
-	h->evcon = NULL;
-	parked = realloc(parked, (n_parked + 1) * sizeof(*parked));
-	if (parked == NULL)
-		abort();
-	parked[n_parked++] = h;
-}
-
 /* Release a stopped deliverer. */
 static void hook_free(struct hook *h)
 {
@@ -542,6 +537,54 @@ static void hook_free(struct hook *h)
 	free(h->id);
 	free(h->body);
 	free(h);
+}
+
+/*
+ * Stopped deliverers (config reload) that still have a query queued on
+ * the auxiliary connection, whose callback will look at them: they are
+ * marked dead and parked until its answer (hook_answered), or exit.
+ */
+static struct hook **parked;
+static size_t n_parked;
+
+/* The last answer of a parked deliverer came: release it. */
+static void hook_unpark(struct hook *h)
+{
+	for (size_t i = 0; i < n_parked; i++) {
+		if (parked[i] == h) {
+			parked[i] = parked[--n_parked];
+			break;
+		}
+	}
+	hook_free(h);
+}
+
+/*
+ * Stop a deliverer; its memory is released now, or with the answer of
+ * the last query it has queued.  When a reload removed it, its lock is
+ * given back, so that a daemon still configured with this webhook can
+ * take it.
+ */
+static void hook_stop(struct hook *h, bool release)
+{
+	if (release && h->owner)
+		hook_unlock(h);
+	h->owner = false;
+	h->dead = true;
+	if (h->retry)
+		event_del(h->retry);
+	/* Its POST on the wire goes too, without a call to hook_response_cb. */
+	if (h->evcon)
+		evhttp_connection_free(h->evcon);
+	h->evcon = NULL;
+	if (h->queries == 0) {
+		hook_free(h);
+		return;
+	}
+	parked = realloc(parked, (n_parked + 1) * sizeof(*parked));
+	if (parked == NULL)
+		abort();
+	parked[n_parked++] = h;
 }
 
 void webhooks_start(void)

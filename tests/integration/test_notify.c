@@ -1893,6 +1893,80 @@ static void test_webhook_stop_in_flight(void **state)
 	rcv_stop();
 }
 
+/* The daemon's resident set in kB, from /proc. */
+static long daemon_rss_kb(const struct it_daemon *d)
+{
+	char path[64], line[256];
+	long kb = -1;
+	snprintf(path, sizeof(path), "/proc/%d/status", (int)d->pid);
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		it_fail("cannot read %s", path);
+	while (fgets(line, sizeof(line), f) != NULL)
+		if (sscanf(line, "VmRSS: %ld kB", &kb) == 1)
+			break;
+	fclose(f);
+	return kb;
+}
+
+#define CHURN_HOOKS  100 /* webhooks in the config, the most it allows */
+#define CHURN_CYCLES 40  /* reloads that drop them all, then bring them back */
+#define CHURN_MAX_KB 4096
+
+/*
+ * Reloads that remove webhooks and add them again, as an operator editing
+ * the list does, leave memory where it was: a stopped deliverer is freed
+ * once its last database answer has come, not kept until exit.  Each of
+ * these webhooks holds some 4 kB (a long url and two long secrets), so
+ * deliverers kept would grow the daemon by about 16 MB here.
+ */
+static void test_webhook_reload_churn(void **state)
+{
+	(void)state;
+	const char *db = "notify_hook_churn";
+	char path[1900], secret[1000];
+	memset(path, 'p', sizeof(path) - 1);
+	path[sizeof(path) - 1] = '\0';
+	memset(secret, 's', sizeof(secret) - 1);
+	secret[sizeof(secret) - 1] = '\0';
+	size_t cap = sizeof(documents_required) + sizeof(alerts_off) + 64 +
+	             CHURN_HOOKS * (sizeof(path) + 2 * sizeof(secret) + 256);
+	char *with = malloc(cap), *without = malloc(cap);
+	if (with == NULL || without == NULL)
+		it_fail("out of memory");
+	size_t n =
+	    (size_t)snprintf(with, cap, "%s%swebhooks = (\n", documents_required, alerts_off);
+	for (int i = 0; i < CHURN_HOOKS; i++)
+		n += (size_t)snprintf(with + n, cap - n,
+		                      "%s{ id = \"churn-%d\"; url = \"http://127.0.0.1:9/%s\";"
+		                      " secrets = [ \"a%s\", \"b%s\" ]; }\n",
+		                      i ? "," : "", i, path, secret, secret);
+	snprintf(with + n, cap - n, ");\n");
+	snprintf(without, cap, "%s%swebhooks = ();\n", documents_required, alerts_off);
+
+	struct it_daemon *d = notify_daemon(db, NULL, NULL);
+	long base = 0;
+	for (int i = 0; i < CHURN_CYCLES + 5; i++) {
+		if (i == 5)
+			base = daemon_rss_kb(d); /* after the allocator has warmed up */
+		d->cfg.extra_text = with;
+		it_daemon_rewrite(d, &d->cfg);
+		reload(d);
+		d->cfg.extra_text = without;
+		it_daemon_rewrite(d, &d->cfg);
+		reload(d);
+	}
+	d->cfg.extra_text = NULL;
+	it_sleep_ms(QUIET_MS); /* the last answers to the stopped deliverers */
+	long grown = daemon_rss_kb(d) - base;
+	if (grown > CHURN_MAX_KB)
+		it_fail("%d reloads that dropped %d webhooks grew the daemon by %ld kB",
+		        CHURN_CYCLES, CHURN_HOOKS, grown);
+	free(with);
+	free(without);
+	it_daemon_stop_clean(d);
+}
+
 /* ------------------------------------------------------------------ */
 /* Alerts                                                              */
 /* ------------------------------------------------------------------ */
@@ -2453,6 +2527,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_webhook_two_daemons, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_reload_in_flight, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_stop_in_flight, notify_teardown),
+	    cmocka_unit_test_teardown(test_webhook_reload_churn, notify_teardown),
 	    cmocka_unit_test_teardown(test_alerts, notify_teardown),
 	    cmocka_unit_test_teardown(test_alert_episodes, notify_teardown),
 	    cmocka_unit_test_teardown(test_alert_overdue, notify_teardown),
