@@ -1021,6 +1021,15 @@ void conn_close_all(const char *reason)
 	TAILQ_FOREACH_SAFE(c, &server.conns, c_entry, next)
 	{
 		conn_close(c, reason);
+		/* A peer that has not taken its replies (or its notifications)
+		 * by now never will: the drain is over.  Left for its write
+		 * deadline, it would outlive the loop, neither logged as closed
+		 * nor freed. */
+		if (!c->c_unlinked && c->c_bev != NULL) {
+			bufferevent_free(c->c_bev);
+			c->c_bev = NULL;
+			conn_close(c, reason);
+		}
 	}
 }
 

@@ -123,6 +123,7 @@ extern struct server server;
 void conn_accept(int fd, const struct sockaddr *sa, int salen);
 void conn_slot_finished(struct slot *s, enum store_result r, const char *detail);
 void conn_drain_all(void);
+/* Close every connection now: what a peer has not read yet is dropped. */
 void conn_close_all(const char *reason);
 void conn_resume_paused(void);
 void conn_apply_config(void);

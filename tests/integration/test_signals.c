@@ -6,7 +6,10 @@
  * while old ones carry on, and keep the old config when the new one is
  * broken.
  */
+#include <arpa/inet.h>
+#include <errno.h>
 #include <grp.h>
+#include <netinet/in.h>
 #include <pwd.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -16,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/wait.h>
 #include <unistd.h>
@@ -120,6 +124,51 @@ static void test_sigint_idle(void **state)
 	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
 		it_fail("daemon should exit 0 after SIGINT; wait status 0x%x", st);
 	it_expect_eof(c, IT_REPLY_MS);
+}
+
+/*
+ * SIGTERM while a peer reads none of its replies: once the drain's grace
+ * is over the daemon closes it all the same (logged, freed), and exits 0.
+ * The peer's receive buffer is small and it sends pings until the daemon
+ * pauses it for the replies it leaves unread.
+ */
+static void test_sigterm_unread_replies(void **state)
+{
+	(void)state;
+	struct it_config cfg = {.name = "sigterm_unread"};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	int small = 4096;
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)) != 0)
+		it_fail("socket: %s", strerror(errno));
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)d->port)};
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
+		it_fail("connect: %s", strerror(errno));
+	off_t off = it_log_offset(d);
+	char hello[256];
+	int n = snprintf(hello, sizeof(hello),
+	                 "{\"type\":\"hello\",\"exporter\":\"%s\",\"token\":\"%s\"}\n", IT_EXPORTER,
+	                 IT_TOKEN);
+	if (send(fd, hello, (size_t)n, 0) != n)
+		it_fail("send hello: %s", strerror(errno));
+	static const char ping[] = "{\"type\":\"ping\"}\n";
+	char pings[1024][sizeof(ping) - 1];
+	for (size_t i = 0; i < 1024; i++)
+		memcpy(pings[i], ping, sizeof(ping) - 1);
+	long long deadline = it_now_ms() + 20000;
+	while (it_log_wait(d, off, "msg=\"connection paused\"", 50) < 0) {
+		if (it_now_ms() > deadline)
+			it_fail("the daemon never paused a peer that reads no replies");
+		/* As much as the socket takes now; the rest is not needed. */
+		(void)send(fd, pings, sizeof(pings), MSG_DONTWAIT);
+	}
+	int st = it_daemon_stop(d, SIGTERM, IT_STOP_MS);
+	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
+		it_fail("daemon should exit 0 after SIGTERM; wait status 0x%x", st);
+	if (it_log_wait(d, off, "reason=shutdown lines=", 0) < 0)
+		it_fail("the peer that read no replies was not closed at shutdown");
+	close(fd);
 }
 
 /* SIGHUP with a new exporter: it can say hello; old sessions keep working. */
@@ -460,6 +509,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(test_sigterm_in_flight, it_test_teardown),
 	    cmocka_unit_test_teardown(test_sigint_idle, it_test_teardown),
+	    cmocka_unit_test_teardown(test_sigterm_unread_replies, it_test_teardown),
 	    cmocka_unit_test_teardown(test_sighup_add_exporter, it_test_teardown),
 	    cmocka_unit_test_teardown(test_sighup_limits, it_test_teardown),
 	    cmocka_unit_test_teardown(test_sighup_broken_config, it_test_teardown),
