@@ -6,6 +6,7 @@
  * line so records from the daemon never interleave mid-line.
  */
 #include "log.h"
+#include "logtext.h"
 
 #include <event2/event.h>
 #include <stdio.h>
@@ -60,39 +61,11 @@ const char *lqn(const char *s, size_t len)
 {
 	static char bufs[LQ_SLOTS][LQ_SIZE];
 	static unsigned slot;
-	bool plain = len > 0;
 
 	if (s == NULL)
 		return "null";
-	for (size_t i = 0; i < len && plain; i++) {
-		unsigned char c = (unsigned char)s[i];
-		if (c <= ' ' || c == '"' || c == '=' || c == '\\' || c == 0x7f)
-			plain = false;
-	}
 	char *out = bufs[slot++ % LQ_SLOTS];
-	size_t o = 0;
-	if (plain && len < LQ_SIZE) {
-		memcpy(out, s, len);
-		out[len] = '\0';
-		return out;
-	}
-	out[o++] = '"';
-	for (size_t i = 0; i < len && o < LQ_SIZE - 8; i++) {
-		unsigned char c = (unsigned char)s[i];
-		if (c == '"' || c == '\\') {
-			out[o++] = '\\';
-			out[o++] = (char)c;
-		} else if (c == '\n') {
-			out[o++] = '\\';
-			out[o++] = 'n';
-		} else if (c < ' ' || c == 0x7f) {
-			o += (size_t)snprintf(out + o, LQ_SIZE - o, "\\x%02x", c);
-		} else {
-			out[o++] = (char)c;
-		}
-	}
-	out[o++] = '"';
-	out[o] = '\0';
+	logtext_quote(out, LQ_SIZE, s, len);
 	return out;
 }
 

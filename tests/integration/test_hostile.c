@@ -779,6 +779,40 @@ static void test_rejections_log_bounded(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/*
+ * A member name or type that holds a line separator, a C1 control or a
+ * right-to-left override is quoted into the log escaped (\u2028, \u0085,
+ * \u202e): the record stays one line and reads as the bytes were sent.
+ */
+static void test_log_keeps_one_line(void **state)
+{
+	(void)state;
+	struct it_config cfg = {.name = "log_line", .log_level = "info"};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct it_client *c = session(d);
+	off_t from = it_log_offset(d);
+	it_send(c, "{\"type\":\"order.created\",\"id\":\"forge-1\",\"occurred_at\":"
+	           "\"2026-11-02T09:15:00+02:00\",\"order\":\"K1\","
+	           "\"\\u2028ts=0 level=error msg=forged\\u0085\":1}");
+	json_decref(it_expect_error(c, "forge-1", "invalid_event"));
+	it_send(c, "{\"type\":\"order.cr\\u202eeated\",\"id\":\"forge-2\"}");
+	json_decref(it_expect_error(c, "forge-2", "unknown_type"));
+	off_t to = it_log_expect(d, from, "event=forge-2", IT_REPLY_MS);
+	char *log = log_range(d, from, to);
+	assert_non_null(strstr(log, "\\u2028ts=0 level=error msg=forged\\u0085"));
+	assert_non_null(strstr(log, "order.cr\\u202eeated"));
+	assert_null(strstr(log, "\xe2\x80\xa8"));
+	assert_null(strstr(log, "\xc2\x85"));
+	assert_null(strstr(log, "\xe2\x80\xae"));
+	/* Every line of the log is a whole record of the daemon's. */
+	for (const char *p = log; *p != '\0'; p = strchr(p, '\n') + 1) {
+		assert_int_equal(strncmp(p, "ts=", 3), 0);
+		assert_non_null(strchr(p, '\n'));
+	}
+	free(log);
+	it_daemon_stop_clean(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -789,6 +823,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_failed_hellos_preopened, it_test_teardown),
 	    cmocka_unit_test_teardown(test_ten_megabytes_no_newline, it_test_teardown),
 	    cmocka_unit_test_teardown(test_rejections_log_bounded, it_test_teardown),
+	    cmocka_unit_test_teardown(test_log_keeps_one_line, it_test_teardown),
 	};
 	it_env_init("hostile");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
