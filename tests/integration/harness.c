@@ -1692,3 +1692,23 @@ void it_webhook_wait_cursor(const char *db, const char *webhook, long long seq, 
 	}
 	it_fail("webhook_cursors.last_seq of %s is %lld, expected %lld", webhook, got, seq);
 }
+
+long long it_proc_cpu_ms(pid_t pid)
+{
+	char path[64], buf[1024];
+	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
+	FILE *f = fopen(path, "r");
+	if (f == NULL)
+		it_fail("open %s: %s", path, strerror(errno));
+	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+	fclose(f);
+	buf[n] = '\0';
+	/* The name in parentheses may hold spaces: fields count from its end. */
+	char *p = strrchr(buf, ')');
+	unsigned long long utime = 0, stime = 0;
+	/* After the name: state (3) ... utime (14) and stime (15). */
+	if (p == NULL || sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu",
+	                        &utime, &stime) != 2)
+		it_fail("cannot read the CPU times in %s", path);
+	return (long long)(utime + stime) * 1000 / sysconf(_SC_CLK_TCK);
+}

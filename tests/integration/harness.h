@@ -290,5 +290,7 @@ long long it_now_ms(void);
 void it_sleep_ms(int ms);
 /* Wait until webhook's cursor in db (webhook_cursors.last_seq) is seq; fail after ms. */
 void it_webhook_wait_cursor(const char *db, const char *webhook, long long seq, int ms);
+/* CPU time (user + system) process pid has used so far, in ms, from /proc. */
+long long it_proc_cpu_ms(pid_t pid);
 
 #endif

@@ -57,27 +57,6 @@ static long proc_rss_kb(pid_t pid)
 	return proc_status_long(pid, "VmRSS:");
 }
 
-/* The CPU time the daemon has used (user and system), in ms, from /proc. */
-static long long proc_cpu_ms(pid_t pid)
-{
-	char path[64], buf[1024];
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	FILE *f = fopen(path, "r");
-	assert_non_null(f);
-	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = '\0';
-	/* The name in parentheses may hold spaces: fields count from its end. */
-	char *p = strrchr(buf, ')');
-	assert_non_null(p);
-	unsigned long long utime = 0, stime = 0;
-	/* After the name: state (3) ... utime (14) and stime (15). */
-	assert_int_equal(
-	    sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime),
-	    2);
-	return (long long)(utime + stime) * 1000 / sysconf(_SC_CLK_TCK);
-}
-
 /*
  * Send what the socket takes without blocking, for up to ms or until the
  * daemon closes; returns the bytes sent.  Used where the daemon is
@@ -724,9 +703,9 @@ static void test_emfile_pause(void **state)
 	 * retrying would want all 2000 ms, and gets more than 300 of them
 	 * unless over six others compete for the two CPUs of CI.
 	 */
-	long long cpu0 = proc_cpu_ms(d->pid);
+	long long cpu0 = it_proc_cpu_ms(d->pid);
 	it_sleep_ms(2000);
-	long long cpu = proc_cpu_ms(d->pid) - cpu0;
+	long long cpu = it_proc_cpu_ms(d->pid) - cpu0;
 	print_message("emfile: %lld ms of CPU in 2 s paused\n", cpu);
 	if (cpu > 300)
 		it_fail("the paused daemon used %lld ms of CPU in 2 s", cpu);

@@ -747,26 +747,6 @@ static void check_exposition(const char *text)
 	assert_true(samples > 50);
 }
 
-/* CPU time (user + system) a process has used, in milliseconds. */
-static long long proc_cpu_ms(pid_t pid)
-{
-	char path[64], buf[1024];
-	snprintf(path, sizeof(path), "/proc/%d/stat", (int)pid);
-	FILE *f = fopen(path, "r");
-	assert_non_null(f);
-	size_t n = fread(buf, 1, sizeof(buf) - 1, f);
-	fclose(f);
-	buf[n] = '\0';
-	/* The name in parentheses may hold spaces: fields count from its end. */
-	char *p = strrchr(buf, ')');
-	assert_non_null(p);
-	unsigned long long utime = 0, stime = 0;
-	assert_int_equal(
-	    sscanf(p + 2, "%*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime, &stime),
-	    2);
-	return (long long)(utime + stime) * 1000 / sysconf(_SC_CLK_TCK);
-}
-
 /*
  * Out of file descriptors, the admin endpoint's accept pauses on a timer
  * like the event port's, instead of retrying (and logging the failure) as
@@ -802,10 +782,10 @@ static void test_admin_emfile_pause(void **state)
 	}
 	/* Paused, it retries once a second: a few ms of CPU in 2 s, not all of it. */
 	it_sleep_ms(500);
-	long long cpu0 = proc_cpu_ms(d->pid);
+	long long cpu0 = it_proc_cpu_ms(d->pid);
 	off_t log0 = it_log_offset(d);
 	it_sleep_ms(2000);
-	long long cpu = proc_cpu_ms(d->pid) - cpu0;
+	long long cpu = it_proc_cpu_ms(d->pid) - cpu0;
 	off_t logged = it_log_offset(d) - log0;
 	print_message("admin emfile: %lld ms of CPU and %lld bytes of log in 2 s\n", cpu,
 	              (long long)logged);
