@@ -1712,3 +1712,43 @@ long long it_proc_cpu_ms(pid_t pid)
 		it_fail("cannot read the CPU times in %s", path);
 	return (long long)(utime + stime) * 1000 / sysconf(_SC_CLK_TCK);
 }
+
+/* Built with AddressSanitizer (as build-asan/ is, daemon and tests alike)? */
+#if defined(__SANITIZE_ADDRESS__)
+#define IT_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define IT_ASAN 1
+#endif
+#endif
+
+#ifdef IT_ASAN
+static char *asan_saved;
+static bool asan_had;
+#endif
+
+void it_asan_quarantine_off(void)
+{
+#ifdef IT_ASAN
+	const char *old = getenv("ASAN_OPTIONS");
+	asan_had = old != NULL;
+	asan_saved = old ? strdup(old) : NULL;
+	char *opts = NULL;
+	if (asprintf(&opts, "%s%squarantine_size_mb=0", old ? old : "", old ? ":" : "") < 0)
+		abort();
+	setenv("ASAN_OPTIONS", opts, 1);
+	free(opts);
+#endif
+}
+
+void it_asan_quarantine_restore(void)
+{
+#ifdef IT_ASAN
+	if (asan_had)
+		setenv("ASAN_OPTIONS", asan_saved, 1);
+	else
+		unsetenv("ASAN_OPTIONS");
+	free(asan_saved);
+	asan_saved = NULL;
+#endif
+}

@@ -292,5 +292,13 @@ void it_sleep_ms(int ms);
 void it_webhook_wait_cursor(const char *db, const char *webhook, long long seq, int ms);
 /* CPU time (user + system) process pid has used so far, in ms, from /proc. */
 long long it_proc_cpu_ms(pid_t pid);
+/*
+ * Daemons started between these two calls run without ASan's quarantine
+ * when the tests are built with AddressSanitizer (build-asan/): it keeps
+ * freed blocks (256 MB by default) instead of reusing them, so a bound on
+ * the daemon's resident memory would measure ASan.  No-ops otherwise.
+ */
+void it_asan_quarantine_off(void);
+void it_asan_quarantine_restore(void);
 
 #endif

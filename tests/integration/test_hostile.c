@@ -36,15 +36,6 @@
 #define NEST_LEVELS       10000 /* arrays in the deep-nesting rows */
 #define RSS_GROWTH_MAX_KB 16384 /* what 10 MB without a newline may cost */
 
-/* Built with AddressSanitizer (as build-asan/ is, daemon and tests alike)? */
-#if defined(__SANITIZE_ADDRESS__)
-#define HOSTILE_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define HOSTILE_ASAN 1
-#endif
-#endif
-
 /* One row: what is sent after hello, and the reply it must get. */
 struct hostile_row {
 	const char *name; /* for failure messages */
@@ -675,25 +666,9 @@ static void test_failed_hellos_preopened(void **state)
 static void test_ten_megabytes_no_newline(void **state)
 {
 	struct it_config cfg = {.name = "ten_mb"};
-#ifdef HOSTILE_ASAN
-	/* ASan keeps freed blocks in a quarantine (256 MB by default) instead
-	 * of reusing them, so the 10 MB that stream through libevent's
-	 * buffers would all stay resident and the bound would measure ASan.
-	 * This daemon alone runs without the quarantine. */
-	const char *old = getenv("ASAN_OPTIONS");
-	char *saved = old ? strdup(old) : NULL;
-	char *opts = xasprintf("%s%squarantine_size_mb=0", old ? old : "", old ? ":" : "");
-	setenv("ASAN_OPTIONS", opts, 1);
+	it_asan_quarantine_off();
 	struct it_daemon *d = it_daemon_start(&cfg, true);
-	if (saved != NULL)
-		setenv("ASAN_OPTIONS", saved, 1);
-	else
-		unsetenv("ASAN_OPTIONS");
-	free(saved);
-	free(opts);
-#else
-	struct it_daemon *d = it_daemon_start(&cfg, true);
-#endif
+	it_asan_quarantine_restore();
 	struct it_client *c = session(d);
 	/* Warm up the paths a normal line takes, so they do not count as growth. */
 	char *ev = it_event_line("h-10mb-before", "order.created", "H-10MB-1", NULL);

@@ -1944,7 +1944,9 @@ static void test_webhook_reload_churn(void **state)
 	snprintf(with + n, cap - n, ");\n");
 	snprintf(without, cap, "%s%swebhooks = ();\n", documents_required, alerts_off);
 
+	it_asan_quarantine_off();
 	struct it_daemon *d = notify_daemon(db, NULL, NULL);
+	it_asan_quarantine_restore();
 	long base = 0;
 	for (int i = 0; i < CHURN_CYCLES + 5; i++) {
 		if (i == 5)
