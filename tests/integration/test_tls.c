@@ -176,16 +176,22 @@ static struct tc *tc_open(const struct it_daemon *d, const char *cert, const cha
 	return t;
 }
 
+/* Free a TLS client without a close_notify: its stream just ends. */
+static void tc_free(struct tc *t)
+{
+	SSL_free(t->ssl);
+	SSL_CTX_free(t->ctx);
+	close(t->fd);
+	free(t);
+}
+
 /* Close a TLS client. */
 static void tc_close(struct tc *t)
 {
 	if (t == NULL)
 		return;
 	SSL_shutdown(t->ssl);
-	SSL_free(t->ssl);
-	SSL_CTX_free(t->ctx);
-	close(t->fd);
-	free(t);
+	tc_free(t);
 }
 
 /* Write a line and "\n"; false when the connection refuses it. */
@@ -217,6 +223,20 @@ static char *tc_read_line(struct tc *t)
 			return NULL;
 		}
 		t->in_len += (size_t)n;
+	}
+}
+
+/* The acks of events <prefix>0 to <prefix>n-1 (width digits), after the client's EOF. */
+static void tc_expect_acks_after_eof(struct tc *t, const char *prefix, int width, int n)
+{
+	for (int i = 0; i < n; i++) {
+		char id[32];
+		snprintf(id, sizeof(id), "%s%0*d", prefix, width, i);
+		char *line = tc_read_line(t);
+		if (line == NULL)
+			it_fail("no ack for %s after the client's EOF", id);
+		it_check_ack(line, id, "stored");
+		free(line);
 	}
 }
 
@@ -347,15 +367,7 @@ static void test_eof_without_close_notify(void **state)
 	}
 	/* No SSL_shutdown: the TCP stream just ends. */
 	assert_int_equal(shutdown(t->fd, SHUT_WR), 0);
-	for (int i = 0; i < EVENTS; i++) {
-		char id[32];
-		snprintf(id, sizeof(id), "tls-eof-%02d", i);
-		char *line = tc_read_line(t);
-		if (line == NULL)
-			it_fail("no ack for %s after the client's EOF", id);
-		it_check_ack(line, id, "stored");
-		free(line);
-	}
+	tc_expect_acks_after_eof(t, "tls-eof-", 2, EVENTS);
 	it_log_expect(d, off, "reason=\"peer closed\"", IT_REPLY_MS);
 	if (it_log_wait(d, off, "reason=\"socket error\"", 0) >= 0)
 		it_fail("an EOF without close_notify was logged as a socket error");
@@ -364,10 +376,7 @@ static void test_eof_without_close_notify(void **state)
 	                            "'tls-eof-%'",
 	                            NULL),
 	                 EVENTS);
-	SSL_free(t->ssl);
-	SSL_CTX_free(t->ctx);
-	close(t->fd);
-	free(t);
+	tc_free(t);
 	it_daemon_stop_clean(d);
 }
 
@@ -412,20 +421,9 @@ static void test_eof_with_replies_pending(void **state)
 	}
 	free(all);
 	assert_int_equal(shutdown(t->fd, SHUT_WR), 0);
-	for (int i = 0; i < EVENTS; i++) {
-		char id[32];
-		snprintf(id, sizeof(id), "tls-eofp-%03d", i);
-		char *line = tc_read_line(t);
-		if (line == NULL)
-			it_fail("no ack for %s after the client's EOF", id);
-		it_check_ack(line, id, "stored");
-		free(line);
-	}
+	tc_expect_acks_after_eof(t, "tls-eofp-", 3, EVENTS);
 	off = it_log_expect(d, off, "reason=\"peer closed\"", IT_REPLY_MS);
-	SSL_free(t->ssl);
-	SSL_CTX_free(t->ctx);
-	close(t->fd);
-	free(t);
+	tc_free(t);
 
 	/* Gone before its acks: closed once writing them fails. */
 	t = tc_open(d, NULL, NULL);
@@ -439,10 +437,7 @@ static void test_eof_with_replies_pending(void **state)
 		assert_true(tc_send(t, ev));
 		free(ev);
 	}
-	SSL_free(t->ssl);
-	SSL_CTX_free(t->ctx);
-	close(t->fd);
-	free(t);
+	tc_free(t);
 	it_log_expect(d, off, "msg=\"connection closed\"", 5000);
 	it_daemon_stop_clean(d);
 }
