@@ -45,6 +45,19 @@
 #define TLS_RECORD_HANDSHAKE 0x16 /* first byte of a ClientHello record */
 #define TLS_SESSION_CONTEXT  "ordertrackd"
 
+/*
+ * TLS 1.2 suites: ECDHE or DHE key exchange (forward secrecy) with an
+ * AEAD cipher only, the usual "intermediate" set.  OpenSSL's default
+ * list also takes plain RSA key exchange and CBC suites such as
+ * AES128-SHA.  TLS 1.3 suites are all of that kind and keep OpenSSL's
+ * defaults (SSL_CTX_set_ciphersuites is not called).
+ */
+#define TLS12_CIPHERS                                                                              \
+	"ECDHE-ECDSA-AES128-GCM-SHA256:ECDHE-RSA-AES128-GCM-SHA256:"                               \
+	"ECDHE-ECDSA-AES256-GCM-SHA384:ECDHE-RSA-AES256-GCM-SHA384:"                               \
+	"ECDHE-ECDSA-CHACHA20-POLY1305:ECDHE-RSA-CHACHA20-POLY1305:"                               \
+	"DHE-RSA-AES128-GCM-SHA256:DHE-RSA-AES256-GCM-SHA384"
+
 /* A socket whose first byte is awaited to choose between TLS and plain text. */
 struct sniff {
 	TAILQ_ENTRY(sniff) sn_entry;
@@ -135,6 +148,13 @@ static SSL_CTX *ctx_build(const struct config *cfg, char **errstr)
 		                  openssl_reasons(why, sizeof(why), "unknown error"));
 		goto fail;
 	}
+	if (SSL_CTX_set_cipher_list(ctx, TLS12_CIPHERS) != 1) {
+		*errstr = xprintf("tls: cannot set the TLS 1.2 ciphers: %s",
+		                  openssl_reasons(why, sizeof(why), "unknown error"));
+		goto fail;
+	}
+	/* DHE suites need a group: OpenSSL picks one to match the key's strength. */
+	SSL_CTX_set_dh_auto(ctx, 1);
 	SSL_CTX_set_options(ctx, SSL_OP_NO_COMPRESSION | SSL_OP_CIPHER_SERVER_PREFERENCE |
 	                             SSL_OP_NO_RENEGOTIATION);
 #ifdef SSL_OP_IGNORE_UNEXPECTED_EOF

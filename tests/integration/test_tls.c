@@ -80,15 +80,22 @@ static void make_ca(const char *name, const char *cn)
 	   name, name, cn);
 }
 
-/* A leaf: name.key, name.pem signed by ca, with the extensions given. */
-static void make_leaf(const char *name, const char *ca, const char *cn, int serial, const char *ext)
+/* A leaf with a newkey key (openssl req's -newkey argument): name.key, name.pem signed by ca. */
+static void make_leaf_key(const char *name, const char *newkey, const char *ca, const char *cn,
+                          int serial, const char *ext)
 {
 	sh("printf '%s\\n' > %s.ext && "
-	   "openssl req -newkey ec -pkeyopt ec_paramgen_curve:prime256v1 -nodes "
+	   "openssl req -newkey %s -nodes "
 	   "-keyout %s.key -out %s.csr -subj '/CN=%s' && "
 	   "openssl x509 -req -in %s.csr -CA %s.pem -CAkey %s.key -set_serial %d -days 2 "
 	   "-extfile %s.ext -out %s.pem",
-	   ext, name, name, name, cn, name, ca, ca, serial, name, name);
+	   ext, name, newkey, name, name, cn, name, ca, ca, serial, name, name);
+}
+
+/* A leaf with a P-256 key: name.key, name.pem signed by ca, with the extensions given. */
+static void make_leaf(const char *name, const char *ca, const char *cn, int serial, const char *ext)
+{
+	make_leaf_key(name, "ec -pkeyopt ec_paramgen_curve:prime256v1", ca, cn, serial, ext);
 }
 
 /* Make every certificate the tests use, once. */
@@ -106,6 +113,8 @@ static void certs_make(void)
 	make_ca("other-ca", "some other CA");
 	make_leaf("server", "ca", "ordertrack-server-one", 4001, srv);
 	make_leaf("server2", "ca", "ordertrack-server-two", 4002, srv);
+	/* RSA: the only key type that suites without forward secrecy can use. */
+	make_leaf_key("server-rsa", "rsa:2048", "ca", "ordertrack-server-rsa", 4003, srv);
 	make_leaf("client", "ca", "kivu-coffee client", 5001, cli);
 	make_leaf("badclient", "other-ca", "kivu-coffee impostor", 6001, cli);
 	certs_made = true;
@@ -142,16 +151,22 @@ static int tcp_open(const struct it_daemon *d)
 }
 
 /*
- * Connect with TLS, presenting cert/key when given.  NULL when the
+ * Connect with TLS, presenting cert/key when given; with tls12_ciphers,
+ * as a TLS 1.2 client offering only those suites.  NULL when the
  * handshake fails (the client's side of it).
  */
-static struct tc *tc_open(const struct it_daemon *d, const char *cert, const char *key)
+static struct tc *tc_connect(const struct it_daemon *d, const char *cert, const char *key,
+                             const char *tls12_ciphers)
 {
 	struct tc *t = calloc(1, sizeof(*t));
 	assert_non_null(t);
 	t->ctx = SSL_CTX_new(TLS_client_method());
 	assert_non_null(t->ctx);
 	SSL_CTX_set_min_proto_version(t->ctx, TLS1_2_VERSION);
+	if (tls12_ciphers != NULL) {
+		SSL_CTX_set_max_proto_version(t->ctx, TLS1_2_VERSION);
+		assert_int_equal(SSL_CTX_set_cipher_list(t->ctx, tls12_ciphers), 1);
+	}
 	assert_int_equal(SSL_CTX_load_verify_locations(t->ctx, cpath("ca.pem"), NULL), 1);
 	SSL_CTX_set_verify(t->ctx, SSL_VERIFY_PEER, NULL);
 	if (cert != NULL) {
@@ -174,6 +189,12 @@ static struct tc *tc_open(const struct it_daemon *d, const char *cert, const cha
 		return NULL;
 	}
 	return t;
+}
+
+/* Connect with TLS, presenting cert/key when given.  NULL when the handshake fails. */
+static struct tc *tc_open(const struct it_daemon *d, const char *cert, const char *key)
+{
+	return tc_connect(d, cert, key, NULL);
 }
 
 /* Free a TLS client without a close_notify: its stream just ends. */
@@ -725,6 +746,71 @@ static void test_client_certs(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/*
+ * A TLS 1.2 client offering only suite is refused at the handshake, and
+ * the daemon logs the failure.
+ */
+static void tls12_suite_refused(struct it_daemon *d, const char *suite)
+{
+	off_t off = it_log_offset(d);
+	struct tc *t = tc_connect(d, NULL, NULL, suite);
+	if (t != NULL) {
+		tc_close(t);
+		fail_msg("TLS 1.2 handshake with %s succeeded", suite);
+	}
+	it_log_expect(d, off, "msg=\"tls handshake failed\"", IT_REPLY_MS);
+}
+
+/* A TLS 1.2 client offering only suite gets it and can say hello. */
+static void tls12_suite_works(const struct it_daemon *d, const char *suite)
+{
+	struct tc *t = tc_connect(d, NULL, NULL, suite);
+	if (t == NULL)
+		fail_msg("TLS 1.2 handshake with %s failed", suite);
+	assert_int_equal(SSL_version(t->ssl), TLS1_2_VERSION);
+	assert_string_equal(SSL_get_cipher_name(t->ssl), suite);
+	tc_hello(t);
+	tc_close(t);
+}
+
+/*
+ * TLS 1.2 takes only suites with forward secrecy and an AEAD cipher, with
+ * the context made at start and with the one a SIGHUP rebuilds.  The
+ * server key is RSA, so that OpenSSL's default list would accept the
+ * suites refused here; TLS 1.3 keeps working.
+ */
+static void test_tls12_ciphers(void **state)
+{
+	(void)state;
+	certs_make();
+	it_pg_createdb("tls_ciphers");
+	struct it_config cfg = {.name = "tls_ciphers",
+	                        .dbname = "tls_ciphers",
+	                        .extra_text =
+	                            tls_text("server-rsa.pem", "server-rsa.key", false, true)};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	for (int round = 0; round < 2; round++) {
+		if (round == 1) {
+			off_t off = it_log_offset(d);
+			kill(d->pid, SIGHUP);
+			it_log_expect(d, off, "msg=\"tls reloaded\"", IT_REPLY_MS);
+		}
+		tls12_suite_refused(d, "AES128-SHA");           /* RSA key exchange, CBC */
+		tls12_suite_refused(d, "AES128-GCM-SHA256");    /* RSA key exchange */
+		tls12_suite_refused(d, "ECDHE-RSA-AES128-SHA"); /* CBC */
+		tls12_suite_works(d, "ECDHE-RSA-AES128-GCM-SHA256");
+		tls12_suite_works(d, "ECDHE-RSA-CHACHA20-POLY1305");
+		tls12_suite_works(d, "DHE-RSA-AES256-GCM-SHA384");
+		struct tc *t = tc_open(d, NULL, NULL);
+		if (t == NULL)
+			fail_msg("TLS 1.3 handshake failed");
+		assert_int_equal(SSL_version(t->ssl), TLS1_3_VERSION);
+		tc_hello(t);
+		tc_close(t);
+	}
+	it_daemon_stop_clean(d);
+}
+
 /* SIGHUP: a broken cert path keeps the old context; a new valid cert switches. */
 static void test_reload(void **state)
 {
@@ -849,6 +935,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_sniff_limit, it_test_teardown),
 	    cmocka_unit_test_teardown(test_sniff_per_ip, it_test_teardown),
 	    cmocka_unit_test_teardown(test_client_certs, it_test_teardown),
+	    cmocka_unit_test_teardown(test_tls12_ciphers, it_test_teardown),
 	    cmocka_unit_test_teardown(test_reload, it_test_teardown),
 	    cmocka_unit_test_teardown(test_bad_cert_at_start, it_test_teardown),
 	};
