@@ -114,9 +114,8 @@ static int64_t now_ms(void)
 	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
-/* Render a peer address as host:port, and the host alone (peer_host()). */
-static void format_peer(const struct sockaddr *sa, char *out, size_t cap, char *host_out,
-                        size_t host_cap)
+/* Render a peer address as host:port. */
+static void format_peer(const struct sockaddr *sa, char *out, size_t cap)
 {
 	char host[INET6_ADDRSTRLEN];
 	peer_host(sa, host, sizeof(host));
@@ -128,7 +127,6 @@ static void format_peer(const struct sockaddr *sa, char *out, size_t cap, char *
 		         ntohs(((const struct sockaddr_in6 *)sa)->sin6_port));
 	else
 		snprintf(out, cap, "unknown");
-	snprintf(host_out, host_cap, "%s", host);
 }
 
 /* Write bytes to the peer if the socket is still there. */
@@ -926,11 +924,10 @@ void conn_accept(int fd, const struct sockaddr *sa, int salen)
 static void conn_start(struct bufferevent *bev, const struct sockaddr *sa, int salen)
 {
 	(void)salen;
-	char host[64];
 	struct conn *c = xcalloc(1, sizeof(*c));
 	c->c_id = ++server.next_conn_id;
-	format_peer(sa, c->c_peer, sizeof(c->c_peer), host, sizeof(host));
-	c->c_peer_rec = peer_get(host);
+	format_peer(sa, c->c_peer, sizeof(c->c_peer));
+	c->c_peer_rec = peer_get(sa);
 	TAILQ_INIT(&c->c_slots);
 	framer_init(&c->c_framer, (size_t)server.cfg->max_line_bytes);
 	c->c_resume_ev = event_new(server.base, -1, 0, conn_resume_cb, c);

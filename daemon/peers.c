@@ -1,10 +1,11 @@
 /*
  * peers.c - per-address records; see peers.h.
  *
- * An open-addressing hash table keyed by the textual address.  A record
- * lives while the peer has connections or failed within the last minute;
- * idle records are removed lazily when their slot is looked at, so the
- * table holds roughly the peers that are connected now.
+ * An open-addressing hash table keyed by peerkey_format(): the textual
+ * address, or an IPv6 address's /64 prefix.  A record lives while the
+ * peer has connections or failed within the last minute; idle records are
+ * removed lazily when their slot is looked at, so the table holds roughly
+ * the peers that are connected now.
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -15,7 +16,9 @@
 
 #include "peers.h"
 
-#define PEER_HOST_MAX 64
+#include "peerkey.h"
+
+#define PEER_HOST_MAX PEERKEY_MAX
 #define FAIL_WINDOW_S 60
 
 struct peer {
@@ -87,8 +90,10 @@ void peer_host(const struct sockaddr *sa, char *out, size_t cap)
 	snprintf(out, cap, "%s", host);
 }
 
-struct peer *peer_get(const char *host)
+struct peer *peer_get(const struct sockaddr *sa)
 {
+	char host[PEER_HOST_MAX];
+	peerkey_format(sa, host, sizeof(host));
 	time_t now = time(NULL);
 	if (table == NULL)
 		table_rebuild(256, now);
@@ -106,7 +111,7 @@ struct peer *peer_get(const char *host)
 	struct peer *p = calloc(1, sizeof(*p));
 	if (p == NULL)
 		abort();
-	strncpy(p->host, host, sizeof(p->host) - 1);
+	snprintf(p->host, sizeof(p->host), "%s", host);
 	table_put(p);
 	table_used++;
 	return p;

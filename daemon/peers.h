@@ -1,7 +1,8 @@
 /*
  * peers.h - what the daemon remembers per peer address: open connections
  * (for limits.max_connections_per_ip) and recent failed hellos (to slow
- * down token guessing).
+ * down token guessing).  An IPv6 peer's record is its /64's
+ * (lib/peerkey.h).
  */
 #ifndef OT_PEERS_H
 #define OT_PEERS_H
@@ -14,10 +15,10 @@ struct peer;
 
 struct sockaddr;
 
-/* The host part of a peer's address as peer records key it ("?" when unknown). */
+/* The host part of a peer's address, for logs ("?" when unknown). */
 void peer_host(const struct sockaddr *sa, char *out, size_t cap);
-/* The record of this address (host only, no port), created on first use. */
-struct peer *peer_get(const char *host);
+/* The record of the peer at sa (its peerkey_format() key), created on first use. */
+struct peer *peer_get(const struct sockaddr *sa);
 /* A connection from this peer opened or closed. */
 void peer_conn_opened(struct peer *p);
 void peer_conn_closed(struct peer *p);

@@ -363,9 +363,7 @@ void tls_accept(int fd, const struct sockaddr *sa, int salen, tls_ready_fn *read
 		salen = (int)sizeof(sn->sn_sa);
 	memcpy(&sn->sn_sa, sa, (size_t)salen);
 	sn->sn_salen = salen;
-	char host[INET6_ADDRSTRLEN];
-	peer_host(sa, host, sizeof(host));
-	sn->sn_peer = peer_get(host);
+	sn->sn_peer = peer_get(sa);
 	const char *refused = NULL;
 	if (server.n_conns + n_sniffs >= (unsigned)server.cfg->max_connections)
 		refused = "too_many_connections";
