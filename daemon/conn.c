@@ -9,8 +9,9 @@
  *
  * Back-pressure: a connection stops reading when it has `limits.window`
  * replies queued (unacked events and the pongs and errors waiting behind
- * them), when all connections together have `limits.max_pending` events,
- * or when its peer does not read its replies.  It never drops a line.
+ * them), when all connections together have `limits.max_pending` events
+ * or `limits.max_pending_bytes` bytes of event lines, or when its peer
+ * does not read its replies.  It never drops a line.
  * A peer that leaves its replies unread past the write deadline (paused
  * on its output, or closing with replies still to send) is dropped.
  *
@@ -288,6 +289,12 @@ static bool conn_must_pause(const struct conn *c)
 	if (c->c_state != CONN_HELLO &&
 	    store_pending(server.store) >= (unsigned)server.cfg->max_pending)
 		return true;
+	/* Likewise in bytes, since max_pending lines of max_line_bytes are
+	 * gigabytes.  Only a total already at the cap pauses: a line larger
+	 * than the room left is still read when nothing else is pending. */
+	if (c->c_state != CONN_HELLO &&
+	    server.pending_bytes >= (size_t)server.cfg->max_pending_bytes)
+		return true;
 	if (c->c_bev != NULL &&
 	    evbuffer_get_length(bufferevent_get_output(c->c_bev)) > OUTPUT_HIGH_WATER)
 		return true;
@@ -503,7 +510,8 @@ static void conn_event(struct conn *c, struct request *rq, struct jarena_mark *m
 	memcpy(s->s_body, line, len);
 	s->s_body[len] = '\0';
 	s->s_body_len = len;
-	s->s_root = rq->root; /* the slot now owns the tree and its blocks */
+	server.pending_bytes += len; /* until conn_slot_finished */
+	s->s_root = rq->root;        /* the slot now owns the tree and its blocks */
 	rq->root = NULL;
 	s->s_mark = *mark;
 	mark->first = mark->last = NULL;
@@ -619,9 +627,10 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 /*
  * The connection is about to have lines handled: it goes to the back of
  * the list.  conn_resume_paused() walks the list from the front, so when
- * room under limits.max_pending frees up, the connections that waited
- * longest read first; otherwise those at the front would take the room
- * each time and a connection behind them could wait for ever.
+ * room under limits.max_pending (or max_pending_bytes) frees up, the
+ * connections that waited longest read first; otherwise those at the
+ * front would take the room each time and a connection behind them could
+ * wait for ever.
  */
 static void conn_served(struct conn *c)
 {
@@ -868,6 +877,7 @@ void conn_slot_finished(struct slot *s, enum store_result r, const char *detail)
 	s->s_reply_len = n;
 	s->s_done = true;
 	/* The event data is no longer needed; free it early. */
+	server.pending_bytes -= s->s_body_len;
 	free(s->s_body);
 	s->s_body = NULL;
 	slot_drop_tree(s);

@@ -435,6 +435,9 @@ void metrics_render(struct evbuffer *out)
 	family(out, "ordertrack_pending_events", "gauge",
 	       "Events read and not yet answered: queued or in a batch.");
 	sample(out, "ordertrack_pending_events", store_pending(server.store));
+	family(out, "ordertrack_pending_bytes", "gauge",
+	       "Bytes of the lines of the pending events (limits.max_pending_bytes).");
+	sample(out, "ordertrack_pending_bytes", server.pending_bytes);
 
 	family(out, "ordertrack_database_up", "gauge",
 	       "1 when an ingest session with PostgreSQL is ready, else 0.");

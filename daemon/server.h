@@ -103,6 +103,9 @@ struct server {
 	struct aux *aux; /* feed, webhooks, alerts */
 
 	struct store *store;
+	/* Bytes of the lines of events read and not yet answered, all
+	 * connections: limits.max_pending_bytes bounds them. */
+	size_t pending_bytes;
 	bool draining;
 	bool db_ready_logged;
 

@@ -86,6 +86,8 @@ static const struct setting settings[] = {
     SET_INT("limits.idle_timeout_s", idle_timeout_s, 300, 0, 604800, SETTING_RELOAD),
     SET_INT("limits.window", window, 1000, 1, 100000, SETTING_RELOAD),
     SET_INT("limits.max_pending", max_pending, 100000, 1, 10000000, SETTING_RELOAD),
+    SET_INT("limits.max_pending_bytes", max_pending_bytes, 67108864, 65536, 1073741824,
+            SETTING_RELOAD),
     SET_INT("limits.max_connections_per_ip", max_connections_per_ip, 256, 1, 1000000,
             SETTING_RELOAD),
     SET_INT("limits.hello_timeout_s", hello_timeout_s, 10, 1, 3600, SETTING_RELOAD),

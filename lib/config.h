@@ -73,6 +73,7 @@ struct config {
 	int idle_timeout_s;         /* limits.idle_timeout_s, 0 = never */
 	int window;                 /* limits.window: unacked events per connection */
 	int max_pending;            /* limits.max_pending: unacked events, all connections */
+	int max_pending_bytes;      /* limits.max_pending_bytes: their lines' bytes, likewise */
 	int max_connections_per_ip; /* limits.max_connections_per_ip */
 	int hello_timeout_s;        /* limits.hello_timeout_s: time to say hello */
 	int line_timeout_s;         /* limits.line_timeout_s: time to finish a started line */

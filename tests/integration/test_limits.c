@@ -1,9 +1,9 @@
 /*
  * test_limits.c - the connection limits of the real daemon: per-address
  * cap, hello and line deadlines (slow-loris), the failed-hello rate limit,
- * the window over queued replies, line deadlines, half-closes and hellos
- * during a pause, and 2,000 idle connections held while an active one is
- * served.
+ * the window over queued replies, the bytes of pending events, line
+ * deadlines, half-closes and hellos during a pause, and 2,000 idle
+ * connections held while an active one is served.
  */
 #include <setjmp.h>
 #include <stdarg.h>
@@ -503,6 +503,98 @@ static void test_window_counts_replies(void **state)
 }
 
 /*
+ * limits.max_pending_bytes bounds the memory held for events that cannot
+ * commit, whatever limits.max_pending allows: with PostgreSQL stopped, two
+ * clients sending events of 200 KB (80 MB in all) are paused once 64 KiB
+ * of lines are pending, so their sends block and the daemon's RSS stays
+ * small.  Once PostgreSQL is back, every event is stored once.
+ */
+static void test_max_pending_bytes(void **state)
+{
+	(void)state;
+	enum { CLIENTS = 2, EVENTS = 200, MEMO = 200000 };
+	it_pg_createdb("pending_bytes");
+	/* The count limits stay far above what is sent: only bytes pause. */
+	struct it_config cfg = {.name = "pending_bytes",
+	                        .dbname = "pending_bytes",
+	                        .extra_text =
+	                            "limits = { max_pending_bytes = 65536; max_pending = 100000;\n"
+	                            "  window = 100000; max_line_bytes = 262144; };"};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct it_client *c[CLIENTS];
+	char *flood[CLIENTS];
+	size_t len[CLIENTS], sent[CLIENTS];
+	char *memo = malloc(MEMO + 1);
+	assert_non_null(memo);
+	memset(memo, 'm', MEMO);
+	memo[MEMO] = '\0';
+	for (int k = 0; k < CLIENTS; k++) {
+		c[k] = it_connect(d);
+		it_hello(c[k], IT_EXPORTER, IT_TOKEN);
+		flood[k] = NULL;
+		len[k] = 0;
+		for (int i = 0; i < EVENTS; i++) {
+			char id[48], order[48];
+			snprintf(id, sizeof(id), "bytes-%d-%05d", k, i);
+			/* An order each: the events of one order are folded
+			 * again at each commit, which is slow at 200 KB each. */
+			snprintf(order, sizeof(order), "PO-BYTES-%d-%05d", k, i);
+			char *ev = it_event_line(id, "order.confirmed", order, NULL);
+			ev[strlen(ev) - 1] = '\0'; /* drop the closing brace, add the memo */
+			char *line = NULL;
+			int n = asprintf(&line, "%s,\"ext\":{\"memo\":\"%s\"}}\n", ev, memo);
+			assert_true(n > 0);
+			flood[k] = realloc(flood[k], len[k] + (size_t)n);
+			assert_non_null(flood[k]);
+			memcpy(flood[k] + len[k], line, (size_t)n);
+			len[k] += (size_t)n;
+			free(line);
+			free(ev);
+		}
+	}
+	free(memo);
+
+	it_pg_stop("fast");
+	off_t off = it_log_offset(d);
+	it_sleep_ms(300);
+	long rss0 = proc_rss_kb(d->pid);
+	for (int k = 0; k < CLIENTS; k++)
+		sent[k] = send_until_blocked(c[k], flood[k], len[k], 3000);
+	it_sleep_ms(1000); /* time for the daemon to read what it will */
+	long rss1 = proc_rss_kb(d->pid);
+	print_message("%zu and %zu of %zu bytes of events taken with PostgreSQL down; daemon RSS "
+	              "%ld -> %ld KiB\n",
+	              sent[0], sent[1], len[0], rss0, rss1);
+	/* What the kernel buffers is far less than 40 MB a client. */
+	for (int k = 0; k < CLIENTS; k++)
+		if (sent[k] >= len[k])
+			it_fail("client %d sent all %zu bytes with the database down", k, len[k]);
+	/* Holding the lines read would be 80 MB and their trees as much again. */
+	assert_true(rss1 - rss0 < 16 * 1024);
+	it_log_expect(d, off, "msg=\"connection paused\"", IT_REPLY_MS);
+
+	it_pg_start();
+	for (int k = 0; k < CLIENTS; k++) {
+		it_send_raw(c[k], flood[k] + sent[k], len[k] - sent[k]);
+		free(flood[k]);
+	}
+	for (int k = 0; k < CLIENTS; k++) {
+		for (int i = 0; i < EVENTS; i++) {
+			char id[48];
+			snprintf(id, sizeof(id), "bytes-%d-%05d", k, i);
+			char *line = it_read_line(c[k], 60000);
+			it_check_ack(line, id, "stored");
+			free(line);
+		}
+	}
+	assert_int_equal(it_db_rows("pending_bytes"), CLIENTS * EVENTS);
+	assert_int_equal(it_db_long("pending_bytes",
+	                            "SELECT count(DISTINCT event_id) FROM ordertrack.events", NULL),
+	                 CLIENTS * EVENTS);
+	it_daemon_stop_clean(d);
+}
+
+/*
  * Connections that keep limits.max_pending full take turns with one that
  * comes later: its event is answered while they are still sending, not
  * once they have sent everything they had.
@@ -737,6 +829,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_write_timeout, it_test_teardown),
 	    cmocka_unit_test_teardown(test_failed_hellos, it_test_teardown),
 	    cmocka_unit_test_teardown(test_window_counts_replies, it_test_teardown),
+	    cmocka_unit_test_teardown(test_max_pending_bytes, it_test_teardown),
 	    cmocka_unit_test_teardown(test_max_pending_fair, it_test_teardown),
 	    cmocka_unit_test_teardown(test_many_idle, it_test_teardown),
 	    cmocka_unit_test_teardown(test_privilege_drop, it_test_teardown),

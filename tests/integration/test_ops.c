@@ -963,6 +963,8 @@ static void test_metrics(void **state)
 	assert_true(metric(body, "ordertrack_lines_rejected_total{code=\"unknown_type\"}") == 1);
 	assert_true(metric(body, "ordertrack_notifications_total{kind=\"shipment.status\"}") >= 1);
 	assert_true(metric(body, "ordertrack_pending_events") == 0);
+	/* Every answered event gave its line's bytes back. */
+	assert_true(metric(body, "ordertrack_pending_bytes") == 0);
 	free(body);
 
 	/* A burst keeps both database sessions busy at once: each batch

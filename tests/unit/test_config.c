@@ -139,6 +139,7 @@ static void test_defaults(void **state)
 	assert_int_equal(c->idle_timeout_s, 300);
 	assert_int_equal(c->window, 1000);
 	assert_int_equal(c->max_pending, 100000);
+	assert_int_equal(c->max_pending_bytes, 64 << 20);
 	assert_int_equal(c->batch_max_events, 1000);
 	assert_int_equal(c->batch_max_delay_ms, 1);
 	assert_int_equal(c->db_connections, 2);
@@ -188,6 +189,36 @@ static void test_bounds_inclusive(void **state)
 	assert_int_equal(c->db_connections, 16);
 	assert_int_equal(c->n_listen, 3);
 	config_free(c);
+}
+
+/* limits.max_pending_bytes: 64 KiB to 1 GiB, both inclusive; 64 MiB when left out. */
+static void test_max_pending_bytes(void **state)
+{
+	(void)state;
+	struct config *c = parse_ok("limits = { max_pending_bytes = 65536; };\n");
+	assert_int_equal(c->max_pending_bytes, 65536);
+	assert_int_equal(c->max_pending, 100000);
+	struct config *d = parse_ok("limits = { max_pending_bytes = 1073741824; };\n");
+	assert_int_equal(d->max_pending_bytes, 1073741824);
+	/* A reload applies it, as it does limits.max_pending. */
+	char out[64];
+	assert_int_equal(config_restart_keys(c, d, out, sizeof(out)), 0);
+	config_free(c);
+	config_free(d);
+	c = parse_ok("limits = { max_pending = 5; };\n");
+	assert_int_equal(c->max_pending_bytes, 67108864);
+	config_free(c);
+	parse_bad("limits = {\n  max_pending_bytes = 65535;\n};\n",
+	          "t.conf:2: limits.max_pending_bytes: must be between 65536 and 1073741824 (got "
+	          "65535)");
+	parse_bad("limits = { max_pending_bytes = 1073741825; };\n",
+	          "t.conf:1: limits.max_pending_bytes: must be between 65536 and 1073741824 (got "
+	          "1073741825)");
+	parse_bad("limits = { max_pending_bytes = 4294967296L; };\n",
+	          "t.conf:1: limits.max_pending_bytes: must be between 65536 and 1073741824 (got "
+	          "4294967296)");
+	parse_bad("limits = { max_pending_bytes = \"64M\"; };\n",
+	          "t.conf:1: limits.max_pending_bytes: must be an integer (got a string)");
 }
 
 /* libconfig's own parse errors carry the line. */
@@ -1198,6 +1229,7 @@ int main(void)
 	    cmocka_unit_test(test_unknown_keys),
 	    cmocka_unit_test(test_wrong_type),
 	    cmocka_unit_test(test_out_of_range),
+	    cmocka_unit_test(test_max_pending_bytes),
 	    cmocka_unit_test(test_exporter_ids),
 	    cmocka_unit_test(test_exporter_token_and_name),
 	    cmocka_unit_test(test_listen),
