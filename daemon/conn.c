@@ -876,10 +876,14 @@ void conn_slot_finished(struct slot *s, enum store_result r, const char *detail)
 	memcpy(s->s_reply, buf, n);
 	s->s_reply_len = n;
 	s->s_done = true;
-	/* The event data is no longer needed; free it early. */
-	server.pending_bytes -= s->s_body_len;
+	/* The event data is no longer needed; free it early.  Its bytes leave
+	 * the pending total with it, once: a total that drifted up would
+	 * pause every connection for good. */
+	if (s->s_body != NULL)
+		server.pending_bytes -= s->s_body_len;
 	free(s->s_body);
 	s->s_body = NULL;
+	s->s_body_len = 0;
 	slot_drop_tree(s);
 	s->s_id = NULL;
 	c->c_unacked--;
