@@ -282,18 +282,15 @@ static bool conn_must_pause(const struct conn *c)
 	 * bound. */
 	if (c->c_nslots >= (unsigned)server.cfg->window)
 		return true;
-	/* A connection still owes its hello: the one line it may send adds
-	 * no event, so other connections' events must not hold it up past
-	 * its hello deadline (it would be closed for "hello timeout" when
-	 * the database is slow). */
+	/* All connections' pending events, by count and in bytes (max_pending
+	 * lines of max_line_bytes are gigabytes); only a total already at a
+	 * cap pauses, so a line larger than the room left is still read when
+	 * nothing else is pending.  A connection that still owes its hello is
+	 * read: that one line adds no event, and other connections' events
+	 * must not hold it past its hello deadline when the database is slow. */
 	if (c->c_state != CONN_HELLO &&
-	    store_pending(server.store) >= (unsigned)server.cfg->max_pending)
-		return true;
-	/* Likewise in bytes, since max_pending lines of max_line_bytes are
-	 * gigabytes.  Only a total already at the cap pauses: a line larger
-	 * than the room left is still read when nothing else is pending. */
-	if (c->c_state != CONN_HELLO &&
-	    server.pending_bytes >= (size_t)server.cfg->max_pending_bytes)
+	    (store_pending(server.store) >= (unsigned)server.cfg->max_pending ||
+	     server.pending_bytes >= (size_t)server.cfg->max_pending_bytes))
 		return true;
 	if (c->c_bev != NULL &&
 	    evbuffer_get_length(bufferevent_get_output(c->c_bev)) > OUTPUT_HIGH_WATER)
