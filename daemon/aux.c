@@ -134,8 +134,6 @@ static void aux_connected(struct aux *a)
 		if (q == NULL || (q->sql = strdup(sql)) == NULL)
 			abort();
 		STAILQ_INSERT_HEAD(&a->queue, q, q_entry);
-		if (a->up_fn)
-			a->up_fn(a->listen_arg);
 	}
 	const char *first[] = {pgsock_keep_idle_sql(a->sock.pg), PGSOCK_READ_COMMITTED_SQL};
 	for (size_t i = 0; i < sizeof(first) / sizeof(first[0]); i++) {
@@ -146,6 +144,12 @@ static void aux_connected(struct aux *a)
 			abort();
 		STAILQ_INSERT_HEAD(&a->queue, q, q_entry);
 	}
+	/* Only now: a query the callback queues (a webhook's lock, a feed
+	 * page) sends the head of the queue at once, and one sent before the
+	 * settings were at the head would have them inserted ahead of it, to
+	 * be taken for its answer and never sent. */
+	if (a->listen_channel != NULL && a->up_fn)
+		a->up_fn(a->listen_arg);
 	aux_next(a);
 }
 

@@ -1825,8 +1825,13 @@ static void wait_advisory_waiter(const char *db)
  * each lock: the daemon's second lane at start-up must find the schema
  * the first one made, a batch must fold the event committed while it
  * waited for its order's lock, and the alert check must see the alerts
- * raised while it waited for its lock.
+ * raised while it waited for its lock.  A webhook is configured (its
+ * endpoint refuses): its lock query goes out on the auxiliary session from
+ * the session's "up" callback, and must not go ahead of the settings.
  */
+#define RR_WEBHOOK                                                                                 \
+	"webhooks = ( { id = \"rr\"; url = \"http://127.0.0.1:1/hook\";"                           \
+	" secret = \"rr-secret-0123456789\"; } );\n"
 static void test_repeatable_read_default(void **state)
 {
 	(void)state;
@@ -1838,7 +1843,7 @@ static void test_repeatable_read_default(void **state)
 	struct it_config cfg = {.name = "rr",
 	                        .dbname = db,
 	                        .db_connections = 2,
-	                        .extra_text = "alerts = { interval_s = 86400; };\n"};
+	                        .extra_text = "alerts = { interval_s = 86400; };\n" RR_WEBHOOK};
 	struct it_daemon *d = it_daemon_start(&cfg, true);
 	it_log_expect(d, 0, "msg=\"schema ready\" link=1", IT_START_MS);
 	it_log_expect(d, 0, "msg=\"schema ready\" link=2", IT_START_MS);
@@ -1895,7 +1900,7 @@ static void test_repeatable_read_default(void **state)
 	         " FROM unnest(ARRAY['alert.overdue', 'alert.stale']) AS k",
 	         IT_EXPORTER, NULL);
 	off_t off = it_log_offset(d);
-	cfg.extra_text = "alerts = { interval_s = 1; };\n";
+	cfg.extra_text = "alerts = { interval_s = 1; };\n" RR_WEBHOOK;
 	it_daemon_rewrite(d, &cfg);
 	kill(d->pid, SIGHUP);
 	it_log_expect(d, off, "msg=\"config reloaded\"", IT_REPLY_MS);
