@@ -672,7 +672,10 @@ void webhooks_aux_up(void)
 			h->state = HOOK_IDLE;
 		}
 	}
-	webhooks_wake();
+	/* Not before the schema is there (a new database, the first start):
+	 * server_db_ready() wakes them then. */
+	if (store_db_up(server.store))
+		webhooks_wake();
 }
 
 void webhooks_wake(void)

@@ -18,7 +18,8 @@ void webhooks_stop(void);
 void webhooks_wake(void);
 /*
  * The auxiliary connection is (back) up, on a new session that holds no
- * webhook's lock: try for them again, then as webhooks_wake().
+ * webhook's lock: try for them again, then as webhooks_wake() once the
+ * ingest session has found the schema (else server_db_ready() does).
  */
 void webhooks_aux_up(void);
 /*

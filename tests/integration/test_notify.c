@@ -1453,6 +1453,9 @@ static void test_webhook(void **state)
 	}
 	free(snap);
 	it_daemon_stop_clean(d);
+	/* The database was new: the webhook waited for the schema before it
+	 * read its cursor, so no query of it failed on a missing table. */
+	assert_true(it_log_wait(d, 0, "msg=\"query failed\"", 0) < 0);
 	assert_int_equal(it_db_long(db,
 	                            "SELECT last_seq FROM ordertrack.webhook_cursors"
 	                            " WHERE webhook = 'erp'",
