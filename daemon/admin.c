@@ -7,7 +7,8 @@
  *                 ready; 503 while it is not, and while the daemon drains.
  *   GET /metrics  the Prometheus text format (metrics.c).
  *
- * HEAD is answered like GET; other methods get 405, other paths 404.  The
+ * HEAD is answered like GET; other methods get 405 (one libevent does not
+ * know, such as PROPFIND, 501 from libevent itself), other paths 404.  The
  * endpoint has no authentication: it listens on the loopback address by
  * default, and what it shows are counts, never exporter data.  Requests
  * are served by the daemon's one event loop and each answer is built in
@@ -152,10 +153,12 @@ void admin_start(void)
 	evhttp_set_timeout(admin_http, ADMIN_TIMEOUT_S);
 	evhttp_set_max_headers_size(admin_http, ADMIN_MAX_HEADERS);
 	evhttp_set_max_body_size(admin_http, ADMIN_MAX_BODY);
-	/* Let every method reach the callback, which answers 405 itself. */
+	/* Let every method libevent knows reach the callback, which answers
+	 * 405 itself; libevent answers one left out here with 501. */
 	evhttp_set_allowed_methods(admin_http, EVHTTP_REQ_GET | EVHTTP_REQ_HEAD | EVHTTP_REQ_POST |
 	                                           EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE |
-	                                           EVHTTP_REQ_OPTIONS | EVHTTP_REQ_PATCH);
+	                                           EVHTTP_REQ_OPTIONS | EVHTTP_REQ_TRACE |
+	                                           EVHTTP_REQ_CONNECT | EVHTTP_REQ_PATCH);
 	evhttp_set_gencb(admin_http, admin_request_cb, NULL);
 	struct evhttp_bound_socket *bs = evhttp_bind_socket_with_handle(admin_http, host, port);
 	if (bs == NULL) {

@@ -992,6 +992,10 @@ static void test_metrics(void **state)
 
 	assert_int_equal(http(port, "GET", "/nope", NULL, NULL), 404);
 	assert_int_equal(http(port, "POST", "/metrics", NULL, NULL), 405);
+	/* Methods HTTP knows are refused alike; one it does not know is 501. */
+	assert_int_equal(http(port, "TRACE", "/healthz", NULL, NULL), 405);
+	assert_int_equal(http(port, "CONNECT", "/healthz", NULL, NULL), 405);
+	assert_int_equal(http(port, "PROPFIND", "/healthz", NULL, NULL), 501);
 	assert_int_equal(http(port, "HEAD", "/healthz", NULL, NULL), 200);
 	it_daemon_stop_clean(d);
 }
