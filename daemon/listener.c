@@ -139,6 +139,8 @@ static struct listener *listener_open(const char *spec)
 		return NULL;
 	}
 	l->l_retry = evtimer_new(server.base, listener_retry_cb, l);
+	if (l->l_retry == NULL)
+		abort();
 	evconnlistener_set_error_cb(l->l_evl, listener_error_cb);
 	listen_bound_address(evconnlistener_get_fd(l->l_evl), l->l_addr, sizeof(l->l_addr));
 	log_info("listening", "addr=%s", l->l_addr);

@@ -154,6 +154,8 @@ static void on_terminate(evutil_socket_t sig, short what, void *arg)
 	conn_drain_all();
 	struct timeval tv = {0, DRAIN_TICK_MS * 1000};
 	server.ev_drain_tick = event_new(server.base, -1, EV_PERSIST, drain_tick_cb, NULL);
+	if (server.ev_drain_tick == NULL)
+		abort();
 	event_add(server.ev_drain_tick, &tv);
 }
 

@@ -1367,7 +1367,7 @@ static int loader_report(struct loader *ld)
 
 	if (opt->json) {
 		json_t *o = json_pack(
-		    "{s:s, s:s, s:i, s:i, s:i, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, "
+		    "{s:s, s:s, s:i, s:i, s:I, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, "
 		    "s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:b, s:b}",
 		    "run_id", opt->run_id, "exporter", opt->exporter, "connections",
 		    (int)opt->connections, "window", (int)opt->window, "orders",
