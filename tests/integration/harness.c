@@ -153,6 +153,10 @@ void it_env_init(const char *label)
 		fprintf(stderr, "harness: %s: %s\n", H.pgcluster, strerror(errno));
 		exit(1);
 	}
+	/* Only the tests whose names match (cmocka's * and ? wildcards). */
+	const char *only = getenv("OT_TEST_FILTER");
+	if (only != NULL && only[0] != '\0')
+		cmocka_set_test_filter(only);
 	if (base == NULL || base[0] == '\0')
 		base = "/tmp";
 	fmt_fixed(H.tmp, sizeof(H.tmp), "%s/ot-it-%s-XXXXXX", base, label);

@@ -15,7 +15,8 @@
  * failed; then its path is printed.
  *
  * Environment: OT_DAEMON (the ordertrackd binary), OT_PGCLUSTER (the
- * pgcluster script), optional OT_PG_TEMPLATE (a cluster to copy) and TMPDIR.
+ * pgcluster script), optional OT_PG_TEMPLATE (a cluster to copy), TMPDIR and
+ * OT_TEST_FILTER (run only the tests whose names match it).
  * Limits: single-threaded; one cluster per executable.
  */
 #ifndef OT_IT_HARNESS_H
