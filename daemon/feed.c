@@ -45,6 +45,7 @@ static struct {
 	bool in_flight;       /* a page query is running */
 	bool again;           /* woken while it ran: look again after */
 	long long page_after; /* the page being read holds the rows after this seq */
+	bool schema;          /* an ingest session has accepted the schema */
 } feed;
 
 static const char page_sql[] =
@@ -159,7 +160,10 @@ static void feed_fetch(void)
 	long long after = -1;
 	struct sub *sb;
 
-	if (feed.aux == NULL)
+	/* On a new database the tables come with the migrations: until an
+	 * ingest session has applied them, a page query would only fail.
+	 * feed_db_ready() looks again then. */
+	if (feed.aux == NULL || !feed.schema)
 		return;
 	if (feed.in_flight) {
 		feed.again = true;
@@ -254,6 +258,12 @@ void feed_unsubscribe(struct sub *sb)
 long long feed_cursor(const struct sub *sb)
 {
 	return sb->sb_cursor;
+}
+
+void feed_db_ready(void)
+{
+	feed.schema = true;
+	feed_wake();
 }
 
 void feed_wake(void)

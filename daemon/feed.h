@@ -20,6 +20,8 @@ void feed_init(struct aux *aux);
 struct sub *feed_subscribe(struct conn *c, const struct request *rq, const char *exporter);
 /* The connection is going away. */
 void feed_unsubscribe(struct sub *sb);
+/* An ingest session is (back) up with the schema in place: look. */
+void feed_db_ready(void);
 /* Something may be new, or a subscriber became ready: look. */
 void feed_wake(void);
 long long feed_cursor(const struct sub *sb);

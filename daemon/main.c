@@ -95,8 +95,10 @@ static bool config_check_more(const struct config *cfg, bool check_user, char **
 void server_db_ready(void)
 {
 	/* (Re)connected with the schema in place: webhooks that could not
-	 * read their cursor yet, or lost it with the outage, start now. */
+	 * read their cursor yet, or lost it with the outage, start now;
+	 * subscribers who came before the schema get their first page. */
 	webhooks_wake();
+	feed_db_ready();
 	if (!server.db_ready_logged && !server.draining) {
 		server.db_ready_logged = true;
 		log_info("ready", "connections=%u", server.n_conns);

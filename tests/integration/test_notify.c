@@ -415,6 +415,44 @@ static void test_subscribe_scenario(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/*
+ * A subscriber that arrives while the daemon waits to apply the migrations
+ * of a new database (another session holds their lock) is served once the
+ * schema is in place, and the feed never asks for a page of a table that
+ * is not there yet.
+ */
+static void test_subscribe_before_schema(void **state)
+{
+	(void)state;
+	const char *db = "notify_before_schema";
+	char extra[2048];
+	it_pg_createdb(db);
+	PGconn *hold = PQconnectdb(it_conninfo(db));
+	PGresult *r = PQexec(hold, "SELECT pg_advisory_lock(7433001)"); /* daemon/lane.c */
+	assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+	PQclear(r);
+	struct it_config cfg = notify_config(db, db, NULL, NULL, extra, sizeof(extra));
+	struct it_daemon *d = it_daemon_start(&cfg, false);
+	d->cfg.extra_text = NULL;
+	/* The sessions reach the server; the ingest ones wait for the lock. */
+	it_log_expect(d, 0, "to=migrating", 10000);
+	it_sleep_ms(300);
+	struct it_client *live = subscriber(d, KIVU, KIVU_TOKEN, 0);
+	expect_quiet(live, 500, "subscriber before the schema");
+	assert_true(it_log_wait(d, 0, "msg=ready", 0) < 0);
+	PQfinish(hold);
+	it_log_expect(d, 0, "msg=ready", 10000);
+
+	struct it_client *k = it_connect(d);
+	it_hello(k, KIVU, KIVU_TOKEN);
+	send_simple(k, "bs-01", "order.created", "KVH-2026-0950", NULL, "stored");
+	json_t *o = read_note(live, NOTE_MS);
+	assert_string_equal(it_json_str(o, "order"), "KVH-2026-0950");
+	json_decref(o);
+	it_daemon_stop_clean(d);
+	assert_true(it_log_wait(d, 0, "msg=\"query failed\"", 0) < 0);
+}
+
 /* Resuming after the k-th seq gives exactly the rest; after the last, nothing. */
 static void test_subscribe_resume(void **state)
 {
@@ -2517,6 +2555,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(test_subscribe_scenario, notify_teardown),
 	    cmocka_unit_test_teardown(test_subscribe_resume, notify_teardown),
+	    cmocka_unit_test_teardown(test_subscribe_before_schema, notify_teardown),
 	    cmocka_unit_test_teardown(test_subscriber_across_outage, notify_teardown),
 	    cmocka_unit_test_teardown(test_subscribe_under_load, notify_teardown),
 	    cmocka_unit_test_teardown(test_slow_subscriber, notify_teardown),
