@@ -544,6 +544,102 @@ static bool batch_needs_insert(const struct lane *ln)
 }
 
 /*
+ * limits.max_events_per_order, for the order of LOAD's rows [from, to) (all
+ * its stored events): its events in the batch that are stored already
+ * (LOAD holds their ids) go on, to be answered duplicate or conflict; the
+ * new ones take the room left in line order, and those past it are
+ * refused.  Returns how many were.  Runs only for an order at or near the
+ * limit, so the arrays it allocates cost ordinary batches nothing.
+ */
+static unsigned batch_cap_order(struct lane *ln, const PGresult *load, int from, int to)
+{
+	const char *exp = PQgetvalue(load, from, 0), *ord = PQgetvalue(load, from, 1);
+	uint64_t key = ref_key(exp, ord);
+	struct slot **mine = calloc(ln->n_batch, sizeof(*mine));
+	bool *held = calloc(ln->n_batch, sizeof(*held));
+	size_t n = 0;
+	struct slot *s;
+	unsigned refused = 0;
+	if (mine == NULL || held == NULL)
+		abort();
+	TAILQ_FOREACH(s, &ln->batch, s_store)
+	{
+		if (s->s_order_key == key && strcmp(s->s_order, ord) == 0 &&
+		    strcmp(s->s_exporter, exp) == 0)
+			mine[n++] = s;
+	}
+	long room = (long)ln->st->max_events_per_order - (to - from);
+	if (room < (long)n) {
+		/* Which of them are stored already: id_set (every id of the
+		 * batch, hashed) passes over nearly every row at once. */
+		for (int row = from; row < to; row++) {
+			const char *id = PQgetvalue(load, row, 2);
+			uint64_t h = ref_key(exp, id);
+			if (!key_set_has(ln->id_set, ln->set_mask, h))
+				continue;
+			for (size_t i = 0; i < n; i++) {
+				if (mine[i]->s_id_key == h && strcmp(mine[i]->s_id, id) == 0) {
+					held[i] = true;
+					break;
+				}
+			}
+		}
+		char why[160];
+		snprintf(why, sizeof(why),
+		         "field \"order\": the order has reached the limit of %d events this "
+		         "server stores for one order",
+		         ln->st->max_events_per_order);
+		for (size_t i = 0; i < n; i++) {
+			if (held[i])
+				continue;
+			if (room > 0) {
+				room--;
+				continue;
+			}
+			store_refuse(ln, mine[i], why);
+			refused++;
+		}
+	}
+	free(mine);
+	free(held);
+	return refused;
+}
+
+/*
+ * Refuse the events that would take an order past
+ * limits.max_events_per_order.  Every batch folds all the stored events
+ * of each order it changes (LOAD returns them all), so one order without
+ * a bound would slow every batch that touches it, and the batches are
+ * shared by all clients.  LOAD's rows give each order's count, grouped by
+ * order; the refused events leave the batch before anything is written.
+ */
+static void batch_cap_orders(struct lane *ln)
+{
+	const PGresult *load = ln->out.load;
+	long max = ln->st->max_events_per_order;
+	if (load == NULL)
+		return;
+	int rows = PQntuples(load);
+	/* No order can pass the limit while all the rows and all the
+	 * events together do not: ordinary batches stop here. */
+	if (rows + (long)ln->n_batch <= max)
+		return;
+	unsigned refused = 0;
+	for (int from = 0, to; from < rows; from = to) {
+		const char *exp = PQgetvalue(load, from, 0), *ord = PQgetvalue(load, from, 1);
+		for (to = from + 1; to < rows; to++)
+			if (strcmp(PQgetvalue(load, to, 1), ord) != 0 ||
+			    strcmp(PQgetvalue(load, to, 0), exp) != 0)
+				break;
+		if ((to - from) + (long)ln->n_batch > max)
+			refused += batch_cap_order(ln, load, from, to);
+	}
+	/* COPY's rows, if written already, hold the refused events. */
+	if (refused > 0)
+		ln->out.rows_built = false;
+}
+
+/*
  * LOAD is in: write the events.  By COPY when the batch holds only new
  * events: every verdict is 's', so the batch can be folded while the
  * server stores the rows.  COPY does not run in pipeline mode, which is
@@ -554,6 +650,15 @@ static void batch_write_events(struct lane *ln)
 {
 	struct batch_outcome *o = &ln->out;
 	struct slot *s;
+	batch_cap_orders(ln);
+	if (ln->n_batch == 0) {
+		/* Every event was refused: nothing to write or fold, and the
+		 * empty transaction commits. */
+		o->folded = true;
+		batch_send_part2(ln);
+		o->expect = BQ_COMMIT;
+		return;
+	}
 	bool insert = batch_needs_insert(ln);
 	if (ln->st->copy_pause > 0)
 		ln->st->copy_pause--;

@@ -165,6 +165,16 @@ static void store_finish(struct lane *ln, struct slot *s, enum store_result r, c
 	store_answer(s, r, why);
 }
 
+/*
+ * Answer invalid_event to an event of the batch in flight that may not be
+ * stored (its order is full, batch.c), before the events are written: it
+ * leaves the batch, which goes on without it.
+ */
+void store_refuse(struct lane *ln, struct slot *s, const char *why)
+{
+	store_finish(ln, s, STORE_REJECTED, why);
+}
+
 /* Did the batch's statement give this event a verdict ('s', 'd', 'c', 'r')? */
 static bool has_verdict(const struct slot *s)
 {
@@ -443,6 +453,7 @@ void store_apply_config(struct store *st, const struct config *cfg)
 {
 	st->max_events = cfg->batch_max_events;
 	st->max_delay_ms = cfg->batch_max_delay_ms;
+	st->max_events_per_order = cfg->max_events_per_order;
 	/* The rules point into cfg: taken again on every reload. */
 	config_model_rules(cfg, &st->rules);
 }

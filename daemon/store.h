@@ -133,6 +133,7 @@ struct store {
 	char *conninfo;
 	int max_events;
 	int max_delay_ms;
+	int max_events_per_order; /* limits.max_events_per_order */
 	struct model_rules rules; /* documents.required, for the fold */
 
 	struct slot_list queue; /* waiting for a batch */
@@ -156,6 +157,7 @@ struct store {
 void store_send_batch(struct store *st);
 void store_batch_done(struct lane *ln);
 void store_batch_lost(struct lane *ln, const char *why);
+void store_refuse(struct lane *ln, struct slot *s, const char *why);
 
 /* lane.c */
 void lane_init(struct store *st, unsigned i);

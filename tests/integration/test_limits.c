@@ -15,6 +15,7 @@
 #include <errno.h>
 #include <poll.h>
 #include <pwd.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
@@ -663,6 +664,126 @@ static void test_max_pending_fair(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/* Send the events ids in one write: of PO-CAP-OTHER when the id starts with other-, else of PO-CAP.
+ */
+static void send_together(struct it_client *c, const char *const *ids, size_t n)
+{
+	char *buf = NULL;
+	size_t len = 0;
+	for (size_t i = 0; i < n; i++) {
+		bool other = strncmp(ids[i], "other-", 6) == 0;
+		char *ev = it_event_line(ids[i], "shipment.checkpoint",
+		                         other ? "PO-CAP-OTHER" : "PO-CAP", "SH-CAP");
+		size_t k = strlen(ev);
+		buf = realloc(buf, len + k + 1);
+		assert_non_null(buf);
+		memcpy(buf + len, ev, k);
+		buf[len + k] = '\n';
+		len += k + 1;
+		free(ev);
+	}
+	it_send_raw(c, buf, len);
+	free(buf);
+}
+
+/* Require invalid_event for id, naming the field order and the limit. */
+static void expect_order_full(struct it_client *c, const char *id, int limit)
+{
+	json_t *e = it_expect_error(c, id, "invalid_event");
+	const char *msg = it_json_str(e, "message");
+	char want[32];
+	snprintf(want, sizeof(want), " %d events", limit);
+	if (msg == NULL || strncmp(msg, "field \"order\": ", 15) != 0 || strstr(msg, want) == NULL)
+		it_fail("%s: unexpected message %s", id, msg ? msg : "(none)");
+	json_decref(e);
+}
+
+/* Is event id of IT_EXPORTER in ordertrack.events? */
+static bool stored(const char *db, const char *id)
+{
+	return it_db_long(db, "SELECT count(*) FROM ordertrack.events WHERE event_id = $1", id,
+	                  NULL) == 1;
+}
+
+/*
+ * limits.max_events_per_order (10 here): an order's events are stored up
+ * to the limit, in line order, and the next ones are answered
+ * invalid_event, logged and not stored, whether the batch goes by COPY or
+ * by the INSERT or holds nothing else; a resend of a stored event of that
+ * order is still a duplicate, and another order's events in the same
+ * batch are stored.  A reload raising the limit lets the order grow again.
+ */
+static void test_max_events_per_order(void **state)
+{
+	(void)state;
+	const char *db = "per_order";
+	it_pg_createdb(db);
+	/* A 50 ms wait fills each batch with the lines sent together. */
+	struct it_config cfg = {.name = "per_order",
+	                        .dbname = db,
+	                        .batch_max_delay_ms = 50,
+	                        .extra_text = "limits = { max_events_per_order = 10; };"};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	const char *first[] = {"cap-00", "cap-01", "cap-02", "cap-03",
+	                       "cap-04", "cap-05", "cap-06", "cap-07"};
+	send_together(c, first, 8);
+	for (size_t i = 0; i < 8; i++)
+		it_expect_ack(c, first[i], "stored");
+
+	/* By the INSERT (cap-03 is stored already): two fit, two do not. */
+	off_t off = it_log_offset(d);
+	const char *mixed[] = {"cap-08", "cap-09", "cap-10", "other-1", "cap-03", "cap-11"};
+	send_together(c, mixed, 6);
+	it_expect_ack(c, "cap-08", "stored");
+	it_expect_ack(c, "cap-09", "stored");
+	expect_order_full(c, "cap-10", 10);
+	it_expect_ack(c, "other-1", "stored");
+	it_expect_ack(c, "cap-03", "duplicate");
+	expect_order_full(c, "cap-11", 10);
+	off = it_log_expect(
+	    d, off, "event=cap-10 code=invalid_event reason=\"field \\\"order\\\": ", IT_REPLY_MS);
+	it_log_expect(d, off, "event=cap-11 code=invalid_event", IT_REPLY_MS);
+
+	/* By COPY (nothing in the batch is stored), and alone. */
+	const char *copy[] = {"cap-12", "other-2"};
+	send_together(c, copy, 2);
+	expect_order_full(c, "cap-12", 10);
+	it_expect_ack(c, "other-2", "stored");
+	const char *alone[] = {"cap-13"};
+	send_together(c, alone, 1);
+	expect_order_full(c, "cap-13", 10);
+	const char *resend[] = {"cap-09"};
+	send_together(c, resend, 1);
+	it_expect_ack(c, "cap-09", "duplicate");
+
+	assert_int_equal(
+	    it_db_long(db, "SELECT count(*) FROM ordertrack.events WHERE order_ref = 'PO-CAP'",
+	               NULL),
+	    10);
+	for (int i = 10; i <= 13; i++) {
+		char id[16];
+		snprintf(id, sizeof(id), "cap-%02d", i);
+		if (stored(db, id))
+			it_fail("%s is stored past the limit", id);
+	}
+	assert_true(stored(db, "other-1") && stored(db, "other-2"));
+
+	/* A reload applies a new limit. */
+	d->cfg.extra_text = "limits = { max_events_per_order = 11; };";
+	it_daemon_rewrite(d, &d->cfg);
+	off = it_log_offset(d);
+	kill(d->pid, SIGHUP);
+	it_log_expect(d, off, "msg=\"config reloaded\"", IT_REPLY_MS);
+	const char *again[] = {"cap-10", "cap-11"};
+	send_together(c, again, 2);
+	it_expect_ack(c, "cap-10", "stored");
+	expect_order_full(c, "cap-11", 11);
+	assert_false(stored(db, "cap-11"));
+	it_daemon_stop_clean(d);
+}
+
 /* 2,000 idle connections are held while an active one is served. */
 static void test_many_idle(void **state)
 {
@@ -831,6 +952,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_window_counts_replies, it_test_teardown),
 	    cmocka_unit_test_teardown(test_max_pending_bytes, it_test_teardown),
 	    cmocka_unit_test_teardown(test_max_pending_fair, it_test_teardown),
+	    cmocka_unit_test_teardown(test_max_events_per_order, it_test_teardown),
 	    cmocka_unit_test_teardown(test_many_idle, it_test_teardown),
 	    cmocka_unit_test_teardown(test_privilege_drop, it_test_teardown),
 	    cmocka_unit_test_teardown(test_emfile_pause, it_test_teardown),

@@ -140,6 +140,7 @@ static void test_defaults(void **state)
 	assert_int_equal(c->window, 1000);
 	assert_int_equal(c->max_pending, 100000);
 	assert_int_equal(c->max_pending_bytes, 64 << 20);
+	assert_int_equal(c->max_events_per_order, 10000);
 	assert_int_equal(c->batch_max_events, 1000);
 	assert_int_equal(c->batch_max_delay_ms, 1);
 	assert_int_equal(c->db_connections, 2);
@@ -219,6 +220,33 @@ static void test_max_pending_bytes(void **state)
 	          "4294967296)");
 	parse_bad("limits = { max_pending_bytes = \"64M\"; };\n",
 	          "t.conf:1: limits.max_pending_bytes: must be an integer (got a string)");
+}
+
+/* limits.max_events_per_order: 1 to 1,000,000, both inclusive; 10,000 when left out. */
+static void test_max_events_per_order(void **state)
+{
+	(void)state;
+	struct config *c = parse_ok("limits = { max_events_per_order = 1; };\n");
+	assert_int_equal(c->max_events_per_order, 1);
+	struct config *d = parse_ok("limits = { max_events_per_order = 1000000; };\n");
+	assert_int_equal(d->max_events_per_order, 1000000);
+	/* A reload applies it: no restart key is reported. */
+	char out[64];
+	assert_int_equal(config_restart_keys(c, d, out, sizeof(out)), 0);
+	config_free(c);
+	config_free(d);
+	c = parse_ok("limits = { max_pending = 5; };\n");
+	assert_int_equal(c->max_events_per_order, 10000);
+	config_free(c);
+	parse_bad("limits = {\n  max_events_per_order = 0;\n};\n",
+	          "t.conf:2: limits.max_events_per_order: must be between 1 and 1000000 (got 0)");
+	parse_bad("limits = { max_events_per_order = 1000001; };\n",
+	          "t.conf:1: limits.max_events_per_order: must be between 1 and 1000000 (got "
+	          "1000001)");
+	parse_bad("limits = { max_events_per_order = -1; };\n",
+	          "t.conf:1: limits.max_events_per_order: must be between 1 and 1000000 (got -1)");
+	parse_bad("limits = { max_events_per_order = \"10k\"; };\n",
+	          "t.conf:1: limits.max_events_per_order: must be an integer (got a string)");
 }
 
 /* libconfig's own parse errors carry the line. */
@@ -1230,6 +1258,7 @@ int main(void)
 	    cmocka_unit_test(test_wrong_type),
 	    cmocka_unit_test(test_out_of_range),
 	    cmocka_unit_test(test_max_pending_bytes),
+	    cmocka_unit_test(test_max_events_per_order),
 	    cmocka_unit_test(test_exporter_ids),
 	    cmocka_unit_test(test_exporter_token_and_name),
 	    cmocka_unit_test(test_listen),
