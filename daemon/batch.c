@@ -8,7 +8,10 @@
  * rows.  When LOAD's rows are in, the events are written: by COPY, outside
  * pipeline mode, when none of their ids is among those rows and none is a
  * retraction (the usual case), else by one set-based INSERT that answers
- * stored, duplicate or conflict for each.  The changed orders are folded
+ * stored, duplicate or conflict for each.  Events that would take an
+ * order past limits.max_events_per_order are refused first; an order
+ * found full is left out of part one from then on, and the INSERT
+ * answers its events.  The changed orders are folded
  * in C (project.c), during the COPY or after the INSERT's verdicts, and
  * part two goes out: APPLY (the read model), EMIT (the notifications,
  * numbered last since that serializes), COMMIT, Sync.
@@ -30,7 +33,9 @@
 
 /*
  * The whole batch in one statement.  $1 is a JSON array with one element
- * per event: [exporter, id, type, order, shipment, occurred_at, retracts];
+ * per event: [exporter, id, type, order, shipment, occurred_at, retracts],
+ * and an eighth element, true, for an event whose order is full (it is
+ * never inserted: answered 'd' or 'c' when stored, else 'f');
  * $2 holds the bodies in the same order, as a json (not jsonb) array, so
  * that each is stored as sent, as COPY stores it.  Answers, per event in
  * order: 's' stored, 'd' the same event was already stored, 'c' another
@@ -51,7 +56,7 @@ static const char insert_sql[] =
     "WITH input AS ("
     " SELECT x->>0 AS exporter, x->>1 AS event_id, x->>2 AS type, x->>3 AS order_ref,"
     " x->>4 AS shipment_ref, (x->>5)::timestamptz AS occurred_at, body,"
-    " x->>6 AS retracts, n"
+    " x->>6 AS retracts, x->7 IS NOT NULL AS order_full, n"
     " FROM ROWS FROM (jsonb_array_elements($1::jsonb), json_array_elements($2::json))"
     " WITH ORDINALITY AS a(x, body, n)),"
     " bad AS ("
@@ -64,12 +69,12 @@ static const char insert_sql[] =
     " INSERT INTO ordertrack.events"
     " (exporter, event_id, type, order_ref, shipment_ref, occurred_at, body)"
     " SELECT exporter, event_id, type, order_ref, shipment_ref, occurred_at, body"
-    " FROM input WHERE n NOT IN (SELECT n FROM bad) ORDER BY n"
+    " FROM input WHERE n NOT IN (SELECT n FROM bad) AND NOT order_full ORDER BY n"
     " ON CONFLICT (exporter, event_id) DO NOTHING RETURNING exporter, event_id)"
     " SELECT CASE WHEN ins.event_id IS NOT NULL THEN 's'"
     " ELSE coalesce((SELECT CASE WHEN e.body::jsonb = i.body::jsonb THEN 'd' ELSE 'c' END"
     " FROM ordertrack.events e WHERE e.exporter = i.exporter AND e.event_id = i.event_id),"
-    " CASE WHEN b.n IS NOT NULL THEN 'r' END)"
+    " CASE WHEN b.n IS NOT NULL THEN 'r' WHEN i.order_full THEN 'f' END)"
     " END"
     " FROM input i"
     " LEFT JOIN ins ON ins.exporter = i.exporter AND ins.event_id = i.event_id"
@@ -302,23 +307,30 @@ static unsigned batch_take(struct store *st, struct lane *ln, unsigned max)
 
 /*
  * Part one's parameters: the batch's exporters and orders as two array
- * literals, an element per event, for LOCK, STATE and LOAD.  The lane's
- * buffers are reused from batch to batch.
+ * literals, an element per event, for LOCK, STATE and LOAD.  The events of
+ * an order known to be full are left out: they change nothing, and the
+ * INSERT alone answers them (batch_cap_orders).  The lane's buffers are
+ * reused from batch to batch.
  */
 static void batch_params(struct lane *ln)
 {
 	struct textbuf *exporters = &ln->exporters, *orders = &ln->orders;
-	const struct slot *s;
+	struct slot *s;
+	bool first = true;
 	textbuf_reset(exporters);
 	textbuf_reset(orders);
 	textbuf_add(exporters, "{", 1);
 	textbuf_add(orders, "{", 1);
 	TAILQ_FOREACH(s, &ln->batch, s_store)
 	{
-		if (s != TAILQ_FIRST(&ln->batch)) {
+		s->s_order_full = store_order_full(ln->st, s);
+		if (s->s_order_full)
+			continue;
+		if (!first) {
 			textbuf_add(exporters, ",", 1);
 			textbuf_add(orders, ",", 1);
 		}
+		first = false;
 		tb_quoted(exporters, s->s_exporter);
 		tb_quoted(orders, s->s_order);
 	}
@@ -363,6 +375,8 @@ static void batch_insert_params(struct lane *ln)
 			textbuf_add(events, ",", 1);
 		}
 		tb_quoted(events, s->s_retracts);
+		if (s->s_order_full)
+			textbuf_str(events, ",true");
 		textbuf_add(events, "]", 1);
 		textbuf_add(bodies, first ? "[" : ",", 1);
 		textbuf_add(bodies, s->s_body, s->s_body_len);
@@ -507,7 +521,8 @@ static void batch_send_part2(struct lane *ln)
 /*
  * Must the batch go by the INSERT, as far as its own events tell?  It must
  * while COPY is paused, when an event retracts another (the INSERT checks
- * the target) and when a COPY refused one of its events before.
+ * the target), when a COPY refused one of its events before and when an
+ * event's order is full (the INSERT tells a resend from a new event).
  */
 static bool batch_insert_known(const struct lane *ln)
 {
@@ -516,7 +531,7 @@ static bool batch_insert_known(const struct lane *ln)
 		return true;
 	TAILQ_FOREACH(s, &ln->batch, s_store)
 	{
-		if (s->s_retracts != NULL || s->s_copy_refused)
+		if (s->s_retracts != NULL || s->s_copy_refused || s->s_order_full)
 			return true;
 	}
 	return false;
@@ -585,10 +600,7 @@ static unsigned batch_cap_order(struct lane *ln, const PGresult *load, int from,
 			}
 		}
 		char why[160];
-		snprintf(why, sizeof(why),
-		         "field \"order\": the order has reached the limit of %d events this "
-		         "server stores for one order",
-		         ln->st->max_events_per_order);
+		store_order_full_why(ln->st, why, sizeof(why));
 		for (size_t i = 0; i < n; i++) {
 			if (held[i])
 				continue;
@@ -633,6 +645,9 @@ static void batch_cap_orders(struct lane *ln)
 				break;
 		if ((to - from) + (long)ln->n_batch > max)
 			refused += batch_cap_order(ln, load, from, to);
+		/* Full before this batch: the next ones leave it out of LOAD. */
+		if (to - from >= max)
+			store_mark_full(ln->st, exp, ord, to - from);
 	}
 	/* COPY's rows, if written already, hold the refused events. */
 	if (refused > 0)

@@ -39,10 +39,11 @@ struct slot {
 	bool s_done;               /* s_reply is final */
 	bool s_in_doubt;           /* a batch holding it died after sending COMMIT */
 	bool s_copy_refused;       /* a COPY holding it met its id: go by the INSERT */
+	bool s_order_full;         /* its order is full (store_order_full): never inserted */
 	int s_attempts;            /* batches it was sent in */
 	uint8_t s_transient;       /* transient failures of batches holding it */
 	uint8_t s_lost;            /* sessions lost with it in a batch */
-	char s_outcome;            /* from its statement: 's'tored 'd'up 'c'onflict, 0 */
+	char s_outcome;            /* from its statement: 's'tored 'd'up 'c'onflict, 'f'ull, 0 */
 	size_t s_reply_len;
 	char s_reply[512];
 

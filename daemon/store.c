@@ -166,6 +166,85 @@ static void store_finish(struct lane *ln, struct slot *s, enum store_result r, c
 }
 
 /*
+ * The set of full orders (limits.max_events_per_order): FULL_SLOTS
+ * entries, emptied when it is half full, so that a lookup stays short and
+ * the set bounded.  Events are never deleted, so an order found full
+ * stays full until the limit changes (store_apply_config empties it).
+ */
+#define FULL_SLOTS 1024
+
+/* The reply to an event its order has no room for. */
+void store_order_full_why(const struct store *st, char *buf, size_t cap)
+{
+	snprintf(buf, cap,
+	         "field \"order\": the order has reached the limit of %d events this server "
+	         "stores for one order",
+	         st->max_events_per_order);
+}
+
+/* Does e name (exporter, order)? */
+static bool full_is(const struct full_order *e, const char *exporter, const char *order)
+{
+	return strcmp(e->name, exporter) == 0 && strcmp(e->name + strlen(exporter) + 1, order) == 0;
+}
+
+/* Empty the set of full orders. */
+static void full_forget(struct store *st)
+{
+	for (unsigned i = 0; i < FULL_SLOTS && st->n_full > 0; i++) {
+		if (st->full[i].name != NULL) {
+			free(st->full[i].name);
+			st->full[i].name = NULL;
+			st->full[i].key = 0;
+			st->n_full--;
+		}
+	}
+}
+
+/*
+ * Is the event's order known to be full?  Nothing to look at (and nothing
+ * paid) while no order is.
+ */
+bool store_order_full(const struct store *st, const struct slot *s)
+{
+	if (st->n_full == 0)
+		return false;
+	for (unsigned i = s->s_order_key & (FULL_SLOTS - 1); st->full[i].name != NULL;
+	     i = (i + 1) & (FULL_SLOTS - 1))
+		if (st->full[i].key == s->s_order_key &&
+		    full_is(&st->full[i], s->s_exporter, s->s_order))
+			return true;
+	return false;
+}
+
+/*
+ * LOAD found this order with stored events, at least the limit: remember
+ * it, so that the next batches leave its events out of LOAD, and say so
+ * once.
+ */
+void store_mark_full(struct store *st, const char *exporter, const char *order, int stored)
+{
+	uint64_t key = ref_key(exporter, order);
+	unsigned i = key & (FULL_SLOTS - 1);
+	if (st->n_full >= FULL_SLOTS / 2)
+		full_forget(st);
+	for (; st->full[i].name != NULL; i = (i + 1) & (FULL_SLOTS - 1))
+		if (st->full[i].key == key && full_is(&st->full[i], exporter, order))
+			return;
+	size_t ne = strlen(exporter) + 1, no = strlen(order) + 1;
+	char *name = malloc(ne + no);
+	if (name == NULL)
+		abort();
+	memcpy(name, exporter, ne);
+	memcpy(name + ne, order, no);
+	st->full[i].key = key;
+	st->full[i].name = name;
+	st->n_full++;
+	log_warnx("order full", "exporter=%s order=%s events=%d limit=%d", exporter, lq(order),
+	          stored, st->max_events_per_order);
+}
+
+/*
  * Answer invalid_event to an event of the batch in flight that may not be
  * stored (its order is full, batch.c), before the events are written: it
  * leaves the batch, which goes on without it.
@@ -175,14 +254,14 @@ void store_refuse(struct lane *ln, struct slot *s, const char *why)
 	store_finish(ln, s, STORE_REJECTED, why);
 }
 
-/* Did the batch's statement give this event a verdict ('s', 'd', 'c', 'r')? */
+/* Did the batch's statement give this event a verdict ('s', 'd', 'c', 'r', 'f')? */
 static bool has_verdict(const struct slot *s)
 {
-	return s->s_outcome != '\0' && strchr("sdcr", s->s_outcome) != NULL;
+	return s->s_outcome != '\0' && strchr("sdcrf", s->s_outcome) != NULL;
 }
 
 /* Answer one event of a committed batch from its statement's verdict. */
-static void store_answer_committed(struct slot *s)
+static void store_answer_committed(const struct store *st, struct slot *s)
 {
 	switch (s->s_outcome) {
 	case 's':
@@ -199,6 +278,12 @@ static void store_answer_committed(struct slot *s)
 		             "field \"retracts\": the event it names is a retraction or "
 		             "belongs to another order");
 		break;
+	case 'f': {
+		char why[160];
+		store_order_full_why(st, why, sizeof(why));
+		store_answer(s, STORE_REJECTED, why);
+		break;
+	}
 	default:
 		break; /* has_verdict() left it in the batch, to ask again */
 	}
@@ -248,7 +333,7 @@ static void store_batch_committed(struct lane *ln)
 	TAILQ_FOREACH_SAFE(s, &done, s_store, next)
 	{
 		TAILQ_REMOVE(&done, s, s_store);
-		store_answer_committed(s);
+		store_answer_committed(ln->st, s);
 	}
 }
 
@@ -437,11 +522,13 @@ struct store *store_new(struct event_base *base, const struct config *cfg)
 	st->ev_pause = evtimer_new(base, store_pause_cb, st);
 	st->pause_ms = PAUSE_MIN_MS;
 	st->batch_set = calloc(BATCH_SET_SIZE, sizeof(*st->batch_set));
+	st->full = calloc(FULL_SLOTS, sizeof(*st->full));
 	st->passed_set = calloc(BATCH_SET_SIZE, sizeof(*st->passed_set));
 	st->n_lanes = (unsigned)cfg->db_connections;
 	st->lanes = calloc(st->n_lanes, sizeof(*st->lanes));
 	if (st->conninfo == NULL || st->ev_flush == NULL || st->ev_pause == NULL ||
-	    st->batch_set == NULL || st->passed_set == NULL || st->lanes == NULL)
+	    st->batch_set == NULL || st->passed_set == NULL || st->lanes == NULL ||
+	    st->full == NULL)
 		abort();
 	store_apply_config(st, cfg);
 	for (unsigned i = 0; i < st->n_lanes; i++)
@@ -453,6 +540,9 @@ void store_apply_config(struct store *st, const struct config *cfg)
 {
 	st->max_events = cfg->batch_max_events;
 	st->max_delay_ms = cfg->batch_max_delay_ms;
+	/* An order full under the old limit may have room under the new one. */
+	if (st->max_events_per_order != cfg->max_events_per_order)
+		full_forget(st);
 	st->max_events_per_order = cfg->max_events_per_order;
 	/* The rules point into cfg: taken again on every reload. */
 	config_model_rules(cfg, &st->rules);
@@ -506,5 +596,7 @@ void store_free(struct store *st)
 	free(st->conninfo);
 	free(st->batch_set);
 	free(st->passed_set);
+	full_forget(st);
+	free(st->full);
 	free(st);
 }

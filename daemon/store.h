@@ -134,6 +134,14 @@ struct store {
 	int max_events;
 	int max_delay_ms;
 	int max_events_per_order; /* limits.max_events_per_order */
+	/* Orders found with max_events_per_order events stored: open
+	 * addressing on ref_key(exporter, order), each with its
+	 * "exporter\0order" (malloc'd) to tell collisions apart. */
+	struct full_order {
+		uint64_t key;
+		char *name;
+	} * full;
+	unsigned n_full;
 	struct model_rules rules; /* documents.required, for the fold */
 
 	struct slot_list queue; /* waiting for a batch */
@@ -158,6 +166,9 @@ void store_send_batch(struct store *st);
 void store_batch_done(struct lane *ln);
 void store_batch_lost(struct lane *ln, const char *why);
 void store_refuse(struct lane *ln, struct slot *s, const char *why);
+bool store_order_full(const struct store *st, const struct slot *s);
+void store_mark_full(struct store *st, const char *exporter, const char *order, int stored);
+void store_order_full_why(const struct store *st, char *buf, size_t cap);
 
 /* lane.c */
 void lane_init(struct store *st, unsigned i);

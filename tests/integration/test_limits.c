@@ -22,6 +22,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <libpq-fe.h>
 
 #include "harness.h"
 
@@ -711,7 +712,10 @@ static bool stored(const char *db, const char *id)
  * invalid_event, logged and not stored, whether the batch goes by COPY or
  * by the INSERT or holds nothing else; a resend of a stored event of that
  * order is still a duplicate, and another order's events in the same
- * batch are stored.  A reload raising the limit lets the order grow again.
+ * batch are stored.  Once a batch has found the order full, the next ones
+ * leave it out of LOCK and LOAD: they are answered while a test session
+ * holds the order's advisory lock.  A reload raising the limit lets the
+ * order grow again.
  */
 static void test_max_events_per_order(void **state)
 {
@@ -746,29 +750,50 @@ static void test_max_events_per_order(void **state)
 	    d, off, "event=cap-10 code=invalid_event reason=\"field \\\"order\\\": ", IT_REPLY_MS);
 	it_log_expect(d, off, "event=cap-11 code=invalid_event", IT_REPLY_MS);
 
-	/* By COPY (nothing in the batch is stored), and alone. */
+	/* By COPY (nothing in the batch is stored); this batch finds the
+	 * order full and says so. */
 	const char *copy[] = {"cap-12", "other-2"};
 	send_together(c, copy, 2);
 	expect_order_full(c, "cap-12", 10);
 	it_expect_ack(c, "other-2", "stored");
-	const char *alone[] = {"cap-13"};
-	send_together(c, alone, 1);
+	off = it_log_expect(
+	    d, off, "msg=\"order full\" exporter=" IT_EXPORTER " order=PO-CAP events=10 limit=10",
+	    IT_REPLY_MS);
+
+	/* From now on the order is neither locked nor loaded: with its lock
+	 * held elsewhere, a new event, a resend and another order's event
+	 * are answered, and so is a batch of the full order alone. */
+	PGconn *lock = PQconnectdb(it_conninfo(db));
+	assert_int_equal(PQstatus(lock), CONNECTION_OK);
+	PGresult *r =
+	    PQexec(lock, "BEGIN; SELECT pg_advisory_xact_lock(hashtextextended('" IT_EXPORTER
+	                 "' || '/' || 'PO-CAP', 7433))");
+	assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+	PQclear(r);
+	const char *known[] = {"cap-13", "cap-09", "other-3"};
+	send_together(c, known, 3);
 	expect_order_full(c, "cap-13", 10);
-	const char *resend[] = {"cap-09"};
-	send_together(c, resend, 1);
 	it_expect_ack(c, "cap-09", "duplicate");
+	it_expect_ack(c, "other-3", "stored");
+	const char *alone[] = {"cap-14"};
+	send_together(c, alone, 1);
+	expect_order_full(c, "cap-14", 10);
+	PQfinish(lock);
+	it_log_expect(d, off, "event=cap-14 code=invalid_event", IT_REPLY_MS);
+	if (it_log_wait(d, off, "msg=\"order full\"", 0) >= 0)
+		it_fail("the full order was found full twice");
 
 	assert_int_equal(
 	    it_db_long(db, "SELECT count(*) FROM ordertrack.events WHERE order_ref = 'PO-CAP'",
 	               NULL),
 	    10);
-	for (int i = 10; i <= 13; i++) {
+	for (int i = 10; i <= 14; i++) {
 		char id[16];
 		snprintf(id, sizeof(id), "cap-%02d", i);
 		if (stored(db, id))
 			it_fail("%s is stored past the limit", id);
 	}
-	assert_true(stored(db, "other-1") && stored(db, "other-2"));
+	assert_true(stored(db, "other-1") && stored(db, "other-2") && stored(db, "other-3"));
 
 	/* A reload applies a new limit. */
 	d->cfg.extra_text = "limits = { max_events_per_order = 11; };";
