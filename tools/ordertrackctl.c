@@ -94,6 +94,7 @@ struct ctl {
 	struct opts o;
 	struct config *cfg;
 	PGconn *pg;
+	char db_error[512]; /* why ctl_connect failed, for check --json */
 };
 
 /* One command: its name, the options it accepts, its positional arguments. */
@@ -331,6 +332,12 @@ static bool ctl_connect(struct ctl *c)
 		size_t n = strlen(msg);
 		while (n > 0 && msg[n - 1] == '\n')
 			msg[--n] = '\0';
+		/* Kept for check --json, which must stay valid UTF-8 whatever
+		 * the server's or libpq's language: other bytes become '?'. */
+		snprintf(c->db_error, sizeof(c->db_error), "%s", msg);
+		for (char *p = c->db_error; *p != '\0'; p++)
+			if ((unsigned char)*p >= 0x80)
+				*p = '?';
 		warnx_("cannot reach the database (database.conninfo of %s): %s", c->o.config, msg);
 		return false;
 	}
@@ -955,7 +962,8 @@ static int cmd_check(struct ctl *c, int argc, char **argv)
 
 	if (!ctl_connect(c)) {
 		if (c->o.json) {
-			json_object_set_new(j, "database", json_pack("{s:b}", "ok", 0));
+			json_object_set_new(j, "database",
+			                    json_pack("{s:b, s:s}", "ok", 0, "error", c->db_error));
 			json_object_set_new(j, "ok", json_false());
 			json_out(j);
 		} else {

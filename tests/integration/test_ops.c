@@ -496,6 +496,17 @@ static void test_ctl_scenario(void **state)
 	fclose(f);
 	assert_int_equal(ctl(&out, NULL, "-c", bad, "check", (char *)NULL), 69);
 	free(out);
+	/* --json carries the reason too, not only stderr: a script reading
+	 * stdout must learn why. */
+	assert_int_equal(ctl(&out, NULL, "-c", bad, "--json", "check", (char *)NULL), 69);
+	k = parse_out("check --json, no database", out);
+	db = json_object_get(k, "database");
+	const char *why = json_string_value(json_object_get(db, "error"));
+	if (!json_is_false(json_object_get(db, "ok")) || why == NULL ||
+	    strstr(why, "no-such-dir") == NULL)
+		it_fail("check --json without a database gives no reason: error=%s",
+		        why ? why : "(none)");
+	json_decref(k);
 	assert_int_equal(ctl(&out, NULL, "-c", conf, "status", IT_EXPORTER, (char *)NULL), 64);
 	free(out);
 	assert_int_equal(ctl(&out, NULL, "-c", conf, "list", "--after", "3", (char *)NULL), 64);
