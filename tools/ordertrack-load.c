@@ -52,6 +52,12 @@
  * ack), events_per_s (acked), bytes_per_event, latency_{p50,p90,p99,p999,
  * max,mean}_ms, complete and ok.
  *
+ * The token: --token is written over in argv as soon as it is read (ps and
+ * /proc/PID/cmdline show it to every user of the host until then), so
+ * --token-file FILE (its first line) or the environment variable
+ * OT_LOAD_TOKEN, which only the same user can read, are the safer ways.
+ * Without any of them it is the demo exporter's published token.
+ *
  * Exit status: 0 when every event was acked (stored or duplicate), 1 on
  * any error reply, lost event, stall, interruption or failed connection,
  * 64 on a usage error.
@@ -86,6 +92,7 @@
 #define LOAD_EXIT_USAGE 64 /* EX_USAGE of sysexits */
 
 #define RUN_ID_MAX       24          /* characters of --run-id */
+#define TOKEN_MAX        256         /* bytes of a token */
 #define ID_CAP           64          /* bytes for an event id and its NUL */
 #define ORDER_EVENTS_MAX 16          /* events in one order, at most */
 #define ORDER_BUF_SIZE   (24 * 1024) /* bytes of one order's event lines */
@@ -114,7 +121,8 @@ struct options {
 	const char *host;
 	int port;
 	const char *exporter;
-	const char *token;
+	const char *token;      /* NUL-terminated in token_buf, or a literal */
+	const char *token_from; /* where it came from, for messages */
 	unsigned connections;
 	uint64_t events;  /* total to send; UINT64_MAX: until --duration ends */
 	bool events_set;  /* -n was given */
@@ -1312,7 +1320,7 @@ static void loader_make_hello(struct loader *ld)
 	char *s;
 
 	if (h == NULL)
-		fatalx("exporter and token must be valid UTF-8");
+		fatalx("the exporter and the token (%s) must be valid UTF-8", ld->opt->token_from);
 	s = json_dumps(h, JSON_COMPACT | JSON_PRESERVE_ORDER);
 	json_decref(h);
 	if (s == NULL)
@@ -1630,7 +1638,10 @@ static void usage(FILE *f)
 	      "  -H, --host HOST        daemon address (127.0.0.1)\n"
 	      "  -p, --port PORT        daemon port (7433)\n"
 	      "  -e, --exporter ID      exporter to say hello as (kivu-coffee)\n"
-	      "  -t, --token TOKEN      its token (demo-kivu-token)\n"
+	      "  -t, --token TOKEN      its token (demo-kivu-token); written over in argv,\n"
+	      "                         but ps shows it until then: prefer one of\n"
+	      "      --token-file FILE  the token is FILE's first line, or the environment\n"
+	      "                         variable OT_LOAD_TOKEN\n"
 	      "  -c, --connections N    connections (8)\n"
 	      "  -n, --events N         events to send in all (100000)\n"
 	      "  -w, --window W         unacked events per connection (500)\n"
@@ -1707,7 +1718,62 @@ enum {
 	OPT_OUT,
 	OPT_DRY_RUN,
 	OPT_SELF_CHECK,
+	OPT_TOKEN_FILE,
 };
+
+/*
+ * The token's storage: a copy, as --token is written over in argv, and a
+ * file's first line.  A global, so a leak checker sees it reachable.
+ */
+static char token_buf[TOKEN_MAX + 2];
+
+/* Check the token's length, then keep it in token_buf, from where. */
+static void set_token(struct options *opt, const char *s, size_t n, const char *from)
+{
+	if (n == 0 || n > TOKEN_MAX)
+		usage_error("%s: the token must be 1-%d bytes", from, TOKEN_MAX);
+	if (memchr(s, '\0', n) != NULL)
+		usage_error("%s: the token holds a NUL byte", from);
+	memcpy(token_buf, s, n);
+	token_buf[n] = '\0';
+	opt->token = token_buf;
+	opt->token_from = from;
+}
+
+/*
+ * --token: keep a copy and write over the argument, which ps and
+ * /proc/PID/cmdline show to every user of the host for as long as the run
+ * lasts.
+ */
+static void token_from_argv(struct options *opt, char *arg)
+{
+	size_t n = strlen(arg);
+	set_token(opt, arg, n, "--token");
+	memset(arg, 'x', n);
+}
+
+/* --token-file: the first line of the file, without its line end. */
+static void token_from_file(struct options *opt, const char *path)
+{
+	char line[TOKEN_MAX + 3]; /* room to see that a line is too long */
+	FILE *f = fopen(path, "r");
+
+	if (f == NULL)
+		usage_error("--token-file %s: %s", path, strerror(errno));
+	size_t n = fread(line, 1, sizeof(line) - 1, f);
+	bool failed = ferror(f) != 0;
+	fclose(f);
+	if (failed)
+		usage_error("--token-file %s: cannot read it", path);
+	line[n] = '\0';
+	char *end = memchr(line, '\n', n);
+	if (end != NULL)
+		n = (size_t)(end - line);
+	if (n > 0 && line[n - 1] == '\r')
+		n--;
+	set_token(opt, line, n, "--token-file");
+	explicit_bzero(line, sizeof(line));
+}
 
 /* Fill opt from argv; exits 64 on a usage error and 0 after --help. */
 static void parse_options(int argc, char **argv, struct options *opt)
@@ -1717,6 +1783,7 @@ static void parse_options(int argc, char **argv, struct options *opt)
 	    {"port", required_argument, NULL, 'p'},
 	    {"exporter", required_argument, NULL, 'e'},
 	    {"token", required_argument, NULL, 't'},
+	    {"token-file", required_argument, NULL, OPT_TOKEN_FILE},
 	    {"connections", required_argument, NULL, 'c'},
 	    {"events", required_argument, NULL, 'n'},
 	    {"window", required_argument, NULL, 'w'},
@@ -1735,12 +1802,15 @@ static void parse_options(int argc, char **argv, struct options *opt)
 	    {NULL, 0, NULL, 0},
 	};
 	int ch;
+	const char *token_file = NULL;
+	bool token_arg = false;
 
 	*opt = (struct options){
 	    .host = "127.0.0.1",
 	    .port = 7433,
 	    .exporter = "kivu-coffee",
 	    .token = "demo-kivu-token",
+	    .token_from = "the default token",
 	    .connections = 8,
 	    .events = 100000,
 	    .window = 500,
@@ -1765,9 +1835,11 @@ static void parse_options(int argc, char **argv, struct options *opt)
 			opt->exporter = optarg;
 			break;
 		case 't':
-			if (*optarg == '\0' || strlen(optarg) > 256)
-				usage_error("--token: must be 1-256 characters");
-			opt->token = optarg;
+			token_from_argv(opt, optarg);
+			token_arg = true;
+			break;
+		case OPT_TOKEN_FILE:
+			token_file = optarg;
 			break;
 		case 'c':
 			opt->connections = (unsigned)parse_uint("--connections", optarg, 1, 10000);
@@ -1824,6 +1896,15 @@ static void parse_options(int argc, char **argv, struct options *opt)
 	}
 	if (optind < argc)
 		usage_error("unexpected argument '%s'", argv[optind]);
+	if (token_arg && token_file != NULL)
+		usage_error("give --token or --token-file, not both");
+	if (token_file != NULL) {
+		token_from_file(opt, token_file);
+	} else if (!token_arg) {
+		const char *env = getenv("OT_LOAD_TOKEN");
+		if (env != NULL)
+			set_token(opt, env, strlen(env), "OT_LOAD_TOKEN");
+	}
 	if (opt->duration > 0) {
 		if (opt->events_set)
 			usage_error("give -n or -d, not both");

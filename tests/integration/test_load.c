@@ -17,6 +17,8 @@
  * Environment, besides the harness's: OT_LOAD, the ordertrack-load binary.
  */
 #include <arpa/inet.h>
+#include <fcntl.h>
+#include <limits.h>
 #include <netinet/in.h>
 #include <poll.h>
 #include <setjmp.h>
@@ -339,6 +341,149 @@ static void test_stall_reports_unanswered_as_lost(void **state)
 	json_decref(r);
 }
 
+/*
+ * Run ordertrack-load for one event, with the arguments (NULL-terminated)
+ * after "-p PORT", against a listener of the test's own that reads its
+ * hello and answers nothing.  env (may be NULL) is "NAME=value" to set or
+ * "NAME" to unset.  Returns the hello line (malloc'd), and the load's
+ * command line as ps shows it, NULs made spaces, in cmdline.
+ */
+static char *hello_of_load(const char *const env[], char cmdline[4096], ...)
+{
+	const char *bin = getenv("OT_LOAD");
+	if (bin == NULL || bin[0] == '\0')
+		it_fail("OT_LOAD is not set (meson test sets it)");
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(sa);
+	int lfd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (lfd < 0 || bind(lfd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(lfd, 4) != 0 ||
+	    getsockname(lfd, (struct sockaddr *)&sa, &len) != 0)
+		it_fail("cannot listen on 127.0.0.1");
+	char port[16];
+	snprintf(port, sizeof(port), "%d", ntohs(sa.sin_port));
+	const char *argv[24] = {"ordertrack-load", "-p", port, "-c", "1", "-n", "1"};
+	int argc = 7;
+	va_list ap;
+	va_start(ap, cmdline);
+	for (const char *a; argc < 23 && (a = va_arg(ap, const char *)) != NULL;)
+		argv[argc++] = a;
+	va_end(ap);
+	argv[argc] = NULL;
+
+	fflush(NULL);
+	pid_t pid = fork();
+	if (pid < 0)
+		it_fail("fork failed");
+	if (pid == 0) {
+		for (size_t i = 0; env != NULL && env[i] != NULL; i++) {
+			const char *eq = strchr(env[i], '=');
+			if (eq == NULL) {
+				unsetenv(env[i]);
+			} else {
+				char name[64];
+				snprintf(name, sizeof(name), "%.*s", (int)(eq - env[i]), env[i]);
+				setenv(name, eq + 1, 1);
+			}
+		}
+		execv(bin, (char *const *)argv);
+		_exit(127);
+	}
+	struct pollfd p = {.fd = lfd, .events = POLLIN};
+	if (poll(&p, 1, 10000) != 1)
+		it_fail("ordertrack-load did not connect within 10 s");
+	int fd = accept(lfd, NULL, NULL);
+	close(lfd);
+	if (fd < 0)
+		it_fail("accept failed");
+	struct timeval tv = {10, 0};
+	setsockopt(fd, SOL_SOCKET, SO_RCVTIMEO, &tv, sizeof(tv));
+	char line[1024];
+	size_t n = 0;
+	while (n < sizeof(line) - 1 && memchr(line, '\n', n) == NULL) {
+		ssize_t r = read(fd, line + n, sizeof(line) - 1 - n);
+		if (r <= 0)
+			it_fail("no hello line from ordertrack-load");
+		n += (size_t)r;
+	}
+	line[n] = '\0';
+
+	/* The hello is sent: the options were read long ago. */
+	char path[64];
+	snprintf(path, sizeof(path), "/proc/%d/cmdline", (int)pid);
+	int cfd = open(path, O_RDONLY);
+	if (cfd < 0)
+		it_fail("open %s failed", path);
+	ssize_t c = read(cfd, cmdline, 4095);
+	close(cfd);
+	if (c <= 0)
+		it_fail("read %s failed", path);
+	for (ssize_t i = 0; i < c; i++)
+		if (cmdline[i] == '\0')
+			cmdline[i] = ' ';
+	cmdline[c] = '\0';
+	close(fd);
+	kill(pid, SIGKILL);
+	waitpid(pid, NULL, 0);
+	return strdup(line);
+}
+
+/* Fail unless the hello says token and the command line does not. */
+static void expect_token(const char *how, char *hello, const char *cmdline, const char *token)
+{
+	char want[128];
+	snprintf(want, sizeof(want), "\"token\":\"%s\"", token);
+	if (strstr(hello, want) == NULL)
+		it_fail("%s: the hello does not say %s: %s", how, want, hello);
+	if (strstr(cmdline, token) != NULL)
+		it_fail("%s: the token is in the command line ps shows: %s", how, cmdline);
+	free(hello);
+}
+
+/*
+ * The token: --token is written over in the command line that ps and
+ * /proc/PID/cmdline show every user of the host (the hello still carries
+ * it), and OT_LOAD_TOKEN and --token-file give it without the command
+ * line at all; --token with --token-file, or an empty file, is a usage
+ * error.
+ */
+static void test_token_not_in_ps(void **state)
+{
+	(void)state;
+	char cmdline[4096], *out;
+	const char *const no_env[] = {"OT_LOAD_TOKEN", NULL};
+	const char *const env[] = {"OT_LOAD_TOKEN=token-from-env-3b1e", NULL};
+
+	char *h = hello_of_load(no_env, cmdline, "-t", "token-in-argv-9c2d", (char *)NULL);
+	expect_token("--token", h, cmdline, "token-in-argv-9c2d");
+	if (strstr(cmdline, "--token") == NULL && strstr(cmdline, "-t") == NULL)
+		it_fail("the command line lost the option itself: %s", cmdline);
+
+	h = hello_of_load(env, cmdline, (char *)NULL);
+	expect_token("OT_LOAD_TOKEN", h, cmdline, "token-from-env-3b1e");
+
+	char file[PATH_MAX];
+	snprintf(file, sizeof(file), "%s/load-token", it_tmpdir());
+	FILE *f = fopen(file, "w");
+	assert_non_null(f);
+	fputs("token-from-file-77a0\n", f);
+	fclose(f);
+	/* The file wins over the environment. */
+	h = hello_of_load(env, cmdline, "--token-file", file, (char *)NULL);
+	expect_token("--token-file", h, cmdline, "token-from-file-77a0");
+
+	assert_int_equal(load(&out, "--token-file", file, "-t", "x", "--self-check", (char *)NULL),
+	                 64);
+	free(out);
+	f = fopen(file, "w");
+	assert_non_null(f);
+	fclose(f);
+	assert_int_equal(load(&out, "--token-file", file, (char *)NULL), 64);
+	free(out);
+	snprintf(file, sizeof(file), "%s/no-such-token-file", it_tmpdir());
+	assert_int_equal(load(&out, "--token-file", file, (char *)NULL), 64);
+	free(out);
+}
+
 /* The lines of --out for a seed (malloc'd); the run must exit 0. */
 static char *out_lines(const char *seed, const char *n)
 {
@@ -430,6 +575,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_open_loop_keeps_its_schedule, it_test_teardown),
 	    cmocka_unit_test_teardown(test_refused_hello_fails, it_test_teardown),
 	    cmocka_unit_test_teardown(test_stall_reports_unanswered_as_lost, it_test_teardown),
+	    cmocka_unit_test_teardown(test_token_not_in_ps, it_test_teardown),
 	    cmocka_unit_test_teardown(test_out_is_repeatable_and_realistic, it_test_teardown),
 	    cmocka_unit_test_teardown(test_self_check, it_test_teardown),
 	};
