@@ -122,3 +122,18 @@ bool conninfo_check(const char *conninfo, char **errstr)
 	redact_passwords(conninfo, errstr);
 	return false;
 }
+
+bool conninfo_has_password(const char *conninfo)
+{
+	if (!conninfo_is_string(conninfo))
+		return false;
+	PQconninfoOption *opts = PQconninfoParse(conninfo, NULL);
+	bool found = false;
+	for (PQconninfoOption *o = opts; o != NULL && o->keyword != NULL; o++)
+		if ((strcmp(o->keyword, "password") == 0 ||
+		     strcmp(o->keyword, "sslpassword") == 0) &&
+		    o->val != NULL && o->val[0] != '\0')
+			found = true;
+	PQconninfoFree(opts);
+	return found;
+}

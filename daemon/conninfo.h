@@ -13,4 +13,11 @@
  */
 bool conninfo_check(const char *conninfo, char **errstr);
 
+/*
+ * True when conninfo, as libpq reads it, holds a password (password=,
+ * sslpassword=, or the user:password@ of a URI).  False when it holds
+ * none or libpq cannot parse it (conninfo_check says why).
+ */
+bool conninfo_has_password(const char *conninfo);
+
 #endif

@@ -31,6 +31,7 @@
 #include "aux.h"
 #include "conninfo.h"
 #include "feed.h"
+#include "filemodes.h"
 #include "log.h"
 #include "privdrop.h"
 #include "metrics.h"
@@ -207,6 +208,7 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 	log_info("config reloaded", "file=%s exporters=%zu", lq(server.config_path),
 	         neu->n_exporters);
 	config_free(old);
+	filemodes_check(server.cfg);
 	if (tell)
 		sdnotify_ready();
 }
@@ -333,6 +335,7 @@ int main(int argc, char **argv)
 		return EX_CONFIG_;
 	}
 	if (check_only) {
+		filemodes_check(cfg);
 		tls_fini();
 		printf("ordertrackd: %s: configuration OK\n", path);
 		config_free(cfg);
@@ -350,6 +353,7 @@ int main(int argc, char **argv)
 		fatalx(EX_SOFTWARE_, "cannot create the event loop", NULL);
 	log_info("starting", "version=%s config=%s pid=%d libevent=%s malloc=%s", OT_VERSION,
 	         lq(path), (int)getpid(), event_get_version(), OT_ALLOCATOR);
+	filemodes_check(cfg);
 	signals_setup();
 	if (!listeners_open())
 		fatalx(EX_UNAVAILABLE_, "cannot start", "reason=%s", lq("a listen address failed"));

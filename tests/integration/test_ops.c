@@ -1538,6 +1538,76 @@ static void test_conninfo_password_not_shown(void **state)
 }
 
 /*
+ * A config file holding secrets (a conninfo password, webhook secrets)
+ * that others can read: -t, start-up and a reload warn naming the file
+ * and its mode, without the secret and without refusing; at 0600, or
+ * with no secret in it, they say nothing.
+ */
+static void test_secret_config_mode_warned(void **state)
+{
+	(void)state;
+	const char *bin = getenv("OT_DAEMON");
+	char conf[PATH_MAX], cmd[3 * PATH_MAX], want[PATH_MAX + 32], *out;
+
+	write_tmp(conf, sizeof(conf), "pw_mode.conf",
+	          "listen = [ \"127.0.0.1:0\" ];\n"
+	          "admin = { listen = \"\"; };\n"
+	          "database = { conninfo = \"host=/nowhere dbname=x password=Pw-5ecret-88\"; };\n");
+	snprintf(want, sizeof(want), "file=%s mode=0644", conf);
+	snprintf(cmd, sizeof(cmd), "chmod 0644 '%s' && '%s' -t -c '%s' 2>&1", conf, bin, conf);
+	assert_int_equal(shell(cmd, &out), 0);
+	if (strstr(out, "level=warning msg=\"config file readable by others\"") == NULL ||
+	    strstr(out, want) == NULL || strstr(out, "holds=database.conninfo") == NULL ||
+	    strstr(out, "configuration OK") == NULL)
+		it_fail("-t does not warn about a world-readable password: %s", out);
+	if (strstr(out, "5ecret") != NULL)
+		it_fail("-t shows the password: %s", out);
+	free(out);
+	snprintf(cmd, sizeof(cmd), "chmod 0600 '%s' && '%s' -t -c '%s' 2>&1", conf, bin, conf);
+	assert_int_equal(shell(cmd, &out), 0);
+	if (strstr(out, "readable by others") != NULL)
+		it_fail("-t warns about a file at 0600: %s", out);
+	free(out);
+	write_tmp(conf, sizeof(conf), "nosecret_mode.conf",
+	          "listen = [ \"127.0.0.1:0\" ];\nadmin = { listen = \"\"; };\n");
+	snprintf(cmd, sizeof(cmd), "chmod 0644 '%s' && '%s' -t -c '%s' 2>&1", conf, bin, conf);
+	assert_int_equal(shell(cmd, &out), 0);
+	if (strstr(out, "readable by others") != NULL)
+		it_fail("-t warns about a file without secrets: %s", out);
+	free(out);
+
+	/* A webhook secret, on SIGHUP and at start-up. */
+	it_pg_createdb("ops_secret_mode");
+	struct it_config cfg = ops_config("secret_mode", "ops_secret_mode");
+	cfg.extra_text = "admin = { listen = \"\"; };\n"
+	                 "webhooks = ( { id = \"erp\"; url = \"http://127.0.0.1:9/hook\";"
+	                 " secret = \"0123456789abcdef-hook\"; } );\n";
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	snprintf(want, sizeof(want), "file=%s mode=0644", d->conf_path);
+	for (int pass = 0; pass < 2; pass++) {
+		off_t off = it_log_offset(d);
+		if (chmod(d->conf_path, pass == 0 ? 0644 : 0600) != 0)
+			it_fail("chmod %s: %s", d->conf_path, strerror(errno));
+		kill(d->pid, SIGHUP);
+		it_log_expect(d, off, "msg=\"config reloaded\"", IT_REPLY_MS);
+		/* The check follows the reload line in the same callback. */
+		off_t at = it_log_wait(d, off, "msg=\"config file readable by others\"", 200);
+		if (pass == 0 && (at < 0 || it_log_wait(d, off, want, 0) < 0 ||
+		                  it_log_wait(d, off, "holds=webhooks.secrets", 0) < 0))
+			it_fail("a reload does not warn about a world-readable webhook secret");
+		if (pass == 1 && at >= 0)
+			it_fail("a reload warns about a file at 0600");
+	}
+	it_daemon_stop_clean(d);
+	if (chmod(d->conf_path, 0644) != 0)
+		it_fail("chmod %s: %s", d->conf_path, strerror(errno));
+	d = it_daemon_start(&cfg, true); /* rewrites the file, which keeps its mode */
+	if (it_log_wait(d, 0, want, 0) < 0)
+		it_fail("start-up does not warn about a world-readable webhook secret");
+	it_daemon_stop_clean(d);
+}
+
+/*
  * check as a staff role (OPERATIONS.md, "Running ordertrackctl"): without
  * the grants it must say it cannot read the schema (it said "no schema
  * yet: ordertrackd creates it when it first starts" of a schema at the
@@ -2062,6 +2132,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_shipped_files, ops_teardown),
 	    cmocka_unit_test_teardown(test_check_mode_conninfo_user, ops_teardown),
 	    cmocka_unit_test_teardown(test_conninfo_password_not_shown, ops_teardown),
+	    cmocka_unit_test_teardown(test_secret_config_mode_warned, ops_teardown),
 	    cmocka_unit_test_teardown(test_operator_log_lines, ops_teardown),
 	    cmocka_unit_test_teardown(test_tail_wrong_address, ops_teardown),
 	    cmocka_unit_test_teardown(test_tail_token_hidden, ops_teardown),

@@ -922,6 +922,33 @@ static void test_bad_cert_at_start(void **state)
 	free(out);
 }
 
+/*
+ * A private key others can read: -t and start-up warn naming the file and
+ * its mode (a warning, not a refusal); at 0600 they say nothing.
+ */
+static void test_key_mode_warned(void **state)
+{
+	(void)state;
+	certs_make();
+	sh("cp server.key open.key && chmod 0644 open.key");
+	char *out = NULL;
+	struct it_config cfg = {.name = "tls_keymode",
+	                        .dbname = "tls_keymode",
+	                        .extra_text = tls_text("server.pem", "open.key", false, true)};
+	assert_int_equal(daemon_run(&cfg, true, &out), 0);
+	char want[PATH_MAX + 64];
+	snprintf(want, sizeof(want), "file=%s mode=0644", cpath("open.key"));
+	if (strstr(out, "msg=\"tls key readable by others\"") == NULL ||
+	    strstr(out, want) == NULL || strstr(out, "readable_by=others") == NULL)
+		fail_msg("-t does not warn about a world-readable key: %s", out);
+	free(out);
+	sh("chmod 0600 open.key");
+	assert_int_equal(daemon_run(&cfg, true, &out), 0);
+	if (strstr(out, "readable by others") != NULL)
+		fail_msg("-t warns about a key at 0600: %s", out);
+	free(out);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -938,6 +965,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_tls12_ciphers, it_test_teardown),
 	    cmocka_unit_test_teardown(test_reload, it_test_teardown),
 	    cmocka_unit_test_teardown(test_bad_cert_at_start, it_test_teardown),
+	    cmocka_unit_test_teardown(test_key_mode_warned, it_test_teardown),
 	};
 	it_env_init("tls");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
