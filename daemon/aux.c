@@ -64,7 +64,8 @@ static void query_free(struct aux_query *q)
 /* Server notices go to the debug log. */
 static void aux_notice(void *arg, const PGresult *r)
 {
-	(void)arg;
+	struct aux *a = arg;
+	pgsock_notice(&a->sock, r);
 	log_debug("database notice", "conn=aux detail=%s", lq(PQresultErrorMessage(r)));
 }
 
@@ -91,9 +92,11 @@ static void aux_lost(struct aux *a, const char *why)
 {
 	char buf[256];
 	log_first_line(why, buf, sizeof(buf));
+	char more[sizeof(a->sock.fields)];
+	snprintf(more, sizeof(more), "%s", pgsock_loss_fields(&a->sock));
 	pgsock_close_retry(&a->sock);
 	if (!a->down_logged) {
-		log_warnx("database unavailable", "conn=aux reason=%s", lq(buf));
+		log_warnx("database unavailable", "conn=aux reason=%s%s", lq(buf), more);
 		a->down_logged = true;
 	}
 	/* The query in flight has no answer; its owner may ask again. */

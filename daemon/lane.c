@@ -61,7 +61,8 @@ int lane_flush(struct lane *ln)
 static void lane_notice(void *arg, const PGresult *r)
 {
 	char buf[256];
-	(void)arg;
+	struct lane *ln = arg;
+	pgsock_notice(&ln->sock, r);
 	log_debug("database notice", "detail=%s",
 	          lq(log_first_line(PQresultErrorMessage(r), buf, sizeof(buf))));
 }
@@ -100,10 +101,12 @@ void lane_lost(struct lane *ln, const char *why)
 		event_active(ln->st->ev_flush, EV_TIMEOUT, 0);
 	}
 	ln->rollback_in_flight = false; /* the new session has no block */
+	char more[sizeof(ln->sock.fields)];
+	snprintf(more, sizeof(more), "%s", pgsock_loss_fields(&ln->sock));
 	int retry_ms = pgsock_close_retry(&ln->sock);
 	if (ln->state == DB_READY || ln->state == DB_PREPARING) {
-		log_warnx("database lost", "link=%u reason=%s pending=%u", ln->id, lq(reason),
-		          ln->st->n_queued);
+		log_warnx("database lost", "link=%u reason=%s%s pending=%u", ln->id, lq(reason),
+		          more, ln->st->n_queued);
 		ln->down_logged = true;
 	} else if (!ln->down_logged) {
 		log_warnx("database unavailable", "link=%u reason=%s retry_ms=%d", ln->id,

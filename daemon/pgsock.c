@@ -15,6 +15,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "log.h"
 #include "pgsock.h"
 
 void pgsock_init(struct pgsock *ps, struct event_base *base, int priority, event_callback_fn io_cb,
@@ -74,6 +75,8 @@ bool pgsock_start(struct pgsock *ps, const char *conninfo, const char *app_name,
 		abort(); /* libpq could not allocate */
 	PQsetNoticeReceiver(ps->pg, notice, notice_arg);
 	ps->timed_out = false;
+	ps->up = false;
+	ps->sqlstate[0] = ps->fatal[0] = '\0';
 	if (PQstatus(ps->pg) == CONNECTION_BAD)
 		return false;
 	ps->connect_timeout_s = pgsock_connect_timeout(ps->pg);
@@ -130,8 +133,49 @@ enum pgsock_step pgsock_connect_poll(struct pgsock *ps)
 			event_del(&ps->ev);
 		ps->ev_added = false;
 		pgsock_watch(ps, ps->what);
-		return PQsetnonblocking(ps->pg, 1) == 0 ? PGSOCK_CONNECTED : PGSOCK_FAILED;
+		if (PQsetnonblocking(ps->pg, 1) != 0)
+			return PGSOCK_FAILED;
+		ps->up = true;
+		clock_gettime(CLOCK_MONOTONIC, &ps->connected_at);
+		const char *host = PQhost(ps->pg), *port = PQport(ps->pg);
+		snprintf(ps->server, sizeof(ps->server), "%s:%s", host ? host : "?",
+		         port ? port : "?");
+		return PGSOCK_CONNECTED;
 	}
+}
+
+void pgsock_notice(struct pgsock *ps, const PGresult *r)
+{
+	const char *sev = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
+	if (sev == NULL || (strcmp(sev, "FATAL") != 0 && strcmp(sev, "PANIC") != 0))
+		return;
+	const char *state = PQresultErrorField(r, PG_DIAG_SQLSTATE);
+	const char *msg = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
+	snprintf(ps->sqlstate, sizeof(ps->sqlstate), "%s", state ? state : "");
+	snprintf(ps->fatal, sizeof(ps->fatal), "%s", msg ? msg : "");
+}
+
+const char *pgsock_loss_fields(struct pgsock *ps)
+{
+	ps->fields[0] = '\0';
+	if (!ps->up)
+		return ps->fields;
+	/* A read that met the end of the connection fails before libpq has
+	 * parsed what came with it: the FATAL that said why.  PQisBusy parses
+	 * it (libpq keeps the input of a dropped connection), and on an idle
+	 * session hands it to the notice receiver, so to pgsock_notice. */
+	if (ps->pg != NULL && ps->sqlstate[0] == '\0')
+		(void)PQisBusy(ps->pg);
+	struct timespec now;
+	clock_gettime(CLOCK_MONOTONIC, &now);
+	double up = (double)(now.tv_sec - ps->connected_at.tv_sec) +
+	            (double)(now.tv_nsec - ps->connected_at.tv_nsec) / 1e9;
+	int n =
+	    snprintf(ps->fields, sizeof(ps->fields), " server=%s up_s=%.1f", lq(ps->server), up);
+	if (ps->sqlstate[0] != '\0' && n > 0 && (size_t)n < sizeof(ps->fields))
+		snprintf(ps->fields + n, sizeof(ps->fields) - (size_t)n,
+		         " sqlstate=%s server_said=%s", lq(ps->sqlstate), lq(ps->fatal));
+	return ps->fields;
 }
 
 const char *pgsock_error(struct pgsock *ps)
@@ -187,6 +231,7 @@ static void pgsock_close(struct pgsock *ps)
 		event_del(&ps->ev);
 	ps->ev_added = false;
 	ps->connecting = false;
+	ps->up = false;
 	if (ps->pg != NULL)
 		PQfinish(ps->pg);
 	ps->pg = NULL;

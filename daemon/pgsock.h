@@ -33,6 +33,13 @@ struct pgsock {
 	int connect_timeout_s;    /* what the deadline was set from, for the reason */
 	bool timed_out;           /* connecting passed its deadline */
 	char error[96];           /* pgsock_error's text after a timeout */
+	/* For the line that says the session was lost (pgsock_loss_fields). */
+	bool up;                      /* connected since the last pgsock_start */
+	struct timespec connected_at; /* CLOCK_MONOTONIC */
+	char server[160];             /* "host:port" it connected to, as libpq says */
+	char sqlstate[6];             /* of the last FATAL or PANIC the server sent, or "" */
+	char fatal[160];              /* its primary message */
+	char fields[512];             /* pgsock_loss_fields' text */
 };
 
 /* What a step of connecting came to. */
@@ -86,6 +93,24 @@ const char *pgsock_keep_idle_sql(const PGconn *pg);
  */
 #define PGSOCK_READ_COMMITTED_SQL "SET default_transaction_isolation = 'read committed'"
 
+/*
+ * Give every notice of the session to this first: a FATAL or PANIC the
+ * server sends while the session is idle (an administrator's shutdown or
+ * pg_terminate_backend, SQLSTATE 57P01, say) reaches libpq's notice
+ * receiver, not a result, and libpq then reports only "server closed the
+ * connection unexpectedly"; it is kept for pgsock_loss_fields.
+ */
+void pgsock_notice(struct pgsock *ps, const PGresult *r);
+/*
+ * logfmt fields that say more about a session just lost, to follow
+ * reason=: the server it was connected to (server="host:port"), how long
+ * it was up (up_s=), and the FATAL the server sent before closing
+ * (sqlstate= and server_said=), each only when known; "" when it never
+ * connected.  Call before pgsock_close_retry: it parses what libpq has
+ * read and not yet parsed.  No password: libpq's host
+ * and port, and the server's own message.
+ */
+const char *pgsock_loss_fields(struct pgsock *ps);
 /* Why connecting or the connection failed: the deadline, or libpq's message. */
 const char *pgsock_error(struct pgsock *ps);
 

@@ -266,6 +266,42 @@ static void test_one_session_lost(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/*
+ * An idle session ended by the server (pg_terminate_backend, as a fast
+ * shutdown does too): libpq's reason is only "server closed the connection
+ * unexpectedly", so the line also says which server, how long the session
+ * was up, and the FATAL the server sent first (SQLSTATE 57P01).
+ */
+static void test_lost_says_why(void **state)
+{
+	(void)state;
+	const char *db = "outage_lost_why";
+	it_pg_createdb(db);
+	struct it_config cfg = {.name = db, .dbname = db, .db_connections = 1};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	it_log_expect(d, 0, "msg=\"database connected\" link=1", IT_REPLY_MS);
+	off_t off = it_log_offset(d);
+	long n = it_db_long(db,
+	                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+	                    " WHERE datname = $1 AND application_name = 'ordertrackd'",
+	                    db, NULL);
+	assert_int_equal(n, 1);
+	off_t lost = it_log_expect(d, off, "msg=\"database lost\" link=1", IT_REPLY_MS);
+	FILE *f = fopen(d->log_path, "r");
+	assert_non_null(f);
+	char line[4096] = "";
+	fseeko(f, off, SEEK_SET); /* lost is past the line */
+	while (fgets(line, sizeof(line), f) != NULL && strstr(line, "database lost") == NULL)
+		;
+	fclose(f);
+	if (strstr(line, " server=") == NULL || strstr(line, " up_s=") == NULL ||
+	    strstr(line, " sqlstate=57P01 server_said=") == NULL)
+		it_fail("the lost line does not say the server, the time up and its FATAL: %s",
+		        line);
+	it_log_expect(d, lost, "msg=\"database connected\" link=1", IT_REPLY_MS);
+	it_daemon_stop_clean(d);
+}
+
 /* The backend pid of a link's last "database connected" line, as text. */
 static void log_backend_pid(const struct it_daemon *d, unsigned link, char *out, size_t cap)
 {
@@ -475,6 +511,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_outage_immediate, it_test_teardown),
 	    cmocka_unit_test_teardown(test_start_while_down, it_test_teardown),
 	    cmocka_unit_test_teardown(test_one_session_lost, it_test_teardown),
+	    cmocka_unit_test_teardown(test_lost_says_why, it_test_teardown),
 	    cmocka_unit_test_teardown(test_first_session_down, it_test_teardown),
 	    cmocka_unit_test_teardown(test_connect_deadline, it_test_teardown),
 	    cmocka_unit_test_teardown(test_idle_session_timeout, it_test_teardown),
