@@ -890,6 +890,16 @@ static char *syntax_error(const config_t *lc, const char *name, const char *src)
 		return cfg_printf("%s:%d: duplicate setting name \"%s\" (a key may be given "
 		                  "once in its group)",
 		                  name, line, key);
+	/* "database.conninfo = ...": a path, as the docs write keys, is no
+	 * libconfig name; say how the file writes it. */
+	key[0] = '\0';
+	const char *dot;
+	if (line > 0 && file == NULL && strcmp(text, "syntax error") == 0 &&
+	    !line_setting_name(src, line, key, sizeof(key)) && (dot = strchr(key, '.')) != NULL &&
+	    dot > key && dot[1] != '\0' && strchr(dot + 1, '.') == NULL)
+		return cfg_printf("%s:%d: syntax error (\"%s\" is not how the file names a key: "
+		                  "write %.*s = { %s = ...; };)",
+		                  name, line, key, (int)(dot - key), key, dot + 1);
 	if (line > 0)
 		return cfg_printf("%s:%d: %s", file ? file : name, line, text);
 	return cfg_printf("%s: %s", file ? file : name, text);

@@ -257,6 +257,10 @@ static void test_syntax_error(void **state)
 	          "t.conf:3: syntax error");
 	parse_bad("batch = { max_events = 1; };\nbatch = { max_events = 2; };\n",
 	          "t.conf:2: duplicate setting name");
+	/* A key written as the docs name it, with its group: how to write it. */
+	parse_bad("listen = [ \"127.0.0.1:7433\" ];\ndatabase.conninfo = \"dbname=x\";\n",
+	          "t.conf:2: syntax error (\"database.conninfo\" is not how the file names a key: "
+	          "write database = { conninfo = ...; };)");
 	/* A key given twice on lines of its own is named; a string or a
 	 * comment that looks like one is not counted. */
 	parse_bad("limits = {\n  window = 1;\n  window = 2; # window = 3\n};\n",
