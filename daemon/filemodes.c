@@ -27,9 +27,15 @@
 #include "filemodes.h"
 #include "log.h"
 
-/* True when the daemon's user (cfg's user, or who we are) is in group gid. */
+/*
+ * True when the daemon's user (cfg's user, or who we are) is in group gid,
+ * or may be: root without a user key is often an operator running -t
+ * before systemd starts the service as its User=, which root cannot know.
+ */
 static bool service_in_group(const struct config *cfg, gid_t gid)
 {
+	if (cfg->user[0] == '\0' && geteuid() == 0)
+		return true;
 	const struct passwd *pw = cfg->user[0] != '\0' ? getpwnam(cfg->user) : NULL;
 	if (pw == NULL)
 		pw = getpwuid(geteuid());
