@@ -151,6 +151,9 @@ static void usage(FILE *f)
 	        "  -c FILE   the daemon's configuration file (default %s)\n"
 	        "  --json    JSON output for scripts\n"
 	        "  -V        print the version; -h this help\n"
+	        "Environment: ORDERTRACK_TOKEN, the operator's token for tail (safer than\n"
+	        "  --token, which other users of the host can see in ps until tail starts);\n"
+	        "  PGHOST, PGPORT, PGUSER, ... for what database.conninfo leaves out.\n"
 	        "Exit status: 0 ok, 1 not found or check failed, 64 usage, 69 database or "
 	        "daemon unavailable, 70 unexpected database error, 78 configuration.\n",
 	        OT_DEFAULT_CONFIG);

@@ -1343,6 +1343,12 @@ static void test_tail_token_hidden(void **state)
 		it_fail("the token is in tail's command line: %s", cmdline);
 	assert_non_null(strstr(cmdline, "--token"));
 	it_daemon_stop_clean(d);
+	/* --help points to the safer way. */
+	char *out;
+	assert_int_equal(ctl(&out, NULL, "--help", (char *)NULL), 0);
+	if (strstr(out, "ORDERTRACK_TOKEN") == NULL)
+		it_fail("ordertrackctl --help does not name ORDERTRACK_TOKEN: %s", out);
+	free(out);
 }
 
 /*
