@@ -53,6 +53,23 @@ static bool service_in_group(const struct config *cfg, gid_t gid)
 }
 
 /*
+ * The gid a group outside the process's user namespace shows as: the
+ * shipped unit sets PrivateUsers=, where a key's group ssl-cert (which the
+ * daemon's user is in) stats as this one, so it tells nothing.
+ */
+static gid_t overflow_gid(void)
+{
+	unsigned v = 65534;
+	FILE *f = fopen("/proc/sys/fs/overflowgid", "r");
+	if (f != NULL) {
+		if (fscanf(f, "%u", &v) != 1)
+			v = 65534;
+		fclose(f);
+	}
+	return (gid_t)v;
+}
+
+/*
  * Warn with msg when path can be read by others, or by a group the
  * daemon's user is not in; what it holds goes in the line as holds=.
  */
@@ -65,7 +82,8 @@ static void check_file(const struct config *cfg, const char *msg, const char *pa
 	const char *who = NULL;
 	if (st.st_mode & S_IROTH)
 		who = "others";
-	else if ((st.st_mode & S_IRGRP) && !service_in_group(cfg, st.st_gid))
+	else if ((st.st_mode & S_IRGRP) && st.st_gid != overflow_gid() &&
+	         !service_in_group(cfg, st.st_gid))
 		who = "group";
 	if (who == NULL)
 		return;

@@ -22,6 +22,7 @@
 #include <grp.h>
 #include <netinet/in.h>
 #include <poll.h>
+#include <pwd.h>
 #include <regex.h>
 #include <setjmp.h>
 #include <signal.h>
@@ -1602,6 +1603,19 @@ static void test_secret_config_mode_warned(void **state)
 		    NULL)
 			it_fail("-t with user = nobody does not warn about group daemon: %s", out);
 		free(out);
+		/* The overflow group (nogroup): what any group outside a user
+		 * namespace, such as the unit's PrivateUsers=, stats as. */
+		gr = getgrgid(65534);
+		if (gr != NULL && getpwnam("daemon") != NULL) {
+			snprintf(text, sizeof(text), "%suser = \"daemon\";\n", hook);
+			write_tmp(conf, sizeof(conf), "group_mode.conf", text);
+			if (chown(conf, (uid_t)-1, gr->gr_gid) != 0)
+				it_fail("cannot give %s to group %s", conf, gr->gr_name);
+			assert_int_equal(shell(cmd, &out), 0);
+			if (strstr(out, "readable by others") != NULL)
+				it_fail("-t warns about the overflow group: %s", out);
+			free(out);
+		}
 	}
 	write_tmp(conf, sizeof(conf), "nosecret_mode.conf",
 	          "listen = [ \"127.0.0.1:0\" ];\nadmin = { listen = \"\"; };\n");
