@@ -56,7 +56,8 @@
  * /proc/PID/cmdline show it to every user of the host until then), so
  * --token-file FILE (its first line) or the environment variable
  * OT_LOAD_TOKEN, which only the same user can read, are the safer ways.
- * Without any of them it is the demo exporter's published token.
+ * --token and --token-file (not both) win over OT_LOAD_TOKEN; without any
+ * of them it is the demo exporter's published token.
  *
  * Exit status: 0 when every event was acked (stored or duplicate), 1 on
  * any error reply, lost event, stall, interruption or failed connection,
