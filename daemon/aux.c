@@ -196,9 +196,11 @@ static void aux_results(struct aux *a)
 			aux_next(a);
 			return;
 		}
-		if (PQresultStatus(r) == PGRES_FATAL_ERROR)
+		if (PQresultStatus(r) == PGRES_FATAL_ERROR) {
+			pgsock_notice(&a->sock, r); /* a FATAL, for the line when it closes */
 			log_error("query failed", "conn=aux reason=%s",
 			          lq(PQresultErrorMessage(r)));
+		}
 		if (q->fn) {
 			q->fn(q->arg, r);
 			q->fn = NULL; /* one result per query is all we use */

@@ -754,6 +754,10 @@ static void batch_result(struct lane *ln, PGresult *r)
 	ExecStatusType t = PQresultStatus(r);
 
 	if (t == PGRES_PIPELINE_ABORTED || t == PGRES_FATAL_ERROR) {
+		/* A FATAL (the session ended by the server) is also the reason
+		 * the "database lost" line gives once the connection closes. */
+		if (t == PGRES_FATAL_ERROR)
+			pgsock_notice(&ln->sock, r);
 		if (t == PGRES_FATAL_ERROR && o->sqlstate[0] == '\0') {
 			note_failure(o, NULL, r);
 			o->copy_failed = o->expect == BQ_COPY;

@@ -94,11 +94,13 @@ const char *pgsock_keep_idle_sql(const PGconn *pg);
 #define PGSOCK_READ_COMMITTED_SQL "SET default_transaction_isolation = 'read committed'"
 
 /*
- * Give every notice of the session to this first: a FATAL or PANIC the
- * server sends while the session is idle (an administrator's shutdown or
- * pg_terminate_backend, SQLSTATE 57P01, say) reaches libpq's notice
- * receiver, not a result, and libpq then reports only "server closed the
- * connection unexpectedly"; it is kept for pgsock_loss_fields.
+ * Give every notice of the session, and every PGRES_FATAL_ERROR result, to
+ * this first: a FATAL or PANIC the server sends before it closes the
+ * session (an administrator's shutdown or pg_terminate_backend, SQLSTATE
+ * 57P01, say) comes as the result of the query in flight, or to libpq's
+ * notice receiver while the session is idle, and libpq then reports only
+ * "server closed the connection unexpectedly"; it is kept for
+ * pgsock_loss_fields.  Other errors are ignored here.
  */
 void pgsock_notice(struct pgsock *ps, const PGresult *r);
 /*

@@ -25,6 +25,7 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <libpq-fe.h>
 
 #include "harness.h"
 
@@ -302,6 +303,59 @@ static void test_lost_says_why(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/*
+ * The same with a batch in flight: a test session holds the lock of the
+ * event's order, so the batch waits in the server when its session is
+ * ended; the FATAL then comes as the batch's result, not as a notice, and
+ * the line must still carry it.  The event is stored once the lock goes.
+ */
+static void test_lost_busy_says_why(void **state)
+{
+	(void)state;
+	const char *db = "outage_lost_busy";
+	it_pg_createdb(db);
+	struct it_config cfg = {.name = db, .dbname = db, .db_connections = 1};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	PGconn *conn = PQconnectdb(it_conninfo(db));
+	if (PQstatus(conn) != CONNECTION_OK)
+		it_fail("connect: %s", PQerrorMessage(conn));
+	PQclear(PQexec(conn, "BEGIN"));
+	PGresult *r = PQexec(conn, "SELECT pg_advisory_xact_lock(hashtextextended('" IT_EXPORTER
+	                           "' || '/' || 'PO-BUSY', 7433))");
+	if (PQresultStatus(r) != PGRES_TUPLES_OK)
+		it_fail("lock: %s", PQresultErrorMessage(r));
+	PQclear(r);
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	off_t off = it_log_offset(d);
+	char *ev = it_event_line("busy-1", "order.created", "PO-BUSY", NULL);
+	it_send(c, ev);
+	free(ev);
+	it_log_expect(d, off, "msg=\"batch sent\" link=1 events=1", IT_REPLY_MS);
+	it_sleep_ms(200); /* the batch reaches the lock */
+	off = it_log_offset(d);
+	long n = it_db_long(db,
+	                    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+	                    " WHERE datname = $1 AND application_name = 'ordertrackd'",
+	                    db, NULL);
+	assert_int_equal(n, 1);
+	it_log_expect(d, off, "msg=\"database lost\" link=1", IT_REPLY_MS);
+	FILE *f = fopen(d->log_path, "r");
+	assert_non_null(f);
+	char line[4096] = "";
+	fseeko(f, off, SEEK_SET);
+	while (fgets(line, sizeof(line), f) != NULL && strstr(line, "database lost") == NULL)
+		;
+	fclose(f);
+	if (strstr(line, " sqlstate=57P01 server_said=") == NULL)
+		it_fail("the lost line of a busy session does not give its FATAL: %s", line);
+	PQclear(PQexec(conn, "COMMIT"));
+	PQfinish(conn);
+	it_expect_ack(c, "busy-1", "stored");
+	it_close(c);
+	it_daemon_stop_clean(d);
+}
+
 /* The backend pid of a link's last "database connected" line, as text. */
 static void log_backend_pid(const struct it_daemon *d, unsigned link, char *out, size_t cap)
 {
@@ -512,6 +566,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_start_while_down, it_test_teardown),
 	    cmocka_unit_test_teardown(test_one_session_lost, it_test_teardown),
 	    cmocka_unit_test_teardown(test_lost_says_why, it_test_teardown),
+	    cmocka_unit_test_teardown(test_lost_busy_says_why, it_test_teardown),
 	    cmocka_unit_test_teardown(test_first_session_down, it_test_teardown),
 	    cmocka_unit_test_teardown(test_connect_deadline, it_test_teardown),
 	    cmocka_unit_test_teardown(test_idle_session_timeout, it_test_teardown),
