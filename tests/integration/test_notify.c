@@ -1950,9 +1950,9 @@ static long daemon_rss_kb(const struct it_daemon *d)
 	return kb;
 }
 
-#define CHURN_HOOKS  100 /* webhooks in the config, the most it allows */
-#define CHURN_CYCLES 40  /* reloads that drop them all, then bring them back */
-#define CHURN_MAX_KB 4096
+#define CHURN_HOOKS  100  /* webhooks in the config, the most it allows */
+#define CHURN_CYCLES 40   /* reloads that drop them all, then bring them back */
+#define CHURN_MAX_KB 8192 /* kept deliverers would add about 16 MB */
 
 /*
  * Reloads that remove webhooks and add them again, as an operator editing
