@@ -69,6 +69,7 @@ struct conn {
 	bool c_operator;                         /* an operator: may only subscribe */
 	uint8_t c_token_sha256[AUTH_DIGEST_LEN]; /* the token hash it said hello with */
 	struct sub *c_sub;                       /* subscribed to the feed */
+	struct slot *c_sub_slot;                 /* "subscribed", queued: the feed waits */
 	struct slot_list c_slots;                /* replies in line order */
 	unsigned c_unacked;                      /* event slots not yet finished */
 	unsigned c_nslots;                       /* slots alive, in the store too; <= window */
@@ -181,13 +182,14 @@ static void slot_free(struct slot *s)
 
 /*
  * Queue or send a reply that needs no database.  When events are waiting
- * ahead of it, it waits in the FIFO so the order of replies holds.
+ * ahead of it, it waits in the FIFO so the order of replies holds; the
+ * slot it waits in is returned (NULL when it was written at once).
  */
-static void conn_reply(struct conn *c, const char *data, size_t len)
+static struct slot *conn_reply(struct conn *c, const char *data, size_t len)
 {
 	if (TAILQ_EMPTY(&c->c_slots)) {
 		conn_write(c, data, len);
-		return;
+		return NULL;
 	}
 	struct slot *s = slot_new(c);
 	if (len > sizeof(s->s_reply))
@@ -195,6 +197,7 @@ static void conn_reply(struct conn *c, const char *data, size_t len)
 	memcpy(s->s_reply, data, len);
 	s->s_reply_len = len;
 	s->s_done = true;
+	return s;
 }
 
 /*
@@ -206,9 +209,14 @@ static void conn_flush_slots(struct conn *c)
 {
 	char buf[16384];
 	size_t len = 0;
+	bool subscribed = false;
 	struct slot *s;
 	while ((s = TAILQ_FIRST(&c->c_slots)) != NULL && s->s_done) {
 		TAILQ_REMOVE(&c->c_slots, s, s_conn);
+		if (s == c->c_sub_slot) {
+			c->c_sub_slot = NULL;
+			subscribed = true;
+		}
 		if (len + s->s_reply_len > sizeof(buf)) {
 			conn_write(c, buf, len);
 			len = 0;
@@ -220,7 +228,8 @@ static void conn_flush_slots(struct conn *c)
 	}
 	if (len > 0)
 		conn_write(c, buf, len);
-	if (c->c_sub != NULL && TAILQ_EMPTY(&c->c_slots))
+	/* "subscribed" is out: the notifications may follow it. */
+	if (subscribed && c->c_sub != NULL)
 		feed_wake();
 }
 
@@ -469,7 +478,7 @@ static void conn_subscribe(struct conn *c, const struct request *rq)
 	jsonw_str(&w, "type", "subscribed");
 	jsonw_int(&w, "after", rq->u.subscribe.after);
 	size_t n = jsonw_close(&w);
-	conn_reply(c, buf, n);
+	c->c_sub_slot = conn_reply(c, buf, n);
 	c->c_sub = feed_subscribe(c, rq, c->c_operator ? NULL : c->c_exporter);
 	/* Notifications flow to the peer, not from it: no idle timeout. */
 	if (c->c_bev != NULL)
@@ -478,9 +487,15 @@ static void conn_subscribe(struct conn *c, const struct request *rq)
 	         c->c_operator ? "operator" : "exporter", c->c_exporter, rq->u.subscribe.after);
 }
 
+/*
+ * Notifications come after "subscribed" and otherwise between the replies
+ * as they are stored: waiting for the FIFO to empty would hold them back
+ * for as long as the peer keeps events in flight, which a stream always
+ * does.
+ */
 bool conn_feed_ready(const struct conn *c)
 {
-	return c->c_bev != NULL && c->c_state == CONN_READY && TAILQ_EMPTY(&c->c_slots) &&
+	return c->c_bev != NULL && c->c_state == CONN_READY && c->c_sub_slot == NULL &&
 	       evbuffer_get_length(bufferevent_get_output(c->c_bev)) < OUTPUT_HIGH_WATER;
 }
 

@@ -2,8 +2,8 @@
  * test_protocol.c - protocol v1 as a client sees it, against the real daemon
  * and a real database: authentication, ping, stored/duplicate/conflict acks
  * with the rows they leave, every error code, CRLF, split writes, a
- * half-close after an unfinished line and the order of replies to a
- * pipelined mix.
+ * half-close after an unfinished line, the order of replies to a
+ * pipelined mix, and notifications to a subscriber whose events wait.
  *
  * Every test starts its own daemon on the shared "ordertrack" database and
  * uses event ids with its own prefix, so the row checks of one test cannot
@@ -23,6 +23,7 @@
 #include <time.h>
 
 #include <cmocka.h>
+#include <libpq-fe.h>
 
 #include "harness.h"
 
@@ -1057,6 +1058,131 @@ static void test_scenario_replay(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/* Run one statement on a test session; fail the test when it fails. */
+static void pg_ok(PGconn *conn, const char *sql)
+{
+	PGresult *r = PQexec(conn, sql);
+	ExecStatusType t = PQresultStatus(r);
+	if (t != PGRES_COMMAND_OK && t != PGRES_TUPLES_OK)
+		it_fail("%s: %s", sql, PQresultErrorMessage(r));
+	PQclear(r);
+}
+
+/*
+ * A test session holding, in an open transaction, the advisory lock the
+ * daemon takes for IT_EXPORTER's order: a batch with an event of that
+ * order waits until the session commits.
+ */
+static PGconn *lock_order(const char *order)
+{
+	PGconn *conn = PQconnectdb(it_conninfo(IT_DB));
+	if (PQstatus(conn) != CONNECTION_OK)
+		it_fail("connect: %s", PQerrorMessage(conn));
+	pg_ok(conn, "BEGIN");
+	const char *params[2] = {IT_EXPORTER, order};
+	PGresult *r = PQexecParams(conn,
+	                           "SELECT pg_advisory_xact_lock(hashtextextended($1 || '/' || $2,"
+	                           " 7433))",
+	                           2, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(r) != PGRES_TUPLES_OK)
+		it_fail("advisory lock: %s", PQresultErrorMessage(r));
+	PQclear(r);
+	return conn;
+}
+
+/* Wait until some session of the daemon waits for an advisory lock. */
+static void wait_lock_waiter(void)
+{
+	long long deadline = it_now_ms() + 10000;
+	while (it_db_long(IT_DB,
+	                  "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+	                  " AND NOT granted",
+	                  NULL) == 0) {
+		if (it_now_ms() > deadline)
+			it_fail("no session of the daemon came to wait for the order's lock");
+		it_sleep_ms(20);
+	}
+}
+
+/* Read the next line of c and require a notification of order with to. */
+static void expect_notification(struct it_client *c, const char *order, const char *to,
+                                int timeout_ms)
+{
+	char *line = NULL;
+	if (it_try_read_line(c, timeout_ms, &line) != IT_READ_LINE)
+		it_fail("no notification of %s within %d ms", order, timeout_ms);
+	json_t *j = json_loads(line, 0, NULL);
+	if (j == NULL || strcmp(it_json_str(j, "type"), "notification") != 0 ||
+	    strcmp(it_json_str(j, "order"), order) != 0 || strcmp(it_json_str(j, "to"), to) != 0)
+		it_fail("expected a notification of %s to %s, got %s", order, to, line);
+	json_decref(j);
+	free(line);
+}
+
+/*
+ * A subscribed exporter that keeps events in flight on its connection (a
+ * stream never waits for its acks to run out) still gets its
+ * notifications as they are stored, between the replies.  Only the
+ * "subscribed" reply itself orders them: queued behind an event that has
+ * not committed, it comes after that event's ack, and the notifications
+ * after it.  A session of the test holds an order's lock to keep the
+ * subscriber's own event uncommitted while another connection stores the
+ * events the subscription watches (batch.max_events 2: the second
+ * database session takes them while the first waits).
+ */
+static void test_subscriber_fed_while_events_pending(void **state)
+{
+	(void)state;
+	struct it_config cfg = {.name = "sub_inflight", .db_connections = 2, .batch_max_events = 2};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct it_client *s = session(d), *p = session(d);
+
+	/* The subscribe waits behind an event that cannot commit: nothing
+	 * may come before its "subscribed", not even a notification. */
+	PGconn *lock = lock_order("PO-SUBP-LOCK");
+	char *ev = it_event_line("subp-lock-1", "order.created", "PO-SUBP-LOCK", NULL);
+	it_send(s, ev);
+	free(ev);
+	it_send(s, "{\"type\":\"subscribe\",\"after\":0,\"orders\":[\"PO-SUBP-1\",\"PO-SUBP-2\"]}");
+	wait_lock_waiter();
+	ev = it_event_line("subp-1", "order.created", "PO-SUBP-1", NULL);
+	it_send(p, ev);
+	free(ev);
+	it_expect_ack(p, "subp-1", "stored");
+	char *line = NULL;
+	if (it_try_read_line(s, 500, &line) != IT_READ_TIMEOUT)
+		it_fail("a line came before the locked event's ack: %s", line ? line : "(eof)");
+	pg_ok(lock, "COMMIT");
+	PQfinish(lock);
+	it_expect_ack(s, "subp-lock-1", "stored");
+	json_t *j = it_read_json(s, IT_REPLY_MS);
+	if (strcmp(it_json_str(j, "type"), "subscribed") != 0)
+		it_fail("expected subscribed after the ack");
+	json_decref(j);
+	expect_notification(s, "PO-SUBP-1", "created", IT_REPLY_MS);
+
+	/* Subscribed now, with an event of its own in flight: a notification
+	 * stored meanwhile comes at once, not after that event's ack. */
+	lock = lock_order("PO-SUBP-LOCK");
+	ev = it_event_line("subp-lock-2", "order.confirmed", "PO-SUBP-LOCK", NULL);
+	it_send(s, ev);
+	free(ev);
+	wait_lock_waiter();
+	ev = it_event_line("subp-2", "order.created", "PO-SUBP-2", NULL);
+	it_send(p, ev);
+	free(ev);
+	it_expect_ack(p, "subp-2", "stored");
+	expect_notification(s, "PO-SUBP-2", "created", 5000);
+	pg_ok(lock, "COMMIT");
+	PQfinish(lock);
+	it_expect_ack(s, "subp-lock-2", "stored");
+	it_send(s, "{\"type\":\"ping\"}");
+	it_expect_pong(s);
+	it_close(s);
+	it_close(p);
+	it_daemon_stop_clean(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1087,6 +1213,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_refused_by_database, it_test_teardown),
 	    cmocka_unit_test_teardown(test_pipelined_duplicate_conflict, it_test_teardown),
 	    cmocka_unit_test_teardown(test_scenario_replay, it_test_teardown),
+	    cmocka_unit_test_teardown(test_subscriber_fed_while_events_pending, it_test_teardown),
 	};
 	it_env_init("protocol");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
