@@ -28,8 +28,12 @@
 #include <stdlib.h>
 #include <string.h>
 #include <arpa/inet.h>
+#include <sys/ioctl.h>
 #include <sys/socket.h>
 #include <time.h>
+#ifdef __linux__
+#include <linux/sockios.h>
+#endif
 
 #include "auth.h"
 #include "feed.h"
@@ -1025,6 +1029,29 @@ void conn_drain_all(void)
 	}
 }
 
+/*
+ * Bytes handed to the socket that the peer's system has not acknowledged
+ * yet; 0 where the system cannot say.
+ */
+static int conn_unacked_bytes(const struct conn *c)
+{
+#ifdef SIOCOUTQ
+	int n = 0;
+	evutil_socket_t fd = bufferevent_getfd(c->c_bev);
+	if (fd >= 0 && ioctl(fd, SIOCOUTQ, &n) == 0)
+		return n;
+#else
+	(void)c;
+#endif
+	return 0;
+}
+
+/*
+ * Has every peer received its replies?  An empty output buffer is not
+ * enough: the replies may still wait in the socket for a peer that reads
+ * a moment later, and closing a socket with lines unread in it (the drain
+ * reads no more) resets the connection and throws them away.
+ */
 bool conn_all_idle(void)
 {
 	const struct conn *c;
@@ -1033,6 +1060,8 @@ bool conn_all_idle(void)
 		if (!TAILQ_EMPTY(&c->c_slots))
 			return false;
 		if (c->c_bev != NULL && evbuffer_get_length(bufferevent_get_output(c->c_bev)) > 0)
+			return false;
+		if (c->c_bev != NULL && conn_unacked_bytes(c) > 0)
 			return false;
 	}
 	return true;
