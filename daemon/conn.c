@@ -55,6 +55,8 @@
 #define WRITE_TIMEOUT_NO_IDLE_S 300
 /* Rejected lines and events logged per connection and second; the rest are counted. */
 #define REJECTS_LOGGED_PER_S 100
+/* How often a closing connection looks whether its peer has all its replies. */
+#define CLOSE_POLL_MS 50
 
 enum conn_state {
 	CONN_HELLO,   /* waiting for hello; exits: READY, CLOSING */
@@ -102,6 +104,7 @@ static void conn_process_input(struct conn *c);
 static void conn_close(struct conn *c, const char *reason);
 static void conn_maybe_free(struct conn *c);
 static void conn_after_results(struct conn *c);
+static int conn_unacked_bytes(const struct conn *c);
 
 /* Allocate or abort: out-of-memory is not a code path in this daemon. */
 static void *xcalloc(size_t n, size_t size)
@@ -638,6 +641,8 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 		conn_close(c, "hello timeout");
 	else if (c->c_state == CONN_READY && framer_partial(&c->c_framer))
 		conn_close(c, "line timeout");
+	else if (c->c_state == CONN_CLOSING)
+		conn_close(c, c->c_close_reason); /* its replies may have arrived */
 }
 
 /*
@@ -789,8 +794,9 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 /*
  * The one way a connection ends.  Replies already queued are still written
  * (an auth_failed error, the acks of a draining daemon); the socket closes
- * once they are out and no event of this connection is waiting for its
- * commit.  A socket that failed is dropped at once.
+ * once the peer's system has received them and no event of this
+ * connection is waiting for its commit, or at the write deadline.  A
+ * socket that failed is dropped at once.
  */
 static void conn_close(struct conn *c, const char *reason)
 {
@@ -810,6 +816,17 @@ static void conn_close(struct conn *c, const char *reason)
 			conn_write_deadline(c, conn_write_timeout_s());
 		if (!TAILQ_EMPTY(&c->c_slots) || !flushed)
 			return; /* conn_write_cb or conn_slot_finished come back */
+		/* Written is not received: closed with its lines unread (the
+		 * peer sent more than was read), the socket is reset and what
+		 * it still holds for the peer is thrown away.  Nothing tells
+		 * when the peer has it all: look again soon, until the write
+		 * deadline. */
+		if (conn_unacked_bytes(c) > 0) {
+			conn_write_deadline(c, conn_write_timeout_s());
+			struct timeval tv = {0, CLOSE_POLL_MS * 1000};
+			evtimer_add(c->c_timer, &tv);
+			return; /* conn_timer_cb comes back */
+		}
 		bufferevent_free(c->c_bev);
 		c->c_bev = NULL;
 	}

@@ -1,8 +1,9 @@
 /*
  * test_limits.c - the connection limits of the real daemon: per-address
  * cap, hello and line deadlines (slow-loris), the failed-hello rate limit,
- * the window over queued replies, the bytes of pending events, line
- * deadlines, half-closes and hellos during a pause, and 2,000 idle
+ * the window over queued replies, the bytes of pending events, the events
+ * stored per order, line deadlines, half-closes and hellos during a pause,
+ * acks that wait in the socket at an idle close, and 2,000 idle
  * connections held while an active one is served.
  */
 #include <setjmp.h>
@@ -18,6 +19,8 @@
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
+#include <arpa/inet.h>
+#include <netinet/in.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -809,6 +812,109 @@ static void test_max_events_per_order(void **state)
 	it_daemon_stop_clean(d);
 }
 
+#define IDLE_ACKS 1000
+
+/*
+ * A client that sent its events and then took a while to read: the idle
+ * deadline passes while its acks still sit in the daemon's socket (its own
+ * receive buffer is 4 KiB), and it sends one more line after that.  The
+ * daemon closes for idleness, but the acks of the lines it read are due
+ * and must all arrive, whole (the client reads within the write
+ * deadline); only the late line goes unanswered.  Closed
+ * while those acks waited in its socket, a line that came afterwards made
+ * the system answer with a reset and throw them away.
+ */
+static void test_idle_close_keeps_replies(void **state)
+{
+	(void)state;
+	it_pg_createdb("idle_acks");
+	struct it_config cfg = {.name = "idle_acks", .dbname = "idle_acks", .idle_timeout_s = 3};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	int small = 4096;
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)) != 0)
+		it_fail("socket: %s", strerror(errno));
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)d->port)};
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
+		it_fail("connect: %s", strerror(errno));
+
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *mem = open_memstream(&buf, &len);
+	assert_non_null(mem);
+	fprintf(mem, "{\"type\":\"hello\",\"exporter\":\"%s\",\"token\":\"%s\"}\n", IT_EXPORTER,
+	        IT_TOKEN);
+	for (int i = 0; i < IDLE_ACKS; i++) {
+		char *ev = event("idle-ack", i);
+		fprintf(mem, "%s\n", ev);
+		free(ev);
+	}
+	fclose(mem);
+	off_t off = it_log_offset(d);
+	for (size_t sent = 0; sent < len;) {
+		ssize_t w = send(fd, buf + sent, len - sent, MSG_NOSIGNAL);
+		if (w < 0 && errno != EINTR)
+			it_fail("send: %s", strerror(errno));
+		if (w > 0)
+			sent += (size_t)w;
+	}
+	free(buf);
+	long long deadline = it_now_ms() + IT_STOP_MS;
+	while (it_db_rows("idle_acks") < IDLE_ACKS) {
+		if (it_now_ms() > deadline)
+			it_fail("the events were not stored");
+		it_sleep_ms(50);
+	}
+	/* Past the idle deadline (3 s after the last line was read), then a
+	 * line the daemon will not read; then it reads, well within the 3 s
+	 * the write deadline gives it after the close. */
+	it_sleep_ms(3500);
+	static const char ping[] = "{\"type\":\"ping\"}\n";
+	if (send(fd, ping, sizeof(ping) - 1, MSG_NOSIGNAL) != (ssize_t)(sizeof(ping) - 1))
+		it_fail("send ping: %s", strerror(errno));
+	it_sleep_ms(500);
+
+	char *in = NULL;
+	size_t in_len = 0, in_cap = 0;
+	for (;;) {
+		struct pollfd pfd = {.fd = fd, .events = POLLIN};
+		if (poll(&pfd, 1, IT_STOP_MS) <= 0)
+			it_fail("the daemon neither answered nor closed within %d ms", IT_STOP_MS);
+		if (in_len + 65536 > in_cap) {
+			in_cap = in_len + 65536;
+			in = realloc(in, in_cap + 1);
+			assert_non_null(in);
+		}
+		ssize_t r = recv(fd, in + in_len, in_cap - in_len, 0);
+		if (r <= 0)
+			break; /* end of stream, or the reset that may follow it */
+		in_len += (size_t)r;
+	}
+	close(fd);
+	in = realloc(in, in_len + 1);
+	assert_non_null(in);
+	in[in_len] = '\0';
+	size_t acked = 0;
+	char *line = in, *nl = strchr(line, '\n'); /* the welcome */
+	if (nl == NULL)
+		it_fail("no welcome, only \"%s\"", in);
+	for (line = nl + 1; (nl = strchr(line, '\n')) != NULL; line = nl + 1) {
+		*nl = '\0';
+		char id[48];
+		snprintf(id, sizeof(id), "idle-ack-%05zu", acked);
+		it_check_ack(line, id, "stored");
+		acked++;
+	}
+	if (*line != '\0')
+		it_fail("the stream ended inside a line, after %zu acks: \"%.60s\"", acked, line);
+	if (acked != IDLE_ACKS)
+		it_fail("%d events stored, but the client got only %zu acks", IDLE_ACKS, acked);
+	free(in);
+	it_log_expect(d, off, "reason=\"idle timeout\"", IT_REPLY_MS);
+	it_daemon_stop_clean(d);
+}
+
 /* 2,000 idle connections are held while an active one is served. */
 static void test_many_idle(void **state)
 {
@@ -973,6 +1079,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_half_close_while_paused, it_test_teardown),
 	    cmocka_unit_test_teardown(test_hello_over_max_pending, it_test_teardown),
 	    cmocka_unit_test_teardown(test_write_timeout, it_test_teardown),
+	    cmocka_unit_test_teardown(test_idle_close_keeps_replies, it_test_teardown),
 	    cmocka_unit_test_teardown(test_failed_hellos, it_test_teardown),
 	    cmocka_unit_test_teardown(test_window_counts_replies, it_test_teardown),
 	    cmocka_unit_test_teardown(test_max_pending_bytes, it_test_teardown),
