@@ -692,6 +692,14 @@ static void set_json_error(struct request_error *err, const json_error_t *je)
 		text[i] = (c < 0x20 || c >= 0x7f) ? '?' : (char)c;
 	}
 	text[i] = '\0';
+	/* "without JSON_ALLOW_NUL" names a flag of jansson's, which no client
+	 * can set: the protocol refuses \u0000, and the message says so. */
+	char *flag = strstr(text, " without JSON_ALLOW_NUL");
+	if (flag != NULL) {
+		size_t cut_len = strlen(" without JSON_ALLOW_NUL");
+		memmove(flag, flag + cut_len, strlen(flag + cut_len) + 1);
+		i -= cut_len;
+	}
 	/* Its "near '...'" quotes the line (20 bytes at most in jansson 2.14): bound it all. */
 	quote_text_max(cut, text, i, JSON_TEXT_MAX);
 	set_error(err, ERR_MALFORMED_JSON, "invalid JSON at position %d: %s", je->position, cut);
