@@ -284,9 +284,19 @@ static void hook_fetched_cb(void *arg, const PGresult *r)
 	hook_post(h);
 }
 
-/* Ask for the first matching notification after the cursor. */
+/*
+ * Ask for the first matching notification after the cursor.  Only while an
+ * ingest session is ready, which means the schema is this daemon's: before
+ * the first start's migrations the tables are not there, and a schema a
+ * later release migrated is refused; a deliverer must not lock, write
+ * cursors or POST on it meanwhile.  It waits in IDLE for server_db_ready().
+ */
 static void hook_fetch(struct hook *h)
 {
+	if (!store_db_up(server.store)) {
+		h->state = HOOK_IDLE;
+		return;
+	}
 	if (!h->owner) {
 		hook_lock(h);
 		return;
@@ -325,10 +335,11 @@ static void hook_retry_cb(evutil_socket_t fd, short what, void *arg)
 	struct hook *h = arg;
 	(void)fd;
 	(void)what;
-	if (h->state == HOOK_STANDBY || !h->owner)
-		hook_lock(h); /* a retry after the session changed: lock first */
-	else
+	if (h->state == HOOK_STANDBY || !h->owner) {
+		hook_fetch(h); /* a retry after the session changed: lock first */
+	} else {
 		hook_post(h);
+	}
 }
 
 /* The endpoint answered, or the request failed (req NULL or code 0). */

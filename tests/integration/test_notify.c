@@ -1807,6 +1807,67 @@ static void test_webhook_two_daemons(void **state)
 	rcv_stop();
 }
 
+/*
+ * A schema newer than the daemon (a later release migrated the database):
+ * the daemon refuses it, and its webhooks must not run on it either, or an
+ * old binary would write cursors and POST notifications on tables whose
+ * meaning it does not know, next to the newer daemon that owns them.
+ * Nothing is delivered and no cursor row is made while the schema is
+ * refused; once it is the daemon's own again, every row goes out.
+ */
+static void test_webhook_newer_schema(void **state)
+{
+	(void)state;
+	const char *db = "notify_hook_newer";
+	char hooks[512], extra[2048];
+
+	/* A database with notifications, left by a daemon without webhooks. */
+	struct it_daemon *d = notify_daemon(db, NULL, NULL);
+	struct it_client *c = it_connect(d);
+	it_hello(c, KIVU, KIVU_TOKEN);
+	send_simple(c, "newer-01", "order.created", "NEWER-1", NULL, "stored");
+	it_close(c);
+	it_daemon_stop_clean(d);
+	it_db_command(db,
+	              "INSERT INTO ordertrack.schema_migrations (version, name)"
+	              " VALUES (9999, 'from_a_later_release')",
+	              NULL);
+
+	rcv_start(0);
+	snprintf(hooks, sizeof(hooks),
+	         "webhooks = ( { id = \"erp\"; url = \"http://127.0.0.1:%d/hook\";"
+	         " secret = \"" HOOK_SECRET "\"; } );\n",
+	         rcv.port);
+	struct it_config cfg =
+	    notify_config("notify_hook_newer_b", db, NULL, hooks, extra, sizeof(extra));
+	d = it_daemon_start(&cfg, false);
+	d->cfg.extra_text = NULL;
+	off_t off = it_log_expect(
+	    d, 0, "reason=\"database schema version 9999 is newer than this daemon's", 20000);
+	/* The auxiliary session is up meanwhile: time for a lock, a cursor and a POST. */
+	it_sleep_ms(1500);
+	struct hook_req *snap;
+	size_t posted = rcv_snapshot(&snap);
+	free(snap);
+	if (posted != 0)
+		it_fail("%zu webhook requests sent on a schema the daemon refused", posted);
+	assert_int_equal(it_db_long(db, "SELECT count(*) FROM ordertrack.webhook_cursors", NULL),
+	                 0);
+	if (it_log_wait(d, 0, "msg=ready", 0) >= 0)
+		it_fail("msg=ready logged on a schema the daemon refused");
+
+	/* Back to the daemon's own version: ready, and the webhook delivers. */
+	it_db_command(db, "DELETE FROM ordertrack.schema_migrations WHERE version = 9999", NULL);
+	it_log_expect(d, off, "msg=ready", 30000);
+	struct rows all;
+	table_rows(db, "true", NULL, NULL, &all);
+	assert_true(all.n > 0);
+	wait_delivered(&all, 30000);
+	rows_free(&all);
+	it_daemon_stop_clean(d);
+	rcv_stop();
+}
+
 static void reload(struct it_daemon *d);
 
 /*
@@ -2569,6 +2630,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_webhook_rare_kind_reads_once, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_woken_from_outside, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_two_daemons, notify_teardown),
+	    cmocka_unit_test_teardown(test_webhook_newer_schema, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_reload_in_flight, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_stop_in_flight, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_reload_churn, notify_teardown),
