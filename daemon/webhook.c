@@ -17,7 +17,10 @@
  *
  * Deliveries happen in seq order and the cursor moves only after a 2xx, so
  * a crash between the 2xx and the cursor write repeats one delivery (at
- * least once); nothing is ever skipped or dropped.  The cursor row is
+ * least once); nothing is ever skipped or dropped.  A cursor write lost
+ * with the auxiliary session, the daemon running on, repeats nothing: the
+ * deliverer remembers the last seq its endpoint took and, reading the
+ * cursor again on the new session, writes that seq if the row is behind.  The cursor row is
  * shared by every daemon on the database that has a webhook of that id:
  * only the holder of the webhook's session advisory lock delivers, or two
  * daemons would each POST every notification and write the one cursor
@@ -85,6 +88,7 @@ struct hook {
 	bool standby_logged;
 	bool wake;         /* woken while busy: fetch again after */
 	long long cursor;  /* last seq acknowledged by the endpoint */
+	long long acked;   /* the newest seq it answered 2xx in this process, 0 none */
 	long long scanned; /* none after cursor matched up to here; -1 unknown */
 	long long seq;     /* the notification being delivered */
 	char *body;        /* its JSON */
@@ -133,6 +137,7 @@ static const char save_sql[] =
 
 static void hook_fetch(struct hook *h);
 static void hook_post(struct hook *h);
+static void hook_saved_cb(void *arg, const PGresult *r);
 static void hook_unpark(struct hook *h);
 
 /* strdup or abort. */
@@ -202,6 +207,18 @@ static void hook_loaded_cb(void *arg, const PGresult *r)
 	}
 	h->cursor = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
 	log_info("webhook ready", "webhook=%s cursor=%lld", h->id, h->cursor);
+	if (h->acked > h->cursor) {
+		/* The endpoint took notifications past the stored cursor, whose
+		 * write was lost with the session: write it again, rather than
+		 * deliver them a second time. */
+		char seq[32];
+		snprintf(seq, sizeof(seq), "%lld", h->acked);
+		const char *params[2] = {h->id, seq};
+		h->seq = h->acked;
+		h->state = HOOK_SAVING;
+		hook_query(h, save_sql, 2, params, hook_saved_cb);
+		return;
+	}
 	hook_fetch(h);
 }
 
@@ -353,6 +370,8 @@ static void hook_response_cb(struct evhttp_request *req, void *arg)
 		log_debug("webhook delivered", "webhook=%s seq=%lld status=%d", h->id, h->seq,
 		          code);
 		server.webhook_deliveries++;
+		if (h->seq > h->acked)
+			h->acked = h->seq;
 		char seq[32];
 		snprintf(seq, sizeof(seq), "%lld", h->seq);
 		const char *params[2] = {h->id, seq};

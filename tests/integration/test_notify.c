@@ -1868,6 +1868,74 @@ static void test_webhook_newer_schema(void **state)
 	rcv_stop();
 }
 
+/*
+ * The auxiliary session is lost while it writes a webhook's cursor after
+ * a 2xx (a test session holds the row, so the UPDATE waits, and the
+ * backend is terminated meanwhile).  The daemon runs on and knows the
+ * endpoint took that notification: it writes the cursor on the new
+ * session instead of delivering the notification a second time.
+ */
+static void test_webhook_save_lost(void **state)
+{
+	(void)state;
+	const char *db = "notify_hook_save_lost";
+	char hooks[512];
+	rcv_start(0);
+	snprintf(hooks, sizeof(hooks),
+	         "webhooks = ( { id = \"erp\"; url = \"http://127.0.0.1:%d/hook\";"
+	         " secret = \"" HOOK_SECRET "\"; } );\n",
+	         rcv.port);
+	struct it_daemon *d = notify_daemon(db, NULL, hooks);
+	struct it_client *c = it_connect(d);
+	it_hello(c, KIVU, KIVU_TOKEN);
+	send_simple(c, "save-01", "order.created", "SAVE-1", NULL, "stored");
+	struct rows all;
+	table_rows(db, "true", NULL, NULL, &all);
+	wait_delivered(&all, 30000);
+	it_webhook_wait_cursor(db, "erp", seq_of(all.v[all.n - 1]), 10000);
+	rows_free(&all);
+
+	PGconn *pg = PQconnectdb(it_conninfo(db));
+	PGresult *r = PQexec(pg, "BEGIN; SELECT 1 FROM ordertrack.webhook_cursors"
+	                         " WHERE webhook = 'erp' FOR UPDATE");
+	bool ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+	PQclear(r);
+	if (!ok)
+		it_fail("locking the cursor row: %s", PQerrorMessage(pg));
+	send_simple(c, "save-02", "order.confirmed", "SAVE-1", NULL, "stored");
+	long long deadline = it_now_ms() + IT_REPLY_MS;
+	while (it_db_long(db,
+	                  "SELECT count(*) FROM pg_stat_activity WHERE datname = $1"
+	                  " AND application_name = 'ordertrackd-aux' AND wait_event_type = 'Lock'",
+	                  db, NULL) == 0) {
+		if (it_now_ms() > deadline)
+			it_fail("the cursor write did not wait for the row within %d ms",
+			        IT_REPLY_MS);
+		it_sleep_ms(20);
+	}
+	off_t off = it_log_offset(d);
+	assert_int_equal(it_db_long(db,
+	                            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+	                            " WHERE datname = $1 AND application_name = 'ordertrackd-aux'",
+	                            db, NULL),
+	                 1);
+	it_log_expect(d, off, "msg=\"database unavailable\" conn=aux", IT_REPLY_MS);
+	r = PQexec(pg, "ROLLBACK");
+	PQclear(r);
+	PQfinish(pg);
+
+	table_rows(db, "true", NULL, NULL, &all);
+	it_webhook_wait_cursor(db, "erp", seq_of(all.v[all.n - 1]), 30000);
+	it_sleep_ms(QUIET_MS);
+	/* check_deliveries fails on a row delivered again after its 2xx. */
+	size_t failures;
+	assert_int_equal(check_deliveries(&all, &failures), all.n);
+	assert_int_equal(failures, 0);
+	rows_free(&all);
+	it_daemon_stop_clean(d);
+	rcv_stop();
+}
+
 static void reload(struct it_daemon *d);
 
 /*
@@ -2631,6 +2699,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_webhook_woken_from_outside, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_two_daemons, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_newer_schema, notify_teardown),
+	    cmocka_unit_test_teardown(test_webhook_save_lost, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_reload_in_flight, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_stop_in_flight, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_reload_churn, notify_teardown),
