@@ -1938,6 +1938,163 @@ static void test_webhook_save_lost(void **state)
 
 static void reload(struct it_daemon *d);
 
+/* The rows of the table that break a status chain, or repeat a change. */
+static long chain_breaks(const char *db)
+{
+	return it_db_long(db,
+	                  "SELECT count(*) FROM (SELECT from_status, to_status, event_id, seq,"
+	                  " lag(to_status) OVER w AS prev_to, lag(event_id) OVER w AS prev_event"
+	                  " FROM ordertrack.notifications"
+	                  " WHERE kind IN ('order.status', 'shipment.status')"
+	                  " WINDOW w AS (PARTITION BY kind, exporter, order_ref, shipment_ref"
+	                  " ORDER BY seq)) t"
+	                  " WHERE prev_to IS NOT NULL AND (from_status IS DISTINCT FROM prev_to"
+	                  " OR event_id IS NOT DISTINCT FROM prev_event)",
+	                  NULL);
+}
+
+/*
+ * pg_terminate_backend of the daemon's sessions at random moments under
+ * load: an ingest session (two of them) or the auxiliary one (the feed's
+ * LISTEN and reads, the webhook's lock, cursor and fetches, the alert
+ * check), every 100 ms while four exporters stream 500 events each, with
+ * an operator subscribed and a webhook for every notification.  Afterwards
+ * every event is acked stored or duplicate and stored once, the seqs run
+ * 1..n, each order's and shipment's status changes form one chain (none
+ * repeated, none missing), the subscriber got exactly the table in seq
+ * order, and the webhook got each row once, in seq order.
+ */
+static void test_sessions_terminated(void **state)
+{
+	(void)state;
+	const char *db = "notify_kill";
+	static const struct {
+		const char *id, *token;
+	} who[LOAD_CONNS] = {
+	    {KIVU, KIVU_TOKEN}, {CHILI, CHILI_TOKEN}, {TEA, TEA_TOKEN}, {HONEY, HONEY_TOKEN}};
+	char hooks[512], extra[2048];
+	unsigned seed = (unsigned)time(NULL);
+	const char *env_seed = getenv("OT_KILL_SEED");
+	if (env_seed != NULL)
+		seed = (unsigned)strtoul(env_seed, NULL, 10);
+	srand(seed);
+	fprintf(stderr, "notify: terminating sessions with seed %u (OT_KILL_SEED)\n", seed);
+
+	rcv_start(0);
+	snprintf(hooks, sizeof(hooks),
+	         "webhooks = ( { id = \"erp\"; url = \"http://127.0.0.1:%d/hook\";"
+	         " secret = \"" HOOK_SECRET "\"; } );\n",
+	         rcv.port);
+	it_pg_createdb(db);
+	struct it_config cfg = notify_config(
+	    db, db, "alerts = { interval_s = 1; customs_hold_hours = 1; stale_hours = 1; };\n",
+	    hooks, extra, sizeof(extra));
+	cfg.db_connections = 2;
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	d->cfg.extra_text = NULL;
+
+	struct it_client *all[LOAD_CONNS + 1];
+	struct it_client *op = it_connect(d);
+	it_hello_operator(op, OPS, OPS_TOKEN);
+	subscribe_after(op, 0);
+	op->want = 0;
+	all[0] = op;
+	for (int k = 0; k < LOAD_CONNS; k++) {
+		struct it_client *c = it_connect(d);
+		char hello[256];
+		snprintf(hello, sizeof(hello),
+		         "{\"type\":\"hello\",\"exporter\":\"%s\",\"token\":\"%s\"}", who[k].id,
+		         who[k].token);
+		it_queue(c, hello);
+		c->want = 2 + LOAD_EVENTS; /* unreachable: pump whole ticks */
+		all[k + 1] = c;
+	}
+
+	/* An event per connection every 10 ms; a session terminated every 100 ms. */
+	int queued = 0, kills[2] = {0, 0};
+	long long t0 = it_now_ms(), next_kill = t0 + 100;
+	while (queued < LOAD_EVENTS) {
+		int target = (int)((it_now_ms() - t0) / 10 + 1);
+		if (target > LOAD_EVENTS)
+			target = LOAD_EVENTS;
+		for (; queued < target; queued++) {
+			for (int k = 0; k < LOAD_CONNS; k++) {
+				char id[32];
+				char *ev = load_event(k, queued, id, sizeof(id));
+				it_queue(all[k + 1], ev);
+				free(ev);
+			}
+		}
+		it_pump(all, LOAD_CONNS + 1, 10);
+		if (it_now_ms() >= next_kill) {
+			int aux = rand() % 2;
+			kills[aux] += (int)it_db_long(
+			    db,
+			    "SELECT count(pg_terminate_backend(pid)) FROM (SELECT pid"
+			    " FROM pg_stat_activity WHERE datname = $1 AND application_name = $2"
+			    " ORDER BY random() LIMIT 1) s",
+			    db, aux ? "ordertrackd-aux" : "ordertrackd", NULL);
+			next_kill = it_now_ms() + 100;
+		}
+	}
+	fprintf(stderr, "notify: %d ingest and %d auxiliary sessions terminated\n", kills[0],
+	        kills[1]);
+	for (int k = 0; k < LOAD_CONNS; k++)
+		all[k + 1]->want = 1 + LOAD_EVENTS;
+	if (!it_pump(all + 1, LOAD_CONNS, 120000))
+		it_fail("not every event was answered within 120 s of the last termination");
+	int dups = 0;
+	for (int k = 0; k < LOAD_CONNS; k++) {
+		struct it_client *c = all[k + 1];
+		if (strstr(c->lines[0], "\"welcome\"") == NULL)
+			it_fail("load connection %d: hello answered with %s", k, c->lines[0]);
+		for (int i = 0; i < LOAD_EVENTS; i++) {
+			char id[32];
+			snprintf(id, sizeof(id), "g%d-%04d", k, i);
+			if (strstr(c->lines[1 + i], "\"duplicate\"") != NULL) {
+				it_check_ack(c->lines[1 + i], id, "duplicate");
+				dups++;
+			} else {
+				it_check_ack(c->lines[1 + i], id, "stored");
+			}
+		}
+	}
+	fprintf(stderr, "notify: every event acked, %d of them duplicate\n", dups);
+	assert_int_equal(it_db_rows(db), LOAD_CONNS * LOAD_EVENTS);
+
+	/* No more alerts, so that the table stays as it is read. */
+	char extra2[2048];
+	struct it_config quiet = notify_config(db, db, NULL, hooks, extra2, sizeof(extra2));
+	quiet.db_connections = 2;
+	it_daemon_rewrite(d, &quiet);
+	d->cfg.extra_text = NULL;
+	reload(d);
+	it_sleep_ms(1500); /* an alert check still running */
+
+	expect_seq_contiguous(db);
+	long breaks = chain_breaks(db);
+	if (breaks != 0)
+		it_fail("%ld notifications break their order's or shipment's status chain", breaks);
+	struct rows table;
+	table_rows(db, "true", NULL, NULL, &table);
+	op->want = table.n;
+	if (!it_pump(&op, 1, 60000))
+		it_fail("the operator got %zu of %zu notifications", op->n_lines, table.n);
+	for (size_t i = 0; i < op->n_lines; i++) {
+		json_t *o = json_loads(op->lines[i], 0, NULL);
+		if (o == NULL)
+			it_fail("operator line %zu is not JSON: %.200s", i, op->lines[i]);
+		expect_same_note(o, table.v[i], i, "operator across terminated sessions");
+		json_decref(o);
+	}
+	expect_quiet(op, QUIET_MS, "operator after the whole table");
+	wait_delivered(&table, 60000);
+	it_webhook_wait_cursor(db, "erp", seq_of(table.v[table.n - 1]), 10000);
+	rows_free(&table);
+	it_daemon_stop_clean(d);
+	rcv_stop();
+}
+
 /*
  * A reload while a POST is on the wire lets it finish: its 2xx moves the
  * cursor and the notification is not delivered again, also when the
@@ -2700,6 +2857,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_webhook_two_daemons, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_newer_schema, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_save_lost, notify_teardown),
+	    cmocka_unit_test_teardown(test_sessions_terminated, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_reload_in_flight, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_stop_in_flight, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_reload_churn, notify_teardown),
