@@ -88,7 +88,7 @@ struct hook {
 	bool standby_logged;
 	bool wake;         /* woken while busy: fetch again after */
 	long long cursor;  /* last seq acknowledged by the endpoint */
-	long long acked;   /* the newest seq it answered 2xx in this process, 0 none */
+	long long acked;   /* seq (of body) answered 2xx, its cursor not seen written; 0 none */
 	long long scanned; /* none after cursor matched up to here; -1 unknown */
 	long long seq;     /* the notification being delivered */
 	char *body;        /* its JSON */
@@ -135,9 +135,21 @@ static const char save_sql[] =
     "UPDATE ordertrack.webhook_cursors SET last_seq = $2::bigint, updated_at = now()"
     " WHERE webhook = $1 AND last_seq < $2::bigint";
 
+/*
+ * The cursor a lost session did not write, written again: only forward, and
+ * only if the row at that seq is the notification delivered ($3, its body
+ * as next_sql read it).  A database replaced meanwhile (dropped and made
+ * again, restored from a backup) numbers other notifications with the same
+ * seqs, which must not be skipped.
+ */
+static const char resave_sql[] =
+    "UPDATE ordertrack.webhook_cursors SET last_seq = $2::bigint, updated_at = now()"
+    " WHERE webhook = $1 AND last_seq < $2::bigint AND EXISTS (SELECT 1"
+    " FROM ordertrack.notifications WHERE seq = $2::bigint AND body::text = $3)";
+
 static void hook_fetch(struct hook *h);
 static void hook_post(struct hook *h);
-static void hook_saved_cb(void *arg, const PGresult *r);
+static void hook_resaved_cb(void *arg, const PGresult *r);
 static void hook_unpark(struct hook *h);
 
 /* strdup or abort. */
@@ -206,19 +218,22 @@ static void hook_loaded_cb(void *arg, const PGresult *r)
 		return;
 	}
 	h->cursor = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+	/* What was scanned was another session's view: after a database
+	 * replaced meanwhile, the same seqs are other notifications. */
+	h->scanned = -1;
 	log_info("webhook ready", "webhook=%s cursor=%lld", h->id, h->cursor);
-	if (h->acked > h->cursor) {
-		/* The endpoint took notifications past the stored cursor, whose
-		 * write was lost with the session: write it again, rather than
-		 * deliver them a second time. */
+	if (h->acked > h->cursor && h->acked == h->seq) {
+		/* The endpoint took the notification in h->body, whose cursor
+		 * write was lost with the session: write it now rather than
+		 * deliver it a second time, if the table still holds it. */
 		char seq[32];
-		snprintf(seq, sizeof(seq), "%lld", h->acked);
-		const char *params[2] = {h->id, seq};
-		h->seq = h->acked;
+		snprintf(seq, sizeof(seq), "%lld", h->seq);
+		const char *params[3] = {h->id, seq, h->body};
 		h->state = HOOK_SAVING;
-		hook_query(h, save_sql, 2, params, hook_saved_cb);
+		hook_query(h, resave_sql, 3, params, hook_resaved_cb);
 		return;
 	}
+	h->acked = 0;
 	hook_fetch(h);
 }
 
@@ -343,6 +358,25 @@ static void hook_saved_cb(void *arg, const PGresult *r)
 		return;
 	}
 	h->cursor = h->seq;
+	h->acked = 0;
+	hook_fetch(h);
+}
+
+/* The lost cursor write was made again, or found not to apply. */
+static void hook_resaved_cb(void *arg, const PGresult *r)
+{
+	struct hook *h = arg;
+	if (hook_answered(h))
+		return;
+	if (r == NULL || PQresultStatus(r) != PGRES_COMMAND_OK) {
+		h->state = HOOK_IDLE; /* tried again after the next load */
+		h->cursor = -1;
+		return;
+	}
+	h->acked = 0;
+	/* No row: another notification at that seq, or the cursor moved on;
+	 * deliver from the cursor in the table. */
+	h->cursor = strcmp(PQcmdTuples((PGresult *)r), "1") == 0 ? h->seq : -1;
 	hook_fetch(h);
 }
 
@@ -370,8 +404,7 @@ static void hook_response_cb(struct evhttp_request *req, void *arg)
 		log_debug("webhook delivered", "webhook=%s seq=%lld status=%d", h->id, h->seq,
 		          code);
 		server.webhook_deliveries++;
-		if (h->seq > h->acked)
-			h->acked = h->seq;
+		h->acked = h->seq;
 		char seq[32];
 		snprintf(seq, sizeof(seq), "%lld", h->seq);
 		const char *params[2] = {h->id, seq};

@@ -1868,6 +1868,34 @@ static void test_webhook_newer_schema(void **state)
 	rcv_stop();
 }
 
+/* Hold the webhook's cursor row from a test session until it ends. */
+static PGconn *hold_cursor_row(const char *db)
+{
+	PGconn *pg = PQconnectdb(it_conninfo(db));
+	PGresult *r = PQexec(pg, "BEGIN; SELECT 1 FROM ordertrack.webhook_cursors"
+	                         " WHERE webhook = 'erp' FOR UPDATE");
+	bool ok = PQresultStatus(r) == PGRES_TUPLES_OK;
+	PQclear(r);
+	if (!ok)
+		it_fail("locking the cursor row: %s", PQerrorMessage(pg));
+	return pg;
+}
+
+/* Wait until the daemon's auxiliary session waits for a lock. */
+static void wait_aux_waits(const char *db)
+{
+	long long deadline = it_now_ms() + IT_REPLY_MS;
+	while (it_db_long(db,
+	                  "SELECT count(*) FROM pg_stat_activity WHERE datname = $1"
+	                  " AND application_name = 'ordertrackd-aux' AND wait_event_type = 'Lock'",
+	                  db, NULL) == 0) {
+		if (it_now_ms() > deadline)
+			it_fail("the cursor write did not wait for the row within %d ms",
+			        IT_REPLY_MS);
+		it_sleep_ms(20);
+	}
+}
+
 /*
  * The auxiliary session is lost while it writes a webhook's cursor after
  * a 2xx (a test session holds the row, so the UPDATE waits, and the
@@ -1895,24 +1923,9 @@ static void test_webhook_save_lost(void **state)
 	it_webhook_wait_cursor(db, "erp", seq_of(all.v[all.n - 1]), 10000);
 	rows_free(&all);
 
-	PGconn *pg = PQconnectdb(it_conninfo(db));
-	PGresult *r = PQexec(pg, "BEGIN; SELECT 1 FROM ordertrack.webhook_cursors"
-	                         " WHERE webhook = 'erp' FOR UPDATE");
-	bool ok = PQresultStatus(r) == PGRES_TUPLES_OK;
-	PQclear(r);
-	if (!ok)
-		it_fail("locking the cursor row: %s", PQerrorMessage(pg));
+	PGconn *pg = hold_cursor_row(db);
 	send_simple(c, "save-02", "order.confirmed", "SAVE-1", NULL, "stored");
-	long long deadline = it_now_ms() + IT_REPLY_MS;
-	while (it_db_long(db,
-	                  "SELECT count(*) FROM pg_stat_activity WHERE datname = $1"
-	                  " AND application_name = 'ordertrackd-aux' AND wait_event_type = 'Lock'",
-	                  db, NULL) == 0) {
-		if (it_now_ms() > deadline)
-			it_fail("the cursor write did not wait for the row within %d ms",
-			        IT_REPLY_MS);
-		it_sleep_ms(20);
-	}
+	wait_aux_waits(db);
 	off_t off = it_log_offset(d);
 	assert_int_equal(it_db_long(db,
 	                            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
@@ -1920,8 +1933,7 @@ static void test_webhook_save_lost(void **state)
 	                            db, NULL),
 	                 1);
 	it_log_expect(d, off, "msg=\"database unavailable\" conn=aux", IT_REPLY_MS);
-	r = PQexec(pg, "ROLLBACK");
-	PQclear(r);
+	PQclear(PQexec(pg, "ROLLBACK"));
 	PQfinish(pg);
 
 	table_rows(db, "true", NULL, NULL, &all);
@@ -1932,6 +1944,86 @@ static void test_webhook_save_lost(void **state)
 	assert_int_equal(check_deliveries(&all, &failures), all.n);
 	assert_int_equal(failures, 0);
 	rows_free(&all);
+	it_daemon_stop_clean(d);
+	rcv_stop();
+}
+
+/*
+ * The database is dropped (WITH (FORCE), which ends the daemon's sessions)
+ * while a webhook's cursor write waits, and made again, empty.  The daemon
+ * holds the events it reads meanwhile, migrates the new database when it
+ * appears and stores them there.  The new database numbers its own
+ * notifications from 1: the webhook delivers them all, though it had
+ * delivered seqs 1 and 2 of the old one and not seen seq 2's cursor written.
+ */
+static void test_webhook_database_replaced(void **state)
+{
+	(void)state;
+	const char *db = "notify_replaced";
+	char hooks[512];
+	rcv_start(0);
+	snprintf(hooks, sizeof(hooks),
+	         "webhooks = ( { id = \"erp\"; url = \"http://127.0.0.1:%d/hook\";"
+	         " secret = \"" HOOK_SECRET "\"; } );\n",
+	         rcv.port);
+	struct it_daemon *d = notify_daemon(db, NULL, hooks);
+	struct it_client *c = it_connect(d);
+	it_hello(c, KIVU, KIVU_TOKEN);
+	send_simple(c, "repl-01", "order.created", "REPL-1", NULL, "stored");
+	struct rows old;
+	table_rows(db, "true", NULL, NULL, &old);
+	wait_delivered(&old, 30000);
+	it_webhook_wait_cursor(db, "erp", seq_of(old.v[old.n - 1]), 10000);
+	rows_free(&old);
+
+	PGconn *pg = hold_cursor_row(db);
+	send_simple(c, "repl-02", "order.confirmed", "REPL-1", NULL, "stored");
+	wait_aux_waits(db);
+	struct hook_req *snap;
+	size_t n_old = rcv_snapshot(&snap);
+	free(snap);
+	off_t off = it_log_offset(d);
+	it_db_command("postgres", "DROP DATABASE notify_replaced WITH (FORCE)", NULL);
+	PQfinish(pg);
+	it_log_expect(d, off, "does not exist", 30000);
+
+	/* An event while there is no database: held, not answered. */
+	char *line = it_event_line("repl-03", "order.created", "REPL-3", NULL);
+	it_send(c, line);
+	free(line);
+	char *reply = NULL;
+	if (it_try_read_line(c, 500, &reply) == IT_READ_LINE)
+		it_fail("an event was answered while the database did not exist: %s", reply);
+	it_pg_createdb(db);
+	reply = it_read_line(c, 30000);
+	it_check_ack(reply, "repl-03", "stored");
+	free(reply);
+	send_simple(c, "repl-04", "order.confirmed", "REPL-3", NULL, "stored");
+
+	struct rows neu;
+	table_rows(db, "true", NULL, NULL, &neu);
+	assert_true(neu.n >= 2);
+	assert_int_equal(seq_of(neu.v[0]), 1);
+	it_webhook_wait_cursor(db, "erp", seq_of(neu.v[neu.n - 1]), 30000);
+	it_sleep_ms(QUIET_MS);
+	/* After the old database's requests: each new row once, in order. */
+	size_t n = rcv_snapshot(&snap);
+	size_t next = 0;
+	for (size_t i = n_old; i < n; i++) {
+		json_t *b = json_loads(snap[i].body, 0, NULL);
+		if (b == NULL)
+			it_fail("request %zu: the body is not JSON", i);
+		if (snap[i].status >= 300 || next >= neu.n)
+			it_fail("request %zu: seq %lld not expected (status %d, %zu of %zu rows)",
+			        i, seq_of(b), snap[i].status, next, neu.n);
+		expect_same_note(b, neu.v[next], next, "webhook after the database was replaced");
+		next++;
+		json_decref(b);
+	}
+	free(snap);
+	if (next != neu.n)
+		it_fail("the webhook got %zu of the new database's %zu notifications", next, neu.n);
+	rows_free(&neu);
 	it_daemon_stop_clean(d);
 	rcv_stop();
 }
@@ -2857,6 +2949,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_webhook_two_daemons, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_newer_schema, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_save_lost, notify_teardown),
+	    cmocka_unit_test_teardown(test_webhook_database_replaced, notify_teardown),
 	    cmocka_unit_test_teardown(test_sessions_terminated, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_reload_in_flight, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_stop_in_flight, notify_teardown),
