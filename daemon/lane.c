@@ -126,6 +126,13 @@ static void lane_migrate_begin(struct lane *ln)
 	    /* The SET is for the session's batches: this string's transaction
 	     * began with the statement before it. */
 	    "BEGIN ISOLATION LEVEL READ COMMITTED;"
+	    /* For this transaction only (step 2 too): the migrations commit
+	     * whole or not at all, and a statement_timeout of the role or
+	     * database shorter than one of them (007 rewrites the events)
+	     * would roll them all back at every try, for ever, each try
+	     * holding its locks that long.  lock_timeout stays: a wait it
+	     * ends is tried again later and does get through. */
+	    "SET LOCAL statement_timeout = 0;"
 	    "SELECT pg_advisory_xact_lock(" MIGRATION_LOCK_KEY ");"
 	    "CREATE SCHEMA IF NOT EXISTS ordertrack;"
 	    "CREATE TABLE IF NOT EXISTS ordertrack.schema_migrations ("

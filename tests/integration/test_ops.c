@@ -1952,6 +1952,42 @@ static void wait_advisory_waiter(const char *db)
 }
 
 /*
+ * A statement_timeout on the database (or the role) shorter than a
+ * migration: the migrations run as one transaction, so a cancelled one
+ * rolls all of them back and is tried again, cancelled again, for ever;
+ * each try holding its locks until the timeout.  The daemon's migration
+ * transaction sets the timeout off for itself (SET LOCAL), so it
+ * completes; here under 1 ms, which nearly every statement of the
+ * migrations outlasts.
+ */
+static void test_migrations_statement_timeout(void **state)
+{
+	(void)state;
+	const char *db = "ops_stmt_timeout";
+	char **files;
+	size_t n = migration_files(&files);
+	it_pg_createdb(db);
+	it_db_command(db, "ALTER DATABASE ops_stmt_timeout SET statement_timeout = 1", NULL);
+	struct it_config cfg = {.name = "stmt_timeout",
+	                        .dbname = db,
+	                        .extra_text = "alerts = { interval_s = 86400; };\n"};
+	struct it_daemon *d = it_daemon_start(&cfg, false);
+	off_t ready = it_log_wait(d, 0, "msg=\"schema ready\"", 15000);
+	it_db_command("postgres", "ALTER DATABASE ops_stmt_timeout RESET statement_timeout", NULL);
+	if (ready < 0)
+		it_fail("the migrations did not complete under statement_timeout = 1 ms");
+	char version[16];
+	snprintf(version, sizeof(version), "%d", atoi(files[n - 1]));
+	assert_int_equal(
+	    it_db_long(db, "SELECT max(version) FROM ordertrack.schema_migrations", NULL),
+	    atoi(version));
+	for (size_t i = 0; i < n; i++)
+		free(files[i]);
+	free(files);
+	it_daemon_stop_clean(d);
+}
+
+/*
  * The daemon's statements count on READ COMMITTED: each takes a lock, then
  * reads what was committed before it got the lock.  A database (or role,
  * or server) whose default_transaction_isolation is repeatable read must
@@ -2190,6 +2226,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_upgrade_keeps_stored_events, ops_teardown),
 	    cmocka_unit_test_teardown(test_upgrade_from_whole_state, ops_teardown),
 	    cmocka_unit_test_teardown(test_repeatable_read_default, ops_teardown),
+	    cmocka_unit_test_teardown(test_migrations_statement_timeout, ops_teardown),
 	    cmocka_unit_test_teardown(test_alerts_skip_delivered, ops_teardown),
 	    cmocka_unit_test_teardown(test_durability_reported, ops_teardown),
 	    cmocka_unit_test_teardown(test_admin_emfile_pause, ops_teardown),
