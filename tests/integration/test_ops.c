@@ -1952,6 +1952,73 @@ static void wait_advisory_waiter(const char *db)
 }
 
 /*
+ * Two daemons of two sessions each started at once on an empty database:
+ * a test session holds the migrations' advisory lock until all four
+ * sessions wait for it, then lets go.  The first to get it applies every
+ * migration; the other three find the schema up to date and apply none,
+ * and no session fails (no "schema not ready").
+ */
+static void test_two_daemons_empty_database(void **state)
+{
+	(void)state;
+	const char *db = "ops_two_empty";
+	char **files;
+	size_t n = migration_files(&files);
+	it_pg_createdb(db);
+	PGconn *pg = PQconnectdb(it_conninfo(db));
+	if (PQstatus(pg) != CONNECTION_OK)
+		it_fail("connect: %s", PQerrorMessage(pg));
+	own_exec(pg, "BEGIN", NULL, NULL);
+	own_exec(pg, "SELECT pg_advisory_xact_lock(7433001)", NULL, NULL);
+	struct it_config ca = {.name = "two_empty_a",
+	                       .dbname = db,
+	                       .db_connections = 2,
+	                       .extra_text = "alerts = { interval_s = 86400; };\n"};
+	struct it_config cb = ca;
+	cb.name = "two_empty_b";
+	struct it_daemon *a = it_daemon_start(&ca, false);
+	struct it_daemon *b = it_daemon_start(&cb, false);
+	long long deadline = it_now_ms() + IT_START_MS;
+	while (it_db_long(db,
+	                  "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory'"
+	                  " AND NOT granted",
+	                  NULL) < 4) {
+		if (it_now_ms() > deadline)
+			it_fail(
+			    "the four sessions did not all come to wait for the migrations' lock");
+		it_sleep_ms(20);
+	}
+	own_exec(pg, "COMMIT", NULL, NULL);
+	PQfinish(pg);
+	it_log_expect(a, 0, "msg=ready", IT_START_MS);
+	it_log_expect(b, 0, "msg=ready", IT_START_MS);
+	struct it_daemon *both[2] = {a, b};
+	int applied = 0, ready = 0;
+	for (int k = 0; k < 2; k++) {
+		for (int link = 1; link <= 2; link++) {
+			char needle[64];
+			snprintf(needle, sizeof(needle), "msg=\"schema ready\" link=%d", link);
+			it_log_expect(both[k], 0, needle, IT_START_MS);
+			ready++;
+		}
+		for (off_t off = 0;
+		     (off = it_log_wait(both[k], off, "msg=\"migration applied\"", 0)) >= 0;)
+			applied++;
+		if (it_log_wait(both[k], 0, "msg=\"database schema not ready\"", 0) >= 0)
+			it_fail("a session of daemon %d found the schema not ready", k);
+	}
+	assert_int_equal(ready, 4);
+	assert_int_equal(applied, (int)n);
+	assert_int_equal(it_db_long(db, "SELECT count(*) FROM ordertrack.schema_migrations", NULL),
+	                 (long)n);
+	for (size_t i = 0; i < n; i++)
+		free(files[i]);
+	free(files);
+	it_daemon_stop_clean(a);
+	it_daemon_stop_clean(b);
+}
+
+/*
  * A statement_timeout on the database (or the role) shorter than a
  * migration: the migrations run as one transaction, so a cancelled one
  * rolls all of them back and is tried again, cancelled again, for ever;
@@ -2227,6 +2294,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_upgrade_from_whole_state, ops_teardown),
 	    cmocka_unit_test_teardown(test_repeatable_read_default, ops_teardown),
 	    cmocka_unit_test_teardown(test_migrations_statement_timeout, ops_teardown),
+	    cmocka_unit_test_teardown(test_two_daemons_empty_database, ops_teardown),
 	    cmocka_unit_test_teardown(test_alerts_skip_delivered, ops_teardown),
 	    cmocka_unit_test_teardown(test_durability_reported, ops_teardown),
 	    cmocka_unit_test_teardown(test_admin_emfile_pause, ops_teardown),
