@@ -38,16 +38,21 @@
  * stored with the same content, it may have been this daemon that stored
  * them, so they are acked "stored".  A batch lost before its COMMIT went
  * out rolled back: its events are not in doubt; nor are those its INSERT
- * found stored already.
+ * found stored already.  Every SCHEMA_CHECK_S the auxiliary session reads
+ * the schema's version: a newer one (a later release migrated the
+ * database under the daemon) drops every lane, and each refuses it on
+ * reconnecting (lane.c) until the version is the daemon's again.
  */
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
+#include "aux.h"
 #include "fault.h"
 #include "feed.h"
 #include "log.h"
 #include "metrics.h"
+#include "migrations.h"
 #include "store.h"
 
 /*
@@ -64,6 +69,11 @@
  * times a second; an event still unstored after this many tries (about
  * 11 s of them) is answered internal_error, and its sender tries later.
  */
+/*
+ * How often the schema's version is read while the daemon runs: a later
+ * release started on another host may migrate the database under it.
+ */
+#define SCHEMA_CHECK_S         5
 #define MAX_TRANSIENT_ATTEMPTS 8
 #define PAUSE_MIN_MS           100
 #define PAUSE_MAX_MS           5000
@@ -510,6 +520,48 @@ static void store_pause_cb(evutil_socket_t fd, short what, void *arg)
 	store_send_batch(arg);
 }
 
+static const char schema_sql[] =
+    "SELECT coalesce(max(version), 0) FROM ordertrack.schema_migrations";
+
+/*
+ * The schema's version, read on the auxiliary session (r NULL: it could
+ * not run).  Newer than this daemon's: a later release has migrated the
+ * database, and this release's statements must not go on writing to it.
+ * Every session is dropped; on reconnecting each refuses the schema
+ * ("database schema not ready") and tries again, holding the events, until
+ * the version is this daemon's again.
+ */
+static void store_schema_cb(void *arg, const PGresult *r)
+{
+	struct store *st = arg;
+	st->schema_check_in_flight = false;
+	if (r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
+		return;
+	int version = atoi(PQgetvalue(r, 0, 0));
+	if (version <= migrations_count)
+		return;
+	char why[128];
+	snprintf(why, sizeof(why), "database schema version %d is newer than this daemon's %d",
+	         version, migrations_count);
+	log_error("database schema changed", "version=%d reason=%s", version, lq(why));
+	for (unsigned i = 0; i < st->n_lanes; i++)
+		if (st->lanes[i].state != DB_DOWN)
+			lane_lost(&st->lanes[i], why);
+}
+
+/* Schema timer: read the version while a session is ready and the auxiliary one is up. */
+static void store_schema_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+	struct store *st = arg;
+	(void)fd;
+	(void)what;
+	if (st->schema_check_in_flight || server.aux == NULL || !aux_up(server.aux) ||
+	    !store_db_up(st))
+		return;
+	st->schema_check_in_flight = true;
+	aux_query(server.aux, schema_sql, 0, NULL, store_schema_cb, st);
+}
+
 struct store *store_new(struct event_base *base, const struct config *cfg)
 {
 	struct store *st = calloc(1, sizeof(*st));
@@ -520,6 +572,7 @@ struct store *store_new(struct event_base *base, const struct config *cfg)
 	st->conninfo = strdup(cfg->conninfo);
 	st->ev_flush = evtimer_new(base, store_flush_cb, st);
 	st->ev_pause = evtimer_new(base, store_pause_cb, st);
+	st->ev_schema = event_new(base, -1, EV_PERSIST, store_schema_tick_cb, st);
 	st->pause_ms = PAUSE_MIN_MS;
 	st->batch_set = calloc(BATCH_SET_SIZE, sizeof(*st->batch_set));
 	st->full = calloc(FULL_SLOTS, sizeof(*st->full));
@@ -527,12 +580,14 @@ struct store *store_new(struct event_base *base, const struct config *cfg)
 	st->n_lanes = (unsigned)cfg->db_connections;
 	st->lanes = calloc(st->n_lanes, sizeof(*st->lanes));
 	if (st->conninfo == NULL || st->ev_flush == NULL || st->ev_pause == NULL ||
-	    st->batch_set == NULL || st->passed_set == NULL || st->lanes == NULL ||
-	    st->full == NULL)
+	    st->ev_schema == NULL || st->batch_set == NULL || st->passed_set == NULL ||
+	    st->lanes == NULL || st->full == NULL)
 		abort();
 	store_apply_config(st, cfg);
 	for (unsigned i = 0; i < st->n_lanes; i++)
 		lane_init(st, i);
+	struct timeval tv = {SCHEMA_CHECK_S, 0};
+	event_add(st->ev_schema, &tv);
 	return st;
 }
 
@@ -593,6 +648,7 @@ void store_free(struct store *st)
 	free(st->lanes);
 	event_free(st->ev_flush);
 	event_free(st->ev_pause);
+	event_free(st->ev_schema);
 	free(st->conninfo);
 	free(st->batch_set);
 	free(st->passed_set);

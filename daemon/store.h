@@ -148,6 +148,8 @@ struct store {
 	unsigned n_queued;
 	struct event *ev_flush;
 	struct event *ev_pause;        /* pending: no batch starts (a transient failure) */
+	struct event *ev_schema;       /* reads the schema's version every SCHEMA_CHECK_S */
+	bool schema_check_in_flight;   /* its query is on the auxiliary session */
 	int pause_ms;                  /* the next pause's length */
 	bool failing;                  /* "database failing" said; until a commit */
 	unsigned failing_retries;      /* batches retried since */

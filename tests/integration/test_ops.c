@@ -1053,6 +1053,53 @@ static void test_readyz_outage(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/*
+ * A later release migrates the database while this daemon runs (the
+ * rolling restart of two hosts): the running sessions must not go on
+ * writing with this release's statements on a schema whose meaning has
+ * changed.  Within seconds the daemon finds the newer version, drops its
+ * sessions, refuses the schema on reconnecting and holds events, not
+ * ready; once the version is its own again it stores them.
+ */
+static void test_schema_newer_while_running(void **state)
+{
+	(void)state;
+	const char *db = "ops_newer_running";
+	it_pg_createdb(db);
+	struct it_config cfg = ops_config("newer_running", db);
+	cfg.db_connections = 2;
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	int port = admin_port(d);
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	char *ev = it_event_line("newer-1", "order.created", "NEWER-1", NULL);
+	it_send(c, ev);
+	free(ev);
+	it_expect_ack(c, "newer-1", "stored");
+
+	off_t off = it_log_offset(d);
+	it_db_command(db,
+	              "INSERT INTO ordertrack.schema_migrations (version, name)"
+	              " VALUES (9999, 'from_a_later_release')",
+	              NULL);
+	wait_status(port, "/readyz", 503, 15000);
+	it_log_expect(d, off, "msg=\"database schema changed\"", 0);
+	ev = it_event_line("newer-2", "order.confirmed", "NEWER-1", NULL);
+	it_send(c, ev);
+	free(ev);
+	char *line = NULL;
+	if (it_try_read_line(c, 1000, &line) == IT_READ_LINE)
+		it_fail("an event was answered on a schema the daemon refuses: %s", line);
+	assert_int_equal(it_db_rows(db), 1);
+
+	it_db_command(db, "DELETE FROM ordertrack.schema_migrations WHERE version = 9999", NULL);
+	line = it_read_line(c, 30000);
+	it_check_ack(line, "newer-2", "stored");
+	free(line);
+	wait_status(port, "/readyz", 200, 30000);
+	it_daemon_stop_clean(d);
+}
+
 /* The next datagram holding needle within timeout_ms (others are skipped), malloc'd. */
 static char *notify_wait(int fd, const char *needle, int timeout_ms)
 {
@@ -2280,6 +2327,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_token_new, ops_teardown),
 	    cmocka_unit_test_teardown(test_metrics, ops_teardown),
 	    cmocka_unit_test_teardown(test_readyz_outage, ops_teardown),
+	    cmocka_unit_test_teardown(test_schema_newer_while_running, ops_teardown),
 	    cmocka_unit_test_teardown(test_sd_notify, ops_teardown),
 	    cmocka_unit_test_teardown(test_shipped_files, ops_teardown),
 	    cmocka_unit_test_teardown(test_check_mode_conninfo_user, ops_teardown),
