@@ -269,8 +269,12 @@ static void lane_migrate_results(struct lane *ln)
 	}
 	/* The query string is finished. */
 	if (ln->mig_failed) {
-		log_error("database schema not ready", "link=%u reason=%s", ln->id,
-		          lq(ln->mig_error));
+		/* Once per reason until the schema is ready: a session that
+		 * tries every 5 s for days must not fill the log. */
+		if (strcmp(ln->mig_logged, ln->mig_error) != 0)
+			log_error("database schema not ready", "link=%u reason=%s", ln->id,
+			          lq(ln->mig_error));
+		snprintf(ln->mig_logged, sizeof(ln->mig_logged), "%s", ln->mig_error);
 		lane_lost(ln, ln->mig_error);
 		return;
 	}
@@ -282,6 +286,7 @@ static void lane_migrate_results(struct lane *ln)
 		log_info("migration applied", "version=%d name=%s", migrations[i].version,
 		         migrations[i].name);
 	log_info("schema ready", "link=%u version=%d", ln->id, migrations_count);
+	ln->mig_logged[0] = '\0';
 	if (!ln->durable)
 		log_warnx("database not durable",
 		          "link=%u %s reason=\"an acked event may be lost if the database host "

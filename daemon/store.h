@@ -126,6 +126,7 @@ struct lane {
 	char durability[64]; /* those settings as key=value, for the log */
 	bool mig_failed;
 	char mig_error[256];
+	char mig_logged[256]; /* the last "schema not ready" reason logged, "" none */
 };
 
 struct store {

@@ -1088,9 +1088,20 @@ static void test_schema_newer_while_running(void **state)
 	it_send(c, ev);
 	free(ev);
 	char *line = NULL;
-	if (it_try_read_line(c, 1000, &line) == IT_READ_LINE)
+	if (it_try_read_line(c, 2000, &line) == IT_READ_LINE)
 		it_fail("an event was answered on a schema the daemon refuses: %s", line);
 	assert_int_equal(it_db_rows(db), 1);
+	/* Each session says why once, however often it tries (every 100 ms at
+	 * first, then less often); its retries are debug lines. */
+	for (int link = 1; link <= 2; link++) {
+		char needle[64];
+		int n = 0;
+		snprintf(needle, sizeof(needle), "msg=\"database schema not ready\" link=%d", link);
+		for (off_t at = off; (at = it_log_wait(d, at, needle, 0)) >= 0;)
+			n++;
+		if (n != 1)
+			it_fail("session %d said \"database schema not ready\" %d times", link, n);
+	}
 
 	it_db_command(db, "DELETE FROM ordertrack.schema_migrations WHERE version = 9999", NULL);
 	line = it_read_line(c, 30000);
