@@ -442,6 +442,9 @@ void metrics_render(struct evbuffer *out)
 	family(out, "ordertrack_database_up", "gauge",
 	       "1 when an ingest session with PostgreSQL is ready, else 0.");
 	sample(out, "ordertrack_database_up", store_db_up(server.store) ? 1 : 0);
+	family(out, "ordertrack_database_aux_up", "gauge",
+	       "1 when the auxiliary session (feed, webhooks, alerts) is connected, else 0.");
+	sample(out, "ordertrack_database_aux_up", server.aux != NULL && aux_up(server.aux) ? 1 : 0);
 	family(out, "ordertrack_database_reconnects_total", "counter",
 	       "Times an ingest session became ready again after an outage.");
 	sample(out, "ordertrack_database_reconnects_total", m.reconnects);

@@ -1026,7 +1026,26 @@ static void wait_status(int port, const char *path, int want, int timeout_ms)
 	}
 }
 
-/* /readyz follows the database: 503 while PostgreSQL is stopped, 200 after. */
+/* Wait until /metrics shows name at value; fail after timeout_ms. */
+static void wait_metric(int port, const char *name, double value, int timeout_ms)
+{
+	long long deadline = it_now_ms() + timeout_ms;
+	for (;;) {
+		char *body = http_expect(port, "/metrics", 200);
+		double got = metric(body, name);
+		free(body);
+		if (got == value)
+			return;
+		if (it_now_ms() > deadline)
+			it_fail("%s stayed %g for %d ms, wanted %g", name, got, timeout_ms, value);
+		it_sleep_ms(100);
+	}
+}
+
+/*
+ * /readyz follows the database: 503 while PostgreSQL is stopped, 200 after.
+ * The auxiliary session (feed, webhooks, alerts) has a gauge of its own.
+ */
 static void test_readyz_outage(void **state)
 {
 	(void)state;
@@ -1036,8 +1055,10 @@ static void test_readyz_outage(void **state)
 	int port = admin_port(d);
 
 	free(http_expect(port, "/readyz", 200));
+	wait_metric(port, "ordertrack_database_aux_up", 1, 15000);
 	it_pg_stop("fast");
 	wait_status(port, "/readyz", 503, 15000);
+	wait_metric(port, "ordertrack_database_aux_up", 0, 15000);
 	char *body = http_expect(port, "/healthz", 200);
 	free(body);
 	body = http_expect(port, "/metrics", 200);
@@ -1050,6 +1071,7 @@ static void test_readyz_outage(void **state)
 	assert_true(metric(body, "ordertrack_database_up") == 1);
 	assert_true(metric(body, "ordertrack_database_reconnects_total") >= 1);
 	free(body);
+	wait_metric(port, "ordertrack_database_aux_up", 1, 30000);
 	it_daemon_stop_clean(d);
 }
 
