@@ -39,7 +39,8 @@ struct aux {
 	char *conninfo;
 	struct pgsock sock; /* sock.pg is the connection */
 	enum aux_state state;
-	bool down_logged;
+	bool down_logged; /* "database unavailable" said since the last connect */
+	bool outage;      /* lost or unavailable since the last connect */
 	STAILQ_HEAD(, aux_query) queue;
 	char *listen_channel; /* LISTEN runs as an internal query */
 	aux_notify_fn *notify_fn;
@@ -91,14 +92,23 @@ static void aux_retry_cb(evutil_socket_t fd, short what, void *arg)
 static void aux_lost(struct aux *a, const char *why)
 {
 	char buf[256];
+	bool was_up = a->state == AUX_IDLE || a->state == AUX_BUSY;
 	log_first_line(why, buf, sizeof(buf));
 	char more[sizeof(a->sock.fields)];
 	snprintf(more, sizeof(more), "%s", pgsock_loss_fields(&a->sock));
 	pgsock_close_retry(&a->sock);
-	if (!a->down_logged) {
-		log_warnx("database unavailable", "conn=aux reason=%s%s", lq(buf), more);
+	/* As the ingest sessions: a loss, then the first reconnect that
+	 * fails, with its reason; the other failures at debug level. */
+	if (was_up) {
+		log_warnx("database lost", "conn=aux reason=%s%s", lq(buf), more);
+		a->down_logged = false;
+	} else if (!a->down_logged) {
+		log_warnx("database unavailable", "conn=aux reason=%s", lq(buf));
 		a->down_logged = true;
+	} else {
+		log_debug("database still unavailable", "conn=aux reason=%s", lq(buf));
 	}
+	a->outage = true;
 	/* The query in flight has no answer; its owner may ask again. */
 	struct aux_query *q = STAILQ_FIRST(&a->queue);
 	if (a->state == AUX_BUSY && q != NULL) {
@@ -125,8 +135,9 @@ static void aux_connected(struct aux *a)
 {
 	a->state = AUX_IDLE;
 	pgsock_ready(&a->sock);
-	if (a->down_logged)
+	if (a->outage)
 		log_info("database connected", "conn=aux");
+	a->outage = false;
 	a->down_logged = false;
 	if (a->listen_channel != NULL) {
 		char sql[128];

@@ -9,8 +9,10 @@
  * lock, so two daemons starting at once cannot race.  When the session
  * fails or is lost, the batch in flight goes back to the queue (store.c
  * answers internal_error for an event sent too often) and the lane tries
- * again after a backoff that doubles from 100 ms to 5 s; the first
- * failure of an outage is logged as a warning, the others at debug level.
+ * again after a backoff that doubles from 100 ms to 5 s.  A lost session
+ * is a warning, and so is the first failure of an outage to connect, with
+ * its reason (too many clients, a password refused, no such database);
+ * the others are debug lines.
  *
  * The socket is watched by one event at PRIO_DATABASE: for reading
  * always, for writing while libpq holds output it could not send.
@@ -107,7 +109,9 @@ void lane_lost(struct lane *ln, const char *why)
 	if (ln->state == DB_READY || ln->state == DB_PREPARING) {
 		log_warnx("database lost", "link=%u reason=%s%s pending=%u", ln->id, lq(reason),
 		          more, ln->st->n_queued);
-		ln->down_logged = true;
+		/* The loss's reason says little ("server closed the
+		 * connection"): the first reconnect that fails says why. */
+		ln->down_logged = false;
 	} else if (!ln->down_logged) {
 		log_warnx("database unavailable", "link=%u reason=%s retry_ms=%d", ln->id,
 		          lq(reason), retry_ms);

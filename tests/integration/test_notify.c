@@ -1932,7 +1932,7 @@ static void test_webhook_save_lost(void **state)
 	                            " WHERE datname = $1 AND application_name = 'ordertrackd-aux'",
 	                            db, NULL),
 	                 1);
-	it_log_expect(d, off, "msg=\"database unavailable\" conn=aux", IT_REPLY_MS);
+	it_log_expect(d, off, "msg=\"database lost\" conn=aux", IT_REPLY_MS);
 	PQclear(PQexec(pg, "ROLLBACK"));
 	PQfinish(pg);
 

@@ -1075,6 +1075,89 @@ static void test_readyz_outage(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/* How many lines holding needle the daemon's log has after from. */
+static int log_count(struct it_daemon *d, off_t from, const char *needle)
+{
+	int n = 0;
+	for (off_t at = from; (at = it_log_wait(d, at, needle, 0)) >= 0;)
+		n++;
+	return n;
+}
+
+/*
+ * No session to be had: the daemon's role at its connection limit (as a
+ * server at max_connections, SQLSTATE 53300).  First the auxiliary session
+ * is refused on reconnecting: one warning with the server's reason, no
+ * storm of attempts, events still stored and /readyz 200, but
+ * ordertrack_database_aux_up 0.  Then every session: /readyz 503, events
+ * held; raised again, everything comes back and the held event is stored.
+ */
+static void test_connection_limit(void **state)
+{
+	(void)state;
+	const char *db = "ops_conn_limit";
+	it_pg_createdb(db);
+	it_db_command(db, "CREATE ROLE ot_limited LOGIN CONNECTION LIMIT 3", NULL);
+	it_db_command(db, "ALTER DATABASE ops_conn_limit OWNER TO ot_limited", NULL);
+	struct it_config cfg = ops_config("conn_limit", "ops_conn_limit user=ot_limited");
+	cfg.db_connections = 2;
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	int port = admin_port(d);
+	wait_metric(port, "ordertrack_database_aux_up", 1, 15000);
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+
+	/* Two slots left for three sessions: the auxiliary one is refused. */
+	off_t off = it_log_offset(d);
+	it_db_command(db, "ALTER ROLE ot_limited CONNECTION LIMIT 2", NULL);
+	assert_int_equal(it_db_long(db,
+	                            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+	                            " WHERE datname = $1 AND application_name = 'ordertrackd-aux'",
+	                            db, NULL),
+	                 1);
+	/* Lost, then refused: the refusal is what the warning names. */
+	it_log_expect(d, off, "msg=\"database lost\" conn=aux", IT_REPLY_MS);
+	off_t why = it_log_expect(d, off, "msg=\"database unavailable\" conn=aux", IT_REPLY_MS);
+	if (it_log_wait(d, off, "too many connections for role", 0) != why)
+		it_fail("the warning does not give the server's reason for refusing the session");
+	wait_metric(port, "ordertrack_database_aux_up", 0, 15000);
+	char *ev = it_event_line("limit-1", "order.created", "LIMIT-1", NULL);
+	it_send(c, ev);
+	free(ev);
+	it_expect_ack(c, "limit-1", "stored");
+	free(http_expect(port, "/readyz", 200));
+	it_sleep_ms(3000);
+	assert_int_equal(log_count(d, off, "msg=\"database unavailable\" conn=aux"), 1);
+
+	/* No slot at all: the ingest sessions go too. */
+	off = it_log_offset(d);
+	it_db_command(db, "ALTER ROLE ot_limited CONNECTION LIMIT 0", NULL);
+	it_db_command(db,
+	              "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1"
+	              " AND usename = 'ot_limited'",
+	              db, NULL);
+	wait_status(port, "/readyz", 503, 15000);
+	ev = it_event_line("limit-2", "order.confirmed", "LIMIT-1", NULL);
+	it_send(c, ev);
+	free(ev);
+	char *line = NULL;
+	if (it_try_read_line(c, 1500, &line) == IT_READ_LINE)
+		it_fail("an event was answered while no session could connect: %s", line);
+	for (int link = 1; link <= 2; link++) {
+		char needle[64];
+		snprintf(needle, sizeof(needle), "msg=\"database unavailable\" link=%d", link);
+		assert_int_equal(log_count(d, off, needle), 1);
+	}
+
+	it_db_command(db, "ALTER ROLE ot_limited CONNECTION LIMIT 3", NULL);
+	line = it_read_line(c, 30000);
+	it_check_ack(line, "limit-2", "stored");
+	free(line);
+	wait_status(port, "/readyz", 200, 30000);
+	wait_metric(port, "ordertrack_database_aux_up", 1, 30000);
+	it_daemon_stop_clean(d);
+}
+
 /*
  * A later release migrates the database while this daemon runs (the
  * rolling restart of two hosts): the running sessions must not go on
@@ -2361,6 +2444,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_metrics, ops_teardown),
 	    cmocka_unit_test_teardown(test_readyz_outage, ops_teardown),
 	    cmocka_unit_test_teardown(test_schema_newer_while_running, ops_teardown),
+	    cmocka_unit_test_teardown(test_connection_limit, ops_teardown),
 	    cmocka_unit_test_teardown(test_sd_notify, ops_teardown),
 	    cmocka_unit_test_teardown(test_shipped_files, ops_teardown),
 	    cmocka_unit_test_teardown(test_check_mode_conninfo_user, ops_teardown),
