@@ -2182,6 +2182,79 @@ static void test_two_daemons_empty_database(void **state)
 }
 
 /*
+ * PostgreSQL crashes (stop -m immediate) while the daemon applies the
+ * migrations: a database at version 7, whose migration 008 is held half
+ * way (its ALTER TABLE of orders waits for a test session reading the
+ * table) when the server goes.  The migrations' one transaction is rolled
+ * back by the crash; after the restart the daemon applies 8 to the newest
+ * once, whole, and is ready.
+ */
+static void test_restart_during_migrations(void **state)
+{
+	(void)state;
+	const char *db = "ops_mig_restart";
+	char **files;
+	size_t n = migration_files(&files);
+	assert_true(n > 8);
+	it_pg_createdb(db);
+	it_db_script(db, "CREATE SCHEMA ordertrack;"
+	                 "CREATE TABLE ordertrack.schema_migrations (version integer PRIMARY KEY,"
+	                 " name text NOT NULL, applied_at timestamptz NOT NULL DEFAULT now())");
+	for (size_t i = 0; i < 7; i++) {
+		char rel[PATH_MAX], version[8], name[256];
+		snprintf(rel, sizeof(rel), "sql/%s", files[i]);
+		char *sql = it_source_file(rel);
+		it_db_script(db, sql);
+		free(sql);
+		snprintf(version, sizeof(version), "%d", atoi(files[i]));
+		snprintf(name, sizeof(name), "%.*s", (int)(strlen(files[i]) - 8), files[i] + 4);
+		it_db_command(db,
+		              "INSERT INTO ordertrack.schema_migrations (version, name)"
+		              " VALUES ($1::integer, $2)",
+		              version, name, NULL);
+	}
+	PGconn *pg = PQconnectdb(it_conninfo(db));
+	if (PQstatus(pg) != CONNECTION_OK)
+		it_fail("connect: %s", PQerrorMessage(pg));
+	own_exec(pg, "BEGIN", NULL, NULL);
+	own_exec(pg, "SELECT count(*) FROM ordertrack.orders", NULL, NULL);
+
+	struct it_config cfg = {.name = "mig_restart",
+	                        .dbname = db,
+	                        .db_connections = 1,
+	                        .extra_text = "alerts = { interval_s = 86400; };\n"};
+	struct it_daemon *d = it_daemon_start(&cfg, false);
+	long long deadline = it_now_ms() + IT_START_MS;
+	while (it_db_long(db,
+	                  "SELECT count(*) FROM pg_locks WHERE NOT granted"
+	                  " AND relation = 'ordertrack.orders'::regclass",
+	                  NULL) == 0) {
+		if (it_now_ms() > deadline)
+			it_fail("migration 008 did not come to wait for the orders table");
+		it_sleep_ms(20);
+	}
+	it_pg_stop("immediate");
+	PQfinish(pg);
+	it_pg_start();
+	it_log_expect(d, 0, "msg=ready", 60000);
+	assert_int_equal(it_db_long(db, "SELECT count(*) FROM ordertrack.schema_migrations", NULL),
+	                 (long)n);
+	char *coll = it_db_value(db,
+	                         "SELECT collation_name FROM information_schema.columns"
+	                         " WHERE table_schema = 'ordertrack' AND table_name = 'orders'"
+	                         " AND column_name = 'order_ref'",
+	                         NULL);
+	assert_string_equal(coll, "C");
+	free(coll);
+	assert_int_equal(log_count(d, 0, "msg=\"migration applied\" version=8 "), 1);
+	assert_int_equal(log_count(d, 0, "msg=\"schema ready\""), 1);
+	for (size_t i = 0; i < n; i++)
+		free(files[i]);
+	free(files);
+	it_daemon_stop_clean(d);
+}
+
+/*
  * A statement_timeout on the database (or the role) shorter than a
  * migration: the migrations run as one transaction, so a cancelled one
  * rolls all of them back and is tried again, cancelled again, for ever;
@@ -2460,6 +2533,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_repeatable_read_default, ops_teardown),
 	    cmocka_unit_test_teardown(test_migrations_statement_timeout, ops_teardown),
 	    cmocka_unit_test_teardown(test_two_daemons_empty_database, ops_teardown),
+	    cmocka_unit_test_teardown(test_restart_during_migrations, ops_teardown),
 	    cmocka_unit_test_teardown(test_alerts_skip_delivered, ops_teardown),
 	    cmocka_unit_test_teardown(test_durability_reported, ops_teardown),
 	    cmocka_unit_test_teardown(test_admin_emfile_pause, ops_teardown),
