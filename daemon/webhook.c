@@ -19,8 +19,9 @@
  * a crash between the 2xx and the cursor write repeats one delivery (at
  * least once); nothing is ever skipped or dropped.  A cursor write lost
  * with the auxiliary session, the daemon running on, repeats nothing: the
- * deliverer remembers the last seq its endpoint took and, reading the
- * cursor again on the new session, writes that seq if the row is behind.  The cursor row is
+ * deliverer remembers the last notification its endpoint took and, reading
+ * the cursor again on the new session, writes its seq if the row is behind
+ * and the table still holds that notification there.  The cursor row is
  * shared by every daemon on the database that has a webhook of that id:
  * only the holder of the webhook's session advisory lock delivers, or two
  * daemons would each POST every notification and write the one cursor
