@@ -64,16 +64,17 @@
 #define MAX_ATTEMPTS       5 /* failures neither data nor transient */
 #define MAX_LOST           5 /* sessions lost with the event in flight */
 /*
+ * How often the schema's version is read while the daemon runs: a later
+ * release started on another host may migrate the database under it.
+ */
+#define SCHEMA_CHECK_S 5
+
+/*
  * Transient failures: the batches wait 100 ms after the first, doubling up
  * to 5 s, so that a full disk or a failing device is not asked hundreds of
  * times a second; an event still unstored after this many tries (about
  * 11 s of them) is answered internal_error, and its sender tries later.
  */
-/*
- * How often the schema's version is read while the daemon runs: a later
- * release started on another host may migrate the database under it.
- */
-#define SCHEMA_CHECK_S         5
 #define MAX_TRANSIENT_ATTEMPTS 8
 #define PAUSE_MIN_MS           100
 #define PAUSE_MAX_MS           5000
