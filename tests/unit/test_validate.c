@@ -275,6 +275,11 @@ static void test_rfc3339_reasons(void **state)
 	                    "no such date (month 01-12, day within the month)");
 	assert_string_equal(validate_rfc3339("2026-03-01T24:00:00Z", NULL, NULL),
 	                    "no such time (hour 00-23, minute and second 00-59)");
+	/* A leap second is named as such, not as an impossible time. */
+	assert_string_equal(validate_rfc3339("2016-12-31T23:59:60Z", NULL, NULL),
+	                    "leap second :60 is not accepted");
+	assert_string_equal(validate_rfc3339("2026-13-01T08:00:00Z", NULL, NULL),
+	                    "no such date (month 01-12, day within the month)");
 	assert_string_equal(validate_rfc3339("2026-03-01T08:00:00+24:00", NULL, NULL),
 	                    "offset must be within -15:59..+15:59");
 	/* PostgreSQL's limit: 16 hours is out, either way. */
@@ -333,6 +338,9 @@ static void test_hs(void **state)
 	assert_string_equal(validate_hs_code("0901.11"), "must be a string of 6, 8 or 10 digits");
 	assert_non_null(validate_hs_code("09011a"));
 	assert_non_null(validate_hs_code(" 090111"));
+	/* Six good digits followed by something else are not a code. */
+	assert_non_null(validate_hs_code("090111a"));
+	assert_non_null(validate_hs_code("090111 "));
 	assert_non_null(validate_hs_code(NULL));
 	assert_null(validate_hs_prefix("09"));
 	assert_string_equal(validate_hs_prefix("9"), "must be 2-10 digits");
@@ -376,7 +384,8 @@ static void test_country(void **state)
 /* Currencies: ISO 4217 codes in capitals; common mistakes are caught. */
 static void test_currency(void **state)
 {
-	const char *good[] = {"USD", "CNY", "RWF", "EUR", "KES", "HKD", "AED", "ZWG", "XOF", "XCG"};
+	const char *good[] = {"USD", "CNY", "RWF", "EUR", "KES", "HKD",
+	                      "AED", "ZWG", "XOF", "XCG", "ZWL"}; /* ZWL: the list's last code */
 	const char *bad[] = {"RMB", "CNH", "NTD", "ABC", "XXX", "XTS", "UKP"};
 	(void)state;
 
