@@ -918,6 +918,14 @@ static void test_duplicates(void **state)
 	json_decref(once);
 	json_decref(twice);
 	evset_clear(&s);
+
+	/* Different instants: the earlier copy is kept, whichever came first. */
+	add(&s, "shipment.delivered", "m1", 5, "A", NULL);
+	add(&s, "shipment.departed", "m1", 2, "A", NULL);
+	once = fold(&s, &rules);
+	expect_ship(once, "A", "departed", "departed", NULL, NULL);
+	json_decref(once);
+	evset_clear(&s);
 }
 
 /* Events the validator would refuse are ignored rather than trusted. */
@@ -950,6 +958,73 @@ static void test_lenient(void **state)
 	json_decref(res);
 	for (int i = 0; i < 4; i++)
 		json_decref(bodies[i]);
+}
+
+/*
+ * Members of the wrong kind read as absent: a line that is not an object
+ * gives no line, and a location with neither code nor name does not hide
+ * the last one that had one.
+ */
+static void test_lenient_members(void **state)
+{
+	struct model_event evs[3];
+	json_t *bodies[3];
+	json_t *res;
+	(void)state;
+
+	bodies[0] = json_pack("{s:s, s:s, s:s, s:s, s:[i, {s:s, s:s}]}", "type", "order.created",
+	                      "id", "c1", "occurred_at", "2026-10-01T00:00:00Z", "buyer", "B",
+	                      "lines", 7, "sku", "s1", "hs_code", "090111");
+	bodies[1] = json_pack("{s:s, s:s, s:s, s:s, s:{s:s}}", "type", "shipment.checkpoint", "id",
+	                      "k1", "occurred_at", "2026-10-01T01:00:00Z", "shipment", "A",
+	                      "location", "code", "KEMBA");
+	bodies[2] = json_pack("{s:s, s:s, s:s, s:s, s:{s:i}}", "type", "shipment.arrived", "id",
+	                      "a1", "occurred_at", "2026-10-01T02:00:00Z", "shipment", "A",
+	                      "location", "code", 5);
+	for (int i = 0; i < 3; i++) {
+		evs[i].id = json_string_value(json_object_get(bodies[i], "id"));
+		evs[i].type = json_string_value(json_object_get(bodies[i], "type"));
+		assert_null(
+		    validate_rfc3339(json_string_value(json_object_get(bodies[i], "occurred_at")),
+		                     &evs[i].occurred_ms, NULL));
+		evs[i].body = bodies[i];
+	}
+	res = model_fold(evs, 3, &rules);
+	assert_int_equal(json_array_size(json_object_get(res, "lines")), 1);
+	expect_ship(res, "A", "arrived", "arrived", NULL, NULL);
+	expect_str(ship_str(res, "A", "last_location"), "KEMBA", "last_location");
+	json_decref(res);
+	for (int i = 0; i < 3; i++)
+		json_decref(bodies[i]);
+}
+
+/* Shipments come out sorted by ref, however many and in whatever order they appear. */
+static void test_shipments_sorted(void **state)
+{
+	struct evset s = {.n = 0};
+	char id[32], ref[32];
+	json_t *res;
+	size_t i;
+	const json_t *sh;
+	(void)state;
+
+	add(&s, "order.created", "o1", 0, NULL, COFFEE);
+	for (int k = 9; k >= 1; k--) {
+		snprintf(id, sizeof(id), "b%d", k);
+		snprintf(ref, sizeof(ref), "S%d", k);
+		add(&s, "shipment.booked", id, 10 - k, ref, "\"mode\":\"sea\"");
+	}
+	res = fold(&s, &rules);
+	assert_int_equal(json_array_size(json_object_get(res, "shipments")), 9);
+	json_array_foreach(json_object_get(res, "shipments"), i, sh)
+	{
+		snprintf(ref, sizeof(ref), "S%zu", i + 1);
+		expect_str(json_string_value(json_object_get(sh, "shipment_ref")), ref,
+		           "shipment_ref");
+	}
+	expect_order_status(res, "booked");
+	json_decref(res);
+	evset_clear(&s);
 }
 
 /* A small deterministic PRNG (splitmix64), so failures reproduce. */
@@ -1396,6 +1471,8 @@ int main(void)
 	    cmocka_unit_test(test_retraction),
 	    cmocka_unit_test(test_ties),
 	    cmocka_unit_test(test_duplicates),
+	    cmocka_unit_test(test_lenient_members),
+	    cmocka_unit_test(test_shipments_sorted),
 	    cmocka_unit_test(test_lenient),
 	    cmocka_unit_test(test_property_order_independent),
 	    cmocka_unit_test(test_scenario_kivu_coffee),
