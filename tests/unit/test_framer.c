@@ -345,6 +345,13 @@ static void test_too_long_cr_split(void **state)
 	feed_str(&f, "z\n", &s);
 	assert_string_equal(s.log, "[abcd]!![z]");
 	assert_int_equal(s.too_long, 2);
+	/* max_line + 2 carried bytes can be no line at all: reported at once, not carried. */
+	feed_str(&f, "abc", &s);
+	feed_str(&f, "def", &s);
+	assert_string_equal(s.log, "[abcd]!![z]!");
+	assert_true(s.max_buffered <= 5);
+	feed_str(&f, "\n", &s);
+	assert_int_equal(s.too_long, 3);
 	sink_fini(&s);
 	framer_fini(&f);
 }
