@@ -39,6 +39,7 @@ struct ship_ref {
 	const char *ref;
 	const json_t *obj;
 	bool is_new; /* from new_state, else from old_state */
+	size_t pos;  /* its index among all refs, so that equal refs keep their order */
 };
 
 /* Allocate or abort: running out of memory is not a code path. */
@@ -130,7 +131,11 @@ static size_t item_append(json_t *out, const char *kind, const char *exporter, c
 	return json_array_append_new(out, item) == 0 ? 1 : 0;
 }
 
-/* Order shipment refs by ref, the old state's entry before the new one's. */
+/*
+ * Order shipment refs by ref, the old state's entries before the new one's,
+ * then as they came: qsort need not be stable, and the first entry of a
+ * repeated ref is the one that counts.
+ */
 static int ship_ref_cmp(const void *pa, const void *pb)
 {
 	const struct ship_ref *a = pa, *b = pb;
@@ -138,7 +143,9 @@ static int ship_ref_cmp(const void *pa, const void *pb)
 
 	if (c != 0)
 		return c;
-	return (int)a->is_new - (int)b->is_new;
+	if (a->is_new != b->is_new)
+		return (int)a->is_new - (int)b->is_new;
+	return (a->pos > b->pos) - (a->pos < b->pos);
 }
 
 /* Add the shipments of state that have a string ref to refs; returns the new count. */
@@ -157,6 +164,7 @@ static size_t ship_refs_add(struct ship_ref *refs, size_t n, const json_t *state
 		refs[n].ref = ref;
 		refs[n].obj = s;
 		refs[n].is_new = is_new;
+		refs[n].pos = n;
 		n++;
 	}
 	return n;

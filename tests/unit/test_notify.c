@@ -807,6 +807,61 @@ static void test_anomaly_set(void **state)
 	json_decref(c);
 }
 
+/*
+ * States that model_fold() never makes are read leniently: a shipment
+ * without a string ref and an anomaly that is not a string are skipped,
+ * and a state that repeats a ref is read by its first entry.
+ */
+static void test_malformed_states(void **state)
+{
+	json_t *a =
+	    load("{\"order\":{\"status\":\"booked\",\"anomalies\":[7,\"missing_documents\"]},"
+	         "\"shipments\":[{\"status\":\"departed\"},{\"shipment_ref\":5,\"status\":"
+	         "\"departed\"},{\"shipment_ref\":\"A\",\"status\":\"booked\"}]}");
+	json_t *b = load("{\"order\":{\"status\":\"booked\",\"anomalies\":[\"missing_documents\"]},"
+	                 "\"shipments\":[{\"shipment_ref\":\"A\",\"status\":\"booked\"}]}");
+	json_t *twice =
+	    load("{\"order\":{\"status\":\"booked\",\"anomalies\":[\"missing_documents\"]},"
+	         "\"shipments\":[{\"shipment_ref\":\"A\",\"status\":\"booked\"},{\"shipment_ref\":"
+	         "\"A\",\"status\":\"departed\"}]}");
+	json_t *items = json_array();
+	(void)state;
+
+	assert_int_equal(notify_diff(a, b, EXPORTER, ORDER, NULL, 0, items), 0);
+	assert_int_equal(notify_diff(b, a, EXPORTER, ORDER, NULL, 0, items), 0);
+	assert_int_equal(notify_diff(b, twice, EXPORTER, ORDER, NULL, 0, items), 0);
+	assert_int_equal(notify_diff(twice, b, EXPORTER, ORDER, NULL, 0, items), 0);
+	expect_count(items, 0);
+	json_decref(items);
+	json_decref(a);
+	json_decref(b);
+	json_decref(twice);
+}
+
+/* A cause whose type is not known (NULL) may have moved the shipment it names. */
+static void test_cause_without_type(void **state)
+{
+	json_t *was = load("{\"order\":{\"status\":\"booked\",\"anomalies\":[]},"
+	                   "\"shipments\":[{\"shipment_ref\":\"S\",\"status\":\"booked\"}]}");
+	json_t *now = load("{\"order\":{\"status\":\"in_transit\",\"anomalies\":[]},"
+	                   "\"shipments\":[{\"shipment_ref\":\"S\",\"status\":\"departed\"}]}");
+	const struct notify_cause causes[] = {
+	    {"d1", "S", "2026-10-01T10:00:00Z", 10, NULL},
+	    {"x1", NULL, "2026-10-01T11:00:00Z", 11, "order.confirmed"},
+	};
+	json_t *items = json_array();
+	(void)state;
+
+	assert_int_equal(notify_diff(was, now, EXPORTER, ORDER, causes, 2, items), 2);
+	expect_item(items, 0, "shipment.status", "S", "booked", "departed", "d1",
+	            "2026-10-01T10:00:00Z");
+	expect_item(items, 1, "order.status", NULL, "booked", "in_transit", "x1",
+	            "2026-10-01T11:00:00Z");
+	json_decref(items);
+	json_decref(was);
+	json_decref(now);
+}
+
 /* out must be an array; anything else gets nothing. */
 static void test_out_not_array(void **state)
 {
@@ -988,6 +1043,8 @@ int main(void)
 	    cmocka_unit_test(test_item_order),
 	    cmocka_unit_test(test_item_members),
 	    cmocka_unit_test(test_anomaly_set),
+	    cmocka_unit_test(test_malformed_states),
+	    cmocka_unit_test(test_cause_without_type),
 	    cmocka_unit_test(test_out_not_array),
 	    cmocka_unit_test(test_sign_vector),
 	    cmocka_unit_test(test_signature_header),
