@@ -498,6 +498,8 @@ static void test_malformed_json(void **state)
 	expect_malformed("{\"a\":\"\xe5\x92\"}", "invalid JSON at position ");
 	expect_malformed("{\"a\":\"\xed\xa0\x80\"}", "invalid JSON at position ");
 	expect_malformed("{\"\xff\":1}", "invalid JSON at position ");
+	/* DEL (0x7f) quoted back by jansson is not printable either. */
+	expect_malformed("{\"a\":\x7f}", "invalid JSON at position 6: invalid token near '?'");
 	/* A NUL byte in the line, inside a string and outside. */
 	expect_malformed_n("{\"a\":\"x\0y\"}", 11, "invalid JSON at position ");
 	expect_malformed_n("{\"type\":\"ping\"}\0", 16, "invalid JSON at position ");
@@ -1073,6 +1075,15 @@ static const struct reject_case accept_cases[] = {
     {"order.created", "lines[0].quantity", "1e6", NULL},
     {"order.created", "lines[0].unit_price", "0.0", NULL},
     {"order.created", "lines[0].unit", "\"pallet\"", NULL},
+    /* Every unit of PROTOCOL.md 5.2, the list's first and last too. */
+    {"order.created", "lines[0].unit", "\"kg\"", NULL},
+    {"order.created", "lines[0].unit", "\"g\"", NULL},
+    {"order.created", "lines[0].unit", "\"t\"", NULL},
+    {"order.created", "lines[0].unit", "\"l\"", NULL},
+    {"order.created", "lines[0].unit", "\"bag\"", NULL},
+    {"order.created", "lines[0].unit", "\"box\"", NULL},
+    {"order.created", "lines[0].unit", "\"carton\"", NULL},
+    {"order.created", "lines[0].unit", "\"unit\"", NULL},
     {"order.created", "lines[2].hs_code", "\"09011100\"", NULL},
     {"order.created", "lines[2].unit_price", "7", NULL},
     {"order.created", "origin", "\"KE\"", NULL},
