@@ -143,6 +143,8 @@ static void test_escape_fit(void **state)
 	assert_int_equal(json_escape_fit("a咖", strlen("a咖"), 3), 1);
 	assert_int_equal(json_escape_fit("a咖", strlen("a咖"), 4), 4);
 	assert_int_equal(json_escape_fit("abc", 3, 0), 0);
+	/* A sequence cut off by len does not count, whatever room is left. */
+	assert_int_equal(json_escape_fit("ab\xe5\x92\x96", 4, 64), 2);
 }
 
 /* json_escape produces the exact escapes expected. */
@@ -169,6 +171,12 @@ static void test_escape_exact(void **state)
 	assert_int_equal(json_escape(out, 4, "a咖", strlen("a咖")), 1);
 	assert_string_equal(out, "a");
 	assert_int_equal(json_escape(out, 0, "abc", 3), 0);
+	/* A 4-byte character goes in whole or not at all. */
+	assert_int_equal(json_escape(out, 4, "\xf0\x9f\x98\x80", 4), 0);
+	assert_int_equal(json_escape(out, 5, "\xf0\x9f\x98\x80", 4), 4);
+	/* A sequence cut off by len is left out; nothing past len is read. */
+	assert_int_equal(json_escape(out, sizeof(out), "ab\xe5\x92\x96", 4), 2);
+	assert_string_equal(out, "ab");
 }
 
 /* Awkward strings survive a round trip through jsonw and jansson. */
@@ -305,6 +313,9 @@ static void test_cut_last_string(void **state)
 			bool whole = got != NULL && strcmp(got, vals[v]) == 0;
 			if (got != NULL)
 				assert_true(strncmp(got, vals[v], strlen(got)) == 0);
+			/* With no room for a character the member is left out, not written "". */
+			if (got != NULL && got[0] == '\0')
+				fail_msg("value %zu, cap %zu: written empty", v, cap);
 			if (whole == w.truncated)
 				fail_msg("value %zu, cap %zu: %s but truncated=%d", v, cap,
 				         whole ? "whole" : "cut", w.truncated);
