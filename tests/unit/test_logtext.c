@@ -37,6 +37,9 @@ static void test_quoted_ascii(void **state)
 	expect_quoted("", 64, "\"\"");
 	expect_quoted("two words", 64, "\"two words\"");
 	expect_quoted("a=b", 64, "\"a=b\"");
+	/* One word is bare only without '\\' and DEL as well. */
+	expect_quoted("a\\b", 64, "\"a\\\\b\"");
+	expect_quoted("ab\x7f", 64, "\"ab\\x7f\"");
 	expect_quoted("say \"hi\" \\o/", 64, "\"say \\\"hi\\\" \\\\o/\"");
 	expect_quoted("line\nbreak\r\ttab\x7f", 64, "\"line\\nbreak\\x0d\\x09tab\\x7f\"");
 	/* A forged second record stays inside the value. */
@@ -74,8 +77,45 @@ static void test_not_utf8(void **state)
 	expect_quoted("\x80", 64, "\"\\x80\"");
 	expect_quoted("ab\xe6\x9d", 64, "\"ab\\xe6\\x9d\"");
 	expect_quoted("\xc0\xaf", 64, "\"\\xc0\\xaf\"");
+	/* The same '/' overlong in three and in four bytes, and U+07FF in three. */
+	expect_quoted("\xe0\x80\xaf", 64, "\"\\xe0\\x80\\xaf\"");
+	expect_quoted("\xf0\x80\x80\xaf", 64, "\"\\xf0\\x80\\x80\\xaf\"");
+	expect_quoted("\xe0\x9f\xbf", 64, "\"\\xe0\\x9f\\xbf\"");
+	expect_quoted("\xf0\x8f\xbf\xbf", 64, "\"\\xf0\\x8f\\xbf\\xbf\"");
 	expect_quoted("\xed\xa0\x80", 64, "\"\\xed\\xa0\\x80\"");
 	expect_quoted("\xf4\x90\x80\x80", 64, "\"\\xf4\\x90\\x80\\x80\"");
+	/* A sequence cut by len is not completed from the bytes after it. */
+	char out[64];
+	size_t n = logtext_quote(out, sizeof(out), "ab\xe6\x9d\xad", 4);
+	assert_int_equal(n, 12);
+	assert_string_equal(out, "\"ab\\xe6\\x9d\"");
+}
+
+/* For every cap from the least allowed (16) up, nothing is written past cap. */
+static void test_cap_respected(void **state)
+{
+	static const char *const vals[] = {
+	    "0123456789abcdef",                     /* a bare word of exactly 16 bytes */
+	    "0123456789abcdefghijklmnopqrstuvwxyz", /* a longer one */
+	    "\xe2\x80\xae\xe2\x80\xae\xe2\x80\xae\xe2\x80\xae\xe2\x80\xae\xe2\x80\xae", /* \u202e: 6
+	                                                                                   each */
+	    "\x01\x02\x03\x04\x05\x06\x07\x08\x0b\x0c\x0e\x0f", /* \xNN: 4 each */
+	    "a\"b\"c\"d\"e\"f\"g\"h\"i\"",
+	};
+	(void)state;
+
+	for (size_t v = 0; v < sizeof(vals) / sizeof(vals[0]); v++) {
+		for (size_t cap = 16; cap < 48; cap++) {
+			unsigned char out[64];
+			memset(out, 0xAA, sizeof(out));
+			size_t n = logtext_quote((char *)out, cap, vals[v], strlen(vals[v]));
+			assert_true(n < cap);
+			assert_int_equal(out[n], '\0');
+			for (size_t g = cap; g < sizeof(out); g++)
+				if (out[g] != 0xAA)
+					fail_msg("value %zu, cap %zu: byte %zu written", v, cap, g);
+		}
+	}
 }
 
 /* A value longer than the buffer is cut between characters and closed. */
@@ -139,7 +179,7 @@ int main(void)
 	    cmocka_unit_test(test_plain_words),     cmocka_unit_test(test_quoted_ascii),
 	    cmocka_unit_test(test_utf8_kept),       cmocka_unit_test(test_hidden_code_points),
 	    cmocka_unit_test(test_not_utf8),        cmocka_unit_test(test_cut),
-	    cmocka_unit_test(test_no_raw_controls),
+	    cmocka_unit_test(test_no_raw_controls), cmocka_unit_test(test_cap_respected),
 	};
 	return cmocka_run_group_tests(tests, NULL, NULL);
 }
