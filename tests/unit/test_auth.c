@@ -163,6 +163,15 @@ static void test_token_matches(void **state)
 	auth_hash("", 0, empty);
 	assert_true(auth_token_matches(empty, "", 0));
 	assert_false(auth_token_matches(empty, "x", 1));
+
+	/* Every byte of the digest counts: a stored digest off in any one bit refuses. */
+	auth_hash(tok, strlen(tok), want);
+	for (size_t i = 0; i < AUTH_DIGEST_LEN; i++) {
+		want[i] ^= 0x01;
+		assert_false(auth_token_matches(want, tok, strlen(tok)));
+		want[i] ^= 0x01;
+	}
+	assert_true(auth_token_matches(want, tok, strlen(tok)));
 }
 
 int main(void)
