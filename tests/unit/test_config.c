@@ -144,6 +144,11 @@ static void test_defaults(void **state)
 	assert_int_equal(c->batch_max_events, 1000);
 	assert_int_equal(c->batch_max_delay_ms, 1);
 	assert_int_equal(c->db_connections, 2);
+	assert_int_equal(c->max_connections_per_ip, 256);
+	assert_int_equal(c->hello_timeout_s, 10);
+	assert_int_equal(c->line_timeout_s, 30);
+	assert_int_equal(c->max_failed_hellos, 10);
+	assert_string_equal(c->user, "");
 	assert_int_equal(c->log_level, LOG_LEVEL_INFO);
 	assert_int_equal(c->n_operators, 0);
 	assert_null(config_find_operator(c, "ops"));
@@ -190,6 +195,42 @@ static void test_bounds_inclusive(void **state)
 	assert_int_equal(c->db_connections, 16);
 	assert_int_equal(c->n_listen, 3);
 	config_free(c);
+
+	/* The per-peer limits at both ends. */
+	c = parse_ok("limits = { max_connections_per_ip = 1000000; hello_timeout_s = 3600;\n"
+	             "  line_timeout_s = 3600; max_failed_hellos = 100000; };\n");
+	assert_int_equal(c->max_connections_per_ip, 1000000);
+	assert_int_equal(c->hello_timeout_s, 3600);
+	assert_int_equal(c->line_timeout_s, 3600);
+	assert_int_equal(c->max_failed_hellos, 100000);
+	config_free(c);
+	c = parse_ok("limits = { max_connections_per_ip = 1; hello_timeout_s = 1;\n"
+	             "  line_timeout_s = 1; max_failed_hellos = 1; };\n");
+	assert_int_equal(c->max_connections_per_ip, 1);
+	assert_int_equal(c->hello_timeout_s, 1);
+	assert_int_equal(c->line_timeout_s, 1);
+	assert_int_equal(c->max_failed_hellos, 1);
+	config_free(c);
+
+	/* String settings: the longest allowed is taken, one more is not. */
+	char text[4200], val[4100];
+	memset(val, 'u', 32);
+	val[32] = '\0';
+	snprintf(text, sizeof(text), "user = \"%s\";\n", val);
+	c = parse_ok(text);
+	assert_int_equal(strlen(c->user), 32);
+	config_free(c);
+	snprintf(text, sizeof(text), "user = \"%su\";\n", val);
+	parse_bad(text, "t.conf:1: user: must be 0 to 32 characters long (got 33)");
+	memset(val, 'a', 4096);
+	val[4096] = '\0';
+	snprintf(text, sizeof(text), "database = { conninfo = \"%s\"; };\n", val);
+	c = parse_ok(text);
+	assert_int_equal(strlen(c->conninfo), 4096);
+	config_free(c);
+	snprintf(text, sizeof(text), "database = { conninfo = \"%sa\"; };\n", val);
+	parse_bad(text,
+	          "t.conf:1: database.conninfo: must be 0 to 4096 characters long (got 4097)");
 }
 
 /* limits.max_pending_bytes: 64 KiB to 1 GiB, both inclusive; 64 MiB when left out. */
@@ -359,6 +400,18 @@ static void test_out_of_range(void **state)
 	          "4294968320)");
 	parse_bad("batch = { max_events = 0x100000001; };\n",
 	          "t.conf:1: batch.max_events: must be between 1 and 10000 (got 0x100000001)");
+	/* 0x80000000 is read as INT_MIN: still named as written. */
+	parse_bad("batch = { max_events = 0x80000000; };\n",
+	          "t.conf:1: batch.max_events: must be between 1 and 10000 (got 0x80000000)");
+	parse_bad("limits = { max_connections_per_ip = 1000001; };\n",
+	          "t.conf:1: limits.max_connections_per_ip: must be between 1 and 1000000 (got "
+	          "1000001)");
+	parse_bad("limits = { hello_timeout_s = 3601; };\n",
+	          "t.conf:1: limits.hello_timeout_s: must be between 1 and 3600 (got 3601)");
+	parse_bad("limits = { line_timeout_s = 0; };\n",
+	          "t.conf:1: limits.line_timeout_s: must be between 1 and 3600 (got 0)");
+	parse_bad("limits = { max_failed_hellos = 100001; };\n",
+	          "t.conf:1: limits.max_failed_hellos: must be between 1 and 100000 (got 100001)");
 	parse_bad("limits = { window = 123456789012345678901234567890; };\n",
 	          "t.conf:1: limits.window: must be between 1 and 100000 (got "
 	          "123456789012345678901234567890)");
@@ -389,6 +442,13 @@ static void test_exporter_ids(void **state)
 	parse_bad("exporters = ( { id = "
 	          "\"a123456789b123456789c123456789d123456789e123456789f123456789g1234\"; } );\n",
 	          "t.conf:1: exporters[0].id: must be at most 64 characters (got 65)");
+	/* 64 characters are fine. */
+	struct config *c =
+	    parse_ok("exporters = ( { id = "
+	             "\"a123456789b123456789c123456789d123456789e123456789f123456789g123\"; name = "
+	             "\"A\"; token_sha256 = \"" KIVU_SHA "\"; } );\n");
+	assert_int_equal(strlen(c->exporters[0].id), 64);
+	config_free(c);
 }
 
 /* Tokens are stored as 64 hex digits; names are required and bounded. */
@@ -416,6 +476,14 @@ static void test_exporter_token_and_name(void **state)
 	          "t.conf:1: exporters[0].name: must be valid UTF-8");
 	parse_bad("exporters = ( { id = \"a\"; name = \"tab\\there\"; } );\n",
 	          "t.conf:1: exporters[0].name: must not contain control characters");
+	/* DEL and the last C1 control (U+009F) are controls too. */
+	parse_bad("exporters = ( { id = \"a\"; name = \"del\x7f\"; } );\n",
+	          "t.conf:1: exporters[0].name: must not contain control characters");
+	parse_bad("exporters = ( { id = \"a\"; name = \"apc\xc2\x9f\"; } );\n",
+	          "t.conf:1: exporters[0].name: must not contain control characters");
+	/* An overlong '/' in three bytes is not UTF-8. */
+	parse_bad("exporters = ( { id = \"a\"; name = \"x\xe0\x80\xaf\"; } );\n",
+	          "t.conf:1: exporters[0].name: must be valid UTF-8");
 
 	char text[512], name[140];
 	memset(name, 'n', 129);
