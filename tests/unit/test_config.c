@@ -538,6 +538,44 @@ static void test_listen(void **state)
 	          "t.conf:1: listen[0]: must not be empty (want \"host:port\")");
 	parse_bad("listen = [\"127.0.0.1:7433\", \"127.0.0.1:7433\"];\n",
 	          "t.conf:1: listen[1]: \"127.0.0.1:7433\" is already listed as listen[0]");
+	/* Six digits are out of range even when the number is not. */
+	parse_bad("listen = [\"localhost:007433\"];\n",
+	          "t.conf:1: listen[0]: port must be between 0 and 65535 (got \"007433\")");
+	/* 47 characters in brackets fill the address buffer: refused, nothing overrun. */
+	parse_bad("listen = [\"[11111111111111111111111111111111111111111111111]:1\"];\n",
+	          "t.conf:1: listen[0]: \"[11111111111111111111111111111111111111111111111]:1\" is "
+	          "not an IPv6 address in brackets");
+
+	/* A host name of 253 characters (with '_', as some resolvers allow) is fine, 254 are
+	 * not. */
+	char text[400], host[260];
+	memset(host, 'a', 253);
+	host[3] = '_';
+	host[253] = '\0';
+	snprintf(text, sizeof(text), "listen = [\"%s:7433\"];\n", host);
+	struct config *c = parse_ok(text);
+	assert_int_equal(strlen(c->listen[0]), 258);
+	config_free(c);
+	snprintf(text, sizeof(text), "listen = [\"a%s:7433\"];\n", host);
+	char want[200];
+	snprintf(want, sizeof(want),
+	         "t.conf:1: listen[0]: \"a%.89s...\" does not start with a valid host name or "
+	         "address",
+	         host);
+	parse_bad(text, want);
+
+	/* 64 entries are the most (port 0 may repeat), 65 are too many. */
+	char many[64 * 16 + 32];
+	size_t n = (size_t)snprintf(many, sizeof(many), "listen = [");
+	for (int i = 0; i < 64; i++)
+		n +=
+		    (size_t)snprintf(many + n, sizeof(many) - n, "%s\"127.0.0.1:0\"", i ? "," : "");
+	snprintf(many + n, sizeof(many) - n, "];\n");
+	c = parse_ok(many);
+	assert_int_equal(c->n_listen, 64);
+	config_free(c);
+	snprintf(many + n, sizeof(many) - n, ",\"127.0.0.1:0\"];\n");
+	parse_bad(many, "t.conf:1: listen: must have 1 to 64 entries (got 65)");
 }
 
 /* log.level accepts exactly the four names. */
@@ -586,6 +624,14 @@ static void test_restart_keys(void **state)
 	             "admin = { listen = \"[::1]:9500\"; };\n");
 	assert_int_equal(config_restart_keys(a, e, out, sizeof(out)), 1);
 	assert_string_equal(out, "listen");
+
+	/* So does adding an entry after the same first one. */
+	struct config *f = parse_ok("listen = [\"0.0.0.0:9000\"];\n"
+	                            "database = { conninfo = \"host=/tmp dbname=ot_test\"; };\n"
+	                            "admin = { listen = \"[::1]:9500\"; };\n");
+	assert_int_equal(config_restart_keys(f, a, out, sizeof(out)), 1);
+	assert_string_equal(out, "listen");
+	config_free(f);
 
 	/* A short buffer keeps only whole keys but the count stays right. */
 	char small[10];
