@@ -1177,6 +1177,89 @@ static void test_webhook_errors(void **state)
 	          "t.conf:2: unknown key \"webhooks[0].method\"");
 }
 
+/* The webhook limits of CONFIG.md at their edges. */
+static void test_webhook_limits(void **state)
+{
+	(void)state;
+	enum { BIG = 110 * 80 + 64 };
+	char *text = malloc(BIG);
+	char *val = malloc(2100);
+	struct config *c;
+	size_t n;
+	assert_non_null(text);
+	assert_non_null(val);
+
+	/* url: 2048 characters are fine, 2049 are not. */
+	n = (size_t)snprintf(val, 2100, "https://h.example/");
+	memset(val + n, 'a', 2048 - n);
+	val[2048] = '\0';
+	snprintf(text, BIG,
+	         "webhooks = ( { id = \"a\"; url = \"%s\"; secret = \"0123456789abcdef\"; } );\n",
+	         val);
+	c = parse_ok(text);
+	assert_int_equal(strlen(c->webhooks[0].url), 2048);
+	config_free(c);
+	snprintf(text, BIG,
+	         "webhooks = ( { id = \"a\"; url = \"%sb\"; secret = \"0123456789abcdef\"; } );\n",
+	         val);
+	parse_bad(text, "t.conf:1: webhooks[0].url: must be at most 2048 characters (got 2049)");
+
+	/* secret: 1024 characters are fine, 1025 are not. */
+	memset(val, 's', 1024);
+	val[1024] = '\0';
+	snprintf(text, BIG,
+	         "webhooks = ( { id = \"a\"; url = \"https://h/\"; secret = \"%s\"; } );\n", val);
+	c = parse_ok(text);
+	assert_int_equal(strlen(c->webhooks[0].secrets[0]), 1024);
+	config_free(c);
+	snprintf(text, BIG,
+	         "webhooks = ( { id = \"a\"; url = \"https://h/\"; secret = \"%ss\"; } );\n", val);
+	parse_bad(text, "t.conf:1: webhooks[0].secret: must be at most 1024 characters (got 1025)");
+
+	/* The port: 65536 and six digits are out; DEL and a too long [v6] are refused. */
+	parse_bad("webhooks = ( { id = \"a\"; url = \"https://h:65536/\"; secret = "
+	          "\"0123456789abcdef\"; } );\n",
+	          "t.conf:1: webhooks[0].url: port must be between 1 and 65535 (got \"65536\")");
+	parse_bad("webhooks = ( { id = \"a\"; url = \"https://h:000443/\"; secret = "
+	          "\"0123456789abcdef\"; } );\n",
+	          "t.conf:1: webhooks[0].url: port must be between 1 and 65535 (got \"000443\")");
+	parse_bad("webhooks = ( { id = \"a\"; url = \"https://h/\\x7f\"; secret = "
+	          "\"0123456789abcdef\"; } );\n",
+	          "t.conf:1: webhooks[0].url: \"https://h/\\x7f\" may only hold printable ASCII "
+	          "without spaces (percent-encode the rest)");
+	parse_bad("webhooks = ( { id = \"a\"; url = "
+	          "\"https://[11111111111111111111111111111111111111111111111]/\"; secret = "
+	          "\"0123456789abcdef\"; } );\n",
+	          "t.conf:1: webhooks[0].url: "
+	          "\"https://[11111111111111111111111111111111111111111111111]/\" is not an IPv6 "
+	          "address in brackets");
+
+	/* At most 1000 exporters per webhook and 100 webhooks. */
+	n = (size_t)snprintf(text, BIG,
+	                     "webhooks = ( { id = \"a\"; url = \"https://h/\"; secret = "
+	                     "\"0123456789abcdef\"; exporters = [");
+	for (int i = 0; i < 1001; i++)
+		n += (size_t)snprintf(text + n, BIG - n, "%s\"e%d\"", i ? "," : "", i);
+	snprintf(text + n, BIG - n, "]; } );\n");
+	parse_bad(text,
+	          "t.conf:1: webhooks[0].exporters: must have at most 1000 entries (got 1001)");
+	n = (size_t)snprintf(text, BIG, "webhooks = (");
+	for (int i = 0; i < 100; i++)
+		n += (size_t)snprintf(text + n, BIG - n,
+		                      "%s{ id = \"w%d\"; url = \"https://h/\"; secret = "
+		                      "\"0123456789abcdef\"; }",
+		                      i ? "," : "", i);
+	snprintf(text + n, BIG - n, ");\n");
+	c = parse_ok(text);
+	assert_int_equal(c->n_webhooks, 100);
+	config_free(c);
+	snprintf(text + n, BIG - n,
+	         ",{ id = \"w100\"; url = \"https://h/\"; secret = \"0123456789abcdef\"; });\n");
+	parse_bad(text, "t.conf:1: webhooks: must have at most 100 entries (got 101)");
+	free(val);
+	free(text);
+}
+
 /* A secret never appears in a message, whatever is wrong with it. */
 static void test_webhook_secret_not_echoed(void **state)
 {
@@ -1392,6 +1475,7 @@ int main(void)
 	    cmocka_unit_test(test_operator_errors),
 	    cmocka_unit_test(test_webhooks),
 	    cmocka_unit_test(test_webhook_errors),
+	    cmocka_unit_test(test_webhook_limits),
 	    cmocka_unit_test(test_webhook_secret_not_echoed),
 	    cmocka_unit_test(test_alerts),
 	    cmocka_unit_test(test_admin_listen),
