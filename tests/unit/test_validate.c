@@ -12,6 +12,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include <stdio.h>
 #include <string.h>
 
 #include <cmocka.h>
@@ -150,6 +151,16 @@ static void test_rfc3339_accepted(void **state)
 	            INT64_C(2932896) * 86400000 + 86399000 + 959 * 60000, -959);
 	/* 1900 is not a leap year: 1900-03-01 = -25508 days. */
 	expect_time("1900-03-01T00:00:00Z", -INT64_C(25508) * 86400000, 0);
+	/* The first of every month of 2026, in seconds (from Python's datetime). */
+	static const int64_t first_of_month[12] = {
+	    1767225600, 1769904000, 1772323200, 1775001600, 1777593600, 1780272000,
+	    1782864000, 1785542400, 1788220800, 1790812800, 1793491200, 1796083200,
+	};
+	for (int m = 1; m <= 12; m++) {
+		char t[32];
+		snprintf(t, sizeof(t), "2026-%02d-01T00:00:00Z", m);
+		expect_time(t, first_of_month[m - 1] * 1000, 0);
+	}
 }
 
 /* Outputs may be NULL when the caller only wants the verdict. */
@@ -416,6 +427,7 @@ static void test_locode(void **state)
 	assert_null(validate_locode("KEMBA"));
 	assert_null(validate_locode("XZ2AB"));
 	assert_null(validate_locode("US2ZZ"));
+	assert_null(validate_locode("RW9A2")); /* 9 and 2, the ends of the digit range */
 	assert_string_equal(validate_locode("rwkgl"), "must be a UN/LOCODE: a country code and 3 "
 	                                              "of A-Z or 2-9, e.g. RWKGL");
 	assert_non_null(validate_locode("RWKG1")); /* 0 and 1 are not used */
