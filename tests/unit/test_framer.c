@@ -256,6 +256,16 @@ static void test_empty_lines(void **state)
 	assert_int_equal(fr.len, 0);
 	framer_fini(&f);
 	expect_chunks("\n\n\n", 16, 1, "[][][]");
+
+	/* An empty line at the start of a chunk looks at no byte before the chunk,
+	 * even when the byte there is a CR. */
+	static const char crlf[] = "\r\n";
+	framer_init(&f, 16);
+	used = framer_scan(&f, crlf + 1, 1, &st, &fr);
+	assert_int_equal(used, 1);
+	assert_int_equal(st, FRAMER_LINE);
+	assert_int_equal(fr.len, 0);
+	framer_fini(&f);
 }
 
 /* Build a string of n copies of c followed by tail; caller frees. */
