@@ -336,6 +336,12 @@ static void test_unknown_keys(void **state)
 	parse_bad("exporters = ( { id = \"a\"; name = \"A\";\n  token = \"secret\"; } );\n",
 	          "t.conf:2: unknown key \"exporters[0].token\" (store the token's SHA-256 as "
 	          "token_sha256, never the token itself)");
+	/* Two rows end in "listen": the first in the table ("listen") is suggested. */
+	parse_bad("limits = { listen = \"x\"; };\n",
+	          "t.conf:1: unknown key \"limits.listen\" (did you mean \"listen\"?)");
+	/* A two-letter name is two edits from "id" but not offered as it. */
+	parse_bad("exporters = ( { id = \"a\"; xy = \"A\"; } );\n",
+	          "t.conf:1: unknown key \"exporters[0].xy\"");
 }
 
 /* A value of the wrong type names the type wanted and the type found. */
@@ -436,6 +442,10 @@ static void test_exporter_ids(void **state)
 	          "\"; } );\n",
 	          "t.conf:1: exporters[0].id: \"kivu/1\" may only contain A-Z a-z 0-9 . _ - "
 	          "(found '/' at position 5)");
+	/* A backslash is shown escaped, so the quote cannot be misread. */
+	parse_bad("exporters = ( { id = \"a\\\\b\"; name = \"A\"; } );\n",
+	          "t.conf:1: exporters[0].id: \"a\\x5cb\" may only contain A-Z a-z 0-9 . _ - "
+	          "(found '\\' at position 2)");
 	parse_bad("exporters = ( { id = \"\"; name = \"A\"; token_sha256 = \"" KIVU_SHA
 	          "\"; } );\n",
 	          "t.conf:1: exporters[0].id: must not be empty");
