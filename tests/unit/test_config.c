@@ -842,6 +842,29 @@ static void test_doc_rules_errors(void **state)
 	    "    hs_prefix = \"0901\"; } ); };\n",
 	    "t.conf:5: documents.required[2].hs_prefix: duplicate hs_prefix \"0901\" (already "
 	    "used by documents.required[0])");
+	/* A repeat right after its first, too. */
+	parse_bad("documents = { required = ( { hs_prefix = \"0901\"; documents = "
+	          "[\"phytosanitary\"]; },\n  { hs_prefix = \"0901\"; documents = "
+	          "[\"phytosanitary\"]; } ); };\n",
+	          "t.conf:2: documents.required[1].hs_prefix: duplicate hs_prefix \"0901\" "
+	          "(already used by documents.required[0])");
+	/* At most 1000 rules. */
+	enum { CAP = 1001 * 72 + 64 };
+	char *text = malloc(CAP);
+	assert_non_null(text);
+	size_t n = (size_t)snprintf(text, CAP, "documents = { required = (");
+	for (int k = 0; k < 1000; k++)
+		n += (size_t)snprintf(text + n, CAP - n,
+		                      "%s{ hs_prefix = \"%06d\"; documents = [\"packing_list\"]; }",
+		                      k ? "," : "", k);
+	snprintf(text + n, CAP - n, "); };\n");
+	struct config *c = parse_ok(text);
+	assert_int_equal(c->n_doc_rules, 1000);
+	config_free(c);
+	snprintf(text + n, CAP - n,
+	         ",{ hs_prefix = \"09\"; documents = [\"packing_list\"]; }); };\n");
+	parse_bad(text, "t.conf:1: documents.required: must have at most 1000 entries (got 1001)");
+	free(text);
 }
 
 /* Operators: the same shape as exporters, found by id, reloaded without a restart. */
