@@ -648,6 +648,14 @@ static void test_restart_keys(void **state)
 	assert_int_equal(config_restart_keys(a, d, small, sizeof(small)), 3);
 	assert_string_equal(small, "listen");
 	assert_int_equal(config_restart_keys(a, d, NULL, 0), 3);
+	/* A key that fits only without its NUL is left out, not cut. */
+	char six[6];
+	assert_int_equal(config_restart_keys(a, d, six, sizeof(six)), 3);
+	assert_string_equal(six, "");
+	/* The list stops at the first key that does not fit, though a later one would. */
+	char twenty[20];
+	assert_int_equal(config_restart_keys(a, d, twenty, sizeof(twenty)), 3);
+	assert_string_equal(twenty, "listen");
 
 	config_free(a);
 	config_free(b);
@@ -1289,6 +1297,10 @@ static void test_webhook_limits(void **state)
 	snprintf(text + n, BIG - n,
 	         ",{ id = \"w100\"; url = \"https://h/\"; secret = \"0123456789abcdef\"; });\n");
 	parse_bad(text, "t.conf:1: webhooks: must have at most 100 entries (got 101)");
+	/* A '@' after the '#' that ends the authority is no user: the url is quoted whole. */
+	parse_bad("webhooks = ( { id = \"a\"; url = \"https://h#x@y\"; secret = "
+	          "\"0123456789abcdef\"; } );\n",
+	          "t.conf:1: webhooks[0].url: \"https://h#x@y\" must not have a fragment (#...)");
 	free(val);
 	free(text);
 }
