@@ -891,6 +891,11 @@ static void test_sign_vector(void **state)
 	notify_sign("secret", 1700000000LL, "{\"a\":1}\n{\"b\":2}", 7, out);
 	assert_string_equal(out,
 	                    "49f24e537407743fa4a0242bb63b94b9a47ee99cbbe071ccd8a22550ae411686");
+	/* printf '%s' '1767225600.x' | openssl dgst -sha256 -hmac whsec-test-0123456789
+	 * (a one-byte body) */
+	notify_sign("whsec-test-0123456789", 1767225600LL, "x", 1, out);
+	assert_string_equal(out,
+	                    "4b01a21857fc393c6eae727fa1f6c84440dec424e327aebf6a6437f2b51872bf");
 	/* printf '%s' '1700000000.{"a":1}' | openssl dgst -sha256 -hmac old-secret */
 	notify_sign("old-secret", 1700000000LL, "{\"a\":1}", 7, out);
 	assert_string_equal(out,
