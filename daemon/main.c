@@ -187,8 +187,10 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 			sdnotify_ready(); /* still running, on the old config */
 		return;
 	}
-	char restart[256];
+	char restart[256], changed[512];
 	struct config *old = server.cfg;
+	if (config_reload_keys(old, neu, changed, sizeof(changed)) == 0)
+		snprintf(changed, sizeof(changed), "-");
 	if (config_restart_keys(old, neu, restart, sizeof(restart)) > 0) {
 		log_warnx("config keys need a restart", "keys=%s", restart);
 		/* Keep describing what actually runs, so the next reload
@@ -205,8 +207,8 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 	conn_apply_config();
 	metrics_apply_config();
 	metrics_reload(true);
-	log_info("config reloaded", "file=%s exporters=%zu", lq(server.config_path),
-	         neu->n_exporters);
+	log_info("config reloaded", "file=%s exporters=%zu changed=%s", lq(server.config_path),
+	         neu->n_exporters, changed);
 	config_free(old);
 	filemodes_check(server.cfg);
 	if (tell)

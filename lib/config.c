@@ -1066,7 +1066,13 @@ void config_model_rules(const struct config *c, struct model_rules *out)
 	out->n_doc_rules = c != NULL ? c->n_doc_rules : 0;
 }
 
-int config_restart_keys(const struct config *old, const struct config *neu, char *out, size_t cap)
+/*
+ * The keys of the restart-only settings (restart) or of the others whose
+ * values differ between old and neu, comma-separated into out; returns
+ * how many differ.
+ */
+static int changed_keys(const struct config *old, const struct config *neu, bool restart, char *out,
+                        size_t cap)
 {
 	int count = 0;
 	size_t used = 0;
@@ -1075,7 +1081,7 @@ int config_restart_keys(const struct config *old, const struct config *neu, char
 		out[0] = '\0';
 	for (size_t i = 0; i < N_SETTINGS; i++) {
 		const struct setting *row = &settings[i];
-		if (!(row->flags & SETTING_RESTART) || setting_same(row, old, neu))
+		if (((row->flags & SETTING_RESTART) != 0) != restart || setting_same(row, old, neu))
 			continue;
 		/* Keep the list to whole keys: one that does not fit ends it. */
 		size_t need = strlen(row->path) + (count > 0);
@@ -1088,6 +1094,16 @@ int config_restart_keys(const struct config *old, const struct config *neu, char
 		count++;
 	}
 	return count;
+}
+
+int config_restart_keys(const struct config *old, const struct config *neu, char *out, size_t cap)
+{
+	return changed_keys(old, neu, true, out, cap);
+}
+
+int config_reload_keys(const struct config *old, const struct config *neu, char *out, size_t cap)
+{
+	return changed_keys(old, neu, false, out, cap);
 }
 
 void config_keep_restart_keys(struct config *neu, struct config *old)

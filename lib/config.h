@@ -138,6 +138,12 @@ void config_model_rules(const struct config *c, struct model_rules *out);
 int config_restart_keys(const struct config *old, const struct config *neu, char *out, size_t cap);
 
 /*
+ * The same for the settings a reload applies (exporters, limits, webhooks,
+ * log.level, ...): what a reload from old to neu changes, for its log line.
+ */
+int config_reload_keys(const struct config *old, const struct config *neu, char *out, size_t cap);
+
+/*
  * After a reload: give neu the running values of the restart-only keys from
  * old (and old the new ones), so the running config describes what runs.
  */

@@ -301,7 +301,10 @@ static void test_sighup_add_exporter(void **state)
 	it_daemon_rewrite(d, &cfg);
 	off_t off = it_log_offset(d);
 	kill(d->pid, SIGHUP);
+	/* The line names what the reload changed. */
 	it_log_expect(d, off, "msg=\"config reloaded\"", IT_REPLY_MS);
+	it_log_expect(d, off, " changed=exporters", 0);
+	assert_true(it_log_wait(d, off, " changed=exporters,", 0) < 0);
 
 	struct it_client *fresh = it_connect(d);
 	it_hello(fresh, NEW_EXPORTER, NEW_TOKEN);

@@ -601,6 +601,60 @@ static void test_bad_log_level(void **state)
 	parse_bad("log = \"info\";\n", "t.conf:1: log: must be a group { ... } (got a string)");
 }
 
+/* full_text with its first "from" replaced by "to", parsed. */
+static struct config *parse_edited(const char *from, const char *to)
+{
+	const char *at = strstr(full_text, from);
+	assert_non_null(at);
+	size_t n = sizeof(full_text) + strlen(to);
+	char *text = malloc(n);
+	assert_non_null(text);
+	snprintf(text, n, "%.*s%s%s", (int)(at - full_text), full_text, to, at + strlen(from));
+	struct config *c = parse_ok(text);
+	free(text);
+	return c;
+}
+
+/* What a reload changes: reloadable keys only, each custom row compared. */
+static void test_reload_keys(void **state)
+{
+	(void)state;
+	static const struct {
+		const char *from, *to, *want;
+	} edits[] = {
+	    {"Kivu Hills Coffee Cooperative", "Kivu Hills", "exporters"},
+	    {"window = 50;", "window = 51;", "limits.window"},
+	    {"level = \"debug\"; stats_interval_s = 15;",
+	     "level = \"info\"; stats_interval_s = 16;", "log.level,log.stats_interval_s"},
+	    {"Operations desk", "Ops", "operators"},
+	    {"0123456789abcdef", "0123456789abcdeF", "webhooks"},
+	    {"\"alert.stale\"]", "\"alert.overdue\"]", "webhooks"},
+	    {"alerts = {",
+	     "documents = { required = ( { hs_prefix = \"09\"; documents = "
+	     "[\"phytosanitary\"]; } ); };\nalerts = {",
+	     "documents.required"},
+	    {"alerts = {", "tls = { cert = \"/etc/c.pem\"; key = \"/etc/k.pem\"; };\nalerts = {",
+	     "tls"},
+	    {"host=/tmp dbname=ot_test", "dbname=other", ""}, /* restart-only */
+	};
+	struct config *a = parse_ok(full_text);
+	char out[256];
+	assert_int_equal(config_reload_keys(a, a, out, sizeof(out)), 0);
+	assert_string_equal(out, "");
+	for (size_t i = 0; i < sizeof(edits) / sizeof(edits[0]); i++) {
+		struct config *b = parse_edited(edits[i].from, edits[i].to);
+		int want_n = edits[i].want[0] == '\0' ? 0 : 1;
+		for (const char *c = edits[i].want; *c != '\0'; c++)
+			want_n += *c == ',';
+		assert_int_equal(config_reload_keys(a, b, out, sizeof(out)), want_n);
+		assert_string_equal(out, edits[i].want);
+		/* And back: the comparison does not depend on the side. */
+		assert_int_equal(config_reload_keys(b, a, out, sizeof(out)), want_n);
+		config_free(b);
+	}
+	config_free(a);
+}
+
 /* Only listen, database.conninfo and admin.listen need a restart, listed in table order. */
 static void test_restart_keys(void **state)
 {
@@ -1510,6 +1564,7 @@ int main(void)
 	    cmocka_unit_test(test_listen),
 	    cmocka_unit_test(test_bad_log_level),
 	    cmocka_unit_test(test_restart_keys),
+	    cmocka_unit_test(test_reload_keys),
 	    cmocka_unit_test(test_find_exporter),
 	    cmocka_unit_test(test_log_levels),
 	    cmocka_unit_test(test_missing_file),
