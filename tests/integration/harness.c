@@ -1756,3 +1756,85 @@ void it_asan_quarantine_restore(void)
 	asan_saved = NULL;
 #endif
 }
+
+int it_late_reader_send(struct it_daemon *d, const char *dbname, const char *prefix, int n)
+{
+	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	int small = 4096;
+	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)) != 0)
+		it_fail("socket: %s", strerror(errno));
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)d->port)};
+	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
+		it_fail("connect: %s", strerror(errno));
+
+	char *buf = NULL;
+	size_t len = 0;
+	FILE *mem = open_memstream(&buf, &len);
+	assert_non_null(mem);
+	fprintf(mem, "{\"type\":\"hello\",\"exporter\":\"%s\",\"token\":\"%s\"}\n", IT_EXPORTER,
+	        IT_TOKEN);
+	for (int i = 0; i < n; i++) {
+		char id[64];
+		snprintf(id, sizeof(id), "%s-%05d", prefix, i);
+		char *ev = it_event_line(id, "shipment.checkpoint", "PO-LATE", "SH-LATE");
+		fprintf(mem, "%s\n", ev);
+		free(ev);
+	}
+	fclose(mem);
+	for (size_t at = 0; at < len;) {
+		ssize_t w = send(fd, buf + at, len - at, MSG_NOSIGNAL);
+		if (w < 0 && errno != EINTR)
+			it_fail("send: %s", strerror(errno));
+		if (w > 0)
+			at += (size_t)w;
+	}
+	free(buf);
+	long long deadline = it_now_ms() + IT_STOP_MS;
+	while (it_db_rows(dbname) < n) {
+		if (it_now_ms() > deadline)
+			it_fail("the events were not stored");
+		it_sleep_ms(50);
+	}
+	return fd;
+}
+
+void it_late_reader_expect(int fd, const char *prefix, int n)
+{
+	char *in = NULL;
+	size_t in_len = 0, in_cap = 0;
+	for (;;) {
+		struct pollfd pfd = {.fd = fd, .events = POLLIN};
+		if (poll(&pfd, 1, IT_STOP_MS) <= 0)
+			it_fail("the daemon neither answered nor closed within %d ms", IT_STOP_MS);
+		if (in_len + 65536 > in_cap) {
+			in_cap = in_len + 65536;
+			in = realloc(in, in_cap + 1);
+			assert_non_null(in);
+		}
+		ssize_t r = recv(fd, in + in_len, in_cap - in_len, 0);
+		if (r <= 0)
+			break; /* end of stream, or the reset that may follow it */
+		in_len += (size_t)r;
+	}
+	close(fd);
+	in = realloc(in, in_len + 1);
+	assert_non_null(in);
+	in[in_len] = '\0';
+	int acked = 0;
+	char *line = in, *nl = strchr(line, '\n'); /* the welcome */
+	if (nl == NULL)
+		it_fail("no welcome, only \"%s\"", in);
+	for (line = nl + 1; (nl = strchr(line, '\n')) != NULL; line = nl + 1) {
+		*nl = '\0';
+		char id[64];
+		snprintf(id, sizeof(id), "%s-%05d", prefix, acked);
+		it_check_ack(line, id, "stored");
+		acked++;
+	}
+	if (*line != '\0')
+		it_fail("the stream ended inside a line, after %d acks: \"%.60s\"", acked, line);
+	if (acked != n)
+		it_fail("%d events stored, but the client got only %d acks", n, acked);
+	free(in);
+}

@@ -293,6 +293,21 @@ void it_sleep_ms(int ms);
 void it_webhook_wait_cursor(const char *db, const char *webhook, long long seq, int ms);
 /* CPU time (user + system) process pid has used so far, in ms, from /proc. */
 long long it_proc_cpu_ms(pid_t pid);
+
+/*
+ * A client that reads late: a raw socket with a 4 KiB receive buffer says
+ * hello and sends n shipment.checkpoint events with ids "<prefix>-00000"
+ * on, in one go, and waits until dbname holds them.  Its acks then wait
+ * in the daemon's socket; the caller does what it tests (a stop, an idle
+ * close), then it_late_reader_expect().  Returns the socket.
+ */
+int it_late_reader_send(struct it_daemon *d, const char *dbname, const char *prefix, int n);
+/*
+ * Read fd to its end (or a reset after it), close it and require the
+ * welcome, then exactly the n acks "stored" of it_late_reader_send, each
+ * whole and in order.
+ */
+void it_late_reader_expect(int fd, const char *prefix, int n);
 /*
  * Daemons started between these two calls run without ASan's quarantine
  * when the tests are built with AddressSanitizer (build-asan/): it keeps

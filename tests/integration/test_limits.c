@@ -19,8 +19,6 @@
 #include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
-#include <arpa/inet.h>
-#include <netinet/in.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
@@ -830,42 +828,8 @@ static void test_idle_close_keeps_replies(void **state)
 	it_pg_createdb("idle_acks");
 	struct it_config cfg = {.name = "idle_acks", .dbname = "idle_acks", .idle_timeout_s = 3};
 	struct it_daemon *d = it_daemon_start(&cfg, true);
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	int small = 4096;
-	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)) != 0)
-		it_fail("socket: %s", strerror(errno));
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)d->port)};
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
-		it_fail("connect: %s", strerror(errno));
-
-	char *buf = NULL;
-	size_t len = 0;
-	FILE *mem = open_memstream(&buf, &len);
-	assert_non_null(mem);
-	fprintf(mem, "{\"type\":\"hello\",\"exporter\":\"%s\",\"token\":\"%s\"}\n", IT_EXPORTER,
-	        IT_TOKEN);
-	for (int i = 0; i < IDLE_ACKS; i++) {
-		char *ev = event("idle-ack", i);
-		fprintf(mem, "%s\n", ev);
-		free(ev);
-	}
-	fclose(mem);
 	off_t off = it_log_offset(d);
-	for (size_t sent = 0; sent < len;) {
-		ssize_t w = send(fd, buf + sent, len - sent, MSG_NOSIGNAL);
-		if (w < 0 && errno != EINTR)
-			it_fail("send: %s", strerror(errno));
-		if (w > 0)
-			sent += (size_t)w;
-	}
-	free(buf);
-	long long deadline = it_now_ms() + IT_STOP_MS;
-	while (it_db_rows("idle_acks") < IDLE_ACKS) {
-		if (it_now_ms() > deadline)
-			it_fail("the events were not stored");
-		it_sleep_ms(50);
-	}
+	int fd = it_late_reader_send(d, "idle_acks", "idle-ack", IDLE_ACKS);
 	/* Past the idle deadline (3 s after the last line was read), then a
 	 * line the daemon will not read; then it reads, well within the 3 s
 	 * the write deadline gives it after the close. */
@@ -875,42 +839,7 @@ static void test_idle_close_keeps_replies(void **state)
 		it_fail("send ping: %s", strerror(errno));
 	it_sleep_ms(500);
 
-	char *in = NULL;
-	size_t in_len = 0, in_cap = 0;
-	for (;;) {
-		struct pollfd pfd = {.fd = fd, .events = POLLIN};
-		if (poll(&pfd, 1, IT_STOP_MS) <= 0)
-			it_fail("the daemon neither answered nor closed within %d ms", IT_STOP_MS);
-		if (in_len + 65536 > in_cap) {
-			in_cap = in_len + 65536;
-			in = realloc(in, in_cap + 1);
-			assert_non_null(in);
-		}
-		ssize_t r = recv(fd, in + in_len, in_cap - in_len, 0);
-		if (r <= 0)
-			break; /* end of stream, or the reset that may follow it */
-		in_len += (size_t)r;
-	}
-	close(fd);
-	in = realloc(in, in_len + 1);
-	assert_non_null(in);
-	in[in_len] = '\0';
-	size_t acked = 0;
-	char *line = in, *nl = strchr(line, '\n'); /* the welcome */
-	if (nl == NULL)
-		it_fail("no welcome, only \"%s\"", in);
-	for (line = nl + 1; (nl = strchr(line, '\n')) != NULL; line = nl + 1) {
-		*nl = '\0';
-		char id[48];
-		snprintf(id, sizeof(id), "idle-ack-%05zu", acked);
-		it_check_ack(line, id, "stored");
-		acked++;
-	}
-	if (*line != '\0')
-		it_fail("the stream ended inside a line, after %zu acks: \"%.60s\"", acked, line);
-	if (acked != IDLE_ACKS)
-		it_fail("%d events stored, but the client got only %zu acks", IDLE_ACKS, acked);
-	free(in);
+	it_late_reader_expect(fd, "idle-ack", IDLE_ACKS);
 	it_log_expect(d, off, "reason=\"idle timeout\"", IT_REPLY_MS);
 	it_daemon_stop_clean(d);
 }

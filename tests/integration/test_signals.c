@@ -190,43 +190,7 @@ static void test_sigterm_peer_reads_late(void **state)
 	it_pg_createdb("sig_late");
 	struct it_config cfg = {.name = "sigterm_late", .dbname = "sig_late"};
 	struct it_daemon *d = it_daemon_start(&cfg, true);
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	int small = 4096;
-	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)) != 0)
-		it_fail("socket: %s", strerror(errno));
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)d->port)};
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
-		it_fail("connect: %s", strerror(errno));
-
-	char *buf = NULL;
-	size_t len = 0;
-	FILE *mem = open_memstream(&buf, &len);
-	assert_non_null(mem);
-	fprintf(mem, "{\"type\":\"hello\",\"exporter\":\"%s\",\"token\":\"%s\"}\n", IT_EXPORTER,
-	        IT_TOKEN);
-	for (int i = 0; i < LATE_N; i++) {
-		char id[32];
-		snprintf(id, sizeof(id), "late-%04d", i);
-		char *ev = it_event_line(id, "shipment.checkpoint", "PO-LATE", "SH-LATE");
-		fprintf(mem, "%s\n", ev);
-		free(ev);
-	}
-	fclose(mem);
-	for (size_t off = 0; off < len;) {
-		ssize_t w = send(fd, buf + off, len - off, MSG_NOSIGNAL);
-		if (w < 0 && errno != EINTR)
-			it_fail("send: %s", strerror(errno));
-		if (w > 0)
-			off += (size_t)w;
-	}
-	free(buf);
-	long long deadline = it_now_ms() + IT_STOP_MS;
-	while (it_db_rows("sig_late") < LATE_N) {
-		if (it_now_ms() > deadline)
-			it_fail("the events were not stored");
-		it_sleep_ms(50);
-	}
+	int fd = it_late_reader_send(d, "sig_late", "late", LATE_N);
 	off_t off = it_log_offset(d);
 	if (kill(d->pid, SIGTERM) != 0)
 		it_fail("kill: SIGTERM");
@@ -237,42 +201,7 @@ static void test_sigterm_peer_reads_late(void **state)
 	it_sleep_ms(1000);
 
 	/* Now read it all: the welcome, then an ack per event, in order. */
-	char *in = NULL;
-	size_t in_len = 0, in_cap = 0;
-	for (;;) {
-		struct pollfd pfd = {.fd = fd, .events = POLLIN};
-		if (poll(&pfd, 1, IT_STOP_MS) <= 0)
-			it_fail("the daemon neither answered nor closed within %d ms", IT_STOP_MS);
-		if (in_len + 65536 > in_cap) {
-			in_cap = in_len + 65536;
-			in = realloc(in, in_cap + 1);
-			assert_non_null(in);
-		}
-		ssize_t r = recv(fd, in + in_len, in_cap - in_len, 0);
-		if (r <= 0)
-			break; /* end of stream, or the reset that may follow it */
-		in_len += (size_t)r;
-	}
-	close(fd);
-	in = realloc(in, in_len + 1);
-	assert_non_null(in);
-	in[in_len] = '\0';
-	size_t acked = 0;
-	char *line = in, *nl = strchr(line, '\n'); /* the welcome */
-	if (nl == NULL)
-		it_fail("no welcome, only \"%s\"", in);
-	for (line = nl + 1; (nl = strchr(line, '\n')) != NULL; line = nl + 1) {
-		*nl = '\0';
-		char id[32];
-		snprintf(id, sizeof(id), "late-%04zu", acked);
-		it_check_ack(line, id, "stored");
-		acked++;
-	}
-	if (*line != '\0')
-		it_fail("the stream ended inside a line, after %zu acks: \"%.60s\"", acked, line);
-	if (acked != LATE_N)
-		it_fail("%d events stored, but the peer got only %zu acks", LATE_N, acked);
-	free(in);
+	it_late_reader_expect(fd, "late", LATE_N);
 	int st = it_daemon_wait(d, IT_STOP_MS);
 	if (!WIFEXITED(st) || WEXITSTATUS(st) != 0)
 		it_fail("daemon should exit 0 after SIGTERM; wait status 0x%x", st);
