@@ -1897,6 +1897,38 @@ static void wait_aux_waits(const char *db)
 }
 
 /*
+ * A daemon on db with webhook "erp", its endpoint up: event id1 (order
+ * order) is delivered and its cursor written; then a test session (*hold)
+ * holds the cursor row and event id2 commits, so the deliverer's cursor
+ * write after the endpoint's 2xx for it waits on the row.  *c is the
+ * exporter's connection.
+ */
+static struct it_daemon *hook_save_waiting(const char *db, const char *id1, const char *id2,
+                                           const char *order, struct it_client **c, PGconn **hold)
+{
+	char hooks[512];
+	rcv_start(0);
+	snprintf(hooks, sizeof(hooks),
+	         "webhooks = ( { id = \"erp\"; url = \"http://127.0.0.1:%d/hook\";"
+	         " secret = \"" HOOK_SECRET "\"; } );\n",
+	         rcv.port);
+	struct it_daemon *d = notify_daemon(db, NULL, hooks);
+	*c = it_connect(d);
+	it_hello(*c, KIVU, KIVU_TOKEN);
+	send_simple(*c, id1, "order.created", order, NULL, "stored");
+	struct rows first;
+	table_rows(db, "true", NULL, NULL, &first);
+	wait_delivered(&first, 30000);
+	it_webhook_wait_cursor(db, "erp", seq_of(first.v[first.n - 1]), 10000);
+	rows_free(&first);
+
+	*hold = hold_cursor_row(db);
+	send_simple(*c, id2, "order.confirmed", order, NULL, "stored");
+	wait_aux_waits(db);
+	return d;
+}
+
+/*
  * The auxiliary session is lost while it writes a webhook's cursor after
  * a 2xx (a test session holds the row, so the UPDATE waits, and the
  * backend is terminated meanwhile).  The daemon runs on and knows the
@@ -1907,25 +1939,10 @@ static void test_webhook_save_lost(void **state)
 {
 	(void)state;
 	const char *db = "notify_hook_save_lost";
-	char hooks[512];
-	rcv_start(0);
-	snprintf(hooks, sizeof(hooks),
-	         "webhooks = ( { id = \"erp\"; url = \"http://127.0.0.1:%d/hook\";"
-	         " secret = \"" HOOK_SECRET "\"; } );\n",
-	         rcv.port);
-	struct it_daemon *d = notify_daemon(db, NULL, hooks);
-	struct it_client *c = it_connect(d);
-	it_hello(c, KIVU, KIVU_TOKEN);
-	send_simple(c, "save-01", "order.created", "SAVE-1", NULL, "stored");
+	struct it_client *c;
+	PGconn *pg;
+	struct it_daemon *d = hook_save_waiting(db, "save-01", "save-02", "SAVE-1", &c, &pg);
 	struct rows all;
-	table_rows(db, "true", NULL, NULL, &all);
-	wait_delivered(&all, 30000);
-	it_webhook_wait_cursor(db, "erp", seq_of(all.v[all.n - 1]), 10000);
-	rows_free(&all);
-
-	PGconn *pg = hold_cursor_row(db);
-	send_simple(c, "save-02", "order.confirmed", "SAVE-1", NULL, "stored");
-	wait_aux_waits(db);
 	off_t off = it_log_offset(d);
 	assert_int_equal(it_db_long(db,
 	                            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
@@ -1960,25 +1977,9 @@ static void test_webhook_database_replaced(void **state)
 {
 	(void)state;
 	const char *db = "notify_replaced";
-	char hooks[512];
-	rcv_start(0);
-	snprintf(hooks, sizeof(hooks),
-	         "webhooks = ( { id = \"erp\"; url = \"http://127.0.0.1:%d/hook\";"
-	         " secret = \"" HOOK_SECRET "\"; } );\n",
-	         rcv.port);
-	struct it_daemon *d = notify_daemon(db, NULL, hooks);
-	struct it_client *c = it_connect(d);
-	it_hello(c, KIVU, KIVU_TOKEN);
-	send_simple(c, "repl-01", "order.created", "REPL-1", NULL, "stored");
-	struct rows old;
-	table_rows(db, "true", NULL, NULL, &old);
-	wait_delivered(&old, 30000);
-	it_webhook_wait_cursor(db, "erp", seq_of(old.v[old.n - 1]), 10000);
-	rows_free(&old);
-
-	PGconn *pg = hold_cursor_row(db);
-	send_simple(c, "repl-02", "order.confirmed", "REPL-1", NULL, "stored");
-	wait_aux_waits(db);
+	struct it_client *c;
+	PGconn *pg;
+	struct it_daemon *d = hook_save_waiting(db, "repl-01", "repl-02", "REPL-1", &c, &pg);
 	struct hook_req *snap;
 	size_t n_old = rcv_snapshot(&snap);
 	free(snap);
