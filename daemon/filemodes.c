@@ -1,6 +1,7 @@
 /* SPDX-License-Identifier: ISC */
 /*
- * filemodes.c - warn when files holding secrets are readable by others.
+ * filemodes.c - warn when files holding secrets are readable by others,
+ * and when the config or the key can be changed by anyone.
  *
  * The config file may hold a database password (in database.conninfo)
  * and the webhooks' HMAC secrets in clear, and tls.key is the private key
@@ -94,8 +95,25 @@ static void check_file(const struct config *cfg, const char *msg, const char *pa
 	          (unsigned)(st.st_mode & 07777), lq(gr != NULL ? gr->gr_name : gid), who, holds);
 }
 
+/*
+ * Warn with msg when every user of the host can change path: whoever
+ * writes the config decides who may connect, with which token, and where
+ * the events go; whoever writes the key can stand in for the server.
+ */
+static void check_writable(const char *msg, const char *path)
+{
+	struct stat st;
+	if (stat(path, &st) != 0 || !(st.st_mode & S_IWOTH))
+		return;
+	log_warnx(msg, "file=%s mode=%04o writable_by=others", lq(path),
+	          (unsigned)(st.st_mode & 07777));
+}
+
 void filemodes_check(const struct config *cfg)
 {
+	check_writable("config file writable by others", cfg->path);
+	if (cfg->tls_enabled)
+		check_writable("tls key writable by others", cfg->tls_key);
 	char holds[128] = "";
 	if (conninfo_has_password(cfg->conninfo))
 		snprintf(holds, sizeof(holds), "database.conninfo");

@@ -1718,7 +1718,7 @@ static void test_secret_config_mode_warned(void **state)
 {
 	(void)state;
 	const char *bin = getenv("OT_DAEMON");
-	char conf[PATH_MAX], cmd[3 * PATH_MAX], want[PATH_MAX + 32], *out;
+	char conf[PATH_MAX], cmd[3 * PATH_MAX], want[PATH_MAX + 64], *out;
 
 	write_tmp(conf, sizeof(conf), "pw_mode.conf",
 	          "listen = [ \"127.0.0.1:0\" ];\n"
@@ -1786,6 +1786,19 @@ static void test_secret_config_mode_warned(void **state)
 	assert_int_equal(shell(cmd, &out), 0);
 	if (strstr(out, "readable by others") != NULL)
 		it_fail("-t warns about a file without secrets: %s", out);
+	free(out);
+	/* Writable by anyone: warned about, secrets or not. */
+	snprintf(want, sizeof(want), "file=%s mode=0646 writable_by=others", conf);
+	snprintf(cmd, sizeof(cmd), "chmod 0646 '%s' && '%s' -t -c '%s' 2>&1", conf, bin, conf);
+	assert_int_equal(shell(cmd, &out), 0);
+	if (strstr(out, "level=warning msg=\"config file writable by others\"") == NULL ||
+	    strstr(out, want) == NULL)
+		it_fail("-t does not warn about a world-writable config: %s", out);
+	free(out);
+	snprintf(cmd, sizeof(cmd), "chmod 0644 '%s' && '%s' -t -c '%s' 2>&1", conf, bin, conf);
+	assert_int_equal(shell(cmd, &out), 0);
+	if (strstr(out, "writable by others") != NULL)
+		it_fail("-t warns about a config at 0644 as writable: %s", out);
 	free(out);
 
 	/* A webhook secret, on SIGHUP and at start-up. */
