@@ -416,8 +416,13 @@ static void hook_response_cb(struct evhttp_request *req, void *arg)
 	h->attempt++;
 	server.webhook_failures++;
 	unsigned ms = notify_backoff_ms(h->attempt);
-	log_warnx("webhook delivery failed", "webhook=%s seq=%lld status=%d attempt=%u retry_ms=%u",
-	          h->id, h->seq, code, h->attempt, ms);
+	/* A redirect is not followed: the signed body would go to a host the
+	 * operator did not configure.  Saying so tells the operator to fix
+	 * the url, which retrying alone never will. */
+	log_warnx("webhook delivery failed",
+	          "webhook=%s seq=%lld status=%d%s attempt=%u retry_ms=%u", h->id, h->seq, code,
+	          code >= 300 && code < 400 ? " reason=\"redirect not followed: fix the url\"" : "",
+	          h->attempt, ms);
 	h->state = HOOK_WAITING;
 	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
 	evtimer_add(h->retry, &tv);

@@ -1171,6 +1171,7 @@ static struct {
 	int fail_next; /* answer 500 to this many more requests */
 	bool fail_all; /* answer 500 to every request */
 	int delay_ms;  /* answer each request this late (its thread sleeps) */
+	int fail_code; /* what a failed request gets: 500 unless set */
 } rcv = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 /* strdup that keeps NULL. */
@@ -1206,11 +1207,12 @@ static void rcv_request_cb(struct evhttp_request *req, void *arg)
 
 	pthread_mutex_lock(&rcv.mu);
 	r.status = 204;
+	int failed = rcv.fail_code != 0 ? rcv.fail_code : 500;
 	if (rcv.fail_all) {
-		r.status = 500;
+		r.status = failed;
 	} else if (rcv.fail_next > 0) {
 		rcv.fail_next--;
-		r.status = 500;
+		r.status = failed;
 	}
 	if (rcv.n == rcv.cap) {
 		rcv.cap = rcv.cap ? 2 * rcv.cap : 64;
@@ -1223,8 +1225,10 @@ static void rcv_request_cb(struct evhttp_request *req, void *arg)
 	pthread_mutex_unlock(&rcv.mu);
 	if (delay_ms > 0)
 		it_sleep_ms(delay_ms);
-	evhttp_send_reply(req, r.status, r.status == 204 ? "No Content" : "Internal Server Error",
-	                  NULL);
+	if (r.status >= 300 && r.status < 400)
+		evhttp_add_header(evhttp_request_get_output_headers(req), "Location",
+		                  "http://127.0.0.1:9/moved");
+	evhttp_send_reply(req, r.status, r.status == 204 ? "No Content" : "Not Delivered", NULL);
 }
 
 /* Receiver thread: leave the loop once asked to. */
@@ -1268,6 +1272,7 @@ static void rcv_start(int fail_next)
 	rcv.fail_next = fail_next;
 	rcv.fail_all = false;
 	rcv.delay_ms = 0;
+	rcv.fail_code = 0;
 	atomic_store(&rcv.stop, false);
 	if (pthread_create(&rcv.thread, NULL, rcv_main, NULL) != 0)
 		it_fail("webhook receiver: pthread_create failed");
@@ -1894,6 +1899,44 @@ static void wait_aux_waits(const char *db)
 			        IT_REPLY_MS);
 		it_sleep_ms(20);
 	}
+}
+
+/*
+ * An endpoint that answers a redirect: the daemon does not follow it (the
+ * signed body would go to a host nobody configured), says why in the
+ * failure's log line, and delivers once the endpoint answers 2xx.
+ */
+static void test_webhook_redirect(void **state)
+{
+	(void)state;
+	const char *db = "notify_hook_redirect";
+	char hooks[512];
+	rcv_start(2);
+	pthread_mutex_lock(&rcv.mu);
+	rcv.fail_code = 301;
+	pthread_mutex_unlock(&rcv.mu);
+	snprintf(hooks, sizeof(hooks),
+	         "webhooks = ( { id = \"erp\"; url = \"http://127.0.0.1:%d/hook\";"
+	         " secret = \"" HOOK_SECRET "\"; } );\n",
+	         rcv.port);
+	struct it_daemon *d = notify_daemon(db, NULL, hooks);
+	struct it_client *c = it_connect(d);
+	it_hello(c, KIVU, KIVU_TOKEN);
+	send_simple(c, "redir-01", "order.created", "REDIR-1", NULL, "stored");
+	struct rows all;
+	table_rows(db, "true", NULL, NULL, &all);
+	assert_int_equal(wait_delivered(&all, 30000), 2);
+	it_log_expect(d, 0, "status=301 reason=\"redirect not followed: fix the url\" attempt=1",
+	              0);
+	struct hook_req *snap;
+	size_t n = rcv_snapshot(&snap);
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(snap[i].uri, "/hook") != 0)
+			it_fail("a request went to %s, not /hook", snap[i].uri);
+	free(snap);
+	rows_free(&all);
+	it_daemon_stop_clean(d);
+	rcv_stop();
 }
 
 /*
@@ -2945,6 +2988,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_filters, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_kinds, notify_teardown),
+	    cmocka_unit_test_teardown(test_webhook_redirect, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_rare_kind_reads_once, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_woken_from_outside, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_two_daemons, notify_teardown),
