@@ -1429,6 +1429,15 @@ static size_t check_deliveries(const struct rows *want, size_t *failures)
 	return done;
 }
 
+/* Webhook "erp" to the test receiver, with more members ("" or e.g. kinds), as config text. */
+static void erp_hook(char *out, size_t cap, const char *more)
+{
+	snprintf(out, cap,
+	         "webhooks = ( { id = \"erp\"; url = \"http://127.0.0.1:%d/hook\";"
+	         " secret = \"" HOOK_SECRET "\"; %s } );\n",
+	         rcv.port, more);
+}
+
 /* Wait until every row of want is acknowledged, checking as it goes; returns the failures. */
 static size_t wait_delivered(const struct rows *want, int ms)
 {
@@ -1457,10 +1466,7 @@ static void test_webhook(void **state)
 	const char *db = "notify_hook";
 	char hooks[512], extra[2048];
 	rcv_start(HOOK_FAILURES);
-	snprintf(hooks, sizeof(hooks),
-	         "webhooks = ( { id = \"erp\"; url = \"http://127.0.0.1:%d/hook\";"
-	         " secret = \"" HOOK_SECRET "\"; exporters = [ \"" KIVU "\" ]; } );\n",
-	         rcv.port);
+	erp_hook(hooks, sizeof(hooks), "exporters = [ \"" KIVU "\" ];");
 	it_pg_createdb(db);
 	struct it_config cfg = notify_config("notify_hook", db, NULL, hooks, extra, sizeof(extra));
 	struct it_daemon *d = it_daemon_start(&cfg, true);
@@ -1544,11 +1550,7 @@ static void test_webhook_kinds(void **state)
 	static const char kinds[] = "{shipment.status,order.anomaly}";
 	char hooks[512];
 	rcv_start(0);
-	snprintf(hooks, sizeof(hooks),
-	         "webhooks = ( { id = \"erp\"; url = \"http://127.0.0.1:%d/hook\";"
-	         " secret = \"" HOOK_SECRET "\";"
-	         " kinds = [ \"shipment.status\", \"order.anomaly\" ]; } );\n",
-	         rcv.port);
+	erp_hook(hooks, sizeof(hooks), "kinds = [ \"shipment.status\", \"order.anomaly\" ];");
 	struct it_daemon *d = notify_daemon(db, NULL, hooks);
 	send_scenarios(d);
 
@@ -1706,10 +1708,7 @@ static void test_webhook_woken_from_outside(void **state)
 	const char *db = "notify_hook_remote";
 	char hooks[512], extra[2048];
 	rcv_start(0);
-	snprintf(hooks, sizeof(hooks),
-	         "webhooks = ( { id = \"erp\"; url = \"http://127.0.0.1:%d/hook\";"
-	         " secret = \"" HOOK_SECRET "\"; } );\n",
-	         rcv.port);
+	erp_hook(hooks, sizeof(hooks), "");
 	it_pg_createdb(db);
 	struct it_config cfg = notify_config(db, db, NULL, hooks, extra, sizeof(extra));
 	struct it_daemon *d = it_daemon_start(&cfg, true);
@@ -1758,10 +1757,7 @@ static void test_webhook_two_daemons(void **state)
 	const char *db = "notify_hook_two";
 	char hooks[512], extra_a[2048], extra_b[2048];
 	rcv_start(0);
-	snprintf(hooks, sizeof(hooks),
-	         "webhooks = ( { id = \"erp\"; url = \"http://127.0.0.1:%d/hook\";"
-	         " secret = \"" HOOK_SECRET "\"; } );\n",
-	         rcv.port);
+	erp_hook(hooks, sizeof(hooks), "");
 	it_pg_createdb(db);
 	struct it_config cfg_a =
 	    notify_config("notify_hook_two_a", db, NULL, hooks, extra_a, sizeof(extra_a));
@@ -1839,10 +1835,7 @@ static void test_webhook_newer_schema(void **state)
 	              NULL);
 
 	rcv_start(0);
-	snprintf(hooks, sizeof(hooks),
-	         "webhooks = ( { id = \"erp\"; url = \"http://127.0.0.1:%d/hook\";"
-	         " secret = \"" HOOK_SECRET "\"; } );\n",
-	         rcv.port);
+	erp_hook(hooks, sizeof(hooks), "");
 	struct it_config cfg =
 	    notify_config("notify_hook_newer_b", db, NULL, hooks, extra, sizeof(extra));
 	d = it_daemon_start(&cfg, false);
@@ -1915,10 +1908,7 @@ static void test_webhook_redirect(void **state)
 	pthread_mutex_lock(&rcv.mu);
 	rcv.fail_code = 301;
 	pthread_mutex_unlock(&rcv.mu);
-	snprintf(hooks, sizeof(hooks),
-	         "webhooks = ( { id = \"erp\"; url = \"http://127.0.0.1:%d/hook\";"
-	         " secret = \"" HOOK_SECRET "\"; } );\n",
-	         rcv.port);
+	erp_hook(hooks, sizeof(hooks), "");
 	struct it_daemon *d = notify_daemon(db, NULL, hooks);
 	struct it_client *c = it_connect(d);
 	it_hello(c, KIVU, KIVU_TOKEN);
@@ -1951,10 +1941,7 @@ static struct it_daemon *hook_save_waiting(const char *db, const char *id1, cons
 {
 	char hooks[512];
 	rcv_start(0);
-	snprintf(hooks, sizeof(hooks),
-	         "webhooks = ( { id = \"erp\"; url = \"http://127.0.0.1:%d/hook\";"
-	         " secret = \"" HOOK_SECRET "\"; } );\n",
-	         rcv.port);
+	erp_hook(hooks, sizeof(hooks), "");
 	struct it_daemon *d = notify_daemon(db, NULL, hooks);
 	*c = it_connect(d);
 	it_hello(*c, KIVU, KIVU_TOKEN);
@@ -2117,10 +2104,7 @@ static void test_sessions_terminated(void **state)
 	fprintf(stderr, "notify: terminating sessions with seed %u (OT_KILL_SEED)\n", seed);
 
 	rcv_start(0);
-	snprintf(hooks, sizeof(hooks),
-	         "webhooks = ( { id = \"erp\"; url = \"http://127.0.0.1:%d/hook\";"
-	         " secret = \"" HOOK_SECRET "\"; } );\n",
-	         rcv.port);
+	erp_hook(hooks, sizeof(hooks), "");
 	it_pg_createdb(db);
 	struct it_config cfg = notify_config(
 	    db, db, "alerts = { interval_s = 1; customs_hold_hours = 1; stale_hours = 1; };\n",
@@ -2247,10 +2231,7 @@ static void test_webhook_reload_in_flight(void **state)
 	pthread_mutex_lock(&rcv.mu);
 	rcv.delay_ms = 1000;
 	pthread_mutex_unlock(&rcv.mu);
-	snprintf(hooks, sizeof(hooks),
-	         "webhooks = ( { id = \"erp\"; url = \"http://127.0.0.1:%d/hook\";"
-	         " secret = \"" HOOK_SECRET "\"; } );\n",
-	         rcv.port);
+	erp_hook(hooks, sizeof(hooks), "");
 	struct it_daemon *d = notify_daemon(db, NULL, hooks);
 	struct it_client *c = it_connect(d);
 	it_hello(c, KIVU, KIVU_TOKEN);
@@ -2313,10 +2294,7 @@ static void test_webhook_stop_in_flight(void **state)
 	pthread_mutex_lock(&rcv.mu);
 	rcv.delay_ms = 1000;
 	pthread_mutex_unlock(&rcv.mu);
-	snprintf(hooks, sizeof(hooks),
-	         "webhooks = ( { id = \"erp\"; url = \"http://127.0.0.1:%d/hook\";"
-	         " secret = \"" HOOK_SECRET "\"; } );\n",
-	         rcv.port);
+	erp_hook(hooks, sizeof(hooks), "");
 	struct it_daemon *d = notify_daemon(db, NULL, hooks);
 	struct it_client *c = it_connect(d);
 	it_hello(c, KIVU, KIVU_TOKEN);
