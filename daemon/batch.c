@@ -9,9 +9,9 @@
  * pipeline mode, when none of their ids is among those rows and none is a
  * retraction (the usual case), else by one set-based INSERT that answers
  * stored, duplicate or conflict for each.  Events that would take an
- * order past limits.max_events_per_order are refused first; an order
- * found full is left out of part one from then on, and the INSERT
- * answers its events.  The changed orders are folded
+ * order past limits.max_events_per_order go by the INSERT too, which
+ * refuses them unless they are stored; an order found full is left out of
+ * part one from then on.  The changed orders are folded
  * in C (project.c), during the COPY or after the INSERT's verdicts, and
  * part two goes out: APPLY (the read model), EMIT (the notifications,
  * numbered last since that serializes), COMMIT, Sync.
@@ -562,11 +562,14 @@ static bool batch_needs_insert(const struct lane *ln)
  * limits.max_events_per_order, for the order of LOAD's rows [from, to) (all
  * its stored events): its events in the batch that are stored already
  * (LOAD holds their ids) go on, to be answered duplicate or conflict; the
- * new ones take the room left in line order, and those past it are
- * refused.  Returns how many were.  Runs only for an order at or near the
- * limit, so the arrays it allocates cost ordinary batches nothing.
+ * new ones take the room left in line order, and those past it are marked
+ * s_order_full, as the events of an order found full before are.  The
+ * INSERT then refuses them unless their id is stored: under another order
+ * (which LOAD does not show) that is a conflict, whether this batch or an
+ * earlier one found the order full.  Runs only for an order at or near
+ * the limit, so the arrays it allocates cost ordinary batches nothing.
  */
-static unsigned batch_cap_order(struct lane *ln, const PGresult *load, int from, int to)
+static void batch_cap_order(struct lane *ln, const PGresult *load, int from, int to)
 {
 	const char *exp = PQgetvalue(load, from, 0), *ord = PQgetvalue(load, from, 1);
 	uint64_t key = ref_key(exp, ord);
@@ -574,7 +577,6 @@ static unsigned batch_cap_order(struct lane *ln, const PGresult *load, int from,
 	bool *held = calloc(ln->n_batch, sizeof(*held));
 	size_t n = 0;
 	struct slot *s;
-	unsigned refused = 0;
 	if (mine == NULL || held == NULL)
 		abort();
 	TAILQ_FOREACH(s, &ln->batch, s_store)
@@ -599,8 +601,6 @@ static unsigned batch_cap_order(struct lane *ln, const PGresult *load, int from,
 				}
 			}
 		}
-		char why[160];
-		store_order_full_why(ln->st, why, sizeof(why));
 		for (size_t i = 0; i < n; i++) {
 			if (held[i])
 				continue;
@@ -608,22 +608,20 @@ static unsigned batch_cap_order(struct lane *ln, const PGresult *load, int from,
 				room--;
 				continue;
 			}
-			store_refuse(ln, mine[i], why);
-			refused++;
+			mine[i]->s_order_full = true;
 		}
 	}
 	free(mine);
 	free(held);
-	return refused;
 }
 
 /*
- * Refuse the events that would take an order past
- * limits.max_events_per_order.  Every batch folds all the stored events
+ * Mark the events that would take an order past
+ * limits.max_events_per_order, for the INSERT to refuse.  Every batch folds all the stored events
  * of each order it changes (LOAD returns them all), so one order without
  * a bound would slow every batch that touches it, and the batches are
  * shared by all clients.  LOAD's rows give each order's count, grouped by
- * order; the refused events leave the batch before anything is written.
+ * order.
  */
 static void batch_cap_orders(struct lane *ln)
 {
@@ -636,7 +634,6 @@ static void batch_cap_orders(struct lane *ln)
 	 * events together do not: ordinary batches stop here. */
 	if (rows + (long)ln->n_batch <= max)
 		return;
-	unsigned refused = 0;
 	for (int from = 0, to; from < rows; from = to) {
 		const char *exp = PQgetvalue(load, from, 0), *ord = PQgetvalue(load, from, 1);
 		for (to = from + 1; to < rows; to++)
@@ -644,14 +641,11 @@ static void batch_cap_orders(struct lane *ln)
 			    strcmp(PQgetvalue(load, to, 0), exp) != 0)
 				break;
 		if ((to - from) + (long)ln->n_batch > max)
-			refused += batch_cap_order(ln, load, from, to);
+			batch_cap_order(ln, load, from, to);
 		/* Full before this batch: the next ones leave it out of LOAD. */
 		if (to - from >= max)
 			store_mark_full(ln->st, exp, ord, to - from);
 	}
-	/* COPY's rows, if written already, hold the refused events. */
-	if (refused > 0)
-		ln->out.rows_built = false;
 }
 
 /*
@@ -666,14 +660,6 @@ static void batch_write_events(struct lane *ln)
 	struct batch_outcome *o = &ln->out;
 	struct slot *s;
 	batch_cap_orders(ln);
-	if (ln->n_batch == 0) {
-		/* Every event was refused: nothing to write or fold, and the
-		 * empty transaction commits. */
-		o->folded = true;
-		batch_send_part2(ln);
-		o->expect = BQ_COMMIT;
-		return;
-	}
 	bool insert = batch_needs_insert(ln);
 	if (ln->st->copy_pause > 0)
 		ln->st->copy_pause--;

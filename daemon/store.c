@@ -255,16 +255,6 @@ void store_mark_full(struct store *st, const char *exporter, const char *order, 
 	          stored, st->max_events_per_order);
 }
 
-/*
- * Answer invalid_event to an event of the batch in flight that may not be
- * stored (its order is full, batch.c), before the events are written: it
- * leaves the batch, which goes on without it.
- */
-void store_refuse(struct lane *ln, struct slot *s, const char *why)
-{
-	store_finish(ln, s, STORE_REJECTED, why);
-}
-
 /* Did the batch's statement give this event a verdict ('s', 'd', 'c', 'r', 'f')? */
 static bool has_verdict(const struct slot *s)
 {

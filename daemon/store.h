@@ -168,7 +168,6 @@ struct store {
 void store_send_batch(struct store *st);
 void store_batch_done(struct lane *ln);
 void store_batch_lost(struct lane *ln, const char *why);
-void store_refuse(struct lane *ln, struct slot *s, const char *why);
 bool store_order_full(const struct store *st, const struct slot *s);
 void store_mark_full(struct store *st, const char *exporter, const char *order, int stored);
 void store_order_full_why(const struct store *st, char *buf, size_t cap);

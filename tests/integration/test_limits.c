@@ -666,15 +666,23 @@ static void test_max_pending_fair(void **state)
 	it_daemon_stop_clean(d);
 }
 
-/* Send the events ids in one write: of PO-CAP-OTHER when the id starts with other-, else of PO-CAP.
+/*
+ * Send the events ids in one write: of PO-CAP-OTHER when the id starts
+ * with other-, else of PO-CAP; "ID@PO-CAP" sends ID under PO-CAP whatever
+ * it starts with.
  */
 static void send_together(struct it_client *c, const char *const *ids, size_t n)
 {
 	char *buf = NULL;
 	size_t len = 0;
 	for (size_t i = 0; i < n; i++) {
-		bool other = strncmp(ids[i], "other-", 6) == 0;
-		char *ev = it_event_line(ids[i], "shipment.checkpoint",
+		char id[64];
+		snprintf(id, sizeof(id), "%s", ids[i]);
+		char *at = strchr(id, '@');
+		bool other = at == NULL && strncmp(id, "other-", 6) == 0;
+		if (at != NULL)
+			*at = '\0';
+		char *ev = it_event_line(id, "shipment.checkpoint",
 		                         other ? "PO-CAP-OTHER" : "PO-CAP", "SH-CAP");
 		size_t k = strlen(ev);
 		buf = realloc(buf, len + k + 1);
@@ -710,10 +718,11 @@ static bool stored(const char *db, const char *id)
 /*
  * limits.max_events_per_order (10 here): an order's events are stored up
  * to the limit, in line order, and the next ones are answered
- * invalid_event, logged and not stored, whether the batch goes by COPY or
- * by the INSERT or holds nothing else; a resend of a stored event of that
- * order is still a duplicate, and another order's events in the same
- * batch are stored.  Once a batch has found the order full, the next ones
+ * invalid_event, logged and not stored, whether the batch holds other
+ * events or nothing else; a resend of a stored event of that order is
+ * still a duplicate, an id stored under another order is a conflict (in
+ * the batch that finds the order full too), and another order's events
+ * in the same batch are stored.  Once a batch has found the order full, the next ones
  * leave it out of LOCK and LOAD: they are answered while a test session
  * holds the order's advisory lock.  A reload raising the limit lets the
  * order grow again.
@@ -751,12 +760,15 @@ static void test_max_events_per_order(void **state)
 	    d, off, "event=cap-10 code=invalid_event reason=\"field \\\"order\\\": ", IT_REPLY_MS);
 	it_log_expect(d, off, "event=cap-11 code=invalid_event", IT_REPLY_MS);
 
-	/* By COPY (nothing in the batch is stored); this batch finds the
-	 * order full and says so. */
-	const char *copy[] = {"cap-12", "other-2"};
-	send_together(c, copy, 2);
+	/* Nothing in this batch is stored under its own order; it finds
+	 * the order full and says so.  other-1 sent again under PO-CAP is
+	 * stored under PO-CAP-OTHER: a conflict, not a refusal, as in the
+	 * batches after this one (other-2 below). */
+	const char *copy[] = {"cap-12", "other-2", "other-1@PO-CAP"};
+	send_together(c, copy, 3);
 	expect_order_full(c, "cap-12", 10);
 	it_expect_ack(c, "other-2", "stored");
+	json_decref(it_expect_error(c, "other-1", "conflict"));
 	off = it_log_expect(
 	    d, off, "msg=\"order full\" exporter=" IT_EXPORTER " order=PO-CAP events=10 limit=10",
 	    IT_REPLY_MS);
@@ -771,11 +783,12 @@ static void test_max_events_per_order(void **state)
 	                 "' || '/' || 'PO-CAP', 7433))");
 	assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
 	PQclear(r);
-	const char *known[] = {"cap-13", "cap-09", "other-3"};
-	send_together(c, known, 3);
+	const char *known[] = {"cap-13", "cap-09", "other-3", "other-2@PO-CAP"};
+	send_together(c, known, 4);
 	expect_order_full(c, "cap-13", 10);
 	it_expect_ack(c, "cap-09", "duplicate");
 	it_expect_ack(c, "other-3", "stored");
+	json_decref(it_expect_error(c, "other-2", "conflict"));
 	const char *alone[] = {"cap-14"};
 	send_together(c, alone, 1);
 	expect_order_full(c, "cap-14", 10);
