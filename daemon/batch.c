@@ -617,11 +617,11 @@ static void batch_cap_order(struct lane *ln, const PGresult *load, int from, int
 
 /*
  * Mark the events that would take an order past
- * limits.max_events_per_order, for the INSERT to refuse.  Every batch folds all the stored events
- * of each order it changes (LOAD returns them all), so one order without
- * a bound would slow every batch that touches it, and the batches are
- * shared by all clients.  LOAD's rows give each order's count, grouped by
- * order.
+ * limits.max_events_per_order, for the INSERT to refuse.  Every batch
+ * folds all the stored events of each order it changes (LOAD returns them
+ * all), so one order without a bound would slow every batch that touches
+ * it, and the batches are shared by all clients.  LOAD's rows give each
+ * order's count, grouped by order.
  */
 static void batch_cap_orders(struct lane *ln)
 {
