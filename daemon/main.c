@@ -35,6 +35,7 @@
 #include "log.h"
 #include "privdrop.h"
 #include "metrics.h"
+#include "peers.h"
 #include "sdnotify.h"
 #include "tls.h"
 #include "webhook.h"
@@ -250,6 +251,7 @@ static void server_shutdown(void)
 	/* Let pending frees (closed connections) run. */
 	event_base_loop(server.base, EVLOOP_NONBLOCK);
 	event_base_free(server.base);
+	peers_clear();
 	config_free(server.cfg);
 	jarena_shutdown();
 	/* Every tree's blocks went with its slot: anything left is a slot

@@ -4,7 +4,7 @@
  * An open-addressing hash table keyed by peerkey_format(): the textual
  * address, or an IPv6 address's /64 prefix.  A record lives while the
  * peer has connections or failed within the last minute; idle records are
- * removed lazily when their slot is looked at, so the table holds roughly
+ * dropped when the table is rebuilt, once half full, so it holds roughly
  * the peers that are connected now.
  */
 #include <stdio.h>

@@ -582,6 +582,11 @@ void it_log_tail(const struct it_daemon *d, int nlines)
 
 struct it_client *it_connect(struct it_daemon *d)
 {
+	return it_connect_from(d, NULL);
+}
+
+struct it_client *it_connect_from(struct it_daemon *d, const char *source)
+{
 	struct it_client *c = calloc(1, sizeof(*c));
 	struct sockaddr_in sa;
 
@@ -591,6 +596,12 @@ struct it_client *it_connect(struct it_daemon *d)
 	c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (c->fd < 0)
 		it_fail("socket: %s", strerror(errno));
+	if (source != NULL) {
+		struct sockaddr_in src = {.sin_family = AF_INET};
+		if (inet_pton(AF_INET, source, &src.sin_addr) != 1 ||
+		    bind(c->fd, (struct sockaddr *)&src, sizeof(src)) != 0)
+			it_fail("bind to %s: %s", source, strerror(errno));
+	}
 	memset(&sa, 0, sizeof(sa));
 	sa.sin_family = AF_INET;
 	sa.sin_port = htons((uint16_t)d->port);

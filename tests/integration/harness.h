@@ -193,6 +193,8 @@ void it_log_tail(const struct it_daemon *d, int nlines);
 /* --- clients --- */
 
 struct it_client *it_connect(struct it_daemon *d);
+/* The same from a given loopback address (127.0.0.0/8), bound first. */
+struct it_client *it_connect_from(struct it_daemon *d, const char *source);
 void it_close(struct it_client *c);
 /* Send a line, appending "\n". */
 void it_send(struct it_client *c, const char *line);

@@ -114,6 +114,103 @@ static void test_per_ip_cap(void **state)
 	it_daemon_stop_clean(d);
 }
 
+enum { ADDRS = 400 };
+
+/* The n-th loopback address of a group: 127.<group>.<n / 250>.<n % 250 + 1>. */
+static void loopback(char *buf, size_t cap, int group, int n)
+{
+	snprintf(buf, cap, "127.%d.%d.%d", group, n / 250, n % 250 + 1);
+}
+
+/* Open and greet one connection from each of ADDRS addresses of a group. */
+static void connect_group(struct it_daemon *d, int group, struct it_client **out)
+{
+	for (int i = 0; i < ADDRS; i++) {
+		char addr[32];
+		loopback(addr, sizeof(addr), group, i);
+		out[i] = it_connect_from(d, addr);
+		it_hello(out[i], IT_EXPORTER, IT_TOKEN);
+	}
+}
+
+/* The per-address limits still hold for the addresses A (full) and F (failed). */
+static void expect_limits_kept(struct it_daemon *d)
+{
+	struct it_client *c = it_connect_from(d, "127.9.0.1");
+	json_t *err = it_expect_error(c, NULL, "too_many_connections");
+	assert_non_null(strstr(it_json_str(err, "message"), "max_connections_per_ip"));
+	json_decref(err);
+	it_close(c);
+	c = it_connect_from(d, "127.9.0.2");
+	err = it_expect_error(c, NULL, "auth_failed");
+	assert_non_null(strstr(it_json_str(err, "message"), "too many failed hellos"));
+	json_decref(err);
+	it_close(c);
+}
+
+/*
+ * The per-address records (daemon/peers.c) are kept in a hash table that
+ * is rebuilt when half full, dropping the records of addresses with no
+ * connection and no recent failed hello, and doubled when still crowded.
+ * Greeted connections from 400 addresses grow it from 256 slots to 1,024;
+ * once they close, 400 other addresses fill it again, and the rebuilds
+ * drop the idle records.  Through both, an address with
+ * limits.max_connections_per_ip connections open is refused one more,
+ * an address past limits.max_failed_hellos is refused too, the open
+ * connections stay usable, and an address whose connections closed may
+ * connect again.
+ */
+static void test_peer_table_rebuilds(void **state)
+{
+	(void)state;
+	it_pg_createdb("peer_table");
+	struct it_config cfg = {.name = "peer_table",
+	                        .dbname = "peer_table",
+	                        .max_connections = 2 * ADDRS,
+	                        .max_connections_per_ip = 2,
+	                        .max_failed_hellos = 2,
+	                        .hello_timeout_s = 120,
+	                        .log_level = "info"};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct it_client *full[2], *group[ADDRS];
+	for (int i = 0; i < 2; i++) {
+		full[i] = it_connect_from(d, "127.9.0.1");
+		it_hello(full[i], IT_EXPORTER, IT_TOKEN);
+	}
+	for (int i = 0; i < 2; i++) {
+		struct it_client *c = it_connect_from(d, "127.9.0.2");
+		it_send(c, "{\"type\":\"hello\",\"exporter\":\"kivu-coffee\",\"token\":\"guess\"}");
+		json_decref(it_expect_error(c, NULL, "auth_failed"));
+		it_close(c);
+	}
+
+	connect_group(d, 1, group);
+	expect_limits_kept(d);
+
+	off_t off = it_log_offset(d);
+	for (int i = 0; i < ADDRS; i++)
+		it_close(group[i]);
+	/* Every close is counted before the next group comes. */
+	for (int i = 0; i < ADDRS; i++)
+		off = it_log_expect(d, off, "msg=\"connection closed\"", IT_REPLY_MS);
+
+	connect_group(d, 2, group);
+	expect_limits_kept(d);
+	it_send(full[0], "{\"type\":\"ping\"}");
+	it_expect_pong(full[0]);
+	/* An address of the first group, idle since, is a new peer again. */
+	char addr[32];
+	loopback(addr, sizeof(addr), 1, 7);
+	struct it_client *again[2];
+	for (int i = 0; i < 2; i++) {
+		again[i] = it_connect_from(d, addr);
+		it_hello(again[i], IT_EXPORTER, IT_TOKEN);
+	}
+	it_send(group[ADDRS - 1], "{\"type\":\"ping\"}");
+	it_expect_pong(group[ADDRS - 1]);
+	it_daemon_stop_clean(d);
+}
+
 /* No hello within limits.hello_timeout_s: closed, with the reason logged. */
 static void test_hello_timeout(void **state)
 {
@@ -1015,6 +1112,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(test_per_ip_cap, it_test_teardown),
+	    cmocka_unit_test_teardown(test_peer_table_rebuilds, it_test_teardown),
 	    cmocka_unit_test_teardown(test_hello_timeout, it_test_teardown),
 	    cmocka_unit_test_teardown(test_line_timeout, it_test_teardown),
 	    cmocka_unit_test_teardown(test_line_timeout_paused, it_test_teardown),
