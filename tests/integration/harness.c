@@ -588,29 +588,33 @@ struct it_client *it_connect(struct it_daemon *d)
 struct it_client *it_connect_from(struct it_daemon *d, const char *source)
 {
 	struct it_client *c = calloc(1, sizeof(*c));
-	struct sockaddr_in sa;
+	bool v6 = source != NULL && strchr(source, ':') != NULL;
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)d->port)};
+	struct sockaddr_in6 sa6 = {.sin6_family = AF_INET6,
+	                           .sin6_port = htons((uint16_t)d->port),
+	                           .sin6_addr = IN6ADDR_LOOPBACK_INIT};
 
 	if (c == NULL)
 		abort();
 	c->d = d;
-	c->fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	c->fd = socket(v6 ? AF_INET6 : AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	if (c->fd < 0)
 		it_fail("socket: %s", strerror(errno));
-	if (source != NULL) {
+	if (source != NULL && !v6) {
 		struct sockaddr_in src = {.sin_family = AF_INET};
 		if (inet_pton(AF_INET, source, &src.sin_addr) != 1 ||
 		    bind(c->fd, (struct sockaddr *)&src, sizeof(src)) != 0)
 			it_fail("bind to %s: %s", source, strerror(errno));
 	}
-	memset(&sa, 0, sizeof(sa));
-	sa.sin_family = AF_INET;
-	sa.sin_port = htons((uint16_t)d->port);
 	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (connect(c->fd, (struct sockaddr *)&sa, sizeof(sa)) != 0) {
+	int rc = v6 ? connect(c->fd, (struct sockaddr *)&sa6, sizeof(sa6))
+	            : connect(c->fd, (struct sockaddr *)&sa, sizeof(sa));
+	if (rc != 0) {
 		int e = errno;
 		close(c->fd);
 		free(c);
-		it_fail("connect to 127.0.0.1:%d: %s", d->port, strerror(e));
+		it_fail("connect to %s port %d: %s", v6 ? "::1" : "127.0.0.1", d->port,
+		        strerror(e));
 	}
 	int one = 1;
 	setsockopt(c->fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
@@ -1481,7 +1485,8 @@ static char *config_text(const struct it_config *cfg)
 	bool first = true;
 
 	append_fmt(&b, &len, &cap, "# written by tests/integration/harness.c for %s\n", cfg->name);
-	append_fmt(&b, &len, &cap, "listen = [ \"127.0.0.1:0\" ];\n");
+	append_fmt(&b, &len, &cap, "listen = [ \"%s\" ];\n",
+	           cfg->listen != NULL ? cfg->listen : "127.0.0.1:0");
 	append_fmt(&b, &len, &cap, "database = { conninfo = ");
 	append_cfg_string(&b, &len, &cap, it_conninfo(cfg->dbname));
 	if (cfg->db_connections > 0)

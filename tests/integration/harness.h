@@ -57,6 +57,7 @@ struct it_exporter {
 struct it_config {
 	const char *name;   /* file label: <tmp>/<name>.conf and .log; required */
 	const char *dbname; /* NULL: IT_DB */
+	const char *listen; /* the one listen address; NULL: "127.0.0.1:0" */
 	struct it_exporter extra[IT_MAX_EXTRA];
 	size_t n_extra;
 	bool no_default_exporters; /* leave out IT_EXPORTER and IT_EXPORTER2 */
@@ -193,7 +194,10 @@ void it_log_tail(const struct it_daemon *d, int nlines);
 /* --- clients --- */
 
 struct it_client *it_connect(struct it_daemon *d);
-/* The same from a given loopback address (127.0.0.0/8), bound first. */
+/*
+ * The same from a given loopback address, bound first: one of 127.0.0.0/8,
+ * or "::1" to connect to a daemon listening on [::1].
+ */
 struct it_client *it_connect_from(struct it_daemon *d, const char *source);
 void it_close(struct it_client *c);
 /* Send a line, appending "\n". */

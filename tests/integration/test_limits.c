@@ -211,6 +211,40 @@ static void test_peer_table_rebuilds(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/*
+ * Over IPv6: a daemon listening on [::1] says so, names its peer
+ * [::1]:port in its log lines, stores and acks an event from it, and
+ * counts its connections against limits.max_connections_per_ip (by the
+ * address's /64 prefix, which tests/unit/test_peerkey.c checks).
+ */
+static void test_ipv6_loopback(void **state)
+{
+	(void)state;
+	it_pg_createdb("ipv6");
+	struct it_config cfg = {.name = "ipv6",
+	                        .dbname = "ipv6",
+	                        .listen = "[::1]:0",
+	                        .max_connections_per_ip = 1,
+	                        .log_level = "info"};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	it_log_expect(d, 0, "msg=listening addr=[::1]:", IT_REPLY_MS);
+	off_t off = it_log_offset(d);
+	struct it_client *c = it_connect_from(d, "::1");
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	it_log_expect(d, off, "msg=\"connection opened\" conn=1 peer=[::1]:", IT_REPLY_MS);
+	char *ev = event("ipv6", 0);
+	it_send(c, ev);
+	free(ev);
+	it_expect_ack(c, "ipv6-00000", "stored");
+
+	struct it_client *extra = it_connect_from(d, "::1");
+	json_t *err = it_expect_error(extra, NULL, "too_many_connections");
+	assert_non_null(strstr(it_json_str(err, "message"), "max_connections_per_ip"));
+	json_decref(err);
+	it_log_expect(d, off, "msg=\"connection refused\" conn=2 peer=[::1]:", IT_REPLY_MS);
+	it_daemon_stop_clean(d);
+}
+
 /* No hello within limits.hello_timeout_s: closed, with the reason logged. */
 static void test_hello_timeout(void **state)
 {
@@ -1113,6 +1147,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(test_per_ip_cap, it_test_teardown),
 	    cmocka_unit_test_teardown(test_peer_table_rebuilds, it_test_teardown),
+	    cmocka_unit_test_teardown(test_ipv6_loopback, it_test_teardown),
 	    cmocka_unit_test_teardown(test_hello_timeout, it_test_teardown),
 	    cmocka_unit_test_teardown(test_line_timeout, it_test_teardown),
 	    cmocka_unit_test_teardown(test_line_timeout_paused, it_test_teardown),
