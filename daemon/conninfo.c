@@ -54,15 +54,33 @@ static void redact(char **text, const char *secret, size_t n)
 	*text = out;
 }
 
-/* The end of a keyword value starting at v: a quoted one's closing quote, or a space. */
-static const char *value_end(const char *v)
+static const char spaces[] = " \t\n\r\f\v";
+
+/* The end of a quoted keyword value whose opening quote is at v: its closing quote. */
+static const char *quoted_end(const char *v)
 {
-	if (*v != '\'')
-		return v + strcspn(v, " \t\n\r\f\v");
 	for (v++; *v != '\0' && *v != '\''; v++)
 		if (*v == '\\' && v[1] != '\0')
 			v++;
 	return v;
+}
+
+/*
+ * Take an unquoted password= value starting at v out of msg, word by word,
+ * up to the next word holding an "=" (the next keyword): "password=se
+ * cret dbname=x" meant "se cret", and libpq's reason ("missing "=" after
+ * "cret"") quotes the word it choked on.
+ */
+static void redact_words(char **msg, const char *v)
+{
+	for (;;) {
+		v += strspn(v, spaces);
+		size_t n = strcspn(v, spaces);
+		if (n == 0 || memchr(v, '=', n) != NULL)
+			return;
+		redact(msg, v, n);
+		v += n;
+	}
 }
 
 /*
@@ -87,15 +105,17 @@ static void redact_passwords(const char *conninfo, char **msg)
 	for (const char *p = strstr(conninfo, "password"); p != NULL;
 	     p = strstr(p + 1, "password")) {
 		const char *v = p + 8;
-		v += strspn(v, " \t\n\r\f\v");
+		v += strspn(v, spaces);
 		if (*v != '=')
 			continue;
 		v++;
-		v += strspn(v, " \t\n\r\f\v");
-		const char *end = uri != NULL ? v + strcspn(v, "&") : value_end(v);
-		if (*v == '\'' && uri == NULL)
-			v++;
-		redact(msg, v, (size_t)(end - v));
+		v += strspn(v, spaces);
+		if (uri != NULL)
+			redact(msg, v, strcspn(v, "&"));
+		else if (*v == '\'')
+			redact(msg, v + 1, (size_t)(quoted_end(v) - v - 1));
+		else
+			redact_words(msg, v);
 	}
 }
 

@@ -1683,6 +1683,27 @@ static void test_conninfo_password_not_shown(void **state)
 	assert_non_null(strstr(out, "postgresql://ordertrack:***@[::1/ordertrack"));
 	free(out);
 
+	/* A password as a URI parameter, and one written with a space and no
+	 * quotes, whose second word libpq's reason quotes. */
+	static const struct {
+		const char *conf, *reason, *shown;
+	} more[] = {
+	    {"database = { conninfo = \"postgresql://[::1/ordertrack?password=Q5ecret&x=1\"; };\n",
+	     "in URI", "?password=***&x=1"},
+	    {"database = { conninfo = \"host=/tmp password=Pw-5e cret-77 dbname=x\"; };\n",
+	     "missing \"=\" after", "after \"***\""},
+	};
+	for (size_t i = 0; i < sizeof(more) / sizeof(more[0]); i++) {
+		write_tmp(conf, sizeof(conf), "more_password_conninfo.conf", more[i].conf);
+		snprintf(cmd, sizeof(cmd), "'%s' -t -c '%s' 2>&1", bin, conf);
+		assert_int_equal(shell(cmd, &out), 78);
+		if (strstr(out, more[i].reason) == NULL || strstr(out, more[i].shown) == NULL)
+			it_fail("ordertrackd -t: unexpected reason: %s", out);
+		if (strstr(out, "5ecret") != NULL || strstr(out, "cret-77") != NULL)
+			it_fail("ordertrackd -t shows the password: %s", out);
+		free(out);
+	}
+
 	/* The same file on SIGHUP: refused, and logged without the password. */
 	it_pg_createdb("ops_conninfo_pw");
 	struct it_config cfg = ops_config("conninfo_pw", "ops_conninfo_pw");
