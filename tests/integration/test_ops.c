@@ -924,6 +924,69 @@ static void test_pgcluster_planted_link(void **state)
 	assert_int_equal(pgcluster(destroy), 0);
 }
 
+/*
+ * Poll /metrics (the open alerts are counted every 10 s) until the sample
+ * name has the value want; fail after 25 s.
+ */
+static void expect_metric_soon(int port, const char *name, double want)
+{
+	double got = -1;
+	for (long long until = it_now_ms() + 25000; it_now_ms() < until; it_sleep_ms(250)) {
+		char *body = http_expect(port, "/metrics", 200);
+		bool has = strstr(body, name) != NULL;
+		got = has ? metric(body, name) : -1;
+		free(body);
+		if (got == want)
+			return;
+	}
+	it_fail("%s is %g, not %g, after 25 s", name, got, want);
+}
+
+/*
+ * ordertrack_alerts_active{kind}, which OPERATIONS.md's alerting rule
+ * watches, counts the open episodes: a shipment held at customs for days
+ * makes alert.customs_dwell 1, its release 0 again.
+ */
+static void test_metrics_alerts_active(void **state)
+{
+	(void)state;
+	static const char dwell[] = "ordertrack_alerts_active{kind=\"alert.customs_dwell\"}";
+	it_pg_createdb("ops_alerts_gauge");
+	struct it_config cfg = {.name = "alerts_gauge", .dbname = "ops_alerts_gauge"};
+	cfg.extra_text = "admin = { listen = \"127.0.0.1:0\"; };\n"
+	                 "alerts = { interval_s = 1; customs_hold_hours = 1; };";
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	int port = admin_port(d);
+	expect_metric_soon(port, dwell, 0);
+
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	/* Held since IT_OCCURRED_AT, days ago. */
+	static const char *const held[][2] = {{"gauge-1", "order.created"},
+	                                      {"gauge-2", "shipment.booked"},
+	                                      {"gauge-3", "shipment.customs_hold"}};
+	for (size_t i = 0; i < 3; i++) {
+		char *ev =
+		    it_event_line(held[i][0], held[i][1], "PO-GAUGE", i == 0 ? NULL : "SH-GAUGE");
+		it_send(c, ev);
+		free(ev);
+		it_expect_ack(c, held[i][0], "stored");
+	}
+	expect_metric_soon(port, dwell, 1);
+	assert_int_equal(it_db_long(cfg.dbname,
+	                            "SELECT count(*) FROM ordertrack.alerts"
+	                            " WHERE kind = 'alert.customs_dwell' AND cleared_at IS NULL",
+	                            NULL),
+	                 1);
+
+	char *rel = it_event_line("gauge-4", "shipment.customs_released", "PO-GAUGE", "SH-GAUGE");
+	it_send(c, rel);
+	free(rel);
+	it_expect_ack(c, "gauge-4", "stored");
+	expect_metric_soon(port, dwell, 0);
+	it_daemon_stop_clean(d);
+}
+
 /* /healthz, /metrics in the exposition format, counters that move with traffic. */
 static void test_metrics(void **state)
 {
@@ -2549,6 +2612,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_history_retraction_of_retraction, ops_teardown),
 	    cmocka_unit_test_teardown(test_token_new, ops_teardown),
 	    cmocka_unit_test_teardown(test_metrics, ops_teardown),
+	    cmocka_unit_test_teardown(test_metrics_alerts_active, ops_teardown),
 	    cmocka_unit_test_teardown(test_readyz_outage, ops_teardown),
 	    cmocka_unit_test_teardown(test_schema_newer_while_running, ops_teardown),
 	    cmocka_unit_test_teardown(test_connection_limit, ops_teardown),
