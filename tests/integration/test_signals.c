@@ -303,6 +303,94 @@ static void test_sighup_limits(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/*
+ * A second SIGTERM while the drain waits (PostgreSQL is down, an event is
+ * pending) stops the daemon at once, with status 0 and a warning naming
+ * what it left: the event gets no ack, since it was never committed.
+ */
+static void test_sigterm_twice(void **state)
+{
+	(void)state;
+	it_pg_createdb("sig_twice");
+	struct it_config cfg = {.name = "sigterm_twice", .dbname = "sig_twice"};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	it_pg_stop("fast");
+	off_t off = it_log_offset(d);
+	char *ev = it_event_line("twice-1", "shipment.checkpoint", "PO-TWICE", "SH-TWICE");
+	it_send(c, ev);
+	free(ev);
+	it_sleep_ms(300); /* read, and waiting for the database */
+	kill(d->pid, SIGTERM);
+	off = it_log_expect(d, off, "msg=draining signal=15 connections=1 pending=1", IT_REPLY_MS);
+	it_sleep_ms(500);
+	assert_true(it_daemon_alive(d)); /* still waiting for the database */
+	kill(d->pid, SIGTERM);
+	it_log_expect(d, off, "msg=\"second signal, exiting without draining\" signal=15 pending=1",
+	              IT_REPLY_MS);
+	long long until = it_now_ms() + IT_REPLY_MS;
+	while (it_daemon_alive(d) && it_now_ms() < until)
+		it_sleep_ms(20);
+	if (it_daemon_alive(d))
+		it_fail("the daemon still runs after a second SIGTERM");
+	assert_true(WIFEXITED(d->status) && WEXITSTATUS(d->status) == 0);
+	char *line;
+	if (it_try_read_line(c, IT_REPLY_MS, &line) == IT_READ_LINE)
+		it_fail("a reply after the second SIGTERM: %s", line);
+	it_pg_start();
+	assert_int_equal(it_db_long("sig_twice", "SELECT count(*) FROM ordertrack.events", NULL),
+	                 0);
+}
+
+/* How many ingest sessions of the daemon's database are open. */
+static long ingest_sessions(const char *db)
+{
+	return it_db_long(db,
+	                  "SELECT count(*) FROM pg_stat_activity"
+	                  " WHERE datname = $1 AND application_name = 'ordertrackd'",
+	                  db, NULL);
+}
+
+/*
+ * SIGHUP with a restart-only key changed (database.connections) beside a
+ * reloadable one (limits.window): the first is named in "config keys need
+ * a restart" and not applied (the sessions stay two), the second applied
+ * and named in "config reloaded".  The next reload of the same file says
+ * again what still needs the restart, and that nothing else changed.
+ */
+static void test_sighup_restart_keys(void **state)
+{
+	(void)state;
+	const char *db = "sighup_restart";
+	it_pg_createdb(db);
+	struct it_config cfg = {.name = "sighup_restart", .dbname = db, .db_connections = 2};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	assert_int_equal(ingest_sessions(db), 2);
+
+	cfg.db_connections = 3;
+	cfg.window = 64;
+	it_daemon_rewrite(d, &cfg);
+	for (int round = 0; round < 2; round++) {
+		off_t off = it_log_offset(d);
+		kill(d->pid, SIGHUP);
+		it_log_expect(d, off,
+		              "msg=\"config keys need a restart\" keys=database.connections",
+		              IT_REPLY_MS);
+		it_log_expect(d, off, round == 0 ? "msg=\"config reloaded\" file=" : "changed=-",
+		              IT_REPLY_MS);
+		if (round == 0)
+			it_log_expect(d, off, "changed=limits.window", IT_REPLY_MS);
+	}
+	it_sleep_ms(500);
+	assert_int_equal(ingest_sessions(db), 2);
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	it_send(c, "{\"type\":\"ping\"}");
+	it_expect_pong(c);
+	it_daemon_stop_clean(d);
+}
+
 /* SIGHUP with a broken file (syntax, then a bad value) keeps the running config. */
 static void test_sighup_broken_config(void **state)
 {
@@ -552,6 +640,8 @@ int main(void)
 	    cmocka_unit_test_teardown(test_sigterm_peer_reads_late, it_test_teardown),
 	    cmocka_unit_test_teardown(test_sighup_add_exporter, it_test_teardown),
 	    cmocka_unit_test_teardown(test_sighup_limits, it_test_teardown),
+	    cmocka_unit_test_teardown(test_sighup_restart_keys, it_test_teardown),
+	    cmocka_unit_test_teardown(test_sigterm_twice, it_test_teardown),
 	    cmocka_unit_test_teardown(test_sighup_broken_config, it_test_teardown),
 	    cmocka_unit_test_teardown(test_sighup_token_rotation, it_test_teardown),
 	    cmocka_unit_test_teardown(test_sighup_keeps_subscriber, it_test_teardown),
