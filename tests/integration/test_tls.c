@@ -857,6 +857,51 @@ static void test_reload(void **state)
 }
 
 /*
+ * Adding the tls group, or removing it, takes a restart: a reload says so
+ * ("config keys need a restart" keys=tls, with what stays) and the port
+ * keeps speaking what it spoke.
+ */
+static void test_reload_tls_on_off(void **state)
+{
+	(void)state;
+	certs_make();
+	it_pg_createdb("tls_on_off");
+	struct it_config cfg = {.name = "tls_turned_on", .dbname = "tls_on_off"};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	off_t off = it_log_offset(d);
+	cfg.extra_text = tls_text("server.pem", "server.key", false, true);
+	it_daemon_rewrite(d, &cfg);
+	kill(d->pid, SIGHUP);
+	it_log_expect(d, off,
+	              "msg=\"config keys need a restart\" keys=tls reason=\"turning TLS on takes a "
+	              "restart; the port stays plain text\"",
+	              IT_REPLY_MS);
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	it_daemon_stop_clean(d);
+
+	struct it_config on = {.name = "tls_turned_off",
+	                       .dbname = "tls_on_off",
+	                       .extra_text = tls_text("server.pem", "server.key", false, true)};
+	d = it_daemon_start(&on, true);
+	off = it_log_offset(d);
+	on.extra_text = NULL;
+	it_daemon_rewrite(d, &on);
+	kill(d->pid, SIGHUP);
+	it_log_expect(
+	    d, off,
+	    "msg=\"config keys need a restart\" keys=tls reason=\"turning TLS off takes a "
+	    "restart; TLS stays on\"",
+	    IT_REPLY_MS);
+	struct tc *t = tc_open(d, NULL, NULL);
+	assert_non_null(t);
+	tc_hello(t);
+	tc_event_stored(t, "on-off-1");
+	tc_close(t);
+	it_daemon_stop_clean(d);
+}
+
+/*
  * Run the daemon (with -t when check) on cfg, without a database; returns
  * its exit status and its output (malloc'd) in *out.
  */
@@ -964,6 +1009,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_client_certs, it_test_teardown),
 	    cmocka_unit_test_teardown(test_tls12_ciphers, it_test_teardown),
 	    cmocka_unit_test_teardown(test_reload, it_test_teardown),
+	    cmocka_unit_test_teardown(test_reload_tls_on_off, it_test_teardown),
 	    cmocka_unit_test_teardown(test_bad_cert_at_start, it_test_teardown),
 	    cmocka_unit_test_teardown(test_key_mode_warned, it_test_teardown),
 	};
