@@ -1148,6 +1148,7 @@ struct hook_req {
 	char *content_type; /* NULL when missing */
 	char *delivery;     /* Ordertrack-Delivery */
 	char *signature;    /* Ordertrack-Signature */
+	char *host;         /* Host */
 	char *body;
 	int status;
 };
@@ -1198,6 +1199,7 @@ static void rcv_request_cb(struct evhttp_request *req, void *arg)
 	    .content_type = dup_or_null(evhttp_find_header(in, "Content-Type")),
 	    .delivery = dup_or_null(evhttp_find_header(in, "Ordertrack-Delivery")),
 	    .signature = dup_or_null(evhttp_find_header(in, "Ordertrack-Signature")),
+	    .host = dup_or_null(evhttp_find_header(in, "Host")),
 	    .body = malloc(len + 1),
 	};
 	if (r.body == NULL)
@@ -1249,21 +1251,25 @@ static void *rcv_main(void *arg)
 	return NULL;
 }
 
-/* Listen on 127.0.0.1 at a free port and start the thread; the first fail_next get 500. */
-static void rcv_start(int fail_next)
+/*
+ * Listen on addr (127.0.0.1 or ::1) at a free port and start the thread;
+ * the first fail_next requests get 500.
+ */
+static void rcv_start_at(const char *addr, int fail_next)
 {
-	struct sockaddr_in sa;
+	struct sockaddr_storage sa;
 	socklen_t salen = sizeof(sa);
 
 	rcv.base = event_base_new();
 	rcv.http = rcv.base ? evhttp_new(rcv.base) : NULL;
 	if (rcv.http == NULL)
 		it_fail("cannot make the webhook receiver");
-	struct evhttp_bound_socket *bs = evhttp_bind_socket_with_handle(rcv.http, "127.0.0.1", 0);
+	struct evhttp_bound_socket *bs = evhttp_bind_socket_with_handle(rcv.http, addr, 0);
 	if (bs == NULL ||
 	    getsockname(evhttp_bound_socket_get_fd(bs), (struct sockaddr *)&sa, &salen) != 0)
-		it_fail("webhook receiver: cannot listen on 127.0.0.1: %s", strerror(errno));
-	rcv.port = ntohs(sa.sin_port);
+		it_fail("webhook receiver: cannot listen on %s: %s", addr, strerror(errno));
+	rcv.port = ntohs(sa.ss_family == AF_INET6 ? ((struct sockaddr_in6 *)&sa)->sin6_port
+	                                          : ((struct sockaddr_in *)&sa)->sin_port);
 	evhttp_set_gencb(rcv.http, rcv_request_cb, NULL);
 	rcv.tick = event_new(rcv.base, -1, EV_PERSIST, rcv_tick_cb, NULL);
 	struct timeval tv = {0, 20000};
@@ -1277,6 +1283,12 @@ static void rcv_start(int fail_next)
 	if (pthread_create(&rcv.thread, NULL, rcv_main, NULL) != 0)
 		it_fail("webhook receiver: pthread_create failed");
 	rcv.running = true;
+}
+
+/* rcv_start_at() on 127.0.0.1. */
+static void rcv_start(int fail_next)
+{
+	rcv_start_at("127.0.0.1", fail_next);
 }
 
 /* Stop the thread and free everything (also after a failed test). */
@@ -1301,6 +1313,7 @@ static void rcv_stop(void)
 		free(rcv.reqs[i].content_type);
 		free(rcv.reqs[i].delivery);
 		free(rcv.reqs[i].signature);
+		free(rcv.reqs[i].host);
 		free(rcv.reqs[i].body);
 	}
 	free(rcv.reqs);
@@ -1923,6 +1936,41 @@ static void test_webhook_redirect(void **state)
 	for (size_t i = 0; i < n; i++)
 		if (strcmp(snap[i].uri, "/hook") != 0)
 			it_fail("a request went to %s, not /hook", snap[i].uri);
+	free(snap);
+	rows_free(&all);
+	it_daemon_stop_clean(d);
+	rcv_stop();
+}
+
+/*
+ * An endpoint at an IPv6 address: the url's [::1] is connected to, and
+ * the Host header carries it in brackets, as HTTP wants.
+ */
+static void test_webhook_ipv6(void **state)
+{
+	(void)state;
+	const char *db = "notify_hook_ipv6";
+	char hooks[512], host[64];
+	rcv_start_at("::1", 0);
+	snprintf(hooks, sizeof(hooks),
+	         "webhooks = ( { id = \"erp\"; url = \"http://[::1]:%d/hook\";"
+	         " secret = \"" HOOK_SECRET "\"; } );\n",
+	         rcv.port);
+	struct it_daemon *d = notify_daemon(db, NULL, hooks);
+	struct it_client *c = it_connect(d);
+	it_hello(c, KIVU, KIVU_TOKEN);
+	send_simple(c, "v6-01", "order.created", "V6-1", NULL, "stored");
+	struct rows all;
+	table_rows(db, "true", NULL, NULL, &all);
+	assert_true(all.n > 0);
+	assert_int_equal(wait_delivered(&all, 30000), 0);
+	snprintf(host, sizeof(host), "[::1]:%d", rcv.port);
+	struct hook_req *snap;
+	size_t n = rcv_snapshot(&snap);
+	assert_true(n >= all.n);
+	for (size_t i = 0; i < n; i++)
+		if (snap[i].host == NULL || strcmp(snap[i].host, host) != 0)
+			it_fail("Host: %s, not %s", snap[i].host ? snap[i].host : "(none)", host);
 	free(snap);
 	rows_free(&all);
 	it_daemon_stop_clean(d);
@@ -2967,6 +3015,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_webhook, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_kinds, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_redirect, notify_teardown),
+	    cmocka_unit_test_teardown(test_webhook_ipv6, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_rare_kind_reads_once, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_woken_from_outside, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_two_daemons, notify_teardown),
