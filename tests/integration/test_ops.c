@@ -924,69 +924,6 @@ static void test_pgcluster_planted_link(void **state)
 	assert_int_equal(pgcluster(destroy), 0);
 }
 
-/*
- * Poll /metrics (the open alerts are counted every 10 s) until the sample
- * name has the value want; fail after 25 s.
- */
-static void expect_metric_soon(int port, const char *name, double want)
-{
-	double got = -1;
-	for (long long until = it_now_ms() + 25000; it_now_ms() < until; it_sleep_ms(250)) {
-		char *body = http_expect(port, "/metrics", 200);
-		bool has = strstr(body, name) != NULL;
-		got = has ? metric(body, name) : -1;
-		free(body);
-		if (got == want)
-			return;
-	}
-	it_fail("%s is %g, not %g, after 25 s", name, got, want);
-}
-
-/*
- * ordertrack_alerts_active{kind}, which OPERATIONS.md's alerting rule
- * watches, counts the open episodes: a shipment held at customs for days
- * makes alert.customs_dwell 1, its release 0 again.
- */
-static void test_metrics_alerts_active(void **state)
-{
-	(void)state;
-	static const char dwell[] = "ordertrack_alerts_active{kind=\"alert.customs_dwell\"}";
-	it_pg_createdb("ops_alerts_gauge");
-	struct it_config cfg = {.name = "alerts_gauge", .dbname = "ops_alerts_gauge"};
-	cfg.extra_text = "admin = { listen = \"127.0.0.1:0\"; };\n"
-	                 "alerts = { interval_s = 1; customs_hold_hours = 1; };";
-	struct it_daemon *d = it_daemon_start(&cfg, true);
-	int port = admin_port(d);
-	expect_metric_soon(port, dwell, 0);
-
-	struct it_client *c = it_connect(d);
-	it_hello(c, IT_EXPORTER, IT_TOKEN);
-	/* Held since IT_OCCURRED_AT, days ago. */
-	static const char *const held[][2] = {{"gauge-1", "order.created"},
-	                                      {"gauge-2", "shipment.booked"},
-	                                      {"gauge-3", "shipment.customs_hold"}};
-	for (size_t i = 0; i < 3; i++) {
-		char *ev =
-		    it_event_line(held[i][0], held[i][1], "PO-GAUGE", i == 0 ? NULL : "SH-GAUGE");
-		it_send(c, ev);
-		free(ev);
-		it_expect_ack(c, held[i][0], "stored");
-	}
-	expect_metric_soon(port, dwell, 1);
-	assert_int_equal(it_db_long(cfg.dbname,
-	                            "SELECT count(*) FROM ordertrack.alerts"
-	                            " WHERE kind = 'alert.customs_dwell' AND cleared_at IS NULL",
-	                            NULL),
-	                 1);
-
-	char *rel = it_event_line("gauge-4", "shipment.customs_released", "PO-GAUGE", "SH-GAUGE");
-	it_send(c, rel);
-	free(rel);
-	it_expect_ack(c, "gauge-4", "stored");
-	expect_metric_soon(port, dwell, 0);
-	it_daemon_stop_clean(d);
-}
-
 /* /healthz, /metrics in the exposition format, counters that move with traffic. */
 static void test_metrics(void **state)
 {
@@ -1089,18 +1026,24 @@ static void wait_status(int port, const char *path, int want, int timeout_ms)
 	}
 }
 
-/* Wait until /metrics shows name at value; fail after timeout_ms. */
+/*
+ * Wait until /metrics shows name at value; fail after timeout_ms.  A
+ * sample not there yet (the open alerts before their first count) is
+ * waited for too.
+ */
 static void wait_metric(int port, const char *name, double value, int timeout_ms)
 {
 	long long deadline = it_now_ms() + timeout_ms;
 	for (;;) {
 		char *body = http_expect(port, "/metrics", 200);
-		double got = metric(body, name);
+		bool has = strstr(body, name) != NULL;
+		double got = has ? metric(body, name) : -1;
 		free(body);
 		if (got == value)
 			return;
 		if (it_now_ms() > deadline)
-			it_fail("%s stayed %g for %d ms, wanted %g", name, got, timeout_ms, value);
+			it_fail("%s stayed %g%s for %d ms, wanted %g", name, got,
+			        has ? "" : " (no sample)", timeout_ms, value);
 		it_sleep_ms(100);
 	}
 }
@@ -1136,6 +1079,91 @@ static void test_readyz_outage(void **state)
 	free(body);
 	wait_metric(port, "ordertrack_database_aux_up", 1, 30000);
 	it_daemon_stop_clean(d);
+}
+
+/*
+ * ordertrack_alerts_active{kind}, which OPERATIONS.md's alerting rule
+ * watches, counts the open episodes: a shipment held at customs for days
+ * makes alert.customs_dwell 1, its release 0 again.
+ */
+static void test_metrics_alerts_active(void **state)
+{
+	(void)state;
+	static const char dwell[] = "ordertrack_alerts_active{kind=\"alert.customs_dwell\"}";
+	it_pg_createdb("ops_alerts_gauge");
+	struct it_config cfg = {.name = "alerts_gauge", .dbname = "ops_alerts_gauge"};
+	cfg.extra_text = "admin = { listen = \"127.0.0.1:0\"; };\n"
+	                 "alerts = { interval_s = 1; customs_hold_hours = 1; };";
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	int port = admin_port(d);
+	wait_metric(port, dwell, 0, 25000);
+
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	/* Held since IT_OCCURRED_AT, days ago. */
+	static const char *const held[][2] = {{"gauge-1", "order.created"},
+	                                      {"gauge-2", "shipment.booked"},
+	                                      {"gauge-3", "shipment.customs_hold"}};
+	for (size_t i = 0; i < 3; i++) {
+		char *ev =
+		    it_event_line(held[i][0], held[i][1], "PO-GAUGE", i == 0 ? NULL : "SH-GAUGE");
+		it_send(c, ev);
+		free(ev);
+		it_expect_ack(c, held[i][0], "stored");
+	}
+	wait_metric(port, dwell, 1, 25000);
+	assert_int_equal(it_db_long(cfg.dbname,
+	                            "SELECT count(*) FROM ordertrack.alerts"
+	                            " WHERE kind = 'alert.customs_dwell' AND cleared_at IS NULL",
+	                            NULL),
+	                 1);
+
+	char *rel = it_event_line("gauge-4", "shipment.customs_released", "PO-GAUGE", "SH-GAUGE");
+	it_send(c, rel);
+	free(rel);
+	it_expect_ack(c, "gauge-4", "stored");
+	wait_metric(port, dwell, 0, 25000);
+	it_daemon_stop_clean(d);
+}
+
+/*
+ * SIGTERM while PostgreSQL is down and an event waits: /readyz answers 503
+ * "draining" (not "database unavailable") while /healthz stays 200; once
+ * PostgreSQL is back the drain commits the event, acks it and exits 0.
+ */
+static void test_readyz_draining(void **state)
+{
+	(void)state;
+	it_pg_createdb("ops_drain");
+	struct it_config cfg = ops_config("drain", "ops_drain");
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	int port = admin_port(d);
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	it_pg_stop("fast");
+	wait_status(port, "/readyz", 503, 15000);
+	char *ev = it_event_line("drain-1", "shipment.checkpoint", "PO-DRAIN", "SH-DRAIN");
+	it_send(c, ev);
+	free(ev);
+	off_t off = it_log_offset(d);
+	it_sleep_ms(300); /* read, and waiting for the database */
+	kill(d->pid, SIGTERM);
+	it_log_expect(d, off, "msg=draining signal=15 connections=1 pending=1", IT_REPLY_MS);
+	char *body = http_expect(port, "/readyz", 503);
+	assert_string_equal(body, "draining\n");
+	free(body);
+	free(http_expect(port, "/healthz", 200));
+
+	it_pg_start();
+	it_expect_ack(c, "drain-1", "stored");
+	long long until = it_now_ms() + 30000;
+	while (it_daemon_alive(d) && it_now_ms() < until)
+		it_sleep_ms(50);
+	if (it_daemon_alive(d))
+		it_fail("the drain did not end once PostgreSQL was back");
+	assert_true(WIFEXITED(d->status) && WEXITSTATUS(d->status) == 0);
+	assert_int_equal(it_db_long("ops_drain", "SELECT count(*) FROM ordertrack.events", NULL),
+	                 1);
 }
 
 /* How many lines holding needle the daemon's log has after from. */
@@ -2614,6 +2642,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_metrics, ops_teardown),
 	    cmocka_unit_test_teardown(test_metrics_alerts_active, ops_teardown),
 	    cmocka_unit_test_teardown(test_readyz_outage, ops_teardown),
+	    cmocka_unit_test_teardown(test_readyz_draining, ops_teardown),
 	    cmocka_unit_test_teardown(test_schema_newer_while_running, ops_teardown),
 	    cmocka_unit_test_teardown(test_connection_limit, ops_teardown),
 	    cmocka_unit_test_teardown(test_sd_notify, ops_teardown),
