@@ -1908,6 +1908,23 @@ static void wait_aux_waits(const char *db)
 }
 
 /*
+ * A daemon on db with webhooks hooks, to which kivu-coffee has sent one
+ * event (id, order.created of order); *all holds the notifications it
+ * made, for wait_delivered().
+ */
+static struct it_daemon *hook_daemon_one(const char *db, const char *hooks, const char *id,
+                                         const char *order, struct rows *all)
+{
+	struct it_daemon *d = notify_daemon(db, NULL, hooks);
+	struct it_client *c = it_connect(d);
+	it_hello(c, KIVU, KIVU_TOKEN);
+	send_simple(c, id, "order.created", order, NULL, "stored");
+	table_rows(db, "true", NULL, NULL, all);
+	assert_true(all->n > 0);
+	return d;
+}
+
+/*
  * An endpoint that answers a redirect: the daemon does not follow it (the
  * signed body would go to a host nobody configured), says why in the
  * failure's log line, and delivers once the endpoint answers 2xx.
@@ -1922,12 +1939,8 @@ static void test_webhook_redirect(void **state)
 	rcv.fail_code = 301;
 	pthread_mutex_unlock(&rcv.mu);
 	erp_hook(hooks, sizeof(hooks), "");
-	struct it_daemon *d = notify_daemon(db, NULL, hooks);
-	struct it_client *c = it_connect(d);
-	it_hello(c, KIVU, KIVU_TOKEN);
-	send_simple(c, "redir-01", "order.created", "REDIR-1", NULL, "stored");
 	struct rows all;
-	table_rows(db, "true", NULL, NULL, &all);
+	struct it_daemon *d = hook_daemon_one(db, hooks, "redir-01", "REDIR-1", &all);
 	assert_int_equal(wait_delivered(&all, 30000), 2);
 	it_log_expect(d, 0, "status=301 reason=\"redirect not followed: fix the url\" attempt=1",
 	              0);
@@ -1956,13 +1969,8 @@ static void test_webhook_ipv6(void **state)
 	         "webhooks = ( { id = \"erp\"; url = \"http://[::1]:%d/hook\";"
 	         " secret = \"" HOOK_SECRET "\"; } );\n",
 	         rcv.port);
-	struct it_daemon *d = notify_daemon(db, NULL, hooks);
-	struct it_client *c = it_connect(d);
-	it_hello(c, KIVU, KIVU_TOKEN);
-	send_simple(c, "v6-01", "order.created", "V6-1", NULL, "stored");
 	struct rows all;
-	table_rows(db, "true", NULL, NULL, &all);
-	assert_true(all.n > 0);
+	struct it_daemon *d = hook_daemon_one(db, hooks, "v6-01", "V6-1", &all);
 	assert_int_equal(wait_delivered(&all, 30000), 0);
 	snprintf(host, sizeof(host), "[::1]:%d", rcv.port);
 	struct hook_req *snap;
