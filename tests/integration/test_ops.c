@@ -1688,13 +1688,19 @@ static void test_daemon_long_options(void **state)
 	free(out);
 }
 
-/* Write text as the file tmpdir/name; its path in path. */
-static void write_tmp(char *path, size_t cap, const char *name, const char *text)
+/* Write n bytes of data as the file tmpdir/name; its path in path. */
+static void write_tmp_bytes(char *path, size_t cap, const char *name, const char *data, size_t n)
 {
 	snprintf(path, cap, "%s/%s", it_tmpdir(), name);
 	FILE *f = fopen(path, "w");
-	if (f == NULL || fputs(text, f) < 0 || fclose(f) != 0)
+	if (f == NULL || fwrite(data, 1, n, f) != n || fclose(f) != 0)
 		it_fail("cannot write %s", path);
+}
+
+/* Write text as the file tmpdir/name; its path in path. */
+static void write_tmp(char *path, size_t cap, const char *name, const char *text)
+{
+	write_tmp_bytes(path, cap, name, text, strlen(text));
 }
 
 /*
@@ -1747,6 +1753,47 @@ static void test_check_mode_conninfo_user(void **state)
 	          "database = { conninfo = \"postgresql:///ordertrack?connect_timeout=5\"; };\n");
 	snprintf(cmd, sizeof(cmd), "'%s' -t -c '%s' 2>&1", bin, conf);
 	assert_int_equal(shell(cmd, &out), 0);
+	free(out);
+}
+
+/*
+ * Config files the daemon cannot use as they are: a folder, a file with a
+ * NUL byte (libconfig would stop reading there and run on the lines before
+ * it) and one over 16 MiB.  -t refuses each with 78, naming the file and
+ * the reason (the NUL with its line).
+ */
+static void test_config_file_unusable(void **state)
+{
+	(void)state;
+	const char *bin = getenv("OT_DAEMON");
+	char path[PATH_MAX], cmd[2 * PATH_MAX + 64], *out;
+	static const char nul[] = "log = { level = \"info\"; };\n# a NUL \0 here\n"
+	                          "exporters = ( );\n";
+
+	snprintf(cmd, sizeof(cmd), "'%s' -t -c '%s' 2>&1", bin, it_tmpdir());
+	assert_int_equal(shell(cmd, &out), 78);
+	if (strstr(out, it_tmpdir()) == NULL || strstr(out, "Is a directory") == NULL)
+		it_fail("a folder as the config: %s", out);
+	free(out);
+
+	write_tmp_bytes(path, sizeof(path), "nul.conf", nul, sizeof(nul) - 1);
+	snprintf(cmd, sizeof(cmd), "'%s' -t -c '%s' 2>&1", bin, path);
+	assert_int_equal(shell(cmd, &out), 78);
+	if (strstr(out, "nul.conf:2: file contains a NUL byte") == NULL)
+		it_fail("a NUL in the config: %s", out);
+	free(out);
+
+	size_t big = (16u << 20) + 4096;
+	char *text = malloc(big);
+	assert_non_null(text);
+	for (size_t i = 0; i < big; i++)
+		text[i] = i % 64 == 63 ? '\n' : (i % 64 == 0 ? '#' : 'x');
+	write_tmp_bytes(path, sizeof(path), "big.conf", text, big);
+	free(text);
+	snprintf(cmd, sizeof(cmd), "'%s' -t -c '%s' 2>&1", bin, path);
+	assert_int_equal(shell(cmd, &out), 78);
+	if (strstr(out, "big.conf: larger than 16777216 bytes") == NULL)
+		it_fail("a 16 MiB config: %s", out);
 	free(out);
 }
 
@@ -2649,6 +2696,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_shipped_files, ops_teardown),
 	    cmocka_unit_test_teardown(test_check_mode_conninfo_user, ops_teardown),
 	    cmocka_unit_test_teardown(test_conninfo_password_not_shown, ops_teardown),
+	    cmocka_unit_test_teardown(test_config_file_unusable, ops_teardown),
 	    cmocka_unit_test_teardown(test_secret_config_mode_warned, ops_teardown),
 	    cmocka_unit_test_teardown(test_operator_log_lines, ops_teardown),
 	    cmocka_unit_test_teardown(test_tail_wrong_address, ops_teardown),
