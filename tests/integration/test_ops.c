@@ -1250,6 +1250,58 @@ static void test_connection_limit(void **state)
 }
 
 /*
+ * A database whose sessions start read-only (default_transaction_read_only,
+ * as on a standby): the migrations fail, each session says why once
+ * ("database schema not ready", the server's reason), the daemon is not
+ * ready and holds an event.  Once the setting is gone, the next attempt
+ * migrates and the event is stored.
+ */
+static void test_read_only_at_start(void **state)
+{
+	(void)state;
+	const char *db = "ops_read_only";
+	it_pg_createdb(db);
+	it_db_command(db, "ALTER DATABASE ops_read_only SET default_transaction_read_only = on",
+	              NULL);
+	struct it_config cfg = ops_config("read_only", db);
+	cfg.db_connections = 2;
+	struct it_daemon *d = it_daemon_start(&cfg, false);
+	int port = admin_port(d);
+	for (int link = 1; link <= 2; link++) {
+		char needle[160];
+		snprintf(
+		    needle, sizeof(needle),
+		    "msg=\"database schema not ready\" link=%d reason=\"ERROR:  cannot execute "
+		    "CREATE SCHEMA in a read-only transaction\"",
+		    link);
+		it_log_expect(d, 0, needle, 15000);
+	}
+	free(http_expect(port, "/readyz", 503));
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	char *ev = it_event_line("ro-1", "order.created", "RO-1", NULL);
+	it_send(c, ev);
+	free(ev);
+	char *line = NULL;
+	if (it_try_read_line(c, 3000, &line) == IT_READ_LINE)
+		it_fail("an event was answered with no schema: %s", line);
+	for (int link = 1; link <= 2; link++) {
+		char needle[64];
+		snprintf(needle, sizeof(needle), "msg=\"database schema not ready\" link=%d", link);
+		assert_int_equal(log_count(d, 0, needle), 1);
+	}
+
+	/* From another database: a session of this one starts read-only. */
+	it_db_command(NULL, "ALTER DATABASE ops_read_only RESET default_transaction_read_only",
+	              NULL);
+	line = it_read_line(c, 30000);
+	it_check_ack(line, "ro-1", "stored");
+	free(line);
+	wait_status(port, "/readyz", 200, 30000);
+	it_daemon_stop_clean(d);
+}
+
+/*
  * A later release migrates the database while this daemon runs (the
  * rolling restart of two hosts): the running sessions must not go on
  * writing with this release's statements on a schema whose meaning has
@@ -2691,6 +2743,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_readyz_outage, ops_teardown),
 	    cmocka_unit_test_teardown(test_readyz_draining, ops_teardown),
 	    cmocka_unit_test_teardown(test_schema_newer_while_running, ops_teardown),
+	    cmocka_unit_test_teardown(test_read_only_at_start, ops_teardown),
 	    cmocka_unit_test_teardown(test_connection_limit, ops_teardown),
 	    cmocka_unit_test_teardown(test_sd_notify, ops_teardown),
 	    cmocka_unit_test_teardown(test_shipped_files, ops_teardown),
