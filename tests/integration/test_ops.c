@@ -1850,6 +1850,43 @@ static void test_config_file_unusable(void **state)
 }
 
 /*
+ * A listen address another program holds (a second instance, say): the
+ * daemon names the address and the reason and exits 69 at once, before it
+ * connects to anything.  A stray argument is a usage error (64).
+ */
+static void test_listen_unavailable(void **state)
+{
+	(void)state;
+	const char *bin = getenv("OT_DAEMON");
+	char conf[PATH_MAX], cmd[2 * PATH_MAX + 64], text[256], want[64], *out;
+	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_addr.s_addr = htonl(INADDR_LOOPBACK)};
+	socklen_t len = sizeof(sa);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+	if (fd < 0 || bind(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0 || listen(fd, 1) != 0 ||
+	    getsockname(fd, (struct sockaddr *)&sa, &len) != 0)
+		it_fail("cannot hold a port: %s", strerror(errno));
+	snprintf(text, sizeof(text),
+	         "listen = [ \"127.0.0.1:%d\" ];\nadmin = { listen = \"\"; };\n",
+	         ntohs(sa.sin_port));
+	write_tmp(conf, sizeof(conf), "listen_taken.conf", text);
+	snprintf(cmd, sizeof(cmd), "timeout 20 '%s' -c '%s' 2>&1", bin, conf);
+	assert_int_equal(shell(cmd, &out), 69);
+	snprintf(want, sizeof(want), "127.0.0.1:%d", ntohs(sa.sin_port));
+	if (strstr(out, "msg=\"cannot listen\"") == NULL || strstr(out, want) == NULL ||
+	    strstr(out, "Address already in use") == NULL ||
+	    strstr(out, "msg=\"cannot start\" reason=\"a listen address failed\"") == NULL)
+		it_fail("a taken port: %s", out);
+	free(out);
+	close(fd);
+
+	snprintf(cmd, sizeof(cmd), "'%s' -t -c '%s' extra 2>&1", bin, conf);
+	assert_int_equal(shell(cmd, &out), 64);
+	if (strstr(out, "unexpected argument \"extra\"") == NULL || strstr(out, "usage") == NULL)
+		it_fail("a stray argument: %s", out);
+	free(out);
+}
+
+/*
  * A conninfo libpq cannot parse is refused with libpq's reason, which may
  * quote the string whole: the password in it must not reach the terminal
  * (-t) or the log (a reload), which more people read than the file.
@@ -2750,6 +2787,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_check_mode_conninfo_user, ops_teardown),
 	    cmocka_unit_test_teardown(test_conninfo_password_not_shown, ops_teardown),
 	    cmocka_unit_test_teardown(test_config_file_unusable, ops_teardown),
+	    cmocka_unit_test_teardown(test_listen_unavailable, ops_teardown),
 	    cmocka_unit_test_teardown(test_secret_config_mode_warned, ops_teardown),
 	    cmocka_unit_test_teardown(test_operator_log_lines, ops_teardown),
 	    cmocka_unit_test_teardown(test_tail_wrong_address, ops_teardown),
