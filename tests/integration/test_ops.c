@@ -298,6 +298,29 @@ static json_t *find_by(const json_t *arr, const char *key, const char *value)
 	it_fail("no element with %s = \"%s\"", key, value);
 }
 
+/*
+ * Run ordertrackctl -c conf with the words of args (up to four, split at
+ * spaces) and require exit 0 and every string of want in its output.
+ */
+static void expect_text(const char *conf, const char *args, const char *const *want)
+{
+	char *words[4] = {NULL}, copy[256], *save = NULL, *out;
+	size_t n = 0;
+	snprintf(copy, sizeof(copy), "%s", args);
+	for (char *w = strtok_r(copy, " ", &save); w != NULL; w = strtok_r(NULL, " ", &save)) {
+		if (n == 4)
+			it_fail("expect_text takes four words at most: %s", args);
+		words[n++] = w;
+	}
+	int rc = ctl(&out, NULL, "-c", conf, words[0], words[1], words[2], words[3], (char *)NULL);
+	if (rc != 0)
+		it_fail("ordertrackctl %s: exit %d: %s", args, rc, out);
+	for (size_t i = 0; want[i] != NULL; i++)
+		if (strstr(out, want[i]) == NULL)
+			it_fail("ordertrackctl %s: no \"%s\" in:\n%s", args, want[i], out);
+	free(out);
+}
+
 /* status, history, list, report and check on the demo scenario. */
 static void test_ctl_scenario(void **state)
 {
@@ -534,6 +557,27 @@ static void test_ctl_scenario(void **state)
 	}
 	free(seen);
 
+	/* The same as an operator reads them, without --json. */
+	expect_text(conf, "status " IT_EXPORTER " " KIVU_ORDER,
+	            (const char *const[]){"order " KIVU_ORDER " of " IT_EXPORTER ": delivered\n",
+	                                  "  buyer       Tmall Global store: Kivu Hills Coffee",
+	                                  "  route       RW -> CN, DDP", "  anomalies   none\n",
+	                                  "lines\n", " bag ", "shipments\n",
+	                                  "  KVH-0142-A: delivered (milestone delivered)\n", NULL});
+	expect_text(conf, "status " CHILI " " CHILI_ORDER,
+	            (const char *const[]){
+	                "of " CHILI ": partially_delivered\n", "  anomalies   missing_documents\n",
+	                "  AKC-031-SH1: customs_hold", "      hold import since ", NULL});
+	expect_text(
+	    conf, "report --by product",
+	    (const char *const[]){"exported volumes by product, orders created at any time to "
+	                          "now (UTC dates), cancelled orders left out\n",
+	                          "QUANTITY", "Washed Arabica green coffee, Lake Kivu, 1 kg bag",
+	                          "640 bag", "50%", "12.0 days", NULL});
+	expect_text(conf, "check",
+	            (const char *const[]){"database  ok (PostgreSQL ", "schema    version ",
+	                                  "durable   fsync=", NULL});
+
 	/* tail: the feed as an operator, from the beginning, one JSON line each. */
 	char addr[64];
 	snprintf(addr, sizeof(addr), "127.0.0.1:%d", d->port);
@@ -549,6 +593,15 @@ static void test_ctl_scenario(void **state)
 		assert_int_equal(json_integer_value(json_object_get(nt, "seq")), want);
 		json_decref(nt);
 	}
+	free(out);
+	/* And as text: one line each, "#seq at kind exporter order shipment from -> to". */
+	assert_int_equal(ctl(&out, OPS_TOKEN, "-c", conf, "tail", "--after", "0", "--limit", "3",
+	                     "--address", addr, (char *)NULL),
+	                 0);
+	if (strncmp(out, "#1 ", 3) != 0 || strstr(out, "\n#2 ") == NULL ||
+	    strstr(out, "\n#3 ") == NULL || strstr(out, " -> ") == NULL ||
+	    strstr(out, "#4 ") != NULL)
+		it_fail("tail's text: %s", out);
 	free(out);
 	assert_int_equal(ctl(&out, "not-the-token", "-c", conf, "tail", "--after", "0", "--address",
 	                     addr, (char *)NULL),
@@ -672,6 +725,20 @@ static void test_token_new(void **state)
 	it_hello(c, "lake-tea", token);
 	it_close(c);
 	json_decref(t);
+
+	/* As text: the token once, the entry to add, the commands to apply it;
+	 * for an id the file has, the entry replaces the old one. */
+	char *out;
+	assert_int_equal(ctl(&out, NULL, "-c", d->conf_path, "token", "new", "--name", "Tea Two",
+	                     "lake-tea", (char *)NULL),
+	                 0);
+	if (strstr(out, "New token for lake-tea. It is shown only this once") == NULL ||
+	    strstr(out, "Replace the existing entry with this entry in exporters of ") == NULL ||
+	    strstr(out, "id = \"lake-tea\"") == NULL || strstr(out, "token_sha256 = \"") == NULL ||
+	    strstr(out, "ordertrackd -t -c ") == NULL ||
+	    strstr(out, " && systemctl reload ordertrackd\n") == NULL)
+		it_fail("token new's text: %s", out);
+	free(out);
 	assert_int_equal(ctl(NULL, NULL, "token", "new", "bad id!", (char *)NULL), 64);
 	/* A --name that is not UTF-8 would print an entry the daemon refuses
 	 * ("must be valid UTF-8"), and --json aborted on it: a usage error. */
