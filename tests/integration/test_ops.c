@@ -321,6 +321,8 @@ static void expect_text(const char *conf, const char *args, const char *const *w
 	free(out);
 }
 
+static int shell(const char *cmd, char **out);
+
 /* status, history, list, report and check on the demo scenario. */
 static void test_ctl_scenario(void **state)
 {
@@ -532,6 +534,21 @@ static void test_ctl_scenario(void **state)
 		it_fail("check --json without a database gives no reason: error=%s",
 		        why ? why : "(none)");
 	json_decref(k);
+	/* A database the daemon never ran on (the wrong dbname, say): the
+	 * queries say so, not "no such table". */
+	it_pg_createdb("ops_ctl_empty");
+	snprintf(bad, sizeof(bad), "%s/emptydb.conf", it_tmpdir());
+	f = fopen(bad, "w");
+	assert_non_null(f);
+	fprintf(f, "database = { conninfo = \"%s\"; };\n", it_conninfo("ops_ctl_empty"));
+	fclose(f);
+	char cmd[2 * PATH_MAX];
+	snprintf(cmd, sizeof(cmd), "'%s' -c '%s' status " IT_EXPORTER " " KIVU_ORDER " 2>&1",
+	         getenv("OT_CTL"), bad);
+	assert_int_equal(shell(cmd, &out), 69);
+	if (strstr(out, "the ordertrack schema is not in this database") == NULL)
+		it_fail("status on a database without the schema: %s", out);
+	free(out);
 	assert_int_equal(ctl(&out, NULL, "-c", conf, "status", IT_EXPORTER, (char *)NULL), 64);
 	free(out);
 	assert_int_equal(ctl(&out, NULL, "-c", conf, "list", "--after", "3", (char *)NULL), 64);
