@@ -231,6 +231,38 @@ static void test_open_loop_keeps_its_schedule(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/*
+ * A closed-loop run for a duration (-d without --rate) sends for that long,
+ * then waits for its acks: at least a second, everything it sent acked
+ * and stored, and the database holds exactly what it reports.
+ */
+static void test_closed_loop_for_a_duration(void **state)
+{
+	(void)state;
+	char port[16], *out;
+	struct it_daemon *d = start_daemon("closed_duration", port);
+
+	int rc = load(&out, "-p", port, "-e", IT_EXPORTER, "-t", IT_TOKEN, "-c", "2", "-w", "20",
+	              "-d", "1", "--run-id", "itd", "--json", (char *)NULL);
+	json_t *r = report(out);
+	assert_int_equal(rc, 0);
+	assert_true(flag(r, "ok"));
+	long long sent = num(r, "sent");
+	assert_true(sent > 0);
+	assert_int_equal(num(r, "acked"), sent);
+	assert_int_equal(num(r, "stored"), sent);
+	assert_int_equal(num(r, "lost"), 0);
+	if (real(r, "elapsed_s") < 0.95)
+		it_fail("-d 1 ended after %.3f s", real(r, "elapsed_s"));
+	json_decref(r);
+	assert_int_equal(it_db_long(NULL,
+	                            "SELECT count(*) FROM ordertrack.events"
+	                            " WHERE event_id LIKE 'itd.%'",
+	                            NULL),
+	                 sent);
+	it_daemon_stop_clean(d);
+}
+
 /* A refused hello is a failed run that sent nothing. */
 static void test_refused_hello_fails(void **state)
 {
@@ -573,6 +605,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(test_closed_loop_then_resend, it_test_teardown),
 	    cmocka_unit_test_teardown(test_open_loop_keeps_its_schedule, it_test_teardown),
+	    cmocka_unit_test_teardown(test_closed_loop_for_a_duration, it_test_teardown),
 	    cmocka_unit_test_teardown(test_refused_hello_fails, it_test_teardown),
 	    cmocka_unit_test_teardown(test_stall_reports_unanswered_as_lost, it_test_teardown),
 	    cmocka_unit_test_teardown(test_token_not_in_ps, it_test_teardown),
