@@ -427,6 +427,8 @@ struct it_daemon *it_daemon_start(const struct it_config *cfg, bool wait_ready)
 		signal(SIGPIPE, SIG_DFL);
 		unsetenv("NOTIFY_SOCKET");
 		unsetenv("JOURNAL_STREAM");
+		if (cfg->journal_stream != NULL)
+			setenv("JOURNAL_STREAM", cfg->journal_stream, 1);
 		execl(H.daemon_bin, "ordertrackd", "-c", d->conf_path, (char *)NULL);
 		dprintf(2, "harness: exec %s: %s\n", H.daemon_bin, strerror(errno));
 		_exit(127);

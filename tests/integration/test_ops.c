@@ -1934,6 +1934,46 @@ static void test_config_file_unusable(void **state)
 }
 
 /*
+ * Under systemd (JOURNAL_STREAM set) every log line starts with its syslog
+ * priority, <6> for info and <4> for a warning, so that journalctl -p
+ * filters by level (OPERATIONS.md, "Reading the logs").
+ */
+static void test_journal_priorities(void **state)
+{
+	(void)state;
+	it_pg_createdb("ops_journal");
+	struct it_config cfg = {.name = "journal",
+	                        .dbname = "ops_journal",
+	                        .log_level = "info",
+	                        .journal_stream = "8:4242"};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct it_client *c = it_connect(d);
+	it_send(c, "{\"type\":\"hello\",\"exporter\":\"kivu-coffee\",\"token\":\"guess\"}");
+	json_decref(it_expect_error(c, NULL, "auth_failed"));
+	off_t warn = it_log_expect(d, 0, "level=warning", IT_REPLY_MS);
+	it_daemon_stop_clean(d);
+
+	FILE *f = fopen(d->log_path, "r");
+	if (f == NULL)
+		it_fail("open %s: %s", d->log_path, strerror(errno));
+	char line[4096];
+	int info = 0, warning = 0;
+	while (fgets(line, sizeof(line), f) != NULL) {
+		if (strstr(line, "level=info ") != NULL) {
+			if (strncmp(line, "<6>ts=", 6) != 0)
+				it_fail("an info line without <6>: %s", line);
+			info++;
+		} else if (strstr(line, "level=warning ") != NULL) {
+			if (strncmp(line, "<4>ts=", 6) != 0)
+				it_fail("a warning without <4>: %s", line);
+			warning++;
+		}
+	}
+	fclose(f);
+	assert_true(info > 3 && warning >= 1 && warn > 0);
+}
+
+/*
  * A listen address another program holds (a second instance, say): the
  * daemon names the address and the reason and exits 69 at once, before it
  * connects to anything.  A stray argument is a usage error (64).
@@ -2872,6 +2912,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_conninfo_password_not_shown, ops_teardown),
 	    cmocka_unit_test_teardown(test_config_file_unusable, ops_teardown),
 	    cmocka_unit_test_teardown(test_listen_unavailable, ops_teardown),
+	    cmocka_unit_test_teardown(test_journal_priorities, ops_teardown),
 	    cmocka_unit_test_teardown(test_secret_config_mode_warned, ops_teardown),
 	    cmocka_unit_test_teardown(test_operator_log_lines, ops_teardown),
 	    cmocka_unit_test_teardown(test_tail_wrong_address, ops_teardown),
