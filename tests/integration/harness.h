@@ -58,8 +58,8 @@ struct it_config {
 	const char *name;   /* file label: <tmp>/<name>.conf and .log; required */
 	const char *dbname; /* NULL: IT_DB */
 	const char *listen; /* the one listen address; NULL: "127.0.0.1:0" */
-	const char
-	    *journal_stream; /* JOURNAL_STREAM for the daemon, as systemd sets it; NULL: unset */
+	/* JOURNAL_STREAM for the daemon, as systemd sets it; NULL: unset. */
+	const char *journal_stream;
 	struct it_exporter extra[IT_MAX_EXTRA];
 	size_t n_extra;
 	bool no_default_exporters; /* leave out IT_EXPORTER and IT_EXPORTER2 */
