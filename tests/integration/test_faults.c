@@ -210,6 +210,49 @@ static void test_transient_failure(void **state)
 }
 
 /*
+ * A deadlock or a serialization failure (SQLSTATE class 40) is the
+ * server's "try again": a trigger fails the first write of an event with
+ * 40001, and the daemon sends the batch again at once, with one info
+ * line ("batch retried" with the SQLSTATE) and no "database failing"
+ * warning; the event is stored once and acked stored.
+ */
+static void test_serialization_failure_retried(void **state)
+{
+	(void)state;
+	it_pg_createdb("retried");
+	struct it_config cfg = {.name = "retried", .dbname = "retried", .log_level = "info"};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	it_db_script("retried",
+	             "CREATE SEQUENCE test_tries;"
+	             "CREATE FUNCTION test_conflict() RETURNS trigger LANGUAGE plpgsql AS $$"
+	             " BEGIN"
+	             "  IF NEW.event_id LIKE 'retry-%' AND nextval('test_tries') = 1 THEN"
+	             "   RAISE EXCEPTION 'could not serialize access due to concurrent update'"
+	             "    USING ERRCODE = 'serialization_failure';"
+	             "  END IF;"
+	             "  RETURN NEW;"
+	             " END $$;"
+	             "CREATE TRIGGER test_conflict BEFORE INSERT ON ordertrack.events"
+	             " FOR EACH ROW EXECUTE FUNCTION test_conflict();");
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	char *ev = it_event_line("retry-1", "order.created", "PO-RETRY", NULL);
+	long long t0 = it_now_ms();
+	it_send(c, ev);
+	free(ev);
+	it_expect_ack(c, "retry-1", "stored");
+	long long took = it_now_ms() - t0;
+	assert_true(took < 3000); /* at once, not after a backoff */
+	assert_int_equal(it_db_long("retried", "SELECT last_value FROM test_tries", NULL), 2);
+	assert_int_equal(it_db_rows("retried"), 1);
+	assert_int_equal(count_log_lines(d, "msg=\"batch retried\" link=",
+	                                 " sqlstate=40001 reason=\"could not serialize access"),
+	                 1);
+	assert_int_equal(log_count(d, "msg=\"database failing\""), 0);
+	it_daemon_stop_clean(d);
+}
+
+/*
  * One event takes the daemon's session down each time it is written (a
  * trigger the test adds terminates its own backend; a sequence counts the
  * tries): the daemon sends it 5 times, then answers internal_error with a
@@ -547,6 +590,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_poison_events, it_test_teardown),
 	    cmocka_unit_test_teardown(test_clients_vanish, it_test_teardown),
 	    cmocka_unit_test_teardown(test_transient_failure, it_test_teardown),
+	    cmocka_unit_test_teardown(test_serialization_failure_retried, it_test_teardown),
 	    cmocka_unit_test_teardown(test_session_killer, it_test_teardown),
 	    cmocka_unit_test_teardown(test_lost_before_commit, it_test_teardown),
 	    cmocka_unit_test_teardown(test_lost_at_commit, it_test_teardown),
