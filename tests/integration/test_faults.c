@@ -253,6 +253,57 @@ static void test_serialization_failure_retried(void **state)
 }
 
 /*
+ * An event whose write fails with an error that is neither about its data
+ * nor transient (a trigger raising P0001, a bug in a function, say): it is
+ * tried five times in all, alone or beside others, each failure logged;
+ * then it is answered internal_error, and the events sent beside it are
+ * stored.
+ */
+static void test_event_fails_repeatedly(void **state)
+{
+	(void)state;
+	it_pg_createdb("stuck");
+	struct it_config cfg = {
+	    .name = "stuck", .dbname = "stuck", .log_level = "info", .batch_max_delay_ms = 50};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	it_db_script("stuck", "CREATE SEQUENCE test_tries;"
+	                      "CREATE FUNCTION test_stuck() RETURNS trigger LANGUAGE plpgsql AS $$"
+	                      " BEGIN"
+	                      "  IF NEW.event_id LIKE 'stuck-%' THEN"
+	                      "   PERFORM nextval('test_tries');"
+	                      "   RAISE EXCEPTION 'the test refuses %', NEW.event_id;"
+	                      "  END IF;"
+	                      "  RETURN NEW;"
+	                      " END $$;"
+	                      "CREATE TRIGGER test_stuck BEFORE INSERT ON ordertrack.events"
+	                      " FOR EACH ROW EXECUTE FUNCTION test_stuck();");
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	static const char *const ids[] = {"beside-1", "stuck-1", "beside-2"};
+	for (size_t i = 0; i < 3; i++) {
+		char *ev = it_event_line(ids[i], "shipment.checkpoint", "PO-STUCK", "SH-STUCK");
+		it_queue(c, ev);
+		free(ev);
+	}
+	c->want = 3;
+	assert_true(it_pump(&c, 1, 60000));
+	it_check_ack(c->lines[0], "beside-1", "stored");
+	json_decref(it_check_error(c->lines[1], "stuck-1", "internal_error"));
+	it_check_ack(c->lines[2], "beside-2", "stored");
+	assert_int_equal(it_db_long("stuck", "SELECT last_value FROM test_tries", NULL), 5);
+	assert_int_equal(it_db_rows("stuck"), 2);
+	/* Every try is one line: the error naming the event when it went
+	 * alone, "isolating" when it went with others. */
+	int named = count_log_lines(
+	    d, "msg=\"batch failed\" link=", " sqlstate=P0001 reason=\"the test refuses stuck-1\"");
+	int isolating = count_log_lines(d, "msg=\"batch failed, isolating\" link=",
+	                                " sqlstate=P0001 reason=\"the test refuses stuck-1\"");
+	assert_true(named >= 1);
+	assert_int_equal(named + isolating, 5);
+	it_daemon_stop_clean(d);
+}
+
+/*
  * One event takes the daemon's session down each time it is written (a
  * trigger the test adds terminates its own backend; a sequence counts the
  * tries): the daemon sends it 5 times, then answers internal_error with a
@@ -591,6 +642,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_clients_vanish, it_test_teardown),
 	    cmocka_unit_test_teardown(test_transient_failure, it_test_teardown),
 	    cmocka_unit_test_teardown(test_serialization_failure_retried, it_test_teardown),
+	    cmocka_unit_test_teardown(test_event_fails_repeatedly, it_test_teardown),
 	    cmocka_unit_test_teardown(test_session_killer, it_test_teardown),
 	    cmocka_unit_test_teardown(test_lost_before_commit, it_test_teardown),
 	    cmocka_unit_test_teardown(test_lost_at_commit, it_test_teardown),
