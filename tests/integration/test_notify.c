@@ -1972,6 +1972,7 @@ static void test_webhook_ipv6(void **state)
 	struct rows all;
 	struct it_daemon *d = hook_daemon_one(db, hooks, "v6-01", "V6-1", &all);
 	assert_int_equal(wait_delivered(&all, 30000), 0);
+	it_log_expect(d, 0, "msg=\"webhook delivered\" webhook=erp seq=1 status=204", IT_REPLY_MS);
 	snprintf(host, sizeof(host), "[::1]:%d", rcv.port);
 	struct hook_req *snap;
 	size_t n = rcv_snapshot(&snap);

@@ -1976,7 +1976,9 @@ static void test_journal_priorities(void **state)
 /*
  * A listen address another program holds (a second instance, say): the
  * daemon names the address and the reason and exits 69 at once, before it
- * connects to anything.  A stray argument is a usage error (64).
+ * connects to anything.  The same address as admin.listen only costs the
+ * admin endpoint: the daemon runs without it and says why.  A stray
+ * argument is a usage error (64).
  */
 static void test_listen_unavailable(void **state)
 {
@@ -2001,6 +2003,25 @@ static void test_listen_unavailable(void **state)
 	    strstr(out, "msg=\"cannot start\" reason=\"a listen address failed\"") == NULL)
 		it_fail("a taken port: %s", out);
 	free(out);
+
+	/* The same port as admin.listen: the daemon runs without the
+	 * endpoint, and says so. */
+	it_pg_createdb("ops_admin_taken");
+	char admin[96];
+	snprintf(admin, sizeof(admin), "admin = { listen = \"127.0.0.1:%d\"; };",
+	         ntohs(sa.sin_port));
+	struct it_config cfg = {.name = "admin_taken", .dbname = "ops_admin_taken"};
+	cfg.extra_text = admin;
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	char needle[96];
+	snprintf(needle, sizeof(needle), "msg=\"admin endpoint not started\" addr=127.0.0.1:%d",
+	         ntohs(sa.sin_port));
+	off_t at = it_log_expect(d, 0, needle, IT_REPLY_MS);
+	if (it_log_wait(d, 0, "Address already in use", 0) != at)
+		it_fail("the admin line does not give the reason");
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	it_daemon_stop_clean(d);
 	close(fd);
 
 	snprintf(cmd, sizeof(cmd), "'%s' -t -c '%s' extra 2>&1", bin, conf);
