@@ -404,6 +404,16 @@ static void test_out_of_range(void **state)
 	parse_bad("limits = {\n  max_connections = 4294968320;\n};\n",
 	          "t.conf:2: limits.max_connections: must be between 1 and 1000000 (got "
 	          "4294968320)");
+	/* Hex digits past 9, in either case. */
+	struct config *c = parse_ok("limits = { window = 0x3e8; max_pending = 0x3E8F; };\n");
+	assert_int_equal(c->window, 1000);
+	assert_int_equal(c->max_pending, 16015);
+	config_free(c);
+	/* 2^32 + 1000, which libconfig alone would read as 1000, in both cases. */
+	parse_bad("limits = { window = 0x1000003e8; };\n",
+	          "t.conf:1: limits.window: must be between 1 and 100000 (got 0x1000003e8)");
+	parse_bad("limits = { window = 0x1000003E8; };\n",
+	          "t.conf:1: limits.window: must be between 1 and 100000 (got 0x1000003E8)");
 	parse_bad("batch = { max_events = 0x100000001; };\n",
 	          "t.conf:1: batch.max_events: must be between 1 and 10000 (got 0x100000001)");
 	/* 0x80000000 is read as INT_MIN: still named as written. */
@@ -514,6 +524,33 @@ static void test_exporter_token_and_name(void **state)
 	struct config *c = parse_ok(text);
 	assert_int_equal(strlen(c->exporters[0].name), 256);
 	config_free(c);
+
+	/* Four-byte characters (a seedling, U+1F331) count one each: 128 of
+	 * them pass, 129 do not.  Past U+10FFFF, or overlong, is not UTF-8. */
+	char big[1100], *q = big;
+	for (int i = 0; i < 129; i++) {
+		memcpy(q, "\xf0\x9f\x8c\xb1", 4);
+		q += 4;
+	}
+	*q = '\0';
+	char text4[1300];
+	snprintf(text4, sizeof(text4),
+	         "exporters = ( { id = \"a\"; name = \"%s\"; token_sha256 = \"" KIVU_SHA
+	         "\"; } );\n",
+	         big);
+	parse_bad(text4, "t.conf:1: exporters[0].name: must be at most 128 characters (got 129)");
+	big[128 * 4] = '\0';
+	snprintf(text4, sizeof(text4),
+	         "exporters = ( { id = \"a\"; name = \"%s\"; token_sha256 = \"" KIVU_SHA
+	         "\"; } );\n",
+	         big);
+	c = parse_ok(text4);
+	assert_int_equal(strlen(c->exporters[0].name), 512);
+	config_free(c);
+	parse_bad("exporters = ( { id = \"a\"; name = \"x\xf4\x90\x80\x80\"; } );\n",
+	          "t.conf:1: exporters[0].name: must be valid UTF-8");
+	parse_bad("exporters = ( { id = \"a\"; name = \"x\xf0\x8f\xbf\xbf\"; } );\n",
+	          "t.conf:1: exporters[0].name: must be valid UTF-8");
 }
 
 /* listen entries must be host:port with a port in range. */
