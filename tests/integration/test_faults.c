@@ -29,6 +29,32 @@
 #define STATE_EVENTS  20
 
 /*
+ * A sequence test_tries and a BEFORE INSERT trigger on ordertrack.events
+ * in db: each write of an event whose id is LIKE pattern takes the next
+ * value of test_tries (the try's number, in "try") and then runs action,
+ * PL/pgSQL statements that may RAISE or end the session.
+ */
+static void add_event_trigger(const char *db, const char *pattern, const char *action)
+{
+	char sql[2048];
+	snprintf(sql, sizeof(sql),
+	         "CREATE SEQUENCE test_tries;"
+	         "CREATE FUNCTION test_trigger() RETURNS trigger LANGUAGE plpgsql AS $$"
+	         " DECLARE try bigint;"
+	         " BEGIN"
+	         "  IF NEW.event_id LIKE '%s' THEN"
+	         "   try := nextval('test_tries');"
+	         "   %s"
+	         "  END IF;"
+	         "  RETURN NEW;"
+	         " END $$;"
+	         "CREATE TRIGGER test_trigger BEFORE INSERT ON ordertrack.events"
+	         " FOR EACH ROW EXECUTE FUNCTION test_trigger();",
+	         pattern, action);
+	it_db_script(db, sql);
+}
+
+/*
  * Every other event of a batch fails inside PostgreSQL (a CHECK added by
  * the test rejects their ids): the good ones are committed and acked, the
  * bad ones get an error naming the database's reason, none is retried
@@ -155,19 +181,9 @@ static void test_transient_failure(void **state)
 	it_pg_createdb("transient");
 	struct it_config cfg = {.name = "transient", .dbname = "transient", .log_level = "info"};
 	struct it_daemon *d = it_daemon_start(&cfg, true);
-	it_db_script("transient",
-	             "CREATE SEQUENCE test_tries;"
-	             "CREATE FUNCTION test_disk_full() RETURNS trigger LANGUAGE plpgsql AS $$"
-	             " BEGIN"
-	             "  IF NEW.event_id LIKE 'full-%' THEN"
-	             "   PERFORM nextval('test_tries');"
-	             "   RAISE EXCEPTION 'could not extend file: No space left on device'"
-	             "    USING ERRCODE = 'disk_full';"
-	             "  END IF;"
-	             "  RETURN NEW;"
-	             " END $$;"
-	             "CREATE TRIGGER test_disk_full BEFORE INSERT ON ordertrack.events"
-	             " FOR EACH ROW EXECUTE FUNCTION test_disk_full();");
+	add_event_trigger("transient", "full-%",
+	                  "RAISE EXCEPTION 'could not extend file: No space left on device'"
+	                  " USING ERRCODE = 'disk_full';");
 	struct it_client *c = it_connect(d);
 	it_hello(c, IT_EXPORTER, IT_TOKEN);
 	char *ev = it_event_line("full-1", "order.created", "PO-FULL", NULL);
@@ -222,18 +238,10 @@ static void test_serialization_failure_retried(void **state)
 	it_pg_createdb("retried");
 	struct it_config cfg = {.name = "retried", .dbname = "retried", .log_level = "info"};
 	struct it_daemon *d = it_daemon_start(&cfg, true);
-	it_db_script("retried",
-	             "CREATE SEQUENCE test_tries;"
-	             "CREATE FUNCTION test_conflict() RETURNS trigger LANGUAGE plpgsql AS $$"
-	             " BEGIN"
-	             "  IF NEW.event_id LIKE 'retry-%' AND nextval('test_tries') = 1 THEN"
-	             "   RAISE EXCEPTION 'could not serialize access due to concurrent update'"
-	             "    USING ERRCODE = 'serialization_failure';"
-	             "  END IF;"
-	             "  RETURN NEW;"
-	             " END $$;"
-	             "CREATE TRIGGER test_conflict BEFORE INSERT ON ordertrack.events"
-	             " FOR EACH ROW EXECUTE FUNCTION test_conflict();");
+	add_event_trigger("retried", "retry-%",
+	                  "IF try = 1 THEN"
+	                  " RAISE EXCEPTION 'could not serialize access due to concurrent update'"
+	                  " USING ERRCODE = 'serialization_failure'; END IF;");
 	struct it_client *c = it_connect(d);
 	it_hello(c, IT_EXPORTER, IT_TOKEN);
 	char *ev = it_event_line("retry-1", "order.created", "PO-RETRY", NULL);
@@ -266,17 +274,8 @@ static void test_event_fails_repeatedly(void **state)
 	struct it_config cfg = {
 	    .name = "stuck", .dbname = "stuck", .log_level = "info", .batch_max_delay_ms = 50};
 	struct it_daemon *d = it_daemon_start(&cfg, true);
-	it_db_script("stuck", "CREATE SEQUENCE test_tries;"
-	                      "CREATE FUNCTION test_stuck() RETURNS trigger LANGUAGE plpgsql AS $$"
-	                      " BEGIN"
-	                      "  IF NEW.event_id LIKE 'stuck-%' THEN"
-	                      "   PERFORM nextval('test_tries');"
-	                      "   RAISE EXCEPTION 'the test refuses %', NEW.event_id;"
-	                      "  END IF;"
-	                      "  RETURN NEW;"
-	                      " END $$;"
-	                      "CREATE TRIGGER test_stuck BEFORE INSERT ON ordertrack.events"
-	                      " FOR EACH ROW EXECUTE FUNCTION test_stuck();");
+	add_event_trigger("stuck", "stuck-%",
+	                  "RAISE EXCEPTION 'the test refuses %', NEW.event_id;");
 	struct it_client *c = it_connect(d);
 	it_hello(c, IT_EXPORTER, IT_TOKEN);
 	static const char *const ids[] = {"beside-1", "stuck-1", "beside-2"};
@@ -318,19 +317,8 @@ static void test_session_killer(void **state)
 	struct it_config cfg = {
 	    .name = "killer", .dbname = "killer", .log_level = "info", .max_pending = 1};
 	struct it_daemon *d = it_daemon_start(&cfg, true);
-	it_db_script("killer",
-	             "CREATE SEQUENCE test_tries;"
-	             "CREATE FUNCTION test_killer() RETURNS trigger LANGUAGE plpgsql AS $$"
-	             " BEGIN"
-	             "  IF NEW.event_id LIKE 'kill-%' THEN"
-	             "   PERFORM nextval('test_tries');"
-	             "   PERFORM pg_terminate_backend(pg_backend_pid());"
-	             "   PERFORM pg_sleep(5);"
-	             "  END IF;"
-	             "  RETURN NEW;"
-	             " END $$;"
-	             "CREATE TRIGGER test_killer BEFORE INSERT ON ordertrack.events"
-	             " FOR EACH ROW EXECUTE FUNCTION test_killer();");
+	add_event_trigger("killer", "kill-%",
+	                  "PERFORM pg_terminate_backend(pg_backend_pid()); PERFORM pg_sleep(5);");
 	struct it_client *c = it_connect(d);
 	it_hello(c, IT_EXPORTER, IT_TOKEN);
 	struct it_client *paused = it_connect(d);
@@ -379,20 +367,9 @@ static void test_lost_before_commit(void **state)
 	                        .log_level = "info",
 	                        .batch_max_delay_ms = 200};
 	struct it_daemon *d = it_daemon_start(&cfg, true);
-	it_db_script("lostearly",
-	             "CREATE SEQUENCE test_tries;"
-	             "CREATE FUNCTION test_killer() RETURNS trigger LANGUAGE plpgsql AS $$"
-	             " BEGIN"
-	             "  IF NEW.event_id LIKE 'early-kill-%' THEN"
-	             "   IF nextval('test_tries') = 1 THEN"
-	             "    PERFORM pg_terminate_backend(pg_backend_pid());"
-	             "    PERFORM pg_sleep(5);"
-	             "   END IF;"
-	             "  END IF;"
-	             "  RETURN NEW;"
-	             " END $$;"
-	             "CREATE TRIGGER test_killer BEFORE INSERT ON ordertrack.events"
-	             " FOR EACH ROW EXECUTE FUNCTION test_killer();");
+	add_event_trigger("lostearly", "early-kill-%",
+	                  "IF try = 1 THEN PERFORM pg_terminate_backend(pg_backend_pid());"
+	                  " PERFORM pg_sleep(5); END IF;");
 	struct it_client *c = it_connect(d);
 	it_hello(c, IT_EXPORTER, IT_TOKEN);
 	char *old = it_event_line("early-old-1", "order.created", "PO-EARLY", NULL);
