@@ -984,6 +984,14 @@ char *it_event_line(const char *id, const char *type, const char *order, const c
 	return text;
 }
 
+void it_send_event(struct it_client *c, const char *id, const char *type, const char *order,
+                   const char *shipment)
+{
+	char *line = it_event_line(id, type, order, shipment);
+	it_send(c, line);
+	free(line);
+}
+
 const char *it_json_str(const json_t *o, const char *key)
 {
 	return json_string_value(json_object_get(o, key));

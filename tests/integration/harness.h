@@ -286,6 +286,9 @@ int it_runv(const char *bin, const char *name, const char *const env[], int time
  * (required) and document.issued (optional) only; NULL leaves it out.
  */
 char *it_event_line(const char *id, const char *type, const char *order, const char *shipment);
+/* Send it_event_line(id, type, order, shipment) on c. */
+void it_send_event(struct it_client *c, const char *id, const char *type, const char *order,
+                   const char *shipment);
 /* A string field of a JSON object, or NULL. */
 const char *it_json_str(const json_t *o, const char *key);
 /* True when text contains word with no identifier character either side. */

@@ -96,9 +96,7 @@ static void test_poison_events(void **state)
 	assert_int_equal(it_db_long("poison", "SELECT count(*) FROM ordertrack.events", NULL),
 	                 POISON_N / 2);
 	/* The daemon is not stuck retrying: a new event goes straight through. */
-	char *ev = it_event_line("poison-after", "shipment.checkpoint", "PO-POISON", "SH-1");
-	it_send(c, ev);
-	free(ev);
+	it_send_event(c, "poison-after", "shipment.checkpoint", "PO-POISON", "SH-1");
 	it_expect_ack(c, "poison-after", "stored");
 	it_daemon_stop_clean(d);
 }

@@ -1074,9 +1074,7 @@ static void test_privilege_drop(void **state)
 	assert_int_equal(proc_uid(d->pid), (long)uid);
 	struct it_client *c = it_connect(d);
 	it_hello(c, IT_EXPORTER, IT_TOKEN);
-	char *ev = it_event_line("privdrop-1", "shipment.checkpoint", "PO-PRIV", "SH-1");
-	it_send(c, ev);
-	free(ev);
+	it_send_event(c, "privdrop-1", "shipment.checkpoint", "PO-PRIV", "SH-1");
 	it_expect_ack(c, "privdrop-1", "stored");
 	it_daemon_stop_clean(d);
 

@@ -1202,9 +1202,7 @@ static void test_metrics_alerts_active(void **state)
 	                            NULL),
 	                 1);
 
-	char *rel = it_event_line("gauge-4", "shipment.customs_released", "PO-GAUGE", "SH-GAUGE");
-	it_send(c, rel);
-	free(rel);
+	it_send_event(c, "gauge-4", "shipment.customs_released", "PO-GAUGE", "SH-GAUGE");
 	it_expect_ack(c, "gauge-4", "stored");
 	wait_metric(port, dwell, 0, 25000);
 	it_daemon_stop_clean(d);
@@ -1226,9 +1224,7 @@ static void test_readyz_draining(void **state)
 	it_hello(c, IT_EXPORTER, IT_TOKEN);
 	it_pg_stop("fast");
 	wait_status(port, "/readyz", 503, 15000);
-	char *ev = it_event_line("drain-1", "shipment.checkpoint", "PO-DRAIN", "SH-DRAIN");
-	it_send(c, ev);
-	free(ev);
+	it_send_event(c, "drain-1", "shipment.checkpoint", "PO-DRAIN", "SH-DRAIN");
 	off_t off = it_log_offset(d);
 	it_sleep_ms(300); /* read, and waiting for the database */
 	kill(d->pid, SIGTERM);
@@ -1363,9 +1359,7 @@ static void test_read_only_at_start(void **state)
 	free(http_expect(port, "/readyz", 503));
 	struct it_client *c = it_connect(d);
 	it_hello(c, IT_EXPORTER, IT_TOKEN);
-	char *ev = it_event_line("ro-1", "order.created", "RO-1", NULL);
-	it_send(c, ev);
-	free(ev);
+	it_send_event(c, "ro-1", "order.created", "RO-1", NULL);
 	char *line = NULL;
 	if (it_try_read_line(c, 3000, &line) == IT_READ_LINE)
 		it_fail("an event was answered with no schema: %s", line);
@@ -1671,9 +1665,7 @@ static void test_operator_log_lines(void **state)
 	struct it_daemon *d = it_daemon_start(&cfg, true);
 	struct it_client *c = it_connect(d);
 	it_hello_operator(c, OPS, OPS_TOKEN);
-	char *ev = it_event_line("oplog-1", "order.cancelled", "PO-OPLOG", NULL);
-	it_send(c, ev);
-	free(ev);
+	it_send_event(c, "oplog-1", "order.cancelled", "PO-OPLOG", NULL);
 	json_decref(it_expect_error(c, "oplog-1", "forbidden"));
 	it_close(c);
 	it_log_expect(d, 0, "msg=\"line rejected\"", IT_REPLY_MS);

@@ -318,9 +318,7 @@ static void test_sigterm_twice(void **state)
 	it_hello(c, IT_EXPORTER, IT_TOKEN);
 	it_pg_stop("fast");
 	off_t off = it_log_offset(d);
-	char *ev = it_event_line("twice-1", "shipment.checkpoint", "PO-TWICE", "SH-TWICE");
-	it_send(c, ev);
-	free(ev);
+	it_send_event(c, "twice-1", "shipment.checkpoint", "PO-TWICE", "SH-TWICE");
 	it_sleep_ms(300); /* read, and waiting for the database */
 	kill(d->pid, SIGTERM);
 	off = it_log_expect(d, off, "msg=draining signal=15 connections=1 pending=1", IT_REPLY_MS);
@@ -531,9 +529,7 @@ static void test_sighup_keeps_subscriber(void **state)
 
 	struct it_client *c = it_connect(d);
 	it_hello(c, IT_EXPORTER, IT_TOKEN);
-	char *ev = it_event_line("sighup-sub-01", "order.created", "SIGHUP-SUB-1", NULL);
-	it_send(c, ev);
-	free(ev);
+	it_send_event(c, "sighup-sub-01", "order.created", "SIGHUP-SUB-1", NULL);
 	it_expect_ack(c, "sighup-sub-01", "stored");
 
 	char *line = NULL;

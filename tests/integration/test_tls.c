@@ -600,9 +600,7 @@ static void test_mixed(void **state)
 		fail_msg("TLS handshake failed on a mixed port");
 	it_hello(p, IT_EXPORTER, IT_TOKEN);
 	tc_hello(t);
-	char *ev = it_event_line("mixed-plain-1", "shipment.checkpoint", "PO-TLS", "SH-TLS");
-	it_send(p, ev);
-	free(ev);
+	it_send_event(p, "mixed-plain-1", "shipment.checkpoint", "PO-TLS", "SH-TLS");
 	it_expect_ack(p, "mixed-plain-1", "stored");
 	tc_event_stored(t, "mixed-tls-1");
 	tc_close(t);
