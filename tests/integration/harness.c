@@ -1783,9 +1783,9 @@ void it_asan_quarantine_restore(void)
 #endif
 }
 
-int it_late_reader_send(struct it_daemon *d, const char *dbname, const char *prefix, int n)
+int it_connect_small_rcvbuf(const struct it_daemon *d)
 {
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
+	int fd = socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
 	int small = 4096;
 	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)) != 0)
 		it_fail("socket: %s", strerror(errno));
@@ -1793,6 +1793,12 @@ int it_late_reader_send(struct it_daemon *d, const char *dbname, const char *pre
 	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
 	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
 		it_fail("connect: %s", strerror(errno));
+	return fd;
+}
+
+int it_late_reader_send(struct it_daemon *d, const char *dbname, const char *prefix, int n)
+{
+	int fd = it_connect_small_rcvbuf(d);
 
 	char *buf = NULL;
 	size_t len = 0;

@@ -201,6 +201,11 @@ struct it_client *it_connect(struct it_daemon *d);
  * or "::1" to connect to a daemon listening on [::1].
  */
 struct it_client *it_connect_from(struct it_daemon *d, const char *source);
+/*
+ * A blocking socket connected to d with a 4 KiB receive buffer, for a peer
+ * that is slow to read its replies; fails the test if it cannot be made.
+ */
+int it_connect_small_rcvbuf(const struct it_daemon *d);
 void it_close(struct it_client *c);
 /* Send a line, appending "\n". */
 void it_send(struct it_client *c, const char *line);

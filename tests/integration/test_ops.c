@@ -2288,6 +2288,14 @@ static size_t migration_files(char ***out)
 	return n;
 }
 
+/* Free what migration_files() returned. */
+static void migration_files_free(char **files, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		free(files[i]);
+	free(files);
+}
+
 /* The read model of a database as one text: each order's fold and its shipments. */
 static char *read_model(const char *db)
 {
@@ -2390,9 +2398,7 @@ static void test_upgrade_keeps_stored_events(void **state)
 	free(got);
 	free(want);
 	free(scenario);
-	for (size_t i = 0; i < n; i++)
-		free(files[i]);
-	free(files);
+	migration_files_free(files, n);
 }
 
 /*
@@ -2483,9 +2489,7 @@ static void test_upgrade_from_whole_state(void **state)
 	assert_string_equal(got, want);
 	free(got);
 	free(want);
-	for (size_t i = 0; i < n; i++)
-		free(files[i]);
-	free(files);
+	migration_files_free(files, n);
 }
 
 /* Run sql on a session of the test's own; fail unless it succeeds. */
@@ -2572,9 +2576,7 @@ static void test_two_daemons_empty_database(void **state)
 	assert_int_equal(applied, (int)n);
 	assert_int_equal(it_db_long(db, "SELECT count(*) FROM ordertrack.schema_migrations", NULL),
 	                 (long)n);
-	for (size_t i = 0; i < n; i++)
-		free(files[i]);
-	free(files);
+	migration_files_free(files, n);
 	it_daemon_stop_clean(a);
 	it_daemon_stop_clean(b);
 }
@@ -2646,9 +2648,7 @@ static void test_restart_during_migrations(void **state)
 	free(coll);
 	assert_int_equal(log_count(d, 0, "msg=\"migration applied\" version=8 "), 1);
 	assert_int_equal(log_count(d, 0, "msg=\"schema ready\""), 1);
-	for (size_t i = 0; i < n; i++)
-		free(files[i]);
-	free(files);
+	migration_files_free(files, n);
 	it_daemon_stop_clean(d);
 }
 
@@ -2682,9 +2682,7 @@ static void test_migrations_statement_timeout(void **state)
 	assert_int_equal(
 	    it_db_long(db, "SELECT max(version) FROM ordertrack.schema_migrations", NULL),
 	    atoi(version));
-	for (size_t i = 0; i < n; i++)
-		free(files[i]);
-	free(files);
+	migration_files_free(files, n);
 	it_daemon_stop_clean(d);
 }
 

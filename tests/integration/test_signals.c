@@ -138,14 +138,7 @@ static void test_sigterm_unread_replies(void **state)
 	(void)state;
 	struct it_config cfg = {.name = "sigterm_unread"};
 	struct it_daemon *d = it_daemon_start(&cfg, true);
-	int fd = socket(AF_INET, SOCK_STREAM, 0);
-	int small = 4096;
-	if (fd < 0 || setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &small, sizeof(small)) != 0)
-		it_fail("socket: %s", strerror(errno));
-	struct sockaddr_in sa = {.sin_family = AF_INET, .sin_port = htons((uint16_t)d->port)};
-	sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
-	if (connect(fd, (struct sockaddr *)&sa, sizeof(sa)) != 0)
-		it_fail("connect: %s", strerror(errno));
+	int fd = it_connect_small_rcvbuf(d);
 	off_t off = it_log_offset(d);
 	char hello[256];
 	int n = snprintf(hello, sizeof(hello),
