@@ -172,12 +172,14 @@ static void project_order(const PGresult *load, int from, int to, const PGresult
 	 * shipment away. */
 	json_object_set_new(item, "new", json_boolean(!stored));
 	json_object_set_new(item, "retracted", json_boolean(retracted));
-	json_object_set_new(item, "lines_changed", json_boolean(lines));
-	json_object_set_new(item, "docs_changed", json_boolean(docs));
-	if (!lines)
-		json_object_del(now, "lines");
-	if (!docs)
-		json_object_del(now, "documents");
+	/* Beside the state, not in it: orders.state holds neither, and
+	 * taking them out in SQL rebuilt every state twice (migration 012). */
+	if (lines)
+		json_object_set(item, "lines", json_object_get(now, "lines"));
+	if (docs)
+		json_object_set(item, "documents", json_object_get(now, "documents"));
+	json_object_del(now, "lines");
+	json_object_del(now, "documents");
 	json_array_append_new(orders, item);
 	out->n_orders++;
 }
