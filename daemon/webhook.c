@@ -94,6 +94,7 @@ struct hook {
 	long long seq;     /* the notification being delivered */
 	char *body;        /* its JSON */
 	unsigned attempt;  /* failed POSTs of this notification */
+	unsigned failed;   /* its queries failed in a row, the session up */
 	struct evhttp_connection *evcon;
 	bool moved; /* a reload changed the endpoint: a new evcon at the next POST */
 	struct event *retry;
@@ -152,6 +153,25 @@ static void hook_fetch(struct hook *h);
 static void hook_post(struct hook *h);
 static void hook_resaved_cb(void *arg, const PGresult *r);
 static void hook_unpark(struct hook *h);
+
+/*
+ * A query of h's failed.  When the session was lost (r is NULL), its
+ * return wakes every deliverer (webhooks_aux_up).  When the session is up
+ * (a lock or statement timeout, a cancelled query, a full disk), nothing
+ * else may wake h for hours on a quiet database, its notifications
+ * waiting: it tries again on the POSTs' schedule.
+ */
+static void hook_query_failed(struct hook *h, const PGresult *r)
+{
+	h->state = HOOK_IDLE;
+	if (r == NULL)
+		return;
+	unsigned ms = notify_backoff_ms(++h->failed);
+	log_warnx("webhook query failed", "webhook=%s attempt=%u retry_ms=%u", h->id, h->failed,
+	          ms);
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+	evtimer_add(h->retry, &tv);
+}
 
 /* strdup or abort. */
 static char *xstrdup(const char *s)
@@ -212,12 +232,11 @@ static void hook_loaded_cb(void *arg, const PGresult *r)
 	if (hook_answered(h))
 		return;
 	if (r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) < 1) {
-		/* Try again at the next wake: a notification, or the
-		 * database coming (back) up. */
-		h->state = HOOK_IDLE;
 		h->cursor = -1;
+		hook_query_failed(h, r);
 		return;
 	}
+	h->failed = 0;
 	h->cursor = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
 	/* What was scanned was another session's view: after a database
 	 * replaced meanwhile, the same seqs are other notifications. */
@@ -264,9 +283,10 @@ static void hook_locked_cb(void *arg, const PGresult *r)
 	if (hook_answered(h))
 		return;
 	if (r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK) {
-		h->state = HOOK_IDLE; /* again at the next wake */
+		hook_query_failed(h, r);
 		return;
 	}
+	h->failed = 0;
 	if (!got) {
 		if (!h->standby_logged)
 			log_info("webhook standby", "webhook=%s reason=%s", h->id,
@@ -297,11 +317,14 @@ static void hook_fetched_cb(void *arg, const PGresult *r)
 	struct hook *h = arg;
 	if (hook_answered(h))
 		return;
-	if (r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1 ||
-	    PQgetisnull(r, 0, 0)) {
+	if (r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+		hook_query_failed(h, r);
+		return;
+	}
+	h->failed = 0;
+	if (PQgetisnull(r, 0, 0)) {
 		/* Nothing matched up to the top: no need to read those again. */
-		if (r != NULL && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) == 1 &&
-		    !PQgetisnull(r, 0, 2))
+		if (!PQgetisnull(r, 0, 2))
 			h->scanned = strtoll(PQgetvalue(r, 0, 2), NULL, 10);
 		h->state = HOOK_IDLE;
 		if (h->wake) {
@@ -353,11 +376,14 @@ static void hook_saved_cb(void *arg, const PGresult *r)
 	if (hook_answered(h))
 		return;
 	if (r == NULL || PQresultStatus(r) != PGRES_COMMAND_OK) {
-		/* Not saved: deliver this one again later (at least once). */
-		h->state = HOOK_IDLE;
-		h->cursor = -1; /* reload from the table */
+		/* Not saved: the cursor is read again, then this one is
+		 * written there (hook_loaded_cb) or, if it cannot be, delivered
+		 * again (at least once). */
+		h->cursor = -1;
+		hook_query_failed(h, r);
 		return;
 	}
+	h->failed = 0;
 	h->cursor = h->seq;
 	h->acked = 0;
 	hook_fetch(h);
@@ -370,10 +396,11 @@ static void hook_resaved_cb(void *arg, const PGresult *r)
 	if (hook_answered(h))
 		return;
 	if (r == NULL || PQresultStatus(r) != PGRES_COMMAND_OK) {
-		h->state = HOOK_IDLE; /* tried again after the next load */
-		h->cursor = -1;
+		h->cursor = -1; /* tried again after the next load */
+		hook_query_failed(h, r);
 		return;
 	}
+	h->failed = 0;
 	h->acked = 0;
 	/* No row: another notification at that seq, or the cursor moved on;
 	 * deliver from the cursor in the table. */
@@ -381,16 +408,28 @@ static void hook_resaved_cb(void *arg, const PGresult *r)
 	hook_fetch(h);
 }
 
-/* Retry timer: the failed POST again, or, standing by, the lock. */
+/*
+ * Retry timer: the failed POST again; standing by, the lock; after a failed
+ * query, that step again.
+ */
 static void hook_retry_cb(evutil_socket_t fd, short what, void *arg)
 {
 	struct hook *h = arg;
 	(void)fd;
 	(void)what;
-	if (h->state == HOOK_STANDBY || !h->owner) {
-		hook_fetch(h); /* a retry after the session changed: lock first */
-	} else {
-		hook_post(h);
+	switch (h->state) {
+	case HOOK_WAITING:
+		if (h->owner)
+			hook_post(h);
+		else
+			hook_fetch(h); /* the session changed meanwhile: lock first */
+		break;
+	case HOOK_STANDBY:
+	case HOOK_IDLE:
+		hook_fetch(h);
+		break;
+	default:
+		break; /* woken meanwhile, and on its way already */
 	}
 }
 

@@ -2053,6 +2053,47 @@ static void test_webhook_save_lost(void **state)
 }
 
 /*
+ * A webhook's cursor write fails with the auxiliary session up (a test
+ * session holds the row, and the waiting UPDATE is cancelled, as a lock or
+ * statement timeout would end it).  No notification follows, so nothing
+ * else wakes the deliverer: it tries again on its own, a second later,
+ * and writes the cursor of the notification its endpoint took, without
+ * delivering it a second time.
+ */
+static void test_webhook_query_failed(void **state)
+{
+	(void)state;
+	const char *db = "notify_hook_query_failed";
+	struct it_client *c;
+	PGconn *pg;
+	struct it_daemon *d = hook_save_waiting(db, "qf-01", "qf-02", "QF-1", &c, &pg);
+	off_t off = it_log_offset(d);
+	assert_int_equal(it_db_long(db,
+	                            "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity"
+	                            " WHERE datname = $1 AND application_name = 'ordertrackd-aux'",
+	                            db, NULL),
+	                 1);
+	it_log_expect(d, off, "msg=\"webhook query failed\" webhook=erp attempt=1 retry_ms=1000",
+	              IT_REPLY_MS);
+	PQclear(PQexec(pg, "ROLLBACK"));
+	PQfinish(pg);
+
+	struct rows all;
+	table_rows(db, "true", NULL, NULL, &all);
+	it_webhook_wait_cursor(db, "erp", seq_of(all.v[all.n - 1]), 10000);
+	it_sleep_ms(QUIET_MS);
+	size_t failures;
+	assert_int_equal(check_deliveries(&all, &failures), all.n);
+	assert_int_equal(failures, 0);
+	/* The session was never lost. */
+	assert_true(it_log_wait(d, off, "msg=\"database lost\" conn=aux", 0) < 0);
+	rows_free(&all);
+	it_close(c);
+	it_daemon_stop_clean(d);
+	rcv_stop();
+}
+
+/*
  * The database is dropped (WITH (FORCE), which ends the daemon's sessions)
  * while a webhook's cursor write waits, and made again, empty.  The daemon
  * holds the events it reads meanwhile, migrates the new database when it
@@ -3030,6 +3071,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_webhook_two_daemons, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_newer_schema, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_save_lost, notify_teardown),
+	    cmocka_unit_test_teardown(test_webhook_query_failed, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_database_replaced, notify_teardown),
 	    cmocka_unit_test_teardown(test_sessions_terminated, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_reload_in_flight, notify_teardown),
