@@ -11,7 +11,9 @@
  *
  * The feed is woken when this daemon commits notifications, when another
  * daemon's NOTIFY arrives on LISTEN ordertrack, when a subscriber joins,
- * and when a paused subscriber's socket drains.  A subscriber whose peer
+ * and when a paused subscriber's socket drains; and, after a page query
+ * failed with the session up, by a timer on the webhooks' backoff (on a
+ * quiet database nothing else might come for hours).  A subscriber whose peer
  * reads slowly is paused (its socket buffer stays bounded) and fed again
  * from the table once it has drained: nothing is dropped.
  */
@@ -46,6 +48,8 @@ static struct {
 	bool again;           /* woken while it ran: look again after */
 	long long page_after; /* the page being read holds the rows after this seq */
 	bool schema;          /* an ingest session has accepted the schema */
+	struct event *retry;  /* after a page query failed, the session up */
+	unsigned failed;      /* page queries failed in a row */
 } feed;
 
 static const char page_sql[] =
@@ -138,12 +142,40 @@ static void feed_deliver(const PGresult *r)
 	}
 }
 
-/* A page arrived (or the query failed: r is NULL). */
+/* Read a page again, after a failed one. */
+static void feed_retry_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	(void)arg;
+	feed_fetch();
+}
+
+/*
+ * The page query failed with the session up (a lost session wakes the
+ * feed when it is back): read again later, not at once.
+ */
+static void feed_page_failed(void)
+{
+	unsigned ms = notify_backoff_ms(++feed.failed);
+	log_warnx("feed query failed", "attempt=%u retry_ms=%u subscribers=%u", feed.failed, ms,
+	          server.n_subscribers);
+	feed.again = false;
+	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+	evtimer_add(feed.retry, &tv);
+}
+
+/* A page arrived (or the query failed: r is NULL when the session was lost). */
 static void feed_page_cb(void *arg, const PGresult *r)
 {
 	(void)arg;
 	feed.in_flight = false;
-	if (r != NULL && PQresultStatus(r) == PGRES_TUPLES_OK) {
+	if (r != NULL && PQresultStatus(r) != PGRES_TUPLES_OK) {
+		feed_page_failed();
+		return;
+	}
+	if (r != NULL) {
+		feed.failed = 0;
 		feed_deliver(r);
 		if (PQntuples(r) == FEED_PAGE)
 			feed.again = true; /* more where that came from */
@@ -223,7 +255,17 @@ void feed_init(struct aux *aux)
 {
 	LIST_INIT(&feed.subs);
 	feed.aux = aux;
+	feed.retry = evtimer_new(server.base, feed_retry_cb, NULL);
+	if (feed.retry == NULL)
+		abort();
 	aux_listen(aux, "ordertrack", feed_notify_cb, feed_up_cb, NULL);
+}
+
+void feed_stop(void)
+{
+	if (feed.retry != NULL)
+		event_free(feed.retry);
+	feed.retry = NULL;
 }
 
 struct sub *feed_subscribe(struct conn *c, const struct request *rq, const char *exporter)

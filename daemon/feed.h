@@ -12,6 +12,8 @@ struct sub;
 
 /* Start feeding: LISTEN on the auxiliary connection. */
 void feed_init(struct aux *aux);
+/* Free what feed_init() made (at shutdown, the subscribers gone). */
+void feed_stop(void);
 /*
  * A subscribe request from c; exporter limits it to that exporter's
  * notifications (NULL for an operator).  The caller has already answered

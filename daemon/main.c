@@ -239,6 +239,7 @@ static void server_shutdown(void)
 	alerts_stop();
 	store_free(server.store);
 	aux_free(server.aux);
+	feed_stop();
 	webhooks_stop();
 	event_free(server.ev_sigterm);
 	event_free(server.ev_sigint);

@@ -813,6 +813,46 @@ static void test_subscribe_during_page(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/*
+ * The page query a subscriber waits for fails with the auxiliary session
+ * up (it waits for a lock a test session holds, and is cancelled, as a
+ * lock or statement timeout would end it).  No notification follows, so
+ * nothing else wakes the feed: it reads again on its own a second later,
+ * and the subscriber gets the whole table.
+ */
+static void test_subscribe_page_failed(void **state)
+{
+	(void)state;
+	const char *db = "notify_page_failed";
+	struct it_daemon *d = notify_daemon(db, NULL, NULL);
+	send_scenarios(d);
+	struct rows table;
+	table_rows(db, "true", NULL, NULL, &table);
+	assert_true(table.n >= 10);
+
+	PGconn *lock = lock_notifications(db);
+	struct it_client *sub = it_connect(d);
+	it_hello_operator(sub, OPS, OPS_TOKEN);
+	subscribe_after(sub, 0);
+	wait_lock_waiter(db);
+	off_t off = it_log_offset(d);
+	assert_int_equal(it_db_long(db,
+	                            "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity"
+	                            " WHERE datname = $1 AND application_name = 'ordertrackd-aux'",
+	                            db, NULL),
+	                 1);
+	it_log_expect(d, off, "msg=\"feed query failed\" attempt=1 retry_ms=1000 subscribers=1",
+	              IT_REPLY_MS);
+	PQclear(PQexec(lock, "ROLLBACK"));
+	PQfinish(lock);
+
+	expect_stream(sub, &table, 0, "operator whose first page failed");
+	expect_quiet(sub, QUIET_MS, "operator whose first page failed, after the table");
+	assert_true(it_log_wait(d, off, "msg=\"database lost\" conn=aux", 0) < 0);
+	rows_free(&table);
+	it_daemon_stop_clean(d);
+}
+
 /* ------------------------------------------------------------------ */
 /* What must not notify                                                */
 /* ------------------------------------------------------------------ */
@@ -3058,6 +3098,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_subscribe_under_load, notify_teardown),
 	    cmocka_unit_test_teardown(test_slow_subscriber, notify_teardown),
 	    cmocka_unit_test_teardown(test_subscribe_during_page, notify_teardown),
+	    cmocka_unit_test_teardown(test_subscribe_page_failed, notify_teardown),
 	    cmocka_unit_test_teardown(test_rolled_back_batch, notify_teardown),
 	    cmocka_unit_test_teardown(test_no_change_no_notification, notify_teardown),
 	    cmocka_unit_test_teardown(test_listen_notify, notify_teardown),
