@@ -201,6 +201,10 @@ static void feed_fetch(void)
 		feed.again = true;
 		return;
 	}
+	/* After a failed page, only the timer reads: a wake per commit would
+	 * send (and log) the failing query at the rate of the batches. */
+	if (evtimer_pending(feed.retry, NULL))
+		return;
 	LIST_FOREACH(sb, &feed.subs, sb_entry)
 	{
 		if (!conn_feed_ready(sb->sb_conn))
@@ -247,6 +251,7 @@ static void feed_notify_cb(void *arg, const char *payload)
 static void feed_up_cb(void *arg)
 {
 	(void)arg;
+	evtimer_del(feed.retry); /* a failed page's, on the old session */
 	feed_wake();
 	webhooks_aux_up();
 }

@@ -778,6 +778,8 @@ void webhooks_aux_up(void)
 		if (h->state == HOOK_STANDBY) {
 			evtimer_del(h->retry);
 			h->state = HOOK_IDLE;
+		} else if (h->state == HOOK_IDLE) {
+			evtimer_del(h->retry); /* a failed query's: a new session */
 		}
 	}
 	/* Not before the schema is there (a new database, the first start):
@@ -790,7 +792,10 @@ void webhooks_wake(void)
 {
 	for (size_t i = 0; i < n_hooks; i++) {
 		struct hook *h = hooks[i];
-		if (h->state == HOOK_IDLE)
+		/* Idle with its timer set, a query of its failed: it waits
+		 * for the timer, or a wake per commit would send (and log) the
+		 * failing query at the rate of the batches. */
+		if (h->state == HOOK_IDLE && !evtimer_pending(h->retry, NULL))
 			hook_fetch(h);
 		else if (h->state == HOOK_FETCHING)
 			h->wake = true;
