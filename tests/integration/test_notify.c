@@ -750,6 +750,27 @@ static PGconn *lock_notifications(const char *db)
 	return pg;
 }
 
+/* End a test session that holds a lock (a transaction is open on it). */
+static void release_hold(PGconn *pg)
+{
+	PQclear(PQexec(pg, "ROLLBACK"));
+	PQfinish(pg);
+}
+
+/*
+ * Call fn (pg_cancel_backend or pg_terminate_backend) on the daemon's
+ * auxiliary session; there must be exactly one.
+ */
+static void signal_aux(const char *db, const char *fn)
+{
+	char sql[256];
+	snprintf(sql, sizeof(sql),
+	         "SELECT count(%s(pid)) FROM pg_stat_activity"
+	         " WHERE datname = $1 AND application_name = 'ordertrackd-aux'",
+	         fn);
+	assert_int_equal(it_db_long(db, sql, db, NULL), 1);
+}
+
 /* Wait until some query waits for the lock of lock_notifications(). */
 static void wait_lock_waiter(const char *db)
 {
@@ -792,9 +813,7 @@ static void test_subscribe_during_page(void **state)
 	struct it_client *from0 = it_connect(d);
 	it_hello_operator(from0, OPS, OPS_TOKEN);
 	subscribe_after(from0, 0);
-	PGresult *r = PQexec(lock, "ROLLBACK");
-	PQclear(r);
-	PQfinish(lock);
+	release_hold(lock);
 
 	expect_stream(from0, &table, 0, "operator subscribed from 0 during a page");
 	expect_quiet(from0, QUIET_MS, "operator subscribed from 0, after the table");
@@ -836,15 +855,10 @@ static void test_subscribe_page_failed(void **state)
 	subscribe_after(sub, 0);
 	wait_lock_waiter(db);
 	off_t off = it_log_offset(d);
-	assert_int_equal(it_db_long(db,
-	                            "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity"
-	                            " WHERE datname = $1 AND application_name = 'ordertrackd-aux'",
-	                            db, NULL),
-	                 1);
+	signal_aux(db, "pg_cancel_backend");
 	it_log_expect(d, off, "msg=\"feed query failed\" attempt=1 retry_ms=1000 subscribers=1",
 	              IT_REPLY_MS);
-	PQclear(PQexec(lock, "ROLLBACK"));
-	PQfinish(lock);
+	release_hold(lock);
 
 	expect_stream(sub, &table, 0, "operator whose first page failed");
 	expect_quiet(sub, QUIET_MS, "operator whose first page failed, after the table");
@@ -2071,14 +2085,9 @@ static void test_webhook_save_lost(void **state)
 	struct it_daemon *d = hook_save_waiting(db, "save-01", "save-02", "SAVE-1", &c, &pg);
 	struct rows all;
 	off_t off = it_log_offset(d);
-	assert_int_equal(it_db_long(db,
-	                            "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
-	                            " WHERE datname = $1 AND application_name = 'ordertrackd-aux'",
-	                            db, NULL),
-	                 1);
+	signal_aux(db, "pg_terminate_backend");
 	it_log_expect(d, off, "msg=\"database lost\" conn=aux", IT_REPLY_MS);
-	PQclear(PQexec(pg, "ROLLBACK"));
-	PQfinish(pg);
+	release_hold(pg);
 
 	table_rows(db, "true", NULL, NULL, &all);
 	it_webhook_wait_cursor(db, "erp", seq_of(all.v[all.n - 1]), 30000);
@@ -2108,15 +2117,10 @@ static void test_webhook_query_failed(void **state)
 	PGconn *pg;
 	struct it_daemon *d = hook_save_waiting(db, "qf-01", "qf-02", "QF-1", &c, &pg);
 	off_t off = it_log_offset(d);
-	assert_int_equal(it_db_long(db,
-	                            "SELECT count(pg_cancel_backend(pid)) FROM pg_stat_activity"
-	                            " WHERE datname = $1 AND application_name = 'ordertrackd-aux'",
-	                            db, NULL),
-	                 1);
+	signal_aux(db, "pg_cancel_backend");
 	it_log_expect(d, off, "msg=\"webhook query failed\" webhook=erp attempt=1 retry_ms=1000",
 	              IT_REPLY_MS);
-	PQclear(PQexec(pg, "ROLLBACK"));
-	PQfinish(pg);
+	release_hold(pg);
 
 	struct rows all;
 	table_rows(db, "true", NULL, NULL, &all);
