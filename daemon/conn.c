@@ -57,6 +57,8 @@
 #define REJECTS_LOGGED_PER_S 100
 /* How often a closing connection looks whether its peer has all its replies. */
 #define CLOSE_POLL_MS 50
+/* Keepalive probes (limits.keepalive_s) a peer may leave unanswered. */
+#define KEEPALIVE_PROBES 6
 
 enum conn_state {
 	CONN_HELLO,   /* waiting for hello; exits: READY, CLOSING */
@@ -787,6 +789,7 @@ static void conn_event_cb(struct bufferevent *bev, short what, void *arg)
 		c->c_bev = NULL;
 		conn_close(c, handshake           ? "tls handshake failed"
 		              : err == ECONNRESET ? "connection reset"
+		              : err == ETIMEDOUT  ? "peer not answering"
 		                                  : "socket error");
 	}
 }
@@ -957,12 +960,35 @@ static void conn_refuse(struct conn *c, const char *code, const char *message, c
 
 static void conn_start(struct bufferevent *bev, const struct sockaddr *sa, int salen);
 
+/*
+ * TCP keepalives: after idle_s quiet seconds the system probes the peer,
+ * KEEPALIVE_PROBES times idle_s / KEEPALIVE_PROBES apart, so a peer gone
+ * without a word (a host switched off, a NAT or firewall that forgot the
+ * flow) is found about 2 * idle_s after it last answered, and its
+ * connection closed.  Without them a connection with nothing to write (a
+ * subscriber on a quiet database, an exporter when idle_timeout_s is 0)
+ * would hold its slot under limits.max_connections and
+ * max_connections_per_ip for good.
+ */
+static void conn_keepalive(int fd, int idle_s)
+{
+	int on = idle_s > 0, cnt = KEEPALIVE_PROBES;
+	int intvl = idle_s / KEEPALIVE_PROBES > 0 ? idle_s / KEEPALIVE_PROBES : 1;
+	setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &on, sizeof(on));
+	if (!on)
+		return;
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPIDLE, &idle_s, sizeof(idle_s));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPINTVL, &intvl, sizeof(intvl));
+	setsockopt(fd, IPPROTO_TCP, TCP_KEEPCNT, &cnt, sizeof(cnt));
+}
+
 void conn_accept(int fd, const struct sockaddr *sa, int salen)
 {
 	/* Acks are small and latency matters: do not let Nagle hold them
 	 * until the peer's next packet or delayed ACK. */
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+	conn_keepalive(fd, server.cfg->keepalive_s);
 	/* Plain or TLS (perhaps after a look at the first byte): tls.c. */
 	tls_accept(fd, sa, salen, conn_start);
 }

@@ -93,6 +93,7 @@ static const struct setting settings[] = {
     SET_INT("limits.hello_timeout_s", hello_timeout_s, 10, 1, 3600, SETTING_RELOAD),
     SET_INT("limits.line_timeout_s", line_timeout_s, 30, 1, 3600, SETTING_RELOAD),
     SET_INT("limits.max_failed_hellos", max_failed_hellos, 10, 1, 100000, SETTING_RELOAD),
+    SET_INT("limits.keepalive_s", keepalive_s, 60, 0, 7200, SETTING_RELOAD),
     SET_INT("limits.max_events_per_order", max_events_per_order, 10000, 1, 1000000, SETTING_RELOAD),
     SET_INT("batch.max_events", batch_max_events, 1000, 1, 10000, SETTING_RELOAD),
     SET_INT("batch.max_delay_ms", batch_max_delay_ms, 1, 0, 1000, SETTING_RELOAD),

@@ -78,6 +78,7 @@ struct config {
 	int hello_timeout_s;        /* limits.hello_timeout_s: time to say hello */
 	int line_timeout_s;         /* limits.line_timeout_s: time to finish a started line */
 	int max_failed_hellos;      /* limits.max_failed_hellos: per peer address and minute */
+	int keepalive_s;            /* limits.keepalive_s: TCP keepalive idle time, 0 = off */
 	int max_events_per_order;   /* limits.max_events_per_order: stored events of one order */
 
 	int batch_max_events;   /* batch.max_events */

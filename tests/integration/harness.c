@@ -1530,13 +1530,14 @@ static char *config_text(const struct it_config *cfg)
 	    {"hello_timeout_s", cfg->hello_timeout_s},
 	    {"line_timeout_s", cfg->line_timeout_s},
 	    {"max_failed_hellos", cfg->max_failed_hellos},
+	    {"keepalive_s", cfg->keepalive_s},
 	};
 	bool open = false;
 	for (size_t i = 0; i < sizeof(limits) / sizeof(limits[0]); i++) {
 		if (limits[i].value == 0)
 			continue;
 		append_fmt(&b, &len, &cap, "%s %s = %d;", open ? "" : "limits = {", limits[i].key,
-		           limits[i].value);
+		           limits[i].value < 0 ? 0 : limits[i].value);
 		open = true;
 	}
 	if (open)

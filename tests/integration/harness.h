@@ -72,6 +72,7 @@ struct it_config {
 	int hello_timeout_s;
 	int line_timeout_s;
 	int max_failed_hellos;
+	int keepalive_s; /* limits.keepalive_s; 0: the default; -1: 0 (off) */
 	int batch_max_events;
 	int batch_max_delay_ms;
 	int db_connections;    /* database.connections; 0: the daemon's default */

@@ -14,6 +14,8 @@
 #include <stdlib.h>
 #include <string.h>
 #include <errno.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <poll.h>
 #include <pwd.h>
 #include <signal.h>
@@ -292,6 +294,101 @@ static bool loris_closed(int fd, int ms, long long *closed_at)
 			it_fail("the slow client got a reply: %.*s", (int)r, buf);
 	}
 	return false;
+}
+
+/*
+ * The daemon's end of c in /proc/net/tcp: its timer (tr: 0 none, 1
+ * retransmit, 2 keepalive) and the clock ticks until it fires.  False when
+ * the socket is not listed.
+ */
+static bool server_side_timer(const struct it_daemon *d, const struct it_client *c, int *tr,
+                              long *when)
+{
+	struct sockaddr_in me;
+	socklen_t len = sizeof(me);
+	if (getsockname(c->fd, (struct sockaddr *)&me, &len) != 0)
+		it_fail("getsockname: %s", strerror(errno));
+	FILE *f = fopen("/proc/net/tcp", "r");
+	if (f == NULL)
+		it_fail("/proc/net/tcp: %s", strerror(errno));
+	char line[512];
+	bool found = false;
+	while (!found && fgets(line, sizeof(line), f) != NULL) {
+		unsigned lport, rport, st;
+		if (sscanf(line, " %*d: %*x:%x %*x:%x %x %*x:%*x %x:%lx", &lport, &rport, &st, tr,
+		           when) == 5)
+			found = (int)lport == d->port && rport == ntohs(me.sin_port);
+	}
+	fclose(f);
+	return found;
+}
+
+/* Wait until c's server side is idle (no retransmit timer) and return its timer. */
+static int idle_timer(const struct it_daemon *d, const struct it_client *c, long *when)
+{
+	long long end = it_now_ms() + IT_REPLY_MS;
+	int tr = -1;
+	while (it_now_ms() < end) {
+		if (!server_side_timer(d, c, &tr, when))
+			it_fail("the daemon's end of the connection is not in /proc/net/tcp");
+		if (tr != 1)
+			return tr;
+		it_sleep_ms(20);
+	}
+	it_fail("the daemon's end of the connection kept a retransmit timer");
+	return -1;
+}
+
+/*
+ * limits.keepalive_s: the daemon's end of a connection runs the keepalive
+ * timer (60 s by default), none when it is 0.  A peer that vanishes
+ * without a word (its socket dropped in TCP repair mode, which sends
+ * nothing) is found by the first probe and its connection closed within
+ * seconds; with keepalives off the connection stays.
+ */
+static void test_keepalive(void **state)
+{
+	(void)state;
+	long hz = sysconf(_SC_CLK_TCK), when;
+	it_pg_createdb("keepalive");
+	struct it_config cfg = {.name = "keepalive", .dbname = "keepalive"};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	assert_int_equal(idle_timer(d, c, &when), 2);
+	assert_true(when > 50 * hz && when <= 60 * hz);
+	it_daemon_stop_clean(d);
+
+	for (int pass = 0; pass < 2; pass++) {
+		bool on = pass == 0;
+		cfg.keepalive_s = on ? 1 : -1;
+		d = it_daemon_start(&cfg, true);
+		c = it_connect(d);
+		it_hello(c, IT_EXPORTER, IT_TOKEN);
+		assert_int_equal(idle_timer(d, c, &when), on ? 2 : 0);
+		int one = 1;
+		if (setsockopt(c->fd, IPPROTO_TCP, TCP_REPAIR, &one, sizeof(one)) != 0) {
+			/* Needs CAP_NET_ADMIN: CI runs as root. */
+			print_message(
+			    "keepalive: no TCP repair mode (%s), the vanishing peer not tried\n",
+			    strerror(errno));
+			it_daemon_stop_clean(d);
+			return;
+		}
+		off_t off = it_log_offset(d);
+		it_close(c); /* in repair mode: no FIN, no reset */
+		/* The first probe meets no socket, and the system answers it
+		 * with a reset (a peer switched off would not answer at all:
+		 * "peer not answering" after the last probe). */
+		off_t found = it_log_wait(
+		    d, off, "msg=\"connection closed\" conn=1 peer=127.0.0.1:", on ? 10000 : 4000);
+		if (on && (found < 0 || it_log_wait(d, off, "reason=\"connection reset\"", 0) < 0))
+			it_fail(
+			    "the vanished peer's connection was not closed (reset) within 10 s");
+		if (!on && found >= 0)
+			it_fail("a connection was closed with keepalives off");
+		it_daemon_stop_clean(d);
+	}
 }
 
 /*
@@ -1147,6 +1244,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_peer_table_rebuilds, it_test_teardown),
 	    cmocka_unit_test_teardown(test_ipv6_loopback, it_test_teardown),
 	    cmocka_unit_test_teardown(test_hello_timeout, it_test_teardown),
+	    cmocka_unit_test_teardown(test_keepalive, it_test_teardown),
 	    cmocka_unit_test_teardown(test_line_timeout, it_test_teardown),
 	    cmocka_unit_test_teardown(test_line_timeout_paused, it_test_teardown),
 	    cmocka_unit_test_teardown(test_half_close_while_paused, it_test_teardown),

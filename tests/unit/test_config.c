@@ -148,6 +148,7 @@ static void test_defaults(void **state)
 	assert_int_equal(c->hello_timeout_s, 10);
 	assert_int_equal(c->line_timeout_s, 30);
 	assert_int_equal(c->max_failed_hellos, 10);
+	assert_int_equal(c->keepalive_s, 60);
 	assert_string_equal(c->user, "");
 	assert_int_equal(c->log_level, LOG_LEVEL_INFO);
 	assert_int_equal(c->n_operators, 0);
@@ -197,16 +198,19 @@ static void test_bounds_inclusive(void **state)
 	config_free(c);
 
 	/* The per-peer limits at both ends. */
-	c = parse_ok("limits = { max_connections_per_ip = 1000000; hello_timeout_s = 3600;\n"
-	             "  line_timeout_s = 3600; max_failed_hellos = 100000; };\n");
+	c = parse_ok(
+	    "limits = { max_connections_per_ip = 1000000; hello_timeout_s = 3600;\n"
+	    "  line_timeout_s = 3600; max_failed_hellos = 100000; keepalive_s = 7200; };\n");
 	assert_int_equal(c->max_connections_per_ip, 1000000);
+	assert_int_equal(c->keepalive_s, 7200);
 	assert_int_equal(c->hello_timeout_s, 3600);
 	assert_int_equal(c->line_timeout_s, 3600);
 	assert_int_equal(c->max_failed_hellos, 100000);
 	config_free(c);
 	c = parse_ok("limits = { max_connections_per_ip = 1; hello_timeout_s = 1;\n"
-	             "  line_timeout_s = 1; max_failed_hellos = 1; };\n");
+	             "  line_timeout_s = 1; max_failed_hellos = 1; keepalive_s = 0; };\n");
 	assert_int_equal(c->max_connections_per_ip, 1);
+	assert_int_equal(c->keepalive_s, 0);
 	assert_int_equal(c->hello_timeout_s, 1);
 	assert_int_equal(c->line_timeout_s, 1);
 	assert_int_equal(c->max_failed_hellos, 1);
@@ -426,6 +430,10 @@ static void test_out_of_range(void **state)
 	          "t.conf:1: limits.hello_timeout_s: must be between 1 and 3600 (got 3601)");
 	parse_bad("limits = { line_timeout_s = 0; };\n",
 	          "t.conf:1: limits.line_timeout_s: must be between 1 and 3600 (got 0)");
+	parse_bad("limits = { keepalive_s = 7201; };\n",
+	          "t.conf:1: limits.keepalive_s: must be between 0 and 7200 (got 7201)");
+	parse_bad("limits = { keepalive_s = -1; };\n",
+	          "t.conf:1: limits.keepalive_s: must be between 0 and 7200 (got -1)");
 	parse_bad("limits = { max_failed_hellos = 100001; };\n",
 	          "t.conf:1: limits.max_failed_hellos: must be between 1 and 100000 (got 100001)");
 	parse_bad("limits = { window = 123456789012345678901234567890; };\n",
