@@ -301,8 +301,8 @@ static bool loris_closed(int fd, int ms, long long *closed_at)
  * retransmit, 2 keepalive) and the clock ticks until it fires.  False when
  * the socket is not listed.
  */
-static bool server_side_timer(const struct it_daemon *d, const struct it_client *c, int *tr,
-                              long *when)
+static bool server_side_timer(const struct it_daemon *d, const struct it_client *c, unsigned *tr,
+                              unsigned long *when)
 {
 	struct sockaddr_in me;
 	socklen_t len = sizeof(me);
@@ -314,9 +314,9 @@ static bool server_side_timer(const struct it_daemon *d, const struct it_client 
 	char line[512];
 	bool found = false;
 	while (!found && fgets(line, sizeof(line), f) != NULL) {
-		unsigned lport, rport, st;
-		if (sscanf(line, " %*d: %*x:%x %*x:%x %x %*x:%*x %x:%lx", &lport, &rport, &st, tr,
-		           when) == 5)
+		unsigned lport, rport;
+		if (sscanf(line, " %*d: %*x:%x %*x:%x %*x %*x:%*x %x:%lx", &lport, &rport, tr,
+		           when) == 4)
 			found = (int)lport == d->port && rport == ntohs(me.sin_port);
 	}
 	fclose(f);
@@ -324,10 +324,11 @@ static bool server_side_timer(const struct it_daemon *d, const struct it_client 
 }
 
 /* Wait until c's server side is idle (no retransmit timer) and return its timer. */
-static int idle_timer(const struct it_daemon *d, const struct it_client *c, long *when)
+static unsigned idle_timer(const struct it_daemon *d, const struct it_client *c,
+                           unsigned long *when)
 {
 	long long end = it_now_ms() + IT_REPLY_MS;
-	int tr = -1;
+	unsigned tr = 0;
 	while (it_now_ms() < end) {
 		if (!server_side_timer(d, c, &tr, when))
 			it_fail("the daemon's end of the connection is not in /proc/net/tcp");
@@ -336,7 +337,7 @@ static int idle_timer(const struct it_daemon *d, const struct it_client *c, long
 		it_sleep_ms(20);
 	}
 	it_fail("the daemon's end of the connection kept a retransmit timer");
-	return -1;
+	return tr;
 }
 
 /*
@@ -349,7 +350,7 @@ static int idle_timer(const struct it_daemon *d, const struct it_client *c, long
 static void test_keepalive(void **state)
 {
 	(void)state;
-	long hz = sysconf(_SC_CLK_TCK), when;
+	unsigned long hz = (unsigned long)sysconf(_SC_CLK_TCK), when;
 	it_pg_createdb("keepalive");
 	struct it_config cfg = {.name = "keepalive", .dbname = "keepalive"};
 	struct it_daemon *d = it_daemon_start(&cfg, true);
