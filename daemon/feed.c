@@ -302,11 +302,6 @@ void feed_unsubscribe(struct sub *sb)
 	free(sb);
 }
 
-long long feed_cursor(const struct sub *sb)
-{
-	return sb->sb_cursor;
-}
-
 void feed_db_ready(void)
 {
 	feed.schema = true;

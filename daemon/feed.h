@@ -26,7 +26,6 @@ void feed_unsubscribe(struct sub *sb);
 void feed_db_ready(void);
 /* Something may be new, or a subscriber became ready: look. */
 void feed_wake(void);
-long long feed_cursor(const struct sub *sb);
 /*
  * Committed notifications (rows of seq, kind, exporter, order_ref,
  * shipment_ref, from_status, to_status, event_id): one log line each, at
