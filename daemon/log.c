@@ -47,11 +47,6 @@ void log_set_level(enum log_level level)
 	current_level = level;
 }
 
-enum log_level log_get_level(void)
-{
-	return current_level;
-}
-
 bool log_enabled(enum log_level level)
 {
 	return level <= current_level;

@@ -16,7 +16,6 @@
 
 void log_init(void);
 void log_set_level(enum log_level level);
-enum log_level log_get_level(void);
 bool log_enabled(enum log_level level);
 
 /* Write one record; kvfmt may be NULL. */
