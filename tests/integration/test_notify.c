@@ -2138,6 +2138,50 @@ static void test_webhook_query_failed(void **state)
 }
 
 /*
+ * A webhook's first read of its cursor fails with the auxiliary session
+ * up (a test session holds the cursor table, and the waiting query is
+ * cancelled).  Notifications stored before the daemon started are all
+ * there is, so nothing else wakes the deliverer: it reads its cursor again
+ * on its own and delivers them all, in order.
+ */
+static void test_webhook_cursor_read_failed(void **state)
+{
+	(void)state;
+	const char *db = "notify_hook_read_failed";
+	struct it_daemon *d = notify_daemon(db, NULL, NULL);
+	struct it_client *c = it_connect(d);
+	it_hello(c, KIVU, KIVU_TOKEN);
+	send_simple(c, "read-01", "order.created", "READ-1", NULL, "stored");
+	it_daemon_stop_clean(d);
+	struct rows all;
+	table_rows(db, "true", NULL, NULL, &all);
+	assert_true(all.n > 0);
+
+	PGconn *hold = PQconnectdb(it_conninfo(db));
+	PGresult *r =
+	    PQexec(hold, "BEGIN; LOCK TABLE ordertrack.webhook_cursors IN ACCESS EXCLUSIVE MODE");
+	assert_int_equal(PQresultStatus(r), PGRES_COMMAND_OK);
+	PQclear(r);
+	char hooks[512], extra[2048];
+	rcv_start(0);
+	erp_hook(hooks, sizeof(hooks), "");
+	struct it_config cfg = notify_config(db, db, NULL, hooks, extra, sizeof(extra));
+	d = it_daemon_start(&cfg, true);
+	d->cfg.extra_text = NULL;
+	wait_aux_waits(db);
+	off_t off = it_log_offset(d);
+	signal_aux(db, "pg_cancel_backend");
+	it_log_expect(d, off, "msg=\"webhook query failed\" webhook=erp attempt=1", IT_REPLY_MS);
+	release_hold(hold);
+
+	assert_int_equal(wait_delivered(&all, 10000), 0);
+	it_webhook_wait_cursor(db, "erp", seq_of(all.v[all.n - 1]), 10000);
+	rows_free(&all);
+	it_daemon_stop_clean(d);
+	rcv_stop();
+}
+
+/*
  * The database is dropped (WITH (FORCE), which ends the daemon's sessions)
  * while a webhook's cursor write waits, and made again, empty.  The daemon
  * holds the events it reads meanwhile, migrates the new database when it
@@ -3117,6 +3161,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_webhook_newer_schema, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_save_lost, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_query_failed, notify_teardown),
+	    cmocka_unit_test_teardown(test_webhook_cursor_read_failed, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_database_replaced, notify_teardown),
 	    cmocka_unit_test_teardown(test_sessions_terminated, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_reload_in_flight, notify_teardown),
