@@ -2138,6 +2138,41 @@ static void test_webhook_query_failed(void **state)
 }
 
 /*
+ * The auxiliary session is lost while a webhook waits to retry a failed
+ * POST: the webhook's lock went with the session, so the retry first
+ * takes the lock again on the new session and reads the cursor, then
+ * delivers, each notification once.
+ */
+static void test_webhook_retry_after_session_lost(void **state)
+{
+	(void)state;
+	const char *db = "notify_hook_retry_lost";
+	char hooks[512];
+	rcv_start(1); /* the first POST fails: retried after 1 s */
+	erp_hook(hooks, sizeof(hooks), "");
+	struct it_daemon *d = notify_daemon(db, NULL, hooks);
+	off_t off = it_log_offset(d);
+	struct it_client *c = it_connect(d);
+	it_hello(c, KIVU, KIVU_TOKEN);
+	send_simple(c, "lost-01", "order.created", "LOST-1", NULL, "stored");
+	it_log_expect(d, off, "msg=\"webhook delivery failed\" webhook=erp seq=1", IT_REPLY_MS);
+	signal_aux(db, "pg_terminate_backend");
+	off = it_log_expect(d, off, "msg=\"database lost\" conn=aux", IT_REPLY_MS);
+
+	struct rows all;
+	table_rows(db, "true", NULL, NULL, &all);
+	assert_int_equal(wait_delivered(&all, 15000), 1);
+	/* The lock taken and the cursor read again on the new session
+	 * before the POST went out again. */
+	off = it_log_expect(d, off, "msg=\"webhook ready\" webhook=erp cursor=0", IT_REPLY_MS);
+	it_log_expect(d, off, "msg=\"webhook delivered\" webhook=erp seq=1", 0);
+	rows_free(&all);
+	it_close(c);
+	it_daemon_stop_clean(d);
+	rcv_stop();
+}
+
+/*
  * A webhook's first read of its cursor fails with the auxiliary session
  * up (a test session holds the cursor table, and the waiting query is
  * cancelled).  Notifications stored before the daemon started are all
@@ -3162,6 +3197,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_webhook_save_lost, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_query_failed, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_cursor_read_failed, notify_teardown),
+	    cmocka_unit_test_teardown(test_webhook_retry_after_session_lost, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_database_replaced, notify_teardown),
 	    cmocka_unit_test_teardown(test_sessions_terminated, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_reload_in_flight, notify_teardown),
