@@ -11,7 +11,11 @@
  * an order are sent in swapped order, as happens in the field.  An order
  * goes through one connection; connections take the next order from one
  * shared sequence when they run out, and every id carries the run id so
- * that repeated runs never collide.
+ * that repeated runs never collide.  By default a connection sends an
+ * order whole before the next, so most of an order's events meet in one
+ * batch of the daemon; --open-orders K keeps K orders open per connection
+ * and sends an event of each in turn, as live traffic does, where each
+ * event meets its order's earlier events already stored.
  *
  * Each connection keeps at most --window events unacked.  The daemon
  * answers every line once, in line order, so the send time of an event
@@ -97,6 +101,7 @@
 #define ID_CAP           64          /* bytes for an event id and its NUL */
 #define ORDER_EVENTS_MAX 16          /* events in one order, at most */
 #define ORDER_BUF_SIZE   (24 * 1024) /* bytes of one order's event lines */
+#define OPEN_ORDERS_MAX  256         /* --open-orders: 6 MiB of buffers per connection */
 #define REPLY_MAX        2048        /* bytes of a reply line kept; longer ones are cut */
 #define ERRORS_SHOWN     5           /* error replies printed in full */
 #define CONNECT_LIMIT_S  10          /* seconds to connect and be welcomed */
@@ -125,12 +130,13 @@ struct options {
 	const char *token;      /* NUL-terminated in token_buf, or a literal */
 	const char *token_from; /* where it came from, for messages */
 	unsigned connections;
-	uint64_t events;  /* total to send; UINT64_MAX: until --duration ends */
-	bool events_set;  /* -n was given */
-	unsigned window;  /* unacked events per connection */
-	double rate;      /* total events/s; 0: closed loop */
-	unsigned tick_us; /* open loop: send at most this often per connection */
-	double duration;  /* seconds, or 0 */
+	uint64_t events;      /* total to send; UINT64_MAX: until --duration ends */
+	bool events_set;      /* -n was given */
+	unsigned window;      /* unacked events per connection */
+	double rate;          /* total events/s; 0: closed loop */
+	unsigned tick_us;     /* open loop: send at most this often per connection */
+	unsigned open_orders; /* orders each connection sends in turn, an event at a time */
+	double duration;      /* seconds, or 0 */
 	char run_id[RUN_ID_MAX + 1];
 	bool json;
 	const char *out; /* write the events here instead of sending */
@@ -808,8 +814,10 @@ struct lconn {
 	struct event lc_send_ev; /* open loop: wakes up when the next event is due */
 	struct inflight *lc_ring;
 	uint64_t lc_sent, lc_answered; /* sequence numbers; lc_ring[seq % window] */
-	struct order_buf *lc_ob;
-	bool lc_exhausted; /* no more orders for this connection */
+	struct order_buf *lc_obs;      /* opt->open_orders of them, sent from in turn */
+	unsigned lc_cur;               /* the one the next event comes from */
+	bool lc_gen_done;              /* the shared sequence has no order left for it */
+	bool lc_exhausted;             /* no event left to send on this connection */
 };
 
 /* The whole run. */
@@ -1072,18 +1080,29 @@ static int64_t lconn_intended(const struct lconn *c, uint64_t j)
 	return ld->t_start + (int64_t)(slot * 1e9 / ld->opt->rate);
 }
 
-/* Make sure the order buffer holds an unsent event; false when there are no more. */
-static bool lconn_have_event(struct lconn *c)
+/*
+ * The order the next event comes from, refilled from the shared sequence
+ * when it is spent; NULL when no open order has an event left.  Each call
+ * starts at lc_cur, which the caller moves on after every event, so with
+ * several open orders their events go out interleaved, one at a time.
+ */
+static struct order_buf *lconn_next_order(struct lconn *c)
 {
 	struct loader *ld = c->lc_ld;
+	unsigned k = ld->opt->open_orders;
 
-	if (c->lc_ob->next < c->lc_ob->n)
-		return true;
-	if (c->lc_exhausted || ld->stop_sending || !gen_next(&ld->gen, c->lc_ob)) {
-		c->lc_exhausted = true;
-		return false;
+	for (unsigned tried = 0; tried < k; tried++) {
+		struct order_buf *ob = &c->lc_obs[c->lc_cur];
+		if (ob->next < ob->n)
+			return ob;
+		if (!c->lc_gen_done && (ld->stop_sending || !gen_next(&ld->gen, ob)))
+			c->lc_gen_done = true;
+		if (ob->next < ob->n)
+			return ob;
+		c->lc_cur = (c->lc_cur + 1) % k;
 	}
-	return true;
+	c->lc_exhausted = true;
+	return NULL;
 }
 
 /*
@@ -1095,7 +1114,10 @@ static void lconn_pump(struct lconn *c)
 	struct loader *ld = c->lc_ld;
 	unsigned window = ld->opt->window;
 
-	while (c->lc_state == LC_RUNNING && lconn_unacked(c) < window && lconn_have_event(c)) {
+	struct order_buf *ob;
+
+	while (c->lc_state == LC_RUNNING && lconn_unacked(c) < window &&
+	       (ob = lconn_next_order(c)) != NULL) {
 		int64_t now = mono_ns();
 		int64_t start = now;
 		if (ld->opt->rate > 0) {
@@ -1110,8 +1132,8 @@ static void lconn_pump(struct lconn *c)
 				break;
 			}
 		}
-		struct order_buf *ob = c->lc_ob;
 		struct gen_event *e = &ob->ev[ob->next++];
+		c->lc_cur = (c->lc_cur + 1) % ld->opt->open_orders;
 		struct inflight *f = &c->lc_ring[c->lc_sent % window];
 		f->start_ns = start;
 		f->id_len = e->id_len;
@@ -1167,7 +1189,7 @@ static void lconn_open(struct loader *ld, struct lconn *c, unsigned id, const st
 	c->lc_id = id;
 	c->lc_state = LC_CONNECTING;
 	c->lc_ring = xcalloc(ld->opt->window, sizeof(*c->lc_ring));
-	c->lc_ob = xcalloc(1, sizeof(*c->lc_ob));
+	c->lc_obs = xcalloc(ld->opt->open_orders, sizeof(*c->lc_obs));
 	evtimer_assign(&c->lc_send_ev, ld->base, lconn_send_cb, c);
 	c->lc_bev = bufferevent_socket_new(ld->base, -1, BEV_OPT_CLOSE_ON_FREE);
 	if (c->lc_bev == NULL)
@@ -1376,13 +1398,14 @@ static int loader_report(struct loader *ld)
 
 	if (opt->json) {
 		json_t *o = json_pack(
-		    "{s:s, s:s, s:i, s:i, s:I, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:f, "
+		    "{s:s, s:s, s:i, s:i, s:i, s:I, s:f, s:I, s:I, s:I, s:I, s:I, s:I, s:I, s:I, "
+		    "s:f, "
 		    "s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:f, s:b, s:b}",
 		    "run_id", opt->run_id, "exporter", opt->exporter, "connections",
-		    (int)opt->connections, "window", (int)opt->window, "orders",
-		    (json_int_t)ld->gen.orders, "rate", opt->rate, "sent", (json_int_t)ld->sent,
-		    "acked", (json_int_t)acked, "stored", (json_int_t)ld->stored, "duplicate",
-		    (json_int_t)ld->duplicate, "errors",
+		    (int)opt->connections, "window", (int)opt->window, "open_orders",
+		    (int)opt->open_orders, "orders", (json_int_t)ld->gen.orders, "rate", opt->rate,
+		    "sent", (json_int_t)ld->sent, "acked", (json_int_t)acked, "stored",
+		    (json_int_t)ld->stored, "duplicate", (json_int_t)ld->duplicate, "errors",
 		    (json_int_t)(ld->errors + ld->mismatched + ld->unexpected), "lost",
 		    (json_int_t)(unanswered + unsent), "bytes_sent", (json_int_t)ld->bytes_sent,
 		    "unsent", (json_int_t)unsent, "elapsed_s", elapsed, "events_per_s", eps,
@@ -1479,7 +1502,7 @@ static int run_load(const struct options *opt)
 		if (c->lc_bev != NULL)
 			bufferevent_free(c->lc_bev);
 		free(c->lc_ring);
-		free(c->lc_ob);
+		free(c->lc_obs);
 	}
 	event_del(&ld->tick_ev);
 	event_del(&ld->send_ev);
@@ -1635,33 +1658,37 @@ static int run_self_check(const struct options *opt)
 /* Print the options. */
 static void usage(FILE *f)
 {
-	fputs("usage: ordertrack-load [options]\n"
-	      "  -H, --host HOST        daemon address (127.0.0.1)\n"
-	      "  -p, --port PORT        daemon port (7433)\n"
-	      "  -e, --exporter ID      exporter to say hello as (kivu-coffee)\n"
-	      "  -t, --token TOKEN      its token (demo-kivu-token); written over in argv,\n"
-	      "                         but ps shows it until then: prefer one of\n"
-	      "      --token-file FILE  the token is FILE's first line, or the environment\n"
-	      "                         variable OT_LOAD_TOKEN\n"
-	      "  -c, --connections N    connections (8)\n"
-	      "  -n, --events N         events to send in all (100000)\n"
-	      "  -w, --window W         unacked events per connection (500)\n"
-	      "  -r, --rate R           open loop: R events/s in all (0: closed loop)\n"
-	      "  -d, --duration S       send for S seconds instead of -n events\n"
-	      "      --tick-us US       open loop: wake at most every US µs per connection\n"
-	      "                         and send all events due (1000; 0: one wake per event)\n"
-	      "      --run-id STR       prefix of event ids and order refs (pid and time)\n"
-	      "      --seed N           random seed of the generated orders (1)\n"
-	      "      --timeout S        give up after S seconds without a reply (60, 0: never)\n"
-	      "      --json             print the result as one JSON object\n"
-	      "      --out FILE         write the events to FILE ('-': stdout) and exit\n"
-	      "      --dry-run          the same as --out -\n"
-	      "      --self-check       check every event with the daemon's parser, and the\n"
-	      "                         latency percentiles against a sort, and exit\n"
-	      "  -v, --verbose          progress and latency every second, connection states\n"
-	      "  -h, --help             this text\n"
-	      "Exit status: 0 all events acked, 1 errors or lost events, 64 usage error.\n",
-	      f);
+	fprintf(f,
+	        "usage: ordertrack-load [options]\n"
+	        "  -H, --host HOST        daemon address (127.0.0.1)\n"
+	        "  -p, --port PORT        daemon port (7433)\n"
+	        "  -e, --exporter ID      exporter to say hello as (kivu-coffee)\n"
+	        "  -t, --token TOKEN      its token (demo-kivu-token); written over in argv,\n"
+	        "                         but ps shows it until then: prefer one of\n"
+	        "      --token-file FILE  the token is FILE's first line, or the environment\n"
+	        "                         variable OT_LOAD_TOKEN\n"
+	        "  -c, --connections N    connections (8)\n"
+	        "  -n, --events N         events to send in all (100000)\n"
+	        "  -w, --window W         unacked events per connection (500)\n"
+	        "  -r, --rate R           open loop: R events/s in all (0: closed loop)\n"
+	        "  -d, --duration S       send for S seconds instead of -n events\n"
+	        "      --tick-us US       open loop: wake at most every US µs per connection\n"
+	        "                         and send all events due (1000; 0: one wake per event)\n"
+	        "      --open-orders K    orders each connection has open at once, sending\n"
+	        "                         an event of each in turn (1: whole orders, one\n"
+	        "                         after another; at most %d)\n"
+	        "      --run-id STR       prefix of event ids and order refs (pid and time)\n"
+	        "      --seed N           random seed of the generated orders (1)\n"
+	        "      --timeout S        give up after S seconds without a reply (60, 0: never)\n"
+	        "      --json             print the result as one JSON object\n"
+	        "      --out FILE         write the events to FILE ('-': stdout) and exit\n"
+	        "      --dry-run          the same as --out -\n"
+	        "      --self-check       check every event with the daemon's parser, and the\n"
+	        "                         latency percentiles against a sort, and exit\n"
+	        "  -v, --verbose          progress and latency every second, connection states\n"
+	        "  -h, --help             this text\n"
+	        "Exit status: 0 all events acked, 1 errors or lost events, 64 usage error.\n",
+	        OPEN_ORDERS_MAX);
 }
 
 /* Parse an unsigned integer in [lo, hi] for option name, or exit 64. */
@@ -1715,6 +1742,7 @@ enum {
 	OPT_SEED,
 	OPT_TIMEOUT,
 	OPT_TICK,
+	OPT_OPEN_ORDERS,
 	OPT_JSON,
 	OPT_OUT,
 	OPT_DRY_RUN,
@@ -1794,6 +1822,7 @@ static void parse_options(int argc, char **argv, struct options *opt)
 	    {"seed", required_argument, NULL, OPT_SEED},
 	    {"timeout", required_argument, NULL, OPT_TIMEOUT},
 	    {"tick-us", required_argument, NULL, OPT_TICK},
+	    {"open-orders", required_argument, NULL, OPT_OPEN_ORDERS},
 	    {"json", no_argument, NULL, OPT_JSON},
 	    {"out", required_argument, NULL, OPT_OUT},
 	    {"dry-run", no_argument, NULL, OPT_DRY_RUN},
@@ -1817,6 +1846,7 @@ static void parse_options(int argc, char **argv, struct options *opt)
 	    .window = 500,
 	    .timeout_s = 60,
 	    .tick_us = 1000,
+	    .open_orders = 1,
 	    .seed = 1,
 	};
 	snprintf(opt->run_id, sizeof(opt->run_id), "t%lldp%ld", (long long)time(NULL),
@@ -1871,6 +1901,10 @@ static void parse_options(int argc, char **argv, struct options *opt)
 			break;
 		case OPT_TICK:
 			opt->tick_us = (unsigned)parse_uint("--tick-us", optarg, 0, 1000000);
+			break;
+		case OPT_OPEN_ORDERS:
+			opt->open_orders =
+			    (unsigned)parse_uint("--open-orders", optarg, 1, OPEN_ORDERS_MAX);
 			break;
 		case OPT_JSON:
 			opt->json = true;

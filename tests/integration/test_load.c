@@ -42,7 +42,8 @@
 #define CLOSED_N    "2000" /* events of the closed-loop run */
 #define OPEN_RATE   "1500" /* events/s of the open-loop run */
 #define OPEN_SECS   "2"
-#define OPEN_EVENTS 3000 /* OPEN_RATE x OPEN_SECS */
+#define OPEN_EVENTS 3000  /* OPEN_RATE x OPEN_SECS */
+#define ORDERS_N    "120" /* events of each --open-orders run, one at a time */
 
 /*
  * Run ordertrack-load with the arguments (NULL-terminated); its standard
@@ -590,6 +591,78 @@ static void test_out_is_repeatable_and_realistic(void **state)
 	free(c);
 }
 
+/* Send ORDERS_N events of one seed with --open-orders k, one at a time. */
+static void send_open_orders(const char *port, const char *run_id, const char *k)
+{
+	char *out;
+	int rc =
+	    load(&out, "-p", port, "-e", IT_EXPORTER, "-t", IT_TOKEN, "-c", "1", "-w", "1", "-n",
+	         ORDERS_N, "--open-orders", k, "--run-id", run_id, "--json", (char *)NULL);
+	json_t *r = report(out);
+	assert_int_equal(rc, 0);
+	assert_true(flag(r, "ok"));
+	assert_int_equal(num(r, "stored"), atoi(ORDERS_N));
+	assert_int_equal(num(r, "open_orders"), atoi(k));
+	json_decref(r);
+}
+
+/* How many orders the first three events of a run belong to, as stored. */
+static long orders_of_first_three(const char *run_id)
+{
+	char like[32];
+	snprintf(like, sizeof(like), "%s.%%", run_id);
+	return it_db_long(NULL,
+	                  "SELECT count(DISTINCT order_ref) FROM (SELECT order_ref"
+	                  " FROM ordertrack.events WHERE event_id LIKE $1"
+	                  " ORDER BY received_at LIMIT 3) s",
+	                  like, NULL);
+}
+
+/* The statuses of a run's orders and shipments, counted, as one text. */
+static char *statuses(const char *run_id)
+{
+	char like[32];
+	snprintf(like, sizeof(like), "ORD-%s-%%", run_id);
+	return it_db_value(NULL,
+	                   "SELECT (SELECT string_agg(status || '=' || n, ',' ORDER BY status)"
+	                   " FROM (SELECT status, count(*) n FROM ordertrack.orders"
+	                   " WHERE order_ref LIKE $1 GROUP BY status) o) || ' / ' ||"
+	                   " (SELECT string_agg(status || '=' || n, ',' ORDER BY status)"
+	                   " FROM (SELECT status, count(*) n FROM ordertrack.shipments"
+	                   " WHERE order_ref LIKE $1 GROUP BY status) s)",
+	                   like, NULL);
+}
+
+/*
+ * --open-orders k interleaves k orders per connection, an event of each in
+ * turn, as live traffic does (each event then meets its order's earlier
+ * ones already stored); 1 sends whole orders.  One event per transaction
+ * (-c 1 -w 1), so the events' received_at is their sending order.  The
+ * same orders end in the same statuses either way, and usage is checked.
+ */
+static void test_open_orders_interleave(void **state)
+{
+	(void)state;
+	char port[16], *out;
+	struct it_daemon *d = start_daemon("interleave", port);
+
+	send_open_orders(port, "itw", "1");
+	send_open_orders(port, "iti", "4");
+	assert_int_equal(orders_of_first_three("itw"), 1);
+	assert_int_equal(orders_of_first_three("iti"), 3);
+	char *whole = statuses("itw"), *interleaved = statuses("iti");
+	assert_non_null(strstr(whole, "delivered="));
+	assert_string_equal(whole, interleaved);
+	free(whole);
+	free(interleaved);
+
+	assert_int_equal(load(&out, "--open-orders", "0", "-n", "1", (char *)NULL), 64);
+	free(out);
+	assert_int_equal(load(&out, "--open-orders", "257", "-n", "1", (char *)NULL), 64);
+	free(out);
+	it_daemon_stop_clean(d);
+}
+
 /* Every generated event passes the daemon's own parser and validation. */
 static void test_self_check(void **state)
 {
@@ -610,6 +683,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_stall_reports_unanswered_as_lost, it_test_teardown),
 	    cmocka_unit_test_teardown(test_token_not_in_ps, it_test_teardown),
 	    cmocka_unit_test_teardown(test_out_is_repeatable_and_realistic, it_test_teardown),
+	    cmocka_unit_test_teardown(test_open_orders_interleave, it_test_teardown),
 	    cmocka_unit_test_teardown(test_self_check, it_test_teardown),
 	};
 	it_env_init("load");
