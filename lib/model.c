@@ -665,36 +665,340 @@ static json_t *documents_json(struct fold *f)
 	return out;
 }
 
-/* Fold the events of one order into its read model. */
-json_t *model_fold(struct model_event *evs, size_t n, const struct model_rules *rules)
+/* The read model from what the walk gathered (sorts f's shipments and documents). */
+static json_t *fold_result(struct fold *f, const struct model_rules *rules)
+{
+	json_t *ships = json_array(), *out;
+
+	if (f->n_ships > 1)
+		qsort(f->ships, f->n_ships, sizeof(*f->ships), ship_cmp);
+	for (size_t i = 0; i < f->n_ships; i++)
+		json_array_append_new(ships, ship_json(&f->ships[i]));
+	out = json_pack("{s:o, s:o, s:o, s:o}", "order", order_json(f, rules), "shipments", ships,
+	                "lines", lines_json(f), "documents", documents_json(f));
+	if (out == NULL)
+		abort(); /* json_pack fails only when out of memory */
+	return out;
+}
+
+/* Walk items[0..n) from position seq on; they are in walk order. */
+static void walk_items(struct fold *f, const struct item *items, size_t n, size_t seq)
+{
+	for (size_t i = 0; i < n; i++) {
+		if (items[i].retracted)
+			continue;
+		if (walk_event(f, &items[i], seq + i))
+			f->updated_at = occurred_at(items[i].ev);
+	}
+}
+
+/* ---------------------------------------------------------------------- */
+/* The walk's state, saved and resumed; see model.h. */
+
+#define WALK_VERSION 1
+
+/* The members of order.created the read model reads. */
+static const char *const created_keys[] = {
+    "buyer",    "channel",           "origin", "destination", "incoterm",
+    "currency", "expected_delivery", "lines",  NULL};
+/* Of shipment.booked. */
+static const char *const booked_keys[] = {"mode", "carrier", "tracking", "consignee", NULL};
+/* Of a location. */
+static const char *const location_keys[] = {"code", "name", NULL};
+/* Of document.issued. */
+static const char *const document_keys[] = {"shipment", "document", "number", "occurred_at", NULL};
+
+/* The members keys of obj, shared (not copied), in a new object. */
+static json_t *subset(const json_t *obj, const char *const *keys)
+{
+	json_t *out = json_object();
+
+	for (size_t i = 0; keys[i] != NULL; i++) {
+		json_t *v = json_object_get(obj, keys[i]);
+		if (v != NULL)
+			json_object_set(out, keys[i], v);
+	}
+	return out;
+}
+
+/* Set key to a copy of s unless s is NULL. */
+static void set_str(json_t *obj, const char *key, const char *s)
+{
+	if (s != NULL)
+		json_object_set_new(obj, key, json_string(s));
+}
+
+/* One shipment as the walk knows it. */
+static json_t *ship_save(const struct ship *s)
+{
+	json_t *o = json_pack("{s:s, s:i}", "ref", s->ref, "rank", s->rank);
+	json_t *customs = json_array();
+
+	if (s->departed)
+		json_object_set_new(o, "departed_ms", json_integer(s->departed_ms));
+	for (int st = 0; st < N_STAGES; st++) {
+		const struct item *c = s->customs[st];
+		json_array_append_new(customs,
+		                      c == NULL ? json_null()
+		                                : json_pack("{s:s, s:I}", "type", c->ev->type,
+		                                            "seq", (json_int_t)s->customs_seq[st]));
+	}
+	json_object_set_new(o, "customs", customs);
+	set_str(o, "exception", s->exception);
+	if (s->booked != NULL)
+		json_object_set_new(o, "booked", subset(s->booked, booked_keys));
+	if (s->eta != NULL)
+		json_object_set(o, "eta", (json_t *)s->eta);
+	set_str(o, "last_at", s->last_at);
+	if (s->location != NULL)
+		json_object_set_new(o, "location", subset(s->location, location_keys));
+	return o;
+}
+
+/* The walk's state after n items, the last of them last. */
+static json_t *walk_save(const struct fold *f, const struct model_event *last, size_t n)
+{
+	json_t *w = json_pack("{s:i, s:I, s:[I, s]}", "v", WALK_VERSION, "n", (json_int_t)n, "last",
+	                      (json_int_t)last->occurred_ms, last->id);
+	json_t *ships = json_array(), *docs = json_array();
+
+	if (w == NULL)
+		abort();
+	if (f->created != NULL)
+		json_object_set_new(w, "created", subset(f->created->ev->body, created_keys));
+	set_str(w, "created_at", f->created_at);
+	if (f->confirmed)
+		json_object_set_new(w, "confirmed", json_true());
+	if (f->cancelled)
+		json_object_set_new(w, "cancelled", json_true());
+	set_str(w, "updated_at", f->updated_at);
+	for (size_t i = 0; i < f->n_ships; i++)
+		json_array_append_new(ships, ship_save(&f->ships[i]));
+	json_object_set_new(w, "ships", ships);
+	for (size_t i = 0; i < f->n_docs; i++) {
+		const struct model_event *ev = f->docs[i]->ev;
+		json_array_append_new(docs, json_pack("{s:s, s:I, s:o}", "id", ev->id, "ms",
+		                                      (json_int_t)ev->occurred_ms, "body",
+		                                      subset(ev->body, document_keys)));
+	}
+	json_object_set_new(w, "docs", docs);
+	return w;
+}
+
+/* True when an event of the set is a retraction: such orders are folded whole. */
+static bool any_retraction(const struct item *items, size_t n)
+{
+	for (size_t i = 0; i < n; i++)
+		if (strcmp(items[i].ev->type, "event.retracted") == 0)
+			return true;
+	return false;
+}
+
+json_t *model_fold_save(struct model_event *evs, size_t n, const struct model_rules *rules,
+                        json_t **walk)
 {
 	struct fold f;
 	size_t n_items;
 	struct item *items = items_unique(evs, n, &n_items);
-	json_t *ships, *out;
+	json_t *out;
 
 	memset(&f, 0, sizeof(f));
 	retractions_resolve(items, n_items);
 	qsort(items, n_items, sizeof(*items), by_time);
 	f.docs = xcalloc(n_items, sizeof(*f.docs));
-	for (size_t i = 0; i < n_items; i++) {
-		if (items[i].retracted)
-			continue;
-		if (walk_event(&f, &items[i], i))
-			f.updated_at = occurred_at(items[i].ev);
-	}
-
-	if (f.n_ships > 1)
-		qsort(f.ships, f.n_ships, sizeof(*f.ships), ship_cmp);
-	ships = json_array();
-	for (size_t i = 0; i < f.n_ships; i++)
-		json_array_append_new(ships, ship_json(&f.ships[i]));
-	out = json_pack("{s:o, s:o, s:o, s:o}", "order", order_json(&f, rules), "shipments", ships,
-	                "lines", lines_json(&f), "documents", documents_json(&f));
-	if (out == NULL)
-		abort(); /* json_pack fails only when out of memory */
+	walk_items(&f, items, n_items, 0);
+	out = fold_result(&f, rules);
+	if (walk != NULL)
+		*walk = n_items == 0 || any_retraction(items, n_items)
+		            ? NULL
+		            : walk_save(&f, items[n_items - 1].ev, n_items);
 	free(f.docs);
 	free(f.ships);
+	free(items);
+	return out;
+}
+
+/* Fold the events of one order into its read model. */
+json_t *model_fold(struct model_event *evs, size_t n, const struct model_rules *rules)
+{
+	return model_fold_save(evs, n, rules, NULL);
+}
+
+/*
+ * What a resumed walk borrows from the saved state: events made up from
+ * it for the fold's pointers (the latest order.created, each stage's
+ * latest hold or release, the documents), which only their type, id,
+ * instant and body are read of.
+ */
+struct resume {
+	struct model_event *evs;
+	struct item *items;
+	size_t n, cap;
+};
+
+/* A made-up event of the saved state, or NULL when there is no room. */
+static struct item *resume_item(struct resume *r, const char *type, const char *id, int64_t ms,
+                                json_t *body)
+{
+	if (r->n == r->cap)
+		return NULL;
+	struct model_event *ev = &r->evs[r->n];
+	struct item *it = &r->items[r->n++];
+	ev->type = type;
+	ev->id = id;
+	ev->occurred_ms = ms;
+	ev->body = body;
+	it->ev = ev;
+	return it;
+}
+
+/* An optional string member: true when absent (*out NULL) or a string. */
+static bool opt_str(const json_t *obj, const char *key, const char **out)
+{
+	const json_t *v = json_object_get(obj, key);
+
+	*out = json_string_value(v);
+	return v == NULL || json_is_string(v);
+}
+
+/* An optional object member, as opt_str. */
+static bool opt_obj(const json_t *obj, const char *key, const json_t **out)
+{
+	const json_t *v = json_object_get(obj, key);
+
+	*out = json_is_object(v) ? v : NULL;
+	return v == NULL || json_is_object(v);
+}
+
+/* Rebuild one saved shipment into f; false when it is malformed. */
+static bool ship_restore(struct fold *f, struct resume *r, const json_t *o)
+{
+	const char *ref = json_string_value(json_object_get(o, "ref"));
+	const json_t *rank = json_object_get(o, "rank"), *dep = json_object_get(o, "departed_ms");
+	const json_t *customs = json_object_get(o, "customs"), *eta = json_object_get(o, "eta");
+	struct ship *s;
+
+	if (ref == NULL || !json_is_integer(rank) || json_integer_value(rank) < 0 ||
+	    json_integer_value(rank) > N_MILESTONES || (dep != NULL && !json_is_integer(dep)) ||
+	    json_array_size(customs) != N_STAGES || (eta != NULL && !json_is_string(eta)))
+		return false;
+	for (size_t i = 0; i < f->n_ships; i++)
+		if (strcmp(f->ships[i].ref, ref) == 0)
+			return false; /* a shipment saved twice */
+	s = ship_get(f, ref);
+	s->rank = (int)json_integer_value(rank);
+	s->departed = dep != NULL;
+	s->departed_ms = dep != NULL ? json_integer_value(dep) : 0;
+	for (int st = 0; st < N_STAGES; st++) {
+		const json_t *c = json_array_get(customs, (size_t)st);
+		if (json_is_null(c))
+			continue;
+		const char *type = json_string_value(json_object_get(c, "type"));
+		const json_t *seq = json_object_get(c, "seq");
+		if (type == NULL || !json_is_integer(seq) || json_integer_value(seq) < 0)
+			return false;
+		s->customs[st] = resume_item(r, type, "", 0, NULL);
+		if (s->customs[st] == NULL)
+			return false;
+		s->customs_seq[st] = (size_t)json_integer_value(seq);
+	}
+	s->eta = eta;
+	return opt_str(o, "exception", &s->exception) && opt_obj(o, "booked", &s->booked) &&
+	       opt_str(o, "last_at", &s->last_at) && opt_obj(o, "location", &s->location);
+}
+
+/* Rebuild the saved documents into f; false when one is malformed. */
+static bool docs_restore(struct fold *f, struct resume *r, const json_t *docs)
+{
+	size_t i;
+	const json_t *d;
+
+	json_array_foreach(docs, i, d)
+	{
+		const char *id = json_string_value(json_object_get(d, "id"));
+		const json_t *ms = json_object_get(d, "ms");
+		json_t *body = json_object_get(d, "body");
+		if (id == NULL || !json_is_integer(ms) || !json_is_object(body) ||
+		    !json_is_string(json_object_get(body, "document")))
+			return false;
+		struct item *it =
+		    resume_item(r, "document.issued", id, json_integer_value(ms), body);
+		if (it == NULL)
+			return false;
+		f->docs[f->n_docs++] = it;
+	}
+	return true;
+}
+
+/* Rebuild the fold of the saved walk into f; false when the walk is malformed. */
+static bool walk_restore(struct fold *f, struct resume *r, const json_t *w)
+{
+	const json_t *ships = json_object_get(w, "ships"), *created = json_object_get(w, "created");
+	size_t i;
+	const json_t *o;
+
+	if (!json_is_array(ships) || (created != NULL && !json_is_object(created)))
+		return false;
+	if (created != NULL) {
+		f->created = resume_item(r, "order.created", "", 0, (json_t *)created);
+		if (f->created == NULL)
+			return false;
+	}
+	f->confirmed = json_is_true(json_object_get(w, "confirmed"));
+	f->cancelled = json_is_true(json_object_get(w, "cancelled"));
+	if (!opt_str(w, "created_at", &f->created_at) || !opt_str(w, "updated_at", &f->updated_at))
+		return false;
+	json_array_foreach(ships, i, o)
+	{
+		if (!json_is_object(o) || !ship_restore(f, r, o))
+			return false;
+	}
+	return docs_restore(f, r, json_object_get(w, "docs"));
+}
+
+json_t *model_fold_from(const json_t *walk, struct model_event *evs, size_t n,
+                        const struct model_rules *rules, json_t **walk_out)
+{
+	const json_t *last = json_object_get(walk, "last"), *seen = json_object_get(walk, "n");
+	const json_t *last_ms = json_array_get(last, 0), *docs = json_object_get(walk, "docs");
+	const char *last_id = json_string_value(json_array_get(last, 1));
+	size_t n_items, n_docs = json_array_size(docs);
+	struct item *items;
+	struct fold f;
+	struct resume r = {0};
+	json_t *out = NULL;
+
+	*walk_out = NULL;
+	if (json_integer_value(json_object_get(walk, "v")) != WALK_VERSION ||
+	    !json_is_integer(seen) || json_integer_value(seen) < 1 || !json_is_integer(last_ms) ||
+	    last_id == NULL || !json_is_array(docs))
+		return NULL;
+	items = items_unique(evs, n, &n_items);
+	qsort(items, n_items, sizeof(*items), by_time);
+	/* Only events that come after every one walked, and no retraction,
+	 * which can take out an event walked long ago. */
+	if (n_items == 0 || any_retraction(items, n_items) ||
+	    cmp_i64(items[0].ev->occurred_ms, json_integer_value(last_ms)) < 0 ||
+	    (items[0].ev->occurred_ms == json_integer_value(last_ms) &&
+	     strcmp(items[0].ev->id, last_id) <= 0)) {
+		free(items);
+		return NULL;
+	}
+	memset(&f, 0, sizeof(f));
+	r.cap = 1 + N_STAGES * json_array_size(json_object_get(walk, "ships")) + n_docs;
+	r.evs = xcalloc(r.cap, sizeof(*r.evs));
+	r.items = xcalloc(r.cap, sizeof(*r.items));
+	f.docs = xcalloc(n_docs + n_items, sizeof(*f.docs));
+	if (walk_restore(&f, &r, walk)) {
+		size_t done = (size_t)json_integer_value(seen);
+		walk_items(&f, items, n_items, done);
+		out = fold_result(&f, rules);
+		*walk_out = walk_save(&f, items[n_items - 1].ev, done + n_items);
+	}
+	free(f.docs);
+	free(f.ships);
+	free(r.evs);
+	free(r.items);
 	free(items);
 	return out;
 }

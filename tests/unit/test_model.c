@@ -1250,6 +1250,194 @@ static void test_property_order_independent(void **state)
 	assert_true(with_anomaly > 10);
 }
 
+/* Order events as the walk reads them: by instant, then id. */
+static int walk_order(const void *pa, const void *pb)
+{
+	const struct model_event *a = pa, *b = pb;
+
+	if (a->occurred_ms != b->occurred_ms)
+		return a->occurred_ms < b->occurred_ms ? -1 : 1;
+	return strcmp(a->id, b->id);
+}
+
+/* The walk as the database gives it back: written out and read again. */
+static json_t *round_trip(json_t *walk)
+{
+	char *text = json_dumps(walk, JSON_COMPACT);
+	json_t *back = json_loads(text, 0, NULL);
+
+	assert_non_null(back);
+	free(text);
+	json_decref(walk);
+	return back;
+}
+
+/* Fail with both values when two results differ. */
+static void expect_json_equal(const json_t *want, const json_t *got, const char *what, int order,
+                              size_t k)
+{
+	if (!json_equal(want, got)) {
+		char *a = json_dumps(want, JSON_SORT_KEYS);
+		char *b = json_dumps(got, JSON_SORT_KEYS);
+		fail_msg("order %d, split after %zu: %s differs\n%s\n%s", order, k, what, a, b);
+	}
+}
+
+/* True when events [from, to) of evs hold a retraction. */
+static bool has_retraction(const struct model_event *evs, size_t from, size_t to)
+{
+	for (size_t i = from; i < to; i++)
+		if (strcmp(evs[i].type, "event.retracted") == 0)
+			return true;
+	return false;
+}
+
+/*
+ * The 200 random orders of the property above, their events in walk
+ * order, split after every event: the walk saved after the first part
+ * and resumed with the rest (the rest shuffled) gives what the whole fold
+ * gives, and the same walk; an order with a retraction is never resumed.
+ * Then resumed one event at a time from the first, as interleaved traffic
+ * does; and a resume with an event from before the split is refused.
+ */
+static void test_property_resume(void **state)
+{
+	uint64_t rng = UINT64_C(20261001);
+	static struct evset s;
+	static struct gen g;
+	int resumed = 0, refused = 0;
+	(void)state;
+
+	for (int order = 0; order < 200; order++) {
+		struct model_event evs[MAX_EVS], part[MAX_EVS];
+		json_t *want, *want_walk, *walk, *got, *next;
+
+		memset(&g, 0, sizeof(g));
+		s.n = 0;
+		g.rng = &rng;
+		g.s = &s;
+		g.hour = 24;
+		gen_order(&g);
+		memcpy(evs, s.ev, s.n * sizeof(evs[0]));
+		qsort(evs, s.n, sizeof(evs[0]), walk_order);
+		memcpy(part, evs, s.n * sizeof(evs[0]));
+		want = model_fold_save(part, s.n, &rules, &want_walk);
+		assert_true((want_walk == NULL) == has_retraction(evs, 0, s.n));
+
+		for (size_t k = 1; k < s.n; k++) {
+			memcpy(part, evs, k * sizeof(evs[0]));
+			json_decref(model_fold_save(part, k, &rules, &walk));
+			if (has_retraction(evs, 0, k)) {
+				assert_null(walk);
+				continue;
+			}
+			assert_non_null(walk);
+			walk = round_trip(walk);
+			memcpy(part, evs + k, (s.n - k) * sizeof(evs[0]));
+			for (size_t i = s.n - k - 1; i > 0; i--) {
+				size_t j = (size_t)rnd(&rng, (int)i + 1);
+				struct model_event t = part[i];
+				part[i] = part[j];
+				part[j] = t;
+			}
+			got = model_fold_from(walk, part, s.n - k, &rules, &next);
+			if (has_retraction(evs, k, s.n)) {
+				assert_null(got);
+				assert_null(next);
+				refused++;
+			} else {
+				assert_non_null(got);
+				expect_json_equal(want, got, "the read model", order, k);
+				expect_json_equal(want_walk, next, "the walk", order, k);
+				resumed++;
+			}
+			json_decref(got);
+			json_decref(next);
+			/* An event already walked, or one from before the split. */
+			part[0] = evs[k - 1 - (size_t)rnd(&rng, (int)k)];
+			got = model_fold_from(walk, part, 1, &rules, &next);
+			assert_null(got);
+			assert_null(next);
+			json_decref(walk);
+		}
+
+		/* One event at a time. */
+		if (want_walk != NULL) {
+			memcpy(part, evs, sizeof(evs[0]));
+			got = model_fold_save(part, 1, &rules, &walk);
+			for (size_t k = 1; k < s.n; k++) {
+				json_decref(got);
+				walk = round_trip(walk);
+				part[0] = evs[k];
+				got = model_fold_from(walk, part, 1, &rules, &next);
+				assert_non_null(got);
+				json_decref(walk);
+				walk = next;
+			}
+			expect_json_equal(want, got, "the read model, an event at a time", order,
+			                  0);
+			expect_json_equal(want_walk, walk, "the walk, an event at a time", order,
+			                  0);
+			json_decref(got);
+			json_decref(walk);
+		}
+		json_decref(want);
+		json_decref(want_walk);
+		evset_clear(&s);
+	}
+	/* Both paths must be taken often, or the property says little. */
+	assert_true(resumed > 500);
+	assert_true(refused > 500);
+}
+
+/* A walk it cannot read is refused, whatever is wrong with it. */
+static void test_resume_refuses_bad_walks(void **state)
+{
+	static const char *const bad[] = {
+	    "null",
+	    "{}",
+	    "{\"v\":2,\"n\":1,\"last\":[0,\"a\"],\"ships\":[],\"docs\":[]}",
+	    "{\"v\":1,\"n\":0,\"last\":[0,\"a\"],\"ships\":[],\"docs\":[]}",
+	    "{\"v\":1,\"n\":1,\"last\":[0],\"ships\":[],\"docs\":[]}",
+	    "{\"v\":1,\"n\":1,\"last\":[0,\"a\"],\"ships\":{},\"docs\":[]}",
+	    "{\"v\":1,\"n\":1,\"last\":[0,\"a\"],\"ships\":[],\"docs\":{}}",
+	    "{\"v\":1,\"n\":1,\"last\":[0,\"a\"],\"ships\":[{\"ref\":\"S\",\"rank\":9,"
+	    "\"customs\":[null,null]}],\"docs\":[]}",
+	    "{\"v\":1,\"n\":1,\"last\":[0,\"a\"],\"ships\":[{\"ref\":\"S\",\"rank\":1,"
+	    "\"customs\":[null]}],\"docs\":[]}",
+	    "{\"v\":1,\"n\":1,\"last\":[0,\"a\"],\"ships\":[{\"ref\":\"S\",\"rank\":1,"
+	    "\"customs\":[null,null]},{\"ref\":\"S\",\"rank\":1,\"customs\":[null,null]}],"
+	    "\"docs\":[]}",
+	    "{\"v\":1,\"n\":1,\"last\":[0,\"a\"],\"ships\":[],\"docs\":[{\"id\":\"d\",\"ms\":1}]}",
+	    "{\"v\":1,\"n\":1,\"last\":[0,\"a\"],\"ships\":[],\"docs\":[],\"created\":[]}",
+	};
+	static const char ok[] = "{\"v\":1,\"n\":1,\"last\":[0,\"a\"],\"ships\":[],\"docs\":[]}";
+	struct evset s = {.n = 0};
+	(void)state;
+
+	add(&s, "order.confirmed", "b", 30, NULL, NULL);
+	for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+		json_t *w = json_loads(bad[i], JSON_DECODE_ANY, NULL), *next = (json_t *)1;
+		struct model_event ev = s.ev[0];
+		assert_non_null(w);
+		if (model_fold_from(w, &ev, 1, &rules, &next) != NULL)
+			fail_msg("walk %zu was not refused: %s", i, bad[i]);
+		assert_null(next);
+		json_decref(w);
+	}
+	/* The same event from a walk that is fine. */
+	json_t *w = json_loads(ok, 0, NULL), *next;
+	struct model_event ev = s.ev[0];
+	json_t *res = model_fold_from(w, &ev, 1, &rules, &next);
+	assert_non_null(res);
+	assert_string_equal(order_str(res, "status"), "pending");
+	assert_int_equal(json_integer_value(json_object_get(next, "n")), 2);
+	json_decref(res);
+	json_decref(next);
+	json_decref(w);
+	evset_clear(&s);
+}
+
 /* Read a whole text file under the source tree; caller frees. */
 static char *slurp(const char *rel)
 {
@@ -1475,6 +1663,8 @@ int main(void)
 	    cmocka_unit_test(test_shipments_sorted),
 	    cmocka_unit_test(test_lenient),
 	    cmocka_unit_test(test_property_order_independent),
+	    cmocka_unit_test(test_property_resume),
+	    cmocka_unit_test(test_resume_refuses_bad_walks),
 	    cmocka_unit_test(test_scenario_kivu_coffee),
 	    cmocka_unit_test(test_scenario_akagera_chili),
 	    cmocka_unit_test(test_protocol_examples),
