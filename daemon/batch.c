@@ -20,6 +20,7 @@
  * as they arrive; the Sync's result hands the batch to store.c, which
  * answers its events.
  */
+#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -103,19 +104,34 @@ static const char lock_sql[] = "SELECT count(pg_advisory_xact_lock(k)) FROM ("
 /*
  * The events of the batch's orders stored before this transaction, for the
  * fold.  The rows this transaction inserted (xmin is its own id) are left
- * out: the daemon holds those events parsed already.
+ * out: the daemon holds those events parsed already.  So is every order
+ * the fold can go on with from its saved walk (migration 013): each of the
+ * batch's events of it ($3 its instant in ms, $4 its id; the smallest
+ * counts) sorts after the last one walked, and its events stored and in
+ * the batch stay within limits.max_events_per_order ($5), whose check
+ * needs the rows.  The daemon sends an instant of INT64_MIN for an event
+ * that must have its order folded from the events (a retraction).  The
+ * test does not read e, so each order's scan runs only when it fails.
  */
 static const char load_sql[] =
     "SELECT e.exporter, e.order_ref, e.event_id, e.type, e.body::text"
-    " FROM (SELECT DISTINCT x, o FROM unnest($1::text[], $2::text[]) AS t(x, o)) t"
+    " FROM (SELECT DISTINCT ON (x, o) x, o, ms, id, count(*) OVER (PARTITION BY x, o) AS k"
+    " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) AS t(x, o, ms, id)"
+    " ORDER BY x, o, ms, id COLLATE \"C\") t"
     " CROSS JOIN LATERAL (SELECT * FROM ordertrack.events e"
     " WHERE e.exporter = t.x AND e.order_ref = t.o"
-    " AND e.xmin <> pg_current_xact_id()::xid OFFSET 0) e"
+    " AND e.xmin <> pg_current_xact_id()::xid"
+    " AND NOT EXISTS (SELECT 1 FROM ordertrack.orders w"
+    " WHERE w.exporter = t.x AND w.order_ref = t.o AND w.walk->'v' = '1'"
+    " AND (w.walk->>'n')::bigint + t.k <= $5"
+    " AND ((w.walk->'last'->>0)::bigint < t.ms OR ((w.walk->'last'->>0)::bigint = t.ms"
+    " AND (w.walk->'last'->>1) < t.id COLLATE \"C\")))"
+    " OFFSET 0) e"
     " ORDER BY e.exporter COLLATE \"C\", e.order_ref COLLATE \"C\"";
 
-/* The state each order had before this batch, for the notification diff. */
+/* The state each order had before this batch, for the notification diff, and its walk. */
 static const char state_sql[] =
-    "SELECT o.exporter, o.order_ref, o.state::text"
+    "SELECT o.exporter, o.order_ref, o.state::text, o.walk::text"
     " FROM (SELECT DISTINCT x, ord FROM unnest($1::text[], $2::text[]) AS t(x, ord)) t"
     " CROSS JOIN LATERAL (SELECT * FROM ordertrack.orders o"
     " WHERE o.exporter = t.x AND o.order_ref = t.ord OFFSET 0) o"
@@ -306,21 +322,29 @@ static unsigned batch_take(struct store *st, struct lane *ln, unsigned max)
 }
 
 /*
- * Part one's parameters: the batch's exporters and orders as two array
- * literals, an element per event, for LOCK, STATE and LOAD.  The events of
- * an order known to be full are left out: they change nothing, and the
- * INSERT alone answers them (batch_cap_orders).  The lane's buffers are
- * reused from batch to batch.
+ * Part one's parameters: the batch's exporters, orders, instants (ms) and
+ * ids as four array literals, an element per event, for LOCK and STATE
+ * (the first two) and LOAD (all four).  The events of an order known to
+ * be full are left out: they change nothing, and the INSERT alone answers
+ * them (batch_cap_orders).  A retraction, or an event whose order the
+ * fold could not go on with from its walk, has the smallest instant, so
+ * that LOAD returns its order's events.  The lane's buffers are reused
+ * from batch to batch.
  */
 static void batch_params(struct lane *ln)
 {
 	struct textbuf *exporters = &ln->exporters, *orders = &ln->orders;
+	struct textbuf *instants = &ln->instants, *ids = &ln->ids;
 	struct slot *s;
 	bool first = true;
 	textbuf_reset(exporters);
 	textbuf_reset(orders);
+	textbuf_reset(instants);
+	textbuf_reset(ids);
 	textbuf_add(exporters, "{", 1);
 	textbuf_add(orders, "{", 1);
+	textbuf_add(instants, "{", 1);
+	textbuf_add(ids, "{", 1);
 	TAILQ_FOREACH(s, &ln->batch, s_store)
 	{
 		s->s_order_full = store_order_full(ln->st, s);
@@ -329,13 +353,23 @@ static void batch_params(struct lane *ln)
 		if (!first) {
 			textbuf_add(exporters, ",", 1);
 			textbuf_add(orders, ",", 1);
+			textbuf_add(instants, ",", 1);
+			textbuf_add(ids, ",", 1);
 		}
 		first = false;
 		tb_quoted(exporters, s->s_exporter);
 		tb_quoted(orders, s->s_order);
+		char ms[24];
+		int n = snprintf(ms, sizeof(ms), "%" PRId64,
+		                 s->s_retracts != NULL || s->s_fold_whole ? INT64_MIN
+		                                                          : s->s_occurred_ms);
+		textbuf_add(instants, ms, (size_t)n);
+		tb_quoted(ids, s->s_id);
 	}
 	textbuf_add(exporters, "}", 1);
 	textbuf_add(orders, "}", 1);
+	textbuf_add(instants, "}", 1);
+	textbuf_add(ids, "}", 1);
 }
 
 /* An event's columns before its body, in the order the INSERT's parameter takes them. */
@@ -431,13 +465,17 @@ void batch_send(struct store *st, struct lane *ln)
 	ln->out.expect = ln->needs_rollback ? BQ_ROLLBACK : BQ_BEGIN;
 
 	batch_params(ln);
+	char max[16];
+	snprintf(max, sizeof(max), "%d", st->max_events_per_order);
 	const char *ord_params[2] = {ln->exporters.p, ln->orders.p};
+	const char *load_params[5] = {ln->exporters.p, ln->orders.p, ln->instants.p, ln->ids.p,
+	                              max};
 	bool ok = (!ln->needs_rollback ||
 	           PQsendQueryParams(pg, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0)) &&
 	          PQsendQueryParams(pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) &&
 	          PQsendQueryPrepared(pg, "lock", 2, ord_params, NULL, NULL, 0) &&
 	          PQsendQueryPrepared(pg, "state", 2, ord_params, NULL, NULL, 0) &&
-	          PQsendQueryPrepared(pg, "load", 2, ord_params, NULL, NULL, 0) &&
+	          PQsendQueryPrepared(pg, "load", 5, load_params, NULL, NULL, 0) &&
 	          PQsendFlushRequest(pg);
 	if (!ok) {
 		lane_lost(ln, PQerrorMessage(pg));
@@ -469,14 +507,20 @@ static void batch_fold(struct lane *ln)
 			changed[n_changed++] = s;
 	}
 	struct projection p = {0};
-	if (o->load != NULL)
-		project_build(o->load, o->states, changed, n_changed, &ln->st->rules, &ln->apply,
-		              &ln->notes, &p);
+	bool ok = o->load == NULL || project_build(o->load, o->states, changed, n_changed,
+	                                           &ln->st->rules, &ln->apply, &ln->notes, &p);
 	free(changed);
-	o->has_apply = p.n_orders > 0;
-	o->has_emit = p.n_notes > 0;
+	o->has_apply = ok && p.n_orders > 0;
+	o->has_emit = ok && p.n_notes > 0;
 	o->folded = true;
 	batch_results_clear(o, false);
+	if (!ok) {
+		/* Roll back; the events go again, their orders folded from the
+		 * events (project_build marked them). */
+		o->walk_refused = true;
+		snprintf(o->sqlstate, sizeof(o->sqlstate), "XX000");
+		snprintf(o->message, sizeof(o->message), "the fold refused a saved walk");
+	}
 }
 
 /*
@@ -491,9 +535,9 @@ static void batch_send_part2(struct lane *ln)
 
 	o->part2_sent = true;
 	fault_point("before_commit");
+	if (o->sqlstate[0] == '\0' && !o->folded)
+		batch_fold(ln);
 	if (o->sqlstate[0] == '\0') {
-		if (!o->folded)
-			batch_fold(ln);
 		/* libpq copies a parameter as it is sent: the buffers are free
 		 * for the next batch right after. */
 		if (o->has_apply) {
@@ -919,7 +963,7 @@ bool batch_send_prepares(PGconn *pg)
 {
 	return PQsendPrepare(pg, "ins", insert_sql, 2, NULL) &&
 	       PQsendPrepare(pg, "lock", lock_sql, 2, NULL) &&
-	       PQsendPrepare(pg, "load", load_sql, 2, NULL) &&
+	       PQsendPrepare(pg, "load", load_sql, 5, NULL) &&
 	       PQsendPrepare(pg, "state", state_sql, 2, NULL) &&
 	       PQsendPrepare(pg, "emit", emit_sql, 1, NULL) &&
 	       PQsendPrepare(pg, "apply", apply_sql, 1, NULL);

@@ -2,11 +2,13 @@
  * project.c - fold each changed order of a batch; see project.h.
  *
  * The batch's LOAD query returned the events stored before this batch of
- * every order the batch touched, grouped by order.  Each order that got a
- * new event is folded by lib/model.c from those rows (parsed here) and the
- * batch's own events (parsed once already, when they were read), and the
- * results are packed into one JSON array, so the whole batch's read model
- * is written by one statement.
+ * the orders the batch touched, grouped by order, except those whose new
+ * events all come after the last one their saved walk read (migration
+ * 013).  Each order that got a new event is folded by lib/model.c: on from
+ * its walk when LOAD left it out, else from LOAD's rows (parsed here) and
+ * the batch's own events (parsed once already, when they were read).  The
+ * results, each with its new walk, are packed into one JSON array, so the
+ * whole batch's read model is written by one statement.
  * Each folded state is diffed against the one stored last, and the
  * notifications go into a second array for emit_notifications().
  */
@@ -36,11 +38,28 @@ static int row_cmp(const PGresult *load, int row, const struct slot *s)
 	return c != 0 ? c : strcmp(PQgetvalue(load, row, 1), s->s_order);
 }
 
+/* The batch's events of one order, slots[0..ns), as the fold reads them, into evs. */
+static void slot_events(struct slot *const *slots, size_t ns, struct model_event *evs)
+{
+	for (size_t i = 0; i < ns; i++) {
+		evs[i].id = slots[i]->s_id;
+		evs[i].type = slots[i]->s_type;
+		evs[i].occurred_ms = slots[i]->s_occurred_ms;
+		evs[i].body = slots[i]->s_root;
+	}
+}
+
+/* {"exporter","order_ref","state","walk"} of one folded order; takes state and walk. */
+static json_t *order_item(const struct slot *first, json_t *state, json_t *walk)
+{
+	return json_pack("{s:s, s:s, s:o, s:o}", "exporter", first->s_exporter, "order_ref",
+	                 first->s_order, "state", state, "walk", walk ? walk : json_null());
+}
+
 /*
  * Fold one order: its stored events from before this batch, rows [from,
  * to) of load, parsed here, and the events this batch stored, slots[0..ns),
- * whose trees the request parser built already.  Returns
- * {"exporter","order_ref","state"}.
+ * whose trees the request parser built already.  Returns its order_item().
  */
 static json_t *fold_order(const PGresult *load, int from, int to, struct slot *const *slots,
                           size_t ns, const struct model_rules *rules)
@@ -78,49 +97,69 @@ static json_t *fold_order(const PGresult *load, int from, int to, struct slot *c
 		k++;
 	}
 	parsed = k;
-	for (size_t i = 0; i < ns; i++) {
-		evs[k].id = slots[i]->s_id;
-		evs[k].type = slots[i]->s_type;
-		evs[k].occurred_ms = slots[i]->s_occurred_ms;
-		evs[k].body = slots[i]->s_root;
-		k++;
-	}
+	slot_events(slots, ns, evs + k);
+	k += ns;
 	for (size_t i = 0; i < parsed; i++)
 		owned[i] = evs[i].body;
-	json_t *state = model_fold(evs, k, rules);
+	json_t *walk;
+	json_t *state = model_fold_save(evs, k, rules, &walk);
 	for (size_t i = 0; i < parsed; i++)
 		json_decref(owned[i]);
 	free(evs);
-	return json_pack("{s:s, s:s, s:o}", "exporter", slots[0]->s_exporter, "order_ref",
-	                 slots[0]->s_order, "state", state);
+	return order_item(slots[0], state, walk);
 }
 
 /*
- * The stored state of (exporter, order) in states, parsed, or NULL; *found
- * tells whether the order has a row at all.
+ * Fold one order on from its stored state and saved walk (the text STATE
+ * returned) with the events this batch stored, slots[0..ns).  Returns its
+ * order_item(), or NULL when the fold refused the walk.
  */
-static json_t *old_state(const PGresult *states, const char *exporter, const char *order,
-                         bool *found)
+static json_t *fold_order_on(const json_t *was, const char *walk_text, struct slot *const *slots,
+                             size_t ns, const struct model_rules *rules)
 {
-	*found = false;
+	json_t *walk = json_loads(walk_text, 0, NULL);
+	struct model_event *evs = calloc(ns, sizeof(*evs));
+	json_t *next = NULL, *state = NULL;
+	if (evs == NULL)
+		abort();
+	slot_events(slots, ns, evs);
+	if (walk != NULL)
+		state = model_fold_from(was, walk, evs, ns, rules, &next);
+	json_decref(walk);
+	free(evs);
+	if (state == NULL) {
+		log_warnx("walk refused", "exporter=%s order=%s events=%zu",
+		          lq(slots[0]->s_exporter), lq(slots[0]->s_order), ns);
+		return NULL;
+	}
+	return order_item(slots[0], state, next);
+}
+
+/* The row of (exporter, order) in states, or -1 when the order has none. */
+static int state_row(const PGresult *states, const char *exporter, const char *order)
+{
 	int lo = 0, hi = states ? PQntuples(states) : 0;
 	while (lo < hi) {
 		int mid = (lo + hi) / 2;
 		int c = strcmp(PQgetvalue(states, mid, 0), exporter);
 		if (c == 0)
 			c = strcmp(PQgetvalue(states, mid, 1), order);
-		if (c == 0) {
-			*found = true;
-			if (PQgetisnull(states, mid, 2))
-				return NULL;
-			return json_loads(PQgetvalue(states, mid, 2), 0, NULL);
-		}
+		if (c == 0)
+			return mid;
 		if (c < 0)
 			lo = mid + 1;
 		else
 			hi = mid;
 	}
-	return NULL;
+	return -1;
+}
+
+/* Column col of states' row, parsed, or NULL. */
+static json_t *state_json(const PGresult *states, int row, int col)
+{
+	if (row < 0 || PQgetisnull(states, row, col))
+		return NULL;
+	return json_loads(PQgetvalue(states, row, col), 0, NULL);
 }
 
 /* The events this batch stored for one order, as causes. */
@@ -152,15 +191,26 @@ static bool any_of_type(struct slot *const *slots, size_t ns, const char *type)
  * state it gets can do without them.  Likewise only a retraction can take
  * a shipment away, and an order without a row has nothing to delete.
  */
-static void project_order(const PGresult *load, int from, int to, const PGresult *states,
+static bool project_order(const PGresult *load, int from, int to, const PGresult *states,
                           struct slot *const *slots, size_t ns, const struct model_rules *rules,
                           struct notify_cause *causes, json_t *orders, json_t *notes,
                           struct projection *out)
 {
 	const char *exp = slots[0]->s_exporter, *ord = slots[0]->s_order;
-	json_t *item = fold_order(load, from, to, slots, ns, rules);
-	bool stored;
-	json_t *was = old_state(states, exp, ord, &stored);
+	int row = state_row(states, exp, ord);
+	bool stored = row >= 0;
+	json_t *was = state_json(states, row, 2), *item;
+	/* LOAD leaves out exactly the orders whose walk can go on. */
+	if (from == to && stored && !PQgetisnull(states, row, 3))
+		item = fold_order_on(was, PQgetvalue(states, row, 3), slots, ns, rules);
+	else
+		item = fold_order(load, from, to, slots, ns, rules);
+	if (item == NULL) {
+		for (size_t i = 0; i < ns; i++)
+			slots[i]->s_fold_whole = true;
+		json_decref(was);
+		return false;
+	}
 	json_t *now = json_object_get(item, "state");
 	bool retracted = any_of_type(slots, ns, "event.retracted");
 	bool lines = !was || retracted || any_of_type(slots, ns, "order.created");
@@ -182,17 +232,19 @@ static void project_order(const PGresult *load, int from, int to, const PGresult
 	json_object_del(now, "documents");
 	json_array_append_new(orders, item);
 	out->n_orders++;
+	return true;
 }
 
-void project_build(const PGresult *load, const PGresult *states, struct slot **changed,
+bool project_build(const PGresult *load, const PGresult *states, struct slot **changed,
                    size_t n_changed, const struct model_rules *rules, struct textbuf *apply,
                    struct textbuf *notes, struct projection *out)
 {
+	bool ok = true;
 	memset(out, 0, sizeof(*out));
 	textbuf_reset(apply);
 	textbuf_reset(notes);
 	if (n_changed == 0)
-		return;
+		return true;
 	/* A stable order inside each group is not needed: the fold sorts. */
 	qsort(changed, n_changed, sizeof(*changed), slot_cmp);
 
@@ -217,14 +269,17 @@ void project_build(const PGresult *load, const PGresult *states, struct slot **c
 		int from = row;
 		while (row < rows && row_cmp(load, row, changed[g]) == 0)
 			row++;
-		project_order(load, from, row, states, &changed[g], end - g, rules, causes, orders,
-		              note_list, out);
+		/* Every order is tried, so that one retry folds all the
+		 * refused ones from their events. */
+		ok = project_order(load, from, row, states, &changed[g], end - g, rules, causes,
+		                   orders, note_list, out) &&
+		     ok;
 		g = end;
 	}
 	free(causes);
-	if (out->n_orders > 0)
+	if (ok && out->n_orders > 0)
 		jsondump(apply, orders);
-	if (out->n_notes > 0)
+	if (ok && out->n_notes > 0)
 		jsondump(notes, note_list);
 	jarena_close(&mark);
 	if (!jarena_installed()) {
@@ -232,4 +287,5 @@ void project_build(const PGresult *load, const PGresult *states, struct slot **c
 		json_decref(note_list);
 	}
 	jarena_release(&mark);
+	return ok;
 }

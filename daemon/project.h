@@ -6,6 +6,7 @@
 #define OT_PROJECT_H
 
 #include <libpq-fe.h>
+#include <stdbool.h>
 #include <stddef.h>
 
 #include "model.h"
@@ -20,17 +21,22 @@ struct projection {
 
 /*
  * load holds the events of the touched orders stored before this batch
- * and states the read model state stored last for those that have one,
- * both ordered by (exporter, order_ref) in byte order; load's columns are
- * exporter, order_ref, event_id, type, occurred_ms, body and states'
- * exporter, order_ref, state.  changed[] holds the slots of the events this
- * batch stored (it is sorted here); only their orders are folded, from
- * load's rows plus those slots' parsed trees, and diffed.  apply receives
- * the JSON array for apply_orders() and notes the one for
+ * (none for an order LOAD left to its saved walk) and states the read
+ * model state stored last for those that have one, with its walk, both
+ * ordered by (exporter, order_ref) in byte order; load's columns are
+ * exporter, order_ref, event_id, type, body and states' exporter,
+ * order_ref, state, walk.  changed[] holds the slots of the events this
+ * batch stored (it is sorted here); only their orders are folded and
+ * diffed: from the saved walk when load has no row of the order and the
+ * order has a walk, else from load's rows plus those slots' parsed trees.
+ * apply receives the JSON array for apply_orders() and notes the one for
  * emit_notifications() (each emptied first); out says how many items each
- * holds.
+ * holds.  Returns false when the fold refused an order's walk: the slots
+ * of that order are marked s_fold_whole, for the batch to go again with
+ * LOAD told to return that order's events, and apply and notes are not
+ * to be sent.
  */
-void project_build(const PGresult *load, const PGresult *states, struct slot **changed,
+bool project_build(const PGresult *load, const PGresult *states, struct slot **changed,
                    size_t n_changed, const struct model_rules *rules, struct textbuf *apply,
                    struct textbuf *notes, struct projection *out);
 

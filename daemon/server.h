@@ -40,6 +40,7 @@ struct slot {
 	bool s_in_doubt;           /* a batch holding it died after sending COMMIT */
 	bool s_copy_refused;       /* a COPY holding it met its id: go by the INSERT */
 	bool s_order_full;         /* its order is full (store_order_full): never inserted */
+	bool s_fold_whole;         /* its order's walk was refused: fold from the events */
 	int s_attempts;            /* batches it was sent in */
 	uint8_t s_transient;       /* transient failures of batches holding it */
 	uint8_t s_lost;            /* sessions lost with it in a batch */

@@ -411,6 +411,13 @@ static void store_batch_failed(struct lane *ln)
 		         ln->id, o->sqlstate, lq(o->message), ln->n_batch);
 		return;
 	}
+	/* The fold could not go on from a saved walk (one it cannot read):
+	 * the next try folds those orders from their events (s_fold_whole). */
+	if (o->walk_refused) {
+		log_warnx("batch retried", "link=%u reason=%s events=%u", ln->id, lq(o->message),
+		          ln->n_batch);
+		return;
+	}
 	if (sqlstate_transient(o->sqlstate)) {
 		store_batch_transient(ln);
 		return;

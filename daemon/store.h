@@ -71,11 +71,12 @@ struct batch_outcome {
 	enum batch_query expect; /* the query whose results come next */
 	bool have_result;        /* a result of that query has been read */
 	bool part2_sent;
-	bool commit_sent; /* COMMIT may be with the server: the batch may commit */
-	bool folded;      /* apply and notes hold the batch's part two */
-	bool copy_sent;   /* COPY's rows and end are with libpq */
-	bool rows_built;  /* the lane's events buffer holds COPY's rows */
-	bool copy_failed; /* the failure was COPY's */
+	bool commit_sent;  /* COMMIT may be with the server: the batch may commit */
+	bool folded;       /* apply and notes hold the batch's part two */
+	bool copy_sent;    /* COPY's rows and end are with libpq */
+	bool rows_built;   /* the lane's events buffer holds COPY's rows */
+	bool copy_failed;  /* the failure was COPY's */
+	bool walk_refused; /* the fold refused a saved walk: not the server's failure */
 	bool has_apply;
 	bool has_emit;
 	PGresult *states;  /* STATE's rows, kept until part two is built */
@@ -114,6 +115,7 @@ struct lane {
 	 * results after theirs. */
 	bool rollback_in_flight;
 	struct textbuf events, bodies, exporters, orders; /* parameters, reused */
+	struct textbuf instants, ids;                     /* LOAD's, likewise */
 	struct textbuf apply, notes;                      /* part two's, likewise */
 	uint64_t *id_set;                                 /* ref_key() of the batch's event ids */
 	uint64_t *order_set;                              /* ref_key() of the batch's orders */

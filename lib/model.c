@@ -693,94 +693,88 @@ static void walk_items(struct fold *f, const struct item *items, size_t n, size_
 }
 
 /* ---------------------------------------------------------------------- */
-/* The walk's state, saved and resumed; see model.h. */
+/*
+ * The walk, saved and gone on from; see model.h.  What the read model
+ * shows of the walk's state (the order's fields and times, each shipment's
+ * milestone, exception, booking, eta and location) is read back from the
+ * state; the walk saves only the rest, compactly:
+ *
+ *   {"v":1, "n": events read, "last": [instant ms, id],
+ *    "confirmed": true, "cancelled": true (when so),
+ *    "hs": [the HS codes of the latest order.created's lines],
+ *    "ships": {ref: [departure ms or null, export, import]}, each stage
+ *             null or [true for a hold / false for a release, its position],
+ *    "docs": [[id, instant ms, shipment or null, document, number or null,
+ *              occurred_at], ...]}
+ */
 
 #define WALK_VERSION 1
 
-/* The members of order.created the read model reads. */
+/* The members of order.created the read model shows, as state.order names them. */
 static const char *const created_keys[] = {
-    "buyer",    "channel",           "origin", "destination", "incoterm",
-    "currency", "expected_delivery", "lines",  NULL};
-/* Of shipment.booked. */
-static const char *const booked_keys[] = {"mode", "carrier", "tracking", "consignee", NULL};
-/* Of a location. */
-static const char *const location_keys[] = {"code", "name", NULL};
-/* Of document.issued. */
-static const char *const document_keys[] = {"shipment", "document", "number", "occurred_at", NULL};
+    "buyer", "channel", "origin", "destination", "incoterm", "currency", "expected_delivery", NULL};
 
-/* The members keys of obj, shared (not copied), in a new object. */
-static json_t *subset(const json_t *obj, const char *const *keys)
+/* The HS codes of the latest order.created's lines, for docs_required(). */
+static json_t *hs_codes(const struct fold *f)
 {
-	json_t *out = json_object();
+	json_t *out = json_array();
+	size_t i;
+	const json_t *line;
 
-	for (size_t i = 0; keys[i] != NULL; i++) {
-		json_t *v = json_object_get(obj, keys[i]);
-		if (v != NULL)
-			json_object_set(out, keys[i], v);
+	json_array_foreach(json_object_get(f->created->ev->body, "lines"), i, line)
+	{
+		const json_t *hs = json_object_get(line, "hs_code");
+		if (json_is_string(hs))
+			json_array_append(out, (json_t *)hs);
 	}
 	return out;
 }
 
-/* Set key to a copy of s unless s is NULL. */
-static void set_str(json_t *obj, const char *key, const char *s)
-{
-	if (s != NULL)
-		json_object_set_new(obj, key, json_string(s));
-}
-
-/* One shipment as the walk knows it. */
+/* One shipment's part of the walk. */
 static json_t *ship_save(const struct ship *s)
 {
-	json_t *o = json_pack("{s:s, s:i}", "ref", s->ref, "rank", s->rank);
-	json_t *customs = json_array();
+	json_t *a = json_array();
 
-	if (s->departed)
-		json_object_set_new(o, "departed_ms", json_integer(s->departed_ms));
+	json_array_append_new(a, s->departed ? json_integer(s->departed_ms) : json_null());
 	for (int st = 0; st < N_STAGES; st++) {
 		const struct item *c = s->customs[st];
-		json_array_append_new(customs,
-		                      c == NULL ? json_null()
-		                                : json_pack("{s:s, s:I}", "type", c->ev->type,
-		                                            "seq", (json_int_t)s->customs_seq[st]));
+		json_array_append_new(
+		    a, c == NULL
+		           ? json_null()
+		           : json_pack("[b, I]", strcmp(c->ev->type, "shipment.customs_hold") == 0,
+		                       (json_int_t)s->customs_seq[st]));
 	}
-	json_object_set_new(o, "customs", customs);
-	set_str(o, "exception", s->exception);
-	if (s->booked != NULL)
-		json_object_set_new(o, "booked", subset(s->booked, booked_keys));
-	if (s->eta != NULL)
-		json_object_set(o, "eta", (json_t *)s->eta);
-	set_str(o, "last_at", s->last_at);
-	if (s->location != NULL)
-		json_object_set_new(o, "location", subset(s->location, location_keys));
-	return o;
+	return a;
 }
 
-/* The walk's state after n items, the last of them last. */
+/* One document.issued event as the walk keeps it. */
+static json_t *doc_save(const struct model_event *ev)
+{
+	return json_pack("[s, I, o, o, o, o]", ev->id, (json_int_t)ev->occurred_ms,
+	                 member_str(ev->body, "shipment"), member_str(ev->body, "document"),
+	                 member_str(ev->body, "number"), member_str(ev->body, "occurred_at"));
+}
+
+/* The walk after n events, the last of them last. */
 static json_t *walk_save(const struct fold *f, const struct model_event *last, size_t n)
 {
 	json_t *w = json_pack("{s:i, s:I, s:[I, s]}", "v", WALK_VERSION, "n", (json_int_t)n, "last",
 	                      (json_int_t)last->occurred_ms, last->id);
-	json_t *ships = json_array(), *docs = json_array();
+	json_t *ships = json_object(), *docs = json_array();
 
 	if (w == NULL)
 		abort();
-	if (f->created != NULL)
-		json_object_set_new(w, "created", subset(f->created->ev->body, created_keys));
-	set_str(w, "created_at", f->created_at);
 	if (f->confirmed)
 		json_object_set_new(w, "confirmed", json_true());
 	if (f->cancelled)
 		json_object_set_new(w, "cancelled", json_true());
-	set_str(w, "updated_at", f->updated_at);
+	if (f->created != NULL)
+		json_object_set_new(w, "hs", hs_codes(f));
 	for (size_t i = 0; i < f->n_ships; i++)
-		json_array_append_new(ships, ship_save(&f->ships[i]));
+		json_object_set_new(ships, f->ships[i].ref, ship_save(&f->ships[i]));
 	json_object_set_new(w, "ships", ships);
-	for (size_t i = 0; i < f->n_docs; i++) {
-		const struct model_event *ev = f->docs[i]->ev;
-		json_array_append_new(docs, json_pack("{s:s, s:I, s:o}", "id", ev->id, "ms",
-		                                      (json_int_t)ev->occurred_ms, "body",
-		                                      subset(ev->body, document_keys)));
-	}
+	for (size_t i = 0; i < f->n_docs; i++)
+		json_array_append_new(docs, doc_save(f->docs[i]->ev));
 	json_object_set_new(w, "docs", docs);
 	return w;
 }
@@ -825,20 +819,21 @@ json_t *model_fold(struct model_event *evs, size_t n, const struct model_rules *
 }
 
 /*
- * What a resumed walk borrows from the saved state: events made up from
- * it for the fold's pointers (the latest order.created, each stage's
- * latest hold or release, the documents), which only their type, id,
- * instant and body are read of.
+ * What a fold gone on from a walk makes up for the fold's pointers into
+ * events it has not got: the latest order.created, each stage's latest
+ * hold or release, the documents; and the bodies they and the shipments
+ * read (built from the state), freed at the end.
  */
-struct resume {
+struct restore {
 	struct model_event *evs;
 	struct item *items;
 	size_t n, cap;
+	json_t *bodies; /* an array owning what evs and the shipments point into */
 };
 
-/* A made-up event of the saved state, or NULL when there is no room. */
-static struct item *resume_item(struct resume *r, const char *type, const char *id, int64_t ms,
-                                json_t *body)
+/* A made-up event, or NULL when there is no room (a malformed walk). */
+static struct item *restore_item(struct restore *r, const char *type, const char *id, int64_t ms,
+                                 json_t *body)
 {
 	if (r->n == r->cap)
 		return NULL;
@@ -852,77 +847,116 @@ static struct item *resume_item(struct resume *r, const char *type, const char *
 	return it;
 }
 
-/* An optional string member: true when absent (*out NULL) or a string. */
-static bool opt_str(const json_t *obj, const char *key, const char **out)
+/* A new object kept alive by r until the end of the fold. */
+static json_t *restore_body(struct restore *r)
 {
-	const json_t *v = json_object_get(obj, key);
-
-	*out = json_string_value(v);
-	return v == NULL || json_is_string(v);
+	json_t *o = json_object();
+	json_array_append_new(r->bodies, o);
+	return o;
 }
 
-/* An optional object member, as opt_str. */
-static bool opt_obj(const json_t *obj, const char *key, const json_t **out)
+/* A string member of obj, or JSON null; false when it is there and neither. */
+static bool str_or_null_member(const json_t *obj, const char *key, const json_t **out)
 {
-	const json_t *v = json_object_get(obj, key);
-
-	*out = json_is_object(v) ? v : NULL;
-	return v == NULL || json_is_object(v);
+	*out = json_object_get(obj, key);
+	return json_is_string(*out) || json_is_null(*out);
 }
 
-/* Rebuild one saved shipment into f; false when it is malformed. */
-static bool ship_restore(struct fold *f, struct resume *r, const json_t *o)
+/* The rank of a milestone name of the read model, or -1. */
+static int milestone_index(const char *name)
 {
-	const char *ref = json_string_value(json_object_get(o, "ref"));
-	const json_t *rank = json_object_get(o, "rank"), *dep = json_object_get(o, "departed_ms");
-	const json_t *customs = json_object_get(o, "customs"), *eta = json_object_get(o, "eta");
+	for (int i = 0; name != NULL && i <= N_MILESTONES; i++)
+		if (strcmp(milestone_names[i], name) == 0)
+			return i;
+	return -1;
+}
+
+/* A stage of a saved shipment into s; false when malformed. */
+static bool stage_restore(struct ship *s, struct restore *r, int st, const json_t *c)
+{
+	const json_t *seq = json_array_get(c, 1);
+
+	if (json_is_null(c))
+		return true;
+	if (json_array_size(c) != 2 || !json_is_boolean(json_array_get(c, 0)) ||
+	    !json_is_integer(seq) || json_integer_value(seq) < 0)
+		return false;
+	s->customs[st] =
+	    restore_item(r,
+	                 json_is_true(json_array_get(c, 0)) ? "shipment.customs_hold"
+	                                                    : "shipment.customs_released",
+	                 "", 0, NULL);
+	s->customs_seq[st] = (size_t)json_integer_value(seq);
+	return s->customs[st] != NULL;
+}
+
+/* One shipment of the state, with its part of the walk, into f; false when malformed. */
+static bool ship_restore(struct fold *f, struct restore *r, const json_t *row, const json_t *saved)
+{
+	const char *ref = json_string_value(json_object_get(row, "shipment_ref"));
+	int rank = milestone_index(json_string_value(json_object_get(row, "milestone")));
+	const json_t *dep = json_array_get(saved, 0), *v[7];
+	static const char *const keys[] = {"exception", "mode",          "carrier",      "tracking",
+	                                   "consignee", "last_event_at", "last_location"};
 	struct ship *s;
 
-	if (ref == NULL || !json_is_integer(rank) || json_integer_value(rank) < 0 ||
-	    json_integer_value(rank) > N_MILESTONES || (dep != NULL && !json_is_integer(dep)) ||
-	    json_array_size(customs) != N_STAGES || (eta != NULL && !json_is_string(eta)))
+	if (ref == NULL || rank < 0 || json_array_size(saved) != 1 + N_STAGES ||
+	    !(json_is_null(dep) || json_is_integer(dep)) || !str_or_null_member(row, "eta", &v[0]))
 		return false;
 	for (size_t i = 0; i < f->n_ships; i++)
 		if (strcmp(f->ships[i].ref, ref) == 0)
-			return false; /* a shipment saved twice */
+			return false; /* a shipment twice */
 	s = ship_get(f, ref);
-	s->rank = (int)json_integer_value(rank);
-	s->departed = dep != NULL;
-	s->departed_ms = dep != NULL ? json_integer_value(dep) : 0;
-	for (int st = 0; st < N_STAGES; st++) {
-		const json_t *c = json_array_get(customs, (size_t)st);
-		if (json_is_null(c))
-			continue;
-		const char *type = json_string_value(json_object_get(c, "type"));
-		const json_t *seq = json_object_get(c, "seq");
-		if (type == NULL || !json_is_integer(seq) || json_integer_value(seq) < 0)
+	s->rank = rank;
+	s->departed = json_is_integer(dep);
+	s->departed_ms = json_integer_value(dep);
+	s->eta = json_is_string(v[0]) ? v[0] : NULL;
+	for (int st = 0; st < N_STAGES; st++)
+		if (!stage_restore(s, r, st, json_array_get(saved, (size_t)(1 + st))))
 			return false;
-		s->customs[st] = resume_item(r, type, "", 0, NULL);
-		if (s->customs[st] == NULL)
+	for (size_t i = 0; i < 7; i++)
+		if (!str_or_null_member(row, keys[i], &v[i]))
 			return false;
-		s->customs_seq[st] = (size_t)json_integer_value(seq);
+	s->exception = json_string_value(v[0]);
+	json_t *booked = restore_body(r);
+	for (size_t i = 1; i <= 4; i++)
+		json_object_set(booked, keys[i], (json_t *)v[i]);
+	s->booked = booked;
+	s->last_at = json_string_value(v[5]);
+	if (json_is_string(v[6])) {
+		/* ship_json shows a location's code, else its name: the shown
+		 * value as the code shows the same. */
+		json_t *loc = restore_body(r);
+		json_object_set(loc, "code", (json_t *)v[6]);
+		s->location = loc;
 	}
-	s->eta = eta;
-	return opt_str(o, "exception", &s->exception) && opt_obj(o, "booked", &s->booked) &&
-	       opt_str(o, "last_at", &s->last_at) && opt_obj(o, "location", &s->location);
+	return true;
 }
 
-/* Rebuild the saved documents into f; false when one is malformed. */
-static bool docs_restore(struct fold *f, struct resume *r, const json_t *docs)
+/* The saved documents into f; false when one is malformed. */
+static bool docs_restore(struct fold *f, struct restore *r, const json_t *docs)
 {
+	static const char *const keys[] = {"shipment", "document", "number", "occurred_at"};
 	size_t i;
 	const json_t *d;
 
 	json_array_foreach(docs, i, d)
 	{
-		const char *id = json_string_value(json_object_get(d, "id"));
-		const json_t *ms = json_object_get(d, "ms");
-		json_t *body = json_object_get(d, "body");
-		if (id == NULL || !json_is_integer(ms) || !json_is_object(body) ||
-		    !json_is_string(json_object_get(body, "document")))
+		const char *id = json_string_value(json_array_get(d, 0));
+		const json_t *ms = json_array_get(d, 1);
+		if (json_array_size(d) != 6 || id == NULL || !json_is_integer(ms) ||
+		    !json_is_string(json_array_get(d, 3)))
 			return false;
+		json_t *body = restore_body(r);
+		for (size_t k = 0; k < 4; k++) {
+			const json_t *v = json_array_get(d, 2 + k);
+			if (!json_is_string(v) && !json_is_null(v))
+				return false;
+			if (json_is_string(v))
+				json_object_set(body, keys[k], (json_t *)v);
+		}
 		struct item *it =
-		    resume_item(r, "document.issued", id, json_integer_value(ms), body);
+		    restore_item(r, "document.issued", id, json_integer_value(ms), body);
 		if (it == NULL)
 			return false;
 		f->docs[f->n_docs++] = it;
@@ -930,33 +964,66 @@ static bool docs_restore(struct fold *f, struct resume *r, const json_t *docs)
 	return true;
 }
 
-/* Rebuild the fold of the saved walk into f; false when the walk is malformed. */
-static bool walk_restore(struct fold *f, struct resume *r, const json_t *w)
+/* The order of the state, with the walk, into f; false when malformed. */
+static bool order_restore(struct fold *f, struct restore *r, const json_t *order,
+                          const json_t *walk)
 {
-	const json_t *ships = json_object_get(w, "ships"), *created = json_object_get(w, "created");
-	size_t i;
-	const json_t *o;
+	const char *status = json_string_value(json_object_get(order, "status"));
+	const json_t *hs = json_object_get(walk, "hs"), *v;
 
-	if (!json_is_array(ships) || (created != NULL && !json_is_object(created)))
+	if (status == NULL || !str_or_null_member(order, "created_at", &v))
 		return false;
-	if (created != NULL) {
-		f->created = resume_item(r, "order.created", "", 0, (json_t *)created);
-		if (f->created == NULL)
+	f->created_at = json_string_value(v);
+	if (!str_or_null_member(order, "updated_at", &v))
+		return false;
+	f->updated_at = json_string_value(v);
+	f->confirmed = json_is_true(json_object_get(walk, "confirmed"));
+	f->cancelled = json_is_true(json_object_get(walk, "cancelled"));
+	/* Pending is the one status without an order.created. */
+	if (strcmp(status, "pending") == 0)
+		return hs == NULL;
+	if (!json_is_array(hs))
+		return false;
+	json_t *body = restore_body(r), *lines = json_array();
+	for (size_t i = 0; created_keys[i] != NULL; i++) {
+		if (!str_or_null_member(order, created_keys[i], &v))
 			return false;
+		json_object_set(body, created_keys[i], (json_t *)v);
 	}
-	f->confirmed = json_is_true(json_object_get(w, "confirmed"));
-	f->cancelled = json_is_true(json_object_get(w, "cancelled"));
-	if (!opt_str(w, "created_at", &f->created_at) || !opt_str(w, "updated_at", &f->updated_at))
-		return false;
-	json_array_foreach(ships, i, o)
+	size_t i;
+	json_array_foreach(hs, i, v)
 	{
-		if (!json_is_object(o) || !ship_restore(f, r, o))
+		if (!json_is_string(v))
 			return false;
+		json_array_append_new(lines, json_pack("{s:O}", "hs_code", v));
 	}
-	return docs_restore(f, r, json_object_get(w, "docs"));
+	json_object_set_new(body, "lines", lines);
+	f->created = restore_item(r, "order.created", "", 0, body);
+	return f->created != NULL;
 }
 
-json_t *model_fold_from(const json_t *walk, struct model_event *evs, size_t n,
+/* Rebuild the fold of the walk from the state and the walk into f; false when malformed. */
+static bool walk_restore(struct fold *f, struct restore *r, const json_t *state, const json_t *walk)
+{
+	const json_t *ships = json_object_get(walk, "ships"),
+	             *rows = json_object_get(state, "shipments");
+	size_t i;
+	const json_t *row;
+
+	if (!json_is_object(ships) || !json_is_array(rows) ||
+	    json_object_size(ships) != json_array_size(rows) ||
+	    !order_restore(f, r, json_object_get(state, "order"), walk))
+		return false;
+	json_array_foreach(rows, i, row)
+	{
+		const char *ref = json_string_value(json_object_get(row, "shipment_ref"));
+		if (ref == NULL || !ship_restore(f, r, row, json_object_get(ships, ref)))
+			return false;
+	}
+	return docs_restore(f, r, json_object_get(walk, "docs"));
+}
+
+json_t *model_fold_from(const json_t *state, const json_t *walk, struct model_event *evs, size_t n,
                         const struct model_rules *rules, json_t **walk_out)
 {
 	const json_t *last = json_object_get(walk, "last"), *seen = json_object_get(walk, "n");
@@ -965,36 +1032,43 @@ json_t *model_fold_from(const json_t *walk, struct model_event *evs, size_t n,
 	size_t n_items, n_docs = json_array_size(docs);
 	struct item *items;
 	struct fold f;
-	struct resume r = {0};
+	struct restore r = {0};
 	json_t *out = NULL;
 
 	*walk_out = NULL;
 	if (json_integer_value(json_object_get(walk, "v")) != WALK_VERSION ||
 	    !json_is_integer(seen) || json_integer_value(seen) < 1 || !json_is_integer(last_ms) ||
-	    last_id == NULL || !json_is_array(docs))
+	    last_id == NULL || !json_is_array(docs) || !json_is_object(state))
 		return NULL;
 	items = items_unique(evs, n, &n_items);
 	qsort(items, n_items, sizeof(*items), by_time);
 	/* Only events that come after every one walked, and no retraction,
 	 * which can take out an event walked long ago. */
 	if (n_items == 0 || any_retraction(items, n_items) ||
-	    cmp_i64(items[0].ev->occurred_ms, json_integer_value(last_ms)) < 0 ||
+	    items[0].ev->occurred_ms < json_integer_value(last_ms) ||
 	    (items[0].ev->occurred_ms == json_integer_value(last_ms) &&
 	     strcmp(items[0].ev->id, last_id) <= 0)) {
 		free(items);
 		return NULL;
 	}
 	memset(&f, 0, sizeof(f));
-	r.cap = 1 + N_STAGES * json_array_size(json_object_get(walk, "ships")) + n_docs;
+	r.cap = 1 + N_STAGES * json_object_size(json_object_get(walk, "ships")) + n_docs;
 	r.evs = xcalloc(r.cap, sizeof(*r.evs));
 	r.items = xcalloc(r.cap, sizeof(*r.items));
+	r.bodies = json_array();
 	f.docs = xcalloc(n_docs + n_items, sizeof(*f.docs));
-	if (walk_restore(&f, &r, walk)) {
+	if (walk_restore(&f, &r, state, walk)) {
+		const struct item *created = f.created;
 		size_t done = (size_t)json_integer_value(seen);
 		walk_items(&f, items, n_items, done);
 		out = fold_result(&f, rules);
+		/* The lines are not in the walk: unchanged unless a new
+		 * order.created came. */
+		if (f.created == created && created != NULL)
+			json_object_set_new(out, "lines", json_null());
 		*walk_out = walk_save(&f, items[n_items - 1].ev, done + n_items);
 	}
+	json_decref(r.bodies);
 	free(f.docs);
 	free(f.ships);
 	free(r.evs);

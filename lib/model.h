@@ -63,30 +63,33 @@ struct model_rules {
 json_t *model_fold(struct model_event *evs, size_t n, const struct model_rules *rules);
 
 /*
- * Folding from a saved walk.  The fold reads an order's events oldest first
- * and needs little of the past to go on: the latest order.created, the
- * confirmed and cancelled flags, per shipment its milestone, departure,
- * each customs stage's latest hold or release, open exception, booking,
- * eta and location, the documents issued, and the last (instant, id)
- * read.  model_fold_save() is model_fold() that also returns that state
- * as JSON in *walk (a new reference), or NULL when the order cannot be
- * resumed: no usable event, or an event.retracted among them (a later
+ * Folding on from a saved walk.  The fold reads an order's events oldest
+ * first and needs little of the past to go on: what the read model shows,
+ * plus the confirmed and cancelled flags, the HS codes of the latest
+ * order.created's lines, each shipment's departure and its customs
+ * stages' latest hold or release, the documents issued, and the number
+ * and the last (instant, id) of the events read.  model_fold_save() is
+ * model_fold() that also returns that rest as JSON in *walk (a new
+ * reference; its layout is in model.c), or NULL when the order cannot be
+ * gone on with: no usable event, or an event.retracted among them (a later
  * retraction can take out an event read long ago, and one naming an id
  * not yet sent waits for it).
  *
- * model_fold_from() goes on from a saved walk with new events of the same
- * order and returns exactly what model_fold() of all the events would:
- * the read model, and the walk after them in *walk_out.  It refuses
- * (returns NULL, *walk_out NULL) when that cannot be told from the walk:
- * a new event that sorts before the last one read, an event.retracted
- * among them, no usable event, or a walk it cannot read; the caller then
- * folds all the events.  The new events must have ids the walk has not
- * read (the daemon passes only events it has just stored, which the
- * primary key makes new).  walk is borrowed, evs is reordered in place.
+ * model_fold_from() goes on from the state and the walk a fold returned
+ * with new events of the same order, and returns what model_fold() of all
+ * the events would, but for "lines", which is null unless the latest
+ * order.created is among the new events (the lines are then unchanged),
+ * and the walk after them in *walk_out.  It refuses (returns NULL,
+ * *walk_out NULL) when that cannot be told: a new event that sorts before
+ * the last one read, an event.retracted among them, no usable event, or a
+ * state or walk it cannot read; the caller then folds all the events.  The
+ * new events must have ids the walk has not read (the daemon passes only
+ * events it has just stored, which the primary key makes new).  state and
+ * walk are borrowed, evs is reordered in place.
  */
 json_t *model_fold_save(struct model_event *evs, size_t n, const struct model_rules *rules,
                         json_t **walk);
-json_t *model_fold_from(const json_t *walk, struct model_event *evs, size_t n,
+json_t *model_fold_from(const json_t *state, const json_t *walk, struct model_event *evs, size_t n,
                         const struct model_rules *rules, json_t **walk_out);
 
 /* The milestone rank of a shipment.* type (1 booked .. 8 delivered), else 0. */

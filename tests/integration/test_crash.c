@@ -27,7 +27,7 @@
 #include "harness.h"
 
 #define SENDERS    4
-#define PER_SENDER 600
+#define PER_SENDER 2500
 
 /* The id of event i of sender k. */
 static void event_id(char *out, size_t cap, const char *point, int k, int i)

@@ -1079,8 +1079,32 @@ static const char *prop_held_since(const json_t *evj, const char *ref, const cha
 	return first;
 }
 
-/* Check one order: tables = fold of the stored events; notifications chain to the fold. */
-static void prop_check_order(const char *db, const char *order)
+/*
+ * The walk saved with the order (migration 013) is the one a fold of all
+ * its stored events saves, none with a retraction; true when there is one.
+ */
+static bool prop_check_walk(const char *db, const char *order, const json_t *want)
+{
+	char *text = it_db_value(db,
+	                         "SELECT walk::text FROM ordertrack.orders"
+	                         " WHERE exporter = $1 AND order_ref = $2",
+	                         KIVU, order, NULL);
+	json_t *got = text ? json_loads(text, 0, NULL) : NULL;
+	if ((got == NULL) != (want == NULL) || (got != NULL && !json_equal(got, want))) {
+		char *w = want ? json_dumps(want, JSON_SORT_KEYS) : NULL;
+		it_fail("%s: walk %s, a fold of its events saves %s", order, text ? text : "null",
+		        w ? w : "null");
+	}
+	free(text);
+	json_decref(got);
+	return want != NULL;
+}
+
+/*
+ * Check one order: tables = fold of the stored events; notifications chain
+ * to the fold; the walk is the fold's.  True when the order has a walk.
+ */
+static bool prop_check_order(const char *db, const char *order)
 {
 	static const struct model_doc_rule rule_list[] = {
 	    {"0901", prop_docs_0901, 2},
@@ -1096,7 +1120,7 @@ static void prop_check_order(const char *db, const char *order)
 	size_t n = json_array_size(evj);
 	if (n == 0) {
 		json_decref(evj);
-		return;
+		return false;
 	}
 	struct model_event *evs = calloc(n, sizeof(*evs));
 	for (size_t i = 0; i < n; i++) {
@@ -1109,8 +1133,11 @@ static void prop_check_order(const char *db, const char *order)
 		    json_string_value(json_object_get(evs[i].body, "occurred_at")), &in);
 		evs[i].occurred_ms = in.ms;
 	}
-	json_t *f = model_fold(evs, n, &rules);
+	json_t *want_walk;
+	json_t *f = model_fold_save(evs, n, &rules, &want_walk);
 	free(evs);
+	bool walked = prop_check_walk(db, order, want_walk);
+	json_decref(want_walk);
 
 	/* orders row */
 	json_t *o =
@@ -1294,6 +1321,55 @@ static void prop_check_order(const char *db, const char *order)
 	json_decref(o);
 	json_decref(f);
 	json_decref(evj);
+	return walked;
+}
+
+/*
+ * A walk the fold cannot read (its shipments taken out by hand) does not
+ * store a wrong read model: the batch goes again with the order folded
+ * from its events, the event is stored once, and the walk is written anew.
+ */
+static void test_walk_refused(void **state)
+{
+	(void)state;
+	const char *db = "model_walk";
+	struct it_daemon *d = model_daemon(db, false);
+	struct it_client *c = it_connect(d);
+	it_hello(c, KIVU, KIVU_TOKEN);
+
+	/* One event a batch; the same instant, so each sorts after the last by its id. */
+	send_ok(c, "wr-1", "order.created", "W-1", NULL, "stored");
+	send_ok(c, "wr-2", "shipment.booked", "W-1", "SH-1", "stored");
+	assert_int_equal(it_db_long(db,
+	                            "SELECT (walk->>'n')::int FROM ordertrack.orders"
+	                            " WHERE order_ref = 'W-1'",
+	                            NULL),
+	                 2);
+	assert_true(it_log_wait(d, 0, "walk refused", 0) < 0);
+
+	it_db_command(db,
+	              "UPDATE ordertrack.orders SET walk = jsonb_set(walk, '{ships}', '{}')"
+	              " WHERE order_ref = 'W-1'",
+	              NULL);
+	off_t at = it_log_offset(d);
+	send_ok(c, "wr-3", "shipment.departed", "W-1", "SH-1", "stored");
+	it_log_expect(d, at, "msg=\"walk refused\" exporter=kivu-coffee order=W-1", 5000);
+	it_log_expect(d, at, "reason=\"the fold refused a saved walk\"", 5000);
+	assert_int_equal(stored(db, KIVU, "wr-3"), 1);
+	char *status = it_db_value(db,
+	                           "SELECT o.status || '/' || s.status FROM ordertrack.orders o"
+	                           " JOIN ordertrack.shipments s USING (exporter, order_ref)"
+	                           " WHERE order_ref = 'W-1'",
+	                           NULL);
+	assert_string_equal(status, "in_transit/departed");
+	free(status);
+	assert_int_equal(it_db_long(db,
+	                            "SELECT (walk->>'n')::int FROM ordertrack.orders"
+	                            " WHERE walk->'ships' ? 'SH-1' AND order_ref = 'W-1'",
+	                            NULL),
+	                 3);
+	it_close(c);
+	it_daemon_stop_clean(d);
 }
 
 /* Rounds of random orders (OT_PROP_SEED, OT_PROP_ROUNDS to explore more). */
@@ -1309,6 +1385,7 @@ static void test_random_orders(void **state)
 		it_hello(c[k], KIVU, KIVU_TOKEN);
 	}
 	const char *seed_env = getenv("OT_PROP_SEED");
+	int walked = 0;
 	int rounds = getenv("OT_PROP_ROUNDS") ? atoi(getenv("OT_PROP_ROUNDS")) : 4;
 	for (int round = 0; round < rounds; round++) {
 		static struct prop p;
@@ -1358,12 +1435,14 @@ static void test_random_orders(void **state)
 			}
 		}
 		for (int o = 0; o < PROP_ORDERS; o++)
-			prop_check_order(db, orders[o]);
+			walked += prop_check_order(db, orders[o]);
 		for (size_t j = 0; j < p.n; j++)
 			free(p.lines[j]);
 	}
 	for (int k = 0; k < CONNS; k++)
 		it_close(c[k]);
+	/* Orders without a retraction keep a walk: both paths were taken. */
+	assert_true(walked > 0);
 	it_daemon_stop_clean(d);
 }
 
@@ -1374,6 +1453,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_scenarios_in_order, it_test_teardown),
 	    cmocka_unit_test_teardown(test_scenarios_shuffled, it_test_teardown),
 	    cmocka_unit_test_teardown(test_retractions, it_test_teardown),
+	    cmocka_unit_test_teardown(test_walk_refused, it_test_teardown),
 	    cmocka_unit_test_teardown(test_sub_millisecond_times, it_test_teardown),
 	    cmocka_unit_test_teardown(test_exporter_isolation, it_test_teardown),
 	    cmocka_unit_test_teardown(test_times_and_last_event, it_test_teardown),
