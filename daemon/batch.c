@@ -20,7 +20,6 @@
  * as they arrive; the Sync's result hands the batch to store.c, which
  * answers its events.
  */
-#include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -102,36 +101,29 @@ static const char lock_sql[] = "SELECT count(pg_advisory_xact_lock(k)) FROM ("
                                " FROM unnest($1::text[], $2::text[]) AS t(e, o) ORDER BY k) s";
 
 /*
- * The events of the batch's orders stored before this transaction, for the
+ * The events of the given orders stored before this transaction, for the
  * fold.  The rows this transaction inserted (xmin is its own id) are left
- * out: the daemon holds those events parsed already.  So is every order
- * the fold can go on with from its saved walk (migration 013): each of the
- * batch's events of it ($3 its instant in ms, $4 its id; the smallest
- * counts) sorts after the last one walked, and its events stored and in
- * the batch stay within limits.max_events_per_order ($5), whose check
- * needs the rows.  The daemon sends an instant of INT64_MIN for an event
- * that must have its order folded from the events (a retraction).  The
- * test does not read e, so each order's scan runs only when it fails.
+ * out: the daemon holds those events parsed already.  Sent once STATE is
+ * in, for the orders the fold cannot go on with from their saved walk
+ * (batch_load_params).
  */
 static const char load_sql[] =
     "SELECT e.exporter, e.order_ref, e.event_id, e.type, e.body::text"
-    " FROM (SELECT DISTINCT ON (x, o) x, o, ms, id, count(*) OVER (PARTITION BY x, o) AS k"
-    " FROM unnest($1::text[], $2::text[], $3::bigint[], $4::text[]) AS t(x, o, ms, id)"
-    " ORDER BY x, o, ms, id COLLATE \"C\") t"
+    " FROM (SELECT DISTINCT x, o FROM unnest($1::text[], $2::text[]) AS t(x, o)) t"
     " CROSS JOIN LATERAL (SELECT * FROM ordertrack.events e"
     " WHERE e.exporter = t.x AND e.order_ref = t.o"
-    " AND e.xmin <> pg_current_xact_id()::xid"
-    " AND NOT EXISTS (SELECT 1 FROM ordertrack.orders w"
-    " WHERE w.exporter = t.x AND w.order_ref = t.o AND w.walk->'v' = '1'"
-    " AND (w.walk->>'n')::bigint + t.k <= $5"
-    " AND ((w.walk->'last'->>0)::bigint < t.ms OR ((w.walk->'last'->>0)::bigint = t.ms"
-    " AND (w.walk->'last'->>1) < t.id COLLATE \"C\")))"
-    " OFFSET 0) e"
+    " AND e.xmin <> pg_current_xact_id()::xid OFFSET 0) e"
     " ORDER BY e.exporter COLLATE \"C\", e.order_ref COLLATE \"C\"";
 
-/* The state each order had before this batch, for the notification diff, and its walk. */
+/*
+ * The state each order had before this batch, for the notification diff,
+ * its walk (migration 013), and of the walk, when it is one this daemon
+ * reads, the number of events read and the last one's instant and id.
+ */
 static const char state_sql[] =
-    "SELECT o.exporter, o.order_ref, o.state::text, o.walk::text"
+    "SELECT o.exporter, o.order_ref, o.state::text, o.walk::text,"
+    " CASE WHEN o.walk->'v' = '1' THEN o.walk->>'n' END,"
+    " o.walk->'last'->>0, o.walk->'last'->>1"
     " FROM (SELECT DISTINCT x, ord FROM unnest($1::text[], $2::text[]) AS t(x, ord)) t"
     " CROSS JOIN LATERAL (SELECT * FROM ordertrack.orders o"
     " WHERE o.exporter = t.x AND o.order_ref = t.ord OFFSET 0) o"
@@ -322,29 +314,21 @@ static unsigned batch_take(struct store *st, struct lane *ln, unsigned max)
 }
 
 /*
- * Part one's parameters: the batch's exporters, orders, instants (ms) and
- * ids as four array literals, an element per event, for LOCK and STATE
- * (the first two) and LOAD (all four).  The events of an order known to
- * be full are left out: they change nothing, and the INSERT alone answers
- * them (batch_cap_orders).  A retraction, or an event whose order the
- * fold could not go on with from its walk, has the smallest instant, so
- * that LOAD returns its order's events.  The lane's buffers are reused
+ * Part one's parameters: the batch's exporters and orders as two array
+ * literals, an element per event, for LOCK and STATE.  The events of an
+ * order known to be full are left out: they change nothing, and the INSERT
+ * alone answers them (batch_cap_orders).  The lane's buffers are reused
  * from batch to batch.
  */
 static void batch_params(struct lane *ln)
 {
 	struct textbuf *exporters = &ln->exporters, *orders = &ln->orders;
-	struct textbuf *instants = &ln->instants, *ids = &ln->ids;
 	struct slot *s;
 	bool first = true;
 	textbuf_reset(exporters);
 	textbuf_reset(orders);
-	textbuf_reset(instants);
-	textbuf_reset(ids);
 	textbuf_add(exporters, "{", 1);
 	textbuf_add(orders, "{", 1);
-	textbuf_add(instants, "{", 1);
-	textbuf_add(ids, "{", 1);
 	TAILQ_FOREACH(s, &ln->batch, s_store)
 	{
 		s->s_order_full = store_order_full(ln->st, s);
@@ -353,23 +337,86 @@ static void batch_params(struct lane *ln)
 		if (!first) {
 			textbuf_add(exporters, ",", 1);
 			textbuf_add(orders, ",", 1);
-			textbuf_add(instants, ",", 1);
-			textbuf_add(ids, ",", 1);
 		}
 		first = false;
 		tb_quoted(exporters, s->s_exporter);
 		tb_quoted(orders, s->s_order);
-		char ms[24];
-		int n = snprintf(ms, sizeof(ms), "%" PRId64,
-		                 s->s_retracts != NULL || s->s_fold_whole ? INT64_MIN
-		                                                          : s->s_occurred_ms);
-		textbuf_add(instants, ms, (size_t)n);
-		tb_quoted(ids, s->s_id);
 	}
 	textbuf_add(exporters, "}", 1);
 	textbuf_add(orders, "}", 1);
-	textbuf_add(instants, "}", 1);
-	textbuf_add(ids, "}", 1);
+}
+
+/* The row of (exporter, order) in STATE's result (sorted so in byte order), or -1. */
+int batch_state_row(const PGresult *states, const char *exporter, const char *order)
+{
+	int lo = 0, hi = states ? PQntuples(states) : 0;
+	while (lo < hi) {
+		int mid = (lo + hi) / 2;
+		int c = strcmp(PQgetvalue(states, mid, 0), exporter);
+		if (c == 0)
+			c = strcmp(PQgetvalue(states, mid, 1), order);
+		if (c == 0)
+			return mid;
+		if (c < 0)
+			lo = mid + 1;
+		else
+			hi = mid;
+	}
+	return -1;
+}
+
+/*
+ * Must the fold read the stored events of event s's order?  Not for an
+ * order without a row (it has none), nor for one whose walk can go on:
+ * s sorts after the last event the walk read, retracts nothing and was
+ * not refused a walk before, and the order's events stored and in the
+ * batch stay within limits.max_events_per_order (whose check reads them).
+ */
+static bool batch_needs_load(const struct lane *ln, const struct slot *s)
+{
+	const PGresult *states = ln->out.states;
+	int row = batch_state_row(states, s->s_exporter, s->s_order);
+	if (row < 0)
+		return false;
+	if (PQgetisnull(states, row, 4) || PQgetisnull(states, row, 5) ||
+	    PQgetisnull(states, row, 6) || s->s_retracts != NULL || s->s_fold_whole)
+		return true;
+	long long n = atoll(PQgetvalue(states, row, 4));
+	long long last_ms = atoll(PQgetvalue(states, row, 5));
+	if (n + (long long)ln->n_batch > ln->st->max_events_per_order)
+		return true;
+	return s->s_occurred_ms < last_ms ||
+	       (s->s_occurred_ms == last_ms && strcmp(s->s_id, PQgetvalue(states, row, 6)) <= 0);
+}
+
+/*
+ * LOAD's parameters, as batch_params' but only for the events whose order
+ * the fold must read (batch_needs_load); false when there is none.
+ */
+static bool batch_load_params(struct lane *ln)
+{
+	struct textbuf *exporters = &ln->exporters, *orders = &ln->orders;
+	struct slot *s;
+	bool any = false;
+	textbuf_reset(exporters);
+	textbuf_reset(orders);
+	textbuf_add(exporters, "{", 1);
+	textbuf_add(orders, "{", 1);
+	TAILQ_FOREACH(s, &ln->batch, s_store)
+	{
+		if (s->s_order_full || !batch_needs_load(ln, s))
+			continue;
+		if (any) {
+			textbuf_add(exporters, ",", 1);
+			textbuf_add(orders, ",", 1);
+		}
+		any = true;
+		tb_quoted(exporters, s->s_exporter);
+		tb_quoted(orders, s->s_order);
+	}
+	textbuf_add(exporters, "}", 1);
+	textbuf_add(orders, "}", 1);
+	return any;
 }
 
 /* An event's columns before its body, in the order the INSERT's parameter takes them. */
@@ -443,8 +490,9 @@ static void batch_copy_rows(struct lane *ln)
 
 /*
  * Take up to max_events from the queue and send part one of their
- * transaction on an idle lane: BEGIN, the order locks, STATE and LOAD,
- * then a flush request so the server sends those results at once.
+ * transaction on an idle lane: BEGIN, the order locks and STATE, then a
+ * flush request so the server sends those results at once; LOAD follows
+ * when needed (batch_after_state).
  */
 void batch_send(struct store *st, struct lane *ln)
 {
@@ -465,17 +513,12 @@ void batch_send(struct store *st, struct lane *ln)
 	ln->out.expect = ln->needs_rollback ? BQ_ROLLBACK : BQ_BEGIN;
 
 	batch_params(ln);
-	char max[16];
-	snprintf(max, sizeof(max), "%d", st->max_events_per_order);
 	const char *ord_params[2] = {ln->exporters.p, ln->orders.p};
-	const char *load_params[5] = {ln->exporters.p, ln->orders.p, ln->instants.p, ln->ids.p,
-	                              max};
 	bool ok = (!ln->needs_rollback ||
 	           PQsendQueryParams(pg, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0)) &&
 	          PQsendQueryParams(pg, "BEGIN", 0, NULL, NULL, NULL, NULL, 0) &&
 	          PQsendQueryPrepared(pg, "lock", 2, ord_params, NULL, NULL, 0) &&
 	          PQsendQueryPrepared(pg, "state", 2, ord_params, NULL, NULL, 0) &&
-	          PQsendQueryPrepared(pg, "load", 5, load_params, NULL, NULL, 0) &&
 	          PQsendFlushRequest(pg);
 	if (!ok) {
 		lane_lost(ln, PQerrorMessage(pg));
@@ -507,8 +550,8 @@ static void batch_fold(struct lane *ln)
 			changed[n_changed++] = s;
 	}
 	struct projection p = {0};
-	bool ok = o->load == NULL || project_build(o->load, o->states, changed, n_changed,
-	                                           &ln->st->rules, &ln->apply, &ln->notes, &p);
+	bool ok = !o->loaded || project_build(o->load, o->states, changed, n_changed,
+	                                      &ln->st->rules, &ln->apply, &ln->notes, &p);
 	free(changed);
 	o->has_apply = ok && p.n_orders > 0;
 	o->has_emit = ok && p.n_notes > 0;
@@ -592,7 +635,7 @@ static bool batch_insert_known(const struct lane *ln)
 static bool batch_needs_insert(const struct lane *ln)
 {
 	const PGresult *load = ln->out.load;
-	if (batch_insert_known(ln) || load == NULL)
+	if (batch_insert_known(ln) || !ln->out.loaded)
 		return true;
 	for (int row = 0; row < PQntuples(load); row++) {
 		uint64_t id = ref_key(PQgetvalue(load, row, 0), PQgetvalue(load, row, 2));
@@ -821,6 +864,7 @@ static void batch_result(struct lane *ln, PGresult *r)
 	case BQ_LOAD:
 		if (t == PGRES_TUPLES_OK && o->load == NULL) {
 			o->load = r;
+			o->loaded = true;
 			return; /* kept for the fold */
 		}
 		break;
@@ -839,6 +883,31 @@ static void batch_result(struct lane *ln, PGresult *r)
 	PQclear(r);
 }
 
+/*
+ * STATE is in: LOAD the orders the fold must read, if any (the results of
+ * LOCK and STATE had to come first, so this is one more round trip, only
+ * for batches with such an order); else write the events at once.
+ */
+static void batch_after_state(struct lane *ln)
+{
+	struct batch_outcome *o = &ln->out;
+	if (o->sqlstate[0] != '\0') {
+		batch_send_part2(ln);
+		o->expect = BQ_SYNC;
+		return;
+	}
+	if (!batch_load_params(ln)) {
+		o->loaded = true;
+		batch_write_events(ln);
+		return;
+	}
+	const char *v[2] = {ln->exporters.p, ln->orders.p};
+	o->expect = BQ_LOAD;
+	if (!PQsendQueryPrepared(ln->sock.pg, "load", 2, v, NULL, NULL, 0) ||
+	    !PQsendFlushRequest(ln->sock.pg))
+		lane_lost(ln, PQerrorMessage(ln->sock.pg));
+}
+
 /* The query after the current one, once its results are complete. */
 static void batch_advance(struct lane *ln)
 {
@@ -854,7 +923,7 @@ static void batch_advance(struct lane *ln)
 		o->expect = BQ_STATE;
 		break;
 	case BQ_STATE:
-		o->expect = BQ_LOAD;
+		batch_after_state(ln);
 		break;
 	case BQ_LOAD:
 		if (o->sqlstate[0] == '\0') {
@@ -963,7 +1032,7 @@ bool batch_send_prepares(PGconn *pg)
 {
 	return PQsendPrepare(pg, "ins", insert_sql, 2, NULL) &&
 	       PQsendPrepare(pg, "lock", lock_sql, 2, NULL) &&
-	       PQsendPrepare(pg, "load", load_sql, 5, NULL) &&
+	       PQsendPrepare(pg, "load", load_sql, 2, NULL) &&
 	       PQsendPrepare(pg, "state", state_sql, 2, NULL) &&
 	       PQsendPrepare(pg, "emit", emit_sql, 1, NULL) &&
 	       PQsendPrepare(pg, "apply", apply_sql, 1, NULL);

@@ -416,8 +416,6 @@ void lane_free(struct lane *ln)
 	textbuf_free(&ln->bodies);
 	textbuf_free(&ln->exporters);
 	textbuf_free(&ln->orders);
-	textbuf_free(&ln->instants);
-	textbuf_free(&ln->ids);
 	textbuf_free(&ln->apply);
 	textbuf_free(&ln->notes);
 	free(ln->order_set);

@@ -20,6 +20,7 @@
 #include "log.h"
 #include "notify.h"
 #include "project.h"
+#include "store.h"
 #include "validate.h"
 
 /* Order slots by (exporter, order) for bsearch. */
@@ -135,25 +136,6 @@ static json_t *fold_order_on(const json_t *was, const char *walk_text, struct sl
 	return order_item(slots[0], state, next);
 }
 
-/* The row of (exporter, order) in states, or -1 when the order has none. */
-static int state_row(const PGresult *states, const char *exporter, const char *order)
-{
-	int lo = 0, hi = states ? PQntuples(states) : 0;
-	while (lo < hi) {
-		int mid = (lo + hi) / 2;
-		int c = strcmp(PQgetvalue(states, mid, 0), exporter);
-		if (c == 0)
-			c = strcmp(PQgetvalue(states, mid, 1), order);
-		if (c == 0)
-			return mid;
-		if (c < 0)
-			lo = mid + 1;
-		else
-			hi = mid;
-	}
-	return -1;
-}
-
 /* Column col of states' row, parsed, or NULL. */
 static json_t *state_json(const PGresult *states, int row, int col)
 {
@@ -197,7 +179,7 @@ static bool project_order(const PGresult *load, int from, int to, const PGresult
                           struct projection *out)
 {
 	const char *exp = slots[0]->s_exporter, *ord = slots[0]->s_order;
-	int row = state_row(states, exp, ord);
+	int row = batch_state_row(states, exp, ord);
 	bool stored = row >= 0;
 	json_t *was = state_json(states, row, 2), *item;
 	/* LOAD leaves out exactly the orders whose walk can go on. */

@@ -77,6 +77,7 @@ struct batch_outcome {
 	bool rows_built;   /* the lane's events buffer holds COPY's rows */
 	bool copy_failed;  /* the failure was COPY's */
 	bool walk_refused; /* the fold refused a saved walk: not the server's failure */
+	bool loaded;       /* LOAD's rows are in, or none were needed */
 	bool has_apply;
 	bool has_emit;
 	PGresult *states;  /* STATE's rows, kept until part two is built */
@@ -115,7 +116,6 @@ struct lane {
 	 * results after theirs. */
 	bool rollback_in_flight;
 	struct textbuf events, bodies, exporters, orders; /* parameters, reused */
-	struct textbuf instants, ids;                     /* LOAD's, likewise */
 	struct textbuf apply, notes;                      /* part two's, likewise */
 	uint64_t *id_set;                                 /* ref_key() of the batch's event ids */
 	uint64_t *order_set;                              /* ref_key() of the batch's orders */
@@ -188,5 +188,6 @@ void batch_after_flush(struct lane *ln);
 void batch_requeue(struct lane *ln, bool in_doubt);
 void batch_send_rollback(struct lane *ln);
 uint64_t ref_key(const char *exporter, const char *ref);
+int batch_state_row(const PGresult *states, const char *exporter, const char *order);
 
 #endif
