@@ -2,11 +2,14 @@
  * batch.c - one batch's transaction, in two pipelined parts.
  *
  * batch_send() takes events from the queue (batch_take) and sends part
- * one: BEGIN, the advisory locks of the batch's orders (LOCK), their
- * stored states (STATE) and their events stored earlier (LOAD), then a
- * flush request.  While the server works on it the daemon writes COPY's
- * rows.  When LOAD's rows are in, the events are written: by COPY, outside
- * pipeline mode, when none of their ids is among those rows and none is a
+ * one: BEGIN, the advisory locks of the batch's orders (LOCK) and their
+ * stored states and walks (STATE), then a flush request.  While the server
+ * works on it the daemon writes COPY's rows.  When STATE is in, the events
+ * stored earlier (LOAD) of the orders the fold cannot go on with from
+ * their walk are read, if there are any: an event that sorts before the
+ * last one walked, a retraction, an order near its limit or without a
+ * walk (batch_needs_load).  Then the events are written: by COPY, outside
+ * pipeline mode, when none of their ids is among LOAD's rows and none is a
  * retraction (the usual case), else by one set-based INSERT that answers
  * stored, duplicate or conflict for each.  Events that would take an
  * order past limits.max_events_per_order go by the INSERT too, which
@@ -366,19 +369,19 @@ int batch_state_row(const PGresult *states, const char *exporter, const char *or
 }
 
 /*
- * Must the fold read the stored events of event s's order?  Not for an
- * order without a row (it has none), nor for one whose walk can go on:
- * s sorts after the last event the walk read, retracts nothing and was
- * not refused a walk before, and the order's events stored and in the
- * batch stay within limits.max_events_per_order (whose check reads them).
+ * Must the fold read the stored events of event s's order?  Not when its
+ * walk can go on: s sorts after the last event the walk read, retracts
+ * nothing and was not refused a walk before, and the order's events stored
+ * and in the batch stay within limits.max_events_per_order (whose check
+ * reads them).  An order without a row is read too: events can be stored
+ * without one (the read model emptied to be rebuilt, events loaded by
+ * hand), and it costs one probe when there are none.
  */
 static bool batch_needs_load(const struct lane *ln, const struct slot *s)
 {
 	const PGresult *states = ln->out.states;
 	int row = batch_state_row(states, s->s_exporter, s->s_order);
-	if (row < 0)
-		return false;
-	if (PQgetisnull(states, row, 4) || PQgetisnull(states, row, 5) ||
+	if (row < 0 || PQgetisnull(states, row, 4) || PQgetisnull(states, row, 5) ||
 	    PQgetisnull(states, row, 6) || s->s_retracts != NULL || s->s_fold_whole)
 		return true;
 	long long n = atoll(PQgetvalue(states, row, 4));

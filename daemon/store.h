@@ -44,8 +44,9 @@ enum db_state {
 
 /*
  * The queries of one batch, in the order their results come back.  Part
- * one is sent at once and ends with a flush request.  When LOAD's rows are
- * in, the events are written: by COPY when none of their ids is among the
+ * one is sent at once and ends with a flush request; LOAD only once
+ * STATE's rows are in, and only when an order needs it (batch.c).  Then
+ * the events are written: by COPY when none of their ids is among the
  * stored events of their orders and none is a retraction (the common case,
  * and COPY costs the server about half of what the INSERT does; its rows
  * are written while part one runs), else by the INSERT, which tells

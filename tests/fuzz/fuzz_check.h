@@ -11,7 +11,9 @@
  * accepted event's canonical form parses back to an equal event with the
  * same canonical form.  Accepted events can be kept in a struct fuzz_fold
  * and folded as one order by fuzz_fold_run(), which checks that the read
- * model does not depend on the order the events came in.
+ * model does not depend on the order the events came in, and that folding
+ * on from the walk saved after the first half of them (model_fold_from)
+ * gives the same.
  *
  * A broken promise aborts the process with a message on stderr, which
  * libFuzzer records as a crash (the input is saved as crash-<sha1>).
