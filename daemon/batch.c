@@ -108,7 +108,7 @@ static const char lock_sql[] = "SELECT count(pg_advisory_xact_lock(k)) FROM ("
  * fold.  The rows this transaction inserted (xmin is its own id) are left
  * out: the daemon holds those events parsed already.  Sent once STATE is
  * in, for the orders the fold cannot go on with from their saved walk
- * (batch_load_params).
+ * (batch_order_params).
  */
 static const char load_sql[] =
     "SELECT e.exporter, e.order_ref, e.event_id, e.type, e.body::text"
@@ -316,39 +316,6 @@ static unsigned batch_take(struct store *st, struct lane *ln, unsigned max)
 	return n;
 }
 
-/*
- * Part one's parameters: the batch's exporters and orders as two array
- * literals, an element per event, for LOCK and STATE.  The events of an
- * order known to be full are left out: they change nothing, and the INSERT
- * alone answers them (batch_cap_orders).  The lane's buffers are reused
- * from batch to batch.
- */
-static void batch_params(struct lane *ln)
-{
-	struct textbuf *exporters = &ln->exporters, *orders = &ln->orders;
-	struct slot *s;
-	bool first = true;
-	textbuf_reset(exporters);
-	textbuf_reset(orders);
-	textbuf_add(exporters, "{", 1);
-	textbuf_add(orders, "{", 1);
-	TAILQ_FOREACH(s, &ln->batch, s_store)
-	{
-		s->s_order_full = store_order_full(ln->st, s);
-		if (s->s_order_full)
-			continue;
-		if (!first) {
-			textbuf_add(exporters, ",", 1);
-			textbuf_add(orders, ",", 1);
-		}
-		first = false;
-		tb_quoted(exporters, s->s_exporter);
-		tb_quoted(orders, s->s_order);
-	}
-	textbuf_add(exporters, "}", 1);
-	textbuf_add(orders, "}", 1);
-}
-
 /* The row of (exporter, order) in STATE's result (sorted so in byte order), or -1. */
 int batch_state_row(const PGresult *states, const char *exporter, const char *order)
 {
@@ -393,10 +360,14 @@ static bool batch_needs_load(const struct lane *ln, const struct slot *s)
 }
 
 /*
- * LOAD's parameters, as batch_params' but only for the events whose order
- * the fold must read (batch_needs_load); false when there is none.
+ * The batch's exporters and orders as two array literals, an element per
+ * event: for LOCK and STATE (part one), or for LOAD, then only the events
+ * whose order the fold must read (batch_needs_load).  The events of an
+ * order known to be full are left out: they change nothing, and the INSERT
+ * alone answers them (batch_cap_orders).  The lane's buffers are reused
+ * from batch to batch.  False when no event is in them.
  */
-static bool batch_load_params(struct lane *ln)
+static bool batch_order_params(struct lane *ln, bool for_load)
 {
 	struct textbuf *exporters = &ln->exporters, *orders = &ln->orders;
 	struct slot *s;
@@ -407,7 +378,9 @@ static bool batch_load_params(struct lane *ln)
 	textbuf_add(orders, "{", 1);
 	TAILQ_FOREACH(s, &ln->batch, s_store)
 	{
-		if (s->s_order_full || !batch_needs_load(ln, s))
+		if (!for_load)
+			s->s_order_full = store_order_full(ln->st, s);
+		if (s->s_order_full || (for_load && !batch_needs_load(ln, s)))
 			continue;
 		if (any) {
 			textbuf_add(exporters, ",", 1);
@@ -515,7 +488,7 @@ void batch_send(struct store *st, struct lane *ln)
 	memset(&ln->out, 0, sizeof(ln->out));
 	ln->out.expect = ln->needs_rollback ? BQ_ROLLBACK : BQ_BEGIN;
 
-	batch_params(ln);
+	batch_order_params(ln, false);
 	const char *ord_params[2] = {ln->exporters.p, ln->orders.p};
 	bool ok = (!ln->needs_rollback ||
 	           PQsendQueryParams(pg, "ROLLBACK", 0, NULL, NULL, NULL, NULL, 0)) &&
@@ -899,7 +872,7 @@ static void batch_after_state(struct lane *ln)
 		o->expect = BQ_SYNC;
 		return;
 	}
-	if (!batch_load_params(ln)) {
+	if (!batch_order_params(ln, true)) {
 		o->loaded = true;
 		batch_write_events(ln);
 		return;
