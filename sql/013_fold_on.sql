@@ -17,7 +17,8 @@
 -- whose events of an order all sort after that last one, and retract
 -- nothing, folds on from the state and the walk, and LOAD leaves the order
 -- out.  NULL (orders stored before this migration, orders with a
--- retraction) means: fold from the events.  The column is internal; its
+-- retraction, delivered or cancelled orders, which seldom get another
+-- event) means: fold from the events.  The column is internal; its
 -- layout has a version ("v") and may change.
 --
 -- The walk changes with every event, so the upsert also writes a row
