@@ -895,13 +895,13 @@ static bool ship_restore(struct fold *f, struct restore *r, const json_t *row, c
 {
 	const char *ref = json_string_value(json_object_get(row, "shipment_ref"));
 	int rank = milestone_index(json_string_value(json_object_get(row, "milestone")));
-	const json_t *dep = json_array_get(saved, 0), *v[7];
+	const json_t *dep = json_array_get(saved, 0), *eta, *v[7];
 	static const char *const keys[] = {"exception", "mode",          "carrier",      "tracking",
 	                                   "consignee", "last_event_at", "last_location"};
 	struct ship *s;
 
 	if (ref == NULL || rank < 0 || json_array_size(saved) != 1 + N_STAGES ||
-	    !(json_is_null(dep) || json_is_integer(dep)) || !str_or_null_member(row, "eta", &v[0]))
+	    !(json_is_null(dep) || json_is_integer(dep)) || !str_or_null_member(row, "eta", &eta))
 		return false;
 	for (size_t i = 0; i < f->n_ships; i++)
 		if (strcmp(f->ships[i].ref, ref) == 0)
@@ -910,7 +910,7 @@ static bool ship_restore(struct fold *f, struct restore *r, const json_t *row, c
 	s->rank = rank;
 	s->departed = json_is_integer(dep);
 	s->departed_ms = json_integer_value(dep);
-	s->eta = json_is_string(v[0]) ? v[0] : NULL;
+	s->eta = json_is_string(eta) ? eta : NULL;
 	for (int st = 0; st < N_STAGES; st++)
 		if (!stage_restore(s, r, st, json_array_get(saved, (size_t)(1 + st))))
 			return false;
