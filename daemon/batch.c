@@ -632,9 +632,9 @@ static bool batch_needs_insert(const struct lane *ln)
  * earlier one found the order full.  Runs only for an order at or near
  * the limit, so the arrays it allocates cost ordinary batches nothing.
  */
-static void batch_cap_order(struct lane *ln, const PGresult *load, int from, int to)
+static void batch_cap_order(struct lane *ln, const char *exp, const char *ord, const PGresult *load,
+                            int from, int to)
 {
-	const char *exp = PQgetvalue(load, from, 0), *ord = PQgetvalue(load, from, 1);
 	uint64_t key = ref_key(exp, ord);
 	struct slot **mine = calloc(ln->n_batch, sizeof(*mine));
 	bool *held = calloc(ln->n_batch, sizeof(*held));
@@ -678,6 +678,55 @@ static void batch_cap_order(struct lane *ln, const PGresult *load, int from, int
 	free(held);
 }
 
+/* Order slots by order, for batch_cap_new_orders. */
+static int slot_order_cmp(const void *a, const void *b)
+{
+	const struct slot *x = *(const struct slot *const *)a, *y = *(const struct slot *const *)b;
+	if (x->s_order_key != y->s_order_key)
+		return x->s_order_key < y->s_order_key ? -1 : 1;
+	int c = strcmp(x->s_order, y->s_order);
+	return c != 0 ? c : strcmp(x->s_exporter, y->s_exporter);
+}
+
+/* Does LOAD hold a stored event of the order? */
+static bool load_has_order(const PGresult *load, const char *exp, const char *ord)
+{
+	for (int row = 0, rows = PQntuples(load); row < rows; row++)
+		if (strcmp(PQgetvalue(load, row, 1), ord) == 0 &&
+		    strcmp(PQgetvalue(load, row, 0), exp) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * An order with no stored event is in none of LOAD's rows, yet the batch
+ * alone can hold more of its events than limits.max_events_per_order
+ * (when the limit is below batch.max_events): the first ones in line order
+ * take the room.  An order with stored events is capped by its LOAD rows;
+ * one whose LOAD was skipped had room for the whole batch.  Runs only when
+ * the batch is larger than the limit.
+ */
+static void batch_cap_new_orders(struct lane *ln, const PGresult *load)
+{
+	long max = ln->st->max_events_per_order;
+	struct slot **all = calloc(ln->n_batch, sizeof(*all));
+	size_t n = 0;
+	struct slot *s;
+	if (all == NULL)
+		abort();
+	TAILQ_FOREACH(s, &ln->batch, s_store)
+	all[n++] = s;
+	qsort(all, n, sizeof(*all), slot_order_cmp);
+	for (size_t from = 0, to; from < n; from = to) {
+		for (to = from + 1; to < n && slot_order_cmp(&all[from], &all[to]) == 0; to++)
+			;
+		const char *exp = all[from]->s_exporter, *ord = all[from]->s_order;
+		if ((long)(to - from) > max && !load_has_order(load, exp, ord))
+			batch_cap_order(ln, exp, ord, load, 0, 0);
+	}
+	free(all);
+}
+
 /*
  * Mark the events that would take an order past
  * limits.max_events_per_order, for the INSERT to refuse.  Every batch
@@ -692,6 +741,8 @@ static void batch_cap_orders(struct lane *ln)
 	long max = ln->st->max_events_per_order;
 	if (load == NULL)
 		return;
+	if ((long)ln->n_batch > max)
+		batch_cap_new_orders(ln, load);
 	int rows = PQntuples(load);
 	/* No order can pass the limit while all the rows and all the
 	 * events together do not: ordinary batches stop here. */
@@ -704,7 +755,7 @@ static void batch_cap_orders(struct lane *ln)
 			    strcmp(PQgetvalue(load, to, 0), exp) != 0)
 				break;
 		if ((to - from) + (long)ln->n_batch > max)
-			batch_cap_order(ln, load, from, to);
+			batch_cap_order(ln, exp, ord, load, from, to);
 		/* Full before this batch: the next ones leave it out of LOAD. */
 		if (to - from >= max)
 			store_mark_full(ln->st, exp, ord, to - from);

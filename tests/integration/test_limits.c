@@ -909,10 +909,14 @@ static void send_together(struct it_client *c, const char *const *ids, size_t n)
 		snprintf(id, sizeof(id), "%s", ids[i]);
 		char *at = strchr(id, '@');
 		bool other = at == NULL && strncmp(id, "other-", 6) == 0;
+		bool fresh = strncmp(id, "new-", 4) == 0;
 		if (at != NULL)
 			*at = '\0';
 		char *ev = it_event_line(id, "shipment.checkpoint",
-		                         other ? "PO-CAP-OTHER" : "PO-CAP", "SH-CAP");
+		                         other   ? "PO-CAP-OTHER"
+		                         : fresh ? "PO-CAP-NEW"
+		                                 : "PO-CAP",
+		                         "SH-CAP");
 		size_t k = strlen(ev);
 		buf = realloc(buf, len + k + 1);
 		assert_non_null(buf);
@@ -953,8 +957,9 @@ static bool stored(const char *db, const char *id)
  * the batch that finds the order full too), and another order's events
  * in the same batch are stored.  Once a batch has found the order full, the next ones
  * leave it out of LOCK and LOAD: they are answered while a test session
- * holds the order's advisory lock.  A reload raising the limit lets the
- * order grow again.
+ * holds the order's advisory lock.  An order with nothing stored is
+ * capped too when one batch holds more of its events than the limit.  A
+ * reload raising the limit lets the order grow again.
  */
 static void test_max_events_per_order(void **state)
 {
@@ -1037,6 +1042,20 @@ static void test_max_events_per_order(void **state)
 			it_fail("%s is stored past the limit", id);
 	}
 	assert_true(stored(db, "other-1") && stored(db, "other-2") && stored(db, "other-3"));
+
+	/* An order with nothing stored yet, more of its events in one batch
+	 * than the limit: the first ten are stored, in line order. */
+	const char *fresh[] = {"new-00", "new-01", "new-02", "new-03", "new-04", "new-05",
+	                       "new-06", "new-07", "new-08", "new-09", "new-10", "new-11"};
+	send_together(c, fresh, 12);
+	for (size_t i = 0; i < 10; i++)
+		it_expect_ack(c, fresh[i], "stored");
+	expect_order_full(c, "new-10", 10);
+	expect_order_full(c, "new-11", 10);
+	assert_int_equal(
+	    it_db_long(db, "SELECT count(*) FROM ordertrack.events WHERE order_ref = 'PO-CAP-NEW'",
+	               NULL),
+	    10);
 
 	/* A reload applies a new limit. */
 	d->cfg.extra_text = "limits = { max_events_per_order = 11; };";
