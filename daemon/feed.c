@@ -175,6 +175,8 @@ static void feed_page_cb(void *arg, const PGresult *r)
 		return;
 	}
 	if (r != NULL) {
+		if (feed.failed > 0)
+			log_info("feed query failing no more", "failures=%u", feed.failed);
 		feed.failed = 0;
 		feed_deliver(r);
 		if (PQntuples(r) == FEED_PAGE)

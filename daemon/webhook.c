@@ -58,8 +58,10 @@
 #include "server.h"
 #include "webhook.h"
 
-#define HOOK_TIMEOUT_S 10
-#define HOOK_STANDBY_S 5 /* how often a standby tries for the lock */
+#define HOOK_TIMEOUT_S   10
+#define HOOK_MAX_HEADERS (16 * 1024) /* the endpoint's answer: its headers, */
+#define HOOK_MAX_BODY    (64 * 1024) /* its body */
+#define HOOK_STANDBY_S   5           /* how often a standby tries for the lock */
 
 enum hook_state {
 	HOOK_LOCKING,
@@ -96,7 +98,8 @@ struct hook {
 	unsigned attempt;  /* failed POSTs of this notification */
 	unsigned failed;   /* its queries failed in a row, the session up */
 	struct evhttp_connection *evcon;
-	bool moved; /* a reload changed the endpoint: a new evcon at the next POST */
+	int post_error; /* why libevent failed the POST in flight; -1 none */
+	bool moved;     /* a reload changed the endpoint: a new evcon at the next POST */
 	struct event *retry;
 	unsigned queries; /* its aux queries whose callbacks are still to come */
 	bool dead;        /* stopped while a callback was pending */
@@ -153,6 +156,15 @@ static void hook_fetch(struct hook *h);
 static void hook_post(struct hook *h);
 static void hook_resaved_cb(void *arg, const PGresult *r);
 static void hook_unpark(struct hook *h);
+
+/* A query of h's worked: after failed ones, say the webhook is past them. */
+static void hook_query_ok(struct hook *h)
+{
+	if (h->failed > 0)
+		log_info("webhook query failing no more", "webhook=%s failures=%u", h->id,
+		         h->failed);
+	h->failed = 0;
+}
 
 /*
  * A query of h's failed.  When the session was lost (r is NULL), its
@@ -236,7 +248,7 @@ static void hook_loaded_cb(void *arg, const PGresult *r)
 		hook_query_failed(h, r);
 		return;
 	}
-	h->failed = 0;
+	hook_query_ok(h);
 	h->cursor = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
 	/* What was scanned was another session's view: after a database
 	 * replaced meanwhile, the same seqs are other notifications. */
@@ -286,7 +298,7 @@ static void hook_locked_cb(void *arg, const PGresult *r)
 		hook_query_failed(h, r);
 		return;
 	}
-	h->failed = 0;
+	hook_query_ok(h);
 	if (!got) {
 		if (!h->standby_logged)
 			log_info("webhook standby", "webhook=%s reason=%s", h->id,
@@ -321,7 +333,7 @@ static void hook_fetched_cb(void *arg, const PGresult *r)
 		hook_query_failed(h, r);
 		return;
 	}
-	h->failed = 0;
+	hook_query_ok(h);
 	if (PQgetisnull(r, 0, 0)) {
 		/* Nothing matched up to the top: no need to read those again. */
 		if (!PQgetisnull(r, 0, 2))
@@ -383,7 +395,7 @@ static void hook_saved_cb(void *arg, const PGresult *r)
 		hook_query_failed(h, r);
 		return;
 	}
-	h->failed = 0;
+	hook_query_ok(h);
 	h->cursor = h->seq;
 	h->acked = 0;
 	hook_fetch(h);
@@ -400,7 +412,7 @@ static void hook_resaved_cb(void *arg, const PGresult *r)
 		hook_query_failed(h, r);
 		return;
 	}
-	h->failed = 0;
+	hook_query_ok(h);
 	h->acked = 0;
 	/* No row: another notification at that seq, or the cursor moved on;
 	 * deliver from the cursor in the table. */
@@ -433,6 +445,43 @@ static void hook_retry_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* libevent failed the POST: remember why, for hook_response_cb's line. */
+static void hook_error_cb(enum evhttp_request_error err, void *arg)
+{
+	struct hook *h = arg;
+	h->post_error = (int)err;
+}
+
+/* Why a delivery failed, for its log line; NULL when the status says it. */
+static const char *hook_failure_reason(const struct hook *h, int code)
+{
+	/* A redirect is not followed: the signed body would go to a host the
+	 * operator did not configure.  Saying so tells the operator to fix
+	 * the url, which retrying alone never will. */
+	if (code >= 300 && code < 400)
+		return "redirect not followed: fix the url";
+	if (code != 0)
+		return NULL;
+	/* libevent reports no error for a connection it could not make
+	 * (refused, unreachable, the name not resolved). */
+	switch (h->post_error) {
+	case -1:
+		return "could not connect";
+	case EVREQ_HTTP_TIMEOUT:
+		return "no answer in time";
+	case EVREQ_HTTP_EOF:
+		return "connection closed";
+	case EVREQ_HTTP_INVALID_HEADER:
+		return "answer not understood";
+	case EVREQ_HTTP_BUFFER_ERROR:
+		return "connection failed";
+	case EVREQ_HTTP_DATA_TOO_LONG:
+		return "answer too large";
+	default:
+		return "request failed";
+	}
+}
+
 /* The endpoint answered, or the request failed (req NULL or code 0). */
 static void hook_response_cb(struct evhttp_request *req, void *arg)
 {
@@ -443,6 +492,9 @@ static void hook_response_cb(struct evhttp_request *req, void *arg)
 	if (code >= 200 && code < 300) {
 		log_debug("webhook delivered", "webhook=%s seq=%lld status=%d", h->id, h->seq,
 		          code);
+		if (h->attempt > 0)
+			log_info("webhook failing no more", "webhook=%s seq=%lld failures=%u",
+			         h->id, h->seq, h->attempt);
 		server.webhook_deliveries++;
 		h->acked = h->seq;
 		char seq[32];
@@ -455,16 +507,26 @@ static void hook_response_cb(struct evhttp_request *req, void *arg)
 	h->attempt++;
 	server.webhook_failures++;
 	unsigned ms = notify_backoff_ms(h->attempt);
-	/* A redirect is not followed: the signed body would go to a host the
-	 * operator did not configure.  Saying so tells the operator to fix
-	 * the url, which retrying alone never will. */
+	const char *why = hook_failure_reason(h, code);
 	log_warnx("webhook delivery failed",
-	          "webhook=%s seq=%lld status=%d%s attempt=%u retry_ms=%u", h->id, h->seq, code,
-	          code >= 300 && code < 400 ? " reason=\"redirect not followed: fix the url\"" : "",
-	          h->attempt, ms);
+	          "webhook=%s seq=%lld status=%d%s%s%s attempt=%u retry_ms=%u", h->id, h->seq, code,
+	          why ? " reason=\"" : "", why ? why : "", why ? "\"" : "", h->attempt, ms);
 	h->state = HOOK_WAITING;
 	struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
 	evtimer_add(h->retry, &tv);
+}
+
+/*
+ * Bound what an endpoint can make the daemon wait for or keep: libevent's
+ * client takes headers and bodies of any size by default, so an endpoint
+ * answering without end would grow the daemon until it is killed.  The
+ * answer's body is never read; a larger answer fails the delivery.
+ */
+static void hook_bound(struct evhttp_connection *evcon)
+{
+	evhttp_connection_set_timeout(evcon, HOOK_TIMEOUT_S);
+	evhttp_connection_set_max_headers_size(evcon, HOOK_MAX_HEADERS);
+	evhttp_connection_set_max_body_size(evcon, HOOK_MAX_BODY);
 }
 
 static SSL_CTX *client_ctx; /* for https webhooks, made on first use */
@@ -512,7 +574,7 @@ static struct evhttp_connection *https_connection(struct hook *h)
 		bufferevent_free(bev);
 		return NULL;
 	}
-	evhttp_connection_set_timeout(evcon, HOOK_TIMEOUT_S);
+	hook_bound(evcon);
 	return evcon;
 }
 
@@ -522,7 +584,7 @@ static struct evhttp_connection *http_connection(struct hook *h)
 	struct evhttp_connection *evcon =
 	    evhttp_connection_base_new(server.base, dns, h->host, (unsigned short)h->port);
 	if (evcon != NULL)
-		evhttp_connection_set_timeout(evcon, HOOK_TIMEOUT_S);
+		hook_bound(evcon);
 	return evcon;
 }
 
@@ -539,6 +601,8 @@ static void hook_post(struct hook *h)
 	char sig[512], seq[32], host[300];
 	if (req == NULL)
 		abort();
+	h->post_error = -1;
+	evhttp_request_set_error_cb(req, hook_error_cb);
 	if (notify_signature_header((const char *const *)h->secrets, h->n_secrets,
 	                            (long long)time(NULL), h->body, len, sig, sizeof(sig)) == 0) {
 		/* Never send an unsigned delivery; retry as after a failure. */

@@ -861,6 +861,7 @@ static void test_subscribe_page_failed(void **state)
 	release_hold(lock);
 
 	expect_stream(sub, &table, 0, "operator whose first page failed");
+	it_log_expect(d, off, "msg=\"feed query failing no more\" failures=1", IT_REPLY_MS);
 	expect_quiet(sub, QUIET_MS, "operator whose first page failed, after the table");
 	assert_true(it_log_wait(d, off, "msg=\"database lost\" conn=aux", 0) < 0);
 	rows_free(&table);
@@ -1205,7 +1206,14 @@ struct hook_req {
 	char *host;         /* Host */
 	char *body;
 	int status;
+	bool oversized; /* answered 2xx with a body past the daemon's bound */
 };
+
+/* Did the daemon see this answer as a failed delivery? */
+static bool hook_req_failed(const struct hook_req *r)
+{
+	return r->status >= 300 || r->oversized;
+}
 
 /*
  * The receiver.  Its thread owns base and http while it runs; the test
@@ -1227,6 +1235,7 @@ static struct {
 	bool fail_all; /* answer 500 to every request */
 	int delay_ms;  /* answer each request this late (its thread sleeps) */
 	int fail_code; /* what a failed request gets: 500 unless set */
+	int big_next;  /* answer 200 with a 1 MiB body to this many more */
 } rcv = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 /* strdup that keeps NULL. */
@@ -1269,6 +1278,10 @@ static void rcv_request_cb(struct evhttp_request *req, void *arg)
 	} else if (rcv.fail_next > 0) {
 		rcv.fail_next--;
 		r.status = failed;
+	} else if (rcv.big_next > 0) {
+		rcv.big_next--;
+		r.status = 200;
+		r.oversized = true;
 	}
 	if (rcv.n == rcv.cap) {
 		rcv.cap = rcv.cap ? 2 * rcv.cap : 64;
@@ -1284,6 +1297,15 @@ static void rcv_request_cb(struct evhttp_request *req, void *arg)
 	if (r.status >= 300 && r.status < 400)
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Location",
 		                  "http://127.0.0.1:9/moved");
+	if (r.oversized) {
+		struct evbuffer *big = evbuffer_new();
+		static const char kb[1024] = {'x'};
+		for (int i = 0; big != NULL && i < 1024; i++)
+			evbuffer_add(big, kb, sizeof(kb));
+		evhttp_send_reply(req, 200, "OK", big);
+		evbuffer_free(big);
+		return;
+	}
 	evhttp_send_reply(req, r.status, r.status == 204 ? "No Content" : "Not Delivered", NULL);
 }
 
@@ -1333,6 +1355,7 @@ static void rcv_start_at(const char *addr, int fail_next)
 	rcv.fail_all = false;
 	rcv.delay_ms = 0;
 	rcv.fail_code = 0;
+	rcv.big_next = 0;
 	atomic_store(&rcv.stop, false);
 	if (pthread_create(&rcv.thread, NULL, rcv_main, NULL) != 0)
 		it_fail("webhook receiver: pthread_create failed");
@@ -1465,11 +1488,11 @@ static size_t check_deliveries(const struct rows *want, size_t *failures)
 		long long prev_seq = prev_b != NULL ? seq_of(prev_b) : -1;
 		json_decref(prev_b);
 		if (i > 0 && seq == prev_seq) {
-			if (reqs[i - 1].status < 300)
+			if (!hook_req_failed(&reqs[i - 1]))
 				it_fail("request %zu: seq %lld delivered again after a 2xx", i,
 				        seq);
 		} else {
-			if (i > 0 && reqs[i - 1].status >= 300)
+			if (i > 0 && hook_req_failed(&reqs[i - 1]))
 				it_fail(
 				    "request %zu: seq %lld sent after seq %lld failed (skipped it)",
 				    i, seq, prev_seq);
@@ -1486,11 +1509,11 @@ static size_t check_deliveries(const struct rows *want, size_t *failures)
 		}
 		expect_same_note(b, want->v[next - 1], next - 1, "webhook body");
 		json_decref(b);
-		if (r->status >= 300)
+		if (hook_req_failed(r))
 			(*failures)++;
 	}
 	size_t done = next;
-	if (n > 0 && reqs[n - 1].status >= 300)
+	if (n > 0 && hook_req_failed(&reqs[n - 1]))
 		done--;
 	free(reqs);
 	return done;
@@ -2010,6 +2033,40 @@ static void test_webhook_redirect(void **state)
 }
 
 /*
+ * An endpoint that answers 200 with a 1 MiB body: the daemon stops reading
+ * at its bound (64 KiB) instead of keeping whatever the endpoint sends,
+ * counts the delivery failed, says why, and delivers once the answer is
+ * an ordinary one.  An endpoint that is gone gets its own reason.
+ */
+static void test_webhook_answer_too_large(void **state)
+{
+	(void)state;
+	const char *db = "notify_hook_big";
+	char hooks[512];
+	rcv_start(0);
+	pthread_mutex_lock(&rcv.mu);
+	rcv.big_next = 2;
+	pthread_mutex_unlock(&rcv.mu);
+	erp_hook(hooks, sizeof(hooks), "");
+	struct rows all;
+	struct it_daemon *d = hook_daemon_one(db, hooks, "big-01", "BIG-1", &all);
+	assert_int_equal(wait_delivered(&all, 30000), 2);
+	it_log_expect(d, 0, "msg=\"webhook delivery failed\" webhook=erp", 0);
+	it_log_expect(d, 0, "reason=\"answer too large\" attempt=2", 0);
+	it_log_expect(d, 0, "msg=\"webhook failing no more\" webhook=erp seq=1 failures=2", 0);
+	rows_free(&all);
+
+	/* The endpoint gone: the line says the daemon could not connect. */
+	rcv_stop();
+	off_t off = it_log_offset(d);
+	struct it_client *c = it_connect(d);
+	it_hello(c, KIVU, KIVU_TOKEN);
+	send_simple(c, "big-02", "order.created", "BIG-2", NULL, "stored");
+	it_log_expect(d, off, "status=0 reason=\"could not connect\" attempt=1", IT_REPLY_MS);
+	it_daemon_stop_clean(d);
+}
+
+/*
  * An endpoint at an IPv6 address: the url's [::1] is connected to, and
  * the Host header carries it in brackets, as HTTP wants.
  */
@@ -2129,6 +2186,7 @@ static void test_webhook_query_failed(void **state)
 	size_t failures;
 	assert_int_equal(check_deliveries(&all, &failures), all.n);
 	assert_int_equal(failures, 0);
+	it_log_expect(d, off, "msg=\"webhook query failing no more\" webhook=erp failures=1", 0);
 	/* The session was never lost. */
 	assert_true(it_log_wait(d, off, "msg=\"database lost\" conn=aux", 0) < 0);
 	rows_free(&all);
@@ -3189,6 +3247,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_webhook, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_kinds, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_redirect, notify_teardown),
+	    cmocka_unit_test_teardown(test_webhook_answer_too_large, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_ipv6, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_rare_kind_reads_once, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_woken_from_outside, notify_teardown),
