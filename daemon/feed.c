@@ -50,6 +50,7 @@ static struct {
 	bool schema;          /* an ingest session has accepted the schema */
 	struct event *retry;  /* after a page query failed, the session up */
 	unsigned failed;      /* page queries failed in a row */
+	bool turn;            /* this page for the subscribers ahead (feed_fetch) */
 } feed;
 
 static const char page_sql[] =
@@ -188,10 +189,17 @@ static void feed_page_cb(void *arg, const PGresult *r)
 	}
 }
 
-/* Read the next page after the smallest cursor of a ready subscriber. */
+/*
+ * Read the next page after the smallest cursor of a ready subscriber, or,
+ * every other page, after the largest one that is behind the newest seq:
+ * one subscriber catching up on a long backlog (after 0, say, with a
+ * filter that drops most rows, so that it never pauses) would otherwise
+ * have every page read at its cursor, and those that were caught up would
+ * wait for new notifications until it caught up too.
+ */
 static void feed_fetch(void)
 {
-	long long after = -1;
+	long long after = -1, ahead = -1;
 	struct sub *sb;
 
 	/* On a new database the tables come with the migrations: until an
@@ -213,9 +221,14 @@ static void feed_fetch(void)
 			continue;
 		if (after < 0 || sb->sb_cursor < after)
 			after = sb->sb_cursor;
+		if (sb->sb_cursor < server.last_seq && sb->sb_cursor > ahead)
+			ahead = sb->sb_cursor;
 	}
 	if (after < 0)
 		return; /* nobody is ready */
+	feed.turn = !feed.turn;
+	if (feed.turn && ahead > after)
+		after = ahead;
 	char buf[32];
 	snprintf(buf, sizeof(buf), "%lld", after);
 	const char *params[1] = {buf};

@@ -868,6 +868,53 @@ static void test_subscribe_page_failed(void **state)
 	it_daemon_stop_clean(d);
 }
 
+#define BACKLOG     300000
+#define BACKLOG_STR "300000"
+
+/*
+ * A subscriber catching up on a long backlog that never pauses (its filter
+ * drops all but the backlog's last row) must not hold up one that is live:
+ * a notification committed meanwhile reaches the live subscriber while the
+ * other is still far from the end; both get what they asked for.
+ */
+static void test_backlog_does_not_hold_up_live(void **state)
+{
+	(void)state;
+	const char *db = "notify_backlog_fair";
+	struct it_daemon *d = notify_daemon(db, NULL, NULL);
+	it_db_script(db, "INSERT INTO ordertrack.notifications"
+	                 " (seq, kind, exporter, order_ref, body)"
+	                 " SELECT g, 'order.status', 'kivu-coffee',"
+	                 " CASE WHEN g = " BACKLOG_STR " THEN 'BACKLOG-LAST' ELSE 'BACKLOG' END,"
+	                 " jsonb_build_object('type', 'notification', 'seq', g)"
+	                 " FROM generate_series(1, " BACKLOG_STR ") g;"
+	                 "UPDATE ordertrack.notification_counter SET last_seq = " BACKLOG_STR ";");
+
+	struct it_client *live = it_connect(d);
+	it_hello_operator(live, OPS, OPS_TOKEN);
+	subscribe_after(live, BACKLOG);
+	struct it_client *behind = it_connect(d);
+	it_hello_operator(behind, OPS, OPS_TOKEN);
+	subscribe(behind, "{\"type\":\"subscribe\",\"after\":0,\"orders\":[\"BACKLOG-LAST\"]}", 0);
+
+	struct it_client *c = it_connect(d);
+	it_hello(c, KIVU, KIVU_TOKEN);
+	send_simple(c, "fair-01", "order.created", "FAIR-1", NULL, "stored");
+	json_t *n = it_read_json(live, 10000);
+	assert_int_equal(seq_of(n), BACKLOG + 1);
+	json_decref(n);
+	long long t0 = it_now_ms();
+	expect_quiet(behind, 20, "the subscriber still catching up");
+
+	n = it_read_json(behind, 60000);
+	assert_int_equal(seq_of(n), BACKLOG);
+	json_decref(n);
+	fprintf(stderr, "notify: the backlog's end came %lld ms after the live notification\n",
+	        it_now_ms() - t0);
+	expect_quiet(behind, QUIET_MS, "the caught-up subscriber whose filter drops the rest");
+	it_daemon_stop_clean(d);
+}
+
 /* ------------------------------------------------------------------ */
 /* What must not notify                                                */
 /* ------------------------------------------------------------------ */
@@ -3240,6 +3287,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_slow_subscriber, notify_teardown),
 	    cmocka_unit_test_teardown(test_subscribe_during_page, notify_teardown),
 	    cmocka_unit_test_teardown(test_subscribe_page_failed, notify_teardown),
+	    cmocka_unit_test_teardown(test_backlog_does_not_hold_up_live, notify_teardown),
 	    cmocka_unit_test_teardown(test_rolled_back_batch, notify_teardown),
 	    cmocka_unit_test_teardown(test_no_change_no_notification, notify_teardown),
 	    cmocka_unit_test_teardown(test_listen_notify, notify_teardown),
