@@ -412,10 +412,9 @@ static const char lines_sql[] =
     "SELECT line_no, sku, product, hs_code, quantity::text, unit, unit_price::text, currency"
     " FROM ordertrack.order_lines WHERE exporter = $1 AND order_ref = $2 ORDER BY line_no";
 
-/* The start of the current customs hold of shipment s (an alias): the rule the customs dwell
- * alert uses (sql/009_alerts_episodes.sql). */
-#define HELD_SINCE(s)                                                                              \
-	"ordertrack.held_since(" s ".exporter, " s ".order_ref, " s ".shipment_ref, " s ".hold)"
+/* The start of the current customs hold of shipment s (an alias), the older one when both
+ * stages are held: the rule the customs dwell alert uses (sql/014_hold_both_stages.sql). */
+#define HELD_SINCE(s) "ordertrack.held_since(" s ".exporter, " s ".order_ref, " s ".shipment_ref)"
 
 /* SQL built with macros reads best a clause a line, which clang-format would undo. */
 /* clang-format off */

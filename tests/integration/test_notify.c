@@ -2896,13 +2896,13 @@ static long open_alerts(const char *db, const char *order, const char *kind)
 	                  order, kind, NULL);
 }
 
-/* Require held_since() of KIVU's order/ship at the export stage to be want (to the second). */
+/* Require held_since() of KIVU's order/ship, either stage, to be want (to the second). */
 static void expect_held_since(const char *db, const char *order, const char *ship, long offset_s)
 {
 	char want[40];
 	it_utc_time(want, sizeof(want), offset_s);
 	char *got = it_db_value(db,
-	                        "SELECT to_char(ordertrack.held_since('" KIVU "', $1, $2, 'export')"
+	                        "SELECT to_char(ordertrack.held_since('" KIVU "', $1, $2)"
 	                        " AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')",
 	                        order, ship, NULL);
 	/*
@@ -3008,9 +3008,9 @@ static void test_alert_overdue(void **state)
  * The customs dwell counts from the start of the hold episode, as the fold
  * decides the hold: the first customs_hold of the stage after its last
  * customs_released, retracted events counting for nothing, in the fold's
- * order (instant to the millisecond, then id).  ordertrackctl's "held
- * since" is the same function.  evaluate_alerts() is called directly with
- * a 2-hour threshold; the daemon's own timer is off.
+ * order (instant to the millisecond, then id); held at both stages, from
+ * the older hold.  ordertrackctl's "held since" is the same function.  evaluate_alerts() is called
+ * directly with a 2-hour threshold; the daemon's own timer is off.
  */
 static void test_alert_episodes(void **state)
 {
@@ -3049,12 +3049,21 @@ static void test_alert_episodes(void **state)
 	send_ago(c, "ep5-1", "order.created", "EP-5", NULL, -6 * 3600, NULL, NULL);
 	send_when(c, "ep5-2a", rel, "EP-5", "EP-E", rel_at, NULL, NULL);
 	send_when(c, "ep5-2b", hold, "EP-5", "EP-E", hold_at, NULL, NULL);
-	it_close(c);
+	/* EP-6: held at export, never released, then at import: held since
+	 * the export hold, though hold names the import stage. */
+	send_ago(c, "ep6-1", "order.created", "EP-6", NULL, -6 * 3600, NULL, NULL);
+	send_ago(c, "ep6-2", hold, "EP-6", "EP-F", -3 * 3600, NULL, NULL);
+	send_ago(c, "ep6-3", hold, "EP-6", "EP-F", -600, "stage", "import");
 	assert_int_equal(it_db_long(db,
 	                            "SELECT count(*) FROM ordertrack.shipments"
 	                            " WHERE hold = 'export' AND order_ref LIKE 'EP-%'",
 	                            NULL),
 	                 5);
+	assert_int_equal(it_db_long(db,
+	                            "SELECT count(*) FROM ordertrack.shipments"
+	                            " WHERE hold = 'import' AND order_ref = 'EP-6'",
+	                            NULL),
+	                 1);
 
 	it_db_long(db, "SELECT count(*) FROM ordertrack.evaluate_alerts(2, 1000)", NULL);
 	assert_int_equal(open_alerts(db, "EP-1", "alert.customs_dwell"), 1);
@@ -3062,16 +3071,25 @@ static void test_alert_episodes(void **state)
 	assert_int_equal(open_alerts(db, "EP-3", "alert.customs_dwell"), 0);
 	assert_int_equal(open_alerts(db, "EP-4", "alert.customs_dwell"), 0);
 	assert_int_equal(open_alerts(db, "EP-5", "alert.customs_dwell"), 1);
+	assert_int_equal(open_alerts(db, "EP-6", "alert.customs_dwell"), 1);
 	expect_held_since(db, "EP-1", "EP-A", -3 * 3600);
 	expect_held_since(db, "EP-2", "EP-B", -3 * 3600);
 	expect_held_since(db, "EP-3", "EP-C", -3600);
 	expect_held_since(db, "EP-4", "EP-D", -3600);
 	expect_held_since(db, "EP-5", "EP-E", -3 * 3600);
 
-	/* The next check keeps them: no clear-and-raise within the episode. */
+	expect_held_since(db, "EP-6", "EP-F", -3 * 3600);
+
+	/* The next check keeps them: no clear-and-raise within the episode,
+	 * nor once EP-6's newer hold is released and its older one stays. */
 	assert_int_equal(
 	    it_db_long(db, "SELECT count(*) FROM ordertrack.evaluate_alerts(2, 1000)", NULL), 0);
-	assert_int_equal(note_count(db, "kind = 'alert.customs_dwell'"), 3);
+	send_ago(c, "ep6-4", "shipment.customs_released", "EP-6", "EP-F", -60, "stage", "import");
+	it_close(c);
+	assert_int_equal(
+	    it_db_long(db, "SELECT count(*) FROM ordertrack.evaluate_alerts(2, 1000)", NULL), 0);
+	assert_int_equal(open_alerts(db, "EP-6", "alert.customs_dwell"), 1);
+	assert_int_equal(note_count(db, "kind = 'alert.customs_dwell'"), 4);
 	it_daemon_stop_clean(d);
 }
 
