@@ -203,14 +203,21 @@ static json_t *jcol(const PGresult *r, int row, int col)
 	return json_string(PQgetvalue(r, row, col));
 }
 
-/* A numeric column as a JSON number (integer when it has no fraction), or null. */
+/*
+ * A numeric column as a JSON number (integer when it has no fraction and
+ * fits in 64 bits, else the nearest double), or null.
+ */
 static json_t *jnum(const PGresult *r, int row, int col)
 {
 	if (PQgetisnull(r, row, col))
 		return json_null();
 	const char *v = PQgetvalue(r, row, col);
-	if (strpbrk(v, ".eE") == NULL)
-		return json_integer(strtoll(v, NULL, 10));
+	if (strpbrk(v, ".eE") == NULL) {
+		errno = 0;
+		long long n = strtoll(v, NULL, 10);
+		if (errno != ERANGE)
+			return json_integer(n);
+	}
 	return json_real(strtod(v, NULL));
 }
 
@@ -876,7 +883,11 @@ static int cmd_report(struct ctl *c, int argc, char **argv)
 	for (int i = 0; i < n; i++) {
 		long long orders = strtoll(PQgetvalue(r, i, 1), NULL, 10);
 		long long delivered = strtoll(PQgetvalue(r, i, 2), NULL, 10);
+		/* A sum past 64 bits is no JSON integer jansson can hold:
+		 * then the group's quantities are read as doubles. */
 		json_t *q = json_loads(PQgetvalue(r, i, 4), 0, NULL);
+		if (q == NULL)
+			q = json_loads(PQgetvalue(r, i, 4), JSON_DECODE_INT_AS_REAL, NULL);
 		json_array_append_new(
 		    rows, json_pack("{s:o, s:I, s:I, s:f, s:o, s:o}", "key", jcol(r, i, 0),
 		                    "orders", (json_int_t)orders, "delivered",

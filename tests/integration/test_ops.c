@@ -323,6 +323,53 @@ static void expect_text(const char *conf, const char *args, const char *const *w
 
 static int shell(const char *cmd, char **out);
 
+/* An order.created of order with one line of quantity qty, unit_price price (JSON numbers). */
+static void send_big_order(struct it_client *c, const char *order, const char *qty,
+                           const char *price)
+{
+	it_sendf(c,
+	         "{\"type\":\"order.created\",\"id\":\"%s-created\","
+	         "\"occurred_at\":\"2026-11-02T09:15:00+02:00\",\"order\":\"%s\","
+	         "\"buyer\":\"B\",\"origin\":\"RW\",\"destination\":\"CN\",\"lines\":[{"
+	         "\"sku\":\"S\",\"product\":\"Huge\",\"hs_code\":\"090111\",\"quantity\":%s,"
+	         "\"unit\":\"bag\",\"unit_price\":%s}],\"currency\":\"USD\"}",
+	         order, order, qty, price);
+	char id[64];
+	snprintf(id, sizeof(id), "%s-created", order);
+	it_expect_ack(c, id, "stored");
+}
+
+/*
+ * Quantities and prices past 64-bit integers, which the protocol accepts
+ * and PostgreSQL's numeric holds: ordertrackctl's JSON gives them as the
+ * nearest double, not clipped to the largest integer, and a report whose
+ * sum is one keeps that group's quantities instead of dropping them.
+ */
+static void test_ctl_huge_numbers(void **state)
+{
+	(void)state;
+	it_pg_createdb("ops_huge");
+	struct it_config cfg = ops_config("huge", "ops_huge");
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	send_big_order(c, "HUGE-1", "1e19", "2.5e20");
+	send_big_order(c, "HUGE-2", "1", "7");
+	it_close(c);
+
+	json_t *s = CTL_JSON("-c", d->conf_path, "status", IT_EXPORTER, "HUGE-1");
+	const json_t *line = json_array_get(json_object_get(s, "lines"), 0);
+	expect_num(line, "quantity", 1e19);
+	expect_num(line, "unit_price", 2.5e20);
+	json_decref(s);
+	json_t *r = CTL_JSON("-c", d->conf_path, "report", "--by", "product");
+	json_t *row = find_by(json_object_get(r, "groups"), "key", "Huge");
+	expect_num(row, "orders", 2);
+	expect_num(json_object_get(row, "quantities"), "bag", 1e19 + 1);
+	json_decref(r);
+	it_daemon_stop_clean(d);
+}
+
 /* status, history, list, report and check on the demo scenario. */
 static void test_ctl_scenario(void **state)
 {
@@ -2908,6 +2955,7 @@ int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(test_ctl_scenario, ops_teardown),
+	    cmocka_unit_test_teardown(test_ctl_huge_numbers, ops_teardown),
 	    cmocka_unit_test_teardown(test_history_retraction_of_retraction, ops_teardown),
 	    cmocka_unit_test_teardown(test_token_new, ops_teardown),
 	    cmocka_unit_test_teardown(test_metrics, ops_teardown),
