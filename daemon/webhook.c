@@ -334,6 +334,13 @@ static void hook_fetched_cb(void *arg, const PGresult *r)
 		return;
 	}
 	hook_query_ok(h);
+	if (!h->owner) {
+		/* Asked on a session since lost, and sent on the new one, which
+		 * holds no lock: another daemon may deliver meanwhile.  Lock
+		 * and read the cursor first. */
+		hook_fetch(h);
+		return;
+	}
 	if (PQgetisnull(r, 0, 0)) {
 		/* Nothing matched up to the top: no need to read those again. */
 		if (!PQgetisnull(r, 0, 2))

@@ -2322,6 +2322,60 @@ static void test_webhook_cursor_read_failed(void **state)
 }
 
 /*
+ * A webhook's fetch queued behind another query of the auxiliary session
+ * (the alert check, waiting for the advisory lock a test session holds)
+ * when the session is lost is sent on the new session, which holds no
+ * webhook lock: the webhook takes its lock and reads its cursor again
+ * before it POSTs (another daemon may deliver meanwhile), and delivers
+ * the notification once.
+ */
+static void test_webhook_fetch_across_reconnect(void **state)
+{
+	(void)state;
+	const char *db = "notify_hook_requeued";
+	char hooks[512];
+	rcv_start(0);
+	erp_hook(hooks, sizeof(hooks), "");
+	struct rows all;
+	struct it_daemon *d = notify_daemon(
+	    db, "alerts = { interval_s = 1; customs_hold_hours = 1; stale_hours = 1000; };\n",
+	    hooks);
+	struct it_client *c = it_connect(d);
+	it_hello(c, KIVU, KIVU_TOKEN);
+	send_simple(c, "rq-01", "order.created", "RQ-1", NULL, "stored");
+	table_rows(db, "true", NULL, NULL, &all);
+	assert_int_equal(wait_delivered(&all, 10000), 0);
+	long long first = seq_of(all.v[all.n - 1]) + 1;
+	it_webhook_wait_cursor(db, "erp", first - 1, 10000);
+	rows_free(&all);
+
+	PGconn *hold = PQconnectdb(it_conninfo(db));
+	PGresult *r = PQexec(hold, "SELECT pg_advisory_lock(7433002)");
+	assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+	PQclear(r);
+	wait_aux_waits(db); /* the alert check is in flight */
+	off_t off = it_log_offset(d);
+	/* Committed, it wakes the webhook: its fetch waits in the queue. */
+	send_simple(c, "rq-02", "order.created", "RQ-2", NULL, "stored");
+	signal_aux(db, "pg_terminate_backend");
+	PQfinish(hold);
+	off = it_log_expect(d, off, "msg=\"database lost\" conn=aux", IT_REPLY_MS);
+
+	table_rows(db, "true", NULL, NULL, &all);
+	assert_int_equal(wait_delivered(&all, 15000), 0);
+	char delivered[96];
+	snprintf(delivered, sizeof(delivered), "msg=\"webhook delivered\" webhook=erp seq=%lld",
+	         first);
+	off_t ready = it_log_expect(d, off, "msg=\"webhook ready\" webhook=erp", IT_REPLY_MS);
+	off_t sent = it_log_expect(d, off, delivered, IT_REPLY_MS);
+	if (sent < ready)
+		it_fail("seq %lld was delivered before the webhook took its lock again", first);
+	rows_free(&all);
+	it_daemon_stop_clean(d);
+	rcv_stop();
+}
+
+/*
  * The database is dropped (WITH (FORCE), which ends the daemon's sessions)
  * while a webhook's cursor write waits, and made again, empty.  The daemon
  * holds the events it reads meanwhile, migrates the new database when it
@@ -3314,6 +3368,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_webhook_kinds, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_redirect, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_answer_too_large, notify_teardown),
+	    cmocka_unit_test_teardown(test_webhook_fetch_across_reconnect, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_ipv6, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_rare_kind_reads_once, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_woken_from_outside, notify_teardown),
