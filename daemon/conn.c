@@ -958,7 +958,8 @@ static void conn_refuse(struct conn *c, const char *code, const char *message, c
 	conn_close(c, reason);
 }
 
-static void conn_start(struct bufferevent *bev, const struct sockaddr *sa, int salen);
+static void conn_start(struct bufferevent *bev, const struct sockaddr *sa, int salen,
+                       long waited_ms);
 
 /*
  * TCP keepalives: after idle_s quiet seconds the system probes the peer,
@@ -994,7 +995,8 @@ void conn_accept(int fd, const struct sockaddr *sa, int salen)
 }
 
 /* The socket has its bufferevent: make the connection and apply the limits. */
-static void conn_start(struct bufferevent *bev, const struct sockaddr *sa, int salen)
+static void conn_start(struct bufferevent *bev, const struct sockaddr *sa, int salen,
+                       long waited_ms)
 {
 	(void)salen;
 	struct conn *c = xcalloc(1, sizeof(*c));
@@ -1043,7 +1045,12 @@ static void conn_start(struct bufferevent *bev, const struct sockaddr *sa, int s
 		struct timeval tv = {server.cfg->idle_timeout_s, 0};
 		bufferevent_set_timeouts(c->c_bev, &tv, NULL);
 	}
-	struct timeval hello = {server.cfg->hello_timeout_s, 0};
+	/* The hello deadline counts from the accept: a sniffed socket has
+	 * used up some of it waiting for its first byte. */
+	long hello_ms = server.cfg->hello_timeout_s * 1000L - waited_ms;
+	if (hello_ms < 0)
+		hello_ms = 0;
+	struct timeval hello = {hello_ms / 1000, (hello_ms % 1000) * 1000};
 	evtimer_add(c->c_timer, &hello);
 	bufferevent_enable(c->c_bev, EV_READ | EV_WRITE);
 	log_info("connection opened", "conn=%u peer=%s", c->c_id, c->c_peer);

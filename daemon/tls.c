@@ -35,6 +35,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
+#include <time.h>
 #include <unistd.h>
 
 #include "log.h"
@@ -67,6 +68,7 @@ struct sniff {
 	int sn_salen;
 	struct peer *sn_peer; /* counts this socket in its address's connections */
 	tls_ready_fn *sn_ready;
+	long sn_start_ms; /* accepted at, on the monotonic clock */
 };
 
 static SSL_CTX *tls_ctx; /* NULL: the port speaks plain text only */
@@ -306,6 +308,24 @@ static void sniff_peer(const struct sniff *sn, char *out, size_t cap)
 		snprintf(out, cap, "%s:%s", host, port);
 }
 
+/* Milliseconds on the monotonic clock. */
+static long mono_ms(void)
+{
+	struct timespec ts;
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Wait for the first byte until the hello deadline, counted from the accept. */
+static void sniff_wait(struct sniff *sn)
+{
+	long left = server.cfg->hello_timeout_s * 1000L - (mono_ms() - sn->sn_start_ms);
+	if (left < 0)
+		left = 0;
+	struct timeval tv = {left / 1000, (left % 1000) * 1000};
+	event_add(sn->sn_ev, &tv);
+}
+
 /* The first byte arrived (or the deadline passed): choose the stream. */
 static void sniff_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -321,8 +341,7 @@ static void sniff_cb(evutil_socket_t fd, short what, void *arg)
 	} else {
 		ssize_t n = recv(fd, &b, 1, MSG_PEEK);
 		if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)) {
-			struct timeval tv = {server.cfg->hello_timeout_s, 0};
-			event_add(sn->sn_ev, &tv);
+			sniff_wait(sn);
 			return;
 		}
 		if (n == 0)
@@ -341,18 +360,19 @@ static void sniff_cb(evutil_socket_t fd, short what, void *arg)
 	struct sockaddr_storage sa = sn->sn_sa;
 	int salen = sn->sn_salen;
 	tls_ready_fn *ready = sn->sn_ready;
+	long waited_ms = mono_ms() - sn->sn_start_ms;
 	sniff_free(sn); /* uncounted first: the connection counts itself */
-	ready(bev, (const struct sockaddr *)&sa, salen);
+	ready(bev, (const struct sockaddr *)&sa, salen, waited_ms);
 }
 
 void tls_accept(int fd, const struct sockaddr *sa, int salen, tls_ready_fn *ready)
 {
 	if (tls_ctx == NULL) {
-		ready(bev_plain(fd), sa, salen);
+		ready(bev_plain(fd), sa, salen, 0);
 		return;
 	}
 	if (tls_require) {
-		ready(bev_tls(fd), sa, salen);
+		ready(bev_tls(fd), sa, salen, 0);
 		return;
 	}
 	struct sniff *sn = calloc(1, sizeof(*sn));
@@ -385,8 +405,8 @@ void tls_accept(int fd, const struct sockaddr *sa, int salen, tls_ready_fn *read
 		abort();
 	TAILQ_INSERT_TAIL(&sniffs, sn, sn_entry);
 	n_sniffs++;
-	struct timeval tv = {server.cfg->hello_timeout_s, 0};
-	event_add(sn->sn_ev, &tv);
+	sn->sn_start_ms = mono_ms();
+	sniff_wait(sn);
 }
 
 bool tls_handshake_failed(struct bufferevent *bev, const char *peer)

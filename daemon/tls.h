@@ -20,9 +20,11 @@
 /*
  * Called once the socket has its bufferevent (never with NULL: a socket
  * closed before that, e.g. silent past the hello deadline, is not
- * handed on).
+ * handed on).  waited_ms: how long the socket waited for its first byte
+ * (sniffing), which the hello deadline has used up; 0 when not sniffed.
  */
-typedef void tls_ready_fn(struct bufferevent *bev, const struct sockaddr *sa, int salen);
+typedef void tls_ready_fn(struct bufferevent *bev, const struct sockaddr *sa, int salen,
+                          long waited_ms);
 
 /* Load cert, key and ca of cfg (when tls is set); false with *errstr (free() it). */
 bool tls_init(const struct config *cfg, char **errstr) __attribute__((warn_unused_result));

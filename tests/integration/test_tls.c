@@ -575,7 +575,10 @@ static void test_refused_without_handshake(void **state)
 	it_daemon_stop_clean(d);
 }
 
-/* require = false: a plain and a TLS client on the same port both work. */
+/*
+ * require = false: a plain and a TLS client on the same port both work; a
+ * silent socket, or one that sends a byte late, goes at the hello deadline.
+ */
 static void test_mixed(void **state)
 {
 	(void)state;
@@ -593,6 +596,22 @@ static void test_mixed(void **state)
 	it_expect_eof(silent, 5000);
 	it_close(silent);
 	it_log_expect(d, off, "stage=sniff", IT_REPLY_MS);
+
+	/* One byte just before the deadline, then nothing: the deadline
+	 * still counts from the connect, not again from that byte. */
+	long long t0 = it_now_ms();
+	struct it_client *late = it_connect(d);
+	it_sleep_ms(800);
+	it_send_raw(late, "{", 1);
+	char *line;
+	while (it_try_read_line(late, 3000, &line) == IT_READ_LINE)
+		;
+	long long closed_ms = it_now_ms() - t0;
+	it_close(late);
+	if (closed_ms > 1500)
+		fail_msg("a socket that sent one byte at 0.8 s was closed after %lld ms, not at "
+		         "the 1 s hello deadline",
+		         closed_ms);
 
 	struct it_client *p = it_connect(d);
 	struct tc *t = tc_open(d, NULL, NULL);
