@@ -276,6 +276,7 @@ static unsigned batch_take(struct store *st, struct lane *ln, unsigned max)
 {
 	struct slot *s, *next;
 	unsigned n = 0, looked = 0;
+	size_t bytes = 0;
 	/* Looking far past events that must wait costs more than it gains,
 	 * and there is nothing to look at past the queue's end. */
 	unsigned look_max = 4 * max + 64;
@@ -297,6 +298,8 @@ static unsigned batch_take(struct store *st, struct lane *ln, unsigned max)
 	for (s = TAILQ_FIRST(&st->queue); s != NULL && n < max && looked < look_max; s = next) {
 		next = TAILQ_NEXT(s, s_store);
 		looked++;
+		if (n > 0 && bytes + s->s_body_len > BATCH_MAX_BYTES)
+			break; /* the rest waits for the next batch */
 		uint64_t order = s->s_order_key, id = s->s_id_key;
 		if ((st->n_lanes > 1 &&
 		     (lanes_hold(st, ln, order, id) || key_set_has(st->passed_set, mask, id))) ||
@@ -304,6 +307,7 @@ static unsigned batch_take(struct store *st, struct lane *ln, unsigned max)
 			key_set_add(st->passed_set, mask, id);
 			continue;
 		}
+		bytes += s->s_body_len;
 		key_set_add(ln->order_set, mask, order);
 		key_set_add(ln->id_set, mask, id);
 		TAILQ_REMOVE(&st->queue, s, s_store);

@@ -33,6 +33,14 @@
  * batch_take looks at no more than half as many events. */
 #define BATCH_SET_SIZE 32768
 
+/*
+ * The most line bytes one batch takes (past its first event): the INSERT
+ * sends all of a batch's bodies as one parameter, escaped, and PostgreSQL
+ * refuses a value or message of 1 GB or more, ending the session, so a
+ * batch near limits.max_pending_bytes' 1 GiB ceiling would fail every try.
+ */
+#define BATCH_MAX_BYTES (64u << 20)
+
 enum db_state {
 	DB_DOWN,       /* no connection; ev_retry runs; exits: CONNECTING */
 	DB_CONNECTING, /* PQconnectPoll in progress; exits: MIGRATING, DOWN */
