@@ -134,8 +134,8 @@ static const char state_sql[] =
 
 /* Number and store the batch's notifications; last, as it serializes. */
 static const char emit_sql[] =
-    "SELECT seq, kind, exporter, order_ref, shipment_ref, from_status, to_status, event_id"
-    " FROM ordertrack.emit_notifications($1::jsonb)";
+    "SELECT seq, kind, exporter, order_ref, shipment_ref, from_status, to_status, event_id,"
+    " created_at FROM ordertrack.emit_notifications($1::jsonb)";
 
 static const char apply_sql[] = "SELECT ordertrack.apply_orders($1::jsonb)";
 
@@ -1050,6 +1050,10 @@ void batch_results(struct lane *ln)
 		}
 		if (PQresultStatus(r) == PGRES_PIPELINE_SYNC) {
 			PQclear(r);
+			if (o->commit_ok && fault_check("lose_commit_answer")) {
+				lane_lost(ln, "fault point lose_commit_answer");
+				return;
+			}
 			store_batch_done(ln);
 			continue;
 		}

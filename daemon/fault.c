@@ -32,6 +32,11 @@ static void fault_die(const char *name)
 	raise(SIGKILL);
 }
 
+bool fault_check(const char *name)
+{
+	return fault_due(name);
+}
+
 void fault_point(const char *name)
 {
 	if (fault_due(name))

@@ -25,11 +25,18 @@
 #include "aux.h"
 #include "feed.h"
 #include "log.h"
+#include "metrics.h"
 #include "notify.h"
 #include "webhook.h"
 
 #define FEED_PAGE     500
 #define FEED_PAGE_STR "500"
+
+/* Notifications of a lost batch that may have committed (feed_report_in_doubt). */
+struct doubt {
+	LIST_ENTRY(doubt) d_entry;
+	PGresult *d_rows;
+};
 
 struct sub {
 	LIST_ENTRY(sub) sb_entry;
@@ -44,13 +51,14 @@ struct sub {
 static struct {
 	struct aux *aux;
 	LIST_HEAD(, sub) subs;
-	bool in_flight;       /* a page query is running */
-	bool again;           /* woken while it ran: look again after */
-	long long page_after; /* the page being read holds the rows after this seq */
-	bool schema;          /* an ingest session has accepted the schema */
-	struct event *retry;  /* after a page query failed, the session up */
-	unsigned failed;      /* page queries failed in a row */
-	bool turn;            /* this page for the subscribers ahead (feed_fetch) */
+	bool in_flight;            /* a page query is running */
+	bool again;                /* woken while it ran: look again after */
+	long long page_after;      /* the page being read holds the rows after this seq */
+	bool schema;               /* an ingest session has accepted the schema */
+	struct event *retry;       /* after a page query failed, the session up */
+	unsigned failed;           /* page queries failed in a row */
+	bool turn;                 /* this page for the subscribers ahead (feed_fetch) */
+	LIST_HEAD(, doubt) doubts; /* their checks not answered yet */
 } feed;
 
 static const char page_sql[] =
@@ -274,6 +282,7 @@ static void feed_up_cb(void *arg)
 void feed_init(struct aux *aux)
 {
 	LIST_INIT(&feed.subs);
+	LIST_INIT(&feed.doubts);
 	feed.aux = aux;
 	feed.retry = evtimer_new(server.base, feed_retry_cb, NULL);
 	if (feed.retry == NULL)
@@ -283,6 +292,12 @@ void feed_init(struct aux *aux)
 
 void feed_stop(void)
 {
+	struct doubt *dt;
+	while ((dt = LIST_FIRST(&feed.doubts)) != NULL) {
+		LIST_REMOVE(dt, d_entry);
+		PQclear(dt->d_rows);
+		free(dt);
+	}
 	if (feed.retry != NULL)
 		event_free(feed.retry);
 	feed.retry = NULL;
@@ -355,4 +370,48 @@ void feed_report(const PGresult *r)
 	}
 	if (n > 0)
 		server_notifications_committed(strtoll(PQgetvalue(r, n - 1, 0), NULL, 10));
+}
+
+/* Did the lost batch commit?  Its first notification, to the microsecond, says. */
+static const char doubt_sql[] = "SELECT count(*) FROM ordertrack.notifications"
+                                " WHERE seq = $1::bigint AND created_at = $2::timestamptz";
+
+/* The table was read (or the read failed) for a lost batch's notifications. */
+static void feed_doubt_cb(void *arg, const PGresult *r)
+{
+	struct doubt *dt = arg;
+	PGresult *rows = dt->d_rows;
+	int n = PQntuples(rows);
+	const char *first = PQgetvalue(rows, 0, 0), *last = PQgetvalue(rows, n - 1, 0);
+	if (r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+		log_warnx("notifications in doubt", "first_seq=%s last_seq=%s reason=%s", first,
+		          last,
+		          lq("a batch's session was lost at its commit, and the check failed: "
+		             "these may be in ordertrack.notifications without a status line"));
+	} else if (strcmp(PQgetvalue(r, 0, 0), "1") == 0) {
+		log_info("lost batch had committed", "first_seq=%s last_seq=%s notifications=%d",
+		         first, last, n);
+		metrics_notifications(rows);
+		feed_report(rows);
+	} else {
+		log_debug("lost batch had rolled back", "first_seq=%s last_seq=%s", first, last);
+	}
+	LIST_REMOVE(dt, d_entry);
+	PQclear(rows);
+	free(dt);
+}
+
+void feed_report_in_doubt(PGresult *r)
+{
+	if (r == NULL || PQntuples(r) == 0) {
+		PQclear(r);
+		return;
+	}
+	struct doubt *dt = calloc(1, sizeof(*dt));
+	if (dt == NULL)
+		abort();
+	dt->d_rows = r;
+	LIST_INSERT_HEAD(&feed.doubts, dt, d_entry);
+	const char *params[2] = {PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 8)};
+	aux_query(feed.aux, doubt_sql, 2, params, feed_doubt_cb, dt);
 }

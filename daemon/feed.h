@@ -32,5 +32,14 @@ void feed_wake(void);
  * warning for alerts, then wake the feed and the webhooks.
  */
 void feed_report(const PGresult *r);
+/*
+ * The notifications of a batch whose session was lost after its COMMIT
+ * went out (rows as feed_report's, then created_at): the batch may have
+ * committed, and its resend then finds nothing left to announce.  Takes
+ * r: a read of the table on the auxiliary session tells, and a committed
+ * batch's rows are reported (feed_report) and counted then; when the read
+ * fails, one warning names the seqs to look at.
+ */
+void feed_report_in_doubt(PGresult *r);
 
 #endif

@@ -474,6 +474,12 @@ void store_batch_lost(struct lane *ln, const char *why)
 	if (failed > 0)
 		log_error("events failed", "link=%u reason=%s events=%u attempts=%d", ln->id,
 		          lq(why), failed, MAX_LOST);
+	/* Committed, its notifications would have no status line: the
+	 * resend finds its orders folded already. */
+	if (ln->out.commit_sent) {
+		feed_report_in_doubt(ln->out.emitted);
+		ln->out.emitted = NULL;
+	}
 	batch_requeue(ln, ln->out.commit_sent);
 	/* Their answers may have freed room under limits.max_pending. */
 	if (failed > 0)

@@ -177,12 +177,55 @@ static void test_crash_after_acks(void **state)
 	crash_at("after_acks", "4");
 }
 
+/*
+ * Not a crash: the ingest session dropped just after a COMMIT that
+ * succeeded, its answer unread (the lose_commit_answer point).  The
+ * batch's event is in doubt and answered "stored" on the resend, which
+ * finds its order folded already and announces nothing; the batch's
+ * notification still gets its status line, once, when a read of the
+ * table finds it committed.
+ */
+static void test_lost_commit_answer(void **state)
+{
+	(void)state;
+	const char *db = "crash_lost_answer";
+	it_pg_createdb(db);
+	struct it_config cfg = {.name = db, .dbname = db, .log_level = "info"};
+	setenv("OT_FAULT_POINT", "lose_commit_answer", 1);
+	setenv("OT_FAULT_AFTER", "1", 1);
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	unsetenv("OT_FAULT_POINT");
+	unsetenv("OT_FAULT_AFTER");
+
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	off_t off = it_log_offset(d);
+	char *ev = it_event_line("doubt-1", "order.created", "PO-DOUBT", NULL);
+	it_send(c, ev);
+	free(ev);
+	it_expect_ack(c, "doubt-1", "stored");
+	it_log_expect(d, off, "msg=\"database lost\"", IT_REPLY_MS);
+	it_log_expect(d, off, "msg=\"lost batch had committed\" first_seq=1 last_seq=1",
+	              IT_REPLY_MS);
+	const char *status = "msg=status kind=order.status exporter=" IT_EXPORTER
+	                     " order=PO-DOUBT shipment=- from=- to=created event=doubt-1 seq=1";
+	off_t after = it_log_expect(d, off, status, IT_REPLY_MS);
+	it_sleep_ms(300);
+	if (it_log_wait(d, after, "order=PO-DOUBT", 0) >= 0)
+		it_fail("PO-DOUBT's notification was announced twice");
+	assert_int_equal(it_db_long(db, "SELECT count(*) FROM ordertrack.notifications", NULL), 1);
+	assert_int_equal(it_db_long(db, "SELECT count(*) FROM ordertrack.events", NULL), 1);
+	it_close(c);
+	it_daemon_stop_clean(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(test_crash_before_commit, it_test_teardown),
 	    cmocka_unit_test_teardown(test_crash_after_commit, it_test_teardown),
 	    cmocka_unit_test_teardown(test_crash_after_acks, it_test_teardown),
+	    cmocka_unit_test_teardown(test_lost_commit_answer, it_test_teardown),
 	};
 	it_env_init("crash");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
