@@ -158,11 +158,33 @@ static bool order_closed(const json_t *state)
 	       (strcmp(status, "delivered") == 0 || strcmp(status, "cancelled") == 0);
 }
 
-/* The events this batch stored for one order, as causes. */
+/*
+ * Does another of the order's new events retract this one?  A retraction
+ * counts only against an event that is not a retraction itself
+ * (lib/model.c).
+ */
+static bool retracted_here(struct slot *const *slots, size_t ns, const struct slot *s)
+{
+	if (strcmp(s->s_type, "event.retracted") == 0)
+		return false;
+	for (size_t i = 0; i < ns; i++)
+		if (slots[i]->s_retracts != NULL && strcmp(slots[i]->s_retracts, s->s_id) == 0)
+			return true;
+	return false;
+}
+
+/*
+ * The events this batch stored for one order, as causes; one that a new
+ * event retracts has no id, so no change is put down to it.
+ */
 static void order_causes(struct slot *const *slots, size_t ns, struct notify_cause *out)
 {
+	bool retractions = false;
+	for (size_t i = 0; i < ns && !retractions; i++)
+		retractions = slots[i]->s_retracts != NULL;
 	for (size_t i = 0; i < ns; i++) {
-		out[i].id = slots[i]->s_id;
+		bool gone = retractions && retracted_here(slots, ns, slots[i]);
+		out[i].id = gone ? NULL : slots[i]->s_id;
 		out[i].type = slots[i]->s_type;
 		out[i].shipment = slots[i]->s_shipment;
 		out[i].occurred_at = slots[i]->s_occurred_at;

@@ -1048,6 +1048,65 @@ static void test_no_change_no_notification(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/*
+ * A shipment event retracted in the batch that brought it is no cause: the
+ * exception, the arrival after it and the arrival's retraction come in one
+ * batch, the shipment goes booked -> exception, and the notification
+ * names the exception, not the later, retracted arrival.
+ */
+static void test_retracted_event_not_cited(void **state)
+{
+	(void)state;
+	const char *db = "notify_retracted_cause";
+	char extra[2048];
+	it_pg_createdb(db);
+	struct it_config cfg = notify_config(db, db, NULL, NULL, extra, sizeof(extra));
+	cfg.batch_max_delay_ms = 200; /* the lines sent together go in one batch */
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	d->cfg.extra_text = NULL;
+	struct it_client *c = it_connect(d);
+	it_hello(c, KIVU, KIVU_TOKEN);
+	char *first[] = {
+	    event_at("rc-created", "order.created", "RC-1", NULL, "2026-10-01T08:00:00Z"),
+	    event_at("rc-booked", "shipment.booked", "RC-1", "RC-S1", "2026-10-01T10:00:00Z"),
+	};
+	for (size_t i = 0; i < 2; i++) {
+		send_event(c, first[i], "stored");
+		free(first[i]);
+	}
+	char *batch[] = {
+	    event_at("rc-exception", "shipment.exception", "RC-1", "RC-S1", "2026-10-02T10:00:00Z"),
+	    event_at("rc-a-target", "shipment.arrived", "RC-1", "RC-S1", "2026-10-03T10:00:00Z"),
+	    event_at("rc-a", "event.retracted", "RC-1", NULL, "2026-10-04T10:00:00Z"),
+	};
+	char all[4096] = "";
+	for (size_t i = 0; i < 3; i++) {
+		strncat(all, batch[i], sizeof(all) - strlen(all) - 2);
+		strcat(all, "\n");
+		free(batch[i]);
+	}
+	it_send_raw(c, all, strlen(all));
+	it_expect_ack(c, "rc-exception", "stored");
+	it_expect_ack(c, "rc-a-target", "stored");
+	it_expect_ack(c, "rc-a", "stored");
+	/* The three went together (one transaction), or the test shows nothing. */
+	assert_int_equal(it_db_long(db,
+	                            "SELECT count(DISTINCT xmin::text) FROM ordertrack.events"
+	                            " WHERE event_id IN ('rc-exception', 'rc-a-target', 'rc-a')",
+	                            NULL),
+	                 1);
+	char *cause = it_db_value(db,
+	                          "SELECT event_id FROM ordertrack.notifications"
+	                          " WHERE kind = 'shipment.status' AND order_ref = 'RC-1'"
+	                          " AND from_status = 'booked'",
+	                          NULL);
+	if (cause == NULL || strcmp(cause, "rc-exception") != 0)
+		it_fail("booked -> exception is attributed to %s, not rc-exception",
+		        cause ? cause : "nothing");
+	free(cause);
+	it_daemon_stop_clean(d);
+}
+
 /* ------------------------------------------------------------------ */
 /* LISTEN ordertrack                                                   */
 /* ------------------------------------------------------------------ */
@@ -3362,6 +3421,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_backlog_does_not_hold_up_live, notify_teardown),
 	    cmocka_unit_test_teardown(test_rolled_back_batch, notify_teardown),
 	    cmocka_unit_test_teardown(test_no_change_no_notification, notify_teardown),
+	    cmocka_unit_test_teardown(test_retracted_event_not_cited, notify_teardown),
 	    cmocka_unit_test_teardown(test_listen_notify, notify_teardown),
 	    cmocka_unit_test_teardown(test_filters, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook, notify_teardown),
