@@ -42,8 +42,9 @@
  * $2 holds the bodies in the same order, as a json (not jsonb) array, so
  * that each is stored as sent, as COPY stores it.  Answers, per event in
  * order: 's' stored, 'd' the same event was already stored, 'c' another
- * event holds the id, 'r' a retraction that may not be stored (its target
- * is a retraction or belongs to another order), or NULL: the id is taken
+ * event holds the id, 'r' a retraction that may not be stored (its target,
+ * stored or in the batch, is a retraction or belongs to another order), or
+ * NULL: the id is taken
  * by a transaction not visible yet (the daemon asks again).  A stored
  * event is answered 'd' or 'c' before the retraction rules apply: a
  * retraction stored before its target came (under another order, say) is
@@ -67,7 +68,10 @@ static const char insert_sql[] =
     " SELECT 1 FROM ordertrack.events t"
     " WHERE t.exporter = i.exporter AND t.event_id = i.retracts"
     " AND (t.type = 'event.retracted' OR t.order_ref <> i.order_ref) OFFSET 0) t"
-    " WHERE i.retracts IS NOT NULL),"
+    " WHERE i.retracts IS NOT NULL"
+    " UNION SELECT i.n FROM input i JOIN input t"
+    " ON t.exporter = i.exporter AND t.event_id = i.retracts"
+    " WHERE t.type = 'event.retracted' OR t.order_ref <> i.order_ref),"
     " ins AS ("
     " INSERT INTO ordertrack.events"
     " (exporter, event_id, type, order_ref, shipment_ref, occurred_at, body)"

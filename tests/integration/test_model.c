@@ -547,7 +547,8 @@ static long stored(const char *db, const char *exporter, const char *id)
  * its target waits for it; one naming a stored retraction, or an event of
  * another order, is refused; a retraction of a retraction that got in
  * first (its target came later) counts for nothing; a stored retraction
- * sent again is a duplicate, whatever came after it.
+ * sent again is a duplicate, whatever came after it; the refusals hold
+ * when the target comes in the same batch.
  */
 static void test_retractions(void **state)
 {
@@ -644,6 +645,41 @@ static void test_retractions(void **state)
 	json_t *e = it_expect_error(c, "rt-13", "conflict");
 	json_decref(e);
 	assert_int_equal(stored(db, KIVU, "rt-13"), 1);
+
+	/*
+	 * The same rules when the target comes in the same batch: a
+	 * retraction of a retraction, and one from another order, are
+	 * refused there too (both were stored, counting for nothing).
+	 */
+	char *line = it_event_line("rb-01", "shipment.booked", "R-5", "R5-A");
+	char *r2 = retract_line("rb-02", "R-5", "rb-01");
+	char *r3 = retract_line("rb-03", "R-5", "rb-02");
+	char *r4 = retract_line("rb-04", "R-6", "rb-01");
+	char together[2048];
+	snprintf(together, sizeof(together), "%s\n%s\n%s\n%s\n", line, r2, r3, r4);
+	free(line);
+	free(r2);
+	free(r3);
+	free(r4);
+	it_send_raw(c, together, strlen(together));
+	it_expect_ack(c, "rb-01", "stored");
+	it_expect_ack(c, "rb-02", "stored");
+	const char *refused[] = {"rb-03", "rb-04"};
+	for (size_t i = 0; i < 2; i++) {
+		e = it_expect_error(c, refused[i], "invalid_event");
+		const char *msg = it_json_str(e, "message");
+		if (msg == NULL || strstr(msg, "\"retracts\"") == NULL)
+			it_fail("refusal of %s should name field \"retracts\": %s", refused[i],
+			        msg ? msg : "(none)");
+		json_decref(e);
+		assert_int_equal(stored(db, KIVU, refused[i]), 0);
+	}
+	/* One batch, or this shows nothing. */
+	assert_int_equal(it_db_long(db,
+	                            "SELECT count(DISTINCT xmin::text) FROM ordertrack.events"
+	                            " WHERE event_id IN ('rb-01', 'rb-02')",
+	                            NULL),
+	                 1);
 	it_daemon_stop_clean(d);
 }
 
