@@ -703,6 +703,7 @@ static void conn_process_input(struct conn *c)
 			} else {
 				conn_error(c, NULL, ERR_LINE_TOO_LONG, msg);
 			}
+			c->c_lines++;
 			lines++;
 		}
 		/* The line was handled before its bytes are released. */
@@ -885,8 +886,8 @@ void conn_slot_finished(struct slot *s, enum store_result r, const char *detail)
 		break;
 	}
 	case STORE_CONFLICT:
-		n = format_error(buf, sizeof(buf), s->s_id, ERR_CONFLICT,
-		                 "an event with this id and different content is already stored");
+		detail = "an event with this id and different content is already stored";
+		n = format_error(buf, sizeof(buf), s->s_id, ERR_CONFLICT, detail);
 		break;
 	case STORE_REJECTED:
 		n = format_error(buf, sizeof(buf), s->s_id, ERR_INVALID_EVENT, detail);

@@ -7,6 +7,7 @@
  */
 #include "jsonw.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 
@@ -62,6 +63,26 @@ static bool key(struct jsonw *w, const char *k)
 	return true;
 }
 
+/*
+ * Is the UTF-8 sequence at s (seq bytes) a line break outside ASCII: NEL
+ * (U+0085), LINE SEPARATOR (U+2028) or PARAGRAPH SEPARATOR (U+2029)?  JSON
+ * lets them stand raw in a string, but many readers of lines (Python's
+ * splitlines, JavaScript before ES2019) break on them, and would then
+ * count one reply as two.  They are written \uXXXX; *cp is the code point.
+ */
+static bool unicode_break(const unsigned char *s, size_t seq, unsigned *cp)
+{
+	if (seq == 2 && s[0] == 0xc2 && s[1] == 0x85) {
+		*cp = 0x85;
+		return true;
+	}
+	if (seq == 3 && s[0] == 0xe2 && s[1] == 0x80 && (s[2] == 0xa8 || s[2] == 0xa9)) {
+		*cp = s[2] == 0xa8 ? 0x2028 : 0x2029;
+		return true;
+	}
+	return false;
+}
+
 /* Escape as much of s as fits into out; *used says how many input bytes went in. */
 static size_t escape_into(char *out, size_t cap, const char *s, size_t len, size_t *used)
 {
@@ -98,10 +119,20 @@ static size_t escape_into(char *out, size_t cap, const char *s, size_t len, size
 				seq = 3;
 			else if (c >= 0xc0)
 				seq = 2;
-			if (i + seq > len || o + seq >= cap)
+			if (i + seq > len)
 				break;
-			memcpy(out + o, s + i, seq);
-			o += seq;
+			unsigned cp;
+			if (unicode_break((const unsigned char *)s + i, seq, &cp)) {
+				if (o + 6 >= cap)
+					break;
+				snprintf(out + o, cap - o, "\\u%04x", cp);
+				o += 6;
+			} else {
+				if (o + seq >= cap)
+					break;
+				memcpy(out + o, s + i, seq);
+				o += seq;
+			}
 			i += seq - 1;
 			continue;
 		}
@@ -146,7 +177,12 @@ size_t json_escape_fit(const char *s, size_t len, size_t max)
 			n = 2;
 		else if (c < 0x20 || c == 0x7f)
 			n = 6;
-		if (i + seq > len || out + n > max)
+		if (i + seq > len)
+			break;
+		unsigned cp;
+		if (unicode_break((const unsigned char *)s + i, seq, &cp))
+			n = 6;
+		if (out + n > max)
 			break;
 		out += n;
 		i += seq;

@@ -117,8 +117,13 @@ static void test_empty_object(void **state)
 /* json_escape_fit counts what json_escape writes, and never cuts a character. */
 static void test_escape_fit(void **state)
 {
-	static const char *const texts[] = {"plain", "a\"b\\c", "\n\r\t\x01\x1f\x7f", "咖啡 café",
-	                                    "\x01\x01\x01😀\""};
+	static const char *const texts[] = {"plain",
+	                                    "a\"b\\c",
+	                                    "\n\r\t\x01\x1f\x7f",
+	                                    "咖啡 café",
+	                                    "\x01\x01\x01😀\"",
+	                                    "a\u2028b\xc2\x85"
+	                                    "c\u2029"};
 	char out[128];
 	(void)state;
 
@@ -159,9 +164,16 @@ static void test_escape_exact(void **state)
 	assert_string_equal(out, "\\n\\r\\t");
 	json_escape(out, sizeof(out), "\x01\x1f\x7f", 3);
 	assert_string_equal(out, "\\u0001\\u001f\\u007f");
-	/* UTF-8 multi-byte sequences are kept as they are. */
+	/* UTF-8 multi-byte sequences are kept as they are... */
 	json_escape(out, sizeof(out), "咖啡 café", strlen("咖啡 café"));
 	assert_string_equal(out, "咖啡 café");
+	/* ...but the line breaks outside ASCII, which line readers split on. */
+	static const char breaks[] = "a\u2028b\xc2\x85"
+	                             "c\u2029d\u2027";
+	json_escape(out, sizeof(out), breaks, strlen(breaks));
+	assert_string_equal(out, "a\\u2028b\\u0085c\\u2029d\u2027");
+	assert_int_equal(json_escape(out, 6, "\u2028", 3), 0);
+	assert_int_equal(json_escape(out, 7, "\u2028", 3), 6);
 	/* A NUL inside the given length is escaped, not an end. */
 	json_escape(out, sizeof(out), "a\0b", 3);
 	assert_string_equal(out, "a\\u0000b");
@@ -187,6 +199,8 @@ static void test_escape_round_trip(void **state)
 	    "line\nbreak\r\ttab",
 	    "ctl \x01\x02\x1b\x1f\x7f end",
 	    "中文 Kinyarwanda: Ikawa nziza, 辣椒 🌶",
+	    "breaks \u2028 \xc2\x85"
+	    " \u2029 end",
 	    "",
 	};
 	(void)state;
@@ -199,9 +213,12 @@ static void test_escape_round_trip(void **state)
 		jsonw_str(&w, "v", vals[i]);
 		size_t len = jsonw_close(&w);
 		assert_false(w.truncated);
-		/* The control characters never appear raw in the line. */
+		/* The control characters and line breaks never appear raw in the line. */
 		for (size_t k = 0; k + 1 < len; k++)
 			assert_true((unsigned char)buf[k] >= 0x20 && buf[k] != 0x7f);
+		assert_null(strstr(buf, "\u2028"));
+		assert_null(strstr(buf, "\u2029"));
+		assert_null(strstr(buf, "\xc2\x85"));
 		json_t *j = parse_line(buf, len);
 		assert_string_equal(json_string_value(json_object_get(j, "v")), vals[i]);
 		json_decref(j);
