@@ -148,9 +148,9 @@ static void usage(FILE *f)
 	for (size_t i = 0; i < N_COMMANDS; i++)
 		fprintf(f, "       ordertrackctl %s\n", commands[i].usage);
 	fprintf(f,
-	        "  -c FILE   the daemon's configuration file (default %s)\n"
-	        "  --json    JSON output for scripts\n"
-	        "  -V        print the version; -h this help\n"
+	        "  -c, --config FILE  the daemon's configuration file (default %s)\n"
+	        "  --json             JSON output for scripts\n"
+	        "  -V, --version      print the version; -h, --help this help\n"
 	        "Environment: ORDERTRACK_TOKEN, the operator's token for tail (safer than\n"
 	        "  --token, which other users of the host can see in ps until tail starts);\n"
 	        "  PGHOST, PGPORT, PGUSER, ... for what database.conninfo leaves out.\n"
@@ -187,7 +187,9 @@ static void *xmalloc(size_t n)
 /* Print a JSON value on stdout, indented, and free it. */
 static void json_out(json_t *j)
 {
-	char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII);
+	/* 15 digits: a double's own, without 19.300000000000001. */
+	char *s = json_dumps(j, JSON_INDENT(2) | JSON_PRESERVE_ORDER | JSON_ENSURE_ASCII |
+	                            JSON_REAL_PRECISION(15));
 	if (s == NULL)
 		abort();
 	printf("%s\n", s);
@@ -1159,9 +1161,14 @@ static int cmd_token(struct ctl *c, int argc, char **argv)
 	printf("New token for %s. It is shown only this once: give it to the exporter over a "
 	       "safe channel.\n\n    %s\n\n",
 	       id, token);
-	printf("%s this entry in exporters of %s (the same line works in operators for an "
-	       "operator),\nthen check the file and reload:\n\n    %s\n\n",
-	       exporter_exists ? "Replace the existing entry with" : "Add", c->o.config, line);
+	if (exporter_exists || operator_exists)
+		printf("Replace the existing entry in %s of %s with this one,\n",
+		       exporter_exists ? "exporters" : "operators", c->o.config);
+	else
+		printf("Add this entry in exporters of %s (the same line works in operators for "
+		       "an operator),\n",
+		       c->o.config);
+	printf("then check the file and reload:\n\n    %s\n\n", line);
 	printf("    ordertrackd -t -c %s && systemctl reload ordertrackd\n", c->o.config);
 	explicit_bzero(token, sizeof(token));
 	return EX_OK_;
@@ -1390,9 +1397,12 @@ static int cmd_tail(struct ctl *c, int argc, char **argv)
 		abort();
 	rd->fd = fd;
 
-	/* Hello first, and its answer: a refused hello is answered, then closed. */
+	/* Hello first, and its answer: a refused hello is answered, then closed.
+	 * A connection refused on connect (a limit) is answered before the
+	 * hello, and closed: the write may fail, the answer still be there. */
 	bool sent = write_line(fd, h);
-	if (sent && read_line(rd, line, LINE_MAX_)) {
+	if (read_line(rd, line, LINE_MAX_)) {
+		sent = true;
 		json_t *w = json_loads(line, 0, NULL);
 		const char *type = json_string_value(json_object_get(w, "type"));
 		if (type == NULL) {

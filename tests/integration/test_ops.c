@@ -370,6 +370,33 @@ static void test_ctl_huge_numbers(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/*
+ * tail refused on connect by limits.max_connections_per_ip: the daemon
+ * answers too_many_connections before the hello and closes, so tail's
+ * hello may meet a closed socket; it still says why, and exits 69.
+ */
+static void test_tail_refused_by_limit(void **state)
+{
+	(void)state;
+	it_pg_createdb("ops_tail_limit");
+	struct it_config cfg = ops_config("tail_limit", "ops_tail_limit");
+	cfg.max_connections_per_ip = 1;
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct it_client *hold = it_connect(d);
+	it_hello(hold, IT_EXPORTER, IT_TOKEN);
+	char cmd[3 * PATH_MAX], *out;
+	snprintf(cmd, sizeof(cmd),
+	         "ORDERTRACK_TOKEN=%s '%s' -c '%s' tail --after 0 --limit 1 --address 127.0.0.1:%d "
+	         "2>&1",
+	         OPS_TOKEN, getenv("OT_CTL"), d->conf_path, d->port);
+	int rc = shell(cmd, &out);
+	if (rc != 69 || strstr(out, "too_many_connections") == NULL)
+		it_fail("tail refused by the limit: exit %d, %s", rc, out);
+	free(out);
+	it_close(hold);
+	it_daemon_stop_clean(d);
+}
+
 /* status, history, list, report and check on the demo scenario. */
 static void test_ctl_scenario(void **state)
 {
@@ -797,11 +824,17 @@ static void test_token_new(void **state)
 	                     "lake-tea", (char *)NULL),
 	                 0);
 	if (strstr(out, "New token for lake-tea. It is shown only this once") == NULL ||
-	    strstr(out, "Replace the existing entry with this entry in exporters of ") == NULL ||
+	    strstr(out, "Replace the existing entry in exporters of ") == NULL ||
 	    strstr(out, "id = \"lake-tea\"") == NULL || strstr(out, "token_sha256 = \"") == NULL ||
 	    strstr(out, "ordertrackd -t -c ") == NULL ||
 	    strstr(out, " && systemctl reload ordertrackd\n") == NULL)
 		it_fail("token new's text: %s", out);
+	free(out);
+	/* An operator's id: its entry in operators is the one replaced. */
+	assert_int_equal(ctl(&out, NULL, "-c", d->conf_path, "token", "new", OPS, (char *)NULL), 0);
+	if (strstr(out, "Replace the existing entry in operators of ") == NULL ||
+	    strstr(out, "Add this entry") != NULL)
+		it_fail("token new's text for an operator: %s", out);
 	free(out);
 	assert_int_equal(ctl(NULL, NULL, "token", "new", "bad id!", (char *)NULL), 64);
 	/* A --name that is not UTF-8 would print an entry the daemon refuses
@@ -2956,6 +2989,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(test_ctl_scenario, ops_teardown),
 	    cmocka_unit_test_teardown(test_ctl_huge_numbers, ops_teardown),
+	    cmocka_unit_test_teardown(test_tail_refused_by_limit, ops_teardown),
 	    cmocka_unit_test_teardown(test_history_retraction_of_retraction, ops_teardown),
 	    cmocka_unit_test_teardown(test_token_new, ops_teardown),
 	    cmocka_unit_test_teardown(test_metrics, ops_teardown),
