@@ -163,6 +163,27 @@ static void on_terminate(evutil_socket_t sig, short what, void *arg)
 	event_add(server.ev_drain_tick, &tv);
 }
 
+/* Take key out of a comma-separated list of keys, in place. */
+static void key_list_drop(char *list, const char *key)
+{
+	size_t klen = strlen(key);
+	char *p = list;
+	while (*p != '\0') {
+		char *end = strchr(p, ',');
+		size_t len = end != NULL ? (size_t)(end - p) : strlen(p);
+		if (len == klen && strncmp(p, key, klen) == 0) {
+			if (end != NULL)
+				memmove(p, end + 1, strlen(end + 1) + 1);
+			else if (p > list)
+				p[-1] = '\0';
+			else
+				*p = '\0';
+			return;
+		}
+		p += len + (end != NULL);
+	}
+}
+
 /* SIGHUP: load the file again; keep the running config if it is broken. */
 static void on_reload(evutil_socket_t sig, short what, void *arg)
 {
@@ -190,7 +211,12 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 	}
 	char restart[256], changed[512];
 	struct config *old = server.cfg;
-	if (config_reload_keys(old, neu, changed, sizeof(changed)) == 0)
+	config_reload_keys(old, neu, changed, sizeof(changed));
+	/* The tls group added or removed changes nothing until a restart
+	 * (tls_reload says so): it is not among what this reload changed. */
+	if (old->tls_enabled != neu->tls_enabled)
+		key_list_drop(changed, "tls");
+	if (changed[0] == '\0')
 		snprintf(changed, sizeof(changed), "-");
 	if (config_restart_keys(old, neu, restart, sizeof(restart)) > 0) {
 		log_warnx("config keys need a restart", "keys=%s", restart);

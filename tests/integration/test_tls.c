@@ -875,8 +875,8 @@ static void test_reload(void **state)
 
 /*
  * Adding the tls group, or removing it, takes a restart: a reload says so
- * ("config keys need a restart" keys=tls, with what stays) and the port
- * keeps speaking what it spoke.
+ * ("config keys need a restart" keys=tls, with what stays), does not call
+ * tls changed, and the port keeps speaking what it spoke.
  */
 static void test_reload_tls_on_off(void **state)
 {
@@ -893,6 +893,10 @@ static void test_reload_tls_on_off(void **state)
 	              "msg=\"config keys need a restart\" keys=tls reason=\"turning TLS on takes a "
 	              "restart; the port stays plain text\"",
 	              IT_REPLY_MS);
+	/* Nothing changed in effect: the reload does not name tls as changed. */
+	it_log_expect(d, off, "msg=\"config reloaded\" file=", IT_REPLY_MS);
+	if (it_log_wait(d, off, "changed=tls", 0) >= 0)
+		fail_msg("the reload that cannot turn TLS on says changed=tls");
 	struct it_client *c = it_connect(d);
 	it_hello(c, IT_EXPORTER, IT_TOKEN);
 	it_daemon_stop_clean(d);
@@ -910,6 +914,9 @@ static void test_reload_tls_on_off(void **state)
 	    "msg=\"config keys need a restart\" keys=tls reason=\"turning TLS off takes a "
 	    "restart; TLS stays on\"",
 	    IT_REPLY_MS);
+	it_log_expect(d, off, "msg=\"config reloaded\" file=", IT_REPLY_MS);
+	if (it_log_wait(d, off, "changed=tls", 0) >= 0)
+		fail_msg("the reload that cannot turn TLS off says changed=tls");
 	struct tc *t = tc_open(d, NULL, NULL);
 	assert_non_null(t);
 	tc_hello(t);
