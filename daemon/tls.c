@@ -31,6 +31,7 @@
 #include <openssl/ssl.h>
 #include <openssl/x509.h>
 #include <stdarg.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -68,7 +69,7 @@ struct sniff {
 	int sn_salen;
 	struct peer *sn_peer; /* counts this socket in its address's connections */
 	tls_ready_fn *sn_ready;
-	long sn_start_ms; /* accepted at, on the monotonic clock */
+	int64_t sn_start_ms; /* accepted at, on the monotonic clock */
 };
 
 static SSL_CTX *tls_ctx; /* NULL: the port speaks plain text only */
@@ -309,20 +310,20 @@ static void sniff_peer(const struct sniff *sn, char *out, size_t cap)
 }
 
 /* Milliseconds on the monotonic clock. */
-static long mono_ms(void)
+static int64_t mono_ms(void)
 {
 	struct timespec ts;
 	clock_gettime(CLOCK_MONOTONIC, &ts);
-	return (long)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+	return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
 }
 
 /* Wait for the first byte until the hello deadline, counted from the accept. */
 static void sniff_wait(struct sniff *sn)
 {
-	long left = server.cfg->hello_timeout_s * 1000L - (mono_ms() - sn->sn_start_ms);
+	int64_t left = server.cfg->hello_timeout_s * (int64_t)1000 - (mono_ms() - sn->sn_start_ms);
 	if (left < 0)
 		left = 0;
-	struct timeval tv = {left / 1000, (left % 1000) * 1000};
+	struct timeval tv = {(time_t)(left / 1000), (suseconds_t)(left % 1000) * 1000};
 	event_add(sn->sn_ev, &tv);
 }
 
@@ -360,7 +361,7 @@ static void sniff_cb(evutil_socket_t fd, short what, void *arg)
 	struct sockaddr_storage sa = sn->sn_sa;
 	int salen = sn->sn_salen;
 	tls_ready_fn *ready = sn->sn_ready;
-	long waited_ms = mono_ms() - sn->sn_start_ms;
+	long waited_ms = (long)(mono_ms() - sn->sn_start_ms);
 	sniff_free(sn); /* uncounted first: the connection counts itself */
 	ready(bev, (const struct sockaddr *)&sa, salen, waited_ms);
 }

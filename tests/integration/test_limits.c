@@ -1056,6 +1056,12 @@ static void test_max_events_per_order(void **state)
 	    it_db_long(db, "SELECT count(*) FROM ordertrack.events WHERE order_ref = 'PO-CAP-NEW'",
 	               NULL),
 	    10);
+	/* One batch, or the cap of a new order was not what refused them. */
+	assert_int_equal(it_db_long(db,
+	                            "SELECT count(DISTINCT xmin::text) FROM ordertrack.events"
+	                            " WHERE order_ref = 'PO-CAP-NEW'",
+	                            NULL),
+	                 1);
 
 	/* A reload applies a new limit. */
 	d->cfg.extra_text = "limits = { max_events_per_order = 11; };";
