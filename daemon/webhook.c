@@ -98,8 +98,9 @@ struct hook {
 	unsigned attempt;  /* failed POSTs of this notification */
 	unsigned failed;   /* its queries failed in a row, the session up */
 	struct evhttp_connection *evcon;
-	int post_error; /* why libevent failed the POST in flight; -1 none */
-	bool moved;     /* a reload changed the endpoint: a new evcon at the next POST */
+	int post_error;  /* why libevent failed the POST in flight; -1 none */
+	int post_status; /* the status its answer's headers gave; 0 none yet */
+	bool moved;      /* a reload changed the endpoint: a new evcon at the next POST */
 	struct event *retry;
 	unsigned queries; /* its aux queries whose callbacks are still to come */
 	bool dead;        /* stopped while a callback was pending */
@@ -452,6 +453,14 @@ static void hook_retry_cb(evutil_socket_t fd, short what, void *arg)
 	}
 }
 
+/* The answer's headers are in: its status, should its body be too large. */
+static int hook_header_cb(struct evhttp_request *req, void *arg)
+{
+	struct hook *h = arg;
+	h->post_status = evhttp_request_get_response_code(req);
+	return 0;
+}
+
 /* libevent failed the POST: remember why, for hook_response_cb's line. */
 static void hook_error_cb(enum evhttp_request_error err, void *arg)
 {
@@ -479,7 +488,7 @@ static const char *hook_failure_reason(const struct hook *h, int code)
 	case EVREQ_HTTP_EOF:
 		return "connection closed";
 	case EVREQ_HTTP_INVALID_HEADER:
-		return "answer not understood";
+		return "headers not understood or too large";
 	case EVREQ_HTTP_BUFFER_ERROR:
 		return "connection failed";
 	case EVREQ_HTTP_DATA_TOO_LONG:
@@ -496,6 +505,10 @@ static void hook_response_cb(struct evhttp_request *req, void *arg)
 	int code = req ? evhttp_request_get_response_code(req) : 0;
 	if (h->dead)
 		return;
+	/* A body past HOOK_MAX_BODY is not read, but the status before it
+	 * was: a 2xx answer took the notification, whatever page follows. */
+	if (code == 0 && h->post_error == EVREQ_HTTP_DATA_TOO_LONG)
+		code = h->post_status;
 	if (code >= 200 && code < 300) {
 		log_debug("webhook delivered", "webhook=%s seq=%lld status=%d", h->id, h->seq,
 		          code);
@@ -527,7 +540,8 @@ static void hook_response_cb(struct evhttp_request *req, void *arg)
  * Bound what an endpoint can make the daemon wait for or keep: libevent's
  * client takes headers and bodies of any size by default, so an endpoint
  * answering without end would grow the daemon until it is killed.  The
- * answer's body is never read; a larger answer fails the delivery.
+ * answer's body is never read: past the bound the daemon stops reading,
+ * and the status decides.  Headers past theirs fail the delivery.
  */
 static void hook_bound(struct evhttp_connection *evcon)
 {
@@ -609,7 +623,9 @@ static void hook_post(struct hook *h)
 	if (req == NULL)
 		abort();
 	h->post_error = -1;
+	h->post_status = 0;
 	evhttp_request_set_error_cb(req, hook_error_cb);
+	evhttp_request_set_header_cb(req, hook_header_cb);
 	if (notify_signature_header((const char *const *)h->secrets, h->n_secrets,
 	                            (long long)time(NULL), h->body, len, sig, sizeof(sig)) == 0) {
 		/* Never send an unsigned delivery; retry as after a failure. */

@@ -1312,13 +1312,14 @@ struct hook_req {
 	char *host;         /* Host */
 	char *body;
 	int status;
-	bool oversized; /* answered 2xx with a body past the daemon's bound */
+	bool big_body;    /* answered with a 1 MiB body, past what the daemon reads */
+	bool big_headers; /* answered with 32 KiB of headers, past what it takes */
 };
 
 /* Did the daemon see this answer as a failed delivery? */
 static bool hook_req_failed(const struct hook_req *r)
 {
-	return r->status >= 300 || r->oversized;
+	return r->status >= 300 || r->big_headers;
 }
 
 /*
@@ -1341,7 +1342,8 @@ static struct {
 	bool fail_all; /* answer 500 to every request */
 	int delay_ms;  /* answer each request this late (its thread sleeps) */
 	int fail_code; /* what a failed request gets: 500 unless set */
-	int big_next;  /* answer 200 with a 1 MiB body to this many more */
+	int big_next;  /* answer this many more with a 1 MiB body */
+	int huge_next; /* then this many more 200s with 32 KiB of headers */
 } rcv = {.mu = PTHREAD_MUTEX_INITIALIZER};
 
 /* strdup that keeps NULL. */
@@ -1384,10 +1386,15 @@ static void rcv_request_cb(struct evhttp_request *req, void *arg)
 	} else if (rcv.fail_next > 0) {
 		rcv.fail_next--;
 		r.status = failed;
-	} else if (rcv.big_next > 0) {
+	}
+	if (rcv.big_next > 0) {
 		rcv.big_next--;
-		r.status = 200;
-		r.oversized = true;
+		r.big_body = true;
+		if (r.status == 204)
+			r.status = 200;
+	} else if (rcv.huge_next > 0) {
+		rcv.huge_next--;
+		r.big_headers = true;
 	}
 	if (rcv.n == rcv.cap) {
 		rcv.cap = rcv.cap ? 2 * rcv.cap : 64;
@@ -1403,12 +1410,17 @@ static void rcv_request_cb(struct evhttp_request *req, void *arg)
 	if (r.status >= 300 && r.status < 400)
 		evhttp_add_header(evhttp_request_get_output_headers(req), "Location",
 		                  "http://127.0.0.1:9/moved");
-	if (r.oversized) {
+	if (r.big_headers) {
+		static char v[32 * 1024];
+		memset(v, 'h', sizeof(v) - 1);
+		evhttp_add_header(evhttp_request_get_output_headers(req), "X-Padding", v);
+	}
+	if (r.big_body) {
 		struct evbuffer *big = evbuffer_new();
 		static const char kb[1024] = {'x'};
 		for (int i = 0; big != NULL && i < 1024; i++)
 			evbuffer_add(big, kb, sizeof(kb));
-		evhttp_send_reply(req, 200, "OK", big);
+		evhttp_send_reply(req, r.status, r.status < 300 ? "OK" : "Not Delivered", big);
 		evbuffer_free(big);
 		return;
 	}
@@ -1462,6 +1474,7 @@ static void rcv_start_at(const char *addr, int fail_next)
 	rcv.delay_ms = 0;
 	rcv.fail_code = 0;
 	rcv.big_next = 0;
+	rcv.huge_next = 0;
 	atomic_store(&rcv.stop, false);
 	if (pthread_create(&rcv.thread, NULL, rcv_main, NULL) != 0)
 		it_fail("webhook receiver: pthread_create failed");
@@ -2139,36 +2152,55 @@ static void test_webhook_redirect(void **state)
 }
 
 /*
- * An endpoint that answers 200 with a 1 MiB body: the daemon stops reading
- * at its bound (64 KiB) instead of keeping whatever the endpoint sends,
- * counts the delivery failed, says why, and delivers once the answer is
- * an ordinary one.  An endpoint that is gone gets its own reason.
+ * An endpoint's answers the daemon reads only so far (16 KiB of headers,
+ * 64 KiB of body) instead of keeping whatever comes: a 500 with a 1 MiB
+ * body fails on its status; a 200 with 32 KiB of headers fails, the line
+ * saying so; the next, plain answer delivers.  A 200
+ * with a 1 MiB body delivers at once: the status was read before the
+ * body.  An endpoint that is gone gets its own reason.
  */
 static void test_webhook_answer_too_large(void **state)
 {
 	(void)state;
 	const char *db = "notify_hook_big";
 	char hooks[512];
-	rcv_start(0);
+	rcv_start(1);
 	pthread_mutex_lock(&rcv.mu);
-	rcv.big_next = 2;
+	rcv.big_next = 1;
+	rcv.huge_next = 1;
 	pthread_mutex_unlock(&rcv.mu);
 	erp_hook(hooks, sizeof(hooks), "");
 	struct rows all;
 	struct it_daemon *d = hook_daemon_one(db, hooks, "big-01", "BIG-1", &all);
 	assert_int_equal(wait_delivered(&all, 30000), 2);
-	it_log_expect(d, 0, "msg=\"webhook delivery failed\" webhook=erp", 0);
-	it_log_expect(d, 0, "reason=\"answer too large\" attempt=2", 0);
+	it_log_expect(d, 0,
+	              "msg=\"webhook delivery failed\" webhook=erp seq=1 status=500 attempt=1", 0);
+	it_log_expect(d, 0,
+	              "seq=1 status=0 reason=\"headers not understood or too large\" attempt=2", 0);
 	it_log_expect(d, 0, "msg=\"webhook failing no more\" webhook=erp seq=1 failures=2",
 	              IT_REPLY_MS);
+	long long first = seq_of(all.v[all.n - 1]);
+	rows_free(&all);
+
+	off_t off = it_log_offset(d);
+	pthread_mutex_lock(&rcv.mu);
+	rcv.big_next = 1;
+	pthread_mutex_unlock(&rcv.mu);
+	struct it_client *c = it_connect(d);
+	it_hello(c, KIVU, KIVU_TOKEN);
+	send_simple(c, "big-02", "order.created", "BIG-2", NULL, "stored");
+	table_rows(db, "true", NULL, NULL, &all);
+	assert_int_equal(wait_delivered(&all, 30000), 2);
+	it_webhook_wait_cursor(db, "erp", seq_of(all.v[all.n - 1]), 10000);
+	assert_true(seq_of(all.v[all.n - 1]) > first);
+	if (it_log_wait(d, off, "msg=\"webhook delivery failed\"", 0) >= 0)
+		it_fail("a 200 with a 1 MiB body was taken for a failure");
 	rows_free(&all);
 
 	/* The endpoint gone: the line says the daemon could not connect. */
 	rcv_stop();
-	off_t off = it_log_offset(d);
-	struct it_client *c = it_connect(d);
-	it_hello(c, KIVU, KIVU_TOKEN);
-	send_simple(c, "big-02", "order.created", "BIG-2", NULL, "stored");
+	off = it_log_offset(d);
+	send_simple(c, "big-03", "order.created", "BIG-3", NULL, "stored");
 	it_log_expect(d, off, "status=0 reason=\"could not connect\" attempt=1", IT_REPLY_MS);
 	it_daemon_stop_clean(d);
 }
