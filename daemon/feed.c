@@ -36,7 +36,14 @@
 struct doubt {
 	LIST_ENTRY(doubt) d_entry;
 	PGresult *d_rows;
+	char *d_exporters, *d_orders; /* their orders, as two array literals */
+	struct event *d_timer;        /* the next look at the orders' locks */
+	unsigned d_tries;
 };
+
+#define DOUBT_TRIES 30 /* looks at the locks, a second apart */
+
+static void doubt_free(struct doubt *dt);
 
 struct sub {
 	LIST_ENTRY(sub) sb_entry;
@@ -293,11 +300,8 @@ void feed_init(struct aux *aux)
 void feed_stop(void)
 {
 	struct doubt *dt;
-	while ((dt = LIST_FIRST(&feed.doubts)) != NULL) {
-		LIST_REMOVE(dt, d_entry);
-		PQclear(dt->d_rows);
-		free(dt);
-	}
+	while ((dt = LIST_FIRST(&feed.doubts)) != NULL)
+		doubt_free(dt);
 	if (feed.retry != NULL)
 		event_free(feed.retry);
 	feed.retry = NULL;
@@ -372,9 +376,44 @@ void feed_report(const PGresult *r)
 		server_notifications_committed(strtoll(PQgetvalue(r, n - 1, 0), NULL, 10));
 }
 
-/* Did the lost batch commit?  Its first notification, to the microsecond, says. */
+/*
+ * Has the lost batch's transaction ended?  It holds its orders' advisory
+ * locks (batch.c's LOCK) until it commits or rolls back, and a session
+ * that broke with its COMMIT on the way may still be committing: asked
+ * too early, the table would say "rolled back" of a batch about to
+ * commit.  A shared try, released at the end of the statement, waits for
+ * nothing, and keeps the auxiliary session free for the others.
+ */
+static const char doubt_locks_sql[] =
+    "SELECT bool_and(pg_try_advisory_xact_lock_shared(hashtextextended(e || '/' || o, 7433)))"
+    " FROM unnest($1::text[], $2::text[]) AS t(e, o)";
+
+/* Then, in a statement of its own (a snapshot taken after the end): its first notification. */
 static const char doubt_sql[] = "SELECT count(*) FROM ordertrack.notifications"
                                 " WHERE seq = $1::bigint AND created_at = $2::timestamptz";
+
+static void doubt_look(struct doubt *dt);
+
+/* Forget a lost batch's notifications. */
+static void doubt_free(struct doubt *dt)
+{
+	LIST_REMOVE(dt, d_entry);
+	PQclear(dt->d_rows);
+	free(dt->d_exporters);
+	free(dt->d_orders);
+	if (dt->d_timer != NULL)
+		event_free(dt->d_timer);
+	free(dt);
+}
+
+/* It cannot be told: one warning names the seqs to look up. */
+static void doubt_unknown(struct doubt *dt, const char *why)
+{
+	int n = PQntuples(dt->d_rows);
+	log_warnx("notifications in doubt", "first_seq=%s last_seq=%s reason=%s",
+	          PQgetvalue(dt->d_rows, 0, 0), PQgetvalue(dt->d_rows, n - 1, 0), lq(why));
+	doubt_free(dt);
+}
 
 /* The table was read (or the read failed) for a lost batch's notifications. */
 static void feed_doubt_cb(void *arg, const PGresult *r)
@@ -384,11 +423,11 @@ static void feed_doubt_cb(void *arg, const PGresult *r)
 	int n = PQntuples(rows);
 	const char *first = PQgetvalue(rows, 0, 0), *last = PQgetvalue(rows, n - 1, 0);
 	if (r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
-		log_warnx("notifications in doubt", "first_seq=%s last_seq=%s reason=%s", first,
-		          last,
-		          lq("a batch's session was lost at its commit, and the check failed: "
-		             "these may be in ordertrack.notifications without a status line"));
-	} else if (strcmp(PQgetvalue(r, 0, 0), "1") == 0) {
+		doubt_unknown(dt, "a batch's session was lost at its commit, and the check failed: "
+		                  "these may be in ordertrack.notifications without a status line");
+		return;
+	}
+	if (strcmp(PQgetvalue(r, 0, 0), "1") == 0) {
 		log_info("lost batch had committed", "first_seq=%s last_seq=%s notifications=%d",
 		         first, last, n);
 		metrics_notifications(rows);
@@ -396,9 +435,65 @@ static void feed_doubt_cb(void *arg, const PGresult *r)
 	} else {
 		log_debug("lost batch had rolled back", "first_seq=%s last_seq=%s", first, last);
 	}
-	LIST_REMOVE(dt, d_entry);
-	PQclear(rows);
-	free(dt);
+	doubt_free(dt);
+}
+
+/* The orders' locks were tried: read the table once the transaction is over. */
+static void feed_doubt_locks_cb(void *arg, const PGresult *r)
+{
+	struct doubt *dt = arg;
+	if (r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+		doubt_unknown(dt, "a batch's session was lost at its commit, and the check failed: "
+		                  "these may be in ordertrack.notifications without a status line");
+		return;
+	}
+	if (strcmp(PQgetvalue(r, 0, 0), "t") == 0) {
+		const char *params[2] = {PQgetvalue(dt->d_rows, 0, 0),
+		                         PQgetvalue(dt->d_rows, 0, 8)};
+		aux_query(feed.aux, doubt_sql, 2, params, feed_doubt_cb, dt);
+		return;
+	}
+	if (++dt->d_tries >= DOUBT_TRIES) {
+		doubt_unknown(dt, "a batch's session was lost at its commit, and its transaction "
+		                  "still held its orders 30 s later");
+		return;
+	}
+	struct timeval tv = {1, 0};
+	evtimer_add(dt->d_timer, &tv);
+}
+
+static void doubt_look(struct doubt *dt)
+{
+	const char *params[2] = {dt->d_exporters, dt->d_orders};
+	aux_query(feed.aux, doubt_locks_sql, 2, params, feed_doubt_locks_cb, dt);
+}
+
+static void doubt_timer_cb(evutil_socket_t fd, short what, void *arg)
+{
+	(void)fd;
+	(void)what;
+	doubt_look(arg);
+}
+
+/*
+ * A PostgreSQL array literal of column col of every row.  The ids and refs
+ * come from a charset without quote, backslash, comma or brace
+ * (lib/validate.c); quoted all the same.
+ */
+static char *rows_array(const PGresult *r, int col)
+{
+	size_t cap = 3, n = (size_t)PQntuples(r);
+	for (size_t i = 0; i < n; i++)
+		cap += (size_t)PQgetlength(r, (int)i, col) + 3;
+	char *out = malloc(cap), *p = out;
+	if (out == NULL)
+		abort();
+	*p++ = '{';
+	for (size_t i = 0; i < n; i++)
+		p += sprintf(p, "%s\"%s\"", i > 0 ? "," : "", PQgetvalue(r, (int)i, col));
+	*p++ = '}';
+	*p = '\0';
+	return out;
 }
 
 void feed_report_in_doubt(PGresult *r)
@@ -411,7 +506,11 @@ void feed_report_in_doubt(PGresult *r)
 	if (dt == NULL)
 		abort();
 	dt->d_rows = r;
+	dt->d_exporters = rows_array(r, 2);
+	dt->d_orders = rows_array(r, 3);
+	dt->d_timer = evtimer_new(server.base, doubt_timer_cb, dt);
+	if (dt->d_timer == NULL)
+		abort();
 	LIST_INSERT_HEAD(&feed.doubts, dt, d_entry);
-	const char *params[2] = {PQgetvalue(r, 0, 0), PQgetvalue(r, 0, 8)};
-	aux_query(feed.aux, doubt_sql, 2, params, feed_doubt_cb, dt);
+	doubt_look(dt);
 }
