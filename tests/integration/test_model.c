@@ -680,6 +680,18 @@ static void test_retractions(void **state)
 	                            " WHERE event_id IN ('rb-01', 'rb-02')",
 	                            NULL),
 	                 1);
+	/* Only what the batch will store counts as its target: a resend of
+	 * a stored event under another order (a conflict) is not the
+	 * target the retraction beside it names; the stored one is. */
+	send_ok(c, "rc-01", "shipment.booked", "R-7", "R7-A", "stored");
+	line = it_event_line("rc-01", "shipment.booked", "R-8", "R8-A");
+	r2 = retract_line("rc-02", "R-7", "rc-01");
+	snprintf(together, sizeof(together), "%s\n%s\n", line, r2);
+	free(line);
+	free(r2);
+	it_send_raw(c, together, strlen(together));
+	json_decref(it_expect_error(c, "rc-01", "conflict"));
+	it_expect_ack(c, "rc-02", "stored");
 	it_daemon_stop_clean(d);
 }
 
