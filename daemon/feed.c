@@ -392,6 +392,10 @@ static const char doubt_locks_sql[] =
 static const char doubt_sql[] = "SELECT count(*) FROM ordertrack.notifications"
                                 " WHERE seq = $1::bigint AND created_at = $2::timestamptz";
 
+static const char doubt_check_failed[] =
+    "a batch's session was lost at its commit, and the check failed: these may be in "
+    "ordertrack.notifications without a status line";
+
 static void doubt_look(struct doubt *dt);
 
 /* Forget a lost batch's notifications. */
@@ -423,8 +427,7 @@ static void feed_doubt_cb(void *arg, const PGresult *r)
 	int n = PQntuples(rows);
 	const char *first = PQgetvalue(rows, 0, 0), *last = PQgetvalue(rows, n - 1, 0);
 	if (r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
-		doubt_unknown(dt, "a batch's session was lost at its commit, and the check failed: "
-		                  "these may be in ordertrack.notifications without a status line");
+		doubt_unknown(dt, doubt_check_failed);
 		return;
 	}
 	if (strcmp(PQgetvalue(r, 0, 0), "1") == 0) {
@@ -443,8 +446,7 @@ static void feed_doubt_locks_cb(void *arg, const PGresult *r)
 {
 	struct doubt *dt = arg;
 	if (r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
-		doubt_unknown(dt, "a batch's session was lost at its commit, and the check failed: "
-		                  "these may be in ordertrack.notifications without a status line");
+		doubt_unknown(dt, doubt_check_failed);
 		return;
 	}
 	if (strcmp(PQgetvalue(r, 0, 0), "t") == 0) {
