@@ -26,6 +26,7 @@ struct aux_query {
 	char **params;
 	aux_result_fn *fn;
 	void *arg;
+	PGresult *result; /* held until the query is over; an error replaces it */
 };
 
 enum aux_state {
@@ -59,6 +60,7 @@ static void query_free(struct aux_query *q)
 		free(q->params[i]);
 	free(q->params);
 	free(q->sql);
+	PQclear(q->result);
 	free(q);
 }
 
@@ -193,17 +195,27 @@ static void aux_notifies(struct aux *a)
 	}
 }
 
-/* Read the result of the query in flight when it is complete. */
+/*
+ * Read the results of the query in flight; its owner hears of it once it
+ * is over.  A statement's result comes before the Sync that ends its
+ * implicit transaction, and the commit happens only there: a write
+ * answered on its result alone could be rolled back after (a deferred
+ * constraint, or the backend terminated between the two), and a webhook
+ * would move past a cursor that was never written.  An error after the
+ * result replaces it.
+ */
 static void aux_results(struct aux *a)
 {
 	while (a->state == AUX_BUSY && !PQisBusy(a->sock.pg)) {
 		PGresult *r = PQgetResult(a->sock.pg);
 		struct aux_query *q = STAILQ_FIRST(&a->queue);
 		if (r == NULL) {
-			/* The query is finished. */
+			/* The query is over: ReadyForQuery came. */
 			STAILQ_REMOVE_HEAD(&a->queue, q_entry);
-			query_free(q);
 			a->state = AUX_IDLE;
+			if (q->fn)
+				q->fn(q->arg, q->result);
+			query_free(q);
 			aux_next(a);
 			return;
 		}
@@ -212,11 +224,12 @@ static void aux_results(struct aux *a)
 			log_error("query failed", "conn=aux reason=%s",
 			          lq(PQresultErrorMessage(r)));
 		}
-		if (q->fn) {
-			q->fn(q->arg, r);
-			q->fn = NULL; /* one result per query is all we use */
+		if (q->result == NULL || PQresultStatus(r) == PGRES_FATAL_ERROR) {
+			PQclear(q->result);
+			q->result = r;
+		} else {
+			PQclear(r);
 		}
-		PQclear(r);
 	}
 }
 

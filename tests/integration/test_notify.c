@@ -2298,6 +2298,76 @@ static void test_webhook_save_lost(void **state)
 }
 
 /*
+ * A webhook's cursor write whose statement completes but whose commit
+ * fails.  The UPDATE's result comes back before the Sync that commits it;
+ * the backend terminated between the two (seen under pg_terminate_backend
+ * in test_sessions_terminated) rolls it back after a result that said it
+ * worked.  A deferred constraint trigger that refuses the cursor past the
+ * first event's notifications makes that commit fail every time: the
+ * deliverer must see the failure (one "webhook query failed", no POST
+ * past the notification the endpoint took), and once the trigger is gone
+ * write that cursor without delivering the notification again.
+ */
+static void test_webhook_save_fails_at_commit(void **state)
+{
+	(void)state;
+	const char *db = "notify_hook_commit_failed";
+	char hooks[512];
+	rcv_start(0);
+	erp_hook(hooks, sizeof(hooks), "");
+	struct it_daemon *d = notify_daemon(db, NULL, hooks);
+	struct it_client *c = it_connect(d);
+	it_hello(c, KIVU, KIVU_TOKEN);
+	send_simple(c, "cf-01", "order.created", "COMMIT-1", NULL, "stored");
+	long long first = max_seq(db);
+	it_webhook_wait_cursor(db, "erp", first, 10000);
+
+	char refuse[512];
+	snprintf(refuse, sizeof(refuse),
+	         "CREATE FUNCTION public.refuse_cursor() RETURNS trigger LANGUAGE plpgsql AS"
+	         " $$BEGIN IF NEW.last_seq > %lld THEN RAISE EXCEPTION 'cursor refused';"
+	         " END IF; RETURN NEW; END$$",
+	         first);
+	it_db_command(db, refuse, NULL);
+	it_db_command(db,
+	              "CREATE CONSTRAINT TRIGGER refuse_cursor AFTER UPDATE"
+	              " ON ordertrack.webhook_cursors DEFERRABLE INITIALLY DEFERRED"
+	              " FOR EACH ROW EXECUTE FUNCTION public.refuse_cursor()",
+	              NULL);
+	off_t off = it_log_offset(d);
+	send_simple(c, "cf-02", "order.created", "COMMIT-2", NULL, "stored");
+	send_simple(c, "cf-03", "order.created", "COMMIT-3", NULL, "stored");
+	it_log_expect(d, off, "msg=\"webhook query failed\" webhook=erp attempt=1", IT_REPLY_MS);
+	it_sleep_ms(QUIET_MS);
+	struct hook_req *snap;
+	size_t n = rcv_snapshot(&snap);
+	for (size_t i = 0; i < n; i++) {
+		json_t *b = json_loads(snap[i].body, 0, NULL);
+		if (b == NULL || seq_of(b) > first + 1)
+			it_fail("request %zu: seq %lld POSTed while the cursor of seq %lld could "
+			        "not be written",
+			        i, b ? seq_of(b) : -1, first + 1);
+		json_decref(b);
+	}
+	free(snap);
+	assert_true(n >= 2);
+
+	it_db_command(db, "DROP TRIGGER refuse_cursor ON ordertrack.webhook_cursors", NULL);
+	struct rows all;
+	table_rows(db, "true", NULL, NULL, &all);
+	it_webhook_wait_cursor(db, "erp", seq_of(all.v[all.n - 1]), 30000);
+	it_sleep_ms(QUIET_MS);
+	/* check_deliveries fails on a row delivered again after its 2xx. */
+	size_t failures;
+	assert_int_equal(check_deliveries(&all, &failures), all.n);
+	assert_int_equal(failures, 0);
+	rows_free(&all);
+	it_close(c);
+	it_daemon_stop_clean(d);
+	rcv_stop();
+}
+
+/*
  * A webhook's cursor write fails with the auxiliary session up (a test
  * session holds the row, and the waiting UPDATE is cancelled, as a lock or
  * statement timeout would end it).  No notification follows, so nothing
@@ -3472,6 +3542,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_webhook_cursor_read_failed, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_retry_after_session_lost, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_database_replaced, notify_teardown),
+	    cmocka_unit_test_teardown(test_webhook_save_fails_at_commit, notify_teardown),
 	    cmocka_unit_test_teardown(test_sessions_terminated, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_reload_in_flight, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_stop_in_flight, notify_teardown),
