@@ -259,6 +259,10 @@ static void aux_io_cb(evutil_socket_t fd, short what, void *arg)
 	if (a->state == AUX_DOWN)
 		return;
 	aux_notifies(a);
+	/* A payload's listener may queue a query whose send finds the
+	 * session gone: lost once is enough. */
+	if (a->state == AUX_DOWN)
+		return;
 	if (PQstatus(a->sock.pg) == CONNECTION_BAD) {
 		aux_lost(a, PQerrorMessage(a->sock.pg));
 		return;
