@@ -1082,15 +1082,25 @@ void conn_drain_all(void)
 
 /*
  * Bytes handed to the socket that the peer's system has not acknowledged
- * yet; 0 where the system cannot say.
+ * yet; 0 where the system cannot say, and 0 once the peer has reset the
+ * connection: nothing more will be acknowledged, but the count stays
+ * where it was, and a connection closing with reading off sees no
+ * error to end it.
  */
 static int conn_unacked_bytes(const struct conn *c)
 {
 #ifdef SIOCOUTQ
 	int n = 0;
 	evutil_socket_t fd = bufferevent_getfd(c->c_bev);
-	if (fd >= 0 && ioctl(fd, SIOCOUTQ, &n) == 0)
-		return n;
+	if (fd < 0 || ioctl(fd, SIOCOUTQ, &n) != 0 || n == 0)
+		return 0;
+#ifdef TCP_INFO
+	struct tcp_info ti;
+	socklen_t len = sizeof(ti);
+	if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == 0 && ti.tcpi_state == TCP_CLOSE)
+		return 0;
+#endif
+	return n;
 #else
 	(void)c;
 #endif

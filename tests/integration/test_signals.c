@@ -200,6 +200,35 @@ static void test_sigterm_peer_reads_late(void **state)
 		it_fail("daemon should exit 0 after SIGTERM; wait status 0x%x", st);
 }
 
+/*
+ * A peer that stops sending (shutdown) with its acks unread in the
+ * daemon's socket, then resets the connection.  The daemon, closing, waits
+ * for those acks to be taken with reading off; the reset must end that
+ * wait at once: the kernel's count of unacknowledged bytes stays where it
+ * was after a reset, and a close that went by it alone held the slot, and
+ * its "connection closed" line, until the write deadline (minutes).
+ */
+static void test_reset_while_closing(void **state)
+{
+	(void)state;
+	it_pg_createdb("reset_closing");
+	struct it_config cfg = {.name = "reset_closing", .dbname = "reset_closing"};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	int fd = it_late_reader_send(d, "reset_closing", "rst", LATE_N);
+	off_t off = it_log_offset(d);
+	if (shutdown(fd, SHUT_WR) != 0)
+		it_fail("shutdown: %s", strerror(errno));
+	it_sleep_ms(500);
+	if (it_log_wait(d, off, "msg=\"connection closed\"", 0) >= 0)
+		it_fail("closed before the peer took its acks or reset");
+	struct linger reset = {.l_onoff = 1, .l_linger = 0};
+	if (setsockopt(fd, SOL_SOCKET, SO_LINGER, &reset, sizeof(reset)) != 0)
+		it_fail("SO_LINGER: %s", strerror(errno));
+	close(fd);
+	it_log_expect(d, off, "msg=\"connection closed\"", 5000);
+	it_daemon_stop_clean(d);
+}
+
 /* SIGHUP with a new exporter: it can say hello; old sessions keep working. */
 static void test_sighup_add_exporter(void **state)
 {
@@ -627,6 +656,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_sigint_idle, it_test_teardown),
 	    cmocka_unit_test_teardown(test_sigterm_unread_replies, it_test_teardown),
 	    cmocka_unit_test_teardown(test_sigterm_peer_reads_late, it_test_teardown),
+	    cmocka_unit_test_teardown(test_reset_while_closing, it_test_teardown),
 	    cmocka_unit_test_teardown(test_sighup_add_exporter, it_test_teardown),
 	    cmocka_unit_test_teardown(test_sighup_limits, it_test_teardown),
 	    cmocka_unit_test_teardown(test_sighup_restart_keys, it_test_teardown),
