@@ -679,13 +679,42 @@ static void hook_unconfigure(struct hook *h)
 	h->host = h->path = h->exporters = h->kinds = NULL;
 }
 
+/* Equal strings, either of which may be NULL. */
+static bool same_str(const char *a, const char *b)
+{
+	return a == NULL || b == NULL ? a == b : strcmp(a, b) == 0;
+}
+
+/* Would w deliver anything differently from h's settings? */
+static bool hook_differs(const struct hook *h, const struct config_webhook *w,
+                         const char *exporters, const char *kinds)
+{
+	if (!same_str(h->host, w->host) || h->port != w->port || h->https != w->https ||
+	    !same_str(h->path, w->path) || h->n_secrets != w->n_secrets ||
+	    !same_str(h->exporters, exporters) || !same_str(h->kinds, kinds))
+		return true;
+	for (size_t i = 0; i < w->n_secrets; i++)
+		if (strcmp(h->secrets[i], w->secrets[i]) != 0)
+			return true;
+	return false;
+}
+
 /*
  * Take w's settings, for a new deliverer or one kept by a reload.  A POST
  * on the wire goes on as it was (its answer still moves the cursor); the
- * new settings apply from the next one.
+ * new settings apply from the next one.  A deliverer waiting to retry a
+ * failed POST starts over now: the operator who fixed the url should not
+ * wait out the old backoff (up to five minutes), and the notification it
+ * held may be one the new filters leave out.
  */
 static void hook_configure(struct hook *h, const struct config_webhook *w)
 {
+	char *exporters = array_literal(w->exporters, w->n_exporters);
+	char *kinds = array_literal(w->kinds, w->n_kinds);
+	if (h->state == HOOK_WAITING && hook_differs(h, w, exporters, kinds)) {
+		evtimer_del(h->retry);
+		h->state = HOOK_IDLE; /* webhooks_start() wakes it */
+	}
 	if (h->host == NULL || strcmp(h->host, w->host) != 0 || h->port != w->port ||
 	    h->https != w->https)
 		h->moved = true;
@@ -701,8 +730,8 @@ static void hook_configure(struct hook *h, const struct config_webhook *w)
 		abort();
 	for (size_t i = 0; i < w->n_secrets; i++)
 		h->secrets[i] = xstrdup(w->secrets[i]);
-	h->exporters = array_literal(w->exporters, w->n_exporters);
-	h->kinds = array_literal(w->kinds, w->n_kinds);
+	h->exporters = exporters;
+	h->kinds = kinds;
 }
 
 /* Build a deliverer from its config; it connects at its first POST. */

@@ -2822,6 +2822,83 @@ static void test_webhook_reload_in_flight(void **state)
 	rcv_stop();
 }
 
+/* The kind of request i's body, or "?" (not JSON). */
+static const char *req_kind(const struct hook_req *r, char *out, size_t cap)
+{
+	json_t *b = json_loads(r->body, 0, NULL);
+	snprintf(out, cap, "%s", b ? json_string_value(json_object_get(b, "kind")) : "?");
+	json_decref(b);
+	return out;
+}
+
+/*
+ * A reload that changes a webhook waiting to retry a failed POST: the new
+ * settings apply at once, not when the old backoff ends.  The endpoint
+ * fails an order.status notification three times (the next try 4 s
+ * later); it is then fixed and the webhook reloaded with a filter for
+ * shipment.status only.  The shipment's notification that follows goes
+ * out within 2 s, and the order.status one is never POSTed again.
+ */
+static void test_webhook_reload_while_retrying(void **state)
+{
+	(void)state;
+	const char *db = "notify_hook_reload_retry";
+	char hooks[512];
+	rcv_start(1000);
+	erp_hook(hooks, sizeof(hooks), "");
+	struct it_daemon *d = notify_daemon(db, NULL, hooks);
+	struct it_client *c = it_connect(d);
+	it_hello(c, KIVU, KIVU_TOKEN);
+	off_t off = it_log_offset(d);
+	send_simple(c, "rr-01", "order.created", "RETRY-1", NULL, "stored");
+	it_log_expect(d, off, "msg=\"webhook delivery failed\" webhook=erp seq=1 status=500",
+	              IT_REPLY_MS);
+	it_log_expect(d, off, "attempt=3 retry_ms=4000", 10000);
+
+	pthread_mutex_lock(&rcv.mu);
+	rcv.fail_next = 0;
+	pthread_mutex_unlock(&rcv.mu);
+	struct hook_req *snap;
+	size_t before = rcv_snapshot(&snap);
+	free(snap);
+	char text[4096];
+	snprintf(text, sizeof(text),
+	         "%s%s"
+	         "webhooks = ( { id = \"erp\"; url = \"http://127.0.0.1:%d/hook\";"
+	         " secret = \"" HOOK_SECRET "\"; kinds = [ \"shipment.status\" ]; } );\n",
+	         documents_required, alerts_off, rcv.port);
+	d->cfg.extra_text = text;
+	it_daemon_rewrite(d, &d->cfg);
+	d->cfg.extra_text = NULL;
+	reload(d);
+	long long reloaded = it_now_ms();
+	send_simple(c, "rr-02", "shipment.booked", "RETRY-1", "RETRY-1-S", "stored");
+
+	/* Past the old retry's time: only the shipment's notification came. */
+	bool shipped = false;
+	while (it_now_ms() < reloaded + 5000) {
+		size_t n = rcv_snapshot(&snap);
+		for (size_t i = before; i < n; i++) {
+			char kind[64];
+			if (strcmp(req_kind(&snap[i], kind, sizeof(kind)), "shipment.status") != 0)
+				it_fail(
+				    "request %zu after the reload: a %s notification (status %d)",
+				    i, kind, snap[i].status);
+			if (snap[i].status >= 200 && snap[i].status < 300)
+				shipped = true;
+		}
+		free(snap);
+		if (!shipped && it_now_ms() > reloaded + 2000)
+			it_fail("the shipment's notification was not delivered within 2 s of the "
+			        "reload");
+		it_sleep_ms(50);
+	}
+	assert_true(shipped);
+	it_close(c);
+	it_daemon_stop_clean(d);
+	rcv_stop();
+}
+
 /*
  * SIGTERM while a POST waits for its answer: the daemon finishes it and
  * writes the cursor before it exits, so the restarted daemon does not
@@ -3545,6 +3622,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_webhook_save_fails_at_commit, notify_teardown),
 	    cmocka_unit_test_teardown(test_sessions_terminated, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_reload_in_flight, notify_teardown),
+	    cmocka_unit_test_teardown(test_webhook_reload_while_retrying, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_stop_in_flight, notify_teardown),
 	    cmocka_unit_test_teardown(test_webhook_reload_churn, notify_teardown),
 	    cmocka_unit_test_teardown(test_alerts, notify_teardown),
