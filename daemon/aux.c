@@ -137,8 +137,7 @@ static void aux_connected(struct aux *a)
 {
 	a->state = AUX_IDLE;
 	pgsock_ready(&a->sock);
-	if (a->outage)
-		log_info("database connected", "conn=aux");
+	log_info("database connected", "conn=aux backend_pid=%d", PQbackendPID(a->sock.pg));
 	a->outage = false;
 	a->down_logged = false;
 	if (a->listen_channel != NULL) {
@@ -196,6 +195,26 @@ static void aux_notifies(struct aux *a)
 }
 
 /*
+ * Say why a query failed.  A FATAL (or PANIC) ends the session: the
+ * "database lost" line that follows says why, with the server's words,
+ * and this one goes to the debug log; a query that failed with the
+ * session up (a timeout, a cancel, a full disk) is an error.
+ */
+static void aux_query_failed(struct aux *a, const PGresult *r)
+{
+	char why[512];
+	const char *severity = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
+	bool ends =
+	    severity != NULL && (strcmp(severity, "FATAL") == 0 || strcmp(severity, "PANIC") == 0);
+	pgsock_notice(&a->sock, r); /* a FATAL, for the line when it closes */
+	log_first_line(PQresultErrorMessage(r), why, sizeof(why));
+	if (ends)
+		log_debug("query failed", "conn=aux reason=%s", lq(why));
+	else
+		log_error("query failed", "conn=aux reason=%s", lq(why));
+}
+
+/*
  * Read the results of the query in flight; its owner hears of it once it
  * is over.  A statement's result comes before the Sync that ends its
  * implicit transaction, and the commit happens only there: a write
@@ -219,11 +238,8 @@ static void aux_results(struct aux *a)
 			aux_next(a);
 			return;
 		}
-		if (PQresultStatus(r) == PGRES_FATAL_ERROR) {
-			pgsock_notice(&a->sock, r); /* a FATAL, for the line when it closes */
-			log_error("query failed", "conn=aux reason=%s",
-			          lq(PQresultErrorMessage(r)));
-		}
+		if (PQresultStatus(r) == PGRES_FATAL_ERROR)
+			aux_query_failed(a, r);
 		if (q->result == NULL || PQresultStatus(r) == PGRES_FATAL_ERROR) {
 			PQclear(q->result);
 			q->result = r;
