@@ -515,6 +515,31 @@ void conn_feed_write(struct conn *c, const char *line, size_t len)
 	evbuffer_add(out, "\n", 1);
 }
 
+/*
+ * Notifications after..next-1 are gone from the table (pruned, or a
+ * database restored from an older backup): seqs are contiguous, so the
+ * subscriber would miss them without knowing.  It gets an error in place
+ * of them, and its subscription ends (the feed forgets it); the
+ * connection stays, and may subscribe again, after what it chooses.
+ */
+void conn_feed_gap(struct conn *c, long long after, long long next)
+{
+	char msg[200], buf[512];
+	snprintf(msg, sizeof(msg),
+	         "notifications %lld to %lld are no longer stored: the subscription has ended;"
+	         " subscribe again to go on",
+	         after + 1, next - 1);
+	size_t n = format_error(buf, sizeof(buf), NULL, ERR_FEED_GAP, msg);
+	conn_feed_write(c, buf, n - 1); /* conn_feed_write adds the newline */
+	log_warnx("feed gap", "conn=%u peer=%s %s=%s after=%lld next=%lld", c->c_id, c->c_peer,
+	          conn_role(c), c->c_exporter, after, next);
+	c->c_sub = NULL;
+	if (c->c_bev != NULL && server.cfg->idle_timeout_s > 0) {
+		struct timeval tv = {server.cfg->idle_timeout_s, 0};
+		bufferevent_set_timeouts(c->c_bev, &tv, NULL);
+	}
+}
+
 /* Hand an event to the store; its reply comes after the commit. */
 static void conn_event(struct conn *c, struct request *rq, struct jarena_mark *mark,
                        const char *line, size_t len)

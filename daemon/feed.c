@@ -130,9 +130,9 @@ static bool sub_wants(const struct sub *sb, const char *exporter, const char *ki
 static void feed_deliver(const PGresult *r)
 {
 	int rows = PQntuples(r);
-	struct sub *sb;
-	LIST_FOREACH(sb, &feed.subs, sb_entry)
-	{
+	struct sub *sb, *next;
+	for (sb = LIST_FIRST(&feed.subs); sb != NULL; sb = next) {
+		next = LIST_NEXT(sb, sb_entry);
 		if (sb->sb_cursor < feed.page_after) {
 			if (conn_feed_ready(sb->sb_conn))
 				feed.again = true;
@@ -144,6 +144,13 @@ static void feed_deliver(const PGresult *r)
 				continue;
 			if (!conn_feed_ready(sb->sb_conn))
 				break; /* paused; continues from its cursor later */
+			if (seq > sb->sb_cursor + 1 && sb->sb_cursor > 0) {
+				/* Seqs have no holes (003): these rows were deleted.
+				 * After 0 asks for what is stored, from the oldest. */
+				conn_feed_gap(sb->sb_conn, sb->sb_cursor, seq);
+				feed_unsubscribe(sb);
+				break;
+			}
 			if (sub_wants(sb, PQgetvalue(r, i, 1), PQgetvalue(r, i, 2),
 			              PQgetvalue(r, i, 3)))
 				conn_feed_write(sb->sb_conn, PQgetvalue(r, i, 4),

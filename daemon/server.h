@@ -135,6 +135,8 @@ void conn_apply_config(void);
 /* For the feed: may c take a notification line now? */
 bool conn_feed_ready(const struct conn *c);
 void conn_feed_write(struct conn *c, const char *line, size_t len);
+/* The feed lost rows after..next-1 (deleted): say so; the subscription is over. */
+void conn_feed_gap(struct conn *c, long long after, long long next);
 bool conn_all_idle(void);
 
 /* listener.c */

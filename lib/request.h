@@ -33,6 +33,7 @@ enum request_kind {
 #define ERR_TOO_MANY_CONNECTIONS "too_many_connections"
 #define ERR_INTERNAL             "internal_error"
 #define ERR_FORBIDDEN            "forbidden"
+#define ERR_FEED_GAP             "feed_gap"
 
 struct request_error {
 	const char *code;  /* one of the ERR_* strings */

@@ -76,6 +76,7 @@ enum opt_bit {
 	O_BY = 1 << 11,
 	O_NAME = 1 << 12,
 	O_ADDRESS = 1 << 13,
+	O_KEEP_DAYS = 1 << 14,
 };
 
 /* What the command line said. */
@@ -87,6 +88,7 @@ struct opts {
 	bool held, anomalies, overdue;
 	long long after;
 	long long limit;
+	long long keep_days;
 };
 
 /* The state of one run. */
@@ -113,6 +115,7 @@ static int cmd_tail(struct ctl *c, int argc, char **argv);
 static int cmd_token(struct ctl *c, int argc, char **argv);
 static int cmd_report(struct ctl *c, int argc, char **argv);
 static int cmd_check(struct ctl *c, int argc, char **argv);
+static int cmd_prune(struct ctl *c, int argc, char **argv);
 
 static const struct command commands[] = {
     {"status", 0, 2, 2, cmd_status, "status EXPORTER ORDER"},
@@ -126,6 +129,7 @@ static const struct command commands[] = {
     {"report", O_FROM | O_TO | O_BY, 0, 0, cmd_report,
      "report [--from DATE] [--to DATE] [--by product|buyer|destination|month]"},
     {"check", 0, 0, 0, cmd_check, "check"},
+    {"prune", O_KEEP_DAYS, 0, 0, cmd_prune, "prune --keep-days N"},
 };
 #define N_COMMANDS (sizeof(commands) / sizeof(commands[0]))
 
@@ -1503,9 +1507,10 @@ static bool parse_count(const char *s, long long *out)
 /* The names of the option bits, for messages. */
 static const char *opt_name(unsigned bit)
 {
-	static const char *const names[] = {
-	    "--exporter", "--status", "--held", "--anomalies", "--overdue", "--after", "--token",
-	    "--operator", "--limit",  "--from", "--to",        "--by",      "--name",  "--address"};
+	static const char *const names[] = {"--exporter", "--status",  "--held",     "--anomalies",
+	                                    "--overdue",  "--after",   "--token",    "--operator",
+	                                    "--limit",    "--from",    "--to",       "--by",
+	                                    "--name",     "--address", "--keep-days"};
 	for (unsigned i = 0; i < sizeof(names) / sizeof(names[0]); i++)
 		if (bit == 1u << i)
 			return names[i];
@@ -1550,7 +1555,8 @@ static int parse_options(int argc, char **argv, struct opts *o)
 		L_TO,
 		L_BY,
 		L_NAME,
-		L_ADDRESS
+		L_ADDRESS,
+		L_KEEP_DAYS
 	};
 	static const struct option longopts[] = {
 	    {"config", required_argument, NULL, 'c'},
@@ -1571,6 +1577,7 @@ static int parse_options(int argc, char **argv, struct opts *o)
 	    {"by", required_argument, NULL, L_BY},
 	    {"name", required_argument, NULL, L_NAME},
 	    {"address", required_argument, NULL, L_ADDRESS},
+	    {"keep-days", required_argument, NULL, L_KEEP_DAYS},
 	    {NULL, 0, NULL, 0},
 	};
 	int ch;
@@ -1651,6 +1658,12 @@ static int parse_options(int argc, char **argv, struct opts *o)
 			o->address = optarg;
 			o->given |= O_ADDRESS;
 			break;
+		case L_KEEP_DAYS:
+			if (!parse_count(optarg, &o->keep_days) || o->keep_days > 36500)
+				return usage_error(
+				    "--keep-days wants days, 0 to 36500 (got \"%s\")", optarg);
+			o->given |= O_KEEP_DAYS;
+			break;
 		default:
 			if (optopt != 0 && optopt < 256)
 				return usage_error("bad option -%c or its missing argument",
@@ -1660,6 +1673,113 @@ static int parse_options(int argc, char **argv, struct opts *o)
 		}
 	}
 	return -1;
+}
+
+/* --- prune --- */
+
+/*
+ * The newest seq prune may delete through: the last notification older
+ * than the cutoff, but none that a configured webhook has still to
+ * deliver ($2, the ids, as an array literal: the cursors of webhooks no
+ * longer configured hold nothing back).  Column 2 names the webhook that
+ * held it back, if one did.
+ */
+static const char prune_plan_sql[] =
+    "WITH old AS (SELECT max(seq) AS through FROM ordertrack.notifications"
+    "  WHERE created_at < now() - make_interval(days => $1::integer)),"
+    " hook AS (SELECT webhook, last_seq FROM ordertrack.webhook_cursors"
+    "  WHERE webhook = ANY ($2::text[]) ORDER BY last_seq, webhook LIMIT 1)"
+    " SELECT coalesce(least(old.through, hook.last_seq), old.through, 0),"
+    "  coalesce(old.through, 0),"
+    "  CASE WHEN hook.last_seq < old.through THEN hook.webhook END,"
+    "  coalesce((SELECT min(seq) FROM ordertrack.notifications), 0)"
+    " FROM old LEFT JOIN hook ON true";
+
+/* One chunk, in a transaction of its own: a short lock, a bounded WAL burst. */
+static const char prune_chunk_sql[] =
+    "DELETE FROM ordertrack.notifications WHERE seq > $1::bigint AND seq <= $2::bigint";
+
+#define PRUNE_CHUNK 50000
+
+/* A PostgreSQL array literal of the configured webhooks' ids. */
+static char *webhook_ids(const struct config *cfg)
+{
+	size_t cap = 3;
+	for (size_t i = 0; i < cfg->n_webhooks; i++)
+		cap += strlen(cfg->webhooks[i].id) + 3;
+	char *out = malloc(cap), *p = out;
+	if (out == NULL)
+		abort();
+	*p++ = '{';
+	for (size_t i = 0; i < cfg->n_webhooks; i++)
+		p += sprintf(p, "%s\"%s\"", i ? "," : "", cfg->webhooks[i].id);
+	strcpy(p, "}");
+	return out;
+}
+
+/*
+ * prune --keep-days N: delete the notifications older than N days, in
+ * chunks.  The events, the read model and the alerts are left alone: only
+ * the feed's history goes.  A subscriber that resumes inside what was
+ * deleted is told so (feed_gap, PROTOCOL.md), not fed around the hole.
+ */
+static int cmd_prune(struct ctl *c, int argc, char **argv)
+{
+	(void)argc;
+	(void)argv;
+	if (!(c->o.given & O_KEEP_DAYS))
+		return usage_error("prune needs --keep-days N");
+	int rc = ctl_open(c);
+	if (rc != EX_OK_)
+		return rc;
+	char days[32];
+	snprintf(days, sizeof(days), "%lld", c->o.keep_days);
+	char *ids = webhook_ids(c->cfg);
+	const char *params[2] = {days, ids};
+	PGresult *plan = ctl_query(c, prune_plan_sql, 2, params);
+	free(ids);
+	long long through = strtoll(PQgetvalue(plan, 0, 0), NULL, 10);
+	long long older = strtoll(PQgetvalue(plan, 0, 1), NULL, 10);
+	long long oldest = strtoll(PQgetvalue(plan, 0, 3), NULL, 10);
+	char held_by[128] = "";
+	if (!PQgetisnull(plan, 0, 2))
+		snprintf(held_by, sizeof(held_by), "%s", PQgetvalue(plan, 0, 2));
+	PQclear(plan);
+
+	/* The one command that writes: the session is read-only for the rest. */
+	PQclear(ctl_query(c, "SET default_transaction_read_only = off", 0, NULL));
+	long long deleted = 0;
+	for (long long lo = oldest > 0 ? oldest - 1 : 0; lo < through; lo += PRUNE_CHUNK) {
+		char a[32], b[32];
+		snprintf(a, sizeof(a), "%lld", lo);
+		snprintf(b, sizeof(b), "%lld",
+		         lo + PRUNE_CHUNK < through ? lo + PRUNE_CHUNK : through);
+		const char *p2[2] = {a, b};
+		PGresult *r = ctl_query(c, prune_chunk_sql, 2, p2);
+		deleted += strtoll(PQcmdTuples(r), NULL, 10);
+		PQclear(r);
+	}
+	/* Nothing deleted: no seq to name (already pruned, or held back at once). */
+	bool any = deleted > 0;
+	if (c->o.json) {
+		json_out(json_pack("{s:I, s:I, s:o, s:o}", "keep_days", (json_int_t)c->o.keep_days,
+		                   "deleted", (json_int_t)deleted, "through_seq",
+		                   any ? json_integer(through) : json_null(), "held_back_by",
+		                   held_by[0] ? json_string(held_by) : json_null()));
+	} else {
+		if (any)
+			printf(
+			    "pruned %lld notifications older than %lld days (through seq %lld)\n",
+			    deleted, c->o.keep_days, through);
+		else
+			printf("pruned nothing: no notification older than %lld days %s\n",
+			       c->o.keep_days, held_by[0] ? "may go yet" : "is left");
+		if (held_by[0])
+			printf("held back by webhook %s: it has not delivered those after seq %lld "
+			       "(older ones up to seq %lld are kept)\n",
+			       held_by, through, older);
+	}
+	return EX_OK_;
 }
 
 int main(int argc, char **argv)

@@ -1732,6 +1732,116 @@ static void test_shipped_files(void **state)
 	free(out);
 }
 
+/* Subscribe c after seq after; the first line of the answer (malloc'd). */
+static char *subscribe_line(struct it_client *c, long long after)
+{
+	char line[64];
+	snprintf(line, sizeof(line), "{\"type\":\"subscribe\",\"after\":%lld}", after);
+	it_send(c, line);
+	return it_read_line(c, IT_REPLY_MS);
+}
+
+/*
+ * prune --keep-days: the notifications older than that go, in chunks, but
+ * none a configured webhook has not delivered (here one whose endpoint
+ * refuses every connection: its cursor stays at 0); once it is out of the
+ * config they go.  A subscriber resuming inside what was pruned gets
+ * feed_gap instead of a silent jump, and may subscribe again; one after 0
+ * gets what is kept, from the oldest.
+ */
+static void test_ctl_prune(void **state)
+{
+	(void)state;
+	const char *db = "ops_prune";
+	it_pg_createdb(db);
+	struct it_config cfg = ops_config("prune", db);
+	char extra[2048];
+	snprintf(extra, sizeof(extra),
+	         "%s\nwebhooks = ( { id = \"erp\"; url = \"http://127.0.0.1:1/hook\";"
+	         " secret = \"whsec-prune-0123456789\"; } );\n",
+	         cfg.extra_text);
+	cfg.extra_text = extra;
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	send_scenario(d, IT_EXPORTER, IT_TOKEN);
+	send_scenario(d, CHILI, CHILI_TOKEN);
+	long top = it_db_long(db, "SELECT max(seq) FROM ordertrack.notifications", NULL);
+	assert_true(top > 10);
+	long long deadline = it_now_ms() + IT_REPLY_MS;
+	while (it_db_long(db, "SELECT count(*) FROM ordertrack.webhook_cursors", NULL) < 1) {
+		if (it_now_ms() > deadline)
+			it_fail("the webhook's cursor row was never made");
+		it_sleep_ms(50);
+	}
+	char age[160];
+	snprintf(age, sizeof(age),
+	         "UPDATE ordertrack.notifications SET created_at = created_at - interval '40 days'"
+	         " WHERE seq <= %ld",
+	         top - 3);
+	it_db_command(db, age, NULL);
+
+	const char *conf = d->conf_path;
+	json_t *j = CTL_JSON("-c", conf, "prune", "--keep-days", "30");
+	assert_int_equal(json_integer_value(json_object_get(j, "deleted")), 0);
+	expect_str(j, "held_back_by", "erp");
+	json_decref(j);
+
+	*strstr(extra, "\nwebhooks") = '\0'; /* the webhook out of the config */
+	cfg.extra_text = extra;
+	it_daemon_rewrite(d, &cfg);
+	j = CTL_JSON("-c", conf, "prune", "--keep-days", "30");
+	assert_int_equal(json_integer_value(json_object_get(j, "deleted")), top - 3);
+	assert_int_equal(json_integer_value(json_object_get(j, "through_seq")), top - 3);
+	assert_true(json_is_null(json_object_get(j, "held_back_by")));
+	json_decref(j);
+	assert_int_equal(it_db_long(db, "SELECT min(seq) FROM ordertrack.notifications", NULL),
+	                 top - 2);
+
+	/* Resuming after seq 1: told, not fed around the hole. */
+	struct it_client *c = it_connect(d);
+	it_hello_operator(c, OPS, OPS_TOKEN);
+	char *line = subscribe_line(c, 1);
+	if (strstr(line, "\"subscribed\"") == NULL)
+		it_fail("subscribe after 1: %s", line);
+	free(line);
+	line = it_read_line(c, IT_REPLY_MS);
+	json_t *err = it_check_error(line, NULL, "feed_gap");
+	char want[96];
+	snprintf(want, sizeof(want), "notifications 2 to %ld are no longer stored", top - 3);
+	if (strstr(it_json_str(err, "message"), want) == NULL)
+		it_fail("feed_gap message: %s", line);
+	json_decref(err);
+	free(line);
+	it_log_expect(d, 0, "msg=\"feed gap\" conn=", IT_REPLY_MS);
+
+	/* The same connection subscribes again, after what was pruned. */
+	line = subscribe_line(c, top - 3);
+	if (strstr(line, "\"subscribed\"") == NULL)
+		it_fail("subscribe again: %s", line);
+	free(line);
+	for (long seq = top - 2; seq <= top; seq++) {
+		line = it_read_line(c, IT_REPLY_MS);
+		json_t *n = json_loads(line, 0, NULL);
+		if (n == NULL || json_integer_value(json_object_get(n, "seq")) != seq)
+			it_fail("after the gap: wanted seq %ld, got %s", seq, line);
+		json_decref(n);
+		free(line);
+	}
+	it_close(c);
+
+	/* After 0: what is kept, from the oldest, no error. */
+	c = it_connect(d);
+	it_hello_operator(c, OPS, OPS_TOKEN);
+	free(subscribe_line(c, 0));
+	line = it_read_line(c, IT_REPLY_MS);
+	json_t *n = json_loads(line, 0, NULL);
+	if (n == NULL || json_integer_value(json_object_get(n, "seq")) != top - 2)
+		it_fail("after 0, once pruned: wanted seq %ld first, got %s", top - 2, line);
+	json_decref(n);
+	free(line);
+	it_close(c);
+	it_daemon_stop_clean(d);
+}
+
 /*
  * The log names an operator's connection as the operator's: an operator
  * may share its id with an exporter, and "exporter=ops" would count its
@@ -3007,6 +3117,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_listen_unavailable, ops_teardown),
 	    cmocka_unit_test_teardown(test_journal_priorities, ops_teardown),
 	    cmocka_unit_test_teardown(test_secret_config_mode_warned, ops_teardown),
+	    cmocka_unit_test_teardown(test_ctl_prune, ops_teardown),
 	    cmocka_unit_test_teardown(test_operator_log_lines, ops_teardown),
 	    cmocka_unit_test_teardown(test_tail_wrong_address, ops_teardown),
 	    cmocka_unit_test_teardown(test_tail_token_hidden, ops_teardown),
