@@ -1458,7 +1458,9 @@ static int cmd_tail(struct ctl *c, int argc, char **argv)
 			 * is the daemon not serving us.  1 is for "not found" only. */
 			rc = strcmp(code, "auth_failed") == 0       ? EX_CONFIG_
 			     : strcmp(code, "invalid_request") == 0 ? EX_USAGE_
+			     : strcmp(code, "feed_gap") == 0        ? EX_NOTFOUND_
 			                                            : EX_UNAVAILABLE_;
+			refused = true;
 			json_decref(j);
 			break;
 		}
@@ -1482,7 +1484,7 @@ static int cmd_tail(struct ctl *c, int argc, char **argv)
 			break;
 		}
 	}
-	if (rc == EX_UNAVAILABLE_ && sent)
+	if (rc == EX_UNAVAILABLE_ && sent && !refused)
 		warnx_("ordertrackd at %s closed the connection", addr);
 	free(line);
 	free(rd);

@@ -1812,6 +1812,14 @@ static void test_ctl_prune(void **state)
 	json_decref(err);
 	free(line);
 	it_log_expect(d, 0, "msg=\"feed gap\" conn=", IT_REPLY_MS);
+	/* tail from there: exit 1 (what it asked for is not there), nothing printed. */
+	char addr[64], *out;
+	snprintf(addr, sizeof(addr), "127.0.0.1:%d", d->port);
+	assert_int_equal(ctl(&out, OPS_TOKEN, "-c", conf, "tail", "--after", "1", "--limit", "3",
+	                     "--json", "--address", addr, (char *)NULL),
+	                 1);
+	assert_string_equal(out, "");
+	free(out);
 
 	/* The same connection subscribes again, after what was pruned. */
 	line = subscribe_line(c, top - 3);
