@@ -274,7 +274,11 @@ static bool lanes_hold(const struct store *st, const struct lane *self, uint64_t
  *    an event passed over earlier in the queue has: the first one sent is
  *    the one stored, the later ones are duplicates or conflicts;
  *  - a second event with an (exporter, id) this batch holds already: one
- *    statement must never hold an id twice.
+ *    statement must never hold an id twice;
+ *  - an event of an order an event passed over earlier in the queue has:
+ *    one order's events commit in the order they were sent.
+ * passed_set holds the ids and the orders of the events passed over (the
+ * two kinds of hash share it: a collision only makes an event wait).
  * The sets of other lanes hold hashes; a collision only makes an event
  * wait for the next batch.
  */
@@ -297,8 +301,10 @@ static unsigned batch_take(struct store *st, struct lane *ln, unsigned max)
 	 * sets sized for a full batch were 256 kB of memset each time. */
 	size_t mask = size - 1;
 	ln->set_mask = mask;
+	/* Up to two keys for each event looked at, and a free slot left. */
+	size_t pmask = 2 * size - 1;
 	memset(st->batch_set, 0, size * sizeof(*st->batch_set));
-	memset(st->passed_set, 0, size * sizeof(*st->passed_set));
+	memset(st->passed_set, 0, 2 * size * sizeof(*st->passed_set));
 	memset(ln->order_set, 0, size * sizeof(*ln->order_set));
 	memset(ln->id_set, 0, size * sizeof(*ln->id_set));
 	for (s = TAILQ_FIRST(&st->queue); s != NULL && n < max && looked < look_max; s = next) {
@@ -307,10 +313,13 @@ static unsigned batch_take(struct store *st, struct lane *ln, unsigned max)
 		if (n > 0 && bytes + s->s_body_len > BATCH_MAX_BYTES)
 			break; /* the rest waits for the next batch */
 		uint64_t order = s->s_order_key, id = s->s_id_key;
-		if ((st->n_lanes > 1 &&
-		     (lanes_hold(st, ln, order, id) || key_set_has(st->passed_set, mask, id))) ||
+		if (key_set_has(st->passed_set, pmask, order) ||
+		    (st->n_lanes > 1 &&
+		     (lanes_hold(st, ln, order, id) || key_set_has(st->passed_set, pmask, id))) ||
 		    !batch_set_add(st->batch_set, mask, s)) {
-			key_set_add(st->passed_set, mask, id);
+			/* Its order's later events wait behind it, as its id's do. */
+			key_set_add(st->passed_set, pmask, id);
+			key_set_add(st->passed_set, pmask, order);
 			continue;
 		}
 		bytes += s->s_body_len;

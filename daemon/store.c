@@ -580,7 +580,7 @@ struct store *store_new(struct event_base *base, const struct config *cfg)
 	st->pause_ms = PAUSE_MIN_MS;
 	st->batch_set = calloc(BATCH_SET_SIZE, sizeof(*st->batch_set));
 	st->full = calloc(FULL_SLOTS, sizeof(*st->full));
-	st->passed_set = calloc(BATCH_SET_SIZE, sizeof(*st->passed_set));
+	st->passed_set = calloc(2 * BATCH_SET_SIZE, sizeof(*st->passed_set));
 	st->n_lanes = (unsigned)cfg->db_connections;
 	st->lanes = calloc(st->n_lanes, sizeof(*st->lanes));
 	if (st->conninfo == NULL || st->ev_flush == NULL || st->ev_pause == NULL ||

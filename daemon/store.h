@@ -169,7 +169,7 @@ struct store {
 	unsigned solo;                 /* events still to send one per batch */
 	unsigned copy_pause;           /* batches still to send by the INSERT */
 	const struct slot **batch_set; /* (exporter, id) of the batch being built */
-	uint64_t *passed_set;          /* ref_key() of the ids batch_take passed over */
+	uint64_t *passed_set;          /* ids and orders batch_take passed over (2x the size) */
 
 	struct lane *lanes;
 	unsigned n_lanes;

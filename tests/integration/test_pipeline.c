@@ -857,6 +857,53 @@ static void test_ids_reused_across_orders(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/*
+ * Events of one order commit in the order they were sent, also when one
+ * of them has to wait for a later batch because of its id.  Three lines in
+ * one write, one session: a retraction "k" of order P (refused: its target
+ * is another order's event), then "k" again for order O (a second k may
+ * not go in the same statement: it waits for the next batch), then "m" of
+ * order O.  "m" must wait behind "k" of its order, not commit a batch
+ * ahead of it.
+ */
+static void test_order_waits_behind_passed_id(void **state)
+{
+	(void)state;
+	const char *db = "pipe_passed";
+	it_pg_createdb(db);
+	struct it_config cfg = {.name = "pipe_passed", .dbname = db, .db_connections = 1};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	send_one(c, "pp-target", "PO-PASS-Q", "stored");
+
+	char *k_o = it_event_line("pp-k", "order.created", "PO-PASS-O", NULL);
+	char *m_o = it_event_line("pp-m", "order.confirmed", "PO-PASS-O", NULL);
+	char *three;
+	if (asprintf(&three,
+	             "{\"type\":\"event.retracted\",\"id\":\"pp-k\","
+	             "\"occurred_at\":\"2026-11-21T10:00:00Z\",\"order\":\"PO-PASS-P\","
+	             "\"retracts\":\"pp-target\",\"reason\":\"sent by mistake\"}\n%s\n%s",
+	             k_o, m_o) < 0)
+		abort();
+	it_send(c, three);
+	free(three);
+	free(k_o);
+	free(m_o);
+	json_decref(it_expect_error(c, "pp-k", "invalid_event"));
+	it_expect_ack(c, "pp-k", "stored");
+	it_expect_ack(c, "pp-m", "stored");
+	/* Transaction ids grow with each batch: k's may not be the later one. */
+	long later = it_db_long(db,
+	                        "SELECT count(*) FROM ordertrack.events k, ordertrack.events m"
+	                        " WHERE k.event_id = 'pp-k' AND m.event_id = 'pp-m'"
+	                        " AND k.xmin::text::bigint > m.xmin::text::bigint",
+	                        NULL);
+	if (later != 0)
+		it_fail("pp-m of order PO-PASS-O committed in a batch before pp-k, sent before it");
+	it_daemon_stop_clean(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -871,6 +918,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_large_events, it_test_teardown),
 	    cmocka_unit_test_teardown(test_occurred_at_as_stored, it_test_teardown),
 	    cmocka_unit_test_teardown(test_ids_reused_across_orders, it_test_teardown),
+	    cmocka_unit_test_teardown(test_order_waits_behind_passed_id, it_test_teardown),
 	};
 	it_env_init("pipeline");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
