@@ -853,7 +853,7 @@ static void batch_copy_done(struct lane *ln)
 }
 
 /* Remember the first failure of a batch (its text is copied; r is not kept). */
-static void note_failure(struct batch_outcome *o, struct slot *s, const PGresult *r)
+static void note_failure(struct batch_outcome *o, const PGresult *r)
 {
 	char buf[256];
 	if (o->sqlstate[0] != '\0')
@@ -863,7 +863,6 @@ static void note_failure(struct batch_outcome *o, struct slot *s, const PGresult
 	const char *primary = PQresultErrorField(r, PG_DIAG_MESSAGE_PRIMARY);
 	snprintf(o->message, sizeof(o->message), "%s",
 	         primary ? primary : log_first_line(PQresultErrorMessage(r), buf, sizeof(buf)));
-	o->failed = s;
 }
 
 /* One result of the batch, matched to its query by position. */
@@ -878,7 +877,7 @@ static void batch_result(struct lane *ln, PGresult *r)
 		if (t == PGRES_FATAL_ERROR)
 			pgsock_notice(&ln->sock, r);
 		if (t == PGRES_FATAL_ERROR && o->sqlstate[0] == '\0') {
-			note_failure(o, NULL, r);
+			note_failure(o, r);
 			o->copy_failed = o->expect == BQ_COPY;
 		}
 		PQclear(r);

@@ -395,7 +395,6 @@ static void store_batch_transient(struct lane *ln)
 static void store_batch_failed(struct lane *ln)
 {
 	struct batch_outcome *o = &ln->out;
-	struct slot *bad = o->failed;
 
 	/* COPY met a stored id LOAD could not show (one stored under another
 	 * order, or by another transaction meanwhile): the next try of these
@@ -422,10 +421,9 @@ static void store_batch_failed(struct lane *ln)
 		store_batch_transient(ln);
 		return;
 	}
-	/* A failure outside the INSERTs (the fold's rows, say) names no
-	 * event: resend the batch one event at a time to find it. */
-	if (bad == NULL && ln->n_batch == 1)
-		bad = TAILQ_FIRST(&ln->batch);
+	/* A failure names no event (one statement writes them all): resend
+	 * the batch one event at a time to find it. */
+	struct slot *bad = ln->n_batch == 1 ? TAILQ_FIRST(&ln->batch) : NULL;
 	if (bad == NULL) {
 		log_warnx("batch failed, isolating", "link=%u sqlstate=%s reason=%s events=%u",
 		          ln->id, o->sqlstate, lq(o->message), ln->n_batch);

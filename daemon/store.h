@@ -93,9 +93,8 @@ struct batch_outcome {
 	PGresult *load;    /* LOAD's rows, likewise */
 	PGresult *emitted; /* EMIT's rows, reported after COMMIT */
 	bool commit_ok;
-	struct slot *failed; /* the event whose statement failed, if any */
-	char sqlstate[6];    /* of the first failure */
-	char message[256];   /* of the first failure */
+	char sqlstate[6];  /* of the first failure */
+	char message[256]; /* of the first failure */
 };
 
 /*
