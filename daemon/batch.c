@@ -103,10 +103,12 @@ static const char copy_sql[] =
 /*
  * Lock the batch's orders, in one global order so that two daemons cannot
  * deadlock: the fold reads all of an order's events, and two transactions
- * folding the same order at once could each miss the other's event.
+ * folding the same order at once could each miss the other's event.  The
+ * transaction's id comes back too: if the session is lost with COMMIT on
+ * its way, pg_xact_status() tells whether it committed (feed.c).
  */
-static const char lock_sql[] = "SELECT count(pg_advisory_xact_lock(k)) FROM ("
-                               " SELECT DISTINCT hashtextextended(e || '/' || o, 7433) AS k"
+static const char lock_sql[] = "SELECT count(pg_advisory_xact_lock(k)), pg_current_xact_id()::text"
+                               " FROM (SELECT DISTINCT hashtextextended(e || '/' || o, 7433) AS k"
                                " FROM unnest($1::text[], $2::text[]) AS t(e, o) ORDER BY k) s";
 
 /*
@@ -506,6 +508,7 @@ void batch_send(struct store *st, struct lane *ln)
 	ln->batch_in_flight = true;
 	memset(&ln->out, 0, sizeof(ln->out));
 	ln->out.expect = ln->needs_rollback ? BQ_ROLLBACK : BQ_BEGIN;
+	ln->out.seq_floor = server.last_seq;
 
 	batch_order_params(ln, false);
 	const char *ord_params[2] = {ln->exporters.p, ln->orders.p};
@@ -900,6 +903,10 @@ static void batch_result(struct lane *ln, PGresult *r)
 			}
 		}
 		break;
+	case BQ_LOCK:
+		if (t == PGRES_TUPLES_OK && PQntuples(r) == 1)
+			snprintf(o->xid, sizeof(o->xid), "%s", PQgetvalue(r, 0, 1));
+		break;
 	case BQ_STATE:
 		if (t == PGRES_TUPLES_OK && o->states == NULL) {
 			o->states = r;
@@ -1066,6 +1073,13 @@ void batch_results(struct lane *ln)
 			PQclear(r);
 			if (o->commit_ok && fault_check("lose_commit_answer")) {
 				lane_lost(ln, "fault point lose_commit_answer");
+				return;
+			}
+			if (o->commit_ok && fault_check("lose_emit_answer")) {
+				/* As if the session broke before EMIT's rows came. */
+				PQclear(o->emitted);
+				o->emitted = NULL;
+				lane_lost(ln, "fault point lose_emit_answer");
 				return;
 			}
 			store_batch_done(ln);

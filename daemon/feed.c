@@ -32,16 +32,17 @@
 #define FEED_PAGE     500
 #define FEED_PAGE_STR "500"
 
-/* Notifications of a lost batch that may have committed (feed_report_in_doubt). */
+/* A lost batch that may have committed (feed_report_in_doubt). */
 struct doubt {
 	LIST_ENTRY(doubt) d_entry;
-	PGresult *d_rows;
-	char *d_exporters, *d_orders; /* their orders, as two array literals */
-	struct event *d_timer;        /* the next look at the orders' locks */
+	PGresult *d_rows;      /* EMIT's rows, or NULL: they never came back */
+	char d_xid[24];        /* its transaction */
+	long long d_floor;     /* its notifications' seqs are greater */
+	struct event *d_timer; /* the next look at its status */
 	unsigned d_tries;
 };
 
-#define DOUBT_TRIES 30 /* looks at the locks, a second apart */
+#define DOUBT_TRIES 30 /* looks at its status, a second apart */
 
 static void doubt_free(struct doubt *dt);
 
@@ -384,87 +385,106 @@ void feed_report(const PGresult *r)
 }
 
 /*
- * Has the lost batch's transaction ended?  It holds its orders' advisory
- * locks (batch.c's LOCK) until it commits or rolls back, and a session
- * that broke with its COMMIT on the way may still be committing: asked
- * too early, the table would say "rolled back" of a batch about to
- * commit.  A shared try, released at the end of the statement, waits for
- * nothing, and keeps the auxiliary session free for the others.
+ * Did the lost batch's transaction commit?  Asked by its id (batch.c's
+ * LOCK returns it): a session that broke with its COMMIT on the way may
+ * still be committing, and then the answer is "in progress", asked again
+ * a second later.
  */
-static const char doubt_locks_sql[] =
-    "SELECT bool_and(pg_try_advisory_xact_lock_shared(hashtextextended(e || '/' || o, 7433)))"
-    " FROM unnest($1::text[], $2::text[]) AS t(e, o)";
+static const char doubt_status_sql[] = "SELECT pg_xact_status($1::xid8)";
 
-/* Then, in a statement of its own (a snapshot taken after the end): its first notification. */
-static const char doubt_sql[] = "SELECT count(*) FROM ordertrack.notifications"
-                                " WHERE seq = $1::bigint AND created_at = $2::timestamptz";
+/* Its notifications, when EMIT's rows never came back: by their xmin. */
+static const char doubt_rows_sql[] =
+    "SELECT seq, kind, exporter, order_ref, shipment_ref, from_status, to_status, event_id,"
+    " created_at FROM ordertrack.notifications"
+    " WHERE seq > $1::bigint AND xmin = $2::xid8::xid ORDER BY seq";
 
 static const char doubt_check_failed[] =
-    "a batch's session was lost at its commit, and the check failed: these may be in "
-    "ordertrack.notifications without a status line";
+    "a batch's session was lost at its commit, and the check failed: its notifications may "
+    "be in ordertrack.notifications without a status line";
 
 static void doubt_look(struct doubt *dt);
 
-/* Forget a lost batch's notifications. */
+/* Forget a lost batch. */
 static void doubt_free(struct doubt *dt)
 {
 	LIST_REMOVE(dt, d_entry);
 	PQclear(dt->d_rows);
-	free(dt->d_exporters);
-	free(dt->d_orders);
 	if (dt->d_timer != NULL)
 		event_free(dt->d_timer);
 	free(dt);
 }
 
-/* It cannot be told: one warning names the seqs to look up. */
+/* It cannot be told: one warning says where to look. */
 static void doubt_unknown(struct doubt *dt, const char *why)
 {
-	int n = PQntuples(dt->d_rows);
-	log_warnx("notifications in doubt", "first_seq=%s last_seq=%s reason=%s",
-	          PQgetvalue(dt->d_rows, 0, 0), PQgetvalue(dt->d_rows, n - 1, 0), lq(why));
+	int n = dt->d_rows != NULL ? PQntuples(dt->d_rows) : 0;
+	if (n > 0)
+		log_warnx("notifications in doubt", "first_seq=%s last_seq=%s xid=%s reason=%s",
+		          PQgetvalue(dt->d_rows, 0, 0), PQgetvalue(dt->d_rows, n - 1, 0), dt->d_xid,
+		          lq(why));
+	else
+		log_warnx("notifications in doubt", "after_seq=%lld xid=%s reason=%s", dt->d_floor,
+		          dt->d_xid, lq(why));
 	doubt_free(dt);
 }
 
-/* The table was read (or the read failed) for a lost batch's notifications. */
-static void feed_doubt_cb(void *arg, const PGresult *r)
+/* The batch committed with these notifications: their status lines, late. */
+static void doubt_committed(struct doubt *dt, const PGresult *rows)
 {
-	struct doubt *dt = arg;
-	PGresult *rows = dt->d_rows;
 	int n = PQntuples(rows);
-	const char *first = PQgetvalue(rows, 0, 0), *last = PQgetvalue(rows, n - 1, 0);
-	if (r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+	if (n == 0) {
+		log_debug("lost batch had committed", "xid=%s notifications=0", dt->d_xid);
+		return;
+	}
+	log_info("lost batch had committed", "first_seq=%s last_seq=%s notifications=%d xid=%s",
+	         PQgetvalue(rows, 0, 0), PQgetvalue(rows, n - 1, 0), n, dt->d_xid);
+	metrics_notifications(rows);
+	feed_report(rows);
+}
+
+/* The notifications of a committed batch whose EMIT rows were lost. */
+static void feed_doubt_rows_cb(void *arg, const PGresult *r)
+{
+	struct doubt *dt = arg;
+	if (r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK) {
 		doubt_unknown(dt, doubt_check_failed);
 		return;
 	}
-	if (strcmp(PQgetvalue(r, 0, 0), "1") == 0) {
-		log_info("lost batch had committed", "first_seq=%s last_seq=%s notifications=%d",
-		         first, last, n);
-		metrics_notifications(rows);
-		feed_report(rows);
-	} else {
-		log_debug("lost batch had rolled back", "first_seq=%s last_seq=%s", first, last);
-	}
+	doubt_committed(dt, r);
 	doubt_free(dt);
 }
 
-/* The orders' locks were tried: read the table once the transaction is over. */
-static void feed_doubt_locks_cb(void *arg, const PGresult *r)
+/* The transaction's status came back. */
+static void feed_doubt_status_cb(void *arg, const PGresult *r)
 {
 	struct doubt *dt = arg;
-	if (r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1) {
+	if (r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1 ||
+	    PQgetisnull(r, 0, 0)) {
+		/* NULL: an id too old for the server to remember. */
 		doubt_unknown(dt, doubt_check_failed);
 		return;
 	}
-	if (strcmp(PQgetvalue(r, 0, 0), "t") == 0) {
-		const char *params[2] = {PQgetvalue(dt->d_rows, 0, 0),
-		                         PQgetvalue(dt->d_rows, 0, 8)};
-		aux_query(feed.aux, doubt_sql, 2, params, feed_doubt_cb, dt);
+	const char *status = PQgetvalue(r, 0, 0);
+	if (strcmp(status, "committed") == 0) {
+		if (dt->d_rows != NULL) {
+			doubt_committed(dt, dt->d_rows);
+			doubt_free(dt);
+			return;
+		}
+		char floor[32];
+		snprintf(floor, sizeof(floor), "%lld", dt->d_floor);
+		const char *params[2] = {floor, dt->d_xid};
+		aux_query(feed.aux, doubt_rows_sql, 2, params, feed_doubt_rows_cb, dt);
+		return;
+	}
+	if (strcmp(status, "aborted") == 0) {
+		log_debug("lost batch had rolled back", "xid=%s", dt->d_xid);
+		doubt_free(dt);
 		return;
 	}
 	if (++dt->d_tries >= DOUBT_TRIES) {
 		doubt_unknown(dt, "a batch's session was lost at its commit, and its transaction "
-		                  "still held its orders 30 s later");
+		                  "was still in progress 30 s later");
 		return;
 	}
 	struct timeval tv = {1, 0};
@@ -473,8 +493,8 @@ static void feed_doubt_locks_cb(void *arg, const PGresult *r)
 
 static void doubt_look(struct doubt *dt)
 {
-	const char *params[2] = {dt->d_exporters, dt->d_orders};
-	aux_query(feed.aux, doubt_locks_sql, 2, params, feed_doubt_locks_cb, dt);
+	const char *params[1] = {dt->d_xid};
+	aux_query(feed.aux, doubt_status_sql, 1, params, feed_doubt_status_cb, dt);
 }
 
 static void doubt_timer_cb(evutil_socket_t fd, short what, void *arg)
@@ -484,39 +504,19 @@ static void doubt_timer_cb(evutil_socket_t fd, short what, void *arg)
 	doubt_look(arg);
 }
 
-/*
- * A PostgreSQL array literal of column col of every row.  The ids and refs
- * come from a charset without quote, backslash, comma or brace
- * (lib/validate.c); quoted all the same.
- */
-static char *rows_array(const PGresult *r, int col)
+void feed_report_in_doubt(PGresult *r, const char *xid, long long seq_floor)
 {
-	size_t cap = 3, n = (size_t)PQntuples(r);
-	for (size_t i = 0; i < n; i++)
-		cap += (size_t)PQgetlength(r, (int)i, col) + 3;
-	char *out = malloc(cap), *p = out;
-	if (out == NULL)
-		abort();
-	*p++ = '{';
-	for (size_t i = 0; i < n; i++)
-		p += sprintf(p, "%s\"%s\"", i > 0 ? "," : "", PQgetvalue(r, (int)i, col));
-	*p++ = '}';
-	*p = '\0';
-	return out;
-}
-
-void feed_report_in_doubt(PGresult *r)
-{
-	if (r == NULL || PQntuples(r) == 0) {
+	if (xid == NULL || xid[0] == '\0') {
+		/* COMMIT never goes out before LOCK's result is in: not reached. */
 		PQclear(r);
 		return;
 	}
 	struct doubt *dt = calloc(1, sizeof(*dt));
 	if (dt == NULL)
 		abort();
-	dt->d_rows = r;
-	dt->d_exporters = rows_array(r, 2);
-	dt->d_orders = rows_array(r, 3);
+	dt->d_rows = r; /* NULL when EMIT's rows never came back */
+	snprintf(dt->d_xid, sizeof(dt->d_xid), "%s", xid);
+	dt->d_floor = seq_floor;
 	dt->d_timer = evtimer_new(server.base, doubt_timer_cb, dt);
 	if (dt->d_timer == NULL)
 		abort();

@@ -33,13 +33,15 @@ void feed_wake(void);
  */
 void feed_report(const PGresult *r);
 /*
- * The notifications of a batch whose session was lost after its COMMIT
- * went out (rows as feed_report's, then created_at): the batch may have
- * committed, and its resend then finds nothing left to announce.  Takes
- * r: a read of the table on the auxiliary session tells, and a committed
- * batch's rows are reported (feed_report) and counted then; when the read
- * fails, one warning names the seqs to look at.
+ * A batch whose session was lost after its COMMIT went out: it may have
+ * committed, and its resend then finds nothing left to announce.  r holds
+ * its notifications (rows as feed_report's), or is NULL when they never
+ * came back; xid is its transaction, seq_floor a seq below all of its
+ * own.  Takes r.  pg_xact_status() on the auxiliary session tells, and a
+ * committed batch's notifications (r's, or read from the table by their
+ * xmin) are reported (feed_report) and counted then; when it cannot be
+ * told, one warning says where to look.
  */
-void feed_report_in_doubt(PGresult *r);
+void feed_report_in_doubt(PGresult *r, const char *xid, long long seq_floor);
 
 #endif

@@ -475,7 +475,7 @@ void store_batch_lost(struct lane *ln, const char *why)
 	/* Committed, its notifications would have no status line: the
 	 * resend finds its orders folded already. */
 	if (ln->out.commit_sent) {
-		feed_report_in_doubt(ln->out.emitted);
+		feed_report_in_doubt(ln->out.emitted, ln->out.xid, ln->out.seq_floor);
 		ln->out.emitted = NULL;
 	}
 	batch_requeue(ln, ln->out.commit_sent);

@@ -93,8 +93,10 @@ struct batch_outcome {
 	PGresult *load;    /* LOAD's rows, likewise */
 	PGresult *emitted; /* EMIT's rows, reported after COMMIT */
 	bool commit_ok;
-	char sqlstate[6];  /* of the first failure */
-	char message[256]; /* of the first failure */
+	char xid[24];        /* the transaction's id (LOCK's), to ask after a lost COMMIT */
+	long long seq_floor; /* the newest seq known when it was sent: its own come after */
+	char sqlstate[6];    /* of the first failure */
+	char message[256];   /* of the first failure */
 };
 
 /*

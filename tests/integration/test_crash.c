@@ -185,13 +185,11 @@ static void test_crash_after_acks(void **state)
  * notification still gets its status line, once, when a read of the
  * table finds it committed.
  */
-static void test_lost_commit_answer(void **state)
+static void lost_answer(const char *db, const char *point)
 {
-	(void)state;
-	const char *db = "crash_lost_answer";
 	it_pg_createdb(db);
 	struct it_config cfg = {.name = db, .dbname = db, .log_level = "info"};
-	setenv("OT_FAULT_POINT", "lose_commit_answer", 1);
+	setenv("OT_FAULT_POINT", point, 1);
 	setenv("OT_FAULT_AFTER", "1", 1);
 	struct it_daemon *d = it_daemon_start(&cfg, true);
 	unsetenv("OT_FAULT_POINT");
@@ -219,6 +217,23 @@ static void test_lost_commit_answer(void **state)
 	it_daemon_stop_clean(d);
 }
 
+static void test_lost_commit_answer(void **state)
+{
+	(void)state;
+	lost_answer("crash_lost_answer", "lose_commit_answer");
+}
+
+/*
+ * The same, with the session dropped before the batch's notifications
+ * came back (the lose_emit_answer point): they are read from the table
+ * by the transaction's id, and get their status line all the same.
+ */
+static void test_lost_emit_answer(void **state)
+{
+	(void)state;
+	lost_answer("crash_lost_emit", "lose_emit_answer");
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -226,6 +241,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_crash_after_commit, it_test_teardown),
 	    cmocka_unit_test_teardown(test_crash_after_acks, it_test_teardown),
 	    cmocka_unit_test_teardown(test_lost_commit_answer, it_test_teardown),
+	    cmocka_unit_test_teardown(test_lost_emit_answer, it_test_teardown),
 	};
 	it_env_init("crash");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
