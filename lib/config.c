@@ -20,8 +20,8 @@
  * libconfig 1.5 stores an integer written without an "L" suffix in an int and
  * silently wraps one that does not fit (4294968320 reads back as 1024).  We
  * therefore look at the literal in the source text of every integer setting
- * and reject a wrapped one, quoting what the operator wrote.  Settings that
- * come from an @include'd file are not re-read and keep libconfig's value.
+ * and reject a wrapped one, quoting what the operator wrote.  @include is
+ * refused: an included file's text would escape that check.
  *
  * Nothing here logs, opens sockets or reads the clock; config_load() reads
  * one file and config_parse_string() nothing at all.
@@ -672,6 +672,14 @@ static bool group_walk(struct loader *ld, const config_setting_t *group, const c
 		cfg_key(path, sizeof(path), "%s%s%s", prefix, prefix[0] ? "." : "",
 		        config_setting_name(s));
 
+		/* An @include'd file would escape the checks made on the text
+		 * of this one (32-bit literals, NUL bytes, its size) and the
+		 * warnings about its permissions: one file, read whole. */
+		if (config_setting_source_file(s) != NULL)
+			return cfg_fail(ld, s, path,
+			                "comes from a file pulled in by @include, which is not "
+			                "supported: put the settings in %s",
+			                ld->name);
 		const struct setting *row = setting_find(path);
 		if (row != NULL) {
 			if (!row_parse(ld, row, s))

@@ -2085,8 +2085,9 @@ static void test_check_mode_conninfo_user(void **state)
 /*
  * Config files the daemon cannot use as they are: a folder, a file with a
  * NUL byte (libconfig would stop reading there and run on the lines before
- * it) and one over 16 MiB.  -t refuses each with 78, naming the file and
- * the reason (the NUL with its line).
+ * it), one over 16 MiB, and one that pulls another in with @include.  -t
+ * refuses each with 78, naming the file and the reason (the NUL with its
+ * line).
  */
 static void test_config_file_unusable(void **state)
 {
@@ -2120,6 +2121,18 @@ static void test_config_file_unusable(void **state)
 	assert_int_equal(shell(cmd, &out), 78);
 	if (strstr(out, "big.conf: larger than 16777216 bytes") == NULL)
 		it_fail("a 16 MiB config: %s", out);
+	free(out);
+
+	/* @include: its text would escape the checks (here a wrapped integer). */
+	static const char inc[] = "limits = { window = 4294968320; };\n";
+	char inc_path[PATH_MAX], main_text[PATH_MAX + 64];
+	write_tmp_bytes(inc_path, sizeof(inc_path), "inc.conf", inc, sizeof(inc) - 1);
+	int len = snprintf(main_text, sizeof(main_text), "@include \"%s\"\n", inc_path);
+	write_tmp_bytes(path, sizeof(path), "includes.conf", main_text, (size_t)len);
+	snprintf(cmd, sizeof(cmd), "'%s' -t -c '%s' 2>&1", bin, path);
+	assert_int_equal(shell(cmd, &out), 78);
+	if (strstr(out, "inc.conf:1: limits: comes from a file pulled in by @include") == NULL)
+		it_fail("an @include: %s", out);
 	free(out);
 }
 
