@@ -1016,6 +1016,9 @@ void conn_accept(int fd, const struct sockaddr *sa, int salen)
 	int one = 1;
 	setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 	conn_keepalive(fd, server.cfg->keepalive_s);
+	/* Counted here, once: a socket refused or gone while tls.c waits
+	 * for its first byte never reaches conn_start. */
+	metrics_conn_opened();
 	/* Plain or TLS (perhaps after a look at the first byte): tls.c. */
 	tls_accept(fd, sa, salen, conn_start);
 }
@@ -1044,7 +1047,6 @@ static void conn_start(struct bufferevent *bev, const struct sockaddr *sa, int s
 	bufferevent_setwatermark(c->c_bev, EV_WRITE, OUTPUT_HIGH_WATER / 4, 0);
 	TAILQ_INSERT_TAIL(&server.conns, c, c_entry);
 	server.n_conns++;
-	metrics_conn_opened();
 
 	if (server.n_conns > (unsigned)server.cfg->max_connections) {
 		conn_refuse(c, ERR_TOO_MANY_CONNECTIONS,
