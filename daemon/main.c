@@ -211,11 +211,17 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 	}
 	char restart[256], changed[512];
 	struct config *old = server.cfg;
+	/* New certificates for new connections.  On a failure the old context
+	 * stays, and so do its settings (`require` with them): changed= does
+	 * not claim what did not happen, and neu takes the running ones. */
+	bool tls_ok = tls_reload(neu);
 	config_reload_keys(old, neu, changed, sizeof(changed));
 	/* The tls group added or removed changes nothing until a restart
 	 * (tls_reload says so): it is not among what this reload changed. */
-	if (old->tls_enabled != neu->tls_enabled)
+	if (old->tls_enabled != neu->tls_enabled || !tls_ok)
 		key_list_drop(changed, "tls");
+	if (!tls_ok)
+		config_keep_tls(neu, old);
 	if (changed[0] == '\0')
 		snprintf(changed, sizeof(changed), "-");
 	if (config_restart_keys(old, neu, restart, sizeof(restart)) > 0) {
@@ -229,8 +235,6 @@ static void on_reload(evutil_socket_t sig, short what, void *arg)
 	store_apply_config(server.store, neu);
 	alerts_apply_config();
 	webhooks_start();
-	/* New certificates for new connections; the old context stays on a failure. */
-	tls_reload(neu);
 	conn_apply_config();
 	metrics_apply_config();
 	metrics_reload(true);

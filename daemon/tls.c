@@ -223,25 +223,25 @@ bool tls_init(const struct config *cfg, char **errstr)
 	return true;
 }
 
-void tls_reload(const struct config *cfg)
+bool tls_reload(const struct config *cfg)
 {
 	if (!cfg->tls_enabled) {
 		if (tls_ctx != NULL)
 			log_warnx("config keys need a restart", "keys=tls reason=%s",
 			          lq("turning TLS off takes a restart; TLS stays on"));
-		return;
+		return true;
 	}
 	if (tls_ctx == NULL) {
 		log_warnx("config keys need a restart", "keys=tls reason=%s",
 		          lq("turning TLS on takes a restart; the port stays plain text"));
-		return;
+		return true;
 	}
 	char *err = NULL;
 	SSL_CTX *ctx = ctx_build(cfg, &err);
 	if (ctx == NULL) {
 		log_error("tls reload failed", "reason=%s", lq(err));
 		free(err);
-		return;
+		return false;
 	}
 	/* Open connections hold their own references to the old context. */
 	SSL_CTX_free(tls_ctx);
@@ -249,6 +249,7 @@ void tls_reload(const struct config *cfg)
 	tls_require = cfg->tls_require;
 	log_info("tls reloaded", "cert=%s ca=%s require=%s", lq(cfg->tls_cert),
 	         cfg->tls_ca ? lq(cfg->tls_ca) : "-", tls_require ? "true" : "false");
+	return true;
 }
 
 /* Free one sniff record (not its socket) and uncount it from its address. */

@@ -28,8 +28,9 @@ typedef void tls_ready_fn(struct bufferevent *bev, const struct sockaddr *sa, in
 
 /* Load cert, key and ca of cfg (when tls is set); false with *errstr (free() it). */
 bool tls_init(const struct config *cfg, char **errstr) __attribute__((warn_unused_result));
-/* SIGHUP: load the files of cfg again; on failure keep the running context and log. */
-void tls_reload(const struct config *cfg);
+/* SIGHUP: load the files of cfg again; on failure keep the running context, log, and
+ * return false (cfg's tls keys do not run). */
+bool tls_reload(const struct config *cfg);
 /* Free the context and any sockets still being sniffed. */
 void tls_fini(void);
 

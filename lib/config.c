@@ -1139,6 +1139,22 @@ void config_keep_restart_keys(struct config *neu, struct config *old)
 	old->db_connections = db_connections;
 }
 
+void config_keep_tls(struct config *neu, struct config *old)
+{
+	char *cert = neu->tls_cert, *key = neu->tls_key, *ca = neu->tls_ca;
+	bool require = neu->tls_require;
+
+	/* Swapped, as in config_keep_restart_keys. */
+	neu->tls_cert = old->tls_cert;
+	neu->tls_key = old->tls_key;
+	neu->tls_ca = old->tls_ca;
+	neu->tls_require = old->tls_require;
+	old->tls_cert = cert;
+	old->tls_key = key;
+	old->tls_ca = ca;
+	old->tls_require = require;
+}
+
 const char *log_level_name(enum log_level l)
 {
 	if ((unsigned)l < sizeof(level_names) / sizeof(level_names[0]))

@@ -149,6 +149,9 @@ int config_reload_keys(const struct config *old, const struct config *neu, char 
  * old (and old the new ones), so the running config describes what runs.
  */
 void config_keep_restart_keys(struct config *neu, struct config *old);
+/* The same for the tls group's keys (swapped too, so call it after comparing):
+ * a reload whose certificates failed keeps running the old ones. */
+void config_keep_tls(struct config *neu, struct config *old);
 
 const char *log_level_name(enum log_level l);
 bool log_level_parse(const char *s, enum log_level *out);
