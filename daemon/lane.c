@@ -21,6 +21,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "fault.h"
 #include "log.h"
 #include "metrics.h"
 #include "migrations.h"
@@ -106,7 +107,9 @@ void lane_lost(struct lane *ln, const char *why)
 	char more[sizeof(ln->sock.fields)];
 	snprintf(more, sizeof(more), "%s", pgsock_loss_fields(&ln->sock));
 	int retry_ms = pgsock_close_retry(&ln->sock);
-	if (ln->state == DB_READY || ln->state == DB_PREPARING) {
+	/* Lost once connected ("database connected" came); cut off before
+	 * that (migrating, preparing) it was never up: unavailable. */
+	if (ln->state == DB_READY) {
 		log_warnx("database lost", "link=%u reason=%s%s pending=%u", ln->id, lq(reason),
 		          more, ln->st->n_queued);
 		/* The loss's reason says little ("server closed the
@@ -227,6 +230,10 @@ static bool lane_send_settings(struct lane *ln)
 static void lane_prepare(struct lane *ln)
 {
 	lane_set_state(ln, DB_PREPARING);
+	if (fault_check("lose_in_prepare")) {
+		lane_lost(ln, "fault point lose_in_prepare");
+		return;
+	}
 	if (!PQenterPipelineMode(ln->sock.pg) || !lane_send_settings(ln) ||
 	    !batch_send_prepares(ln->sock.pg) || !PQpipelineSync(ln->sock.pg)) {
 		lane_lost(ln, PQerrorMessage(ln->sock.pg));
@@ -330,11 +337,18 @@ static void lane_prepare_results(struct lane *ln)
 			return;
 		}
 		if (t != PGRES_COMMAND_OK) {
+			/* A FATAL ends the session, and the line lane_lost logs
+			 * gives the server's reason; anything else is an error of
+			 * the statements themselves. */
 			char buf[256];
-			log_error("prepare failed", "link=%u reason=%s", ln->id,
-			          lq(log_first_line(PQresultErrorMessage(r), buf, sizeof(buf))));
+			const char *sev = PQresultErrorField(r, PG_DIAG_SEVERITY_NONLOCALIZED);
+			bool ends =
+			    sev != NULL && (strcmp(sev, "FATAL") == 0 || strcmp(sev, "PANIC") == 0);
+			log_first_line(PQresultErrorMessage(r), buf, sizeof(buf));
+			if (!ends)
+				log_error("prepare failed", "link=%u reason=%s", ln->id, lq(buf));
 			PQclear(r);
-			lane_lost(ln, "prepare failed");
+			lane_lost(ln, buf);
 			return;
 		}
 		PQclear(r);

@@ -234,6 +234,39 @@ static void test_lost_emit_answer(void **state)
 	lost_answer("crash_lost_emit", "lose_emit_answer");
 }
 
+/*
+ * A session cut off while it prepares its statements (the lose_in_prepare
+ * point), after "schema ready" but before "database connected": it was
+ * never up, so the line is "database unavailable" with the reason, not
+ * "database lost"; the next connect works and events are stored.
+ */
+static void test_lost_in_prepare(void **state)
+{
+	(void)state;
+	const char *db = "crash_lost_prepare";
+	it_pg_createdb(db);
+	struct it_config cfg = {.name = db, .dbname = db, .log_level = "info", .db_connections = 1};
+	setenv("OT_FAULT_POINT", "lose_in_prepare", 1);
+	setenv("OT_FAULT_AFTER", "1", 1);
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	unsetenv("OT_FAULT_POINT");
+	unsetenv("OT_FAULT_AFTER");
+	it_log_expect(d, 0,
+	              "msg=\"database unavailable\" link=1 reason=\"fault point lose_in_prepare\"",
+	              IT_REPLY_MS);
+	it_log_expect(d, 0, "msg=\"database connected\" link=1", IT_REPLY_MS);
+	if (it_log_wait(d, 0, "msg=\"database lost\"", 0) >= 0)
+		it_fail("a session cut off before it was up was logged as lost");
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	char *ev = it_event_line("prep-1", "order.created", "PO-PREP", NULL);
+	it_send(c, ev);
+	free(ev);
+	it_expect_ack(c, "prep-1", "stored");
+	it_close(c);
+	it_daemon_stop_clean(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -242,6 +275,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_crash_after_acks, it_test_teardown),
 	    cmocka_unit_test_teardown(test_lost_commit_answer, it_test_teardown),
 	    cmocka_unit_test_teardown(test_lost_emit_answer, it_test_teardown),
+	    cmocka_unit_test_teardown(test_lost_in_prepare, it_test_teardown),
 	};
 	it_env_init("crash");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
