@@ -647,7 +647,9 @@ static void conn_arm_line_timer(struct conn *c, bool lines_done)
 		evtimer_del(c->c_timer);
 		c->c_line_timer = false;
 	}
-	bool partial = framer_partial(&c->c_framer);
+	/* Over TLS, a record begun counts as a line begun (tls_watch_raw). */
+	bool partial =
+	    framer_partial(&c->c_framer) || (c->c_bev != NULL && tls_raw_pending(c->c_bev));
 	if (partial && !c->c_line_timer) {
 		struct timeval tv = {server.cfg->line_timeout_s, 0};
 		evtimer_add(c->c_timer, &tv);
@@ -658,6 +660,17 @@ static void conn_arm_line_timer(struct conn *c, bool lines_done)
 	}
 }
 
+/* Bytes of a TLS record came off the socket: a line may have begun. */
+static void conn_tls_raw(void *arg)
+{
+	struct conn *c = arg;
+	if (c->c_state != CONN_READY || c->c_timer == NULL || c->c_paused || c->c_line_timer)
+		return;
+	struct timeval tv = {server.cfg->line_timeout_s, 0};
+	evtimer_add(c->c_timer, &tv);
+	c->c_line_timer = true;
+}
+
 /* The hello or the line deadline passed. */
 static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -666,8 +679,11 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (c->c_state == CONN_HELLO)
 		conn_close(c, "hello timeout");
-	else if (c->c_state == CONN_READY && framer_partial(&c->c_framer))
+	else if (c->c_state == CONN_READY &&
+	         (framer_partial(&c->c_framer) || (c->c_bev != NULL && tls_raw_pending(c->c_bev))))
 		conn_close(c, "line timeout");
+	else if (c->c_state == CONN_READY)
+		c->c_line_timer = false; /* a whole record with no line in it (a key update) */
 	else if (c->c_state == CONN_CLOSING)
 		conn_close(c, c->c_close_reason); /* its replies may have arrived */
 }
@@ -1042,6 +1058,7 @@ static void conn_start(struct bufferevent *bev, const struct sockaddr *sa, int s
 	    c->c_out_timer == NULL)
 		abort();
 	bufferevent_setcb(c->c_bev, conn_read_cb, conn_write_cb, conn_event_cb, c);
+	tls_watch_raw(c->c_bev, conn_tls_raw, c);
 	/* The write callback fires when output drains: used for closing and
 	 * for resuming a connection paused by a slow reader. */
 	bufferevent_setwatermark(c->c_bev, EV_WRITE, OUTPUT_HIGH_WATER / 4, 0);

@@ -288,6 +288,40 @@ static struct bufferevent *bev_tls(int fd)
 	return bev;
 }
 
+/* What tls_watch_raw() was given: one conn.c function for every socket. */
+static tls_raw_fn *raw_fn;
+
+/* OpenSSL read from the socket BIO: bytes came, whole records or not. */
+static long raw_read_cb(BIO *b, int oper, const char *argp, size_t len, int argi, long argl,
+                        int ret, size_t *processed)
+{
+	(void)argp;
+	(void)len;
+	(void)argi;
+	(void)argl;
+	if (oper == (BIO_CB_READ | BIO_CB_RETURN) && ret > 0 && processed != NULL &&
+	    *processed > 0 && raw_fn != NULL)
+		raw_fn(BIO_get_callback_arg(b));
+	return ret;
+}
+
+void tls_watch_raw(struct bufferevent *bev, tls_raw_fn *fn, void *arg)
+{
+	SSL *ssl = bufferevent_openssl_get_ssl(bev);
+	BIO *rbio = ssl != NULL ? SSL_get_rbio(ssl) : NULL;
+	if (rbio == NULL)
+		return;
+	raw_fn = fn;
+	BIO_set_callback_arg(rbio, arg);
+	BIO_set_callback_ex(rbio, raw_read_cb);
+}
+
+bool tls_raw_pending(struct bufferevent *bev)
+{
+	SSL *ssl = bufferevent_openssl_get_ssl(bev);
+	return ssl != NULL && SSL_has_pending(ssl);
+}
+
 /* A plain bufferevent over fd. */
 static struct bufferevent *bev_plain(int fd)
 {

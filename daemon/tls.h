@@ -47,4 +47,16 @@ void tls_accept(int fd, const struct sockaddr *sa, int salen, tls_ready_fn *read
  */
 bool tls_handshake_failed(struct bufferevent *bev, const char *peer);
 
+/*
+ * The bytes of a TLS record reach the connection only once the record is
+ * whole, so a peer sending one byte of a record now and then would never
+ * show a started line, while each byte keeps its idle timeout away.  When
+ * bev is a TLS bufferevent, call fn(arg) each time bytes of the peer's come
+ * off the socket; nothing for a plain one.
+ */
+typedef void tls_raw_fn(void *arg);
+void tls_watch_raw(struct bufferevent *bev, tls_raw_fn *fn, void *arg);
+/* Does OpenSSL hold bytes of the peer's not handed on yet (a part of a record)? */
+bool tls_raw_pending(struct bufferevent *bev);
+
 #endif

@@ -1045,6 +1045,56 @@ static void test_key_mode_warned(void **state)
 	free(out);
 }
 
+/*
+ * A slow loris over TLS: after its hello, a peer sends the bytes of one
+ * record (a line begun) a byte every 300 ms, never finishing it.  Nothing
+ * is decrypted until the record is whole, and each byte keeps the idle
+ * timeout away: the line deadline must count from the record's first
+ * byte, and close it at limits.line_timeout_s (2 s here), as it does for
+ * plain text.
+ */
+static void test_record_trickled(void **state)
+{
+	(void)state;
+	certs_make();
+	it_pg_createdb("tls_trickle");
+	struct it_config cfg = {.name = "tls_trickle",
+	                        .dbname = "tls_trickle",
+	                        .line_timeout_s = 2,
+	                        .idle_timeout_s = 30,
+	                        .extra_text = tls_text("server.pem", "server.key", false, true)};
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	struct tc *t = tc_open(d, NULL, NULL);
+	assert_non_null(t);
+	tc_hello(t);
+	off_t off = it_log_offset(d);
+
+	/* The record goes to memory; its bytes go out one at a time. */
+	BIO *mem = BIO_new(BIO_s_mem());
+	assert_non_null(mem);
+	SSL_set0_wbio(t->ssl, mem);
+	static const char part[] = "{\"type\":\"ping\"";
+	assert_int_equal(SSL_write(t->ssl, part, (int)sizeof(part) - 1), (int)sizeof(part) - 1);
+	char rec[512];
+	int n = BIO_read(mem, rec, sizeof(rec));
+	assert_true(n > 10);
+	long long start = it_now_ms();
+	bool closed = false;
+	for (int i = 0; i < n - 1 && !closed; i++) {
+		if (send(t->fd, rec + i, 1, MSG_NOSIGNAL) != 1)
+			closed = true; /* the daemon closed it: the reset came back */
+		closed = closed || it_log_wait(d, off, "reason=\"line timeout\"", 300) >= 0;
+	}
+	long long took = it_now_ms() - start;
+	if (!closed)
+		fail_msg("a TLS record trickled for %lld ms kept its connection open", took);
+	it_log_expect(d, off, "reason=\"line timeout\"", IT_REPLY_MS);
+	if (took > 4500)
+		fail_msg("closed %lld ms after the record's first byte, line_timeout_s is 2", took);
+	tc_free(t);
+	it_daemon_stop_clean(d);
+}
+
 int main(void)
 {
 	const struct CMUnitTest tests[] = {
@@ -1063,6 +1113,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_reload_tls_on_off, it_test_teardown),
 	    cmocka_unit_test_teardown(test_bad_cert_at_start, it_test_teardown),
 	    cmocka_unit_test_teardown(test_key_mode_warned, it_test_teardown),
+	    cmocka_unit_test_teardown(test_record_trickled, it_test_teardown),
 	};
 	it_env_init("tls");
 	return it_env_fini(cmocka_run_group_tests(tests, NULL, NULL));
