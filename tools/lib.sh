@@ -25,6 +25,7 @@ OT_PACKAGES=(
 	postgresql
 	python3
 	netcat-openbsd
+	curl
 	openssl
 	clang
 	clang-format
