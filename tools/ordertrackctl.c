@@ -57,8 +57,16 @@
 #define TAIL_BACKLOG 10 /* tail without --after starts this many before the newest */
 #define LINE_MAX_    65536
 
-/* An RFC 3339 UTC rendering of a timestamptz column, in SQL. */
-#define UTC(col) "to_char((" col ") AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"')"
+/*
+ * An RFC 3339 UTC rendering of a timestamptz column, in SQL.  The protocol's
+ * years start at 0001, but an offset can put the instant in 1 BC, which
+ * to_char's YYYY would show as year 0001: it is year 0000 (ISO 8601's
+ * count), the only one before 0001 an event can reach.
+ */
+#define UTC(col)                                                                                   \
+	"(CASE WHEN (" col ") < '0001-01-01T00:00:00Z' THEN '0000' || to_char((" col               \
+	") AT TIME ZONE 'UTC', '-MM-DD\"T\"HH24:MI:SS\"Z\"') ELSE to_char((" col                   \
+	") AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"') END)"
 
 /* Options, by bit, so each command can say which it takes. */
 enum opt_bit {

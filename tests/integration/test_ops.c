@@ -367,6 +367,21 @@ static void test_ctl_huge_numbers(void **state)
 	expect_num(row, "orders", 2);
 	expect_num(json_object_get(row, "quantities"), "bag", 1e19 + 1);
 	json_decref(r);
+
+	/* The earliest instant an event can name, 1 BC once in UTC: year 0000,
+	 * not 0001 (to_char drops the era). */
+	c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	it_send(c, "{\"type\":\"order.created\",\"id\":\"bc-1\","
+	           "\"occurred_at\":\"0001-01-01T00:00:00+15:00\",\"order\":\"BC-1\","
+	           "\"buyer\":\"B\",\"origin\":\"RW\",\"destination\":\"CN\","
+	           "\"lines\":[{\"sku\":\"S\",\"product\":\"P\",\"hs_code\":\"090111\","
+	           "\"quantity\":1,\"unit\":\"kg\"}]}");
+	it_expect_ack(c, "bc-1", "stored");
+	it_close(c);
+	s = CTL_JSON("-c", d->conf_path, "status", IT_EXPORTER, "BC-1");
+	expect_str(s, "created_at", "0000-12-31T09:00:00Z");
+	json_decref(s);
 	it_daemon_stop_clean(d);
 }
 
