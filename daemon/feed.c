@@ -66,6 +66,7 @@ static struct {
 	struct event *retry;       /* after a page query failed, the session up */
 	unsigned failed;           /* page queries failed in a row */
 	bool turn;                 /* this page for the subscribers ahead (feed_fetch) */
+	unsigned rr;               /* counts the pages for those below them, to take turns */
 	LIST_HEAD(, doubt) doubts; /* their checks not answered yet */
 } feed;
 
@@ -213,16 +214,18 @@ static void feed_page_cb(void *arg, const PGresult *r)
 }
 
 /*
- * Read the next page after the smallest cursor of a ready subscriber, or,
- * every other page, after the largest one that is behind the newest seq:
- * one subscriber catching up on a long backlog (after 0, say, with a
- * filter that drops most rows, so that it never pauses) would otherwise
- * have every page read at its cursor, and those that were caught up would
- * wait for new notifications until it caught up too.
+ * Read the next page for the ready subscribers.  Every other page is read
+ * after the largest cursor that is behind the newest seq (those nearly
+ * caught up, live ones when something new came); the others go in turn to
+ * each cursor below it, smallest first.  One subscriber catching up on a
+ * long backlog (after 0, say, with a filter that drops most rows, so that
+ * it never pauses) would otherwise have every page read at its cursor, and
+ * those ahead of it would wait until it caught up too.
  */
 static void feed_fetch(void)
 {
 	long long after = -1, ahead = -1;
+	unsigned below = 0;
 	struct sub *sb;
 
 	/* On a new database the tables come with the migrations: until an
@@ -249,9 +252,25 @@ static void feed_fetch(void)
 	}
 	if (after < 0)
 		return; /* nobody is ready */
+	LIST_FOREACH(sb, &feed.subs, sb_entry)
+	{
+		if (conn_feed_ready(sb->sb_conn) && sb->sb_cursor < ahead)
+			below++;
+	}
 	feed.turn = !feed.turn;
-	if (feed.turn && ahead > after)
+	if (feed.turn && ahead > after) {
 		after = ahead;
+	} else if (below > 1) {
+		/* Those below take turns, in list order. */
+		unsigned k = feed.rr++ % below;
+		LIST_FOREACH(sb, &feed.subs, sb_entry)
+		{
+			if (conn_feed_ready(sb->sb_conn) && sb->sb_cursor < ahead && k-- == 0) {
+				after = sb->sb_cursor;
+				break;
+			}
+		}
+	}
 	char buf[32];
 	snprintf(buf, sizeof(buf), "%lld", after);
 	const char *params[1] = {buf};

@@ -875,7 +875,11 @@ static void test_subscribe_page_failed(void **state)
  * A subscriber catching up on a long backlog that never pauses (its filter
  * drops all but the backlog's last row) must not hold up one that is live:
  * a notification committed meanwhile reaches the live subscriber while the
- * other is still far from the end; both get what they asked for.
+ * other is still far from the end; both get what they asked for.  Nor
+ * those in between: one resuming a third of the way in gets the row just
+ * after its cursor long before one five sixths in has caught up (the pages
+ * for those below the largest cursor go to each in turn; they all went to
+ * the smallest).
  */
 static void test_backlog_does_not_hold_up_live(void **state)
 {
@@ -885,7 +889,9 @@ static void test_backlog_does_not_hold_up_live(void **state)
 	it_db_script(db, "INSERT INTO ordertrack.notifications"
 	                 " (seq, kind, exporter, order_ref, body)"
 	                 " SELECT g, 'order.status', 'kivu-coffee',"
-	                 " CASE WHEN g = " BACKLOG_STR " THEN 'BACKLOG-LAST' ELSE 'BACKLOG' END,"
+	                 " CASE WHEN g = " BACKLOG_STR " THEN 'BACKLOG-LAST'"
+	                 " WHEN g = 100001 THEN 'BACKLOG-MID' WHEN g = 299999 THEN 'BACKLOG-UP'"
+	                 " ELSE 'BACKLOG' END,"
 	                 " jsonb_build_object('type', 'notification', 'seq', g)"
 	                 " FROM generate_series(1, " BACKLOG_STR ") g;"
 	                 "UPDATE ordertrack.notification_counter SET last_seq = " BACKLOG_STR ";");
@@ -896,6 +902,14 @@ static void test_backlog_does_not_hold_up_live(void **state)
 	struct it_client *behind = it_connect(d);
 	it_hello_operator(behind, OPS, OPS_TOKEN);
 	subscribe(behind, "{\"type\":\"subscribe\",\"after\":0,\"orders\":[\"BACKLOG-LAST\"]}", 0);
+	struct it_client *upper = it_connect(d);
+	it_hello_operator(upper, OPS, OPS_TOKEN);
+	subscribe(upper, "{\"type\":\"subscribe\",\"after\":250000,\"orders\":[\"BACKLOG-UP\"]}",
+	          250000);
+	struct it_client *middle = it_connect(d);
+	it_hello_operator(middle, OPS, OPS_TOKEN);
+	subscribe(middle, "{\"type\":\"subscribe\",\"after\":100000,\"orders\":[\"BACKLOG-MID\"]}",
+	          100000);
 
 	struct it_client *c = it_connect(d);
 	it_hello(c, KIVU, KIVU_TOKEN);
@@ -906,6 +920,16 @@ static void test_backlog_does_not_hold_up_live(void **state)
 	long long t0 = it_now_ms();
 	expect_quiet(behind, 20, "the subscriber still catching up");
 
+	n = it_read_json(middle, 60000);
+	assert_int_equal(seq_of(n), 100001);
+	json_decref(n);
+	fprintf(stderr, "notify: the row a third in came %lld ms after the live notification\n",
+	        it_now_ms() - t0);
+	expect_quiet(upper, 0,
+	             "the subscriber five sixths in, when the one a third in got its row");
+	n = it_read_json(upper, 60000);
+	assert_int_equal(seq_of(n), 299999);
+	json_decref(n);
 	n = it_read_json(behind, 60000);
 	assert_int_equal(seq_of(n), BACKLOG);
 	json_decref(n);
