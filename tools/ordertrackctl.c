@@ -871,7 +871,10 @@ static int cmd_report(struct ctl *c, int argc, char **argv)
 	    {"product", "l.product", "PRODUCT"},
 	    {"buyer", "o.buyer", "BUYER"},
 	    {"destination", "o.destination", "DESTINATION"},
-	    {"month", "to_char(o.created_at, 'YYYY-MM')", "MONTH"},
+	    {"month",
+	     "(CASE WHEN o.created_at < '0001-01-01T00:00:00Z' THEN '0000' ||"
+	     " to_char(o.created_at, '-MM') ELSE to_char(o.created_at, 'YYYY-MM') END)",
+	     "MONTH"},
 	};
 	const char *by = c->o.by ? c->o.by : "product";
 	size_t gi = 0;
@@ -888,7 +891,7 @@ static int cmd_report(struct ctl *c, int argc, char **argv)
 	if (rc != EX_OK_)
 		return rc;
 
-	char sql[sizeof(report_sql) + 64];
+	char sql[sizeof(report_sql) + 256]; /* with the longest key */
 	snprintf(sql, sizeof(sql), report_sql, groups[gi].key);
 	const char *params[2] = {c->o.from, c->o.to};
 	PGresult *r = ctl_query(c, sql, 2, params);

@@ -382,6 +382,9 @@ static void test_ctl_huge_numbers(void **state)
 	s = CTL_JSON("-c", d->conf_path, "status", IT_EXPORTER, "BC-1");
 	expect_str(s, "created_at", "0000-12-31T09:00:00Z");
 	json_decref(s);
+	r = CTL_JSON("-c", d->conf_path, "report", "--by", "month");
+	expect_num(find_by(json_object_get(r, "groups"), "key", "0000-12"), "orders", 1);
+	json_decref(r);
 	it_daemon_stop_clean(d);
 }
 
