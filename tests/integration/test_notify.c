@@ -1687,6 +1687,21 @@ static size_t wait_delivered(const struct rows *want, int ms)
 }
 
 /*
+ * The webhook "erp" has delivered each of all's rows once, in order, and
+ * nothing more: its cursor reaches the last row within ms, then a quiet
+ * moment passes (check_deliveries fails on a row delivered again after its
+ * 2xx, out of order, or past the table).
+ */
+static void expect_each_delivered_once(const char *db, const struct rows *all, int ms)
+{
+	it_webhook_wait_cursor(db, "erp", seq_of(all->v[all->n - 1]), ms);
+	it_sleep_ms(QUIET_MS);
+	size_t failures;
+	assert_int_equal(check_deliveries(all, &failures), all->n);
+	assert_int_equal(failures, 0);
+}
+
+/*
  * A webhook for kivu-coffee whose endpoint fails the first attempts: every
  * kivu notification arrives in seq order after the retries, signed, and
  * nothing of akagera-chili.  Stopped while failing and started again (the
@@ -2017,11 +2032,7 @@ static void test_webhook_two_daemons(void **state)
 	assert_int_equal(all.n, 20);
 	/* check_deliveries fails on a second delivery of a row, or one out of order. */
 	wait_delivered(&all, 30000);
-	it_webhook_wait_cursor(db, "erp", seq_of(all.v[all.n - 1]), 10000);
-	it_sleep_ms(QUIET_MS);
-	size_t failures;
-	assert_int_equal(check_deliveries(&all, &failures), all.n);
-	assert_int_equal(failures, 0);
+	expect_each_delivered_once(db, &all, 10000);
 	it_log_expect(b, 0, "msg=\"webhook standby\"", IT_REPLY_MS);
 	rows_free(&all);
 
@@ -2313,12 +2324,7 @@ static void test_webhook_save_lost(void **state)
 	it_log_expect(d, 0, "msg=\"database connected\" conn=aux backend_pid=", 0);
 
 	table_rows(db, "true", NULL, NULL, &all);
-	it_webhook_wait_cursor(db, "erp", seq_of(all.v[all.n - 1]), 30000);
-	it_sleep_ms(QUIET_MS);
-	/* check_deliveries fails on a row delivered again after its 2xx. */
-	size_t failures;
-	assert_int_equal(check_deliveries(&all, &failures), all.n);
-	assert_int_equal(failures, 0);
+	expect_each_delivered_once(db, &all, 30000);
 	rows_free(&all);
 	it_daemon_stop_clean(d);
 	rcv_stop();
@@ -2382,12 +2388,7 @@ static void test_webhook_save_fails_at_commit(void **state)
 	it_db_command(db, "DROP TRIGGER refuse_cursor ON ordertrack.webhook_cursors", NULL);
 	struct rows all;
 	table_rows(db, "true", NULL, NULL, &all);
-	it_webhook_wait_cursor(db, "erp", seq_of(all.v[all.n - 1]), 30000);
-	it_sleep_ms(QUIET_MS);
-	/* check_deliveries fails on a row delivered again after its 2xx. */
-	size_t failures;
-	assert_int_equal(check_deliveries(&all, &failures), all.n);
-	assert_int_equal(failures, 0);
+	expect_each_delivered_once(db, &all, 30000);
 	rows_free(&all);
 	it_close(c);
 	it_daemon_stop_clean(d);
@@ -2417,11 +2418,7 @@ static void test_webhook_query_failed(void **state)
 
 	struct rows all;
 	table_rows(db, "true", NULL, NULL, &all);
-	it_webhook_wait_cursor(db, "erp", seq_of(all.v[all.n - 1]), 10000);
-	it_sleep_ms(QUIET_MS);
-	size_t failures;
-	assert_int_equal(check_deliveries(&all, &failures), all.n);
-	assert_int_equal(failures, 0);
+	expect_each_delivered_once(db, &all, 10000);
 	it_log_expect(d, off, "msg=\"webhook query failing no more\" webhook=erp failures=1", 0);
 	/* The session was never lost. */
 	assert_true(it_log_wait(d, off, "msg=\"database lost\" conn=aux", 0) < 0);
@@ -2838,11 +2835,7 @@ static void test_webhook_reload_in_flight(void **state)
 	}
 	/* check_deliveries fails on a row delivered again after its 2xx. */
 	wait_delivered(&all, 30000);
-	it_webhook_wait_cursor(db, "erp", seq_of(all.v[all.n - 1]), 10000);
-	it_sleep_ms(QUIET_MS);
-	size_t failures;
-	assert_int_equal(check_deliveries(&all, &failures), all.n);
-	assert_int_equal(failures, 0);
+	expect_each_delivered_once(db, &all, 10000);
 	rows_free(&all);
 	it_close(c);
 	it_daemon_stop_clean(d);
