@@ -1692,17 +1692,22 @@ static int parse_options(int argc, char **argv, struct opts *o)
 
 /*
  * The newest seq prune may delete through: the last notification older
- * than the cutoff, but none that a configured webhook has still to
- * deliver ($2, the ids, as an array literal: the cursors of webhooks no
- * longer configured hold nothing back).  Column 2 names the webhook that
- * held it back, if one did.
+ * than the cutoff (0 when none is: least() would skip the NULL and take
+ * a cursor), but none that a configured webhook has still to deliver ($2,
+ * the ids, as an array literal: the cursors of webhooks no longer
+ * configured hold nothing back; one configured whose row is not made yet
+ * starts at 0).  Column 2 names the webhook that held it back, if one did.
  */
 static const char prune_plan_sql[] =
     "WITH old AS (SELECT max(seq) AS through FROM ordertrack.notifications"
     "  WHERE created_at < now() - make_interval(days => $1::integer)),"
-    " hook AS (SELECT webhook, last_seq FROM ordertrack.webhook_cursors"
-    "  WHERE webhook = ANY ($2::text[]) ORDER BY last_seq, webhook LIMIT 1)"
-    " SELECT coalesce(least(old.through, hook.last_seq), old.through, 0),"
+    " hook AS (SELECT w.id AS webhook, coalesce(c.last_seq, 0) AS last_seq"
+    "  FROM unnest($2::text[]) AS w(id)"
+    "  LEFT JOIN ordertrack.webhook_cursors c ON c.webhook = w.id"
+    "  ORDER BY 2, 1 LIMIT 1)"
+    " SELECT CASE WHEN old.through IS NULL THEN 0"
+    "  WHEN hook.last_seq IS NULL THEN old.through"
+    "  ELSE least(old.through, hook.last_seq) END,"
     "  coalesce(old.through, 0),"
     "  CASE WHEN hook.last_seq < old.through THEN hook.webhook END,"
     "  coalesce((SELECT min(seq) FROM ordertrack.notifications), 0)"
