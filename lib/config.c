@@ -663,6 +663,36 @@ bool cfg_duplicate(struct loader *ld, const config_setting_t *e, const char *key
 }
 
 /* Walk the members of a group, sending each to its row or to a nested walk. */
+/*
+ * An @include'd file would escape the checks made on the text of this one
+ * (32-bit literals, NUL bytes, its size) and the warnings about its
+ * permissions: one file, read whole.  libconfig takes @include on any
+ * line, inside a list too, so every setting is looked at.
+ */
+static bool include_refused(struct loader *ld, const config_setting_t *s, const char *path)
+{
+	if (config_setting_source_file(s) != NULL)
+		return cfg_fail(ld, s, path,
+		                "comes from a file pulled in by @include, which is not supported: "
+		                "put the settings in %s",
+		                ld->name);
+	if (!config_setting_is_aggregate(s))
+		return true;
+	int n = config_setting_length(s);
+	for (int i = 0; i < n; i++) {
+		const config_setting_t *e = config_setting_get_elem(s, (unsigned)i);
+		const char *name = config_setting_name(e);
+		char sub[KEY_MAX];
+		if (name != NULL)
+			cfg_key(sub, sizeof(sub), "%s%s%s", path, path[0] ? "." : "", name);
+		else
+			cfg_key(sub, sizeof(sub), "%s[%d]", path, i);
+		if (!include_refused(ld, e, sub))
+			return false;
+	}
+	return true;
+}
+
 static bool group_walk(struct loader *ld, const config_setting_t *group, const char *prefix)
 {
 	int n = config_setting_length(group);
@@ -672,14 +702,6 @@ static bool group_walk(struct loader *ld, const config_setting_t *group, const c
 		cfg_key(path, sizeof(path), "%s%s%s", prefix, prefix[0] ? "." : "",
 		        config_setting_name(s));
 
-		/* An @include'd file would escape the checks made on the text
-		 * of this one (32-bit literals, NUL bytes, its size) and the
-		 * warnings about its permissions: one file, read whole. */
-		if (config_setting_source_file(s) != NULL)
-			return cfg_fail(ld, s, path,
-			                "comes from a file pulled in by @include, which is not "
-			                "supported: put the settings in %s",
-			                ld->name);
 		const struct setting *row = setting_find(path);
 		if (row != NULL) {
 			if (!row_parse(ld, row, s))
@@ -932,7 +954,8 @@ struct config *config_parse_string(const char *text, const char *name, char **er
 		loader_error(&ld, cfg_printf("%s: no configuration text", name));
 	} else if (!config_read_string(&lc, text)) {
 		loader_error(&ld, syntax_error(&lc, name, text));
-	} else if (group_walk(&ld, config_root_setting(&lc), "")) {
+	} else if (include_refused(&ld, config_root_setting(&lc), "") &&
+	           group_walk(&ld, config_root_setting(&lc), "")) {
 		/* What spans keys, once every key has been read. */
 		cfg_webhooks_check_exporters(&ld, config_root_setting(&lc));
 	}

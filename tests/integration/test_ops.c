@@ -2175,6 +2175,20 @@ static void test_config_file_unusable(void **state)
 	if (strstr(out, "inc.conf:1: limits: comes from a file pulled in by @include") == NULL)
 		it_fail("an @include: %s", out);
 	free(out);
+	/* Inside a list too (libconfig takes @include on any line). */
+	static const char exp[] =
+	    "{ id = \"inc-x\"; name = \"X\"; token_sha256 = "
+	    "\"0ef4ba1c633bd5d1f6b77c53d92686e817a73605f760b21ec7b5e932c4bd5adf\"; }\n";
+	write_tmp_bytes(inc_path, sizeof(inc_path), "exp.conf", exp, sizeof(exp) - 1);
+	len = snprintf(main_text, sizeof(main_text), "exporters = (\n@include \"%s\"\n);\n",
+	               inc_path);
+	write_tmp_bytes(path, sizeof(path), "includes2.conf", main_text, (size_t)len);
+	snprintf(cmd, sizeof(cmd), "'%s' -t -c '%s' 2>&1", bin, path);
+	assert_int_equal(shell(cmd, &out), 78);
+	if (strstr(out, "exp.conf:1: exporters[0]: comes from a file pulled in by @include") ==
+	    NULL)
+		it_fail("an @include in a list: %s", out);
+	free(out);
 }
 
 /*
