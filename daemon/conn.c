@@ -95,6 +95,7 @@ struct conn {
 	struct event *c_timer;     /* hello deadline, then the line deadline */
 	struct event *c_out_timer; /* the peer must take its replies by then */
 	bool c_line_timer;         /* c_timer is running for a started line */
+	bool c_tls_raw;            /* TLS bytes came in since the last decrypted ones */
 	struct peer *c_peer_rec;   /* per-address limits */
 	bool c_counted;            /* counted in c_peer_rec's connections */
 };
@@ -634,6 +635,20 @@ static void conn_line(struct conn *c, const char *line, size_t len)
 }
 
 /*
+ * Has a line begun that is not finished?  Over TLS, bytes of a record not
+ * yet whole count: those OpenSSL holds, and those that came since the last
+ * decrypted ones (OpenSSL takes a record's header in without saying it has
+ * anything pending).  A whole record with no data in it (a TLS 1.3 key
+ * update) counts too, until data comes: rare, and then closed as a line
+ * begun.
+ */
+static bool conn_line_begun(const struct conn *c)
+{
+	return framer_partial(&c->c_framer) || c->c_tls_raw ||
+	       (c->c_bev != NULL && tls_raw_pending(c->c_bev));
+}
+
+/*
  * A line has been started but not finished: give it limits.line_timeout_s
  * to end, however slowly its bytes come (a slow-loris peer would otherwise
  * hold the connection forever while never tripping the idle timeout).
@@ -648,8 +663,7 @@ static void conn_arm_line_timer(struct conn *c, bool lines_done)
 		c->c_line_timer = false;
 	}
 	/* Over TLS, a record begun counts as a line begun (tls_watch_raw). */
-	bool partial =
-	    framer_partial(&c->c_framer) || (c->c_bev != NULL && tls_raw_pending(c->c_bev));
+	bool partial = conn_line_begun(c);
 	if (partial && !c->c_line_timer) {
 		struct timeval tv = {server.cfg->line_timeout_s, 0};
 		evtimer_add(c->c_timer, &tv);
@@ -664,6 +678,7 @@ static void conn_arm_line_timer(struct conn *c, bool lines_done)
 static void conn_tls_raw(void *arg)
 {
 	struct conn *c = arg;
+	c->c_tls_raw = true;
 	if (c->c_state != CONN_READY || c->c_timer == NULL || c->c_paused || c->c_line_timer)
 		return;
 	struct timeval tv = {server.cfg->line_timeout_s, 0};
@@ -679,11 +694,10 @@ static void conn_timer_cb(evutil_socket_t fd, short what, void *arg)
 	(void)what;
 	if (c->c_state == CONN_HELLO)
 		conn_close(c, "hello timeout");
-	else if (c->c_state == CONN_READY &&
-	         (framer_partial(&c->c_framer) || (c->c_bev != NULL && tls_raw_pending(c->c_bev))))
+	else if (c->c_state == CONN_READY && conn_line_begun(c))
 		conn_close(c, "line timeout");
 	else if (c->c_state == CONN_READY)
-		c->c_line_timer = false; /* a whole record with no line in it (a key update) */
+		c->c_line_timer = false; /* nothing begun after all */
 	else if (c->c_state == CONN_CLOSING)
 		conn_close(c, c->c_close_reason); /* its replies may have arrived */
 }
@@ -762,8 +776,10 @@ static void conn_process_input(struct conn *c)
 
 static void conn_read_cb(struct bufferevent *bev, void *arg)
 {
+	struct conn *c = arg;
 	(void)bev;
-	conn_process_input(arg);
+	c->c_tls_raw = false; /* a record was whole; SSL_has_pending says if more began */
+	conn_process_input(c);
 }
 
 /* Output drained below the low-water mark: finish closing or resume. */

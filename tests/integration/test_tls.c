@@ -1092,6 +1092,27 @@ static void test_record_trickled(void **state)
 	if (took > 4500)
 		fail_msg("closed %lld ms after the record's first byte, line_timeout_s is 2", took);
 	tc_free(t);
+
+	/* A record's header alone, then nothing: OpenSSL takes the header in
+	 * and says it holds nothing, but the line has begun all the same. */
+	t = tc_open(d, NULL, NULL);
+	assert_non_null(t);
+	tc_hello(t);
+	off = it_log_offset(d);
+	mem = BIO_new(BIO_s_mem());
+	assert_non_null(mem);
+	SSL_set0_wbio(t->ssl, mem);
+	assert_int_equal(SSL_write(t->ssl, part, (int)sizeof(part) - 1), (int)sizeof(part) - 1);
+	n = BIO_read(mem, rec, sizeof(rec));
+	assert_true(n > 5);
+	start = it_now_ms();
+	assert_int_equal(send(t->fd, rec, 5, MSG_NOSIGNAL), 5);
+	it_log_expect(d, off, "reason=\"line timeout\"", 4500);
+	took = it_now_ms() - start;
+	if (took < 1500)
+		fail_msg("a record's header closed %lld ms after it came, line_timeout_s is 2",
+		         took);
+	tc_free(t);
 	it_daemon_stop_clean(d);
 }
 
