@@ -217,7 +217,7 @@ static void feed_page_cb(void *arg, const PGresult *r)
  * Read the next page for the ready subscribers.  Every other page is read
  * after the largest cursor that is behind the newest seq (those nearly
  * caught up, live ones when something new came); the others go in turn to
- * each cursor below it, smallest first.  One subscriber catching up on a
+ * each cursor below it, in the order of the subscribers' list.  One subscriber catching up on a
  * long backlog (after 0, say, with a filter that drops most rows, so that
  * it never pauses) would otherwise have every page read at its cursor, and
  * those ahead of it would wait until it caught up too.
