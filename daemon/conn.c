@@ -679,11 +679,7 @@ static void conn_tls_raw(void *arg)
 {
 	struct conn *c = arg;
 	c->c_tls_raw = true;
-	if (c->c_state != CONN_READY || c->c_timer == NULL || c->c_paused || c->c_line_timer)
-		return;
-	struct timeval tv = {server.cfg->line_timeout_s, 0};
-	evtimer_add(c->c_timer, &tv);
-	c->c_line_timer = true;
+	conn_arm_line_timer(c, false);
 }
 
 /* The hello or the line deadline passed. */
