@@ -42,6 +42,7 @@ struct aux {
 	enum aux_state state;
 	bool down_logged; /* "database unavailable" said since the last connect */
 	bool outage;      /* lost or unavailable since the last connect */
+	int lost_pid;     /* the backend of the session lost last */
 	STAILQ_HEAD(, aux_query) queue;
 	char *listen_channel; /* LISTEN runs as an internal query */
 	aux_notify_fn *notify_fn;
@@ -98,6 +99,7 @@ static void aux_lost(struct aux *a, const char *why)
 	log_first_line(why, buf, sizeof(buf));
 	char more[sizeof(a->sock.fields)];
 	snprintf(more, sizeof(more), "%s", pgsock_loss_fields(&a->sock));
+	a->lost_pid = was_up ? PQbackendPID(a->sock.pg) : 0;
 	pgsock_close_retry(&a->sock);
 	/* As the ingest sessions: a loss, then the first reconnect that
 	 * fails, with its reason; the other failures at debug level. */
@@ -344,6 +346,17 @@ void aux_query(struct aux *a, const char *sql, int nparams, const char *const *p
 bool aux_up(const struct aux *a)
 {
 	return a->state == AUX_IDLE || a->state == AUX_BUSY;
+}
+
+int aux_lost_pid(const struct aux *a)
+{
+	return a->lost_pid;
+}
+
+void aux_drop(struct aux *a, const char *why)
+{
+	if (aux_up(a))
+		aux_lost(a, why);
 }
 
 void aux_free(struct aux *a)

@@ -32,5 +32,12 @@ void aux_listen(struct aux *a, const char *channel, aux_notify_fn *fn, aux_up_fn
 void aux_query(struct aux *a, const char *sql, int nparams, const char *const *params,
                aux_result_fn *fn, void *arg);
 bool aux_up(const struct aux *a);
+/*
+ * The backend of the session lost last (0: none, or it was not up): the
+ * query whose callback got NULL went there, and may still be running.
+ */
+int aux_lost_pid(const struct aux *a);
+/* Close the session as if it had broken (a test's fault point); it reconnects. */
+void aux_drop(struct aux *a, const char *why);
 
 #endif

@@ -6,9 +6,11 @@
  * before the daemon kills itself with SIGKILL:
  *   OT_FAULT_POINT=before_commit|after_commit|after_acks  OT_FAULT_AFTER=N
  * The tests then restart the daemon and check that every acked event is
- * stored exactly once.  One point only pretends: lose_commit_answer drops
- * the ingest session as if it broke just after a COMMIT that succeeded,
- * its answer unread.
+ * stored exactly once.  The lose_* points only pretend: lose_commit_answer
+ * drops the ingest session as if it broke just after a COMMIT that
+ * succeeded, its answer unread (lose_emit_answer before EMIT's rows came,
+ * lose_in_prepare while it prepares); lose_alerts_answer drops the
+ * auxiliary session after an alert check that raised something.
  */
 #ifndef OT_FAULT_H
 #define OT_FAULT_H

@@ -32,11 +32,18 @@
 #define FEED_PAGE     500
 #define FEED_PAGE_STR "500"
 
-/* A lost batch that may have committed (feed_report_in_doubt). */
+/*
+ * A lost batch that may have committed (feed_report_in_doubt), or a lost
+ * alert check (feed_alerts_in_doubt): the first is known by its
+ * transaction's id, the second, whose id never came back, by its
+ * session's backend.
+ */
 struct doubt {
 	LIST_ENTRY(doubt) d_entry;
 	PGresult *d_rows;      /* EMIT's rows, or NULL: they never came back */
-	char d_xid[24];        /* its transaction */
+	char d_xid[24];        /* a batch's transaction */
+	int d_pid;             /* an alert check's backend (no xid) */
+	void (*d_done)(void);  /* called once it is settled, or NULL */
 	long long d_floor;     /* its notifications' seqs are greater */
 	struct event *d_timer; /* the next look at its status */
 	unsigned d_tries;
@@ -411,22 +418,48 @@ void feed_report(const PGresult *r)
  */
 static const char doubt_status_sql[] = "SELECT pg_xact_status($1::xid8)";
 
+/*
+ * An alert check's id is not known before its answer, so its session's
+ * backend is looked for instead: while it is there the check may still
+ * commit; once it is gone, the check is over one way or the other and
+ * its rows, if any, are in the table.  (A pid taken again since by
+ * another session would only make the wait longer.)
+ */
+static const char alerts_status_sql[] =
+    "SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1::integer"
+    " AND pid <> pg_backend_pid()) THEN 'in progress' ELSE 'committed' END";
+
 /* Its notifications, when EMIT's rows never came back: by their xmin. */
 static const char doubt_rows_sql[] =
     "SELECT seq, kind, exporter, order_ref, shipment_ref, from_status, to_status, event_id,"
     " created_at FROM ordertrack.notifications"
     " WHERE seq > $1::bigint AND xmin = $2::xid8::xid ORDER BY seq";
 
-static const char doubt_check_failed[] =
-    "a batch's session was lost at its commit, and the check failed: its notifications may "
-    "be in ordertrack.notifications without a status line";
+/*
+ * An alert check's: the alerts after the last seq this daemon had seen
+ * when the check went out.  Checks run one at a time (alerts.c), so none
+ * of them is another check's of this daemon; a second daemon on the same
+ * database could have raised one, whose line would then be logged twice.
+ */
+static const char alerts_rows_sql[] =
+    "SELECT seq, kind, exporter, order_ref, shipment_ref, from_status, to_status, event_id,"
+    " created_at FROM ordertrack.notifications"
+    " WHERE seq > $1::bigint AND kind LIKE 'alert.%' ORDER BY seq";
 
 static void doubt_look(struct doubt *dt);
+
+/* What was lost, for the log lines. */
+static const char *doubt_what(const struct doubt *dt)
+{
+	return dt->d_pid != 0 ? "an alert check's" : "a batch's";
+}
 
 /* Forget a lost batch. */
 static void doubt_free(struct doubt *dt)
 {
 	LIST_REMOVE(dt, d_entry);
+	if (dt->d_done != NULL)
+		dt->d_done();
 	PQclear(dt->d_rows);
 	if (dt->d_timer != NULL)
 		event_free(dt->d_timer);
@@ -436,27 +469,47 @@ static void doubt_free(struct doubt *dt)
 /* It cannot be told: one warning says where to look. */
 static void doubt_unknown(struct doubt *dt, const char *why)
 {
+	char reason[256];
+	snprintf(reason, sizeof(reason), "%s session was lost at its commit, and %s",
+	         doubt_what(dt), why);
 	int n = dt->d_rows != NULL ? PQntuples(dt->d_rows) : 0;
 	if (n > 0)
 		log_warnx("notifications in doubt", "first_seq=%s last_seq=%s xid=%s reason=%s",
 		          PQgetvalue(dt->d_rows, 0, 0), PQgetvalue(dt->d_rows, n - 1, 0), dt->d_xid,
-		          lq(why));
+		          lq(reason));
+	else if (dt->d_pid != 0)
+		log_warnx("notifications in doubt", "after_seq=%lld kinds=alert.* reason=%s",
+		          dt->d_floor, lq(reason));
 	else
 		log_warnx("notifications in doubt", "after_seq=%lld xid=%s reason=%s", dt->d_floor,
-		          dt->d_xid, lq(why));
+		          dt->d_xid, lq(reason));
 	doubt_free(dt);
 }
 
-/* The batch committed with these notifications: their status lines, late. */
+static const char doubt_check_failed[] =
+    "the check failed: its notifications may be in ordertrack.notifications without a status "
+    "line";
+
+/* The batch (or check) committed with these notifications: their status lines, late. */
 static void doubt_committed(struct doubt *dt, const PGresult *rows)
 {
 	int n = PQntuples(rows);
+	const char *msg =
+	    dt->d_pid != 0 ? "lost alert check had committed" : "lost batch had committed";
 	if (n == 0) {
-		log_debug("lost batch had committed", "xid=%s notifications=0", dt->d_xid);
+		if (dt->d_pid != 0)
+			log_debug("lost alert check is over", "backend_pid=%d notifications=0",
+			          dt->d_pid);
+		else
+			log_debug(msg, "xid=%s notifications=0", dt->d_xid);
 		return;
 	}
-	log_info("lost batch had committed", "first_seq=%s last_seq=%s notifications=%d xid=%s",
-	         PQgetvalue(rows, 0, 0), PQgetvalue(rows, n - 1, 0), n, dt->d_xid);
+	if (dt->d_pid != 0)
+		log_info(msg, "first_seq=%s last_seq=%s notifications=%d backend_pid=%d",
+		         PQgetvalue(rows, 0, 0), PQgetvalue(rows, n - 1, 0), n, dt->d_pid);
+	else
+		log_info(msg, "first_seq=%s last_seq=%s notifications=%d xid=%s",
+		         PQgetvalue(rows, 0, 0), PQgetvalue(rows, n - 1, 0), n, dt->d_xid);
 	metrics_notifications(rows);
 	feed_report(rows);
 }
@@ -471,6 +524,20 @@ static void feed_doubt_rows_cb(void *arg, const PGresult *r)
 	}
 	doubt_committed(dt, r);
 	doubt_free(dt);
+}
+
+/* Read the notifications of a batch (or check) known to be over. */
+static void doubt_read_rows(struct doubt *dt)
+{
+	char floor[32];
+	snprintf(floor, sizeof(floor), "%lld", dt->d_floor);
+	if (dt->d_pid != 0) {
+		const char *params[1] = {floor};
+		aux_query(feed.aux, alerts_rows_sql, 1, params, feed_doubt_rows_cb, dt);
+		return;
+	}
+	const char *params[2] = {floor, dt->d_xid};
+	aux_query(feed.aux, doubt_rows_sql, 2, params, feed_doubt_rows_cb, dt);
 }
 
 /* The transaction's status came back. */
@@ -490,10 +557,7 @@ static void feed_doubt_status_cb(void *arg, const PGresult *r)
 			doubt_free(dt);
 			return;
 		}
-		char floor[32];
-		snprintf(floor, sizeof(floor), "%lld", dt->d_floor);
-		const char *params[2] = {floor, dt->d_xid};
-		aux_query(feed.aux, doubt_rows_sql, 2, params, feed_doubt_rows_cb, dt);
+		doubt_read_rows(dt);
 		return;
 	}
 	if (strcmp(status, "aborted") == 0) {
@@ -502,8 +566,9 @@ static void feed_doubt_status_cb(void *arg, const PGresult *r)
 		return;
 	}
 	if (++dt->d_tries >= DOUBT_TRIES) {
-		doubt_unknown(dt, "a batch's session was lost at its commit, and its transaction "
-		                  "was still in progress 30 s later");
+		doubt_unknown(dt, dt->d_pid != 0
+		                      ? "its backend was still there 30 s later"
+		                      : "its transaction was still in progress 30 s later");
 		return;
 	}
 	struct timeval tv = {1, 0};
@@ -512,6 +577,13 @@ static void feed_doubt_status_cb(void *arg, const PGresult *r)
 
 static void doubt_look(struct doubt *dt)
 {
+	if (dt->d_pid != 0) {
+		char pid[16];
+		snprintf(pid, sizeof(pid), "%d", dt->d_pid);
+		const char *params[1] = {pid};
+		aux_query(feed.aux, alerts_status_sql, 1, params, feed_doubt_status_cb, dt);
+		return;
+	}
 	const char *params[1] = {dt->d_xid};
 	aux_query(feed.aux, doubt_status_sql, 1, params, feed_doubt_status_cb, dt);
 }
@@ -523,6 +595,20 @@ static void doubt_timer_cb(evutil_socket_t fd, short what, void *arg)
 	doubt_look(arg);
 }
 
+/* A new doubt, looked at at once. */
+static struct doubt *doubt_new(long long seq_floor)
+{
+	struct doubt *dt = calloc(1, sizeof(*dt));
+	if (dt == NULL)
+		abort();
+	dt->d_floor = seq_floor;
+	dt->d_timer = evtimer_new(server.base, doubt_timer_cb, dt);
+	if (dt->d_timer == NULL)
+		abort();
+	LIST_INSERT_HEAD(&feed.doubts, dt, d_entry);
+	return dt;
+}
+
 void feed_report_in_doubt(PGresult *r, const char *xid, long long seq_floor)
 {
 	if (xid == NULL || xid[0] == '\0') {
@@ -530,15 +616,21 @@ void feed_report_in_doubt(PGresult *r, const char *xid, long long seq_floor)
 		PQclear(r);
 		return;
 	}
-	struct doubt *dt = calloc(1, sizeof(*dt));
-	if (dt == NULL)
-		abort();
+	struct doubt *dt = doubt_new(seq_floor);
 	dt->d_rows = r; /* NULL when EMIT's rows never came back */
 	snprintf(dt->d_xid, sizeof(dt->d_xid), "%s", xid);
-	dt->d_floor = seq_floor;
-	dt->d_timer = evtimer_new(server.base, doubt_timer_cb, dt);
-	if (dt->d_timer == NULL)
-		abort();
-	LIST_INSERT_HEAD(&feed.doubts, dt, d_entry);
+	doubt_look(dt);
+}
+
+void feed_alerts_in_doubt(int backend_pid, long long seq_floor, void (*done)(void))
+{
+	if (backend_pid == 0) {
+		/* Never sent: nothing can have committed. */
+		done();
+		return;
+	}
+	struct doubt *dt = doubt_new(seq_floor);
+	dt->d_pid = backend_pid;
+	dt->d_done = done;
 	doubt_look(dt);
 }

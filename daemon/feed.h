@@ -43,5 +43,13 @@ void feed_report(const PGresult *r);
  * told, one warning says where to look.
  */
 void feed_report_in_doubt(PGresult *r, const char *xid, long long seq_floor);
+/*
+ * An alert check (ordertrack.evaluate_alerts) whose session was lost
+ * before its answer came: it may have committed.  Once the session's
+ * backend (backend_pid) is gone, the alerts after seq_floor are read and
+ * reported as feed_report_in_doubt's are; done is called when that is
+ * settled (at once when backend_pid is 0: the check never went out).
+ */
+void feed_alerts_in_doubt(int backend_pid, long long seq_floor, void (*done)(void));
 
 #endif

@@ -234,6 +234,79 @@ static void test_lost_emit_answer(void **state)
 	lost_answer("crash_lost_emit", "lose_emit_answer");
 }
 
+/* The event line of it_event_line with its occurred_at offset_s from now. */
+static char *event_ago(const char *id, const char *type, const char *order, const char *ship,
+                       long offset_s)
+{
+	char when[40];
+	it_utc_time(when, sizeof(when), offset_s);
+	char *line = it_event_line(id, type, order, ship);
+	json_t *o = json_loads(line, JSON_PRESERVE_ORDER, NULL);
+	free(line);
+	assert_non_null(o);
+	json_object_set_new(o, "occurred_at", json_string(when));
+	line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(o);
+	assert_non_null(line);
+	return line;
+}
+
+/*
+ * An alert check whose session dropped after it committed, its answer
+ * unread (the lose_alerts_answer point): once the old backend is gone
+ * its alert is read from the table and gets its msg=status line, once;
+ * the checks after it raise nothing new.
+ */
+static void test_lost_alerts_answer(void **state)
+{
+	(void)state;
+	const char *db = "crash_lost_alerts";
+	it_pg_createdb(db);
+	struct it_config cfg = {
+	    .name = db,
+	    .dbname = db,
+	    .log_level = "info",
+	    .extra_text =
+	        "alerts = { interval_s = 1; customs_hold_hours = 1; stale_hours = 8760; };\n"};
+	setenv("OT_FAULT_POINT", "lose_alerts_answer", 1);
+	setenv("OT_FAULT_AFTER", "1", 1);
+	struct it_daemon *d = it_daemon_start(&cfg, true);
+	unsetenv("OT_FAULT_POINT");
+	unsetenv("OT_FAULT_AFTER");
+
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	off_t off = it_log_offset(d);
+	char *evs[] = {
+	    event_ago("alert-1", "order.created", "PO-ALERT", NULL, -3 * 3600),
+	    event_ago("alert-2", "shipment.booked", "PO-ALERT", "SH-A", -3 * 3600),
+	    event_ago("alert-3", "shipment.customs_hold", "PO-ALERT", "SH-A", -2 * 3600),
+	};
+	static const char *const ids[] = {"alert-1", "alert-2", "alert-3"};
+	for (size_t i = 0; i < 3; i++) {
+		it_send(c, evs[i]);
+		it_expect_ack(c, ids[i], "stored");
+		free(evs[i]);
+	}
+	it_log_expect(d, off,
+	              "msg=\"database lost\" conn=aux reason=\"fault point lose_alerts_answer\"",
+	              5000);
+	it_log_expect(d, off, "msg=\"lost alert check had committed\"", 5000);
+	const char *status = "msg=status kind=alert.customs_dwell exporter=" IT_EXPORTER
+	                     " order=PO-ALERT shipment=SH-A from=- to=raised event=-";
+	off_t after = it_log_expect(d, off, status, IT_REPLY_MS);
+	it_sleep_ms(2500); /* two more checks */
+	if (it_log_wait(d, after, "kind=alert.", 0) >= 0)
+		it_fail("the lost check's alert was announced twice");
+	assert_int_equal(it_db_long(db,
+	                            "SELECT count(*) FROM ordertrack.notifications"
+	                            " WHERE kind = 'alert.customs_dwell'",
+	                            NULL),
+	                 1);
+	it_close(c);
+	it_daemon_stop_clean(d);
+}
+
 /*
  * A session cut off while it prepares its statements (the lose_in_prepare
  * point), after "schema ready" but before "database connected": it was
@@ -275,6 +348,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_crash_after_acks, it_test_teardown),
 	    cmocka_unit_test_teardown(test_lost_commit_answer, it_test_teardown),
 	    cmocka_unit_test_teardown(test_lost_emit_answer, it_test_teardown),
+	    cmocka_unit_test_teardown(test_lost_alerts_answer, it_test_teardown),
 	    cmocka_unit_test_teardown(test_lost_in_prepare, it_test_teardown),
 	};
 	it_env_init("crash");
