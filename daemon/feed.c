@@ -370,8 +370,24 @@ void feed_unsubscribe(struct sub *sb)
 	free(sb);
 }
 
+/* The counter read at the first schema-ready: the seqs given out so far. */
+static void feed_counter_cb(void *arg, const PGresult *r)
+{
+	(void)arg;
+	if (r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
+		return;
+	long long last = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+	if (last > server.last_seq)
+		server.last_seq = last;
+}
+
 void feed_db_ready(void)
 {
+	/* Until this daemon sees a seq, a batch lost at its commit would
+	 * look for its notifications above 0: a scan of the whole table. */
+	if (feed.aux != NULL && !feed.schema && server.last_seq == 0)
+		aux_query(feed.aux, "SELECT last_seq FROM ordertrack.notification_counter", 0, NULL,
+		          feed_counter_cb, NULL);
 	feed.schema = true;
 	feed_wake();
 }
