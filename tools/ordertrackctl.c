@@ -53,9 +53,9 @@
 #define EX_SOFTWARE_    70
 #define EX_CONFIG_      78
 
-#define TOKEN_BYTES  32
-#define TAIL_BACKLOG 10 /* tail without --after starts this many before the newest */
-#define LINE_MAX_    65536
+#define TOKEN_BYTES      32
+#define TAIL_BACKLOG_STR "10" /* tail without --after shows this many of the newest */
+#define LINE_MAX_        65536
 
 /*
  * An RFC 3339 UTC rendering of a timestamptz column, in SQL.  The protocol's
@@ -1317,18 +1317,24 @@ static void notification_print(const json_t *n)
 	fflush(stdout);
 }
 
-/* The seq to start after when none is given: a few before the newest. */
+/*
+ * The seq to start after when none is given: just before the newest few
+ * stored.  Not the newest seq minus a few: after a prune those may be
+ * gone, and the feed would answer feed_gap.
+ */
 static int tail_default_after(struct ctl *c, long long *after)
 {
 	if (!ctl_connect(c))
 		return EX_UNAVAILABLE_;
-	PGresult *r =
-	    ctl_query(c, "SELECT coalesce(max(seq), 0) FROM ordertrack.notifications", 0, NULL);
-	long long newest = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+	PGresult *r = ctl_query(
+	    c,
+	    "SELECT coalesce(min(seq) - 1, 0) FROM (SELECT seq FROM"
+	    " ordertrack.notifications ORDER BY seq DESC LIMIT " TAIL_BACKLOG_STR ") newest",
+	    0, NULL);
+	*after = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
 	PQclear(r);
 	PQfinish(c->pg);
 	c->pg = NULL;
-	*after = newest > TAIL_BACKLOG ? newest - TAIL_BACKLOG : 0;
 	return EX_OK_;
 }
 

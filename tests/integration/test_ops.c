@@ -1877,12 +1877,24 @@ static void test_ctl_prune(void **state)
 	}
 	it_close(c);
 
+	/* tail without --after: the newest kept, though fewer than ten are
+	 * (not the newest seq minus ten, which were pruned). */
+	assert_int_equal(ctl(&out, OPS_TOKEN, "-c", conf, "tail", "--limit", "1", "--json",
+	                     "--address", addr, (char *)NULL),
+	                 0);
+	json_t *n = json_loads(out, 0, NULL);
+	if (n == NULL || json_integer_value(json_object_get(n, "seq")) != top - 2)
+		it_fail("tail without --after, once pruned: wanted seq %ld first, got %s", top - 2,
+		        out);
+	json_decref(n);
+	free(out);
+
 	/* After 0: what is kept, from the oldest, no error. */
 	c = it_connect(d);
 	it_hello_operator(c, OPS, OPS_TOKEN);
 	free(subscribe_line(c, 0));
 	line = it_read_line(c, IT_REPLY_MS);
-	json_t *n = json_loads(line, 0, NULL);
+	n = json_loads(line, 0, NULL);
 	if (n == NULL || json_integer_value(json_object_get(n, "seq")) != top - 2)
 		it_fail("after 0, once pruned: wanted seq %ld first, got %s", top - 2, line);
 	json_decref(n);
