@@ -1109,10 +1109,24 @@ static int cmd_token(struct ctl *c, int argc, char **argv)
 	if (strcmp(argv[0], "new") != 0)
 		return usage_error("unknown token command \"%s\" (only \"token new\")", argv[0]);
 	const char *id = argv[1];
-	const char *name = c->o.name ? c->o.name : id;
 	if (!id_ok(id))
 		return usage_error("exporter id \"%s\": 1 to %d characters of A-Z a-z 0-9 . _ -",
 		                   id, CONFIG_ID_MAX);
+	/* Whether this replaces an entry, when the config can be read; a
+	 * new token for it keeps its name unless --name gives another. */
+	char *err = NULL;
+	struct config *cfg = config_load(c->o.config, &err);
+	free(err);
+	err = NULL;
+	const struct config_exporter *as_exporter = cfg ? config_find_exporter(cfg, id) : NULL;
+	const struct config_exporter *as_operator = cfg ? config_find_operator(cfg, id) : NULL;
+	bool exporter_exists = as_exporter != NULL, operator_exists = as_operator != NULL;
+	const struct config_exporter *known = as_exporter ? as_exporter : as_operator;
+	const char *old_name = known != NULL && known->name != NULL ? known->name : id;
+	char name_buf[600];
+	snprintf(name_buf, sizeof(name_buf), "%s", c->o.name ? c->o.name : old_name);
+	config_free(cfg);
+	const char *name = name_buf;
 	if (name[0] == '\0' || text_width(name) > 128 || strlen(name) > 512)
 		return usage_error("--name must be 1 to 128 characters");
 	for (const char *p = name; *p != '\0'; p++)
@@ -1146,7 +1160,7 @@ static int cmd_token(struct ctl *c, int argc, char **argv)
 	         quoted, hex);
 	/* The entry must load as the daemon loads it (a --name that is not
 	 * UTF-8, say): check it with the same loader before printing it. */
-	char text[1500], *err = NULL;
+	char text[1500];
 	snprintf(text, sizeof(text), "exporters = ( %s );\n", line);
 	struct config *probe = config_parse_string(text, "entry", &err);
 	if (probe == NULL) {
@@ -1157,13 +1171,6 @@ static int cmd_token(struct ctl *c, int argc, char **argv)
 		return rc;
 	}
 	config_free(probe);
-
-	/* Say whether this replaces an entry, when the config can be read. */
-	struct config *cfg = config_load(c->o.config, &err);
-	free(err);
-	bool exporter_exists = cfg != NULL && config_find_exporter(cfg, id) != NULL;
-	bool operator_exists = cfg != NULL && config_find_operator(cfg, id) != NULL;
-	config_free(cfg);
 
 	if (c->o.json) {
 		json_out(json_pack("{s:s, s:s, s:s, s:s, s:s, s:b, s:b}", "exporter", id, "name",

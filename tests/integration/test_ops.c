@@ -848,6 +848,13 @@ static void test_token_new(void **state)
 	    strstr(out, " && systemctl reload ordertrackd\n") == NULL)
 		it_fail("token new's text: %s", out);
 	free(out);
+	/* Without --name, a new token for an exporter the file has keeps its
+	 * name (the entry in the file was written with "Lake Kivu \"Tea\" Co"). */
+	assert_int_equal(
+	    ctl(&out, NULL, "-c", d->conf_path, "token", "new", "lake-tea", (char *)NULL), 0);
+	if (strstr(out, "name = \"Lake Kivu \\\"Tea\\\" Co\";") == NULL)
+		it_fail("token new without --name did not keep the exporter's name: %s", out);
+	free(out);
 	/* An operator's id: its entry in operators is the one replaced. */
 	assert_int_equal(ctl(&out, NULL, "-c", d->conf_path, "token", "new", OPS, (char *)NULL), 0);
 	if (strstr(out, "Replace the existing entry in operators of ") == NULL ||
