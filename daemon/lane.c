@@ -355,6 +355,28 @@ static void lane_prepare_results(struct lane *ln)
 	}
 }
 
+/*
+ * The database must be UTF8: events are UTF-8 text, and a resend is told
+ * from a new event by comparing bodies as jsonb, which in SQL_ASCII
+ * fails on any non-ASCII character (the resend of a stored event would
+ * be internal_error for ever) and in LATIN1 and the like refuses
+ * characters the encoding lacks.  Said like any reason the server cannot
+ * be used, and retried: the database may be recreated.
+ */
+static bool lane_encoding_ok(struct lane *ln)
+{
+	const char *enc = PQparameterStatus(ln->sock.pg, "server_encoding");
+	if (enc != NULL && strcmp(enc, "UTF8") == 0)
+		return true;
+	char why[200];
+	snprintf(why, sizeof(why),
+	         "the database's encoding is %s, and ordertrack needs UTF8"
+	         " (createdb -E UTF8 -T template0)",
+	         enc != NULL ? enc : "unknown");
+	lane_lost(ln, why);
+	return false;
+}
+
 /* Socket readiness for every state after the first connect call. */
 static void lane_io_cb(evutil_socket_t fd, short what, void *arg)
 {
@@ -378,6 +400,8 @@ static void lane_io_cb(evutil_socket_t fd, short what, void *arg)
 			              " (the batches use pg_current_xact_id())");
 			return;
 		}
+		if (!lane_encoding_ok(ln))
+			return;
 		lane_migrate_begin(ln);
 		return;
 	}

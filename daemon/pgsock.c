@@ -61,14 +61,12 @@ bool pgsock_start(struct pgsock *ps, const char *conninfo, const char *app_name,
 	 * that vanished would hold a batch in flight for hours.  libpq
 	 * ignores them on Unix sockets.
 	 */
-	const char *keys[] = {"keepalives",
-	                      "keepalives_idle",
-	                      "keepalives_interval",
-	                      "keepalives_count",
-	                      "dbname",
-	                      "fallback_application_name",
-	                      NULL};
-	const char *vals[] = {"1", "30", "10", "3", conninfo, app_name, NULL};
+	const char *keys[] = {
+	    "keepalives", "keepalives_idle",           "keepalives_interval", "keepalives_count",
+	    "dbname",     "fallback_application_name", "client_encoding",     NULL};
+	/* client_encoding last: whatever conninfo says, the daemon's text is
+	 * UTF-8 (and the lanes refuse a database that is not). */
+	const char *vals[] = {"1", "30", "10", "3", conninfo, app_name, "UTF8", NULL};
 
 	ps->pg = PQconnectStartParams(keys, vals, 1);
 	if (ps->pg == NULL)

@@ -422,6 +422,54 @@ static void test_first_session_down(void **state)
 }
 
 /*
+ * A database that is not UTF8 is refused, with the reason, and retried:
+ * in SQL_ASCII a resent event with a non-ASCII character failed for ever
+ * (its body compared as jsonb).  And the daemon's sessions speak UTF8
+ * whatever conninfo says: with client_encoding=LATIN1 there, the server
+ * took the daemon's UTF-8 bytes for Latin-1 and stored mojibake.
+ */
+static void test_database_encoding(void **state)
+{
+	(void)state;
+	it_db_command(NULL,
+	              "CREATE DATABASE outage_ascii TEMPLATE template0 ENCODING 'SQL_ASCII'"
+	              " LC_COLLATE 'C' LC_CTYPE 'C'",
+	              NULL);
+	struct it_config cfg = {
+	    .name = "outage_ascii", .dbname = "outage_ascii", .db_connections = 1};
+	struct it_daemon *d = it_daemon_start(&cfg, false);
+	it_log_expect(d, 0,
+	              "msg=\"database unavailable\" link=1 reason=\"the database's encoding is"
+	              " SQL_ASCII, and ordertrack needs UTF8",
+	              IT_REPLY_MS);
+	assert_int_equal(
+	    it_db_long("outage_ascii",
+	               "SELECT count(*) FROM pg_namespace WHERE nspname = 'ordertrack'", NULL),
+	    0);
+	it_daemon_stop_clean(d);
+
+	const char *db = "outage_latin1_client";
+	it_pg_createdb(db);
+	struct it_config cfg2 = {.name = db,
+	                         .dbname = "outage_latin1_client client_encoding=LATIN1"};
+	d = it_daemon_start(&cfg2, true);
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	static const char line[] = "{\"type\":\"order.confirmed\",\"id\":\"enc-1\",\"occurred_at\":"
+	                           "\"2026-10-05T11:40:00+02:00\",\"order\":\"PO-ENC\","
+	                           "\"note\":\"\xe6\xad\xa4 caf\xc3\xa9\"}";
+	it_send(c, line);
+	it_expect_ack(c, "enc-1", "stored");
+	it_send(c, line);
+	it_expect_ack(c, "enc-1", "duplicate");
+	char *note = it_db_value(db, "SELECT body->>'note' FROM ordertrack.events", NULL);
+	assert_string_equal(note, "\xe6\xad\xa4 caf\xc3\xa9");
+	free(note);
+	it_close(c);
+	it_daemon_stop_clean(d);
+}
+
+/*
  * The database's address accepts TCP connections and never answers (a
  * listening socket of the test's that nobody accepts on): each attempt
  * to connect is given up at the conninfo's connect_timeout, said in the
@@ -569,6 +617,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_lost_busy_says_why, it_test_teardown),
 	    cmocka_unit_test_teardown(test_first_session_down, it_test_teardown),
 	    cmocka_unit_test_teardown(test_connect_deadline, it_test_teardown),
+	    cmocka_unit_test_teardown(test_database_encoding, it_test_teardown),
 	    cmocka_unit_test_teardown(test_idle_session_timeout, it_test_teardown),
 	};
 	it_env_init("outage");
