@@ -106,9 +106,12 @@ size_t framer_scan(struct framer *f, const char *chunk, size_t len, enum framer_
 
 	if (nl == NULL) {
 		/* No end in sight: carry the bytes, unless that breaks the limit.
-		 * One extra byte is allowed for a CR that a following chunk's
-		 * newline may turn into a terminator. */
-		if (f->len + len > f->max_line + 1) {
+		 * One extra byte is allowed only if it is a CR, which a following
+		 * chunk's newline may turn into a terminator: any other byte
+		 * there makes the line too long now, not when more comes. */
+		size_t total = f->len + len;
+		if (total > f->max_line + 1 ||
+		    (total == f->max_line + 1 && len > 0 && chunk[len - 1] != '\r')) {
 			f->len = 0;
 			f->skipping = true;
 			*st = FRAMER_TOO_LONG;

@@ -346,22 +346,28 @@ static void test_too_long_cr_split(void **state)
 	assert_string_equal(s.log, "");
 	feed_str(&f, "\n", &s);
 	assert_string_equal(s.log, "[abcd]");
-	feed_str(&f, "abcde", &s); /* max_line + 1 without CR */
+	feed_str(&f, "abcde", &s); /* max_line + 1 without CR: too long already */
+	assert_string_equal(s.log, "[abcd]!");
 	feed_str(&f, "\r\n", &s);
 	assert_string_equal(s.log, "[abcd]!");
+	feed_str(&f, "abc", &s); /* the same, the byte over the limit in a chunk of its own */
+	feed_str(&f, "d", &s);
+	feed_str(&f, "e", &s);
+	assert_string_equal(s.log, "[abcd]!!");
+	feed_str(&f, "\n", &s);
 	feed_str(&f, "abcd\r", &s);
 	feed_str(&f, "x\n", &s); /* the CR was data after all */
-	assert_string_equal(s.log, "[abcd]!!");
+	assert_string_equal(s.log, "[abcd]!!!");
 	feed_str(&f, "z\n", &s);
-	assert_string_equal(s.log, "[abcd]!![z]");
-	assert_int_equal(s.too_long, 2);
+	assert_string_equal(s.log, "[abcd]!!![z]");
+	assert_int_equal(s.too_long, 3);
 	/* max_line + 2 carried bytes can be no line at all: reported at once, not carried. */
 	feed_str(&f, "abc", &s);
 	feed_str(&f, "def", &s);
-	assert_string_equal(s.log, "[abcd]!![z]!");
+	assert_string_equal(s.log, "[abcd]!!![z]!");
 	assert_true(s.max_buffered <= 5);
 	feed_str(&f, "\n", &s);
-	assert_int_equal(s.too_long, 3);
+	assert_int_equal(s.too_long, 4);
 	sink_fini(&s);
 	framer_fini(&f);
 }
