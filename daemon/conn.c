@@ -523,22 +523,47 @@ void conn_feed_write(struct conn *c, const char *line, size_t len)
  * of them, and its subscription ends (the feed forgets it); the
  * connection stays, and may subscribe again, after what it chooses.
  */
-void conn_feed_gap(struct conn *c, long long after, long long next)
+static void conn_feed_end(struct conn *c, const char *msg)
 {
-	char msg[200], buf[512];
-	snprintf(msg, sizeof(msg),
-	         "notifications %lld to %lld are no longer stored: the subscription has ended;"
-	         " subscribe again to go on",
-	         after + 1, next - 1);
+	char buf[512];
 	size_t n = format_error(buf, sizeof(buf), NULL, ERR_FEED_GAP, msg);
 	conn_feed_write(c, buf, n - 1); /* conn_feed_write adds the newline */
-	log_warnx("feed gap", "conn=%u peer=%s %s=%s after=%lld next=%lld", c->c_id, c->c_peer,
-	          conn_role(c), c->c_exporter, after, next);
 	c->c_sub = NULL;
 	if (c->c_bev != NULL && server.cfg->idle_timeout_s > 0) {
 		struct timeval tv = {server.cfg->idle_timeout_s, 0};
 		bufferevent_set_timeouts(c->c_bev, &tv, NULL);
 	}
+}
+
+void conn_feed_gap(struct conn *c, long long after, long long next)
+{
+	char msg[200];
+	snprintf(msg, sizeof(msg),
+	         "notifications %lld to %lld are no longer stored: the subscription has ended;"
+	         " subscribe again to go on",
+	         after + 1, next - 1);
+	log_warnx("feed gap", "conn=%u peer=%s %s=%s after=%lld next=%lld", c->c_id, c->c_peer,
+	          conn_role(c), c->c_exporter, after, next);
+	conn_feed_end(c, msg);
+}
+
+/*
+ * The subscriber's cursor is past every seq the database has given out:
+ * the database was restored from an older backup (or the cursor is from
+ * another database), and the seqs it will give out next were seen there
+ * under other notifications.  Fed on, the subscriber would skip them.
+ */
+void conn_feed_ahead(struct conn *c, long long after, long long last)
+{
+	char msg[256];
+	snprintf(msg, sizeof(msg),
+	         "after %lld is past the last notification the database has given out (%lld):"
+	         " it was restored from an older backup, or the seq is from another database;"
+	         " the subscription has ended; subscribe again with after %lld or less",
+	         after, last, last);
+	log_warnx("feed cursor ahead", "conn=%u peer=%s %s=%s after=%lld last_seq=%lld", c->c_id,
+	          c->c_peer, conn_role(c), c->c_exporter, after, last);
+	conn_feed_end(c, msg);
 }
 
 /* Hand an event to the store; its reply comes after the commit. */

@@ -17,6 +17,7 @@
  * reads slowly is paused (its socket buffer stays bounded) and fed again
  * from the table once it has drained: nothing is dropped.
  */
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -61,6 +62,7 @@ struct sub {
 	char **sb_kinds;   /* filters, NULL-terminated, or NULL for all */
 	char **sb_orders;
 	char **sb_exporters; /* operators only */
+	unsigned sb_since;   /* feed.checks when it subscribed */
 };
 
 static struct {
@@ -75,6 +77,7 @@ static struct {
 	bool turn;                 /* this page for the subscribers ahead (feed_fetch) */
 	unsigned rr;               /* counts the pages for those below them, to take turns */
 	LIST_HEAD(, doubt) doubts; /* their checks not answered yet */
+	unsigned checks;           /* counter reads queued (feed_check_counter) */
 } feed;
 
 static const char page_sql[] =
@@ -82,6 +85,7 @@ static const char page_sql[] =
     " WHERE seq > $1 ORDER BY seq LIMIT " FEED_PAGE_STR;
 
 static void feed_fetch(void);
+static void feed_check_counter(void);
 
 /* Copy a JSON array of strings into a NULL-terminated array, or NULL. */
 static char **strings_copy(const json_t *arr)
@@ -353,8 +357,11 @@ struct sub *feed_subscribe(struct conn *c, const struct request *rq, const char 
 	sb->sb_kinds = strings_copy(rq->u.subscribe.kinds);
 	sb->sb_orders = strings_copy(rq->u.subscribe.orders);
 	sb->sb_exporters = strings_copy(rq->u.subscribe.exporters);
+	sb->sb_since = feed.checks;
 	LIST_INSERT_HEAD(&feed.subs, sb, sb_entry);
 	server.n_subscribers++;
+	if (sb->sb_cursor > 0)
+		feed_check_counter();
 	feed_wake();
 	return sb;
 }
@@ -370,25 +377,49 @@ void feed_unsubscribe(struct sub *sb)
 	free(sb);
 }
 
-/* The counter read at the first schema-ready: the seqs given out so far. */
+/*
+ * The counter came back (check number arg): the seqs given out so far.
+ * A subscriber whose cursor is past them gave it (the feed only moves a
+ * cursor to rows it read, on this same session, before this read): the
+ * database is older than that cursor.  Only subscribers older than the
+ * read are judged, so that one given a seq committed after it is not.
+ */
 static void feed_counter_cb(void *arg, const PGresult *r)
 {
-	(void)arg;
+	unsigned check = (unsigned)(uintptr_t)arg;
 	if (r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
 		return;
 	long long last = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
+	/* Until this daemon sees a seq, a batch lost at its commit would
+	 * look for its notifications above 0: a scan of the whole table. */
 	if (last > server.last_seq)
 		server.last_seq = last;
+	struct sub *sb, *next;
+	for (sb = LIST_FIRST(&feed.subs); sb != NULL; sb = next) {
+		next = LIST_NEXT(sb, sb_entry);
+		if (sb->sb_cursor > last && (int)(check - sb->sb_since) > 0) {
+			conn_feed_ahead(sb->sb_conn, sb->sb_cursor, last);
+			feed_unsubscribe(sb);
+		}
+	}
+}
+
+/* Read the counter (once the schema is there), for feed_counter_cb. */
+static void feed_check_counter(void)
+{
+	if (feed.aux == NULL || !feed.schema)
+		return;
+	unsigned check = ++feed.checks;
+	aux_query(feed.aux, "SELECT last_seq FROM ordertrack.notification_counter", 0, NULL,
+	          feed_counter_cb, (void *)(uintptr_t)check);
 }
 
 void feed_db_ready(void)
 {
-	/* Until this daemon sees a seq, a batch lost at its commit would
-	 * look for its notifications above 0: a scan of the whole table. */
-	if (feed.aux != NULL && !feed.schema && server.last_seq == 0)
-		aux_query(feed.aux, "SELECT last_seq FROM ordertrack.notification_counter", 0, NULL,
-		          feed_counter_cb, NULL);
+	/* At start-up, and after every reconnect: the database may have been
+	 * replaced by an older one while the sessions were away. */
 	feed.schema = true;
+	feed_check_counter();
 	feed_wake();
 }
 

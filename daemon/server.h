@@ -137,6 +137,8 @@ bool conn_feed_ready(const struct conn *c);
 void conn_feed_write(struct conn *c, const char *line, size_t len);
 /* The feed lost rows after..next-1 (deleted): say so; the subscription is over. */
 void conn_feed_gap(struct conn *c, long long after, long long next);
+/* The subscriber's cursor is past the database's last seq (a restore): say so; it is over. */
+void conn_feed_ahead(struct conn *c, long long after, long long last);
 bool conn_all_idle(void);
 
 /* listener.c */

@@ -480,6 +480,89 @@ static void test_subscribe_resume(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/* Read the next line; it must be the feed_gap error whose message holds want. */
+static void expect_feed_ahead(struct it_client *c, const char *want)
+{
+	char *line = it_read_line(c, IT_REPLY_MS);
+	json_t *err = it_check_error(line, NULL, "feed_gap");
+	if (strstr(it_json_str(err, "message"), want) == NULL)
+		it_fail("feed_gap message without \"%s\": %s", want, line);
+	json_decref(err);
+	free(line);
+}
+
+/*
+ * A cursor past every seq the database has given out: the database was
+ * restored from an older backup (here: its newest five notifications
+ * deleted and the counter set back), and the seqs it gives out next were
+ * other notifications before.  A subscriber resuming there, and one
+ * subscribed there when the sessions come back, get feed_gap instead of
+ * a feed that silently skips the new ones; subscribed again within the
+ * counter, they get them.
+ */
+static void test_subscribe_ahead(void **state)
+{
+	(void)state;
+	const char *db = "notify_ahead";
+	struct it_daemon *d = notify_daemon(db, NULL, NULL);
+	send_scenarios(d);
+	long long top = max_seq(db);
+	assert_true(top > 10);
+
+	/* A cursor from nowhere: the database never gave out top + 5. */
+	struct it_client *c = it_connect(d);
+	it_hello_operator(c, OPS, OPS_TOKEN);
+	subscribe_after(c, top + 5);
+	char want[96];
+	snprintf(want, sizeof(want), "after %lld is past the last notification", top + 5);
+	expect_feed_ahead(c, want);
+	it_log_expect(d, 0, "msg=\"feed cursor ahead\" conn=", IT_REPLY_MS);
+	/* The connection stays and may subscribe within it. */
+	subscribe_after(c, top - 1);
+	json_decref(read_note(c, NOTE_MS));
+	it_close(c);
+
+	/* Subscribed at the top, caught up; then "restored". */
+	struct it_client *live = it_connect(d);
+	it_hello_operator(live, OPS, OPS_TOKEN);
+	subscribe_after(live, top);
+	char sql[200];
+	snprintf(sql, sizeof(sql),
+	         "DELETE FROM ordertrack.notifications WHERE seq > %lld;"
+	         " UPDATE ordertrack.notification_counter SET last_seq = %lld;",
+	         top - 5, top - 5);
+	it_db_script(db, sql);
+	/* The sessions come back (as after a restore): the feed looks again. */
+	off_t off = it_log_offset(d);
+	it_db_command(
+	    db,
+	    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
+	    " WHERE datname = current_database() AND application_name LIKE 'ordertrackd%'",
+	    NULL);
+	snprintf(want, sizeof(want),
+	         "after %lld is past the last notification the database has"
+	         " given out (%lld)",
+	         top, top - 5);
+	expect_feed_ahead(live, want);
+	it_log_expect(d, off, "msg=\"feed cursor ahead\"", IT_REPLY_MS);
+	it_close(live);
+
+	/* A new notification takes seq top - 4: resumed at top, it would be skipped. */
+	c = subscriber(d, KIVU, KIVU_TOKEN, top);
+	snprintf(want, sizeof(want), "after %lld is past", top);
+	expect_feed_ahead(c, want);
+	subscribe_after(c, top - 5);
+	struct it_client *ev = it_connect(d);
+	it_hello(ev, KIVU, KIVU_TOKEN);
+	send_simple(ev, "ahead-1", "order.created", "PO-AHEAD", NULL, "stored");
+	json_t *n = read_note(c, NOTE_MS);
+	assert_int_equal(json_integer_value(json_object_get(n, "seq")), top - 4);
+	json_decref(n);
+	it_close(ev);
+	it_close(c);
+	it_daemon_stop_clean(d);
+}
+
 /*
  * A subscriber keeps its feed across a PostgreSQL restart.  What this
  * daemon commits it hands to its subscribers itself; what another daemon
@@ -3612,6 +3695,7 @@ int main(void)
 	const struct CMUnitTest tests[] = {
 	    cmocka_unit_test_teardown(test_subscribe_scenario, notify_teardown),
 	    cmocka_unit_test_teardown(test_subscribe_resume, notify_teardown),
+	    cmocka_unit_test_teardown(test_subscribe_ahead, notify_teardown),
 	    cmocka_unit_test_teardown(test_subscribe_before_schema, notify_teardown),
 	    cmocka_unit_test_teardown(test_subscriber_across_outage, notify_teardown),
 	    cmocka_unit_test_teardown(test_subscribe_under_load, notify_teardown),
