@@ -43,12 +43,6 @@ static void alerts_settled(void)
 static void alerts_done_cb(void *arg, const PGresult *r)
 {
 	(void)arg;
-	if (r != NULL && PQresultStatus(r) == PGRES_TUPLES_OK && PQntuples(r) > 0 &&
-	    fault_check("lose_alerts_answer")) {
-		/* As if the session broke after the commit, its answer unread. */
-		aux_drop(server.aux, "fault point lose_alerts_answer");
-		r = NULL;
-	}
 	if (r == NULL) {
 		/* Its session went with it: that backend may still commit it. */
 		feed_alerts_in_doubt(aux_lost_pid(server.aux), alerts_floor, alerts_settled);
@@ -75,6 +69,8 @@ static void alerts_floor_cb(void *arg, const PGresult *r)
 	snprintf(stale, sizeof(stale), "%d", server.cfg->alerts_stale_hours);
 	const char *params[2] = {hold, stale};
 	aux_query(server.aux, evaluate_sql, 2, params, alerts_done_cb, NULL);
+	if (fault_check("break_alerts_session"))
+		aux_break(server.aux); /* the check on its way, as a network failure would */
 }
 
 /* Timer: evaluate now, unless the last run is still going. */

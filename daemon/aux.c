@@ -10,6 +10,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/queue.h>
+#include <sys/socket.h>
 
 #include "aux.h"
 #include "log.h"
@@ -42,6 +43,7 @@ struct aux {
 	enum aux_state state;
 	bool down_logged; /* "database unavailable" said since the last connect */
 	bool outage;      /* lost or unavailable since the last connect */
+	int pid;          /* the backend of the session up now (0: none) */
 	int lost_pid;     /* the backend of the session lost last */
 	STAILQ_HEAD(, aux_query) queue;
 	char *listen_channel; /* LISTEN runs as an internal query */
@@ -99,7 +101,9 @@ static void aux_lost(struct aux *a, const char *why)
 	log_first_line(why, buf, sizeof(buf));
 	char more[sizeof(a->sock.fields)];
 	snprintf(more, sizeof(more), "%s", pgsock_loss_fields(&a->sock));
-	a->lost_pid = was_up ? PQbackendPID(a->sock.pg) : 0;
+	/* Kept from the connect: libpq says 0 once the connection broke. */
+	a->lost_pid = was_up ? a->pid : 0;
+	a->pid = 0;
 	pgsock_close_retry(&a->sock);
 	/* As the ingest sessions: a loss, then the first reconnect that
 	 * fails, with its reason; the other failures at debug level. */
@@ -113,15 +117,18 @@ static void aux_lost(struct aux *a, const char *why)
 		log_debug("database still unavailable", "conn=aux reason=%s", lq(buf));
 	}
 	a->outage = true;
-	/* The query in flight has no answer; its owner may ask again. */
+	/* The query in flight has no answer; its owner may ask again.  Down
+	 * before it hears so: a callback that asks is queued for the next
+	 * session, and one that drops the session finds it gone already. */
 	struct aux_query *q = STAILQ_FIRST(&a->queue);
-	if (a->state == AUX_BUSY && q != NULL) {
+	bool busy = a->state == AUX_BUSY;
+	a->state = AUX_DOWN;
+	if (busy && q != NULL) {
 		STAILQ_REMOVE_HEAD(&a->queue, q_entry);
 		if (q->fn)
 			q->fn(q->arg, NULL);
 		query_free(q);
 	}
-	a->state = AUX_DOWN;
 }
 
 /* Push output; watch for write while some is left. */
@@ -138,6 +145,7 @@ static bool aux_flush(struct aux *a)
 static void aux_connected(struct aux *a)
 {
 	a->state = AUX_IDLE;
+	a->pid = PQbackendPID(a->sock.pg);
 	pgsock_ready(&a->sock);
 	log_info("database connected", "conn=aux backend_pid=%d", PQbackendPID(a->sock.pg));
 	a->outage = false;
@@ -353,10 +361,10 @@ int aux_lost_pid(const struct aux *a)
 	return a->lost_pid;
 }
 
-void aux_drop(struct aux *a, const char *why)
+void aux_break(struct aux *a)
 {
-	if (aux_up(a))
-		aux_lost(a, why);
+	if (a->state == AUX_BUSY)
+		shutdown(PQsocket(a->sock.pg), SHUT_RDWR);
 }
 
 void aux_free(struct aux *a)

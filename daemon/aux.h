@@ -37,7 +37,11 @@ bool aux_up(const struct aux *a);
  * query whose callback got NULL went there, and may still be running.
  */
 int aux_lost_pid(const struct aux *a);
-/* Close the session as if it had broken (a test's fault point); it reconnects. */
-void aux_drop(struct aux *a, const char *why);
+/*
+ * Shut the session's socket, a query in flight, as a network failure would
+ * (a test's fault point): the server still runs what it has read, and the
+ * session is lost as any other.
+ */
+void aux_break(struct aux *a);
 
 #endif

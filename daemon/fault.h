@@ -9,8 +9,8 @@
  * stored exactly once.  The lose_* points only pretend: lose_commit_answer
  * drops the ingest session as if it broke just after a COMMIT that
  * succeeded, its answer unread (lose_emit_answer before EMIT's rows came,
- * lose_in_prepare while it prepares); lose_alerts_answer drops the
- * auxiliary session after an alert check that raised something.
+ * lose_in_prepare while it prepares); break_alerts_session
+ * shuts the auxiliary session's socket just after an alert check went.
  */
 #ifndef OT_FAULT_H
 #define OT_FAULT_H

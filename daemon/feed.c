@@ -53,6 +53,7 @@ struct doubt {
 #define DOUBT_TRIES 30 /* looks at its status, a second apart */
 
 static void doubt_free(struct doubt *dt);
+static void doubt_unknown(struct doubt *dt, const char *why);
 
 struct sub {
 	LIST_ENTRY(sub) sb_entry;
@@ -339,7 +340,7 @@ void feed_stop(void)
 {
 	struct doubt *dt;
 	while ((dt = LIST_FIRST(&feed.doubts)) != NULL)
-		doubt_free(dt);
+		doubt_unknown(dt, "the daemon stopped before it could tell");
 	if (feed.retry != NULL)
 		event_free(feed.retry);
 	feed.retry = NULL;
@@ -467,14 +468,16 @@ static const char doubt_status_sql[] = "SELECT pg_xact_status($1::xid8)";
 
 /*
  * An alert check's id is not known before its answer, so its session's
- * backend is looked for instead: while it is there the check may still
- * commit; once it is gone, the check is over one way or the other and
- * its rows, if any, are in the table.  (A pid taken again since by
- * another session would only make the wait longer.)
+ * backend is looked at instead: while it runs a query the check may still
+ * commit; once it is gone, or idle (its answer sent into a connection
+ * that is no more, waiting to read from it), the check is over one way or
+ * the other and its rows, if any, are in the table.  (A pid taken again
+ * since by another session would only make the wait longer.)
  */
 static const char alerts_status_sql[] =
     "SELECT CASE WHEN EXISTS (SELECT 1 FROM pg_stat_activity WHERE pid = $1::integer"
-    " AND pid <> pg_backend_pid()) THEN 'in progress' ELSE 'committed' END";
+    " AND pid <> pg_backend_pid() AND state IS DISTINCT FROM 'idle')"
+    " THEN 'in progress' ELSE 'committed' END";
 
 /* Its notifications, when EMIT's rows never came back: by their xmin. */
 static const char doubt_rows_sql[] =
@@ -483,10 +486,11 @@ static const char doubt_rows_sql[] =
     " WHERE seq > $1::bigint AND xmin = $2::xid8::xid ORDER BY seq";
 
 /*
- * An alert check's: the alerts after the last seq this daemon had seen
- * when the check went out.  Checks run one at a time (alerts.c), so none
- * of them is another check's of this daemon; a second daemon on the same
- * database could have raised one, whose line would then be logged twice.
+ * An alert check's: the alerts above the counter as it was read just
+ * before the check went out.  This daemon's next check waits until the
+ * look is settled (alerts.c), so none of them is another check's of this
+ * daemon; a second daemon on the same database may have raised some in
+ * the meantime, whose lines would then be logged by both.
  */
 static const char alerts_rows_sql[] =
     "SELECT seq, kind, exporter, order_ref, shipment_ref, from_status, to_status, event_id,"
@@ -498,7 +502,8 @@ static void doubt_look(struct doubt *dt);
 /* What was lost, for the log lines. */
 static const char *doubt_what(const struct doubt *dt)
 {
-	return dt->d_pid != 0 ? "an alert check's" : "a batch's";
+	return dt->d_pid != 0 ? "an alert check's session was lost before its answer"
+	                      : "a batch's session was lost at its commit";
 }
 
 /* Forget a lost batch. */
@@ -516,8 +521,10 @@ static void doubt_free(struct doubt *dt)
 /* It cannot be told: one warning says where to look. */
 static void doubt_unknown(struct doubt *dt, const char *why)
 {
-	char reason[256];
-	snprintf(reason, sizeof(reason), "%s session was lost at its commit, and %s",
+	char reason[320];
+	snprintf(reason, sizeof(reason),
+	         "%s, and %s: its notifications may be in ordertrack.notifications without a"
+	         " status line",
 	         doubt_what(dt), why);
 	int n = dt->d_rows != NULL ? PQntuples(dt->d_rows) : 0;
 	if (n > 0)
@@ -525,17 +532,32 @@ static void doubt_unknown(struct doubt *dt, const char *why)
 		          PQgetvalue(dt->d_rows, 0, 0), PQgetvalue(dt->d_rows, n - 1, 0), dt->d_xid,
 		          lq(reason));
 	else if (dt->d_pid != 0)
-		log_warnx("notifications in doubt", "after_seq=%lld kinds=alert.* reason=%s",
-		          dt->d_floor, lq(reason));
+		log_warnx("notifications in doubt",
+		          "after_seq=%lld kinds=alert.* backend_pid=%d reason=%s", dt->d_floor,
+		          dt->d_pid, lq(reason));
 	else
 		log_warnx("notifications in doubt", "after_seq=%lld xid=%s reason=%s", dt->d_floor,
 		          dt->d_xid, lq(reason));
 	doubt_free(dt);
 }
 
-static const char doubt_check_failed[] =
-    "the check failed: its notifications may be in ordertrack.notifications without a status "
-    "line";
+static const char doubt_check_failed[] = "the look at it failed";
+
+/*
+ * The look's session was lost too (a restart often ends more than one):
+ * look again on the next one, a second later, as one of the tries.
+ */
+static void doubt_again(struct doubt *dt)
+{
+	if (++dt->d_tries >= DOUBT_TRIES) {
+		doubt_unknown(dt, dt->d_pid != 0
+		                      ? "its backend was still running it 30 s later"
+		                      : "its transaction was still in progress 30 s later");
+		return;
+	}
+	struct timeval tv = {1, 0};
+	evtimer_add(dt->d_timer, &tv);
+}
 
 /* The batch (or check) committed with these notifications: their status lines, late. */
 static void doubt_committed(struct doubt *dt, const PGresult *rows)
@@ -565,7 +587,11 @@ static void doubt_committed(struct doubt *dt, const PGresult *rows)
 static void feed_doubt_rows_cb(void *arg, const PGresult *r)
 {
 	struct doubt *dt = arg;
-	if (r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK) {
+	if (r == NULL) {
+		doubt_again(dt);
+		return;
+	}
+	if (PQresultStatus(r) != PGRES_TUPLES_OK) {
 		doubt_unknown(dt, doubt_check_failed);
 		return;
 	}
@@ -591,8 +617,11 @@ static void doubt_read_rows(struct doubt *dt)
 static void feed_doubt_status_cb(void *arg, const PGresult *r)
 {
 	struct doubt *dt = arg;
-	if (r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1 ||
-	    PQgetisnull(r, 0, 0)) {
+	if (r == NULL) {
+		doubt_again(dt);
+		return;
+	}
+	if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1 || PQgetisnull(r, 0, 0)) {
 		/* NULL: an id too old for the server to remember. */
 		doubt_unknown(dt, doubt_check_failed);
 		return;
@@ -612,14 +641,7 @@ static void feed_doubt_status_cb(void *arg, const PGresult *r)
 		doubt_free(dt);
 		return;
 	}
-	if (++dt->d_tries >= DOUBT_TRIES) {
-		doubt_unknown(dt, dt->d_pid != 0
-		                      ? "its backend was still there 30 s later"
-		                      : "its transaction was still in progress 30 s later");
-		return;
-	}
-	struct timeval tv = {1, 0};
-	evtimer_add(dt->d_timer, &tv);
+	doubt_again(dt);
 }
 
 static void doubt_look(struct doubt *dt)
