@@ -1046,6 +1046,21 @@ struct config *config_load(const char *path, char **errstr)
 			free(err);
 		return NULL;
 	}
+	/* An empty file is more likely a write cut short than a wish for the
+	 * defaults, which have no exporter: reloaded, it would close every
+	 * exporter's connection.  A file of comments says the defaults are
+	 * meant. */
+	if (text[strspn(text, " \t\r\n")] == '\0') {
+		free(text);
+		err = cfg_printf("%s: the file is empty (a file of comments only, such as \"# the "
+		                 "defaults\", takes every default)",
+		                 path);
+		if (errstr != NULL)
+			*errstr = err;
+		else
+			free(err);
+		return NULL;
+	}
 	struct config *cfg = config_parse_string(text, path, errstr);
 	free(text);
 	return cfg;

@@ -16,6 +16,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "config.h"
 
@@ -823,6 +824,30 @@ static void test_missing_file(void **state)
 	free(err);
 }
 
+/* An empty file (a write cut short) is refused; one of comments only gives the defaults. */
+static void test_empty_file(void **state)
+{
+	(void)state;
+	char path[] = "/tmp/ot-config-empty-XXXXXX";
+	int fd = mkstemp(path);
+	assert_true(fd >= 0);
+	assert_int_equal(write(fd, " \n\t\n", 4), 4);
+	char *err = NULL;
+	assert_null(config_load(path, &err));
+	assert_non_null(err);
+	assert_non_null(strstr(err, ": the file is empty"));
+	assert_int_equal(strncmp(err, path, strlen(path)), 0);
+	free(err);
+	assert_int_equal(write(fd, "# the defaults\n", 15), 15);
+	close(fd);
+	struct config *c = config_load(path, &err);
+	assert_non_null(c);
+	assert_null(err);
+	assert_int_equal(c->n_exporters, 0);
+	config_free(c);
+	unlink(path);
+}
+
 /* The first error wins, so messages stay about one thing. */
 static void test_first_error_only(void **state)
 {
@@ -1613,6 +1638,7 @@ int main(void)
 	    cmocka_unit_test(test_find_exporter),
 	    cmocka_unit_test(test_log_levels),
 	    cmocka_unit_test(test_missing_file),
+	    cmocka_unit_test(test_empty_file),
 	    cmocka_unit_test(test_first_error_only),
 	    cmocka_unit_test(test_doc_rules),
 	    cmocka_unit_test(test_doc_rules_errors),
