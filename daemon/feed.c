@@ -63,7 +63,11 @@ struct sub {
 	char **sb_kinds;   /* filters, NULL-terminated, or NULL for all */
 	char **sb_orders;
 	char **sb_exporters; /* operators only */
-	unsigned sb_since;   /* feed.checks when it subscribed */
+	/* The cursor as a counter read went out (feed_check_begin): judged
+	 * against its answer, if no later read took its place. */
+	unsigned sb_check;
+	long long sb_check_cursor;
+	long long sb_ahead; /* >= 0: past the database's last seq, to be told */
 };
 
 static struct {
@@ -78,7 +82,7 @@ static struct {
 	bool turn;                 /* this page for the subscribers ahead (feed_fetch) */
 	unsigned rr;               /* counts the pages for those below them, to take turns */
 	LIST_HEAD(, doubt) doubts; /* their checks not answered yet */
-	unsigned checks;           /* counter reads queued (feed_check_counter) */
+	unsigned checks;           /* counter reads sent (feed_check_begin) */
 } feed;
 
 static const char page_sql[] =
@@ -147,6 +151,8 @@ static void feed_deliver(const PGresult *r)
 	struct sub *sb, *next;
 	for (sb = LIST_FIRST(&feed.subs); sb != NULL; sb = next) {
 		next = LIST_NEXT(sb, sb_entry);
+		if (sb->sb_ahead >= 0)
+			continue; /* to be told it is ahead, not fed */
 		if (sb->sb_cursor < feed.page_after) {
 			if (conn_feed_ready(sb->sb_conn))
 				feed.again = true;
@@ -255,7 +261,7 @@ static void feed_fetch(void)
 		return;
 	LIST_FOREACH(sb, &feed.subs, sb_entry)
 	{
-		if (!conn_feed_ready(sb->sb_conn))
+		if (!conn_feed_ready(sb->sb_conn) || sb->sb_ahead >= 0)
 			continue;
 		if (after < 0 || sb->sb_cursor < after)
 			after = sb->sb_cursor;
@@ -358,7 +364,7 @@ struct sub *feed_subscribe(struct conn *c, const struct request *rq, const char 
 	sb->sb_kinds = strings_copy(rq->u.subscribe.kinds);
 	sb->sb_orders = strings_copy(rq->u.subscribe.orders);
 	sb->sb_exporters = strings_copy(rq->u.subscribe.exporters);
-	sb->sb_since = feed.checks;
+	sb->sb_ahead = -1;
 	LIST_INSERT_HEAD(&feed.subs, sb, sb_entry);
 	server.n_subscribers++;
 	if (sb->sb_cursor > 0)
@@ -379,54 +385,112 @@ void feed_unsubscribe(struct sub *sb)
 }
 
 /*
- * The counter came back (check number arg): the seqs given out so far.
- * A subscriber whose cursor is past them gave it (the feed only moves a
- * cursor to rows it read, on this same session, before this read): the
- * database is older than that cursor.  Only subscribers older than the
- * read are judged, so that one given a seq committed after it is not.
+ * A subscriber whose cursor is past every seq the database has given out
+ * gave it (the feed moves a cursor only to rows it read): the database is
+ * older than that cursor, restored from a backup.  The feed_gap goes out
+ * once "subscribed" and the replies before it have (conn_feed_ready).
  */
-static void feed_counter_cb(void *arg, const PGresult *r)
+static void feed_tell_ahead(struct sub *sb)
 {
-	unsigned check = (unsigned)(uintptr_t)arg;
-	if (r == NULL || PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
-		return;
-	long long last = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
-	/* Until this daemon sees a seq, a batch lost at its commit would
-	 * look for its notifications above 0: a scan of the whole table. */
-	if (last > server.last_seq)
-		server.last_seq = last;
+	conn_feed_ahead(sb->sb_conn, sb->sb_check_cursor, sb->sb_ahead);
+	feed_unsubscribe(sb);
+}
+
+/* Tell the subscribers found ahead that may be told now. */
+static void feed_settle_ahead(void)
+{
 	struct sub *sb, *next;
 	for (sb = LIST_FIRST(&feed.subs); sb != NULL; sb = next) {
 		next = LIST_NEXT(sb, sb_entry);
-		if (sb->sb_cursor > last && (int)(check - sb->sb_since) > 0) {
-			conn_feed_ahead(sb->sb_conn, sb->sb_cursor, last);
-			feed_unsubscribe(sb);
-		}
+		if (sb->sb_ahead >= 0 && conn_feed_ready(sb->sb_conn))
+			feed_tell_ahead(sb);
 	}
 }
 
-/* Read the counter (once the schema is there), for feed_counter_cb. */
+unsigned feed_check_begin(void)
+{
+	unsigned check = ++feed.checks;
+	struct sub *sb;
+	LIST_FOREACH(sb, &feed.subs, sb_entry)
+	{
+		sb->sb_check = check;
+		sb->sb_check_cursor = sb->sb_cursor;
+	}
+	return check;
+}
+
+/*
+ * Only cursors as they were when the read went out are judged: those came
+ * from rows read, and answered, before it, or from the subscriber, who
+ * had them from notifications committed before it.  One moved since by a
+ * page may hold seqs committed after the read, and is not judged.
+ */
+void feed_check_end(unsigned check, long long last, bool authoritative)
+{
+	/* Until this daemon sees a seq, a batch lost at its commit would
+	 * look for its notifications above 0: a scan of the whole table.
+	 * Read by an ingest session before its first batch, the counter is
+	 * also the ceiling: a database restored from an older backup has
+	 * given out fewer seqs than this daemon saw. */
+	if (last > server.last_seq || (authoritative && last < server.last_seq))
+		server.last_seq = last;
+	if (authoritative && last < server.last_local_seq)
+		server.last_local_seq = last;
+	struct sub *sb;
+	LIST_FOREACH(sb, &feed.subs, sb_entry)
+	{
+		if (sb->sb_check == check && sb->sb_ahead < 0 && sb->sb_check_cursor > last)
+			sb->sb_ahead = last;
+	}
+	feed_settle_ahead();
+}
+
+/* The counter came back on the auxiliary session (arg: the check). */
+static void feed_counter_cb(void *arg, const PGresult *r)
+{
+	unsigned check = (unsigned)(uintptr_t)arg;
+	if (r == NULL) {
+		feed_check_counter(); /* the session was lost: on the next one */
+		return;
+	}
+	if (PQresultStatus(r) != PGRES_TUPLES_OK || PQntuples(r) != 1)
+		return;
+	feed_check_end(check, strtoll(PQgetvalue(r, 0, 0), NULL, 10), false);
+}
+
+/* Read the counter on the auxiliary session (once the schema is there). */
 static void feed_check_counter(void)
 {
 	if (feed.aux == NULL || !feed.schema)
 		return;
-	unsigned check = ++feed.checks;
+	unsigned check = feed_check_begin();
 	aux_query(feed.aux, "SELECT last_seq FROM ordertrack.notification_counter", 0, NULL,
 	          feed_counter_cb, (void *)(uintptr_t)check);
 }
 
 void feed_db_ready(void)
 {
-	/* At start-up, and after every reconnect: the database may have been
-	 * replaced by an older one while the sessions were away. */
+	/* A subscriber of before the schema, with a cursor, is judged now
+	 * (an ingest session reads the counter itself as it connects). */
+	bool first = !feed.schema;
 	feed.schema = true;
-	feed_check_counter();
+	if (first) {
+		struct sub *sb;
+		LIST_FOREACH(sb, &feed.subs, sb_entry)
+		{
+			if (sb->sb_cursor > 0) {
+				feed_check_counter();
+				break;
+			}
+		}
+	}
 	feed_wake();
 }
 
 void feed_wake(void)
 {
 	struct sub *sb;
+	feed_settle_ahead();
 	LIST_FOREACH(sb, &feed.subs, sb_entry)
 	{
 		/* Behind the newest known seq, or not sure (a NOTIFY may be

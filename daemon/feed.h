@@ -24,6 +24,16 @@ struct sub *feed_subscribe(struct conn *c, const struct request *rq, const char 
 void feed_unsubscribe(struct sub *sb);
 /* An ingest session is (back) up with the schema in place: look. */
 void feed_db_ready(void);
+/*
+ * A read of ordertrack.notification_counter is going out (returns its
+ * number): the subscribers' cursors as they are now are judged against
+ * its answer, last, by feed_check_end.  A cursor past it gets feed_gap
+ * (the database was restored from an older backup).  authoritative: read
+ * by an ingest session before its first batch, so last is also the
+ * ceiling for this daemon's idea of the newest seq.
+ */
+unsigned feed_check_begin(void);
+void feed_check_end(unsigned check, long long last, bool authoritative);
 /* Something may be new, or a subscriber became ready: look. */
 void feed_wake(void);
 /*

@@ -22,6 +22,7 @@
 #include <string.h>
 
 #include "fault.h"
+#include "feed.h"
 #include "log.h"
 #include "metrics.h"
 #include "migrations.h"
@@ -226,6 +227,8 @@ static bool lane_send_settings(struct lane *ln)
 	return keep == NULL || PQsendQueryParams(ln->sock.pg, keep, 0, NULL, NULL, NULL, NULL, 0);
 }
 
+static const char counter_sql[] = "SELECT last_seq FROM ordertrack.notification_counter";
+
 /* Schema done: enter pipeline mode, set the session up and prepare the statements. */
 static void lane_prepare(struct lane *ln)
 {
@@ -234,7 +237,14 @@ static void lane_prepare(struct lane *ln)
 		lane_lost(ln, "fault point lose_in_prepare");
 		return;
 	}
+	/* The counter before this session's first batch: a database
+	 * restored from an older backup has given out fewer seqs than the
+	 * subscribers' cursors (feed.c).  Read here, it comes before any
+	 * batch of this session can commit past those cursors. */
+	ln->feed_check = feed_check_begin();
+	ln->counter = -1;
 	if (!PQenterPipelineMode(ln->sock.pg) || !lane_send_settings(ln) ||
+	    !PQsendQueryParams(ln->sock.pg, counter_sql, 0, NULL, NULL, NULL, NULL, 0) ||
 	    !batch_send_prepares(ln->sock.pg) || !PQpipelineSync(ln->sock.pg)) {
 		lane_lost(ln, PQerrorMessage(ln->sock.pg));
 		return;
@@ -319,6 +329,11 @@ static void lane_prepare_results(struct lane *ln)
 		}
 		nulls = 0;
 		ExecStatusType t = PQresultStatus(r);
+		if (t == PGRES_TUPLES_OK && PQntuples(r) == 1 && PQnfields(r) == 1) {
+			ln->counter = strtoll(PQgetvalue(r, 0, 0), NULL, 10); /* counter_sql */
+			PQclear(r);
+			continue;
+		}
 		if (t == PGRES_PIPELINE_SYNC) {
 			PQclear(r);
 			lane_set_state(ln, DB_READY);
@@ -331,6 +346,8 @@ static void lane_prepare_results(struct lane *ln)
 			         ln->st->n_queued);
 			metrics_db_connected(ln->ever_ready);
 			ln->ever_ready = true;
+			if (ln->counter >= 0)
+				feed_check_end(ln->feed_check, ln->counter, true);
 			server_db_ready();
 			if (ln->st->n_queued > 0)
 				store_send_batch(ln->st);

@@ -135,6 +135,8 @@ struct lane {
 	int mig_step;        /* 1: lock and read version, 2: apply */
 	int schema_version;  /* read in step 1 */
 	bool durable;        /* read in step 1: fsync and full_page_writes are on */
+	unsigned feed_check; /* the feed's counter check this session's prepare reads for */
+	long long counter;   /* the notification counter as the prepare read it; -1: not */
 	char durability[64]; /* those settings as key=value, for the log */
 	bool mig_failed;
 	char mig_error[256];

@@ -346,8 +346,10 @@ static bool ctl_config(struct ctl *c)
 /* Connect with the config's conninfo; on failure say why and return false. */
 static bool ctl_connect(struct ctl *c)
 {
-	const char *keys[] = {"dbname", "fallback_application_name", NULL};
-	const char *vals[] = {c->cfg->conninfo, "ordertrackctl", NULL};
+	/* UTF-8 whatever conninfo or PGCLIENTENCODING say: the stored text is
+	 * UTF-8, and so is what this tool prints (and JSON must be). */
+	const char *keys[] = {"dbname", "fallback_application_name", "client_encoding", NULL};
+	const char *vals[] = {c->cfg->conninfo, "ordertrackctl", "UTF8", NULL};
 	c->pg = PQconnectdbParams(keys, vals, 1);
 	if (c->pg == NULL)
 		abort();
@@ -1024,9 +1026,19 @@ static int cmd_check(struct ctl *c, int argc, char **argv)
 	}
 	PQclear(r);
 	int want = migrations_count;
+	/* ordertrackd refuses a database that is not UTF8 (lane.c). */
+	const char *encoding = PQparameterStatus(c->pg, "server_encoding");
+	bool utf8 = encoding != NULL && strcmp(encoding, "UTF8") == 0;
+	char encoding_verdict[200];
+	snprintf(encoding_verdict, sizeof(encoding_verdict),
+	         "the database's encoding is %s: ordertrackd needs UTF8 (dump it, createdb -E "
+	         "UTF8 -T template0, restore)",
+	         encoding != NULL ? encoding : "unknown");
 	const char *verdict;
 	if (unreadable[0] != '\0')
 		verdict = unreadable;
+	else if (!utf8)
+		verdict = encoding_verdict;
 	else if (have == want)
 		verdict = "up to date";
 	else if (have == 0)
@@ -1035,7 +1047,7 @@ static int cmd_check(struct ctl *c, int argc, char **argv)
 		verdict = "older than this release: ordertrackd migrates it at its next start";
 	else
 		verdict = "newer than this release: upgrade ordertrackctl and ordertrackd";
-	bool ok = have == want && unreadable[0] == '\0';
+	bool ok = have == want && unreadable[0] == '\0' && utf8;
 	char version[32];
 	int sv = PQserverVersion(c->pg);
 	snprintf(version, sizeof(version), "%d.%d", sv / 10000, sv % 10000);
@@ -1049,8 +1061,9 @@ static int cmd_check(struct ctl *c, int argc, char **argv)
 	PQclear(r);
 	bool durable = strcmp(fsync, "on") == 0 && strcmp(fpw, "on") == 0;
 	json_object_set_new(j, "database",
-	                    json_pack("{s:b, s:s, s:o, s:i, s:s, s:b, s:s, s:s}", "ok", 1,
-	                              "server_version", version, "schema_version",
+	                    json_pack("{s:b, s:s, s:s, s:o, s:i, s:s, s:b, s:s, s:s}", "ok", 1,
+	                              "server_version", version, "encoding",
+	                              encoding != NULL ? encoding : "unknown", "schema_version",
 	                              unreadable[0] ? json_null() : json_integer(have),
 	                              "expected_schema_version", want, "schema", verdict, "durable",
 	                              durable, "fsync", fsync, "full_page_writes", fpw));
@@ -1059,7 +1072,8 @@ static int cmd_check(struct ctl *c, int argc, char **argv)
 		json_out(j);
 	} else {
 		json_decref(j);
-		printf("database  ok (PostgreSQL %s)\n", version);
+		printf("database  ok (PostgreSQL %s, encoding %s)\n", version,
+		       encoding != NULL ? encoding : "unknown");
 		char have_s[16] = "?";
 		if (unreadable[0] == '\0')
 			snprintf(have_s, sizeof(have_s), "%d", have);
@@ -1116,6 +1130,10 @@ static int cmd_token(struct ctl *c, int argc, char **argv)
 	 * new token for it keeps its name unless --name gives another. */
 	char *err = NULL;
 	struct config *cfg = config_load(c->o.config, &err);
+	if (cfg == NULL && c->o.name == NULL)
+		warnx_("%s could not be read, so the entry below is named after the id, and an "
+		       "existing entry's name is not kept (give --name): %s",
+		       c->o.config, err);
 	free(err);
 	err = NULL;
 	const struct config_exporter *as_exporter = cfg ? config_find_exporter(cfg, id) : NULL;
@@ -1333,11 +1351,17 @@ static int tail_default_after(struct ctl *c, long long *after)
 {
 	if (!ctl_connect(c))
 		return EX_UNAVAILABLE_;
+	/* With --exporter, that exporter's newest (notifications_exporter_idx). */
+	const char *params[1] = {c->o.exporter};
 	PGresult *r = ctl_query(
 	    c,
-	    "SELECT coalesce(min(seq) - 1, 0) FROM (SELECT seq FROM"
-	    " ordertrack.notifications ORDER BY seq DESC LIMIT " TAIL_BACKLOG_STR ") newest",
-	    0, NULL);
+	    c->o.exporter != NULL
+	        ? "SELECT coalesce(min(seq) - 1, 0) FROM (SELECT seq FROM"
+	          " ordertrack.notifications WHERE exporter = $1 ORDER BY seq DESC"
+	          " LIMIT " TAIL_BACKLOG_STR ") newest"
+	        : "SELECT coalesce(min(seq) - 1, 0) FROM (SELECT seq FROM"
+	          " ordertrack.notifications ORDER BY seq DESC LIMIT " TAIL_BACKLOG_STR ") newest",
+	    c->o.exporter != NULL ? 1 : 0, params);
 	*after = strtoll(PQgetvalue(r, 0, 0), NULL, 10);
 	PQclear(r);
 	PQfinish(c->pg);

@@ -480,6 +480,14 @@ static void test_subscribe_resume(void **state)
 	it_daemon_stop_clean(d);
 }
 
+/* Send an order.created of KIVU without waiting for its ack. */
+static void send_line_only(struct it_client *c, const char *id, const char *order)
+{
+	char *line = it_event_line(id, "order.created", order, NULL);
+	it_send(c, line);
+	free(line);
+}
+
 /* Read the next line; it must be the feed_gap error whose message holds want. */
 static void expect_feed_ahead(struct it_client *c, const char *want)
 {
@@ -532,13 +540,29 @@ static void test_subscribe_ahead(void **state)
 	         " UPDATE ordertrack.notification_counter SET last_seq = %lld;",
 	         top - 5, top - 5);
 	it_db_script(db, sql);
-	/* The sessions come back (as after a restore): the feed looks again. */
+	/* The sessions come back (as after a restore) with events waiting:
+	 * the counter is judged before they commit past the cursor. */
 	off_t off = it_log_offset(d);
+	struct it_client *ev = it_connect(d);
+	it_hello(ev, KIVU, KIVU_TOKEN);
 	it_db_command(
 	    db,
 	    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
 	    " WHERE datname = current_database() AND application_name LIKE 'ordertrackd%'",
 	    NULL);
+	enum { WAITING = 12 };
+	for (int i = 0; i < WAITING; i++) {
+		char id[32], order[32];
+		snprintf(id, sizeof(id), "restored-%d", i);
+		snprintf(order, sizeof(order), "PO-RESTORED-%d", i);
+		send_line_only(ev, id, order);
+	}
+	for (int i = 0; i < WAITING; i++) {
+		char id[32];
+		snprintf(id, sizeof(id), "restored-%d", i);
+		it_expect_ack(ev, id, "stored");
+	}
+	assert_true(max_seq(db) > top);
 	snprintf(want, sizeof(want),
 	         "after %lld is past the last notification the database has"
 	         " given out (%lld)",
@@ -547,19 +571,40 @@ static void test_subscribe_ahead(void **state)
 	it_log_expect(d, off, "msg=\"feed cursor ahead\"", IT_REPLY_MS);
 	it_close(live);
 
-	/* A new notification takes seq top - 4: resumed at top, it would be skipped. */
-	c = subscriber(d, KIVU, KIVU_TOKEN, top);
-	snprintf(want, sizeof(want), "after %lld is past", top);
-	expect_feed_ahead(c, want);
-	subscribe_after(c, top - 5);
-	struct it_client *ev = it_connect(d);
-	it_hello(ev, KIVU, KIVU_TOKEN);
-	send_simple(ev, "ahead-1", "order.created", "PO-AHEAD", NULL, "stored");
+	/* Resumed now within the counter: the notifications that took the
+	 * seqs again, from top - 4. */
+	c = subscriber(d, KIVU, KIVU_TOKEN, top - 5);
 	json_t *n = read_note(c, NOTE_MS);
 	assert_int_equal(json_integer_value(json_object_get(n, "seq")), top - 4);
 	json_decref(n);
-	it_close(ev);
 	it_close(c);
+
+	/* Told in order: an exporter's subscribe behind its own event waiting
+	 * for its commit (the counter row held) gets the ack, "subscribed",
+	 * then feed_gap, though the counter's answer came first. */
+	long long now = max_seq(db);
+	PGconn *hold = PQconnectdb(it_conninfo(db));
+	PGresult *r =
+	    PQexec(hold, "BEGIN; SELECT 1 FROM ordertrack.notification_counter FOR UPDATE");
+	assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
+	PQclear(r);
+	send_line_only(ev, "ahead-held", "PO-AHEAD-HELD");
+	char sub_line[96];
+	snprintf(sub_line, sizeof(sub_line), "{\"type\":\"subscribe\",\"after\":%lld}", now + 5);
+	it_send(ev, sub_line);
+	it_sleep_ms(500); /* the counter's answer, the event still waiting */
+	r = PQexec(hold, "COMMIT");
+	PQclear(r);
+	PQfinish(hold);
+	it_expect_ack(ev, "ahead-held", "stored");
+	json_t *o = it_read_json(ev, IT_REPLY_MS);
+	const char *type = it_json_str(o, "type");
+	if (type == NULL || strcmp(type, "subscribed") != 0)
+		it_fail("expected \"subscribed\" right after the ack");
+	json_decref(o);
+	snprintf(want, sizeof(want), "after %lld is past", now + 5);
+	expect_feed_ahead(ev, want);
+	it_close(ev);
 	it_daemon_stop_clean(d);
 }
 

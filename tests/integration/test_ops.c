@@ -1767,6 +1767,64 @@ static char *subscribe_line(struct it_client *c, long long after)
 }
 
 /*
+ * Encodings: check fails on a database that is not UTF8, naming it (the
+ * daemon refuses such a database); and the tool speaks UTF-8 to the
+ * server whatever conninfo asks: with client_encoding=LATIN1 there, a
+ * status with a character LATIN1 lacks failed (exit 64), and --json
+ * status with one it has aborted.
+ */
+static void test_ctl_encoding(void **state)
+{
+	(void)state;
+	it_db_command(NULL,
+	              "CREATE DATABASE ops_ascii TEMPLATE template0 ENCODING 'SQL_ASCII'"
+	              " LC_COLLATE 'C' LC_CTYPE 'C'",
+	              NULL);
+	struct it_config cfg = ops_config("ctl_ascii", "ops_ascii");
+	struct it_daemon *d = it_daemon_start(&cfg, false);
+	char *out;
+	assert_int_equal(ctl(&out, NULL, "-c", d->conf_path, "check", (char *)NULL), 1);
+	if (strstr(out, "encoding SQL_ASCII") == NULL ||
+	    strstr(out, "the database's encoding is SQL_ASCII: ordertrackd needs UTF8") == NULL)
+		it_fail("check on a SQL_ASCII database: %s", out);
+	free(out);
+	it_daemon_stop_clean(d);
+
+	it_pg_createdb("ops_latin1_client");
+	struct it_config cfg2 =
+	    ops_config("ctl_latin1", "ops_latin1_client client_encoding=LATIN1");
+	d = it_daemon_start(&cfg2, true);
+	struct it_client *c = it_connect(d);
+	it_hello(c, IT_EXPORTER, IT_TOKEN);
+	char *line = it_event_line("enc-ctl-1", "order.created", "PO-ENC-CTL", NULL);
+	json_t *o = json_loads(line, 0, NULL);
+	free(line);
+	json_object_set_new(o, "buyer", json_string("\xe6\x9d\xb1 Caf\xc3\xa9 Trading"));
+	line = json_dumps(o, JSON_COMPACT);
+	json_decref(o);
+	it_send(c, line);
+	free(line);
+	it_expect_ack(c, "enc-ctl-1", "stored");
+	it_close(c);
+	assert_int_equal(ctl(&out, NULL, "-c", d->conf_path, "--json", "status", IT_EXPORTER,
+	                     "PO-ENC-CTL", (char *)NULL),
+	                 0);
+	json_t *j = parse_out("status", out);
+	char *text = json_dumps(j, JSON_COMPACT);
+	if (strstr(text, "\"buyer\":\"\xe6\x9d\xb1 Caf\xc3\xa9 Trading\"") == NULL)
+		it_fail("--json status lost the buyer's name: %s", text);
+	free(text);
+	json_decref(j);
+	assert_int_equal(
+	    ctl(&out, NULL, "-c", d->conf_path, "status", IT_EXPORTER, "PO-ENC-CTL", (char *)NULL),
+	    0);
+	if (strstr(out, "\xe6\x9d\xb1 Caf\xc3\xa9 Trading") == NULL)
+		it_fail("status lost the buyer's name: %s", out);
+	free(out);
+	it_daemon_stop_clean(d);
+}
+
+/*
  * prune --keep-days: the notifications older than that go, in chunks, but
  * none a configured webhook has not delivered (here one whose endpoint
  * refuses every connection: its cursor stays at 0); once it is out of the
@@ -3213,6 +3271,7 @@ int main(void)
 	    cmocka_unit_test_teardown(test_journal_priorities, ops_teardown),
 	    cmocka_unit_test_teardown(test_secret_config_mode_warned, ops_teardown),
 	    cmocka_unit_test_teardown(test_ctl_prune, ops_teardown),
+	    cmocka_unit_test_teardown(test_ctl_encoding, ops_teardown),
 	    cmocka_unit_test_teardown(test_operator_log_lines, ops_teardown),
 	    cmocka_unit_test_teardown(test_tail_wrong_address, ops_teardown),
 	    cmocka_unit_test_teardown(test_tail_token_hidden, ops_teardown),
