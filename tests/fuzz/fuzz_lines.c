@@ -22,8 +22,8 @@
  * a plain reference: split the whole stream at each "\n", drop one "\r"
  * before it, and a line longer than the limit is one "too long"; a
  * trailing piece without a newline is one "too long" when it exceeds the
- * limit by more than one byte (the framer may hold one CR more), else
- * nothing.  The two must agree whatever the chunk sizes were.
+ * limit by more than one byte, or by one that is not a CR (the framer may
+ * hold one CR more), else nothing.  The two must agree whatever the chunk sizes were.
  */
 #include <stdint.h>
 #include <stdlib.h>
@@ -61,7 +61,8 @@ static size_t reference_frames(const uint8_t *s, size_t n, size_t max_line, stru
 		k++;
 		start = i + 1;
 	}
-	if (n - start > max_line + 1) {
+	/* One byte over is held only when it may be a CR's: a CR. */
+	if (n - start > max_line + 1 || (n - start == max_line + 1 && s[n - 1] != '\r')) {
 		out[k].data = NULL;
 		out[k].len = 0;
 		k++;

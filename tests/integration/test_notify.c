@@ -521,7 +521,7 @@ static void test_subscribe_ahead(void **state)
 	struct it_client *c = it_connect(d);
 	it_hello_operator(c, OPS, OPS_TOKEN);
 	subscribe_after(c, top + 5);
-	char want[96];
+	char want[160];
 	snprintf(want, sizeof(want), "after %lld is past the last notification", top + 5);
 	expect_feed_ahead(c, want);
 	it_log_expect(d, 0, "msg=\"feed cursor ahead\" conn=", IT_REPLY_MS);
@@ -530,10 +530,18 @@ static void test_subscribe_ahead(void **state)
 	json_decref(read_note(c, NOTE_MS));
 	it_close(c);
 
-	/* Subscribed at the top, caught up; then "restored". */
+	/* Subscribed at the top, fed one more (so the check made as it
+	 * subscribed is over: it comes before the page on the auxiliary
+	 * session), caught up; then "restored". */
+	struct it_client *ev = it_connect(d);
+	it_hello(ev, KIVU, KIVU_TOKEN);
 	struct it_client *live = it_connect(d);
 	it_hello_operator(live, OPS, OPS_TOKEN);
 	subscribe_after(live, top);
+	send_simple(ev, "before-restore", "order.created", "PO-BEFORE-RESTORE", NULL, "stored");
+	json_t *first = read_note(live, NOTE_MS);
+	assert_int_equal(json_integer_value(json_object_get(first, "seq")), top + 1);
+	json_decref(first);
 	char sql[200];
 	snprintf(sql, sizeof(sql),
 	         "DELETE FROM ordertrack.notifications WHERE seq > %lld;"
@@ -543,8 +551,6 @@ static void test_subscribe_ahead(void **state)
 	/* The sessions come back (as after a restore) with events waiting:
 	 * the counter is judged before they commit past the cursor. */
 	off_t off = it_log_offset(d);
-	struct it_client *ev = it_connect(d);
-	it_hello(ev, KIVU, KIVU_TOKEN);
 	it_db_command(
 	    db,
 	    "SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity"
@@ -566,7 +572,7 @@ static void test_subscribe_ahead(void **state)
 	snprintf(want, sizeof(want),
 	         "after %lld is past the last notification the database has"
 	         " given out (%lld)",
-	         top, top - 5);
+	         top + 1, top - 5);
 	expect_feed_ahead(live, want);
 	it_log_expect(d, off, "msg=\"feed cursor ahead\"", IT_REPLY_MS);
 	it_close(live);
