@@ -984,6 +984,22 @@ char *it_event_line(const char *id, const char *type, const char *order, const c
 	return text;
 }
 
+char *it_event_line_at(const char *id, const char *type, const char *order, const char *shipment,
+                       const char *when)
+{
+	char *line = it_event_line(id, type, order, shipment);
+	json_t *o = json_loads(line, JSON_PRESERVE_ORDER, NULL);
+	free(line);
+	if (o == NULL)
+		abort();
+	json_object_set_new(o, "occurred_at", json_string(when));
+	line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
+	json_decref(o);
+	if (line == NULL)
+		abort();
+	return line;
+}
+
 void it_send_event(struct it_client *c, const char *id, const char *type, const char *order,
                    const char *shipment)
 {

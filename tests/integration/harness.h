@@ -292,6 +292,9 @@ int it_runv(const char *bin, const char *name, const char *const env[], int time
  * (required) and document.issued (optional) only; NULL leaves it out.
  */
 char *it_event_line(const char *id, const char *type, const char *order, const char *shipment);
+/* The same with occurred_at set to when. */
+char *it_event_line_at(const char *id, const char *type, const char *order, const char *shipment,
+                       const char *when);
 /* Send it_event_line(id, type, order, shipment) on c. */
 void it_send_event(struct it_client *c, const char *id, const char *type, const char *order,
                    const char *shipment);

@@ -29,6 +29,18 @@
 #define SENDERS    4
 #define PER_SENDER 2500
 
+/* Start a daemon whose fault point is point, reached the after-th time. */
+static struct it_daemon *start_with_fault(const struct it_config *cfg, const char *point,
+                                          const char *after, bool wait_ready)
+{
+	setenv("OT_FAULT_POINT", point, 1);
+	setenv("OT_FAULT_AFTER", after, 1);
+	struct it_daemon *d = it_daemon_start(cfg, wait_ready);
+	unsetenv("OT_FAULT_POINT");
+	unsetenv("OT_FAULT_AFTER");
+	return d;
+}
+
 /* The id of event i of sender k. */
 static void event_id(char *out, size_t cap, const char *point, int k, int i)
 {
@@ -68,11 +80,7 @@ static void crash_at(const char *point, const char *after)
 	struct it_config cfg = {
 	    .name = db, .dbname = db, .batch_max_events = 50, .log_level = "info"};
 
-	setenv("OT_FAULT_POINT", point, 1);
-	setenv("OT_FAULT_AFTER", after, 1);
-	struct it_daemon *d = it_daemon_start(&cfg, true);
-	unsetenv("OT_FAULT_POINT");
-	unsetenv("OT_FAULT_AFTER");
+	struct it_daemon *d = start_with_fault(&cfg, point, after, true);
 
 	struct it_client *c[SENDERS];
 	flood(d, point, c);
@@ -201,11 +209,7 @@ static void lost_answer(const char *db, const char *point)
 {
 	it_pg_createdb(db);
 	struct it_config cfg = {.name = db, .dbname = db, .log_level = "info"};
-	setenv("OT_FAULT_POINT", point, 1);
-	setenv("OT_FAULT_AFTER", "1", 1);
-	struct it_daemon *d = it_daemon_start(&cfg, true);
-	unsetenv("OT_FAULT_POINT");
-	unsetenv("OT_FAULT_AFTER");
+	struct it_daemon *d = start_with_fault(&cfg, point, "1", true);
 
 	struct it_client *c = it_connect(d);
 	it_hello(c, IT_EXPORTER, IT_TOKEN);
@@ -252,15 +256,7 @@ static char *event_ago(const char *id, const char *type, const char *order, cons
 {
 	char when[40];
 	it_utc_time(when, sizeof(when), offset_s);
-	char *line = it_event_line(id, type, order, ship);
-	json_t *o = json_loads(line, JSON_PRESERVE_ORDER, NULL);
-	free(line);
-	assert_non_null(o);
-	json_object_set_new(o, "occurred_at", json_string(when));
-	line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-	json_decref(o);
-	assert_non_null(line);
-	return line;
+	return it_event_line_at(id, type, order, ship, when);
 }
 
 /*
@@ -281,11 +277,7 @@ static void test_lost_alerts_answer(void **state)
 	                        .dbname = db,
 	                        .log_level = "info",
 	                        .extra_text = "alerts = { interval_s = 86400; };\n"};
-	setenv("OT_FAULT_POINT", "break_alerts_session", 1);
-	setenv("OT_FAULT_AFTER", "1", 1);
-	struct it_daemon *d = it_daemon_start(&cfg, true);
-	unsetenv("OT_FAULT_POINT");
-	unsetenv("OT_FAULT_AFTER");
+	struct it_daemon *d = start_with_fault(&cfg, "break_alerts_session", "1", true);
 
 	struct it_client *c = it_connect(d);
 	it_hello(c, IT_EXPORTER, IT_TOKEN);
@@ -335,11 +327,7 @@ static void test_lost_in_prepare(void **state)
 	const char *db = "crash_lost_prepare";
 	it_pg_createdb(db);
 	struct it_config cfg = {.name = db, .dbname = db, .log_level = "info", .db_connections = 1};
-	setenv("OT_FAULT_POINT", "lose_in_prepare", 1);
-	setenv("OT_FAULT_AFTER", "1", 1);
-	struct it_daemon *d = it_daemon_start(&cfg, true);
-	unsetenv("OT_FAULT_POINT");
-	unsetenv("OT_FAULT_AFTER");
+	struct it_daemon *d = start_with_fault(&cfg, "lose_in_prepare", "1", true);
 	it_log_expect(d, 0,
 	              "msg=\"database unavailable\" link=1 reason=\"fault point lose_in_prepare\"",
 	              IT_REPLY_MS);

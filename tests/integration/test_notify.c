@@ -174,15 +174,7 @@ static void send_scenarios(struct it_daemon *d)
 static char *event_at(const char *id, const char *type, const char *order, const char *ship,
                       const char *when)
 {
-	char *line = it_event_line(id, type, order, ship);
-	json_t *o = json_loads(line, JSON_PRESERVE_ORDER, NULL);
-	free(line);
-	json_object_set_new(o, "occurred_at", json_string(when));
-	line = json_dumps(o, JSON_COMPACT | JSON_PRESERVE_ORDER);
-	json_decref(o);
-	if (line == NULL)
-		abort();
-	return line;
+	return it_event_line_at(id, type, order, ship, when);
 }
 
 /* Send one event and require its ack. */
