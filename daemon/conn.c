@@ -739,6 +739,21 @@ static void conn_served(struct conn *c)
 	TAILQ_INSERT_TAIL(&server.conns, c, c_entry);
 }
 
+/* A line past limits.max_line_bytes: answered, and skipped to its newline. */
+static void conn_line_too_long(struct conn *c)
+{
+	char msg[128];
+	snprintf(msg, sizeof(msg), "line longer than %d bytes; skipped",
+	         server.cfg->max_line_bytes);
+	if (c->c_state == CONN_HELLO) {
+		conn_error(c, NULL, ERR_AUTH_REQUIRED, "say hello first");
+		conn_close(c, "auth_required");
+	} else {
+		conn_error(c, NULL, ERR_LINE_TOO_LONG, msg);
+	}
+	c->c_lines++;
+}
+
 /* Frame and handle what the input buffer holds, within the limits. */
 static void conn_process_input(struct conn *c)
 {
@@ -770,16 +785,7 @@ static void conn_process_input(struct conn *c)
 			conn_line(c, fr.data, fr.len);
 			lines++;
 		} else if (st == FRAMER_TOO_LONG) {
-			char msg[128];
-			snprintf(msg, sizeof(msg), "line longer than %d bytes; skipped",
-			         server.cfg->max_line_bytes);
-			if (c->c_state == CONN_HELLO) {
-				conn_error(c, NULL, ERR_AUTH_REQUIRED, "say hello first");
-				conn_close(c, "auth_required");
-			} else {
-				conn_error(c, NULL, ERR_LINE_TOO_LONG, msg);
-			}
-			c->c_lines++;
+			conn_line_too_long(c);
 			lines++;
 		}
 		/* The line was handled before its bytes are released. */
@@ -1232,7 +1238,11 @@ void conn_apply_config(void)
 	struct conn *c, *next;
 	TAILQ_FOREACH_SAFE(c, &server.conns, c_entry, next)
 	{
-		framer_set_max(&c->c_framer, (size_t)server.cfg->max_line_bytes);
+		/* A line begun may be too long for the new limit already:
+		 * answered now, not when (or if) its next byte comes. */
+		if (framer_set_max(&c->c_framer, (size_t)server.cfg->max_line_bytes) &&
+		    (c->c_state == CONN_HELLO || c->c_state == CONN_READY))
+			conn_line_too_long(c);
 		/* A subscriber has no idle timeout (see conn_subscribe). */
 		if (c->c_bev != NULL && c->c_sub == NULL) {
 			struct timeval tv = {server.cfg->idle_timeout_s, 0};

@@ -33,21 +33,34 @@ void framer_fini(struct framer *f)
 	f->len = 0;
 }
 
-void framer_set_max(struct framer *f, size_t max_line)
+/* Is a carry of len bytes, ending in last, too long for max_line?  One
+ * byte over is held only when it is a CR a newline may end. */
+static bool carry_too_long(size_t len, char last, size_t max_line)
 {
-	if (max_line != f->max_line) {
-		/* The buffer is sized to the limit; rebuild it at the new size. */
-		char *nb = NULL;
-		if (f->len > 0) {
-			/* max_line + 1: framer_scan may carry one byte over the
-			 * limit (a CR awaiting its LF), as its own buffer allows. */
-			nb = xmalloc(max_line + 1 > f->len ? max_line + 1 : f->len);
-			memcpy(nb, f->buf, f->len);
-		}
-		free(f->buf);
-		f->buf = nb;
-		f->max_line = max_line;
+	return len > max_line + 1 || (len == max_line + 1 && last != '\r');
+}
+
+bool framer_set_max(struct framer *f, size_t max_line)
+{
+	if (max_line == f->max_line)
+		return false;
+	bool dropped = f->len > 0 && carry_too_long(f->len, f->buf[f->len - 1], max_line);
+	if (dropped) {
+		f->len = 0;
+		f->skipping = true;
 	}
+	/* The buffer is sized to the limit (max_line + 1: framer_scan may
+	 * carry one byte over it, a CR awaiting its LF); rebuilt at the new
+	 * size, with what is left of the line. */
+	char *nb = NULL;
+	if (f->len > 0) {
+		nb = xmalloc(max_line + 1);
+		memcpy(nb, f->buf, f->len);
+	}
+	free(f->buf);
+	f->buf = nb;
+	f->max_line = max_line;
+	return dropped;
 }
 
 bool framer_partial(const struct framer *f)
@@ -109,9 +122,7 @@ size_t framer_scan(struct framer *f, const char *chunk, size_t len, enum framer_
 		 * One extra byte is allowed only if it is a CR, which a following
 		 * chunk's newline may turn into a terminator: any other byte
 		 * there makes the line too long now, not when more comes. */
-		size_t total = f->len + len;
-		if (total > f->max_line + 1 ||
-		    (total == f->max_line + 1 && len > 0 && chunk[len - 1] != '\r')) {
+		if (len > 0 && carry_too_long(f->len + len, chunk[len - 1], f->max_line)) {
 			f->len = 0;
 			f->skipping = true;
 			*st = FRAMER_TOO_LONG;

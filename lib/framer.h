@@ -36,8 +36,12 @@ struct framer {
 
 void framer_init(struct framer *f, size_t max_line);
 void framer_fini(struct framer *f);
-/* Change the limit (config reload); a partial line keeps its bytes. */
-void framer_set_max(struct framer *f, size_t max_line);
+/*
+ * Change the limit (config reload).  A partial line keeps its bytes, or,
+ * already too long for the new limit, is dropped and skipped to its
+ * newline: then true, and the caller reports it as FRAMER_TOO_LONG.
+ */
+bool framer_set_max(struct framer *f, size_t max_line);
 
 /*
  * Scan chunk[0..len) and stop at the first complete line or over-long line.

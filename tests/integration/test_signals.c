@@ -295,7 +295,10 @@ static void test_sighup_add_exporter(void **state)
 	it_daemon_stop_clean(d);
 }
 
-/* SIGHUP can change limits: a lower max_line_bytes applies to new sessions. */
+/*
+ * SIGHUP can change limits: a lower max_line_bytes applies to new lines,
+ * and to a line begun that is already too long for it.
+ */
 static void test_sighup_limits(void **state)
 {
 	struct it_config cfg = {.name = "sighup_limits", .max_line_bytes = 8192};
@@ -310,12 +313,21 @@ static void test_sighup_limits(void **state)
 	it_hello(c, IT_EXPORTER, IT_TOKEN);
 	it_send(c, big);
 	it_expect_pong(c);
+	/* A line begun and left there, longer than the limit to come. */
+	it_send_raw(c, big, 2000);
+	it_sleep_ms(100);
 
 	cfg.max_line_bytes = 1024;
 	it_daemon_rewrite(d, &cfg);
 	off_t off = it_log_offset(d);
 	kill(d->pid, SIGHUP);
 	it_log_expect(d, off, "msg=\"config reloaded\"", IT_REPLY_MS);
+	/* It is too long now: answered at once, not when (or if) it goes on;
+	 * its rest up to the newline is skipped, and the connection goes on. */
+	json_decref(it_expect_error(c, NULL, "line_too_long"));
+	it_send(c, "more of it");
+	it_send(c, "{\"type\":\"ping\"}");
+	it_expect_pong(c);
 	struct it_client *n = it_connect(d);
 	it_hello(n, IT_EXPORTER, IT_TOKEN);
 	it_send(n, big);

@@ -457,18 +457,32 @@ static void test_set_max(void **state)
 	feed_str(&f, "\n", &s);
 	assert_string_equal(s.log, "![1234][abcdefgh][abcdefgh]");
 
-	/* Shrink below a partial line: its bytes stay, the line ends up too long. */
+	/* Shrink below a partial line: it is too long at once (said by the
+	 * return), and skipped to its newline. */
 	feed_str(&f, "abcdef", &s);
-	framer_set_max(&f, 3);
+	assert_true(framer_set_max(&f, 3));
 	assert_true(framer_partial(&f));
 	feed_str(&f, "g\nxyz\n", &s);
-	assert_string_equal(s.log, "![1234][abcdefgh][abcdefgh]![xyz]");
+	assert_string_equal(s.log, "![1234][abcdefgh][abcdefgh][xyz]");
+	/* To just over the new limit: a CR there may still end it; another
+	 * byte does not. */
+	framer_set_max(&f, 8);
+	feed_str(&f, "abcd\r", &s);
+	assert_false(framer_set_max(&f, 4));
+	feed_str(&f, "\n", &s);
+	assert_string_equal(s.log, "![1234][abcdefgh][abcdefgh][xyz][abcd]");
+	framer_set_max(&f, 8);
+	feed_str(&f, "abcde", &s);
+	assert_true(framer_set_max(&f, 4));
+	feed_str(&f, "\nxyz\n", &s);
+	assert_string_equal(s.log, "![1234][abcdefgh][abcdefgh][xyz][abcd][xyz]");
+	framer_set_max(&f, 3);
 
 	/* Same limit again is a no-op. */
 	feed_str(&f, "xy", &s);
-	framer_set_max(&f, 3);
+	assert_false(framer_set_max(&f, 3));
 	feed_str(&f, "z\n", &s);
-	assert_string_equal(s.log, "![1234][abcdefgh][abcdefgh]![xyz][xyz]");
+	assert_string_equal(s.log, "![1234][abcdefgh][abcdefgh][xyz][abcd][xyz][xyz]");
 	sink_fini(&s);
 	framer_fini(&f);
 }
