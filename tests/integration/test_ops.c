@@ -722,6 +722,23 @@ static void test_ctl_scenario(void **state)
 	                     "No Such/Exporter", "--address", addr, (char *)NULL),
 	                 64);
 	free(out);
+	/* Without --after, --exporter starts before that exporter's ten
+	 * newest (the ten newest of all are the other exporter's). */
+	long tenth = it_db_long("ops_ctl",
+	                        "SELECT min(seq) FROM (SELECT seq FROM ordertrack.notifications"
+	                        " WHERE exporter = $1 ORDER BY seq DESC LIMIT 10) s",
+	                        IT_EXPORTER, NULL);
+	assert_true(tenth < it_db_long("ops_ctl",
+	                               "SELECT max(seq) - 10 FROM ordertrack.notifications", NULL));
+	assert_int_equal(ctl(&out, OPS_TOKEN, "-c", conf, "tail", "--exporter", IT_EXPORTER,
+	                     "--limit", "1", "--json", "--address", addr, (char *)NULL),
+	                 0);
+	json_t *first = json_loads(out, 0, NULL);
+	if (first == NULL || json_integer_value(json_object_get(first, "seq")) != tenth)
+		it_fail("tail --exporter without --after: wanted seq %ld first, got %s", tenth,
+		        out);
+	json_decref(first);
+	free(out);
 	/* The config listens on port 0 (any free port): tail cannot guess it. */
 	assert_int_equal(ctl(&out, OPS_TOKEN, "-c", conf, "tail", "--after", "0", (char *)NULL),
 	                 64);
