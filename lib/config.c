@@ -1039,22 +1039,18 @@ struct config *config_load(const char *path, char **errstr)
 	if (errstr != NULL)
 		*errstr = NULL;
 	char *text = file_slurp(path, &err);
-	if (text == NULL) {
-		if (errstr != NULL)
-			*errstr = err;
-		else
-			free(err);
-		return NULL;
-	}
 	/* An empty file is more likely a write cut short than a wish for the
 	 * defaults, which have no exporter: reloaded, it would close every
 	 * exporter's connection.  A file of comments says the defaults are
 	 * meant. */
-	if (text[strspn(text, " \t\r\n")] == '\0') {
+	if (text != NULL && text[strspn(text, " \t\r\n")] == '\0') {
 		free(text);
+		text = NULL;
 		err = cfg_printf("%s: the file is empty (a file of comments only, such as \"# the "
 		                 "defaults\", takes every default)",
 		                 path);
+	}
+	if (text == NULL) {
 		if (errstr != NULL)
 			*errstr = err;
 		else

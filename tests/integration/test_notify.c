@@ -472,14 +472,6 @@ static void test_subscribe_resume(void **state)
 	it_daemon_stop_clean(d);
 }
 
-/* Send an order.created of KIVU without waiting for its ack. */
-static void send_line_only(struct it_client *c, const char *id, const char *order)
-{
-	char *line = it_event_line(id, "order.created", order, NULL);
-	it_send(c, line);
-	free(line);
-}
-
 /* Read the next line; it must be the feed_gap error whose message holds want. */
 static void expect_feed_ahead(struct it_client *c, const char *want)
 {
@@ -553,7 +545,7 @@ static void test_subscribe_ahead(void **state)
 		char id[32], order[32];
 		snprintf(id, sizeof(id), "restored-%d", i);
 		snprintf(order, sizeof(order), "PO-RESTORED-%d", i);
-		send_line_only(ev, id, order);
+		it_send_event(ev, id, "order.created", order, NULL);
 	}
 	for (int i = 0; i < WAITING; i++) {
 		char id[32];
@@ -586,7 +578,7 @@ static void test_subscribe_ahead(void **state)
 	    PQexec(hold, "BEGIN; SELECT 1 FROM ordertrack.notification_counter FOR UPDATE");
 	assert_int_equal(PQresultStatus(r), PGRES_TUPLES_OK);
 	PQclear(r);
-	send_line_only(ev, "ahead-held", "PO-AHEAD-HELD");
+	it_send_event(ev, "ahead-held", "order.created", "PO-AHEAD-HELD", NULL);
 	char sub_line[96];
 	snprintf(sub_line, sizeof(sub_line), "{\"type\":\"subscribe\",\"after\":%lld}", now + 5);
 	it_send(ev, sub_line);
